@@ -1,0 +1,105 @@
+{{/* Name of the chart, overridable. */}}
+{{- define "infergate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Resource-name prefix. Names are capped at 63 characters because several of them become label values and DNS names;
+the longest suffix we add is "-operator-metrics" (17), so the prefix is cut at 46.
+*/}}
+{{- define "infergate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 46 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 46 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 46 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "infergate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "infergate.labels" -}}
+helm.sh/chart: {{ include "infergate.chart" . }}
+app.kubernetes.io/name: {{ include "infergate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: infergate
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component; call with (dict "ctx" $ "component" "operator"). Immutable once installed. */}}
+{{- define "infergate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "infergate.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "infergate.componentLabels" -}}
+{{ include "infergate.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "infergate.operator.serviceAccountName" -}}
+{{ include "infergate.fullname" . }}-operator
+{{- end }}
+
+{{- define "infergate.agent.serviceAccountName" -}}
+{{ include "infergate.fullname" . }}-agent
+{{- end }}
+
+{{/* image reference; call with (dict "image" .Values.operator.image "ctx" $). A digest wins over the tag. */}}
+{{- define "infergate.image" -}}
+{{- if .image.digest -}}
+{{ .image.repository }}@{{ .image.digest }}
+{{- else -}}
+{{ .image.repository }}:{{ .image.tag | default .ctx.Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{/*
+Pod-level hardening shared by every pod of the chart. UID/GID 65532 is the distroless "nonroot" user the images
+run as; fsGroup makes mounted Secret files readable by that group.
+*/}}
+{{- define "infergate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level hardening shared by every container of the chart. */}}
+{{- define "infergate.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Peers allowed to scrape /metrics: the monitoring namespace plus any extra peers. */}}
+{{- define "infergate.metricsPeers" -}}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .Values.networkPolicy.metricsNamespace }}
+{{- with .Values.networkPolicy.metricsFrom }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,222 @@
+//! `InferenceEndpoint`: one model that clients can call, where it runs, what it costs and what it accepts.
+use crate::GoDuration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An inference endpoint served by the infergate agents. Clients name it by `model`; keys reach it through an
+/// ApiKeyPolicy scope.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "infergate.dev",
+    version = "v1alpha1",
+    kind = "InferenceEndpoint",
+    plural = "inferenceendpoints",
+    shortname = "igep",
+    category = "infergate",
+    namespaced,
+    status = "InferenceEndpointStatus",
+    printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.model"}"#,
+    printcolumn = r#"{"name":"Features","type":"string","jsonPath":".spec.features"}"#,
+    printcolumn = r#"{"name":"Fallback","type":"string","jsonPath":".spec.fallback","priority":1}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("!has(self.spec.fallback) || self.spec.fallback != self.metadata.name").message("spec.fallback must name a different InferenceEndpoint, not this one")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.backend.builtin) || !self.features.exists(f, f == 'embed' || f == 'verify' || f == 'vad')").message("features embed, verify and vad are served by the built-in backends only: set backend.builtin"))]
+#[x_kube(validation = Rule::new("!has(self.backend.builtin) || self.backend.builtin != 'vad' || self.features.all(f, f == 'vad')").message("the built-in vad backend serves only the vad feature"))]
+#[x_kube(validation = Rule::new("!has(self.backend.builtin) || self.backend.builtin != 'speaker-encoder' || self.features.all(f, f == 'embed' || f == 'verify' || f == 'vad')").message("the built-in speaker-encoder backend serves embed, verify (and vad as a pre-step), not transcribe"))]
+pub struct InferenceEndpointSpec {
+    /// The model name clients ask for (the `model` field of OpenAI-compatible requests, `model` in gRPC and
+    /// WebSocket start messages). Unique among the endpoints an agent serves.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"))]
+    pub model: String,
+    /// What the endpoint offers: `transcribe` (speech to text), `embed` (speaker embedding), `verify`
+    /// (speaker verification against a reference embedding), `vad` (voice activity detection).
+    #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g == f))").message("features must not repeat"))]
+    #[schemars(length(min = 1, max = 4))]
+    pub features: Vec<Feature>,
+    /// Where requests are computed: exactly one of `builtin` or `upstream`.
+    pub backend: BackendSpec,
+    /// How GPU time is estimated before a request runs; the agent settles against the measured time afterwards.
+    #[serde(default)]
+    pub cost: CostModel,
+    /// What a single request or stream may contain.
+    #[serde(default)]
+    pub limits: RequestLimits,
+    /// Another InferenceEndpoint (same namespace) that takes new requests when this one is saturated for the
+    /// caller's tier. Responses served by the fallback say so (`x-infergate-fallback` header / metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// Which agents serve this endpoint (matched against node labels). Empty: every agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// What the agent may keep after a request. Defaults to nothing.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Namespaces whose ApiKeyPolicies may grant access to this endpoint, besides its own. `*` allows all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allowed_namespaces: Vec<String>,
+    /// Speaker verification: cosine similarity at or above which `verify` answers "same speaker".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1.0, max = 1.0))]
+    pub verify_threshold: Option<f64>,
+}
+
+/// A feature an endpoint offers and a key may be scoped to.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Feature {
+    Transcribe,
+    Embed,
+    Verify,
+    Vad,
+}
+
+impl Feature {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Transcribe => "transcribe",
+            Feature::Embed => "embed",
+            Feature::Verify => "verify",
+            Feature::Vad => "vad",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.builtin) != has(self.upstream)").message("backend: set exactly one of builtin or upstream"))]
+pub struct BackendSpec {
+    /// A model the agent runs itself: `speaker-encoder` (embed, verify) or `vad`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<BuiltinModel>,
+    /// An OpenAI-compatible server the agent forwards to (for `transcribe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuiltinModel {
+    SpeakerEncoder,
+    Vad,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamSpec {
+    /// Base URL of the OpenAI-compatible API, e.g. `http://whisper.speech.svc:8000/v1`.
+    #[x_kube(validation = Rule::new("isURL(self) && (url(self).getScheme() == 'http' || url(self).getScheme() == 'https')").message("upstream.url must be an absolute http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// The model name to send upstream, when it differs from `spec.model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// How long one upstream request may take.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: GoDuration,
+}
+
+fn default_upstream_timeout() -> GoDuration {
+    GoDuration::from_secs(120)
+}
+
+/// Estimated GPU cost, used to pre-charge a request before it runs.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostModel {
+    /// Estimated GPU-seconds per second of audio.
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub gpu_seconds_per_audio_second: f64,
+    /// The least a request is charged, whatever its length.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 3600.0))]
+    pub minimum_gpu_seconds: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        Self { gpu_seconds_per_audio_second: 0.05, minimum_gpu_seconds: 0.0 }
+    }
+}
+
+/// Ingress limits. Each violation closes only the offending request or stream, with its own error code.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RequestLimits {
+    /// Longest audio accepted in one request, and in total over one stream, in seconds.
+    #[schemars(range(min = 0.1, max = 86400.0))]
+    pub max_audio_seconds: f64,
+    /// Largest audio chunk (one WebSocket binary frame or gRPC message), in bytes.
+    #[schemars(range(min = 64, max = 16777216))]
+    pub max_chunk_bytes: u32,
+    /// Most messages a stream may send per second.
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_messages_per_second: u32,
+    /// A stream that sends nothing for this long is closed.
+    pub idle_timeout: GoDuration,
+    /// A stream is closed after this long, whatever it is doing.
+    pub max_session_duration: GoDuration,
+    /// Accepted audio encodings.
+    #[schemars(length(min = 1))]
+    pub codecs: Vec<Codec>,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_audio_seconds: 600.0,
+            max_chunk_bytes: 64 * 1024,
+            max_messages_per_second: 100,
+            idle_timeout: GoDuration::from_secs(30),
+            max_session_duration: GoDuration::from_secs(3600),
+            codecs: vec![Codec::Pcm16, Codec::Wav],
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Raw little-endian signed 16-bit mono PCM at 16 kHz.
+    Pcm16,
+    /// RIFF WAVE (PCM16 or float32, mono, 16 kHz).
+    Wav,
+    Flac,
+    Mp3,
+    Ogg,
+    Webm,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Whether request audio may be kept after the response. Only `none` is supported: audio is dropped as soon
+    /// as it has been processed.
+    #[serde(default)]
+    pub audio: AudioRetention,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioRetention {
+    #[default]
+    None,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceEndpointStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// How many ApiKeyPolicies grant access to this endpoint.
+    #[serde(default)]
+    pub policies: u32,
+}

@@ -1,0 +1,280 @@
+//! The gateway-config contract between the operator and the agents.
+//!
+//! The operator publishes one **shard** per ApiKeyPolicy and one per InferenceEndpoint, each a Secret in the
+//! operator's namespace labelled `infergate.dev/component=gateway-config`, holding one JSON document under
+//! [`SHARD_DATA_KEY`]. Sharding keeps every object far below the 1 MiB object limit at any number of policies,
+//! lets a change rewrite one small object, and lets agents read config with RBAC limited to that namespace.
+//! Shards hold key *digests* and ids, never plaintext keys. They are Secrets, not ConfigMaps, because even
+//! digests, scopes and upstream URLs are not for every reader of the namespace.
+//!
+//! ```text
+//!  operator ──writes──▶ Secret infergate-cfg-policy-<hash>   {"kind":"policy",...}
+//!                       Secret infergate-cfg-endpoint-<hash> {"kind":"endpoint",...}
+//!  agent ──watches (label selector, one namespace)──▶ builds an immutable snapshot, swaps it atomically
+//!  agent ──writes──▶ Lease infergate-agent-<node> (config revision, revocations it enforces)
+//! ```
+use crate::endpoint::{BackendSpec, CostModel, Feature, RequestLimits};
+use crate::key::{Environment, KeyDigest, KeyId};
+use crate::policy::KeyState;
+use crate::NamespacedName;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Bumped on any incompatible change; agents refuse shards with a newer version and keep their last snapshot.
+pub const SHARD_SCHEMA_VERSION: u32 = 1;
+/// The data key of the JSON document inside a shard Secret.
+pub const SHARD_DATA_KEY: &str = "shard.json";
+/// The label selector agents use to watch shards.
+pub const SHARD_SELECTOR: &str = "infergate.dev/component=gateway-config";
+
+/// One shard: everything the gateway needs to know about one policy or one endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Shard {
+    Policy(PolicyShard),
+    Endpoint(EndpointShard),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyShard {
+    pub schema_version: u32,
+    pub policy: NamespacedName,
+    pub generation: i64,
+    pub environment: Environment,
+    pub tier: TierLimits,
+    /// Keys the gateway accepts (current, and retiring during an overlap). Revoked and retired keys are absent.
+    pub keys: Vec<KeyEntry>,
+    /// Revoked keys, kept only so the gateway can answer "key revoked" instead of "unknown key" and close
+    /// their open streams. Never accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<RevokedKey>,
+    /// While true, every key of the policy is refused with "key suspended".
+    #[serde(default)]
+    pub suspended: bool,
+    /// After this instant every key of the policy is refused with "key expired".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<ScopeEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_client_embeddings: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyEntry {
+    pub key_id: KeyId,
+    pub digest: KeyDigest,
+    pub state: KeyState,
+    pub valid_from: DateTime<Utc>,
+    /// Set for a retiring key: the end of its overlap window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedKey {
+    pub key_id: KeyId,
+    pub digest: KeyDigest,
+    pub revoked_at: DateTime<Utc>,
+}
+
+/// One endpoint a key may call, resolved to the endpoint's model name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeEntry {
+    pub endpoint: NamespacedName,
+    pub model: String,
+    /// Features allowed there: the policy's list intersected with what the endpoint offers.
+    pub features: Vec<Feature>,
+}
+
+/// A tier's limits as the gateway applies them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TierLimits {
+    pub name: String,
+    pub priority: u32,
+    pub gpu_seconds_per_minute: f64,
+    pub burst_gpu_seconds: f64,
+    pub max_concurrent_streams: u32,
+    pub queue_max_depth: u32,
+    pub queue_timeout_ms: u64,
+    pub target_utilization_percent: u32,
+    pub min_factor: f64,
+    pub max_factor: f64,
+    /// Per-endpoint overrides (already merged with the tier's defaults).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoint_overrides: BTreeMap<String, EndpointLimits>,
+}
+
+/// The limits that can differ per endpoint. Keyed in [`TierLimits::endpoint_overrides`] by `namespace/name`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointLimits {
+    pub gpu_seconds_per_minute: f64,
+    pub burst_gpu_seconds: f64,
+    pub max_concurrent_streams: u32,
+}
+
+impl TierLimits {
+    /// The limits that apply on one endpoint.
+    pub fn for_endpoint(&self, endpoint: &NamespacedName) -> EndpointLimits {
+        self.endpoint_overrides.get(&endpoint.to_string()).copied().unwrap_or(EndpointLimits {
+            gpu_seconds_per_minute: self.gpu_seconds_per_minute,
+            burst_gpu_seconds: self.burst_gpu_seconds,
+            max_concurrent_streams: self.max_concurrent_streams,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointShard {
+    pub schema_version: u32,
+    pub endpoint: NamespacedName,
+    pub generation: i64,
+    pub model: String,
+    pub features: Vec<Feature>,
+    pub backend: BackendSpec,
+    pub cost: CostModel,
+    pub limits: RequestLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<NamespacedName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_threshold: Option<f64>,
+}
+
+impl Shard {
+    pub fn owner(&self) -> &NamespacedName {
+        match self {
+            Shard::Policy(p) => &p.policy,
+            Shard::Endpoint(e) => &e.endpoint,
+        }
+    }
+
+    pub fn kind(&self) -> ShardKind {
+        match self {
+            Shard::Policy(_) => ShardKind::Policy,
+            Shard::Endpoint(_) => ShardKind::Endpoint,
+        }
+    }
+
+    /// The name of the Secret that holds this shard.
+    pub fn secret_name(&self) -> String {
+        shard_secret_name(self.kind(), self.owner())
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("shards serialize")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ShardError> {
+        // Check the version before the full parse so a newer operator gives a clear message, not a field error.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Probe {
+            schema_version: u32,
+        }
+        let probe: Probe = serde_json::from_slice(bytes).map_err(ShardError::Malformed)?;
+        if probe.schema_version > SHARD_SCHEMA_VERSION {
+            return Err(ShardError::NewerSchema(probe.schema_version));
+        }
+        serde_json::from_slice(bytes).map_err(ShardError::Malformed)
+    }
+
+    /// A content hash: equal shards have equal revisions, so agents and status can name what they run.
+    pub fn revision(&self) -> String {
+        revision_of(&self.to_json())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShardKind {
+    Policy,
+    Endpoint,
+}
+
+impl ShardKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardKind::Policy => "policy",
+            ShardKind::Endpoint => "endpoint",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("gateway-config shard is not valid JSON for this agent version: {0}")]
+    Malformed(#[source] serde_json::Error),
+    #[error("gateway-config shard has schema version {0}, newer than this agent understands ({SHARD_SCHEMA_VERSION}); upgrade the agent")]
+    NewerSchema(u32),
+}
+
+impl ShardError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            ShardError::Malformed(_) => "malformed",
+            ShardError::NewerSchema(_) => "newer_schema",
+        }
+    }
+}
+
+/// `infergate-cfg-<kind>-<16 hex>`: stable, DNS-safe and short whatever the owner's name length.
+pub fn shard_secret_name(kind: ShardKind, owner: &NamespacedName) -> String {
+    let digest = Sha256::digest(owner.to_string().as_bytes());
+    format!("infergate-cfg-{}-{}", kind.as_str(), hex::encode(&digest[..8]))
+}
+
+/// First 16 hex characters of SHA-256.
+pub fn revision_of(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// What each agent publishes about itself, on a Lease named [`agent_lease_name`] in the operator's namespace.
+pub mod lease {
+    /// Annotation: the agent's whole-config revision (hash over the shard revisions it runs).
+    pub const CONFIG_REVISION: &str = "infergate.dev/config-revision";
+    /// Annotation: when that revision was applied (RFC 3339).
+    pub const CONFIG_APPLIED_AT: &str = "infergate.dev/config-applied-at";
+    /// Annotation: comma-separated key ids the agent refuses as revoked, most recent first (bounded by
+    /// [`MAX_PUBLISHED_REVOCATIONS`]); the operator counts agents per revocation from it.
+    pub const ENFORCED_REVOCATIONS: &str = "infergate.dev/enforced-revocations";
+    pub const MAX_PUBLISHED_REVOCATIONS: usize = 200;
+    pub const AGENT_LEASE_PREFIX: &str = "infergate-agent-";
+    /// Label on every agent Lease so the operator can list them.
+    pub const AGENT_LEASE_LABEL: &str = "infergate.dev/component=agent";
+}
+
+pub fn agent_lease_name(node: &str) -> String {
+    format!("{}{node}", lease::AGENT_LEASE_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_stable_and_dns_safe() {
+        let a = shard_secret_name(ShardKind::Policy, &NamespacedName::new("team-a", "checkout"));
+        assert_eq!(a, shard_secret_name(ShardKind::Policy, &NamespacedName::new("team-a", "checkout")));
+        assert!(a.starts_with("infergate-cfg-policy-") && a.len() == "infergate-cfg-policy-".len() + 16);
+        assert_ne!(a, shard_secret_name(ShardKind::Endpoint, &NamespacedName::new("team-a", "checkout")));
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_a_clear_message() {
+        let err = Shard::from_json(br#"{"kind":"policy","schemaVersion":99}"#).unwrap_err();
+        assert_eq!(err.category(), "newer_schema");
+        assert!(err.to_string().contains("upgrade the agent"));
+        assert_eq!(Shard::from_json(b"{").unwrap_err().category(), "malformed");
+    }
+}

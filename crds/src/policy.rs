@@ -1,0 +1,177 @@
+//! `ApiKeyPolicy`: who may call what. The operator issues the key, writes it into `secretName`, rotates and
+//! revokes it; the spec is only ever written by people (or GitOps), never by the operator.
+use crate::endpoint::Feature;
+use crate::key::Environment;
+use crate::GoDuration;
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An API-key policy: one key (and, during a rotation overlap, its predecessor) with a tier, scopes and a
+/// lifecycle. The key is written to the Secret `secretName` in this namespace under `api-key`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "infergate.dev",
+    version = "v1alpha1",
+    kind = "ApiKeyPolicy",
+    plural = "apikeypolicies",
+    shortname = "igkey",
+    category = "infergate",
+    namespaced,
+    status = "ApiKeyPolicyStatus",
+    printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".spec.tier"}"#,
+    printcolumn = r#"{"name":"Env","type":"string","jsonPath":".spec.environment"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","jsonPath":".status.currentKeyId"}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".spec.secretName"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Next rotation","type":"date","jsonPath":".status.nextRotationAt","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyPolicySpec {
+    /// The RateTier (cluster-scoped) whose limits apply to this key.
+    #[schemars(length(min = 1, max = 253))]
+    pub tier: String,
+    /// `live` issues `sk_live_` keys, `test` issues `sk_test_` keys.
+    #[serde(default)]
+    pub environment: Environment,
+    /// The Secret in this namespace that receives the key (data keys `api-key` and `key-id`). The operator
+    /// creates and owns it; it must not be an existing Secret managed by something else.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub secret_name: String,
+    /// What the key may call. At least one scope.
+    #[schemars(length(min = 1, max = 64))]
+    pub scopes: Vec<Scope>,
+    /// Scheduled rotation. Without it, the key lives until revoked or expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    /// Keys to revoke, by key id (see `status.keys`). A revoked key stops working at the next reconcile and
+    /// its open streams are closed; a revoked current key is replaced by a new one immediately.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s.keyId == r.keyId))").message("revocations: each keyId may be listed once").reason(Reason::FieldValueDuplicate))]
+    #[schemars(length(max = 256))]
+    pub revocations: Vec<Revocation>,
+    /// Takes every key of this policy out of service without revoking it; set back to false to restore.
+    #[serde(default)]
+    pub suspended: bool,
+    /// After this time the policy's keys stop working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Browser Origins allowed to open WebSocket streams with this key, e.g. `https://app.example.com`.
+    /// Empty: browser requests (those that send an Origin header) are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(o, o == '*' || o.matches('^https?://[^/]+$'))").message("allowedOrigins: use scheme://host[:port] with no path, e.g. https://app.example.com"))]
+    #[schemars(length(max = 64))]
+    pub allowed_origins: Vec<String>,
+    /// Let clients send a precomputed 256-d speaker embedding instead of audio to `verify`, so raw audio can stay
+    /// on the user's device.
+    #[serde(default)]
+    pub allow_client_embeddings: bool,
+}
+
+/// One endpoint the key may call and the features it may use there.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scope {
+    /// The InferenceEndpoint's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub endpoint: String,
+    /// The InferenceEndpoint's namespace; defaults to this policy's namespace. The endpoint must list this
+    /// namespace in `allowedNamespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Features allowed on that endpoint; empty means every feature it offers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<Feature>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.overlap) < duration(self.every)").message("rotation.overlap must be shorter than rotation.every, or two generations of keys would be valid at once"))]
+#[x_kube(validation = Rule::new("duration(self.every) >= duration('1h')").message("rotation.every must be at least 1h"))]
+pub struct Rotation {
+    /// How often a new key is issued, e.g. `720h` (30 days).
+    pub every: GoDuration,
+    /// How long the previous key keeps working after a rotation, e.g. `24h`. Must be shorter than `every`.
+    #[serde(default = "default_overlap")]
+    pub overlap: GoDuration,
+}
+
+fn default_overlap() -> GoDuration {
+    GoDuration::from_secs(3600)
+}
+
+/// A request to revoke one key. The operator records when it took effect in `status.revocations`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    /// The key id to revoke (`kid_` + 16 hex characters), as shown in `status.keys` and audit lines.
+    #[schemars(regex(pattern = r"^kid_[0-9a-f]{16}$"))]
+    pub key_id: String,
+    /// Why, for the audit trail.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// Who asked, for the audit trail.
+    #[schemars(length(min = 1, max = 256))]
+    pub requested_by: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The key id now written in the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_key_id: Option<String>,
+    /// Keys currently accepted by the gateway (never the key itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<DateTime<Utc>>,
+    /// Revocations the operator has enforced: who, why, when, and how far it reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocations: Vec<RevocationStatus>,
+    /// The gateway-config revision that carries this policy's current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_revision: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    pub key_id: String,
+    /// `current` or `retiring` (still valid during a rotation overlap).
+    pub state: KeyState,
+    pub issued_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Current,
+    Retiring,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationStatus {
+    pub key_id: String,
+    pub reason: String,
+    pub requested_by: String,
+    /// When the operator first removed the key from the gateway config.
+    pub revoked_at: DateTime<Utc>,
+    /// `false` when the key id matched no key this policy issued (a typo, or a key already retired).
+    pub matched: bool,
+    /// How many agents run a config revision without this key, out of how many agents report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_enforcing: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_total: Option<u32>,
+}

