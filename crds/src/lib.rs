@@ -61,6 +61,13 @@ pub mod annotations {
     pub const PREVIOUS_RETIRES_AT: &str = "infergate.dev/previous-retires-at";
     /// The rotate-requested-at value already honoured, so one annotation value rotates exactly once.
     pub const ROTATION_HANDLED: &str = "infergate.dev/rotation-handled";
+    /// When the retiring key was issued (RFC 3339), so status and config can show its validity window.
+    pub const PREVIOUS_ISSUED_AT: &str = "infergate.dev/previous-issued-at";
+    /// Comma-separated SHA-256 digests (hex) of this policy's keys that were revoked while still listed in
+    /// `spec.revocations`: the gateway keeps answering "key revoked" for them after the plaintext is gone.
+    pub const REVOKED_KEY_DIGESTS: &str = "infergate.dev/revoked-key-digests";
+    /// On a gateway-config shard Secret: the shard's content revision ([`crate::gateway::Shard::revision`]).
+    pub const SHARD_REVISION: &str = "infergate.dev/shard-revision";
 }
 
 /// Data keys inside the policy's key Secret.

@@ -29,8 +29,11 @@ pub enum Command {
     },
     /// Validate manifests against the generated schemas, CEL rules included, like the API server would.
     Validate {
-        #[arg(short = 'f', long = "filename", required = true)]
+        #[arg(short = 'f', long = "filename", required_unless_present = "stdin_jsonl")]
         files: Vec<PathBuf>,
+        /// Read one JSON object per stdin line and answer `{"ok":bool,"errors":[...]}` per line (for API stand-ins).
+        #[arg(long, conflicts_with = "files")]
+        stdin_jsonl: bool,
     },
     /// Run the operator against the cluster in the current kubeconfig / service account.
     Run(crate::run::RunArgs),
@@ -41,7 +44,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir } => crate::render::print_crds(out_dir.as_deref()),
         Command::Render { files, now } => crate::render::render(&files, now.as_deref()),
-        Command::Validate { files } => crate::validate::validate_files(&files),
+        Command::Validate { stdin_jsonl: true, .. } => crate::validate::serve_stdin(),
+        Command::Validate { files, .. } => crate::validate::validate_files(&files),
         Command::Run(args) => crate::run::run(args),
     };
     match result {

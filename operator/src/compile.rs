@@ -62,11 +62,20 @@ pub struct PolicyInputs<'a> {
 /// Finds an endpoint by namespace/name.
 pub trait EndpointLookup {
     fn get(&self, at: &NamespacedName) -> Option<&InferenceEndpoint>;
+    /// Every endpoint whose `spec.model` is `model`, used to report model-name conflicts. The default finds
+    /// none (no conflict detection); stores that can answer should.
+    fn with_model(&self, model: &str) -> Vec<&InferenceEndpoint> {
+        let _ = model;
+        Vec::new()
+    }
 }
 
 impl EndpointLookup for BTreeMap<NamespacedName, InferenceEndpoint> {
     fn get(&self, at: &NamespacedName) -> Option<&InferenceEndpoint> {
         BTreeMap::get(self, at)
+    }
+    fn with_model(&self, model: &str) -> Vec<&InferenceEndpoint> {
+        self.values().filter(|e| e.spec.model == model).collect()
     }
 }
 
@@ -145,4 +154,150 @@ pub struct Desired {
     /// Every shard, policy and endpoint, as agents will see them.
     pub shards: Vec<Shard>,
     pub next_wake: Option<DateTime<Utc>>,
+}
+
+mod endpoint;
+mod keybook;
+mod policy;
+#[cfg(test)]
+mod tests;
+
+pub use endpoint::{FALLBACK_RESOLVED, compile_endpoint, compile_tier};
+pub use policy::{REFERENCES_RESOLVED, compile_policy};
+
+/// An agent whose Lease was not renewed for this long is not counted in `agentsTotal`/`agentsEnforcing`.
+pub const AGENT_STALE_AFTER_SECS: i64 = 120;
+
+/// Stable `reason` strings for conditions and Events (UpperCamelCase, never built from input).
+pub mod reasons {
+    pub const READY: &str = "Ready";
+    pub const KEYS_ACTIVE: &str = "KeysActive";
+    pub const PUBLISHED: &str = "Published";
+    pub const ACCEPTED: &str = "Accepted";
+    pub const KEY_ISSUED: &str = "KeyIssued";
+    pub const KEY_ROTATED: &str = "KeyRotated";
+    pub const KEY_RETIRED: &str = "KeyRetired";
+    pub const KEY_REVOKED: &str = "KeyRevoked";
+    pub const REVOCATION_UNMATCHED: &str = "RevocationUnmatched";
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    pub const TIER_NOT_FOUND: &str = "TierNotFound";
+    pub const ENDPOINT_NOT_FOUND: &str = "EndpointNotFound";
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    pub const FEATURE_NOT_OFFERED: &str = "FeatureNotOffered";
+    pub const EXPIRED: &str = "Expired";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const FALLBACK_NOT_FOUND: &str = "FallbackNotFound";
+    pub const MODEL_CONFLICT: &str = "ModelConflict";
+    pub const NOT_READY: &str = "NotReady";
+
+    const ALL: &[&str] = &[
+        READY, KEYS_ACTIVE, PUBLISHED, ACCEPTED, KEY_ISSUED, KEY_ROTATED, KEY_RETIRED, KEY_REVOKED,
+        REVOCATION_UNMATCHED, SECRET_CONFLICT, TIER_NOT_FOUND, ENDPOINT_NOT_FOUND, NAMESPACE_NOT_ALLOWED,
+        FEATURE_NOT_OFFERED, EXPIRED, SUSPENDED, FALLBACK_NOT_FOUND, MODEL_CONFLICT,
+    ];
+
+    /// The static reason equal to `s` (conditions carry owned strings, Events need `&'static str`).
+    pub fn from_str(s: &str) -> &'static str {
+        ALL.iter().copied().find(|r| *r == s).unwrap_or(NOT_READY)
+    }
+}
+
+/// Predictable keys for tests and examples: key `n` comes from entropy `[n; 32]`-like bytes. Never for
+/// production: anyone can recompute them.
+pub struct InsecureSequentialKeys {
+    next: u64,
+}
+
+impl InsecureSequentialKeys {
+    pub fn starting_at(seed: u64) -> Self {
+        Self { next: seed }
+    }
+}
+
+impl KeySource for InsecureSequentialKeys {
+    fn new_key(&mut self, env: Environment) -> ApiKey {
+        let mut entropy = [0u8; 32];
+        entropy[..8].copy_from_slice(&self.next.to_be_bytes());
+        entropy[8..16].copy_from_slice(&self.next.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        self.next += 1;
+        ApiKey::from_entropy(env, &entropy)
+    }
+}
+
+/// Runs every per-object compile over a whole world: what `render` prints and standalone mode serves.
+pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
+    let endpoints: BTreeMap<NamespacedName, InferenceEndpoint> =
+        world.endpoints.iter().map(|e| (endpoint_name(e), e.clone())).collect();
+    let tiers: BTreeMap<&str, &RateTier> =
+        world.tiers.iter().filter_map(|t| Some((t.metadata.name.as_deref()?, t))).collect();
+    let secrets: BTreeMap<(&str, &str), &Secret> = world
+        .key_secrets
+        .iter()
+        .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), s)))
+        .collect();
+
+    let mut tier_users: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut endpoint_users: BTreeMap<NamespacedName, u32> = BTreeMap::new();
+    for p in world.policies {
+        *tier_users.entry(p.spec.tier.as_str()).or_default() += 1;
+        let own = p.metadata.namespace.clone().unwrap_or_default();
+        let reached: std::collections::BTreeSet<NamespacedName> = p
+            .spec
+            .scopes
+            .iter()
+            .map(|s| NamespacedName::new(s.namespace.clone().unwrap_or_else(|| own.clone()), s.endpoint.clone()))
+            .collect();
+        for at in reached {
+            *endpoint_users.entry(at).or_default() += 1;
+        }
+    }
+
+    let mut out = Desired {
+        policies: BTreeMap::new(),
+        endpoints: BTreeMap::new(),
+        tiers: BTreeMap::new(),
+        shards: vec![],
+        next_wake: None,
+    };
+    for (name, tier) in &tiers {
+        let users = tier_users.get(name).copied().unwrap_or(0);
+        out.tiers.insert(name.to_string(), compile_tier(tier, users, world.now));
+    }
+    for (at, endpoint) in &endpoints {
+        let users = endpoint_users.get(at).copied().unwrap_or(0);
+        let outcome = compile_endpoint(endpoint, &endpoints, users, world.now);
+        if let Some(shard) = &outcome.shard {
+            out.shards.push(Shard::Endpoint(shard.clone()));
+        }
+        out.endpoints.insert(at.clone(), outcome);
+    }
+    let mut policies: Vec<&ApiKeyPolicy> = world.policies.iter().collect();
+    policies.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+    for policy in policies {
+        let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+        let inputs = PolicyInputs {
+            policy,
+            tier: tiers.get(policy.spec.tier.as_str()).copied(),
+            endpoints: &endpoints,
+            existing_secret: secrets.get(&(namespace, policy.spec.secret_name.as_str())).copied(),
+            agents: world.agents,
+            now: world.now,
+        };
+        let outcome = compile_policy(&inputs, keys);
+        if let Some(shard) = &outcome.shard {
+            out.shards.push(Shard::Policy(shard.clone()));
+        }
+        if let Some(t) = outcome.next_wake {
+            out.next_wake = Some(out.next_wake.map_or(t, |w: DateTime<Utc>| w.min(t)));
+        }
+        out.policies.insert(
+            NamespacedName::new(namespace, policy.metadata.name.clone().unwrap_or_default()),
+            outcome,
+        );
+    }
+    out
+}
+
+fn endpoint_name(e: &InferenceEndpoint) -> NamespacedName {
+    NamespacedName::new(e.metadata.namespace.clone().unwrap_or_default(), e.metadata.name.clone().unwrap_or_default())
 }

@@ -1,5 +1,20 @@
 //! `infergate-operator run`: the kube-runtime controllers around the pure `compile` functions.
+//!
+//! ```text
+//!  run ─┬─ admin server (/metrics /healthz /readyz)         ─┐
+//!       ├─ leader loop: Lease every 5 s ─▶ leading? start / stop the controllers (reconcile::run_controllers)
+//!       └─ SIGTERM / SIGINT ─▶ controllers drain ─▶ Lease released ─▶ admin server stops
+//! ```
+use crate::admin::{self, AdminState, Role, RoleCell};
+use crate::leader::{self, LeaderElector};
+use crate::metrics::Metrics;
 use clap::Args;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::events::Reporter;
+use kube::{Api, Client};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -21,6 +36,166 @@ pub struct RunArgs {
     pub log_format: String,
 }
 
-pub fn run(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`run` is being built")
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // kube's rustls client panics at the first request if no process-wide provider is chosen; choose ring, the
+    // one provider compiled into the workspace. An Err only means one was installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_logging(&args.log_format);
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_async(args))
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        // Flattened so that audit lines carry `"audit":true` at the top level of the JSON object.
+        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves once SIGTERM or SIGINT arrives.
+async fn termination() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client from the kubeconfig or service account: {e}"))?;
+    let metrics = Metrics::new();
+    let role = Arc::new(RoleCell::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    let admin_state = AdminState { metrics: metrics.clone(), role: role.clone() };
+    let admin = tokio::spawn(admin::serve(args.admin_addr, admin_state, stopped()));
+    tracing::info!(
+        namespace = %args.namespace,
+        admin_addr = %args.admin_addr,
+        leader_election = args.leader_election,
+        holder = %args.pod_name,
+        "infergate operator starting"
+    );
+
+    let reporter = Reporter { controller: "infergate-operator".into(), instance: Some(args.pod_name.clone()) };
+    let start_controllers = {
+        let (client, namespace, metrics, role) = (client.clone(), args.namespace.clone(), metrics.clone(), role.clone());
+        move |shutdown: watch::Receiver<bool>| {
+            let (client, namespace, metrics, role, reporter) =
+                (client.clone(), namespace.clone(), metrics.clone(), role.clone(), reporter.clone());
+            role.set(Role::LeaderSyncing);
+            metrics.leader.set(1);
+            let on_synced = {
+                let role = role.clone();
+                move || role.set(Role::LeaderReady)
+            };
+            let shutdown = SharedShutdown(shutdown);
+            tokio::spawn(crate::reconcile::run_controllers(
+                client,
+                namespace,
+                metrics,
+                reporter,
+                shutdown.wait(),
+                on_synced,
+            ))
+        }
+    };
+
+    let terminated = termination();
+    tokio::pin!(terminated);
+    // The controllers of this replica while it leads, and the sender that asks them to drain.
+    let mut running: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)> = None;
+    if !args.leader_election {
+        let (tx, rx) = watch::channel(false);
+        running = Some((start_controllers(rx), tx));
+        terminated.await;
+    } else {
+        let mut elector =
+            LeaderElector::new(Api::<Lease>::namespaced(client.clone(), &args.namespace), &args.lease_name, &args.pod_name);
+        let mut tick = tokio::time::interval(leader::RENEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut terminated => break,
+                _ = tick.tick() => {}
+            }
+            let leading = elector.step().await;
+            match (leading, running.is_some()) {
+                (true, false) => {
+                    tracing::info!(lease = %args.lease_name, "leading: starting controllers");
+                    let (tx, rx) = watch::channel(false);
+                    running = Some((start_controllers(rx), tx));
+                }
+                (false, true) => {
+                    // Lost the Lease: stop writing at once, another replica may already lead. A reconcile cut
+                    // short is redone by the next leader from the same inputs.
+                    tracing::warn!(lease = %args.lease_name, "lost the leader lease: stopping controllers");
+                    if let Some((handle, _)) = running.take() {
+                        handle.abort();
+                    }
+                    metrics.leader.set(0);
+                    role.set(Role::Standby);
+                }
+                (false, false) => {
+                    if role.get() != Role::Standby {
+                        tracing::info!(lease = %args.lease_name, "standby: another replica holds the lease");
+                    }
+                    role.set(Role::Standby);
+                }
+                (true, true) => {}
+            }
+        }
+        role.set(Role::ShuttingDown);
+        drain(running.take()).await;
+        // Only after the controllers stopped writing: the next leader starts at once instead of after 15 s.
+        elector.release().await;
+    }
+    role.set(Role::ShuttingDown);
+    drain(running.take()).await;
+    metrics.leader.set(0);
+    let _ = stop_tx.send(true);
+    // Give the admin server a moment to answer in-flight probes, but never hang shutdown on it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+    tracing::info!("infergate operator stopped");
+    Ok(())
+}
+
+/// Lets in-flight reconciles finish (bounded), then stops the controllers.
+async fn drain(running: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>) {
+    let Some((mut handle, stop)) = running else { return };
+    let _ = stop.send(true);
+    if tokio::time::timeout(Duration::from_secs(10), &mut handle).await.is_err() {
+        tracing::warn!("controllers did not drain within 10 s; stopping them");
+        handle.abort();
+    }
+}
+
+/// A cloneable "wait for shutdown" future source, as `Controller::graceful_shutdown_on` needs `Clone + Sync`.
+#[derive(Clone)]
+struct SharedShutdown(watch::Receiver<bool>);
+
+impl SharedShutdown {
+    fn wait(self) -> impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static {
+        let shared = futures::FutureExt::shared(Box::pin(async move {
+            let mut rx = self.0;
+            let _ = rx.wait_for(|s| *s).await;
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>);
+        shared
+    }
 }

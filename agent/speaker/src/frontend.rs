@@ -15,6 +15,7 @@
 use std::f64::consts::PI;
 
 use crate::error::ModelError;
+use crate::linalg::{Init, TransposedMatrix, gemm_bt};
 use crate::{HOP, MEL_BANDS, N_FFT, PARTIAL_FRAMES, SAMPLE_RATE};
 
 /// Resemblyzer's `audio_norm_target_dBFS`.
@@ -33,7 +34,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { min_samples: SAMPLE_RATE / 2, max_samples: SAMPLE_RATE * 120 }
+        Self {
+            min_samples: SAMPLE_RATE / 2,
+            max_samples: SAMPLE_RATE * 120,
+        }
     }
 }
 
@@ -55,10 +59,16 @@ impl Prepared {
 pub fn check(pcm: &[f32], limits: &Limits) -> Result<(), ModelError> {
     let seconds = |n: usize| n as f32 / SAMPLE_RATE as f32;
     if pcm.len() < limits.min_samples {
-        return Err(ModelError::TooShort { seconds: seconds(pcm.len()), min_seconds: seconds(limits.min_samples) });
+        return Err(ModelError::TooShort {
+            seconds: seconds(pcm.len()),
+            min_seconds: seconds(limits.min_samples),
+        });
     }
     if pcm.len() > limits.max_samples {
-        return Err(ModelError::TooLong { seconds: seconds(pcm.len()), max_seconds: seconds(limits.max_samples) });
+        return Err(ModelError::TooLong {
+            seconds: seconds(pcm.len()),
+            max_seconds: seconds(limits.max_samples),
+        });
     }
     if let Some(index) = pcm.iter().position(|v| !v.is_finite()) {
         return Err(ModelError::NonFiniteSample { index });
@@ -73,16 +83,31 @@ pub fn check(pcm: &[f32], limits: &Limits) -> Result<(), ModelError> {
 pub fn prepare(pcm: &[f32], limits: &Limits) -> Result<Prepared, ModelError> {
     check(pcm, limits)?;
     let gain = volume_gain(pcm) as f32;
-    let samples = if gain == 1.0 { pcm.to_vec() } else { pcm.iter().map(|v| v * gain).collect() };
-    Ok(Prepared { samples, partial_starts: partial_starts(pcm.len()) })
+    let samples = if gain == 1.0 {
+        pcm.to_vec()
+    } else {
+        pcm.iter().map(|v| v * gain).collect()
+    };
+    Ok(Prepared {
+        samples,
+        partial_starts: partial_starts(pcm.len()),
+    })
 }
 
 /// Gain that brings the RMS to -30 dBFS, never below 1 (Resemblyzer's `increase_only=True`).
 pub fn volume_gain(pcm: &[f32]) -> f64 {
-    let mean_square = pcm.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / pcm.len().max(1) as f64;
+    let mean_square = pcm
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        / pcm.len().max(1) as f64;
     let dbfs = 10.0 * mean_square.log10();
     let change = TARGET_DBFS - dbfs;
-    if change.is_finite() && change > 0.0 { 10f64.powf(change / 20.0) } else { 1.0 }
+    if change.is_finite() && change > 0.0 {
+        10f64.powf(change / 20.0)
+    } else {
+        1.0
+    }
 }
 
 /// Start frames of the partial windows for `n_samples` samples, exactly `VoiceEncoder.compute_partial_slices`
@@ -90,7 +115,9 @@ pub fn volume_gain(pcm: &[f32]) -> f64 {
 /// one).
 pub fn partial_starts(n_samples: usize) -> Vec<usize> {
     let n_frames = (n_samples + 1).div_ceil(HOP);
-    let steps = (n_frames + FRAME_STEP + 1).saturating_sub(PARTIAL_FRAMES).max(1);
+    let steps = (n_frames + FRAME_STEP + 1)
+        .saturating_sub(PARTIAL_FRAMES)
+        .max(1);
     let mut starts: Vec<usize> = (0..steps).step_by(FRAME_STEP).collect();
     let last_start_sample = starts[starts.len() - 1] * HOP;
     let window_samples = PARTIAL_FRAMES * HOP;
@@ -107,10 +134,9 @@ pub fn partial_starts(n_samples: usize) -> Vec<usize> {
 pub struct MelFrontend {
     /// Periodic Hann window, `scipy.signal.get_window("hann", 400, fftbins=True)`.
     pub window: Vec<f64>,
-    /// `cos(2 pi k n / 400)` as `[N_BINS][N_FFT]`.
-    cos: Vec<f64>,
-    /// `sin(2 pi k n / 400)` as `[N_BINS][N_FFT]` (the sign does not matter for the power).
-    sin: Vec<f64>,
+    /// Real DFT of a 400-sample frame as a `[2 * N_BINS][N_FFT]` matrix: rows `k` hold `cos(2 pi k n / 400)`,
+    /// rows `N_BINS + k` the sines (their sign does not matter for the power).
+    dft: TransposedMatrix,
     /// librosa's float32 Slaney filterbank as `[MEL_BANDS][N_BINS]`.
     pub mel_basis: Vec<f32>,
     /// Non-zero bin range of each band, to skip the zeros.
@@ -125,17 +151,19 @@ impl Default for MelFrontend {
 
 impl MelFrontend {
     pub fn new() -> Self {
-        let window = (0..N_FFT).map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos()).collect();
-        let mut cos = vec![0.0; N_BINS * N_FFT];
-        let mut sin = vec![0.0; N_BINS * N_FFT];
+        let window = (0..N_FFT)
+            .map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos())
+            .collect();
+        let mut dft = vec![0.0f32; 2 * N_BINS * N_FFT];
         for k in 0..N_BINS {
             for n in 0..N_FFT {
                 // Reduce k*n mod N first so the argument stays small and exact.
                 let phase = 2.0 * PI * ((k * n) % N_FFT) as f64 / N_FFT as f64;
-                cos[k * N_FFT + n] = phase.cos();
-                sin[k * N_FFT + n] = phase.sin();
+                dft[k * N_FFT + n] = phase.cos() as f32;
+                dft[(N_BINS + k) * N_FFT + n] = phase.sin() as f32;
             }
         }
+        let dft = TransposedMatrix::new(&dft, 2 * N_BINS, N_FFT);
         let mel_basis = slaney_mel_basis();
         let band_bins = (0..MEL_BANDS)
             .map(|m| {
@@ -145,42 +173,59 @@ impl MelFrontend {
                 (first, last)
             })
             .collect();
-        Self { window, cos, sin, mel_basis, band_bins }
+        Self {
+            window,
+            dft,
+            mel_basis,
+            band_bins,
+        }
     }
 
     /// The DFT matrix the CUDA path multiplies windowed frames by: `[N_FFT][2 * N_BINS]`, column `k` holds the
     /// cosines and column `N_BINS + k` the sines of bin `k`.
-    pub fn dft_matrix_f32(&self) -> Vec<f32> {
-        let mut m = vec![0.0f32; N_FFT * 2 * N_BINS];
-        for n in 0..N_FFT {
-            for k in 0..N_BINS {
-                m[n * 2 * N_BINS + k] = self.cos[k * N_FFT + n] as f32;
-                m[n * 2 * N_BINS + N_BINS + k] = self.sin[k * N_FFT + n] as f32;
-            }
-        }
-        m
+    pub fn dft_matrix_f32(&self) -> &[f32] {
+        self.dft.transposed()
     }
 
     /// Mel power frames `[n_frames][MEL_BANDS]` of `samples` (zero outside the slice).
     pub fn mel_frames(&self, samples: &[f32], n_frames: usize) -> Vec<f32> {
-        let mut out = vec![0.0f32; n_frames * MEL_BANDS];
-        let mut frame = [0.0f64; N_FFT];
-        let mut power = [0.0f64; N_BINS];
-        for t in 0..n_frames {
+        let mut frames = vec![0.0f32; n_frames * N_FFT];
+        for (t, frame) in frames.chunks_exact_mut(N_FFT).enumerate() {
             let first = (t * HOP) as isize - (N_FFT / 2) as isize;
             for (i, slot) in frame.iter_mut().enumerate() {
                 let at = first + i as isize;
-                let x = if at >= 0 && (at as usize) < samples.len() { f64::from(samples[at as usize]) } else { 0.0 };
-                *slot = x * self.window[i];
+                let x = if at >= 0 && (at as usize) < samples.len() {
+                    f64::from(samples[at as usize])
+                } else {
+                    0.0
+                };
+                *slot = (x * self.window[i]) as f32;
             }
-            for (k, p) in power.iter_mut().enumerate() {
-                let re = dot_f64(&self.cos[k * N_FFT..(k + 1) * N_FFT], &frame);
-                let im = dot_f64(&self.sin[k * N_FFT..(k + 1) * N_FFT], &frame);
-                *p = re * re + im * im;
+        }
+        // The DFT of every frame as one GEMM: [frames][400] x [400][402].
+        let mut spectrum = vec![0.0f32; n_frames * 2 * N_BINS];
+        gemm_bt(
+            &frames,
+            n_frames,
+            &self.dft,
+            &mut spectrum,
+            Init::Accumulate,
+        );
+        let mut out = vec![0.0f32; n_frames * MEL_BANDS];
+        let mut power = [0.0f64; N_BINS];
+        for (t, spec) in spectrum.chunks_exact(2 * N_BINS).enumerate() {
+            let (re, im) = spec.split_at(N_BINS);
+            for k in 0..N_BINS {
+                power[k] =
+                    f64::from(re[k]) * f64::from(re[k]) + f64::from(im[k]) * f64::from(im[k]);
             }
             for (m, &(lo, hi)) in self.band_bins.iter().enumerate() {
                 let weights = &self.mel_basis[m * N_BINS + lo..m * N_BINS + hi];
-                let energy: f64 = weights.iter().zip(&power[lo..hi]).map(|(&w, &p)| f64::from(w) * p).sum();
+                let energy: f64 = weights
+                    .iter()
+                    .zip(&power[lo..hi])
+                    .map(|(&w, &p)| f64::from(w) * p)
+                    .sum();
                 out[t * MEL_BANDS + m] = energy as f32;
             }
         }
@@ -188,32 +233,27 @@ impl MelFrontend {
     }
 }
 
-/// Dot product with four independent accumulators so the compiler can vectorise it.
-fn dot_f64(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = a4.remainder().iter().zip(b4.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a4.zip(b4) {
-        for l in 0..4 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    (acc[0] + acc[2]) + (acc[1] + acc[3]) + tail
-}
-
 fn hz_to_mel(hz: f64) -> f64 {
     // Slaney: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
     let f_sp = 200.0 / 3.0;
     let min_log_mel = 1000.0 / f_sp;
     let logstep = 6.4f64.ln() / 27.0;
-    if hz >= 1000.0 { min_log_mel + (hz / 1000.0).ln() / logstep } else { hz / f_sp }
+    if hz >= 1000.0 {
+        min_log_mel + (hz / 1000.0).ln() / logstep
+    } else {
+        hz / f_sp
+    }
 }
 
 fn mel_to_hz(mel: f64) -> f64 {
     let f_sp = 200.0 / 3.0;
     let min_log_mel = 1000.0 / f_sp;
     let logstep = 6.4f64.ln() / 27.0;
-    if mel >= min_log_mel { 1000.0 * (logstep * (mel - min_log_mel)).exp() } else { f_sp * mel }
+    if mel >= min_log_mel {
+        1000.0 * (logstep * (mel - min_log_mel)).exp()
+    } else {
+        f_sp * mel
+    }
 }
 
 /// `librosa.filters.mel(sr=16000, n_fft=400, n_mels=40, fmin=0, fmax=8000, htk=False, norm="slaney")`,
@@ -225,10 +265,18 @@ fn slaney_mel_basis() -> Vec<f32> {
     // np.linspace(0, max_mel, n): i * step, with the end point set exactly.
     let step = max_mel / (n_points - 1) as f64;
     let mel_f: Vec<f64> = (0..n_points)
-        .map(|i| if i == n_points - 1 { max_mel } else { i as f64 * step })
+        .map(|i| {
+            if i == n_points - 1 {
+                max_mel
+            } else {
+                i as f64 * step
+            }
+        })
         .map(mel_to_hz)
         .collect();
-    let fft_freqs: Vec<f64> = (0..N_BINS).map(|k| k as f64 * SAMPLE_RATE as f64 / N_FFT as f64).collect();
+    let fft_freqs: Vec<f64> = (0..N_BINS)
+        .map(|k| k as f64 * SAMPLE_RATE as f64 / N_FFT as f64)
+        .collect();
     let mut basis = vec![0.0f32; MEL_BANDS * N_BINS];
     for m in 0..MEL_BANDS {
         let lower_width = mel_f[m + 1] - mel_f[m];
@@ -270,14 +318,25 @@ mod tests {
     #[test]
     fn check_explains_bad_input() {
         let limits = Limits::default();
-        assert_eq!(check(&[0.1; 10], &limits).unwrap_err().category(), "too_short");
-        assert_eq!(check(&vec![0.0; 16_000], &limits).unwrap_err().category(), "silent");
+        assert_eq!(
+            check(&[0.1; 10], &limits).unwrap_err().category(),
+            "too_short"
+        );
+        assert_eq!(
+            check(&vec![0.0; 16_000], &limits).unwrap_err().category(),
+            "silent"
+        );
         let mut nan = vec![0.1; 16_000];
         nan[7] = f32::NAN;
         let err = check(&nan, &limits).unwrap_err();
         assert_eq!(err.category(), "non_finite_sample");
         assert!(err.to_string().contains("sample 7"));
-        assert_eq!(check(&vec![0.1; 16_000 * 121], &limits).unwrap_err().category(), "too_long");
+        assert_eq!(
+            check(&vec![0.1; 16_000 * 121], &limits)
+                .unwrap_err()
+                .category(),
+            "too_long"
+        );
     }
 
     #[test]

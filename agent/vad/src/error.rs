@@ -33,6 +33,12 @@ pub enum VadError {
     },
 
     #[error(
+        "VAD weights at {path} have sha256 {sha256}, not the pinned silero-vad 6.2.3 silero_vad.onnx; \
+         rerun tests/tools/install-vad-weights.sh"
+    )]
+    WeightsMismatch { path: PathBuf, sha256: String },
+
+    #[error(
         "VAD weights are not a valid ONNX protobuf ({reason}); delete the file and rerun tests/tools/install-vad-weights.sh"
     )]
     WeightsCorrupt { reason: String },
@@ -51,6 +57,7 @@ impl VadError {
             VadError::BadParams { .. } => "bad_params",
             VadError::WeightsMissing { .. } => "weights_missing",
             VadError::WeightsUnreadable { .. } => "weights_unreadable",
+            VadError::WeightsMismatch { .. } => "weights_mismatch",
             VadError::WeightsCorrupt { .. } => "weights_corrupt",
             VadError::UnsupportedGraph { .. } => "unsupported_graph",
         }
@@ -85,6 +92,7 @@ mod tests {
         assert!(e.to_string().contains("install-vad-weights.sh"));
         assert!(!e.is_client_error());
 
+        assert_eq!(VadError::WeightsMismatch { path: "x".into(), sha256: "y".into() }.category(), "weights_mismatch");
         assert_eq!(VadError::WeightsCorrupt { reason: "x".into() }.category(), "weights_corrupt");
         assert_eq!(VadError::UnsupportedGraph { reason: "x".into() }.category(), "unsupported_graph");
         assert_eq!(VadError::NonFiniteAudio { index: 3 }.category(), "non_finite_audio");

@@ -2,7 +2,7 @@
 //!
 //! Weights come from `silero_vad/data/silero_vad.onnx` in the PyPI wheel `silero-vad==6.2.3` (MIT), fetched and
 //! hash-checked by `tests/tools/install-vad-weights.sh`; the wheel's safetensors file holds older v5 weights,
-//! so the ONNX file is the source. A small protobuf reader ([`onnx`]) pulls the tensors out of the graph; there
+//! so the ONNX file is the source. A small protobuf reader (`src/onnx.rs`) pulls the tensors out of the graph; there
 //! is no ONNX runtime. Only the 16 kHz branch of the graph is implemented; other rates are refused with
 //! [`VadError::BadSampleRate`].
 //!
@@ -21,7 +21,7 @@
 //! ```
 //!
 //! `trim_silence` is the data-minimisation step before speaker embedding: silence carries no voice, and what is
-//! not kept cannot leak. The module docs of [`model`] give the per-layer shapes.
+//! not kept cannot leak. The module docs of `src/model.rs` give the per-layer shapes.
 
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
@@ -34,6 +34,8 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 pub use error::VadError;
 pub use model::{CHUNK_SAMPLES, CONTEXT_SAMPLES, VadSession};
@@ -71,7 +73,9 @@ impl std::fmt::Debug for SileroVad {
 }
 
 impl SileroVad {
-    /// Loads `silero_vad.onnx` from disk.
+    /// Loads `silero_vad.onnx` from disk and checks it is the pinned silero-vad 6.2.3 file ([`WEIGHTS_SHA256`]),
+    /// the one the golden tests cover: another export with the same layout (the wheel's `silero_vad_half.onnx`
+    /// holds different weights) would load and silently give other probabilities.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, VadError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| {
@@ -81,10 +85,15 @@ impl SileroVad {
                 VadError::WeightsUnreadable { path: path.to_path_buf(), source }
             }
         })?;
+        let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        if sha256 != WEIGHTS_SHA256 {
+            return Err(VadError::WeightsMismatch { path: path.to_path_buf(), sha256 });
+        }
         Self::from_onnx_bytes(&bytes)
     }
 
-    /// Loads the model from the bytes of an ONNX file.
+    /// Loads the model from the bytes of an ONNX file without the hash check: any Silero VAD export whose 16 kHz
+    /// graph has the v6 layout is accepted (shapes, strides and paddings are checked).
     pub fn from_onnx_bytes(bytes: &[u8]) -> Result<Self, VadError> {
         Ok(SileroVad { weights: Arc::new(weights::from_onnx(bytes)?) })
     }
@@ -158,6 +167,16 @@ mod tests {
     fn missing_weights_say_how_to_install_them() {
         let err = SileroVad::load("/nonexistent/silero_vad.onnx").unwrap_err();
         assert_eq!(err.category(), "weights_missing");
+        assert!(err.to_string().contains("install-vad-weights.sh"));
+    }
+
+    #[test]
+    fn a_file_other_than_the_pinned_one_is_refused_by_load() {
+        let path = std::env::temp_dir().join(format!("infergate-vad-test-{}.onnx", std::process::id()));
+        std::fs::write(&path, b"not the model").unwrap();
+        let err = SileroVad::load(&path).unwrap_err();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(err.category(), "weights_mismatch");
         assert!(err.to_string().contains("install-vad-weights.sh"));
     }
 

@@ -52,15 +52,14 @@ impl SegmentParams {
 
     pub(crate) fn validate(&self) -> Result<(), VadError> {
         let bad = |reason| Err(VadError::BadParams { reason });
+        // Written so NaN fails every check.
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
             return bad("threshold must be in (0, 1]");
         }
-        if let Some(neg) = self.neg_threshold {
-            if !(neg >= 0.0 && neg <= self.threshold) {
-                return bad("neg_threshold must be in [0, threshold]");
-            }
+        if self.neg_threshold.is_some_and(|neg| !(0.0..=self.threshold).contains(&neg)) {
+            return bad("neg_threshold must be in [0, threshold]");
         }
-        if !(self.max_speech_s > 0.0) {
+        if self.max_speech_s.is_nan() || self.max_speech_s <= 0.0 {
             return bad("max_speech_s must be positive (use infinity for no limit)");
         }
         Ok(())

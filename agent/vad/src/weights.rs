@@ -59,7 +59,7 @@ pub(crate) fn from_onnx(bytes: &[u8]) -> Result<Weights, VadError> {
 
 fn select_16k(root: &Graph) -> Result<Weights, String> {
     let graph = find_16k_graph(root).ok_or_else(|| {
-        if any_graph(root, &|g| named_tensors(g).any(|(n, t)| n.ends_with(BASIS) && t.dims == [130, 1, 128])) {
+        if any_graph(root, &|g| named_tensors(g).any(|(n, t)| is_named(n, BASIS) && t.dims == [130, 1, 128])) {
             "it holds only the 8 kHz model (STFT basis 130x1x128); use silero_vad.onnx from silero-vad==6.2.3".into()
         } else {
             format!("no tensor named *{BASIS} with shape [258, 1, 256]")
@@ -67,7 +67,7 @@ fn select_16k(root: &Graph) -> Result<Weights, String> {
     })?;
     let tensors: Vec<(&str, &Tensor)> = named_tensors(graph).collect();
     let get = |name: &str, dims: &[i64]| -> Result<Vec<f32>, String> {
-        let mut found = tensors.iter().filter(|(n, _)| *n == name || n.ends_with(&format!("__{name}")));
+        let mut found = tensors.iter().filter(|(n, _)| is_named(n, name));
         let (_, t) = found.next().ok_or_else(|| format!("missing tensor {name}"))?;
         if found.next().is_some() {
             return Err(format!("tensor {name} appears more than once in the 16 kHz branch"));
@@ -122,6 +122,12 @@ fn select_16k(root: &Graph) -> Result<Weights, String> {
     Ok(Weights { stft_basis, encoder, lstm_weight, lstm_bias, head_weight, head_bias })
 }
 
+/// Exporters prefix torch names: `If_0_then_branch__Inline_0__encoder.0...` (opset 16 with If), or
+/// `model.encoder.0...` (16 kHz-only opset 15).
+fn is_named(tensor_name: &str, torch_name: &str) -> bool {
+    tensor_name.strip_suffix(torch_name).is_some_and(|prefix| prefix.is_empty() || prefix.ends_with(['_', '.']))
+}
+
 /// Tensors a graph defines itself (not those of nested subgraphs), under the name nodes refer to them by.
 fn named_tensors(g: &Graph) -> impl Iterator<Item = (&str, &Tensor)> {
     let constants = g.nodes.iter().filter(|n| n.op_type == "Constant").filter_map(|n| {
@@ -141,7 +147,7 @@ fn any_graph(g: &Graph, pred: &dyn Fn(&Graph) -> bool) -> bool {
 }
 
 fn find_16k_graph(g: &Graph) -> Option<&Graph> {
-    let is_16k = named_tensors(g).any(|(n, t)| n.ends_with(BASIS) && t.dims == [2 * N_BINS as i64, 1, N_FFT as i64]);
+    let is_16k = named_tensors(g).any(|(n, t)| is_named(n, BASIS) && t.dims == [2 * N_BINS as i64, 1, N_FFT as i64]);
     if is_16k {
         return Some(g);
     }
@@ -153,7 +159,7 @@ fn check_conv(g: &Graph, weight_suffix: &str, stride: usize, pad: i64) -> Result
     let conv = g
         .nodes
         .iter()
-        .find(|n| n.op_type == "Conv" && n.inputs.get(1).is_some_and(|w| w.ends_with(weight_suffix)))
+        .find(|n| n.op_type == "Conv" && n.inputs.get(1).is_some_and(|w| is_named(w, weight_suffix)))
         .ok_or_else(|| format!("no Conv node uses {weight_suffix}"))?;
     let strides = conv.attribute("strides").map(|a| a.ints.as_slice()).unwrap_or(&[1]);
     let pads = conv.attribute("pads").map(|a| a.ints.as_slice()).unwrap_or(&[0, 0]);
@@ -172,6 +178,14 @@ fn check_conv(g: &Graph, weight_suffix: &str, stride: usize, pad: i64) -> Result
 mod tests {
     use super::*;
     use crate::onnx::tests::{Writer, float_tensor};
+
+    #[test]
+    fn exporter_prefixes_are_recognised() {
+        assert!(is_named("If_0_then_branch__Inline_0__encoder.0.reparam_conv.weight", "encoder.0.reparam_conv.weight"));
+        assert!(is_named("model.encoder.0.reparam_conv.weight", "encoder.0.reparam_conv.weight"));
+        assert!(is_named("encoder.0.reparam_conv.weight", "encoder.0.reparam_conv.weight"));
+        assert!(!is_named("xencoder.0.reparam_conv.weight", "encoder.0.reparam_conv.weight"));
+    }
 
     #[test]
     fn an_8k_only_model_is_rejected_by_name() {

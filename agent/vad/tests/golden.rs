@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use infergate_vad::{
-    CHUNK_SAMPLES, SegmentParams, SileroVad, SpeechSegment, WEIGHTS_SHA256, keep_segments, segments_from_probabilities,
+    CHUNK_SAMPLES, SegmentParams, SileroVad, WEIGHTS_SHA256, keep_segments, segments_from_probabilities,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -274,7 +274,7 @@ fn silence_and_tones_are_not_speech() {
     let mut pcm = vec![0.0f32; SR];
     pcm.extend(tones(SR, &[(440.0, 0.5)]));
     pcm.extend(splitmix64_noise(3, SR, 0.125));
-    assert_eq!(vad.speech_segments(&pcm, 16_000, &SegmentParams::default()).unwrap(), Vec::<SpeechSegment>::new());
+    // trim_silence runs speech_segments with the defaults: empty output means no segment was found.
     assert!(vad.trim_silence(&pcm, 16_000).unwrap().is_empty());
 }
 

@@ -1,0 +1,222 @@
+//! The admission decision against two well-known Rust rate limiters, in one criterion run.
+//!
+//! Every contender answers the same question for a key drawn at random (fixed seed) from the scenario's key
+//! population: "may this key spend one more unit now?", and every bucket is warmed first so the numbers are the
+//! steady state, not first-insert cost.
+//!
+//! ```text
+//!  infergate  presented key ─▶ checksum ─▶ SHA-256 ─▶ digest lookup ─▶ validity/scope ─▶ token bucket charge
+//!  governor   RateLimiter::keyed (DashMap store), check_key(&presented key)            (rate check only)
+//!  limitador  RateLimiter (in-memory), one Limit with variable `key`, check_rate_limited_and_update(ctx)
+//! ```
+//! infergate does strictly more work per call (it authenticates the key); the others only count. Run:
+//! `cargo bench -p infergate-agent --bench admission -- --warm-up-time 1 --measurement-time 3`.
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+use chrono::{DateTime, TimeZone, Utc};
+use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
+use infergate_agent::admission::{Request, admit};
+use infergate_agent::limiter::{InMemoryStore, Limiter};
+use infergate_agent::snapshot::{Snapshot, SnapshotOptions};
+use infergate_crds::NamespacedName;
+use infergate_crds::endpoint::{BackendSpec, CostModel, Feature, RequestLimits, UpstreamSpec};
+use infergate_crds::gateway::{
+    EndpointShard, KeyEntry, PolicyShard, SHARD_SCHEMA_VERSION, ScopeEntry, Shard, TierLimits,
+};
+use infergate_crds::key::{ApiKey, Environment};
+use infergate_crds::policy::KeyState;
+use infergate_crds::GoDuration;
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+const SEED: u64 = 0x1f6e_a7e5_2026_0001;
+/// Random draws precomputed per scenario, so the generator's cost is not in any measurement.
+const DRAWS: usize = 1 << 20;
+const MODEL: &str = "whisper-bench";
+
+/// The scenario table: key population and how it is spread over policies.
+struct Scenario {
+    name: &'static str,
+    keys: usize,
+    keys_per_policy: usize,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "100k_keys", keys: 100_000, keys_per_policy: 100 },
+    Scenario { name: "1k_keys", keys: 1_000, keys_per_policy: 100 },
+];
+
+/// splitmix64: tiny, seedable, and good enough to pick keys uniformly.
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// Limits no benchmark run can exhaust: every contender always admits, like limitador's own benches.
+fn tier() -> TierLimits {
+    TierLimits {
+        name: "bench".into(),
+        priority: 100,
+        gpu_seconds_per_minute: 1e12,
+        burst_gpu_seconds: 1e12,
+        max_concurrent_streams: 1000,
+        queue_max_depth: 0,
+        queue_timeout_ms: 1000,
+        target_utilization_percent: 85,
+        min_factor: 1.0,
+        max_factor: 1.0,
+        endpoint_overrides: BTreeMap::new(),
+    }
+}
+
+struct Fixture {
+    keys: Vec<String>,
+    draws: Vec<u32>,
+}
+
+fn fixture(s: &Scenario) -> (Fixture, Vec<Shard>) {
+    let mut rng = SplitMix(SEED);
+    let keys: Vec<ApiKey> = (0..s.keys)
+        .map(|_| {
+            let mut entropy = [0u8; 32];
+            for chunk in entropy.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next().to_le_bytes());
+            }
+            ApiKey::from_entropy(Environment::Test, &entropy)
+        })
+        .collect();
+    let endpoint = NamespacedName::new("bench", "whisper");
+    let mut shards = vec![Shard::Endpoint(EndpointShard {
+        schema_version: SHARD_SCHEMA_VERSION,
+        endpoint: endpoint.clone(),
+        generation: 1,
+        model: MODEL.into(),
+        features: vec![Feature::Transcribe],
+        backend: BackendSpec {
+            builtin: None,
+            upstream: Some(UpstreamSpec {
+                url: "http://127.0.0.1:1/v1".into(),
+                model: None,
+                timeout: GoDuration::from_secs(5),
+            }),
+        },
+        cost: CostModel { gpu_seconds_per_audio_second: 0.1, minimum_gpu_seconds: 0.0 },
+        limits: RequestLimits::default(),
+        fallback: None,
+        node_selector: None,
+        verify_threshold: None,
+    })];
+    for (p, chunk) in keys.chunks(s.keys_per_policy).enumerate() {
+        shards.push(Shard::Policy(PolicyShard {
+            schema_version: SHARD_SCHEMA_VERSION,
+            policy: NamespacedName::new("bench", format!("policy-{p}")),
+            generation: 1,
+            environment: Environment::Test,
+            tier: tier(),
+            keys: chunk
+                .iter()
+                .map(|k| KeyEntry {
+                    key_id: k.id(),
+                    digest: k.digest(),
+                    state: KeyState::Current,
+                    valid_from: t0(),
+                    valid_until: None,
+                })
+                .collect(),
+            revoked: vec![],
+            suspended: false,
+            expires_at: None,
+            scopes: vec![ScopeEntry {
+                endpoint: endpoint.clone(),
+                model: MODEL.into(),
+                features: vec![Feature::Transcribe],
+            }],
+            allowed_origins: vec![],
+            allow_client_embeddings: false,
+        }));
+    }
+    let draws = (0..DRAWS).map(|_| (rng.next() % s.keys as u64) as u32).collect();
+    let keys = keys.iter().map(|k| k.expose().to_string()).collect();
+    (Fixture { keys, draws }, shards)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("admission");
+    for s in SCENARIOS {
+        let (fx, shards) = fixture(s);
+
+        // infergate: the whole decision a door makes before it runs a request, including its clock reads.
+        let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
+        assert!(warnings.is_empty(), "bench snapshot has warnings: {warnings:?}");
+        assert_eq!(snapshot.key_count(), s.keys);
+        let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
+        let request = Request { model: MODEL, feature: Feature::Transcribe, origin: None };
+        let decide = |key: &str| {
+            let grant = admit(&snapshot, key, &request, Utc::now()).expect("bench key is admitted");
+            limiter.try_charge(&grant, 0.001).expect("bench limits never refuse")
+        };
+        fx.keys.iter().for_each(|k| drop(decide(k)));
+        group.bench_function(BenchmarkId::new("infergate_admit_and_charge", s.name), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & (DRAWS - 1);
+                black_box(decide(&fx.keys[fx.draws[i] as usize]))
+            })
+        });
+
+        // governor: keyed GCRA with its default DashMap store, keyed by the presented key.
+        let quota = governor::Quota::per_second(NonZeroU32::new(u32::MAX).unwrap());
+        let gov = governor::RateLimiter::keyed(quota);
+        fx.keys.iter().for_each(|k| drop(gov.check_key(k)));
+        group.bench_function(BenchmarkId::new("governor_keyed_check", s.name), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & (DRAWS - 1);
+                black_box(gov.check_key(&fx.keys[fx.draws[i] as usize]).is_ok())
+            })
+        });
+
+        // limitador: one limit whose counter is qualified by the variable `key`; contexts prebuilt per key.
+        let lim = limitador::RateLimiter::new((s.keys as u64) * 2);
+        lim.add_limit(limitador::limit::Limit::new(
+            "infergate-bench",
+            u64::MAX,
+            60,
+            Vec::<limitador::limit::Predicate>::new(),
+            vec!["key".try_into().expect("limitador parses the variable `key`")],
+        ));
+        let namespace: limitador::limit::Namespace = "infergate-bench".into();
+        let contexts: Vec<limitador::limit::Context<'_>> = fx
+            .keys
+            .iter()
+            .map(|k| HashMap::from([("key".to_string(), k.clone())]).into())
+            .collect();
+        contexts.iter().for_each(|ctx| {
+            assert!(!lim.check_rate_limited_and_update(&namespace, ctx, 1).unwrap().limited);
+        });
+        group.bench_function(BenchmarkId::new("limitador_check_and_update", s.name), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & (DRAWS - 1);
+                let ctx = &contexts[fx.draws[i] as usize];
+                black_box(lim.check_rate_limited_and_update(&namespace, ctx, 1).unwrap().limited)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,214 @@
+//! The admission decision: plain synchronous functions over one [`Snapshot`], no I/O, no locks, and no
+//! allocation unless the answer is a refusal.
+//!
+//! ```text
+//!  presented key ─▶ checksum ─▶ SHA-256 ─▶ lookup by KeyId bits ─▶ ct_eq(full digest) ─▶ revoked?
+//!      ─▶ validity window (valid_from / retiring valid_until / policy expiry) ─▶ suspended?
+//!      ─▶ scope: model ─▶ endpoint ∈ scopes, feature ∈ endpoint ∩ scope, environment ─▶ Origin
+//!      ─▶ limits (crate::limiter)
+//! ```
+//! [`authenticate`] + [`authorize`] = [`admit`]. Streams and tickets re-run [`identify`] from the digest they
+//! keep, never from the plaintext key.
+use crate::refusal::{Refusal, RefusalCode};
+use crate::snapshot::{EndpointConfig, KeyRef, KeyStatus, PolicyConfig, Snapshot};
+use chrono::{DateTime, Utc};
+use infergate_crds::endpoint::Feature;
+use infergate_crds::gateway::EndpointLimits;
+use infergate_crds::key::{ApiKey, Environment, KeyDigest, KeyFormatError};
+use std::sync::Arc;
+
+/// What the caller wants to do.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The model name the client asked for (OpenAI `model`, gRPC/WebSocket `model`).
+    pub model: &'a str,
+    pub feature: Feature,
+    /// The browser `Origin` header, if any. Absent for non-browser clients.
+    pub origin: Option<&'a str>,
+}
+
+/// An authenticated key: which key, and the policy it belongs to.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub key: KeyRef,
+    pub digest: KeyDigest,
+    pub environment: Environment,
+    pub policy: Arc<PolicyConfig>,
+}
+
+/// An admitted request: the identity plus the endpoint, feature and limits that apply.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub identity: Identity,
+    pub endpoint: Arc<EndpointConfig>,
+    pub feature: Feature,
+    pub limits: EndpointLimits,
+}
+
+impl Grant {
+    pub fn key(&self) -> KeyRef {
+        self.identity.key
+    }
+    pub fn tier(&self) -> &str {
+        &self.identity.policy.tier.name
+    }
+}
+
+/// Checksum, lookup, validity window, suspension and environment: everything about *who* is calling.
+pub fn authenticate(snapshot: &Snapshot, presented: &str, now: DateTime<Utc>) -> Result<Identity, Refusal> {
+    let environment = ApiKey::check_format(presented).map_err(format_refusal)?;
+    identify_with_env(snapshot, &KeyDigest::of(presented), environment, now)
+}
+
+/// Like [`authenticate`] for a key known only by its digest (stream re-checks, tickets).
+pub fn identify(snapshot: &Snapshot, digest: &KeyDigest, environment: Environment, now: DateTime<Utc>) -> Result<Identity, Refusal> {
+    identify_with_env(snapshot, digest, environment, now)
+}
+
+fn identify_with_env(
+    snapshot: &Snapshot,
+    digest: &KeyDigest,
+    environment: Environment,
+    now: DateTime<Utc>,
+) -> Result<Identity, Refusal> {
+    let key = KeyRef::of(digest);
+    let record = match snapshot.key(key) {
+        Some(r) if r.digest.ct_eq(digest) => r,
+        _ => {
+            return Err(Refusal::new(
+                RefusalCode::UnknownKey,
+                "API key not recognised: it was never issued, or its policy was deleted; use the key from the policy's Secret",
+            ));
+        }
+    };
+    let policy = snapshot.policy(record.policy);
+    match record.status {
+        KeyStatus::Revoked { .. } => {
+            return Err(Refusal::new(
+                RefusalCode::KeyRevoked,
+                format!("key {key} was revoked; use the current key from the policy's Secret"),
+            ));
+        }
+        KeyStatus::Active { valid_from, valid_until } => {
+            if now < valid_from {
+                return Err(Refusal::new(
+                    RefusalCode::KeyNotYetValid,
+                    format!("key {key} is not valid yet (valid from {}); check the gateway's clock", valid_from.to_rfc3339()),
+                ));
+            }
+            if valid_until.is_some_and(|until| now >= until) {
+                return Err(Refusal::new(
+                    RefusalCode::KeyExpired,
+                    format!("key {key} was rotated out and its overlap has ended; use the current key from the policy's Secret"),
+                ));
+            }
+        }
+    }
+    if policy.expires_at.is_some_and(|at| now >= at) {
+        return Err(Refusal::new(
+            RefusalCode::KeyExpired,
+            format!("key {key} expired: policy {} has passed its expiresAt", policy.name),
+        ));
+    }
+    if policy.suspended {
+        return Err(Refusal::new(
+            RefusalCode::KeySuspended,
+            format!("key {key} is suspended: policy {} has suspended: true; ask its owner to lift it", policy.name),
+        ));
+    }
+    if environment != policy.environment {
+        return Err(Refusal::new(RefusalCode::WrongEnvironment, "key prefix does not match its policy's environment"));
+    }
+    if let Some(only) = snapshot.options.environment
+        && only != environment
+    {
+        return Err(Refusal::new(
+            RefusalCode::WrongEnvironment,
+            format!("this gateway accepts {} keys only ({}...); this is a {} key", only.as_str(), only.prefix(), environment.as_str()),
+        ));
+    }
+    Ok(Identity { key, digest: *digest, environment, policy: Arc::clone(policy) })
+}
+
+/// Scope (endpoint by model, feature) and Origin: everything about *what* the key may do.
+pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
+    let Some(endpoint) = snapshot.endpoint_by_model(request.model) else {
+        return Err(Refusal::new(
+            RefusalCode::UnknownModel,
+            format!("no endpoint serves model {:?}; GET /v1/models lists the models this key may use", truncated(request.model)),
+        ));
+    };
+    if !endpoint.features.contains(request.feature) {
+        return Err(Refusal::new(
+            RefusalCode::UnsupportedFeature,
+            format!(
+                "model {:?} does not offer {}; it offers: {}",
+                endpoint.shard.model,
+                request.feature.as_str(),
+                endpoint.features.iter().map(Feature::as_str).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let policy = &identity.policy;
+    match policy.scope_for(endpoint.index) {
+        None => {
+            return Err(Refusal::new(
+                RefusalCode::OutOfScope,
+                format!(
+                    "missing scope: endpoint {} (model {:?}); policy {} does not list it in spec.scopes",
+                    endpoint.label, endpoint.shard.model, policy.name
+                ),
+            ));
+        }
+        Some(features) if !features.contains(request.feature) => {
+            return Err(Refusal::new(
+                RefusalCode::OutOfScope,
+                format!(
+                    "missing scope: feature {} on endpoint {}; policy {} allows only: {}",
+                    request.feature.as_str(),
+                    endpoint.label,
+                    policy.name,
+                    features.iter().map(Feature::as_str).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    if let Some(origin) = request.origin
+        && !policy.origin_allowed(origin)
+    {
+        return Err(Refusal::new(
+            RefusalCode::OriginNotAllowed,
+            format!(
+                "browser Origin {:?} is not allowed for this key; add it to policy {} spec.allowedOrigins",
+                truncated(origin),
+                policy.name
+            ),
+        ));
+    }
+    let limits = snapshot.limits(policy, endpoint);
+    Ok(Grant { endpoint: Arc::clone(endpoint), feature: request.feature, limits, identity })
+}
+
+/// [`authenticate`] then [`authorize`].
+pub fn admit(snapshot: &Snapshot, presented: &str, request: &Request<'_>, now: DateTime<Utc>) -> Result<Grant, Refusal> {
+    let identity = authenticate(snapshot, presented, now)?;
+    authorize(snapshot, identity, request)
+}
+
+fn format_refusal(err: KeyFormatError) -> Refusal {
+    let code = match err {
+        KeyFormatError::BadChecksum => RefusalCode::BadChecksum,
+        _ => RefusalCode::MalformedKey,
+    };
+    Refusal::new(code, err.to_string())
+}
+
+/// Client-supplied strings are echoed only in part, so a refusal never carries a pasted secret in full.
+fn truncated(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,246 @@
+//! Workers behind one trait. `upstream` forwards to an OpenAI-compatible server; built-in CPU/GPU models plug in
+//! through [`BlockingModel`] (run on the blocking pool, timed for settlement). No backend invents results: a
+//! backend that cannot answer returns an error, which the doors turn into a refusal.
+//!
+//! ```text
+//!  gateway ─▶ Backends::for_endpoint(shard) ─┬─ upstream  ─▶ POST {url}/audio/transcriptions (multipart)
+//!                                             └─ builtin   ─▶ registered Arc<dyn Backend> (speaker, vad)
+//!  BackendResponse { body, content_type, text, measured_gpu_seconds } ─▶ limiter.settle(pre-charge, measured)
+//! ```
+use crate::refusal::{Refusal, RefusalCode};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use infergate_crds::endpoint::{BuiltinModel, Feature};
+use infergate_crds::gateway::EndpointShard;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Upstream servers that know their own GPU time may report it in this response header (seconds, decimal);
+/// the agent then settles the pre-charge against it.
+pub const MEASURED_GPU_SECONDS_HEADER: &str = "x-infergate-gpu-seconds";
+
+#[derive(Clone, Debug)]
+pub struct BackendRequest {
+    pub feature: Feature,
+    /// The model name the backend expects (the endpoint's `upstream.model`, else its `model`).
+    pub model: String,
+    pub audio: Bytes,
+    pub filename: String,
+    pub content_type: String,
+    /// Other form fields (language, prompt, response_format, temperature, ...), passed through as given.
+    pub fields: Vec<(String, String)>,
+    /// Correlation id, forwarded upstream as `x-request-id`.
+    pub request_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct BackendResponse {
+    pub content_type: String,
+    pub body: Bytes,
+    /// The transcript or result text, when the body is JSON with a `text` field (used by streams).
+    pub text: Option<String>,
+    /// GPU time the work really took, if the backend knows it. `None` keeps the pre-charge.
+    pub measured_gpu_seconds: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("the model backend rejected the input: {0}")]
+    BadInput(String),
+    #[error("the model backend failed: {0}")]
+    Failed(String),
+    #[error("the model backend did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("no backend serves this endpoint on this agent: {0}")]
+    Unavailable(String),
+}
+
+impl BackendError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            BackendError::BadInput(_) => "bad_input",
+            BackendError::Failed(_) => "failed",
+            BackendError::Timeout(_) => "timeout",
+            BackendError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn to_refusal(&self) -> Refusal {
+        match self {
+            BackendError::BadInput(_) => Refusal::new(RefusalCode::BadRequest, self.to_string()),
+            BackendError::Failed(_) | BackendError::Timeout(_) => {
+                Refusal::new(RefusalCode::BackendError, format!("{self}; retry later")).with_retry_after(1.0)
+            }
+            BackendError::Unavailable(_) => Refusal::new(RefusalCode::BackendUnavailable, self.to_string()),
+        }
+    }
+}
+
+/// One worker. `call` owns its input so implementations can move it to another task or thread.
+pub trait Backend: Send + Sync + 'static {
+    /// `upstream`, `speaker-encoder`, `vad`: for logs and metrics.
+    fn kind(&self) -> &'static str;
+    fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>>;
+}
+
+/// A synchronous model (CPU reference, CUDA via a blocking driver call). Wrapped by [`Blocking`].
+pub trait BlockingModel: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+    /// Runs the model. Leave `measured_gpu_seconds` as `None` to have the wall time of `run` measured.
+    fn run(&self, request: &BackendRequest) -> Result<BackendResponse, BackendError>;
+}
+
+/// Runs a [`BlockingModel`] on tokio's blocking pool and reports its compute time for settlement.
+pub struct Blocking<M>(pub Arc<M>);
+
+impl<M: BlockingModel> Backend for Blocking<M> {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
+        let model = Arc::clone(&self.0);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let mut response = model.run(&request)?;
+                response.measured_gpu_seconds.get_or_insert(started.elapsed().as_secs_f64());
+                Ok(response)
+            })
+            .await
+            .map_err(|e| BackendError::Failed(format!("model task ended abnormally ({})", if e.is_panic() { "panic" } else { "cancelled" })))?
+        })
+    }
+}
+
+/// Forwards to an OpenAI-compatible `/audio/transcriptions`.
+pub struct Upstream {
+    client: reqwest::Client,
+    url: String,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(client: reqwest::Client, base_url: &str, timeout: Duration) -> Self {
+        Upstream { client, url: format!("{}/audio/transcriptions", base_url.trim_end_matches('/')), timeout }
+    }
+}
+
+impl Backend for Upstream {
+    fn kind(&self) -> &'static str {
+        "upstream"
+    }
+
+    fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
+        let client = self.client.clone();
+        let url = self.url.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let part = reqwest::multipart::Part::stream(reqwest::Body::from(request.audio))
+                .file_name(request.filename)
+                .mime_str(&request.content_type)
+                .map_err(|_| BackendError::BadInput("invalid audio content type".into()))?;
+            let mut form = reqwest::multipart::Form::new().part("file", part).text("model", request.model);
+            for (name, value) in request.fields {
+                form = form.text(name, value);
+            }
+            let send = client.post(&url).header("x-request-id", &request.request_id).multipart(form).send();
+            let response = tokio::time::timeout(timeout, send)
+                .await
+                .map_err(|_| BackendError::Timeout(timeout))?
+                .map_err(|e| BackendError::Failed(format!("upstream unreachable ({})", reqwest_reason(&e))))?;
+            let status = response.status();
+            let measured = response
+                .headers()
+                .get(MEASURED_GPU_SECONDS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<f64>().ok());
+            let content_type = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            let body = tokio::time::timeout(timeout, response.bytes())
+                .await
+                .map_err(|_| BackendError::Timeout(timeout))?
+                .map_err(|e| BackendError::Failed(format!("upstream body unreadable ({})", reqwest_reason(&e))))?;
+            if status.is_client_error() {
+                // The upstream's own error message says what is wrong with the audio; pass it on, bounded.
+                return Err(BackendError::BadInput(upstream_message(&body, status)));
+            }
+            if !status.is_success() {
+                return Err(BackendError::Failed(format!("upstream answered HTTP {}", status.as_u16())));
+            }
+            let text = if content_type.starts_with("application/json") {
+                serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("text")?.as_str().map(str::to_string))
+            } else if content_type.starts_with("text/plain") {
+                Some(String::from_utf8_lossy(&body).into_owned())
+            } else {
+                None
+            };
+            Ok(BackendResponse { content_type, body, text, measured_gpu_seconds: measured })
+        })
+    }
+}
+
+fn reqwest_reason(e: &reqwest::Error) -> &'static str {
+    if e.is_connect() {
+        "connection refused or unreachable"
+    } else if e.is_timeout() {
+        "timeout"
+    } else if e.is_body() || e.is_decode() {
+        "bad body"
+    } else {
+        "request error"
+    }
+}
+
+fn upstream_message(body: &[u8], status: reqwest::StatusCode) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+    let mut message: String = message.chars().take(300).collect();
+    if message.is_empty() {
+        message = format!("HTTP {}", status.as_u16());
+    }
+    message
+}
+
+/// Chooses the backend for an endpoint: upstream from its shard, built-ins from what the agent registered.
+#[derive(Clone)]
+pub struct Backends {
+    client: reqwest::Client,
+    builtin: Arc<HashMap<BuiltinModel, Arc<dyn Backend>>>,
+}
+
+impl Backends {
+    pub fn new(builtin: HashMap<BuiltinModel, Arc<dyn Backend>>) -> Self {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("the TLS provider is installed before the HTTP client is built");
+        Backends { client, builtin: Arc::new(builtin) }
+    }
+
+    pub fn for_endpoint(&self, shard: &EndpointShard) -> Result<Arc<dyn Backend>, Refusal> {
+        if let Some(up) = &shard.backend.upstream {
+            return Ok(Arc::new(Upstream::new(self.client.clone(), &up.url, up.timeout.0)));
+        }
+        if let Some(model) = shard.backend.builtin {
+            return self.builtin.get(&model).cloned().ok_or_else(|| {
+                BackendError::Unavailable(format!(
+                    "built-in model {model:?} is not loaded on this agent (models dir missing or no weights)"
+                ))
+                .to_refusal()
+            });
+        }
+        Err(BackendError::Unavailable("the endpoint names no backend".into()).to_refusal())
+    }
+
+    /// The model name sent to the backend.
+    pub fn backend_model(shard: &EndpointShard) -> String {
+        shard.backend.upstream.as_ref().and_then(|u| u.model.clone()).unwrap_or_else(|| shard.model.clone())
+    }
+}

@@ -1,0 +1,348 @@
+//! The shared state every door uses: the swapped snapshot, the limiter, open streams, connection caps,
+//! tickets, metrics and audit. Doors call [`Gateway::authenticate`] / [`Gateway::authorize`] and record each
+//! outcome once through [`Gateway::refused`] / [`Gateway::admitted`].
+use crate::admission::{self, Grant, Identity, Request};
+use crate::audit::{Audit, RefusalEvent};
+use crate::backend::Backends;
+use crate::limiter::Limiter;
+use crate::metrics::Metrics;
+use crate::refusal::{Refusal, RefusalCode};
+use crate::snapshot::{KeyMap, KeyRef, Snapshot};
+use crate::streams::Registry;
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use infergate_crds::key::{Environment, KeyDigest};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Agent-level settings (flags), as opposed to the config that arrives in shards.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Accept `?api_key=` on the WebSocket door. Off: such requests are refused (and the key is never logged).
+    pub allow_query_keys: bool,
+    /// Long-lived connections (WebSocket + gRPC streams, authenticated or not) the agent holds at once.
+    pub max_connections: usize,
+    /// Long-lived connections one key may hold, whatever its tier allows per endpoint.
+    pub max_connections_per_key: u32,
+    /// How long a WebSocket may stay open before it has authenticated and started.
+    pub auth_timeout: Duration,
+    /// How long a one-shot request body may take to arrive (slow senders are cut off).
+    pub body_timeout: Duration,
+    /// Largest one-shot upload.
+    pub max_upload_bytes: usize,
+    pub ticket_ttl: Duration,
+    /// Stream audio is sent to the backend in segments of this many seconds (results come back per segment).
+    pub segment_seconds: f64,
+    /// How long a revoked stream may spend flushing its pending result before it is closed anyway.
+    pub flush_deadline: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            allow_query_keys: false,
+            max_connections: 10_000,
+            max_connections_per_key: 256,
+            auth_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            max_upload_bytes: 25 * 1024 * 1024,
+            ticket_ttl: Duration::from_secs(30),
+            segment_seconds: 5.0,
+            flush_deadline: Duration::from_millis(700),
+        }
+    }
+}
+
+/// Which front door, for metrics and audit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    Http,
+    WebSocket,
+    Grpc,
+}
+
+impl Door {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Http => "http",
+            Door::WebSocket => "websocket",
+            Door::Grpc => "grpc",
+        }
+    }
+}
+
+pub struct Gateway {
+    pub settings: Settings,
+    snapshot: ArcSwap<Snapshot>,
+    pub limiter: Arc<Limiter>,
+    pub streams: Arc<Registry>,
+    pub metrics: Metrics,
+    pub audit: Audit,
+    pub backends: Backends,
+    pub tickets: Tickets,
+    connections: AtomicUsize,
+    per_key_connections: Mutex<KeyMap<u32>>,
+    /// GPU-seconds charged per key since start: per-key usage without key ids in metric labels.
+    usage: Mutex<KeyMap<f64>>,
+    ready: AtomicBool,
+    revision: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Gateway {
+    pub fn new(settings: Settings, limiter: Arc<Limiter>, backends: Backends) -> Arc<Self> {
+        let empty = Arc::new(Snapshot::empty());
+        let (revision, _) = watch::channel(Arc::clone(&empty));
+        Arc::new(Gateway {
+            tickets: Tickets::new(settings.ticket_ttl),
+            settings,
+            snapshot: ArcSwap::new(empty),
+            limiter,
+            streams: Arc::new(Registry::default()),
+            metrics: Metrics::new(),
+            audit: Audit::default(),
+            backends,
+            connections: AtomicUsize::new(0),
+            per_key_connections: Mutex::default(),
+            usage: Mutex::default(),
+            ready: AtomicBool::new(false),
+            revision,
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Installs a new snapshot, then closes the open streams whose key it no longer accepts.
+    pub fn apply(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        self.metrics.snapshot_keys.set(snapshot.key_count() as i64);
+        self.snapshot.store(Arc::clone(&snapshot));
+        self.metrics.snapshot_swaps.inc();
+        self.audit.config_applied(&snapshot.revision);
+        self.ready.store(true, Ordering::Release);
+        self.enforce_streams();
+        self.revision.send_replace(snapshot);
+    }
+
+    /// Re-checks open streams against the current snapshot and clock (also run on a one-second tick).
+    pub fn enforce_streams(&self) {
+        let snapshot = self.snapshot();
+        for closed in self.streams.enforce(&snapshot, Utc::now()) {
+            self.audit.revocation_enforced(
+                closed.key,
+                closed.reason,
+                closed.stream_id,
+                closed.door,
+                &closed.endpoint,
+                &snapshot.revision,
+            );
+        }
+    }
+
+    /// Follows snapshot swaps (for the Lease publisher).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.revision.subscribe()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn authenticate(&self, snapshot: &Snapshot, credential: &Credential<'_>) -> Result<Identity, Refusal> {
+        match credential {
+            Credential::Key(key) => admission::authenticate(snapshot, key, Utc::now()),
+            Credential::Identity { digest, environment } => admission::identify(snapshot, digest, *environment, Utc::now()),
+        }
+    }
+
+    pub fn authorize(&self, snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
+        admission::authorize(snapshot, identity, request)
+    }
+
+    /// Records one refusal: metric, and a sampled audit line.
+    pub fn refused(&self, refusal: &Refusal, ctx: &RefusalContext<'_>) {
+        self.metrics.refused(refusal.code.as_str(), ctx.tier.unwrap_or(""), ctx.endpoint.unwrap_or(""));
+        self.audit.refusal(RefusalEvent {
+            key: ctx.key,
+            code: refusal.code.as_str(),
+            door: ctx.door.as_str(),
+            endpoint: ctx.endpoint,
+            request_id: ctx.request_id,
+        });
+    }
+
+    pub fn admitted(&self, grant: &Grant) {
+        self.metrics.admitted(grant.tier(), &grant.endpoint.label);
+    }
+
+    /// Records GPU-seconds charged to a key (after settlement, or per stream chunk).
+    pub fn charged(&self, grant: &Grant, gpu_seconds: f64) {
+        self.metrics.charged(grant.tier(), &grant.endpoint.label, gpu_seconds);
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        *usage.entry(grant.key()).or_insert(0.0) += gpu_seconds;
+    }
+
+    pub fn usage(&self) -> Vec<(KeyRef, f64)> {
+        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = usage.iter().map(|(k, v)| (*k, *v)).collect();
+        out.sort_by_key(|(k, _)| *k);
+        out
+    }
+
+    /// Takes one of the agent's long-lived connection slots.
+    pub fn connection(self: &Arc<Self>, door: Door) -> Result<ConnectionGuard, Refusal> {
+        let previous = self.connections.fetch_add(1, Ordering::AcqRel);
+        if previous >= self.settings.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::new(
+                RefusalCode::ServerBusy,
+                format!("this agent holds its maximum of {} connections; retry shortly or use another agent", self.settings.max_connections),
+            )
+            .with_retry_after(1.0));
+        }
+        self.metrics.open_connections.with_label_values(&[door.as_str()]).inc();
+        Ok(ConnectionGuard { gateway: Arc::clone(self), door })
+    }
+
+    /// Takes one of the key's connection slots (the agent-wide per-key cap).
+    pub fn key_connection(self: &Arc<Self>, key: KeyRef) -> Result<KeyConnectionGuard, Refusal> {
+        let mut per_key = self.per_key_connections.lock().unwrap_or_else(|p| p.into_inner());
+        let open = per_key.entry(key).or_insert(0);
+        if *open >= self.settings.max_connections_per_key {
+            return Err(Refusal::new(
+                RefusalCode::ConnectionCap,
+                format!("key {key} holds this agent's maximum of {} connections per key; close some", self.settings.max_connections_per_key),
+            )
+            .with_retry_after(1.0));
+        }
+        *open += 1;
+        Ok(KeyConnectionGuard { gateway: Arc::clone(self), key })
+    }
+}
+
+/// What is known about a refused request when it is refused.
+pub struct RefusalContext<'a> {
+    pub door: Door,
+    pub request_id: &'a str,
+    pub key: Option<KeyRef>,
+    pub tier: Option<&'a str>,
+    pub endpoint: Option<&'a str>,
+}
+
+impl<'a> RefusalContext<'a> {
+    pub fn new(door: Door, request_id: &'a str) -> Self {
+        RefusalContext { door, request_id, key: None, tier: None, endpoint: None }
+    }
+    pub fn identity(mut self, identity: &'a Identity) -> Self {
+        self.key = Some(identity.key);
+        self.tier = Some(&identity.policy.tier.name);
+        self
+    }
+    pub fn grant(mut self, grant: &'a Grant) -> Self {
+        self.key = Some(grant.key());
+        self.tier = Some(grant.tier());
+        self.endpoint = Some(&grant.endpoint.label);
+        self
+    }
+}
+
+/// How a caller proves who it is: a presented key, or an identity already established (a redeemed ticket).
+pub enum Credential<'a> {
+    Key(&'a str),
+    Identity { digest: KeyDigest, environment: Environment },
+}
+
+pub struct ConnectionGuard {
+    gateway: Arc<Gateway>,
+    door: Door,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gateway.connections.fetch_sub(1, Ordering::AcqRel);
+        self.gateway.metrics.open_connections.with_label_values(&[self.door.as_str()]).dec();
+    }
+}
+
+pub struct KeyConnectionGuard {
+    gateway: Arc<Gateway>,
+    key: KeyRef,
+}
+
+impl Drop for KeyConnectionGuard {
+    fn drop(&mut self) {
+        let mut per_key = self.gateway.per_key_connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = per_key.get_mut(&self.key) {
+            *open -= 1;
+            if *open == 0 {
+                per_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A fresh correlation id (`req_` + 16 hex), generated by the server and echoed as `x-request-id`.
+pub fn request_id() -> String {
+    format!("req_{:016x}", rand::random::<u64>())
+}
+
+/// Single-use stream tickets, so browsers (which cannot set WebSocket headers) never put a key in a URL.
+/// Stored by digest: a ticket is as secret as a key while it lives.
+pub struct Tickets {
+    ttl: Duration,
+    live: Mutex<std::collections::HashMap<[u8; 32], TicketEntry>>,
+}
+
+#[derive(Clone)]
+struct TicketEntry {
+    digest: KeyDigest,
+    environment: Environment,
+    expires: Instant,
+}
+
+/// Bounds ticket memory: a key cannot mint more than this many live tickets in total across the agent.
+const MAX_LIVE_TICKETS: usize = 100_000;
+
+impl Tickets {
+    fn new(ttl: Duration) -> Self {
+        Tickets { ttl, live: Mutex::default() }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Mints a ticket for an authenticated identity. The ticket carries the key's identity; scopes are checked
+    /// again, against the config of the moment, when it is redeemed.
+    pub fn issue(&self, identity: &Identity) -> Result<String, Refusal> {
+        let mut bytes = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut bytes);
+        let ticket = format!("tk_{}", hex::encode(bytes));
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.len() >= MAX_LIVE_TICKETS {
+            live.retain(|_, t| t.expires > now);
+            if live.len() >= MAX_LIVE_TICKETS {
+                return Err(Refusal::new(RefusalCode::ServerBusy, "too many unredeemed stream tickets; retry shortly").with_retry_after(5.0));
+            }
+        }
+        live.insert(
+            KeyDigest::of(&ticket).0,
+            TicketEntry { digest: identity.digest, environment: identity.environment, expires: now + self.ttl },
+        );
+        Ok(ticket)
+    }
+
+    /// Redeems a ticket once.
+    pub fn redeem(&self, ticket: &str) -> Result<Credential<'static>, Refusal> {
+        let bad = || Refusal::new(RefusalCode::BadTicket, "stream ticket is unknown, already used or expired; get a new one from POST /v1/tickets");
+        let entry = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&KeyDigest::of(ticket).0).ok_or_else(bad)?;
+        if entry.expires <= Instant::now() {
+            return Err(bad());
+        }
+        Ok(Credential::Identity { digest: entry.digest, environment: entry.environment })
+    }
+}

@@ -1,0 +1,507 @@
+//! GPU-second limits: a token bucket per (key, endpoint), a concurrent-stream cap per (key, endpoint), and a
+//! short per-key wait queue, over a swappable [`CounterStore`].
+//!
+//! ```text
+//!  request ─▶ pre-charge = max(audio_seconds × cost, minimum) ─▶ try_take ─┬─ ok ─▶ run ─▶ settle(measured)
+//!                                                                           │           (refund or extra)
+//!                                                                           └─ short ─▶ queue (≤ depth, ≤ timeout)
+//!                                                                                     └─▶ 429 Retry-After
+//!  stream  ─▶ open slot (cap) ─▶ each audio chunk: try_take(chunk_seconds × cost), waiting ≤ queue timeout
+//! ```
+//! Bucket rule: a bucket holds at most `burst` GPU-seconds and refills at `rate × refill_factor`. A charge is
+//! admitted when the balance covers `min(charge, burst)`, and may then drive the balance negative: a request
+//! bigger than the burst is not refused forever, it is paid for by waiting afterwards. `Retry-After` is exactly
+//! the time until the balance reaches `min(charge, burst)` again, rounded up, so retrying after it succeeds.
+use crate::admission::Grant;
+use crate::refusal::{Refusal, RefusalCode};
+use crate::snapshot::{KeyMap, KeyRef};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which bucket: one per key and endpoint. `endpoint` is [`crate::snapshot::EndpointConfig::bucket_id`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    pub key: KeyRef,
+    pub endpoint: u64,
+}
+
+/// A bucket's shape at the moment of a call. The refill rate may change between calls (GPU load).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BucketParams {
+    pub rate_per_second: f64,
+    pub capacity: f64,
+}
+
+/// A storage failure. Transient errors (a network blip to Redis) fail the one request with 503 and are
+/// retried by the client; permanent ones are configuration errors.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("counter store error: {message}")]
+pub struct StoreError {
+    pub message: String,
+    pub transient: bool,
+}
+
+/// Balances and stream counts. Times are seconds on the caller's monotonic clock, so implementations stay
+/// deterministic under test. Every method is synchronous and must not block on a lock held across I/O.
+pub trait CounterStore: Send + Sync + 'static {
+    /// Takes `amount` when the balance covers `min(amount, capacity)`; otherwise takes nothing and returns
+    /// `Ok(Err(seconds))`: how long until it would.
+    fn try_take(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<Result<(), f64>, StoreError>;
+    /// Unconditionally removes `amount` (negative: refunds), never above capacity. Returns the new balance.
+    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<f64, StoreError>;
+    /// The balance now (after refill), for diagnostics and tests.
+    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> Result<f64, StoreError>;
+    /// Takes one stream slot when fewer than `cap` are held.
+    fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> Result<bool, StoreError>;
+    fn release_stream(&self, bucket: BucketKey) -> Result<(), StoreError>;
+    fn open_streams(&self, bucket: BucketKey) -> Result<u32, StoreError>;
+}
+
+const EPSILON: f64 = 1e-9;
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    balance: f64,
+    updated: f64,
+}
+
+impl Bucket {
+    fn refilled(mut self, params: BucketParams, now: f64) -> Self {
+        let elapsed = (now - self.updated).max(0.0);
+        self.balance = (self.balance + elapsed * params.rate_per_second).min(params.capacity);
+        self.updated = now.max(self.updated);
+        self
+    }
+}
+
+/// Seconds until `balance` reaches `threshold` at `rate` (infinite when the rate is zero).
+pub fn seconds_until(balance: f64, threshold: f64, rate: f64) -> f64 {
+    if balance + EPSILON >= threshold {
+        0.0
+    } else if rate <= 0.0 {
+        f64::INFINITY
+    } else {
+        (threshold - balance) / rate
+    }
+}
+
+const SHARDS: usize = 64;
+
+/// The in-process store: sharded mutexes held for a few arithmetic operations, never across I/O.
+pub struct InMemoryStore {
+    buckets: Vec<Mutex<HashMap<BucketKey, Bucket>>>,
+    streams: Vec<Mutex<HashMap<BucketKey, u32>>>,
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self {
+            buckets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl InMemoryStore {
+    fn shard(bucket: &BucketKey) -> usize {
+        ((bucket.key.0 ^ bucket.endpoint) as usize) % SHARDS
+    }
+
+    fn with_bucket<T>(&self, bucket: BucketKey, params: BucketParams, now: f64, f: impl FnOnce(&mut Bucket) -> T) -> T {
+        // A poisoned shard only means another thread panicked mid-update of plain numbers; the data is usable.
+        let mut map = self.buckets[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(bucket).or_insert(Bucket { balance: params.capacity, updated: now });
+        *entry = entry.refilled(params, now);
+        f(entry)
+    }
+}
+
+impl CounterStore for InMemoryStore {
+    fn try_take(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<Result<(), f64>, StoreError> {
+        Ok(self.with_bucket(bucket, params, now, |b| {
+            let threshold = amount.min(params.capacity).max(0.0);
+            let wait = seconds_until(b.balance, threshold, params.rate_per_second);
+            if wait == 0.0 {
+                b.balance -= amount;
+                Ok(())
+            } else {
+                Err(wait)
+            }
+        }))
+    }
+
+    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<f64, StoreError> {
+        Ok(self.with_bucket(bucket, params, now, |b| {
+            b.balance = (b.balance - amount).min(params.capacity);
+            b.balance
+        }))
+    }
+
+    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> Result<f64, StoreError> {
+        Ok(self.with_bucket(bucket, params, now, |b| b.balance))
+    }
+
+    fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> Result<bool, StoreError> {
+        let mut map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
+        let open = map.entry(bucket).or_insert(0);
+        if *open < cap {
+            *open += 1;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn release_stream(&self, bucket: BucketKey) -> Result<(), StoreError> {
+        let mut map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = map.get_mut(&bucket) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                map.remove(&bucket);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_streams(&self, bucket: BucketKey) -> Result<u32, StoreError> {
+        let map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map.get(&bucket).copied().unwrap_or(0))
+    }
+}
+
+/// Scales a tier's refill rate, e.g. down when the node's GPUs are saturated. The GPU-telemetry crate
+/// provides the real one; without it every tier runs at its nominal rate.
+pub trait RefillFactor: Send + Sync + 'static {
+    fn refill_factor(&self, _tier_priority: u32) -> f64 {
+        1.0
+    }
+}
+
+/// Every tier at its nominal rate.
+pub struct Nominal;
+impl RefillFactor for Nominal {}
+
+/// A pre-charge to settle when the work is done.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[must_use = "settle the charge with the measured GPU time, or refund it"]
+pub struct Charge {
+    pub bucket: BucketKey,
+    pub params: BucketParams,
+    pub gpu_seconds: f64,
+}
+
+pub struct Limiter {
+    store: Arc<dyn CounterStore>,
+    refill: Arc<dyn RefillFactor>,
+    epoch: Instant,
+    /// Requests waiting per key, bounded by the tier's queue depth.
+    waiting: Mutex<KeyMap<u32>>,
+    queue_depth: AtomicI64,
+}
+
+impl Limiter {
+    pub fn new(store: Arc<dyn CounterStore>) -> Self {
+        Self::with_refill(store, Arc::new(Nominal))
+    }
+
+    pub fn with_refill(store: Arc<dyn CounterStore>, refill: Arc<dyn RefillFactor>) -> Self {
+        Limiter { store, refill, epoch: Instant::now(), waiting: Mutex::default(), queue_depth: AtomicI64::new(0) }
+    }
+
+    /// The hook the GPU-telemetry crate drives; 1.0 without it.
+    pub fn refill_factor(&self, tier_priority: u32) -> f64 {
+        self.refill.refill_factor(tier_priority).max(0.0)
+    }
+
+    /// Seconds since this limiter started: the clock every store call uses.
+    pub fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    pub fn store(&self) -> &Arc<dyn CounterStore> {
+        &self.store
+    }
+
+    /// Requests currently waiting in any queue.
+    pub fn queue_depth(&self) -> i64 {
+        self.queue_depth.load(Ordering::Relaxed)
+    }
+
+    pub fn bucket(grant: &Grant) -> BucketKey {
+        BucketKey { key: grant.key(), endpoint: grant.endpoint.bucket_id }
+    }
+
+    pub fn params(&self, grant: &Grant) -> BucketParams {
+        let factor = self.refill_factor(grant.identity.policy.tier.priority);
+        BucketParams {
+            rate_per_second: grant.limits.gpu_seconds_per_minute / 60.0 * factor,
+            capacity: grant.limits.burst_gpu_seconds.max(0.0),
+        }
+    }
+
+    /// The pre-charge for `audio_seconds` of audio under the endpoint's cost model.
+    pub fn estimate(grant: &Grant, audio_seconds: f64) -> f64 {
+        let cost = &grant.endpoint.shard.cost;
+        (audio_seconds.max(0.0) * cost.gpu_seconds_per_audio_second).max(cost.minimum_gpu_seconds)
+    }
+
+    /// Takes `gpu_seconds` now or refuses with an honest retry-after. The hot path: one store call.
+    pub fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
+        let bucket = Self::bucket(grant);
+        let params = self.params(grant);
+        match self.store.try_take(bucket, gpu_seconds, params, now).map_err(store_refusal)? {
+            Ok(()) => Ok(Charge { bucket, params, gpu_seconds }),
+            Err(wait) => Err(rate_limited(grant, gpu_seconds, wait)),
+        }
+    }
+
+    pub fn try_charge(&self, grant: &Grant, gpu_seconds: f64) -> Result<Charge, Refusal> {
+        self.try_charge_at(grant, gpu_seconds, self.now())
+    }
+
+    /// Settles a pre-charge against the measured GPU time: refunds the difference or charges the extra.
+    /// Returns the GPU-seconds finally charged.
+    pub fn settle(&self, charge: Charge, measured_gpu_seconds: Option<f64>) -> f64 {
+        let Some(measured) = measured_gpu_seconds.filter(|m| m.is_finite() && *m >= 0.0) else {
+            return charge.gpu_seconds;
+        };
+        let delta = measured - charge.gpu_seconds;
+        if delta.abs() > EPSILON {
+            // A store error here loses one adjustment; the pre-charge stands, which errs towards the tenant.
+            let _ = self.store.adjust(charge.bucket, delta, charge.params, self.now());
+        }
+        measured
+    }
+
+    /// Gives a pre-charge back in full (the request failed before any GPU work).
+    pub fn refund(&self, charge: Charge) {
+        let _ = self.store.adjust(charge.bucket, -charge.gpu_seconds, charge.params, self.now());
+    }
+
+    /// Like [`try_charge`](Self::try_charge), but waits in the key's queue (bounded depth, tier timeout) when
+    /// the bucket will be able to pay soon. A wait that cannot end before the timeout is refused at once.
+    pub async fn charge(&self, grant: &Grant, gpu_seconds: f64) -> Result<Charge, Refusal> {
+        let first = match self.try_charge(grant, gpu_seconds) {
+            Ok(charge) => return Ok(charge),
+            Err(refusal) => refusal,
+        };
+        let tier = &grant.identity.policy.tier;
+        let timeout = Duration::from_millis(tier.queue_timeout_ms);
+        let wait = first.retry_after_seconds.unwrap_or(f64::INFINITY);
+        if tier.queue_max_depth == 0 || wait > timeout.as_secs_f64() {
+            return Err(first);
+        }
+        let _slot = self.enter_queue(grant)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut wait = wait;
+        loop {
+            let until = (tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.001))).min(deadline);
+            tokio::time::sleep_until(until).await;
+            match self.try_charge(grant, gpu_seconds) {
+                Ok(charge) => return Ok(charge),
+                Err(refusal) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Refusal {
+                        code: RefusalCode::QueueTimeout,
+                        message: format!(
+                            "waited the tier's queue timeout ({} ms) and the key's GPU-second budget on {} still cannot pay; retry after the given seconds",
+                            tier.queue_timeout_ms, grant.endpoint.label
+                        )
+                        .into(),
+                        retry_after_seconds: refusal.retry_after_seconds,
+                    });
+                }
+                Err(refusal) => wait = refusal.retry_after_seconds.unwrap_or(0.05),
+            }
+        }
+    }
+
+    /// Takes a stream slot for the grant's (key, endpoint), or refuses with `stream_cap`.
+    pub fn try_open_stream(self: &Arc<Self>, grant: &Grant) -> Result<StreamSlot, Refusal> {
+        let bucket = Self::bucket(grant);
+        let cap = grant.limits.max_concurrent_streams;
+        if self.store.acquire_stream(bucket, cap).map_err(store_refusal)? {
+            Ok(StreamSlot { limiter: Arc::clone(self), bucket })
+        } else {
+            let message = if cap == 0 {
+                format!("tier {} does not allow streaming (maxConcurrentStreams: 0); use the one-shot request instead", grant.tier())
+            } else {
+                format!(
+                    "key already holds {cap} open stream(s) on {}, its tier's maximum; close one and retry",
+                    grant.endpoint.label
+                )
+            };
+            Err(Refusal::new(RefusalCode::StreamCap, message).with_retry_after(1.0))
+        }
+    }
+
+    /// [`try_open_stream`](Self::try_open_stream), waiting in the key's queue up to the tier's timeout for a
+    /// slot to free up.
+    pub async fn open_stream(self: &Arc<Self>, grant: &Grant) -> Result<StreamSlot, Refusal> {
+        let first = match self.try_open_stream(grant) {
+            Ok(slot) => return Ok(slot),
+            Err(refusal) => refusal,
+        };
+        let tier = &grant.identity.policy.tier;
+        if tier.queue_max_depth == 0 || grant.limits.max_concurrent_streams == 0 {
+            return Err(first);
+        }
+        let _slot = self.enter_queue(grant)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(tier.queue_timeout_ms);
+        // Slots free up when another stream ends; polling at 20 ms keeps this path simple and it is not hot.
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Ok(slot) = self.try_open_stream(grant) {
+                return Ok(slot);
+            }
+        }
+        Err(Refusal::new(
+            RefusalCode::QueueTimeout,
+            format!("waited the tier's queue timeout ({} ms) for a stream slot; close a stream and retry", tier.queue_timeout_ms),
+        )
+        .with_retry_after(1.0))
+    }
+
+    fn enter_queue(&self, grant: &Grant) -> Result<QueueSlot<'_>, Refusal> {
+        let key = grant.key();
+        let max = grant.identity.policy.tier.queue_max_depth;
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let depth = waiting.entry(key).or_insert(0);
+        if *depth >= max {
+            return Err(Refusal::new(
+                RefusalCode::QueueFull,
+                format!("{max} request(s) of this key are already waiting for capacity; retry shortly"),
+            )
+            .with_retry_after(1.0));
+        }
+        *depth += 1;
+        self.queue_depth.fetch_add(1, Ordering::Relaxed);
+        Ok(QueueSlot { limiter: self, key })
+    }
+}
+
+struct QueueSlot<'a> {
+    limiter: &'a Limiter,
+    key: KeyRef,
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.limiter.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(depth) = waiting.get_mut(&self.key) {
+            *depth -= 1;
+            if *depth == 0 {
+                waiting.remove(&self.key);
+            }
+        }
+        self.limiter.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A held stream slot; released when dropped.
+pub struct StreamSlot {
+    limiter: Arc<Limiter>,
+    bucket: BucketKey,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let _ = self.limiter.store.release_stream(self.bucket);
+    }
+}
+
+fn rate_limited(grant: &Grant, gpu_seconds: f64, wait: f64) -> Refusal {
+    let refusal = Refusal::new(
+        RefusalCode::RateLimited,
+        format!(
+            "GPU-second budget exhausted on {} for tier {} ({} GPU-s/min, burst {}); this request needs {:.3} GPU-s; retry after the given seconds",
+            grant.endpoint.label,
+            grant.tier(),
+            grant.limits.gpu_seconds_per_minute,
+            grant.limits.burst_gpu_seconds,
+            gpu_seconds
+        ),
+    );
+    if wait.is_finite() { refusal.with_retry_after(wait) } else { refusal }
+}
+
+fn store_refusal(err: StoreError) -> Refusal {
+    let mut r = Refusal::new(RefusalCode::BackendUnavailable, "rate-limit counters are unavailable; retry shortly");
+    if err.transient {
+        r = r.with_retry_after(1.0);
+    }
+    r
+}
+
+/// One test body for every [`CounterStore`]: call [`conformance::run`] with a factory of empty stores.
+pub mod conformance {
+    use super::*;
+
+    fn b(key: u64) -> BucketKey {
+        BucketKey { key: KeyRef(key), endpoint: 7 }
+    }
+    const P: BucketParams = BucketParams { rate_per_second: 0.5, capacity: 2.0 };
+
+    pub fn run<S: CounterStore>(make: impl Fn() -> S) {
+        new_bucket_starts_full(&make());
+        refuses_with_exact_wait_then_admits(&make());
+        charge_above_capacity_is_paid_by_waiting(&make());
+        adjust_refunds_and_never_exceeds_capacity(&make());
+        buckets_are_independent(&make());
+        stream_slots_are_capped_and_released(&make());
+        zero_rate_never_refills(&make());
+    }
+
+    fn new_bucket_starts_full(s: &impl CounterStore) {
+        assert_eq!(s.balance(b(1), P, 0.0).unwrap(), 2.0);
+    }
+
+    fn refuses_with_exact_wait_then_admits(s: &impl CounterStore) {
+        assert_eq!(s.try_take(b(1), 1.5, P, 0.0).unwrap(), Ok(()));
+        // 0.5 left, needs 1.5: 1.0 short at 0.5/s = 2 s.
+        assert_eq!(s.try_take(b(1), 1.5, P, 0.0).unwrap(), Err(2.0));
+        assert_eq!(s.try_take(b(1), 1.5, P, 1.999).unwrap().is_err(), true);
+        assert_eq!(s.try_take(b(1), 1.5, P, 2.0).unwrap(), Ok(()));
+        assert!((s.balance(b(1), P, 2.0).unwrap() - 0.0).abs() < 1e-9);
+    }
+
+    fn charge_above_capacity_is_paid_by_waiting(s: &impl CounterStore) {
+        // 5 GPU-s against a 2 GPU-s bucket: admitted when full, balance goes to -3, refilled after 10 s.
+        assert_eq!(s.try_take(b(2), 5.0, P, 0.0).unwrap(), Ok(()));
+        assert_eq!(s.balance(b(2), P, 0.0).unwrap(), -3.0);
+        assert_eq!(s.try_take(b(2), 5.0, P, 0.0).unwrap(), Err(10.0));
+        assert_eq!(s.try_take(b(2), 5.0, P, 10.0).unwrap(), Ok(()));
+    }
+
+    fn adjust_refunds_and_never_exceeds_capacity(s: &impl CounterStore) {
+        assert_eq!(s.try_take(b(3), 1.0, P, 0.0).unwrap(), Ok(()));
+        assert_eq!(s.adjust(b(3), 0.25, P, 0.0).unwrap(), 0.75);
+        assert_eq!(s.adjust(b(3), -10.0, P, 0.0).unwrap(), 2.0);
+    }
+
+    fn buckets_are_independent(s: &impl CounterStore) {
+        assert_eq!(s.try_take(b(4), 2.0, P, 0.0).unwrap(), Ok(()));
+        assert_eq!(s.balance(b(5), P, 0.0).unwrap(), 2.0);
+        let other_endpoint = BucketKey { key: KeyRef(4), endpoint: 8 };
+        assert_eq!(s.balance(other_endpoint, P, 0.0).unwrap(), 2.0);
+    }
+
+    fn stream_slots_are_capped_and_released(s: &impl CounterStore) {
+        assert!(s.acquire_stream(b(6), 2).unwrap());
+        assert!(s.acquire_stream(b(6), 2).unwrap());
+        assert!(!s.acquire_stream(b(6), 2).unwrap());
+        assert_eq!(s.open_streams(b(6)).unwrap(), 2);
+        s.release_stream(b(6)).unwrap();
+        assert!(s.acquire_stream(b(6), 2).unwrap());
+        assert!(!s.acquire_stream(b(7), 0).unwrap());
+        s.release_stream(b(7)).unwrap();
+        assert_eq!(s.open_streams(b(7)).unwrap(), 0);
+    }
+
+    fn zero_rate_never_refills(s: &impl CounterStore) {
+        let p = BucketParams { rate_per_second: 0.0, capacity: 1.0 };
+        assert_eq!(s.try_take(b(8), 1.0, p, 0.0).unwrap(), Ok(()));
+        assert_eq!(s.try_take(b(8), 1.0, p, 1e6).unwrap(), Err(f64::INFINITY));
+    }
+}

@@ -1,0 +1,223 @@
+//! Why a request or stream was refused, with one stable code per reason, and how each door says it.
+//!
+//! | code                  | HTTP | gRPC                | WebSocket close | when                                            |
+//! |-----------------------|------|---------------------|-----------------|-------------------------------------------------|
+//! | `missing_key`         | 401  | UNAUTHENTICATED     | 4001            | no key in the request                           |
+//! | `malformed_key`       | 401  | UNAUTHENTICATED     | 4002            | wrong prefix, length or characters              |
+//! | `bad_checksum`        | 401  | UNAUTHENTICATED     | 4003            | checksum mismatch: mistyped key, no lookup made |
+//! | `unknown_key`         | 401  | UNAUTHENTICATED     | 4004            | well-formed key this gateway does not know      |
+//! | `key_revoked`         | 401  | UNAUTHENTICATED     | 4005            | the key was revoked                             |
+//! | `key_expired`         | 401  | UNAUTHENTICATED     | 4006            | past the policy's expiry or a retiring key's end|
+//! | `key_suspended`       | 403  | PERMISSION_DENIED   | 4007            | the policy is suspended                         |
+//! | `key_not_yet_valid`   | 401  | UNAUTHENTICATED     | 4008            | key issued in the future (clock skew)           |
+//! | `bad_ticket`          | 401  | UNAUTHENTICATED     | 4009            | stream ticket unknown, used or expired          |
+//! | `out_of_scope`        | 403  | PERMISSION_DENIED   | 4030            | key may not use this endpoint or feature        |
+//! | `wrong_environment`   | 403  | PERMISSION_DENIED   | 4031            | a test key on a live-only gateway, or vice versa|
+//! | `origin_not_allowed`  | 403  | PERMISSION_DENIED   | 4032            | browser Origin not in the policy's allowlist    |
+//! | `query_key_refused`   | 400  | INVALID_ARGUMENT    | 4033            | key in the query string, not enabled            |
+//! | `rate_limited`        | 429  | RESOURCE_EXHAUSTED  | 4290            | GPU-second bucket cannot pay; see retry-after   |
+//! | `stream_cap`          | 429  | RESOURCE_EXHAUSTED  | 4291            | key holds its tier's maximum of open streams    |
+//! | `queue_full`          | 429  | RESOURCE_EXHAUSTED  | 4292            | the key's wait queue is full                    |
+//! | `queue_timeout`       | 429  | RESOURCE_EXHAUSTED  | 4293            | waited the tier's queue timeout for capacity    |
+//! | `connection_cap`      | 429  | RESOURCE_EXHAUSTED  | 4294            | key holds the agent's per-key connection maximum|
+//! | `server_busy`         | 503  | UNAVAILABLE         | 4295            | the agent's global connection cap is reached    |
+//! | `oversized_chunk`     | 413  | INVALID_ARGUMENT    | 4130            | an audio chunk exceeds the endpoint's maximum   |
+//! | `audio_too_long`      | 413  | INVALID_ARGUMENT    | 4131            | audio beyond the endpoint's max audio seconds   |
+//! | `too_many_messages`   | 429  | RESOURCE_EXHAUSTED  | 4296            | stream sent more messages/s than allowed        |
+//! | `idle_timeout`        | 408  | DEADLINE_EXCEEDED   | 4080            | stream sent nothing for the idle timeout        |
+//! | `session_too_long`    | 408  | DEADLINE_EXCEEDED   | 4081            | stream reached the maximum session duration     |
+//! | `auth_timeout`        | 408  | DEADLINE_EXCEEDED   | 4082            | no auth message within the deadline             |
+//! | `request_timeout`     | 408  | DEADLINE_EXCEEDED   | 4083            | request body arrived too slowly                 |
+//! | `unknown_model`       | 404  | NOT_FOUND           | 4040            | no endpoint serves the requested model          |
+//! | `unsupported_feature` | 400  | INVALID_ARGUMENT    | 4041            | the endpoint does not offer the feature         |
+//! | `bad_request`         | 400  | INVALID_ARGUMENT    | 4000            | malformed request: the message says what to fix |
+//! | `unsupported_codec`   | 415  | INVALID_ARGUMENT    | 4150            | audio format the endpoint does not accept       |
+//! | `backend_error`       | 502  | UNAVAILABLE         | 4502            | the model backend failed; retry later           |
+//! | `backend_unavailable` | 503  | UNAVAILABLE         | 4503            | no backend can serve this endpoint on this agent|
+//!
+//! Every message says what was wrong and what to do; none contains a key, a ticket, audio or a transcript.
+use std::borrow::Cow;
+
+/// A refusal: a stable [`RefusalCode`], a human message, and for limits the seconds after which a retry can pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub message: Cow<'static, str>,
+    /// Seconds until the same request can be admitted (limits only).
+    pub retry_after_seconds: Option<f64>,
+}
+
+macro_rules! codes {
+    ($($variant:ident => ($code:literal, $http:literal, $grpc:ident, $ws:literal)),* $(,)?) => {
+        /// Stable refusal codes. The string form is the `code` of every JSON error body, metric label and audit line.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum RefusalCode { $($variant),* }
+
+        impl RefusalCode {
+            pub const ALL: &'static [RefusalCode] = &[$(RefusalCode::$variant),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $(RefusalCode::$variant => $code),* }
+            }
+            pub fn http_status(self) -> u16 {
+                match self { $(RefusalCode::$variant => $http),* }
+            }
+            pub fn grpc_code(self) -> tonic::Code {
+                match self { $(RefusalCode::$variant => tonic::Code::$grpc),* }
+            }
+            pub fn ws_close_code(self) -> u16 {
+                match self { $(RefusalCode::$variant => $ws),* }
+            }
+        }
+    };
+}
+
+codes! {
+    MissingKey => ("missing_key", 401, Unauthenticated, 4001),
+    MalformedKey => ("malformed_key", 401, Unauthenticated, 4002),
+    BadChecksum => ("bad_checksum", 401, Unauthenticated, 4003),
+    UnknownKey => ("unknown_key", 401, Unauthenticated, 4004),
+    KeyRevoked => ("key_revoked", 401, Unauthenticated, 4005),
+    KeyExpired => ("key_expired", 401, Unauthenticated, 4006),
+    KeySuspended => ("key_suspended", 403, PermissionDenied, 4007),
+    KeyNotYetValid => ("key_not_yet_valid", 401, Unauthenticated, 4008),
+    BadTicket => ("bad_ticket", 401, Unauthenticated, 4009),
+    OutOfScope => ("out_of_scope", 403, PermissionDenied, 4030),
+    WrongEnvironment => ("wrong_environment", 403, PermissionDenied, 4031),
+    OriginNotAllowed => ("origin_not_allowed", 403, PermissionDenied, 4032),
+    QueryKeyRefused => ("query_key_refused", 400, InvalidArgument, 4033),
+    RateLimited => ("rate_limited", 429, ResourceExhausted, 4290),
+    StreamCap => ("stream_cap", 429, ResourceExhausted, 4291),
+    QueueFull => ("queue_full", 429, ResourceExhausted, 4292),
+    QueueTimeout => ("queue_timeout", 429, ResourceExhausted, 4293),
+    ConnectionCap => ("connection_cap", 429, ResourceExhausted, 4294),
+    ServerBusy => ("server_busy", 503, Unavailable, 4295),
+    OversizedChunk => ("oversized_chunk", 413, InvalidArgument, 4130),
+    AudioTooLong => ("audio_too_long", 413, InvalidArgument, 4131),
+    TooManyMessages => ("too_many_messages", 429, ResourceExhausted, 4296),
+    IdleTimeout => ("idle_timeout", 408, DeadlineExceeded, 4080),
+    SessionTooLong => ("session_too_long", 408, DeadlineExceeded, 4081),
+    AuthTimeout => ("auth_timeout", 408, DeadlineExceeded, 4082),
+    RequestTimeout => ("request_timeout", 408, DeadlineExceeded, 4083),
+    UnknownModel => ("unknown_model", 404, NotFound, 4040),
+    UnsupportedFeature => ("unsupported_feature", 400, InvalidArgument, 4041),
+    BadRequest => ("bad_request", 400, InvalidArgument, 4000),
+    UnsupportedCodec => ("unsupported_codec", 415, InvalidArgument, 4150),
+    BackendError => ("backend_error", 502, Unavailable, 4502),
+    BackendUnavailable => ("backend_unavailable", 503, Unavailable, 4503),
+}
+
+impl RefusalCode {
+    /// Whether the refusal is about who is calling (as opposed to what or how much). Auth refusals are audited
+    /// under a shared sampling bucket when no key id is known.
+    pub fn is_authentication(self) -> bool {
+        self.http_status() == 401
+    }
+}
+
+impl Refusal {
+    pub fn new(code: RefusalCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Refusal { code, message: message.into(), retry_after_seconds: None }
+    }
+
+    pub fn with_retry_after(mut self, seconds: f64) -> Self {
+        self.retry_after_seconds = Some(seconds.max(0.0));
+        self
+    }
+
+    /// Whole seconds to put in `Retry-After`: rounded up, so a client that waits exactly that long succeeds.
+    pub fn retry_after_header(&self) -> Option<u64> {
+        self.retry_after_seconds.map(|s| s.ceil().max(1.0) as u64)
+    }
+
+    /// The JSON error body every HTTP response and WebSocket error message uses.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({ "code": self.code.as_str(), "message": self.message });
+        if let Some(secs) = self.retry_after_header() {
+            error["retry_after_seconds"] = secs.into();
+        }
+        serde_json::json!({ "error": error })
+    }
+
+    /// A WebSocket close reason must fit in 123 bytes; cut at a char boundary.
+    pub fn ws_reason(&self) -> String {
+        let mut reason = format!("{}: {}", self.code.as_str(), self.message);
+        if let Some(secs) = self.retry_after_header() {
+            reason = format!("{}: retry after {secs}s", self.code.as_str());
+        }
+        truncate_utf8(&mut reason, 123);
+        reason
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        let mut status = tonic::Status::new(self.code.grpc_code(), format!("{}: {}", self.code.as_str(), self.message));
+        let md = status.metadata_mut();
+        md.insert("x-infergate-code", tonic::metadata::MetadataValue::from_static(self.code.as_str()));
+        if let Some(secs) = self.retry_after_header() {
+            md.insert("retry-after", secs.to_string().parse().expect("digits are valid metadata"));
+        }
+        status
+    }
+
+    // Constructors for the common cases, so messages stay consistent across doors.
+    pub fn missing_key() -> Self {
+        Self::new(
+            RefusalCode::MissingKey,
+            "no API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+        )
+    }
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(RefusalCode::BadRequest, message)
+    }
+}
+
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_distinct_on_every_door() {
+        let names: HashSet<_> = RefusalCode::ALL.iter().map(|c| c.as_str()).collect();
+        let ws: HashSet<_> = RefusalCode::ALL.iter().map(|c| c.ws_close_code()).collect();
+        assert_eq!(names.len(), RefusalCode::ALL.len());
+        assert_eq!(ws.len(), RefusalCode::ALL.len());
+        assert!(RefusalCode::ALL.iter().all(|c| (4000..5000).contains(&c.ws_close_code())));
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        let r = Refusal::new(RefusalCode::RateLimited, "x").with_retry_after(2.01);
+        assert_eq!(r.retry_after_header(), Some(3));
+        assert_eq!(
+            r.to_json(),
+            serde_json::json!({"error": {"code": "rate_limited", "message": "x", "retry_after_seconds": 3}})
+        );
+        let status = r.to_status();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "3");
+    }
+
+    #[test]
+    fn ws_reason_fits_a_close_frame() {
+        let r = Refusal::bad_request("é".repeat(200));
+        assert!(r.ws_reason().len() <= 123);
+    }
+}

@@ -1,0 +1,312 @@
+//! The immutable gateway config an agent runs: built once from the operator's shards, swapped atomically.
+//!
+//! ```text
+//!  shards (policy, endpoint) ──build──▶ Snapshot { keys: digest prefix ─▶ KeyRecord ─▶ policy index,
+//!                                                  endpoints by model, policies, revision }
+//!                          readers: arc_swap load (no lock) ─▶ admission::admit(&snapshot, ...)
+//! ```
+//! Keys are indexed by the first 8 bytes of their SHA-256 digest (the bits of the [`KeyId`]): digests are
+//! uniform, so those bytes are already a perfect hash and the map uses an identity hasher. The full digest is
+//! then compared in constant time.
+use chrono::{DateTime, Utc};
+use infergate_crds::endpoint::Feature;
+use infergate_crds::gateway::{EndpointLimits, EndpointShard, PolicyShard, Shard, TierLimits};
+use infergate_crds::key::{Environment, KeyDigest, KeyId};
+use infergate_crds::NamespacedName;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+/// A key's handle: the first 8 digest bytes, i.e. the numeric form of its [`KeyId`]. Copy, hashable, loggable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyRef(pub u64);
+
+impl KeyRef {
+    pub fn of(digest: &KeyDigest) -> Self {
+        KeyRef(u64::from_be_bytes(digest.0[..8].try_into().expect("8 bytes")))
+    }
+    pub fn key_id(self) -> KeyId {
+        KeyId(self.to_string())
+    }
+    pub fn from_key_id(id: &KeyId) -> Option<Self> {
+        if !KeyId::is_well_formed(id.as_str()) {
+            return None;
+        }
+        u64::from_str_radix(&id.as_str()[4..], 16).ok().map(KeyRef)
+    }
+}
+
+impl fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kid_{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for KeyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Identity hasher for [`KeyRef`]s, which are already uniformly distributed digest bits.
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for non-u64 keys, which this map never uses; fold bytes in anyway so it stays correct.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub type KeyMap<V> = HashMap<KeyRef, V, BuildHasherDefault<IdentityHasher>>;
+
+/// A set of [`Feature`]s as a bit mask, so scope checks do not allocate or scan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeatureSet(u8);
+
+impl FeatureSet {
+    pub fn bit(f: Feature) -> u8 {
+        match f {
+            Feature::Transcribe => 1,
+            Feature::Embed => 2,
+            Feature::Verify => 4,
+            Feature::Vad => 8,
+        }
+    }
+    pub fn of(features: &[Feature]) -> Self {
+        FeatureSet(features.iter().fold(0, |acc, f| acc | Self::bit(*f)))
+    }
+    pub fn contains(self, f: Feature) -> bool {
+        self.0 & Self::bit(f) != 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = Feature> {
+        [Feature::Transcribe, Feature::Embed, Feature::Verify, Feature::Vad].into_iter().filter(move |f| self.contains(*f))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KeyStatus {
+    /// Accepted between `valid_from` and `valid_until` (a retiring key's overlap end).
+    Active { valid_from: DateTime<Utc>, valid_until: Option<DateTime<Utc>> },
+    /// Never accepted; kept to answer "revoked" rather than "unknown" and to close open streams.
+    Revoked { revoked_at: DateTime<Utc> },
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyRecord {
+    pub digest: KeyDigest,
+    pub policy: u32,
+    pub status: KeyStatus,
+}
+
+/// One policy as the gateway applies it.
+#[derive(Debug)]
+pub struct PolicyConfig {
+    pub name: NamespacedName,
+    pub environment: Environment,
+    pub tier: TierLimits,
+    pub suspended: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// (endpoint index, allowed features) pairs; a handful per policy, so a linear scan beats a map.
+    pub scopes: Vec<(u32, FeatureSet)>,
+    pub allowed_origins: Vec<String>,
+    pub allow_client_embeddings: bool,
+}
+
+impl PolicyConfig {
+    pub fn scope_for(&self, endpoint: u32) -> Option<FeatureSet> {
+        self.scopes.iter().find(|(e, _)| *e == endpoint).map(|(_, f)| *f)
+    }
+
+    /// `*` allows every Origin; otherwise an exact, case-insensitive match of `scheme://host[:port]`.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    }
+}
+
+/// One endpoint as the gateway serves it.
+#[derive(Debug)]
+pub struct EndpointConfig {
+    pub index: u32,
+    /// Stable across snapshots (hash of `namespace/name`), unlike `index`: counters are keyed by it.
+    pub bucket_id: u64,
+    pub shard: EndpointShard,
+    /// `namespace/name`: the metric label and the key of tier overrides.
+    pub label: String,
+    pub features: FeatureSet,
+}
+
+/// Options that come from the agent, not from the config.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotOptions {
+    /// When set, only keys of this environment are accepted (a live-only production agent).
+    pub environment: Option<Environment>,
+}
+
+/// A problem found while building; the offending shard part is skipped, the rest is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildWarning(pub String);
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Hash over the shard revisions, published on the agent's Lease.
+    pub revision: String,
+    keys: KeyMap<KeyRecord>,
+    policies: Vec<Arc<PolicyConfig>>,
+    endpoints: Vec<Arc<EndpointConfig>>,
+    by_model: HashMap<String, u32>,
+    pub options: SnapshotOptions,
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Self::build(&[], SnapshotOptions::default()).0
+    }
+
+    /// Builds the snapshot from every shard the agent sees. Order does not matter. Policy scopes that name an
+    /// endpoint without a shard are dropped (the key cannot reach an endpoint this agent does not know).
+    pub fn build(shards: &[Shard], options: SnapshotOptions) -> (Self, Vec<BuildWarning>) {
+        let mut warnings = Vec::new();
+        let mut endpoint_shards: Vec<&EndpointShard> = Vec::new();
+        let mut policy_shards: Vec<&PolicyShard> = Vec::new();
+        for shard in shards {
+            match shard {
+                Shard::Endpoint(e) => endpoint_shards.push(e),
+                Shard::Policy(p) => policy_shards.push(p),
+            }
+        }
+        endpoint_shards.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        policy_shards.sort_by(|a, b| a.policy.cmp(&b.policy));
+
+        let mut endpoints = Vec::new();
+        let mut by_model = HashMap::new();
+        let mut by_name = HashMap::new();
+        for e in endpoint_shards {
+            let index = endpoints.len() as u32;
+            if let Some(other) = by_model.get(&e.model) {
+                let other: &Arc<EndpointConfig> = &endpoints[*other as usize];
+                warnings.push(BuildWarning(format!(
+                    "endpoint {} serves model {:?}, already served by {}; ignoring it (model names must be unique)",
+                    e.endpoint, e.model, other.label
+                )));
+                continue;
+            }
+            by_model.insert(e.model.clone(), index);
+            by_name.insert(e.endpoint.clone(), index);
+            let label = e.endpoint.to_string();
+            let bucket_id = u64::from_be_bytes(KeyDigest::of(&label).0[..8].try_into().expect("8 bytes"));
+            endpoints.push(Arc::new(EndpointConfig {
+                index,
+                bucket_id,
+                label,
+                features: FeatureSet::of(&e.features),
+                shard: e.clone(),
+            }));
+        }
+
+        let mut keys = KeyMap::default();
+        let mut policies = Vec::new();
+        let mut revisions: Vec<String> = shards.iter().map(Shard::revision).collect();
+        revisions.sort();
+        for p in policy_shards {
+            let index = policies.len() as u32;
+            let scopes = p
+                .scopes
+                .iter()
+                .filter_map(|s| match by_name.get(&s.endpoint) {
+                    Some(i) => Some((*i, FeatureSet::of(&s.features))),
+                    None => {
+                        warnings.push(BuildWarning(format!(
+                            "policy {} names endpoint {} which has no shard here; that scope is inactive",
+                            p.policy, s.endpoint
+                        )));
+                        None
+                    }
+                })
+                .collect();
+            policies.push(Arc::new(PolicyConfig {
+                name: p.policy.clone(),
+                environment: p.environment,
+                tier: p.tier.clone(),
+                suspended: p.suspended,
+                expires_at: p.expires_at,
+                scopes,
+                allowed_origins: p.allowed_origins.clone(),
+                allow_client_embeddings: p.allow_client_embeddings,
+            }));
+            for k in &p.keys {
+                let record = KeyRecord {
+                    digest: k.digest,
+                    policy: index,
+                    status: KeyStatus::Active { valid_from: k.valid_from, valid_until: k.valid_until },
+                };
+                if let Some(previous) = keys.insert(KeyRef::of(&k.digest), record) {
+                    warnings.push(BuildWarning(format!(
+                        "key {} appears twice (policy {}); keeping the later entry",
+                        k.key_id, policies[previous.policy as usize].name
+                    )));
+                }
+            }
+            // Revocations win over any active entry for the same digest: refusing is the safe side.
+            for r in &p.revoked {
+                keys.insert(
+                    KeyRef::of(&r.digest),
+                    KeyRecord { digest: r.digest, policy: index, status: KeyStatus::Revoked { revoked_at: r.revoked_at } },
+                );
+            }
+        }
+        let revision = infergate_crds::gateway::revision_of(revisions.join(",").as_bytes());
+        (Snapshot { revision, keys, policies, endpoints, by_model, options }, warnings)
+    }
+
+    pub fn key(&self, key: KeyRef) -> Option<&KeyRecord> {
+        self.keys.get(&key)
+    }
+    pub fn policy(&self, index: u32) -> &Arc<PolicyConfig> {
+        &self.policies[index as usize]
+    }
+    pub fn policies(&self) -> &[Arc<PolicyConfig>] {
+        &self.policies
+    }
+    pub fn endpoint(&self, index: u32) -> &Arc<EndpointConfig> {
+        &self.endpoints[index as usize]
+    }
+    pub fn endpoints(&self) -> &[Arc<EndpointConfig>] {
+        &self.endpoints
+    }
+    pub fn endpoint_by_model(&self, model: &str) -> Option<&Arc<EndpointConfig>> {
+        self.by_model.get(model).map(|i| &self.endpoints[*i as usize])
+    }
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Revoked key ids, most recent first, for the agent's Lease.
+    pub fn revoked_key_ids(&self, max: usize) -> Vec<KeyId> {
+        let mut revoked: Vec<(DateTime<Utc>, KeyRef)> = self
+            .keys
+            .iter()
+            .filter_map(|(k, r)| match r.status {
+                KeyStatus::Revoked { revoked_at } => Some((revoked_at, *k)),
+                KeyStatus::Active { .. } => None,
+            })
+            .collect();
+        revoked.sort_by(|a, b| b.cmp(a));
+        revoked.into_iter().take(max).map(|(_, k)| k.key_id()).collect()
+    }
+
+    /// The limits for a policy's key on one endpoint (tier defaults merged with the endpoint override).
+    pub fn limits(&self, policy: &PolicyConfig, endpoint: &EndpointConfig) -> EndpointLimits {
+        policy.tier.for_endpoint(&endpoint.shard.endpoint)
+    }
+}

@@ -1,0 +1,412 @@
+//! Admission-core tests: small builders, exact assertions on whole outcomes.
+use crate::admission::{admit, authenticate, Request};
+use crate::limiter::{self, InMemoryStore, Limiter};
+use crate::refusal::RefusalCode;
+use crate::snapshot::{KeyRef, Snapshot, SnapshotOptions};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use infergate_crds::endpoint::{BackendSpec, CostModel, Feature, RequestLimits, UpstreamSpec};
+use infergate_crds::gateway::{
+    EndpointLimits, EndpointShard, KeyEntry, PolicyShard, RevokedKey, ScopeEntry, Shard, TierLimits, SHARD_SCHEMA_VERSION,
+};
+use infergate_crds::key::{ApiKey, Environment};
+use infergate_crds::policy::KeyState;
+use infergate_crds::{GoDuration, NamespacedName};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub(crate) fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+pub(crate) fn key(n: u8) -> ApiKey {
+    ApiKey::from_entropy(Environment::Test, &[n; 32])
+}
+
+pub(crate) fn tier(name: &str) -> TierLimits {
+    TierLimits {
+        name: name.into(),
+        priority: 100,
+        gpu_seconds_per_minute: 6.0,
+        burst_gpu_seconds: 1.0,
+        max_concurrent_streams: 2,
+        queue_max_depth: 0,
+        queue_timeout_ms: 1000,
+        target_utilization_percent: 85,
+        min_factor: 0.25,
+        max_factor: 1.0,
+        endpoint_overrides: BTreeMap::new(),
+    }
+}
+
+pub(crate) struct EndpointBuilder(EndpointShard);
+
+pub(crate) fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
+    EndpointBuilder(EndpointShard {
+        schema_version: SHARD_SCHEMA_VERSION,
+        endpoint: NamespacedName::new("default", name),
+        generation: 1,
+        model: model.into(),
+        features: vec![Feature::Transcribe],
+        backend: BackendSpec {
+            builtin: None,
+            upstream: Some(UpstreamSpec { url: "http://127.0.0.1:1/v1".into(), model: None, timeout: GoDuration::from_secs(5) }),
+        },
+        cost: CostModel { gpu_seconds_per_audio_second: 0.1, minimum_gpu_seconds: 0.0 },
+        limits: RequestLimits::default(),
+        fallback: None,
+        node_selector: None,
+        verify_threshold: None,
+    })
+}
+
+impl EndpointBuilder {
+    pub(crate) fn features(mut self, f: &[Feature]) -> Self {
+        self.0.features = f.to_vec();
+        self
+    }
+    pub(crate) fn shard(self) -> Shard {
+        Shard::Endpoint(self.0)
+    }
+}
+
+pub(crate) struct PolicyBuilder(PolicyShard);
+
+pub(crate) fn mk_policy(name: &str) -> PolicyBuilder {
+    PolicyBuilder(PolicyShard {
+        schema_version: SHARD_SCHEMA_VERSION,
+        policy: NamespacedName::new("default", name),
+        generation: 1,
+        environment: Environment::Test,
+        tier: tier("free"),
+        keys: vec![],
+        revoked: vec![],
+        suspended: false,
+        expires_at: None,
+        scopes: vec![],
+        allowed_origins: vec![],
+        allow_client_embeddings: false,
+    })
+}
+
+impl PolicyBuilder {
+    pub(crate) fn key(mut self, k: &ApiKey) -> Self {
+        self.0.keys.push(KeyEntry {
+            key_id: k.id(),
+            digest: k.digest(),
+            state: KeyState::Current,
+            valid_from: t0() - Duration::days(1),
+            valid_until: None,
+        });
+        self
+    }
+    pub(crate) fn retiring(mut self, k: &ApiKey, until: DateTime<Utc>) -> Self {
+        self.0.keys.push(KeyEntry {
+            key_id: k.id(),
+            digest: k.digest(),
+            state: KeyState::Retiring,
+            valid_from: t0() - Duration::days(2),
+            valid_until: Some(until),
+        });
+        self
+    }
+    pub(crate) fn revoked(mut self, k: &ApiKey) -> Self {
+        self.0.revoked.push(RevokedKey { key_id: k.id(), digest: k.digest(), revoked_at: t0() });
+        self
+    }
+    pub(crate) fn scope(mut self, endpoint: &str, model: &str, features: &[Feature]) -> Self {
+        self.0.scopes.push(ScopeEntry {
+            endpoint: NamespacedName::new("default", endpoint),
+            model: model.into(),
+            features: features.to_vec(),
+        });
+        self
+    }
+    pub(crate) fn tier(mut self, t: TierLimits) -> Self {
+        self.0.tier = t;
+        self
+    }
+    pub(crate) fn suspended(mut self) -> Self {
+        self.0.suspended = true;
+        self
+    }
+    pub(crate) fn expires(mut self, at: DateTime<Utc>) -> Self {
+        self.0.expires_at = Some(at);
+        self
+    }
+    pub(crate) fn origins(mut self, o: &[&str]) -> Self {
+        self.0.allowed_origins = o.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub(crate) fn live(mut self) -> Self {
+        self.0.environment = Environment::Live;
+        self
+    }
+    pub(crate) fn shard(self) -> Shard {
+        Shard::Policy(self.0)
+    }
+}
+
+fn world() -> Snapshot {
+    let shards = vec![
+        mk_endpoint("transcribe", "whisper-1").shard(),
+        mk_endpoint("speaker", "spk").features(&[Feature::Embed, Feature::Verify]).shard(),
+        mk_policy("app")
+            .key(&key(1))
+            .retiring(&key(2), t0() + Duration::hours(1))
+            .revoked(&key(3))
+            .scope("transcribe", "whisper-1", &[Feature::Transcribe])
+            .scope("speaker", "spk", &[Feature::Embed])
+            .origins(&["https://app.example.com"])
+            .shard(),
+        mk_policy("paused").key(&key(4)).suspended().scope("transcribe", "whisper-1", &[]).shard(),
+        mk_policy("old").key(&key(5)).expires(t0()).scope("transcribe", "whisper-1", &[]).shard(),
+    ];
+    let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
+    assert_eq!(warnings, vec![]);
+    snapshot
+}
+
+const TRANSCRIBE: Request<'static> = Request { model: "whisper-1", feature: Feature::Transcribe, origin: None };
+
+fn code(r: Result<impl std::fmt::Debug, crate::refusal::Refusal>) -> RefusalCode {
+    r.expect_err("expected a refusal").code
+}
+
+#[test]
+fn valid_keys_are_admitted_with_their_limits() {
+    let s = world();
+    let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    assert_eq!(g.key(), KeyRef::of(&key(1).digest()));
+    assert_eq!(g.key().key_id(), key(1).id());
+    assert_eq!(g.endpoint.label, "default/transcribe");
+    assert_eq!(g.identity.policy.name, NamespacedName::new("default", "app"));
+    assert_eq!(
+        g.limits,
+        EndpointLimits { gpu_seconds_per_minute: 6.0, burst_gpu_seconds: 1.0, max_concurrent_streams: 2 }
+    );
+    // The retiring key works until the end of its overlap.
+    assert!(admit(&s, key(2).expose(), &TRANSCRIBE, t0()).is_ok());
+}
+
+#[test]
+fn every_identity_failure_has_its_own_code() {
+    let s = world();
+    let good = key(1);
+    let mut typo = good.expose().to_string().into_bytes();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    assert_eq!(code(admit(&s, &typo, &TRANSCRIBE, t0())), RefusalCode::BadChecksum);
+    assert_eq!(code(admit(&s, "sk_test_short", &TRANSCRIBE, t0())), RefusalCode::MalformedKey);
+    assert_eq!(code(admit(&s, "Bearer nonsense", &TRANSCRIBE, t0())), RefusalCode::MalformedKey);
+    assert_eq!(code(admit(&s, key(99).expose(), &TRANSCRIBE, t0())), RefusalCode::UnknownKey);
+    assert_eq!(code(admit(&s, key(3).expose(), &TRANSCRIBE, t0())), RefusalCode::KeyRevoked);
+    assert_eq!(code(admit(&s, key(2).expose(), &TRANSCRIBE, t0() + Duration::hours(1))), RefusalCode::KeyExpired);
+    assert_eq!(code(admit(&s, key(5).expose(), &TRANSCRIBE, t0())), RefusalCode::KeyExpired);
+    assert!(admit(&s, key(5).expose(), &TRANSCRIBE, t0() - Duration::seconds(1)).is_ok());
+    assert_eq!(code(admit(&s, key(4).expose(), &TRANSCRIBE, t0())), RefusalCode::KeySuspended);
+    assert_eq!(code(admit(&s, key(1).expose(), &TRANSCRIBE, t0() - Duration::days(2))), RefusalCode::KeyNotYetValid);
+}
+
+#[test]
+fn scope_refusals_name_what_is_missing() {
+    let s = world();
+    let k = key(1);
+    let verify = Request { model: "spk", feature: Feature::Verify, origin: None };
+    let refusal = admit(&s, k.expose(), &verify, t0()).unwrap_err();
+    assert_eq!(refusal.code, RefusalCode::OutOfScope);
+    assert_eq!(refusal.message, "missing scope: feature verify on endpoint default/speaker; policy default/app allows only: embed");
+    let vad = Request { model: "spk", feature: Feature::Vad, origin: None };
+    assert_eq!(code(admit(&s, k.expose(), &vad, t0())), RefusalCode::UnsupportedFeature);
+    let unknown = Request { model: "gpt-9", feature: Feature::Transcribe, origin: None };
+    assert_eq!(code(admit(&s, k.expose(), &unknown, t0())), RefusalCode::UnknownModel);
+    // A policy without the speaker scope.
+    let paused_scope = admit(&world(), key(4).expose(), &TRANSCRIBE, t0());
+    assert_eq!(code(paused_scope), RefusalCode::KeySuspended);
+    let narrow = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_endpoint("speaker", "spk").features(&[Feature::Embed]).shard(),
+            mk_policy("narrow").key(&key(6)).scope("transcribe", "whisper-1", &[]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    let embed = Request { model: "spk", feature: Feature::Embed, origin: None };
+    let refusal = admit(&narrow, key(6).expose(), &embed, t0()).unwrap_err();
+    assert_eq!(refusal.code, RefusalCode::OutOfScope);
+    assert_eq!(
+        refusal.message,
+        "missing scope: endpoint default/speaker (model \"spk\"); policy default/narrow does not list it in spec.scopes"
+    );
+    // Empty feature list in a scope means every feature the endpoint offers.
+    assert!(admit(&narrow, key(6).expose(), &TRANSCRIBE, t0()).is_ok());
+}
+
+#[test]
+fn origins_and_environments() {
+    let s = world();
+    let k = key(1);
+    let ok = Request { origin: Some("https://app.example.com"), ..TRANSCRIBE };
+    let bad = Request { origin: Some("https://evil.example.com"), ..TRANSCRIBE };
+    assert!(admit(&s, k.expose(), &ok, t0()).is_ok());
+    assert_eq!(code(admit(&s, k.expose(), &bad, t0())), RefusalCode::OriginNotAllowed);
+    // No allowlist: any browser Origin is refused, non-browser clients are fine.
+    assert_eq!(code(admit(&s, key(5).expose(), &ok, t0() - Duration::seconds(1))), RefusalCode::OriginNotAllowed);
+
+    let live_only = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[]).shard(),
+        ],
+        SnapshotOptions { environment: Some(Environment::Live) },
+    )
+    .0;
+    assert_eq!(code(admit(&live_only, k.expose(), &TRANSCRIBE, t0())), RefusalCode::WrongEnvironment);
+    let live_key = ApiKey::from_entropy(Environment::Live, &[1; 32]);
+    let live = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_policy("app").live().key(&live_key).scope("transcribe", "whisper-1", &[]).shard(),
+        ],
+        SnapshotOptions { environment: Some(Environment::Live) },
+    )
+    .0;
+    assert!(admit(&live, live_key.expose(), &TRANSCRIBE, t0()).is_ok());
+}
+
+#[test]
+fn revocation_wins_over_an_active_entry_and_is_published() {
+    let s = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_policy("app").key(&key(1)).revoked(&key(1)).revoked(&key(3)).scope("transcribe", "whisper-1", &[]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    assert_eq!(code(authenticate(&s, key(1).expose(), t0())), RefusalCode::KeyRevoked);
+    let mut published = s.revoked_key_ids(10);
+    published.sort();
+    let mut expected = vec![key(1).id(), key(3).id()];
+    expected.sort();
+    assert_eq!(published, expected);
+}
+
+#[test]
+fn duplicate_models_and_dangling_scopes_are_warned_and_skipped() {
+    let (s, warnings) = Snapshot::build(
+        &[
+            mk_endpoint("a", "m").shard(),
+            mk_endpoint("b", "m").shard(),
+            mk_policy("p").key(&key(1)).scope("missing", "x", &[]).shard(),
+        ],
+        SnapshotOptions::default(),
+    );
+    assert_eq!(
+        warnings.iter().map(|w| w.0.as_str()).collect::<Vec<_>>(),
+        vec![
+            "endpoint default/b serves model \"m\", already served by default/a; ignoring it (model names must be unique)",
+            "policy default/p names endpoint default/missing which has no shard here; that scope is inactive",
+        ]
+    );
+    assert_eq!(s.endpoints().len(), 1);
+    assert_eq!(s.key_count(), 1);
+}
+
+#[test]
+fn revision_is_order_independent() {
+    let a = mk_endpoint("a", "m1").shard();
+    let b = mk_policy("p").key(&key(1)).shard();
+    let one = Snapshot::build(&[a.clone(), b.clone()], SnapshotOptions::default()).0;
+    let two = Snapshot::build(&[b, a], SnapshotOptions::default()).0;
+    assert_eq!(one.revision, two.revision);
+    assert_ne!(one.revision, Snapshot::empty().revision);
+}
+
+#[test]
+fn in_memory_store_passes_the_shared_counter_store_body() {
+    limiter::conformance::run(InMemoryStore::default);
+}
+
+#[test]
+fn precharge_settle_and_retry_after() {
+    let s = world();
+    let limiter = Limiter::new(Arc::new(InMemoryStore::default()));
+    let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    // 6 GPU-s/min = 0.1/s, burst 1. Five seconds of audio at 0.1 GPU-s per second = 0.5 GPU-s.
+    assert_eq!(Limiter::estimate(&g, 5.0), 0.5);
+    let c1 = limiter.try_charge_at(&g, 0.5, 0.0).unwrap();
+    let _c2 = limiter.try_charge_at(&g, 0.5, 0.0).unwrap();
+    let refused = limiter.try_charge_at(&g, 0.5, 0.0).unwrap_err();
+    assert_eq!(refused.code, RefusalCode::RateLimited);
+    assert!((refused.retry_after_seconds.unwrap() - 5.0).abs() < 1e-9);
+    assert_eq!(refused.retry_after_header(), Some(5));
+    // The worker measured 0.2 GPU-s for the first request: 0.3 comes back.
+    assert_eq!(limiter.settle(c1, Some(0.2)), 0.2);
+    let bucket = Limiter::bucket(&g);
+    let params = limiter.params(&g);
+    let balance = limiter.store().balance(bucket, params, limiter.now()).unwrap();
+    assert!((balance - 0.3).abs() < 0.01, "balance {balance}");
+}
+
+#[test]
+fn tier_overrides_apply_per_endpoint() {
+    let mut t = tier("pro");
+    t.endpoint_overrides.insert(
+        "default/transcribe".into(),
+        EndpointLimits { gpu_seconds_per_minute: 60.0, burst_gpu_seconds: 10.0, max_concurrent_streams: 1 },
+    );
+    let s = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    assert_eq!(g.limits.max_concurrent_streams, 1);
+    let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
+    assert_eq!(limiter.params(&g).rate_per_second, 1.0);
+    let slot = limiter.try_open_stream(&g).unwrap();
+    assert_eq!(limiter.try_open_stream(&g).map(|_| ()).unwrap_err().code, RefusalCode::StreamCap);
+    drop(slot);
+    assert!(limiter.try_open_stream(&g).is_ok());
+}
+
+#[tokio::test]
+async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
+    let mut t = tier("queued");
+    t.gpu_seconds_per_minute = 60.0;
+    t.burst_gpu_seconds = 0.1;
+    t.queue_max_depth = 1;
+    t.queue_timeout_ms = 5000;
+    let s = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    let limiter = Limiter::new(Arc::new(InMemoryStore::default()));
+    limiter.try_charge(&g, 0.1).unwrap();
+    assert_eq!(limiter.try_charge(&g, 0.1).unwrap_err().code, RefusalCode::RateLimited);
+    // About 0.1 s of refill needed, well inside the 5 s queue timeout: the queued call is admitted.
+    let (queued, second) = tokio::join!(limiter.charge(&g, 0.1), async {
+        tokio::task::yield_now().await;
+        limiter.charge(&g, 0.1).await
+    });
+    assert!(queued.is_ok());
+    // The queue holds one request per key: the second waiter is either refused as queue_full or, if the first
+    // had already left the queue, admitted after its own wait. Never anything else.
+    match second {
+        Ok(_) => {}
+        Err(r) => assert_eq!(r.code, RefusalCode::QueueFull),
+    }
+    // 50 GPU-s cannot be paid within the queue timeout: refused at once with the honest wait.
+    let long = limiter.charge(&g, 50.0).await.unwrap_err();
+    assert_eq!(long.code, RefusalCode::RateLimited);
+    assert_eq!(limiter.queue_depth(), 0);
+}

@@ -1,0 +1,96 @@
+//! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (the process is alive), `/readyz`.
+//!
+//! Readiness follows the replica's role: a standby is ready as soon as it knows it is a standby (so a rolling
+//! update can bring the new pod up before the old leader goes), a leader only once its caches have synced and the
+//! controllers run.
+use crate::metrics::Metrics;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Where this replica stands; shared between the leader loop and `/readyz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Role {
+    Starting = 0,
+    Standby = 1,
+    LeaderSyncing = 2,
+    LeaderReady = 3,
+    ShuttingDown = 4,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Starting => "starting",
+            Role::Standby => "standby",
+            Role::LeaderSyncing => "leader, caches syncing",
+            Role::LeaderReady => "leader",
+            Role::ShuttingDown => "shutting down",
+        }
+    }
+    fn ready(self) -> bool {
+        matches!(self, Role::Standby | Role::LeaderReady)
+    }
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Role::Standby,
+            2 => Role::LeaderSyncing,
+            3 => Role::LeaderReady,
+            4 => Role::ShuttingDown,
+            _ => Role::Starting,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct RoleCell(AtomicU8);
+
+impl RoleCell {
+    pub fn set(&self, role: Role) {
+        self.0.store(role as u8, Ordering::SeqCst);
+    }
+    pub fn get(&self) -> Role {
+        Role::from_u8(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Metrics,
+    pub role: Arc<RoleCell>,
+}
+
+pub fn router(state: AdminState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let role = state.role.get();
+    let code = if role.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, format!("{}\n", role.as_str()))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on --admin-addr {addr}: {e}; pick a free address"))?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

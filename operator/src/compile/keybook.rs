@@ -1,0 +1,179 @@
+//! The key Secret is the operator's only durable state about the keys it issued. This module reads that state
+//! back (tolerating hand edits: anything unreadable is treated as absent) and writes it out again.
+//!
+//! ```text
+//!  Secret <policy.spec.secretName>  (policy namespace, controller ownerReference -> the ApiKeyPolicy)
+//!    data:        api-key = <current plaintext>   key-id = kid_…
+//!    annotations: current-key-id, current-issued-at,
+//!                 previous-key-id, previous-key-digest, previous-issued-at, previous-retires-at,
+//!                 rotation-handled, revoked-key-digests   (ids and digests only, never a plaintext)
+//! ```
+use chrono::{DateTime, SecondsFormat, Utc};
+use infergate_crds::key::{ApiKey, KeyDigest, KeyId};
+use infergate_crds::{ApiKeyPolicy, annotations, labels, secret_keys};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct CurrentKey {
+    pub key: ApiKey,
+    pub issued_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RetiringKey {
+    pub digest: KeyDigest,
+    pub issued_at: DateTime<Utc>,
+    pub retires_at: DateTime<Utc>,
+}
+
+/// What the Secret says about this policy's keys.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct KeyBook {
+    pub current: Option<CurrentKey>,
+    pub previous: Option<RetiringKey>,
+    /// The `rotate-requested-at` value already honoured.
+    pub rotation_handled: Option<String>,
+    /// Digests of revoked keys still listed in `spec.revocations`, sorted by key id.
+    pub revoked: Vec<KeyDigest>,
+}
+
+impl KeyBook {
+    /// `now` stands in for an issued-at that was lost (the annotation is written back on the next apply).
+    pub fn read(secret: &Secret, now: DateTime<Utc>) -> Self {
+        let ann = secret.metadata.annotations.clone().unwrap_or_default();
+        let time = |k: &str| ann.get(k).and_then(|v| parse_time(v));
+        let created = secret.metadata.creation_timestamp.as_ref().map(|t| infergate_crds::conditions::from_jiff(t.0));
+        let current = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(secret_keys::API_KEY))
+            .and_then(|b| std::str::from_utf8(&b.0).ok())
+            .and_then(|s| ApiKey::parse(s.trim()).ok())
+            .map(|key| {
+                // The issued-at annotation only counts if it describes this very key (a hand-edited key has none).
+                let recorded_for_this_key = ann.get(annotations::CURRENT_KEY_ID).map(String::as_str) == Some(key.id().as_str());
+                let issued_at = time(annotations::CURRENT_ISSUED_AT)
+                    .filter(|_| recorded_for_this_key)
+                    .or(created)
+                    .unwrap_or(now);
+                CurrentKey { key, issued_at }
+            });
+        let previous = (|| {
+            let digest = KeyDigest::from_hex(ann.get(annotations::PREVIOUS_KEY_DIGEST)?)?;
+            if ann.get(annotations::PREVIOUS_KEY_ID).map(String::as_str) != Some(digest.key_id().as_str()) {
+                return None;
+            }
+            let retires_at = time(annotations::PREVIOUS_RETIRES_AT)?;
+            let issued_at = time(annotations::PREVIOUS_ISSUED_AT).unwrap_or(retires_at);
+            Some(RetiringKey { digest, issued_at, retires_at })
+        })();
+        let mut revoked: Vec<KeyDigest> = ann
+            .get(annotations::REVOKED_KEY_DIGESTS)
+            .map(|v| v.split(',').filter_map(|d| KeyDigest::from_hex(d.trim())).collect())
+            .unwrap_or_default();
+        sort_dedup(&mut revoked);
+        KeyBook {
+            current,
+            previous,
+            rotation_handled: ann.get(annotations::ROTATION_HANDLED).cloned(),
+            revoked,
+        }
+    }
+
+    pub fn add_revoked(&mut self, digest: KeyDigest) {
+        self.revoked.push(digest);
+        sort_dedup(&mut self.revoked);
+    }
+
+    pub fn is_revoked(&self, id: &KeyId) -> bool {
+        self.revoked.iter().any(|d| &d.key_id() == id)
+    }
+
+    /// The key Secret that records this book. Only called with a current key.
+    pub fn to_secret(&self, policy: &ApiKeyPolicy) -> Secret {
+        let current = self.current.as_ref().expect("a key Secret is only written with a current key");
+        let mut ann = BTreeMap::new();
+        ann.insert(annotations::CURRENT_KEY_ID.to_string(), current.key.id().to_string());
+        ann.insert(annotations::CURRENT_ISSUED_AT.to_string(), format_time(current.issued_at));
+        if let Some(prev) = &self.previous {
+            ann.insert(annotations::PREVIOUS_KEY_ID.to_string(), prev.digest.key_id().to_string());
+            ann.insert(annotations::PREVIOUS_KEY_DIGEST.to_string(), prev.digest.to_hex());
+            ann.insert(annotations::PREVIOUS_ISSUED_AT.to_string(), format_time(prev.issued_at));
+            ann.insert(annotations::PREVIOUS_RETIRES_AT.to_string(), format_time(prev.retires_at));
+        }
+        if let Some(handled) = &self.rotation_handled {
+            ann.insert(annotations::ROTATION_HANDLED.to_string(), handled.clone());
+        }
+        if !self.revoked.is_empty() {
+            let list: Vec<String> = self.revoked.iter().map(KeyDigest::to_hex).collect();
+            ann.insert(annotations::REVOKED_KEY_DIGESTS.to_string(), list.join(","));
+        }
+        let namespace = policy.metadata.namespace.clone().unwrap_or_default();
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let mut lbl = BTreeMap::new();
+        lbl.insert(labels::COMPONENT.to_string(), labels::API_KEY.to_string());
+        lbl.insert(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string());
+        lbl.insert(labels::OWNER_NAMESPACE.to_string(), crate::publish::label_value(&namespace));
+        lbl.insert(labels::OWNER_NAME.to_string(), crate::publish::label_value(&name));
+        let mut data = BTreeMap::new();
+        data.insert(secret_keys::API_KEY.to_string(), ByteString(current.key.expose().as_bytes().to_vec()));
+        data.insert(secret_keys::KEY_ID.to_string(), ByteString(current.key.id().to_string().into_bytes()));
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(policy.spec.secret_name.clone()),
+                namespace: Some(namespace),
+                labels: Some(lbl),
+                annotations: Some(ann),
+                owner_references: Some(vec![owner_reference(policy)]),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            type_: Some("Opaque".to_string()),
+            ..Secret::default()
+        }
+    }
+}
+
+/// The controller reference from the key Secret to its policy (same namespace, so garbage collection works).
+pub(crate) fn owner_reference(policy: &ApiKeyPolicy) -> OwnerReference {
+    OwnerReference {
+        api_version: ApiKeyPolicy::api_version(&()).into_owned(),
+        kind: ApiKeyPolicy::kind(&()).into_owned(),
+        name: policy.metadata.name.clone().unwrap_or_default(),
+        uid: policy.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        // Not set: blockOwnerDeletion needs `update` on the owner's finalizers, which buys nothing here.
+        block_owner_deletion: None,
+    }
+}
+
+/// Whether this Secret is ours to manage: it carries a controller-or-not ownerReference to this policy, matched
+/// by uid (by name only for local manifests, which have no uid).
+pub(crate) fn owned_by(secret: &Secret, policy: &ApiKeyPolicy) -> bool {
+    let kind = ApiKeyPolicy::kind(&());
+    secret.metadata.owner_references.iter().flatten().any(|r| {
+        r.kind == kind
+            && r.api_version.starts_with(infergate_crds::GROUP)
+            && match policy.metadata.uid.as_deref() {
+                Some(uid) => r.uid == uid,
+                None => Some(&r.name) == policy.metadata.name.as_ref(),
+            }
+    })
+}
+
+fn sort_dedup(digests: &mut Vec<KeyDigest>) {
+    digests.sort_by_key(|d| d.key_id());
+    digests.dedup();
+}
+
+pub(crate) fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s.trim()).ok().map(|t| t.with_timezone(&Utc))
+}

@@ -1,0 +1,604 @@
+#!/usr/bin/env python3
+"""infergate load generator and benchmark helpers (not a test: nothing here asserts a timing).
+
+Subcommands:
+
+- ``manifest``: writes a standalone manifest for the benches: one tier ``bench`` (the tier under load), one tier
+  ``unmetered`` (limits so high they never refuse: the HTTP bench measures the cost of *checking* limits), an
+  endpoint per model, and ``--policies`` policies per tier.
+- ``upstream``: a tiny OpenAI-compatible transcription server (answers ``{"text": ""}``), so the agent has a
+  backend to forward to. It never invents a transcript.
+- ``streams``: N concurrent WebSocket streams against one tier for ``--duration`` seconds, each sending real-time
+  PCM16 noise in fixed chunks; reconnects after a rate-limit close. Reports the GPU-seconds the agent charged
+  (``infergate_gpu_seconds_charged_total`` for the tier, admin ``/metrics``) against the tier's allowance
+  ``keys x (rate x duration + burst)``.
+- ``revocation``: many trials of "revoke a key in the manifest -> (a) first refused request, (b) open WebSocket
+  stream closed"; reports p50/p99 of both.
+
+Every subcommand prints human lines and one final ``RESULT {json}`` line that ``run_all.sh`` collects. Keys are
+never printed: only key ids (``kid_...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KEY_RE = re.compile(r"sk_(?:live|test)_[A-Za-z0-9]{49}")
+SAMPLE_RATE = 16_000
+SEED = 0x1F6EA7E5
+
+# ---------------------------------------------------------------------------------------------------------- keys
+
+
+def key_id(key: str) -> str:
+    """The non-secret id the agent logs: ``kid_`` + the first 8 bytes of SHA-256 in hex."""
+    return "kid_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def load_keys(path: Path) -> list[tuple[str | None, str]]:
+    """(policy, key) pairs from a ``--keys-out`` file, whatever its layout.
+
+    Accepts JSON or YAML (a list of objects, or a mapping ``policy -> key`` / ``policy -> {...}``) and falls back
+    to plain text where each key's line names its policy before the key. The policy is ``namespace/name`` or a
+    bare name when the file says so; ``None`` when the file does not say.
+    """
+    text = path.read_text()
+    found: list[tuple[str | None, str]] = []
+
+    def walk(node, policy=None):
+        if isinstance(node, str):
+            for k in KEY_RE.findall(node):
+                found.append((policy, k))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, policy)
+        elif isinstance(node, dict):
+            name = policy
+            for field_name in ("policy", "name", "policyName"):
+                if isinstance(node.get(field_name), str):
+                    name = node[field_name]
+                    ns = node.get("namespace")
+                    if isinstance(ns, str) and "/" not in name:
+                        name = f"{ns}/{name}"
+                    break
+            for k, v in node.items():
+                if isinstance(v, (str, list, dict)) and not KEY_RE.fullmatch(str(k)):
+                    sub = name if name is not None else (k if isinstance(v, (str, dict)) and "/" in str(k) or isinstance(v, str) else None)
+                    walk(v, sub if KEY_RE.search(json.dumps(v)) else name)
+
+    try:
+        doc = json.loads(text)
+        walk(doc)
+    except ValueError:
+        try:
+            import yaml
+
+            docs = list(yaml.safe_load_all(text))
+            for d in docs:
+                walk(d)
+        except Exception:
+            found.clear()
+    if not found:
+        for line in text.splitlines():
+            for k in KEY_RE.findall(line):
+                before = line[: line.index(k)]
+                names = re.findall(r"[a-z0-9][-a-z0-9.]*/[a-z0-9][-a-z0-9.]*|[a-z0-9][-a-z0-9.]*", before)
+                found.append((names[-1] if names else None, k))
+    seen, out = set(), []
+    for policy, k in found:
+        if k not in seen:
+            seen.add(k)
+            out.append((policy, k))
+    return out
+
+
+def keys_for(path: Path, prefix: str) -> list[tuple[str | None, str]]:
+    """Keys of policies whose name starts with ``prefix`` (all keys if the file names no policies)."""
+    pairs = load_keys(path)
+    named = [(p, k) for p, k in pairs if p is not None and p.split("/")[-1].startswith(prefix)]
+    return named if named else [(p, k) for p, k in pairs if p is None]
+
+
+async def wait_for_keys(path: Path, prefix: str, want: int, timeout: float = 30.0) -> list[tuple[str | None, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        if path.exists():
+            pairs = keys_for(path, prefix)
+            if len(pairs) >= want:
+                return pairs
+        if time.monotonic() > deadline:
+            raise SystemExit(f"loadgen: {path} has no {want} keys for policies '{prefix}*' after {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------------------------------ manifest
+
+
+def cmd_manifest(args) -> None:
+    docs = [
+        {
+            "apiVersion": "infergate.dev/v1alpha1",
+            "kind": "RateTier",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "gpuSecondsPerMinute": args.rate_per_minute,
+                "burstGpuSeconds": args.burst,
+                "maxConcurrentStreams": args.max_streams,
+                "queue": {"maxDepth": 0, "timeout": "1s"},
+            },
+        },
+        {
+            "apiVersion": "infergate.dev/v1alpha1",
+            "kind": "RateTier",
+            "metadata": {"name": "unmetered"},
+            "spec": {
+                "gpuSecondsPerMinute": 1_000_000,
+                "burstGpuSeconds": 1_000_000,
+                "maxConcurrentStreams": 100,
+                "queue": {"maxDepth": 0, "timeout": "1s"},
+            },
+        },
+        {
+            "apiVersion": "infergate.dev/v1alpha1",
+            "kind": "InferenceEndpoint",
+            "metadata": {"name": "transcribe", "namespace": "default"},
+            "spec": {
+                "model": args.model,
+                "features": ["transcribe"],
+                "backend": {"upstream": {"url": args.upstream}},
+                "cost": {"gpuSecondsPerAudioSecond": args.cost},
+            },
+        },
+    ]
+    for tier, prefix in (("bench", "load"), ("unmetered", "http"), ("unmetered", "revoke")):
+        count = args.revoke_policies if prefix == "revoke" else args.policies if prefix == "load" else 1
+        for i in range(count):
+            docs.append(
+                {
+                    "apiVersion": "infergate.dev/v1alpha1",
+                    "kind": "ApiKeyPolicy",
+                    "metadata": {"name": f"{prefix}-{i}", "namespace": "default"},
+                    "spec": {
+                        "tier": tier,
+                        "environment": "test",
+                        "secretName": f"{prefix}-{i}-key",
+                        "scopes": [{"endpoint": "transcribe"}],
+                    },
+                }
+            )
+    import yaml
+
+    text = "# Generated by tests/bench/loadgen.py manifest; edited by the revocation bench.\n" + yaml.safe_dump_all(
+        docs, sort_keys=False
+    )
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}: {len(docs)} objects")
+
+
+# ------------------------------------------------------------------------------------------------------ upstream
+
+
+async def serve_upstream(host: str, port: int) -> None:
+    """Minimal HTTP/1.1 keep-alive server: enough for an OpenAI-compatible client posting multipart audio."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    while True:
+                        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                        await reader.readexactly(size + 2)
+                        if size == 0:
+                            break
+                else:
+                    await reader.readexactly(int(headers.get("content-length", "0")))
+                if path.startswith("/v1/models"):
+                    body = json.dumps({"object": "list", "data": []}).encode()
+                else:
+                    body = json.dumps({"text": ""}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, port)
+    print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def cmd_upstream(args) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_upstream(args.host, args.port))
+
+
+# ------------------------------------------------------------------------------------------------------- metrics
+
+
+def scrape_sum(text: str, name: str, labels: dict[str, str]) -> float:
+    """Sum of a Prometheus metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        sample = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(sample.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+async def metric(admin: str, name: str, labels: dict[str, str]) -> float:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        r = await client.get(admin.rstrip("/") + "/metrics")
+        r.raise_for_status()
+        return scrape_sum(r.text, name, labels)
+
+
+# ------------------------------------------------------------------------------------------------------- streams
+
+
+def noise_chunk(ms: int, rng: random.Random) -> bytes:
+    """PCM16 little-endian mono 16 kHz, low-level noise (speech-free, but not digital silence)."""
+    n = SAMPLE_RATE * ms // 1000
+    return b"".join(int(rng.gauss(0, 300)).to_bytes(2, "little", signed=True) for _ in range(n))
+
+
+@dataclass
+class StreamStats:
+    connects: int = 0
+    audio_seconds_sent: float = 0.0
+    closes: dict[str, int] = field(default_factory=dict)
+    refused_connects: int = 0
+
+
+def start_message(template: str, model: str) -> str | None:
+    if not template:
+        return None
+    return template.replace("{model}", model)
+
+
+async def stream_worker(args, key: str, chunk: bytes, deadline: float, stats: StreamStats) -> None:
+    import websockets
+
+    chunk_seconds = len(chunk) / 2 / SAMPLE_RATE
+    headers = {"Authorization": f"Bearer {key}"}
+    url = args.ws_url
+    while time.monotonic() < deadline:
+        try:
+            async with websockets.connect(url, additional_headers=headers, max_size=None, open_timeout=5) as ws:
+                stats.connects += 1
+                first = start_message(args.start_json, args.model)
+                if first:
+                    await ws.send(first)
+
+                async def drain() -> None:
+                    with contextlib.suppress(Exception):
+                        async for _ in ws:
+                            pass
+
+                reader = asyncio.create_task(drain())
+                # Real time: chunk k leaves at start + k x chunk length, whatever the send latency was.
+                start = time.monotonic()
+                k = 0
+                try:
+                    while time.monotonic() < deadline:
+                        await ws.send(chunk)
+                        stats.audio_seconds_sent += chunk_seconds
+                        k += 1
+                        delay = start + k * chunk_seconds - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    with contextlib.suppress(Exception):
+                        await ws.send(json.dumps({"type": "end"}))
+                        await asyncio.wait_for(reader, timeout=2.0)
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+                except websockets.ConnectionClosed as closed:
+                    code = closed.rcvd.code if closed.rcvd else 1006
+                    stats.closes[str(code)] = stats.closes.get(str(code), 0) + 1
+                    reader.cancel()
+                    # Rate-limit and stream-cap closes: come back shortly, like a well-behaved client.
+                    await asyncio.sleep(args.reconnect_delay)
+                    continue
+                finally:
+                    reader.cancel()
+        except websockets.InvalidStatus as refused:
+            stats.refused_connects += 1
+            code = str(refused.response.status_code)
+            stats.closes["http_" + code] = stats.closes.get("http_" + code, 0) + 1
+            await asyncio.sleep(args.reconnect_delay)
+        except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as err:
+            stats.closes[type(err).__name__] = stats.closes.get(type(err).__name__, 0) + 1
+            await asyncio.sleep(args.reconnect_delay)
+
+
+async def run_streams(args) -> dict:
+    keys = await wait_for_keys(Path(args.keys), args.policy_prefix, args.keys_used)
+    keys = keys[: args.keys_used]
+    rng = random.Random(SEED)
+    chunk = noise_chunk(args.chunk_ms, rng)
+    labels = {"tier": args.tier}
+    before = await metric(args.admin_url, "infergate_gpu_seconds_charged_total", labels)
+    stats = StreamStats()
+    start = time.monotonic()
+    deadline = start + args.duration
+    workers = [
+        asyncio.create_task(stream_worker(args, keys[i % len(keys)][1], chunk, deadline, stats))
+        for i in range(args.streams)
+    ]
+    await asyncio.gather(*workers)
+    elapsed = time.monotonic() - start
+    await asyncio.sleep(args.settle_seconds)  # let the agent settle the last charges of closing streams
+    after = await metric(args.admin_url, "infergate_gpu_seconds_charged_total", labels)
+    charged = after - before
+    per_key = args.rate_per_minute / 60.0 * elapsed + args.burst
+    allowance = per_key * len(keys)
+    demand = stats.audio_seconds_sent * args.cost
+    result = {
+        "bench": "streams",
+        "streams": args.streams,
+        "keys": len(keys),
+        "tier": args.tier,
+        "duration_s": round(elapsed, 3),
+        "rate_gpu_s_per_min": args.rate_per_minute,
+        "burst_gpu_s": args.burst,
+        "charged_gpu_s": round(charged, 4),
+        "allowance_gpu_s": round(allowance, 4),
+        "ratio": round(charged / allowance, 5) if allowance else None,
+        "error_pct": round((charged / allowance - 1) * 100, 3) if allowance else None,
+        "offered_gpu_s": round(demand, 3),
+        "connects": stats.connects,
+        "refused_connects": stats.refused_connects,
+        "closes": stats.closes,
+    }
+    print(
+        f"streams: {args.streams} streams over {len(keys)} keys for {elapsed:.1f} s: charged {charged:.3f} GPU-s, "
+        f"allowance {allowance:.3f} GPU-s (ratio {result['ratio']}), offered {demand:.2f} GPU-s, "
+        f"{stats.connects} connects, closes {stats.closes}"
+    )
+    return result
+
+
+def cmd_streams(args) -> None:
+    result = asyncio.run(run_streams(args))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- revocation
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (no interpolation: with few trials p99 is the worst observed)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def revoke_in_manifest(path: Path, policy: str, kid: str) -> None:
+    """Adds a revocation for ``kid`` to ``policy`` and replaces the file atomically (one change event)."""
+    import yaml
+
+    docs = list(yaml.safe_load_all(path.read_text()))
+    name = policy.split("/")[-1]
+    for d in docs:
+        if d and d.get("kind") == "ApiKeyPolicy" and d["metadata"]["name"] == name:
+            d["spec"].setdefault("revocations", []).append(
+                {"keyId": kid, "reason": "revocation benchmark", "requestedBy": "tests/bench/loadgen.py"}
+            )
+            break
+    else:
+        raise SystemExit(f"loadgen: policy {policy} is not in {path}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    os.replace(tmp, path)
+
+
+async def one_trial(args, policy: str, key: str, client) -> tuple[float | None, float | None]:
+    import websockets
+
+    headers = {"Authorization": f"Bearer {key}"}
+    # The stream to be closed: open, and keep sending real-time audio so it is a live stream.
+    ws = await websockets.connect(args.ws_url, additional_headers=headers, max_size=None, open_timeout=5)
+    first = start_message(args.start_json, args.model)
+    if first:
+        await ws.send(first)
+    chunk = noise_chunk(20, random.Random(SEED))
+    closed_at: list[float] = []
+
+    async def keep_streaming() -> None:
+        try:
+            while True:
+                await ws.send(chunk)
+                await asyncio.sleep(0.02)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def watch_close() -> None:
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
+        closed_at.append(time.monotonic())
+
+    sender = asyncio.create_task(keep_streaming())
+    watcher = asyncio.create_task(watch_close())
+    # The key must work before the change, or the trial measures nothing.
+    r = await client.get(args.http_url.rstrip("/") + args.probe_path, headers=headers)
+    if r.status_code >= 400:
+        sender.cancel()
+        watcher.cancel()
+        await ws.close()
+        raise SystemExit(f"loadgen: probe {args.probe_path} answered {r.status_code} before revocation: {r.text[:200]}")
+    await asyncio.sleep(0.05)
+
+    t0 = time.monotonic()
+    revoke_in_manifest(Path(args.manifest), policy, key_id(key))
+    if args.agent_pid:
+        os.kill(args.agent_pid, signal.SIGHUP)
+    refused_at = None
+    deadline = t0 + args.trial_timeout
+    while time.monotonic() < deadline:
+        r = await client.get(args.http_url.rstrip("/") + args.probe_path, headers=headers)
+        if r.status_code in (401, 403):
+            refused_at = time.monotonic()
+            break
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(watcher), timeout=max(0.0, deadline - time.monotonic()))
+    sender.cancel()
+    watcher.cancel()
+    with contextlib.suppress(Exception):
+        await ws.close()
+    refusal = refused_at - t0 if refused_at else None
+    close = closed_at[0] - t0 if closed_at and closed_at[0] >= t0 else None
+    return refusal, close
+
+
+async def run_revocation(args) -> dict:
+    import httpx
+
+    pairs = await wait_for_keys(Path(args.keys), args.policy_prefix, 1)
+    pairs = [(p, k) for p, k in pairs if p is not None][: args.trials]
+    if not pairs:
+        raise SystemExit(f"loadgen: {args.keys} does not say which policy each key belongs to; cannot revoke")
+    refusals, closes, missed = [], [], 0
+    async with httpx.AsyncClient(timeout=5.0, limits=httpx.Limits(max_keepalive_connections=4)) as client:
+        for i, (policy, key) in enumerate(pairs):
+            refusal, close = await one_trial(args, policy, key, client)
+            if refusal is None or close is None:
+                missed += 1
+            if refusal is not None:
+                refusals.append(refusal)
+            if close is not None:
+                closes.append(close)
+            print(
+                f"trial {i + 1:3d} {key_id(key)}: refusal "
+                f"{'%.1f ms' % (refusal * 1e3) if refusal is not None else 'MISSED'}, close "
+                f"{'%.1f ms' % (close * 1e3) if close is not None else 'MISSED'}",
+                flush=True,
+            )
+            await asyncio.sleep(args.gap)
+
+    def summary(values: list[float]) -> dict:
+        if not values:
+            return {"n": 0}
+        return {
+            "n": len(values),
+            "p50_ms": round(percentile(values, 50) * 1e3, 2),
+            "p99_ms": round(percentile(values, 99) * 1e3, 2),
+            "max_ms": round(max(values) * 1e3, 2),
+            "mean_ms": round(statistics.fmean(values) * 1e3, 2),
+        }
+
+    result = {"bench": "revocation", "trials": len(pairs), "missed": missed, "refusal": summary(refusals), "close": summary(closes)}
+    print(f"revocation: {len(pairs)} trials, {missed} missed; refusal {result['refusal']}; stream close {result['close']}")
+    return result
+
+
+def cmd_revocation(args) -> None:
+    result = asyncio.run(run_revocation(args))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def tier_args(sp):
+        sp.add_argument("--rate-per-minute", type=float, default=3.0, help="tier bench: GPU-seconds per minute")
+        sp.add_argument("--burst", type=float, default=2.0, help="tier bench: burst GPU-seconds")
+        sp.add_argument("--cost", type=float, default=0.1, help="endpoint cost: GPU-seconds per audio second")
+        sp.add_argument("--model", default="whisper-bench")
+
+    m = sub.add_parser("manifest", help="write the bench manifest")
+    tier_args(m)
+    m.add_argument("--out", required=True)
+    m.add_argument("--upstream", default="http://127.0.0.1:18999/v1")
+    m.add_argument("--policies", type=int, default=4, help="policies (one key each) on tier bench")
+    m.add_argument("--revoke-policies", type=int, default=50, help="policies whose keys the revocation bench revokes")
+    m.add_argument("--max-streams", type=int, default=2)
+    m.set_defaults(func=cmd_manifest)
+
+    u = sub.add_parser("upstream", help="serve a fake OpenAI-compatible transcription upstream")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=0)
+    u.set_defaults(func=cmd_upstream)
+
+    def client_args(sp):
+        sp.add_argument("--keys", required=True, help="the agent's --keys-out file")
+        sp.add_argument("--ws-url", required=True, help="e.g. ws://127.0.0.1:8080/v1/stream")
+        sp.add_argument(
+            "--start-json",
+            default='{"type":"start","model":"{model}","feature":"transcribe","encoding":"pcm16","sampleRate":16000}',
+            help="first text message of a stream ({model} is replaced); empty for none",
+        )
+
+    s = sub.add_parser("streams", help="N concurrent real-time streams against one tier")
+    tier_args(s)
+    client_args(s)
+    s.add_argument("--admin-url", required=True, help="e.g. http://127.0.0.1:9090")
+    s.add_argument("--tier", default="bench")
+    s.add_argument("--policy-prefix", default="load-")
+    s.add_argument("--streams", type=int, default=8)
+    s.add_argument("--keys-used", type=int, default=4)
+    s.add_argument("--duration", type=float, default=60.0)
+    s.add_argument("--chunk-ms", type=int, default=100)
+    s.add_argument("--reconnect-delay", type=float, default=0.05)
+    s.add_argument("--settle-seconds", type=float, default=1.0)
+    s.set_defaults(func=cmd_streams)
+
+    r = sub.add_parser("revocation", help="config change -> refusal and stream close, many trials")
+    client_args(r)
+    r.add_argument("--model", default="whisper-bench")
+    r.add_argument("--http-url", required=True, help="e.g. http://127.0.0.1:8080")
+    r.add_argument("--probe-path", default="/v1/models", help="a cheap authenticated GET")
+    r.add_argument("--manifest", required=True, help="the manifest the agent runs; edited in place")
+    r.add_argument("--agent-pid", type=int, default=0, help="send SIGHUP after each change (0: rely on the watcher)")
+    r.add_argument("--policy-prefix", default="revoke-")
+    r.add_argument("--trials", type=int, default=50)
+    r.add_argument("--trial-timeout", type=float, default=5.0)
+    r.add_argument("--gap", type=float, default=0.2, help="pause between trials")
+    r.set_defaults(func=cmd_revocation)
+
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

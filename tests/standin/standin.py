@@ -1,0 +1,839 @@
+"""A small Kubernetes API stand-in for end-to-end tests of the infergate operator.
+
+No kube-apiserver can be installed here, so this serves the part of the API that the operator (kube-rs 5) and
+`kubectl` use, over plain HTTP on 127.0.0.1:
+
+- discovery (`/api`, `/apis`, group versions, `/version`, a minimal `/openapi/v2` and `/openapi/v3`);
+- get / list / watch (resourceVersion, bookmarks, label and field selectors), create, replace (with
+  resourceVersion conflicts), delete (finalizers, owner-reference garbage collection);
+- patches: JSON merge, strategic merge (treated as merge: enough for `kubectl annotate/label/apply` on the kinds
+  used here), JSON patch (RFC 6902), and server-side apply with a managedFields-free notion of ownership: a field
+  the same manager applied before and now omits is removed;
+- a separate `/status` subresource for the infergate CRDs: writes to the main resource keep status, writes to
+  `/status` change only status; `metadata.generation` moves when the spec changes;
+- admission: every infergate custom resource written through the main resource is checked by
+  `infergate-operator validate --stdin-jsonl` (one long-lived child process); a rejected object gets the
+  422 Invalid Status that `kubectl` prints.
+
+Not a general API server: no RBAC, no admission webhooks, no field-manager conflicts, no pagination (lists return
+every item at once, which the API allows), no strategic-merge list semantics.
+
+Run: `python tests/standin/standin.py --port 0 --kubeconfig /tmp/kc --operator target/debug/infergate-operator`.
+It prints `READY <port>` on stdout once it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import datetime as dt
+import json
+import os
+import sys
+import uuid
+
+from aiohttp import web
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - pyyaml is in tests/requirements.txt
+    yaml = None
+
+
+class Kind:
+    def __init__(self, group, version, plural, kind, namespaced, status=False, validate=False, short=()):
+        self.group, self.version, self.plural, self.kind = group, version, plural, kind
+        self.namespaced, self.status, self.validate, self.short = namespaced, status, validate, list(short)
+
+    @property
+    def api_version(self):
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def key(self):
+        return (self.group, self.version, self.plural)
+
+    def resource(self):
+        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        out = {"name": self.plural, "singularName": self.kind.lower(), "namespaced": self.namespaced,
+               "kind": self.kind, "verbs": verbs}
+        if self.short:
+            out["shortNames"] = self.short
+        if self.group == "infergate.dev":
+            out["categories"] = ["infergate"]
+        return out
+
+
+KINDS = [
+    Kind("", "v1", "namespaces", "Namespace", False, status=True, short=["ns"]),
+    Kind("", "v1", "secrets", "Secret", True),
+    Kind("", "v1", "configmaps", "ConfigMap", True, short=["cm"]),
+    Kind("", "v1", "events", "Event", True, short=["ev"]),
+    Kind("", "v1", "serviceaccounts", "ServiceAccount", True, short=["sa"]),
+    Kind("coordination.k8s.io", "v1", "leases", "Lease", True),
+    Kind("events.k8s.io", "v1", "events", "Event", True, short=["ev"]),
+    Kind("infergate.dev", "v1alpha1", "ratetiers", "RateTier", False, status=True, validate=True, short=["igtier"]),
+    Kind("infergate.dev", "v1alpha1", "inferenceendpoints", "InferenceEndpoint", True, status=True, validate=True,
+         short=["igep"]),
+    Kind("infergate.dev", "v1alpha1", "apikeypolicies", "ApiKeyPolicy", True, status=True, validate=True,
+         short=["igkey"]),
+]
+BY_PATH = {(k.group, k.version, k.plural): k for k in KINDS}
+GROUPS: dict[str, list[Kind]] = {}
+for _k in KINDS:
+    GROUPS.setdefault(_k.group, []).append(_k)
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_obj(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+           "reason": reason, "code": code}
+    if details:
+        out["details"] = details
+    return out
+
+
+class ApiError(Exception):
+    def __init__(self, code, reason, message, details=None):
+        super().__init__(message)
+        self.body = status_obj(code, reason, message, details)
+        self.code = code
+
+
+def not_found(kind: Kind, name: str) -> ApiError:
+    what = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+    return ApiError(404, "NotFound", f'{what} "{name}" not found',
+                    {"name": name, "group": kind.group, "kind": kind.plural})
+
+
+# --- selectors -------------------------------------------------------------------------------------------------
+
+def parse_label_selector(sel: str | None):
+    """Equality, inequality, existence and set-based requirements; returns a predicate over a labels dict."""
+    if not sel:
+        return lambda labels: True
+    reqs = []
+    parts, depth, cur = [], 0, ""
+    for ch in sel:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    for part in (p.strip() for p in parts if p.strip()):
+        if " notin " in part or " in " in part:
+            neg = " notin " in part
+            key, _, vals = part.partition(" notin " if neg else " in ")
+            values = {v.strip() for v in vals.strip().strip("()").split(",")}
+            reqs.append(lambda l, k=key.strip(), vs=values, n=neg: (l.get(k) in vs) != n)
+        elif "!=" in part:
+            k, v = part.split("!=", 1)
+            reqs.append(lambda l, k=k.strip(), v=v.strip(): l.get(k) != v)
+        elif "==" in part or "=" in part:
+            k, v = part.split("==", 1) if "==" in part else part.split("=", 1)
+            reqs.append(lambda l, k=k.strip(), v=v.strip(): l.get(k) == v)
+        elif part.startswith("!"):
+            reqs.append(lambda l, k=part[1:].strip(): k not in l)
+        else:
+            reqs.append(lambda l, k=part: k in l)
+    return lambda labels: all(r(labels or {}) for r in reqs)
+
+
+def parse_field_selector(sel: str | None):
+    if not sel:
+        return lambda obj: True
+    reqs = []
+    for part in sel.split(","):
+        neg = "!=" in part
+        k, v = part.split("!=" if neg else "=", 1)
+        k, v = k.strip(), v.strip().lstrip("=")
+
+        def get(obj, path=k):
+            cur = obj
+            for seg in path.split("."):
+                cur = (cur or {}).get(seg) if isinstance(cur, dict) else None
+            return "" if cur is None else str(cur)
+
+        reqs.append(lambda o, get=get, v=v, neg=neg: (get(o) == v) != neg)
+    return lambda obj: all(r(obj) for r in reqs)
+
+
+# --- patches ---------------------------------------------------------------------------------------------------
+
+def merge_patch(target, patch):
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def _pointer(path: str):
+    if path == "":
+        return []
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.lstrip("/").split("/")]
+
+
+def json_patch(doc, ops):
+    """RFC 6902 (add, remove, replace, test, move, copy)."""
+    doc = copy.deepcopy(doc)
+
+    def parent(path):
+        segs = _pointer(path)
+        cur = doc
+        for s in segs[:-1]:
+            cur = cur[int(s)] if isinstance(cur, list) else cur[s]
+        return cur, segs[-1]
+
+    def get(path):
+        cur = doc
+        for s in _pointer(path):
+            cur = cur[int(s)] if isinstance(cur, list) else cur[s]
+        return cur
+
+    for op in ops:
+        kind, path = op["op"], op["path"]
+        try:
+            if kind == "test":
+                if get(path) != op.get("value"):
+                    raise ApiError(422, "Invalid", f"the test operation on {path} failed: value differs")
+                continue
+            if kind in ("move", "copy"):
+                value = copy.deepcopy(get(op["from"]))
+                if kind == "move":
+                    p, k = parent(op["from"])
+                    if isinstance(p, list):
+                        p.pop(int(k))
+                    else:
+                        del p[k]
+                kind, op = "add", {"op": "add", "path": path, "value": value}
+            p, k = parent(path)
+            if kind == "add":
+                if isinstance(p, list):
+                    p.insert(len(p) if k == "-" else int(k), op["value"])
+                else:
+                    p[k] = op["value"]
+            elif kind == "remove":
+                if isinstance(p, list):
+                    p.pop(int(k))
+                else:
+                    del p[k]
+            elif kind == "replace":
+                if isinstance(p, list):
+                    p[int(k)] = op["value"]
+                else:
+                    if k not in p:
+                        raise KeyError(k)
+                    p[k] = op["value"]
+            else:
+                raise ApiError(400, "BadRequest", f"unsupported JSON patch op {kind}")
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            if isinstance(e, ApiError):
+                raise
+            raise ApiError(422, "Invalid", f"JSON patch {kind} {path}: path not found") from None
+    return doc
+
+
+def leaf_paths(obj, prefix=()):
+    """Paths of the leaves of an applied configuration; lists are atomic (as the CRDs here declare none as maps)."""
+    if isinstance(obj, dict) and obj:
+        for k, v in obj.items():
+            yield from leaf_paths(v, prefix + (k,))
+    else:
+        yield prefix
+
+
+def deep_merge(target, applied):
+    if isinstance(applied, dict) and isinstance(target, dict):
+        out = dict(target)
+        for k, v in applied.items():
+            out[k] = deep_merge(target.get(k), v)
+        return out
+    return copy.deepcopy(applied)
+
+
+def remove_path(obj, path):
+    cur = obj
+    trail = []
+    for seg in path[:-1]:
+        if not isinstance(cur, dict) or seg not in cur:
+            return
+        trail.append((cur, seg))
+        cur = cur[seg]
+    if isinstance(cur, dict):
+        cur.pop(path[-1], None)
+    # Drop maps that became empty, as a real server does for fields nobody owns any more.
+    for parent_map, seg in reversed(trail):
+        if parent_map[seg] == {}:
+            del parent_map[seg]
+        else:
+            break
+
+
+# --- validation ------------------------------------------------------------------------------------------------
+
+class Validator:
+    """Feeds objects to `infergate-operator validate --stdin-jsonl`, one line each, through one child process."""
+
+    def __init__(self, binary: str | None):
+        self.binary = binary
+        self.proc = None
+        self.lock = asyncio.Lock()
+
+    async def start(self):
+        if self.binary:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.binary, "validate", "--stdin-jsonl",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024)
+
+    async def check(self, obj: dict) -> list[str]:
+        if self.proc is None:
+            return []
+        async with self.lock:
+            if self.proc.returncode is not None:
+                raise ApiError(500, "InternalError", "the schema validator process exited; restart the stand-in")
+            self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
+            await self.proc.stdin.drain()
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise ApiError(500, "InternalError", "the schema validator process gave no answer")
+        answer = json.loads(line)
+        if answer.get("ok"):
+            return []
+        return [str(e) for e in answer.get("errors") or ["rejected by the schema"]]
+
+    async def close(self):
+        if self.proc and self.proc.returncode is None:
+            self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+
+
+# --- the store -------------------------------------------------------------------------------------------------
+
+class Store:
+    def __init__(self, validator: Validator):
+        self.rv = 1
+        self.objects: dict[tuple, dict[tuple, dict]] = {k.key: {} for k in KINDS}
+        # Last configuration each server-side-apply manager applied, per object and subresource.
+        self.applied: dict[tuple, dict[tuple, dict]] = {}
+        # Every change since start (the stand-in lives for one test session): (rv, type, object, encoded line).
+        self.history: dict[tuple, list] = {k.key: [] for k in KINDS}
+        self.watchers: dict[tuple, set] = {k.key: set() for k in KINDS}
+        self.validator = validator
+        self.requests = 0
+
+    def next_rv(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def emit(self, kind: Kind, etype: str, obj: dict):
+        rv = int(obj["metadata"]["resourceVersion"])
+        line = json.dumps({"type": etype, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        entry = (rv, etype, obj, line)
+        self.history[kind.key].append(entry)
+        for q in list(self.watchers[kind.key]):
+            q.put_nowait(entry)
+
+    def list(self, kind: Kind, ns: str | None):
+        items = self.objects[kind.key]
+        if ns is None:
+            return list(items.values())
+        return [o for (ons, _), o in items.items() if ons == ns]
+
+    def get(self, kind: Kind, ns: str | None, name: str) -> dict:
+        obj = self.objects[kind.key].get((ns or "", name))
+        if obj is None:
+            raise not_found(kind, name)
+        return obj
+
+    async def admit(self, kind: Kind, obj: dict):
+        if not kind.validate:
+            return
+        errors = await self.validator.check(obj)
+        if errors:
+            name = obj.get("metadata", {}).get("name", "")
+            causes = [{"reason": "FieldValueInvalid", "message": e} for e in errors]
+            raise ApiError(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: ' + "; ".join(errors),
+                           {"name": name, "group": kind.group, "kind": kind.kind, "causes": causes})
+
+    def _spec_part(self, obj):
+        return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+    async def create(self, kind: Kind, ns: str | None, obj: dict, validate=True) -> dict:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        name = meta.get("name")
+        if not name:
+            raise ApiError(422, "Invalid", f"{kind.kind} is invalid: metadata.name: Required value: name or "
+                           "generateName is required")
+        if kind.namespaced:
+            meta["namespace"] = ns or meta.get("namespace") or "default"
+        else:
+            meta.pop("namespace", None)
+        key = (meta.get("namespace", ""), name)
+        if key in self.objects[kind.key]:
+            what = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+            raise ApiError(409, "AlreadyExists", f'{what} "{name}" already exists',
+                           {"name": name, "group": kind.group, "kind": kind.plural})
+        obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
+        if kind.status and kind.group:
+            obj.pop("status", None)
+        if validate:
+            await self.admit(kind, obj)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        meta["generation"] = 1
+        meta.pop("deletionTimestamp", None)
+        meta["resourceVersion"] = self.next_rv()
+        self.objects[kind.key][key] = obj
+        self.emit(kind, "ADDED", obj)
+        return obj
+
+    async def update(self, kind: Kind, ns: str | None, name: str, new: dict, subresource: str | None,
+                     check_rv: bool = True) -> dict:
+        """Replaces an object (PUT semantics) honouring the status subresource; the common path for writes."""
+        old = self.get(kind, ns, name)
+        new = copy.deepcopy(new)
+        meta = new.setdefault("metadata", {})
+        if check_rv and meta.get("resourceVersion") and meta["resourceVersion"] != old["metadata"]["resourceVersion"]:
+            what = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": the object has been '
+                           "modified; please apply your changes to the latest version and try again",
+                           {"name": name, "group": kind.group, "kind": kind.plural})
+        if kind.status and subresource == "status":
+            merged = copy.deepcopy(old)
+            if "status" in new:
+                merged["status"] = new["status"]
+            else:
+                merged.pop("status", None)
+            new = merged
+        elif kind.status:
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
+        # Server-owned metadata cannot be changed by clients.
+        for field in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"):
+            if field in old["metadata"]:
+                new["metadata"][field] = old["metadata"][field]
+            else:
+                new["metadata"].pop(field, None)
+        new["apiVersion"], new["kind"] = kind.api_version, kind.kind
+        generation = old["metadata"].get("generation", 1)
+        if self._spec_part(new) != self._spec_part(old):
+            generation += 1
+        new["metadata"]["generation"] = generation
+        if subresource != "status":
+            await self.admit(kind, new)
+        strip = lambda o: {**o, "metadata": {k: v for k, v in o["metadata"].items() if k != "resourceVersion"}}
+        if strip(new) == strip(old):
+            return old  # no-op writes do not bump resourceVersion, as on a real server
+        new["metadata"]["resourceVersion"] = self.next_rv()
+        # Finalizers removed from an object being deleted: it goes now.
+        if old["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            new["metadata"]["deletionTimestamp"] = old["metadata"]["deletionTimestamp"]
+            self.objects[kind.key][(new["metadata"].get("namespace", ""), name)] = new
+            return self._remove(kind, new)
+        self.objects[kind.key][(new["metadata"].get("namespace", ""), name)] = new
+        self.emit(kind, "MODIFIED", new)
+        return new
+
+    def _remove(self, kind: Kind, obj: dict) -> dict:
+        meta = obj["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        self.objects[kind.key].pop(key, None)
+        self.applied.pop((kind.key,) + key, None)
+        gone = copy.deepcopy(obj)
+        gone["metadata"]["resourceVersion"] = self.next_rv()
+        self.emit(kind, "DELETED", gone)
+        self._collect_garbage(meta.get("uid"))
+        return gone
+
+    def _collect_garbage(self, owner_uid: str | None):
+        """Background cascading deletion: dependents of a deleted owner go too."""
+        if not owner_uid:
+            return
+        for kind in KINDS:
+            for obj in list(self.objects[kind.key].values()):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if any(r.get("uid") == owner_uid for r in refs):
+                    remaining = [r for r in refs if r.get("uid") != owner_uid]
+                    if remaining and any(self._uid_exists(r.get("uid")) for r in remaining):
+                        continue
+                    self.delete(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+
+    def _uid_exists(self, uid):
+        return any(o["metadata"].get("uid") == uid for objs in self.objects.values() for o in objs.values())
+
+    def delete(self, kind: Kind, ns: str | None, name: str) -> dict:
+        obj = self.get(kind, ns, name)
+        if obj["metadata"].get("finalizers"):
+            if obj["metadata"].get("deletionTimestamp"):
+                return obj
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["deletionTimestamp"] = now_rfc3339()
+            obj["metadata"]["resourceVersion"] = self.next_rv()
+            self.objects[kind.key][(obj["metadata"].get("namespace", ""), name)] = obj
+            self.emit(kind, "MODIFIED", obj)
+            return obj
+        return self._remove(kind, obj)
+
+    async def apply(self, kind: Kind, ns: str | None, name: str, applied: dict, manager: str,
+                    subresource: str | None) -> tuple[dict, bool]:
+        """Server-side apply without managedFields: merge the applied configuration, and remove what the same
+        manager applied last time but not this time (unless another manager applied it too)."""
+        applied = copy.deepcopy(applied)
+        applied.setdefault("metadata", {})["name"] = name
+        if kind.namespaced:
+            applied["metadata"]["namespace"] = ns
+        sub = subresource or ""
+        key = (kind.key, ns or "", name)
+        existing = self.objects[kind.key].get((ns or "", name))
+        scope = (lambda o: {"status": o.get("status")} if "status" in o else {}) if sub == "status" else (
+            lambda o: {k: v for k, v in o.items() if not (kind.status and k == "status")})
+        config = scope(applied)
+        if sub != "status":
+            config["metadata"] = {k: v for k, v in applied["metadata"].items()
+                                  if k in ("name", "namespace", "labels", "annotations", "ownerReferences",
+                                           "finalizers")}
+        if existing is None:
+            if sub == "status":
+                raise not_found(kind, name)
+            body = copy.deepcopy(config)
+            created = await self.create(kind, ns, body)
+            self.applied.setdefault(key, {})[(manager, sub)] = config
+            return created, True
+        previous = self.applied.get(key, {}).get((manager, sub), {})
+        merged = deep_merge(existing, config)
+        kept = {p for (m, s), cfg in self.applied.get(key, {}).items() if (m, s) != (manager, sub)
+                for p in leaf_paths(cfg)}
+        now_paths = set(leaf_paths(config))
+        for path in leaf_paths(previous):
+            if path and path not in now_paths and path not in kept and path[0] != "apiVersion" and path[0] != "kind":
+                if path[:2] in (("metadata", "name"), ("metadata", "namespace")):
+                    continue
+                remove_path(merged, path)
+        result = await self.update(kind, ns, name, merged, subresource, check_rv=False)
+        self.applied.setdefault(key, {})[(manager, sub)] = config
+        return result, False
+
+
+# --- HTTP ------------------------------------------------------------------------------------------------------
+
+def json_response(obj, status=200):
+    return web.Response(body=json.dumps(obj, separators=(",", ":")), status=status, content_type="application/json")
+
+
+def parse_path(path: str):
+    """-> (kind, namespace, name, subresource) or None."""
+    segs = [s for s in path.split("/") if s]
+    if segs[:2] == ["api", "v1"]:
+        group, version, rest = "", "v1", segs[2:]
+    elif len(segs) >= 3 and segs[0] == "apis":
+        group, version, rest = segs[1], segs[2], segs[3:]
+    else:
+        return None
+    ns = None
+    if len(rest) >= 3 and rest[0] == "namespaces" and (group, version, rest[2]) in BY_PATH:
+        ns, rest = rest[1], rest[2:]
+    if not rest:
+        return None
+    kind = BY_PATH.get((group, version, rest[0]))
+    if kind is None:
+        return None
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    return kind, ns, name, sub
+
+
+class Server:
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def discovery(self, request: web.Request):
+        path = request.path.rstrip("/")
+        if path == "/version":
+            return json_response({"major": "1", "minor": "33", "gitVersion": "v1.33.0-infergate-standin",
+                                  "platform": "linux/amd64"})
+        if path == "/api":
+            return json_response({"kind": "APIVersions", "versions": ["v1"],
+                                  "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
+                                                                  "serverAddress": request.host}]})
+        if path == "/apis":
+            groups = []
+            for group, kinds in GROUPS.items():
+                if not group:
+                    continue
+                gv = {"groupVersion": f"{group}/{kinds[0].version}", "version": kinds[0].version}
+                groups.append({"name": group, "versions": [gv], "preferredVersion": gv})
+            return json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+        segs = [s for s in path.split("/") if s]
+        if segs == ["api", "v1"]:
+            return json_response({"kind": "APIResourceList", "groupVersion": "v1",
+                                  "resources": self._resources("")})
+        if len(segs) == 3 and segs[0] == "apis" and segs[1] in GROUPS:
+            return json_response({"kind": "APIResourceList", "apiVersion": "v1",
+                                  "groupVersion": f"{segs[1]}/{segs[2]}", "resources": self._resources(segs[1])})
+        if len(segs) == 2 and segs[0] == "apis" and segs[1] in GROUPS:
+            kinds = GROUPS[segs[1]]
+            gv = {"groupVersion": f"{segs[1]}/{kinds[0].version}", "version": kinds[0].version}
+            return json_response({"kind": "APIGroup", "apiVersion": "v1", "name": segs[1], "versions": [gv],
+                                  "preferredVersion": gv})
+        if path == "/openapi/v2":
+            if "protobuf" in request.headers.get("Accept", ""):
+                # A gnostic openapi_v2.Document with only `swagger: "2.0"`: kubectl parses it and finds no schema.
+                return web.Response(body=b"\x0a\x032.0",
+                                    content_type="application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+            return json_response({"swagger": "2.0", "info": {"title": "infergate-standin", "version": "v1.33.0"},
+                                  "paths": {}, "definitions": {}})
+        if path == "/openapi/v3":
+            paths = {}
+            for group, kinds in GROUPS.items():
+                gv = f"api/{kinds[0].version}" if not group else f"apis/{group}/{kinds[0].version}"
+                paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash=standin"}
+            return json_response({"paths": paths})
+        if path.startswith("/openapi/v3/"):
+            return json_response(self._openapi_v3(path[len("/openapi/v3/"):]))
+        return json_response(status_obj(404, "NotFound", f"the server could not find the requested resource "
+                                                          f"({request.path})"), 404)
+
+    def _openapi_v3(self, gv: str) -> dict:
+        """Just enough for kubectl to see that the server validates fields itself (`fieldValidation` on PATCH),
+        so that it sends objects here instead of validating them against a client-side schema."""
+        segs = gv.split("/")
+        group = "" if segs[0] == "api" else segs[1]
+        paths = {}
+        for k in GROUPS.get(group, []):
+            prefix = f"/{gv}/namespaces/{{namespace}}" if k.namespaced else f"/{gv}"
+            op = {"x-kubernetes-group-version-kind": {"group": k.group, "version": k.version, "kind": k.kind},
+                  "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                                 {"name": "fieldManager", "in": "query", "schema": {"type": "string"}}],
+                  "responses": {"200": {"description": "OK"}}}
+            paths[f"{prefix}/{k.plural}/{{name}}"] = {"get": op, "put": op, "patch": op, "delete": op}
+            paths[f"{prefix}/{k.plural}"] = {"get": op, "post": op}
+        return {"openapi": "3.0.0", "info": {"title": "infergate-standin", "version": "v1.33.0"}, "paths": paths,
+                "components": {"schemas": {}}}
+
+    def _resources(self, group):
+        out = []
+        for k in GROUPS.get(group, []):
+            out.append(k.resource())
+            if k.status:
+                out.append({"name": f"{k.plural}/status", "singularName": "", "namespaced": k.namespaced,
+                            "kind": k.kind, "verbs": ["get", "patch", "update"]})
+        return out
+
+    async def handle(self, request: web.Request):
+        self.store.requests += 1
+        parsed = parse_path(request.path)
+        if parsed is None:
+            return await self.discovery(request)
+        kind, ns, name, sub = parsed
+        try:
+            if request.method == "GET":
+                if name is None:
+                    if request.query.get("watch") in ("true", "1"):
+                        return await self.watch(request, kind, ns)
+                    return self.list(request, kind, ns)
+                return json_response(self.store.get(kind, ns, name))
+            if request.method == "POST" and name is None:
+                body = await self.body(request)
+                obj = await self.store.create(kind, ns, body)
+                return json_response(obj, 201)
+            if request.method == "PUT" and name:
+                body = await self.body(request)
+                return json_response(await self.store.update(kind, ns, name, body, sub))
+            if request.method == "PATCH" and name:
+                return await self.patch(request, kind, ns, name, sub)
+            if request.method == "DELETE" and name:
+                obj = self.store.delete(kind, ns, name)
+                return json_response(obj)
+            return json_response(status_obj(405, "MethodNotAllowed", f"{request.method} is not supported here"),
+                                 405)
+        except ApiError as e:
+            return json_response(e.body, e.code)
+
+    async def body(self, request):
+        raw = await request.read()
+        ctype = request.headers.get("Content-Type", "")
+        try:
+            if "yaml" in ctype:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except Exception as e:  # noqa: BLE001 - any parse error is the client's
+            raise ApiError(400, "BadRequest", f"the request body could not be decoded: {e}") from None
+
+    async def patch(self, request, kind, ns, name, sub):
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+        body = await self.body(request)
+        if ctype == "application/apply-patch+yaml":
+            manager = request.query.get("fieldManager")
+            if not manager:
+                raise ApiError(400, "BadRequest", "fieldManager is required for apply requests")
+            obj, created = await self.store.apply(kind, ns, name, body, manager, sub)
+            return json_response(obj, 201 if created else 200)
+        current = self.store.get(kind, ns, name)
+        if ctype == "application/json-patch+json":
+            new = json_patch(current, body)
+        elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            new = merge_patch(current, body)
+        else:
+            raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {ctype}")
+        if sub != "status":
+            new.setdefault("metadata", {})["resourceVersion"] = (body.get("metadata") or {}).get(
+                "resourceVersion") if isinstance(body, dict) else None
+        return json_response(await self.store.update(kind, ns, name, new, sub,
+                                                     check_rv=isinstance(body, dict)))
+
+    def list(self, request, kind, ns):
+        labels = parse_label_selector(request.query.get("labelSelector"))
+        fields = parse_field_selector(request.query.get("fieldSelector"))
+        items = [o for o in self.store.list(kind, ns)
+                 if labels(o["metadata"].get("labels")) and fields(o)]
+        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
+                              "metadata": {"resourceVersion": str(self.store.rv)}, "items": items})
+
+    async def watch(self, request, kind, ns):
+        labels = parse_label_selector(request.query.get("labelSelector"))
+        fields = parse_field_selector(request.query.get("fieldSelector"))
+        timeout = min(int(request.query.get("timeoutSeconds") or 1800), 1800)
+        bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
+        since = request.query.get("resourceVersion") or ""
+        since_rv = int(since) if since.isdigit() else self.store.rv
+
+        def matches(obj):
+            meta = obj["metadata"]
+            return (ns is None or meta.get("namespace") == ns) and labels(meta.get("labels")) and fields(obj)
+
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        queue: asyncio.Queue = asyncio.Queue()
+        # Register first, then replay: nothing written in between can be lost.
+        self.store.watchers[kind.key].add(queue)
+        # Last state this watch reported per object, to turn "stopped matching the selector" into DELETED.
+        seen: dict[tuple, bool] = {}
+        try:
+            backlog = [e for e in self.store.history[kind.key] if e[0] > since_rv]
+            last = since_rv
+
+            async def send(entry):
+                nonlocal last
+                rv, etype, obj, line = entry
+                if rv <= last:
+                    return
+                last = rv
+                key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+                if matches(obj):
+                    seen[key] = True
+                    await resp.write(line)
+                elif etype != "DELETED" and seen.pop(key, False):
+                    await resp.write(json.dumps({"type": "DELETED", "object": obj}).encode() + b"\n")
+
+            for entry in backlog:
+                await send(entry)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                try:
+                    entry = await asyncio.wait_for(queue.get(), timeout=min(left, 5.0))
+                except asyncio.TimeoutError:
+                    if bookmarks:
+                        bm = {"type": "BOOKMARK", "object": {"kind": kind.kind, "apiVersion": kind.api_version,
+                                                             "metadata": {"resourceVersion": str(self.store.rv)}}}
+                        await resp.write(json.dumps(bm).encode() + b"\n")
+                        last = max(last, self.store.rv)
+                    continue
+                await send(entry)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.store.watchers[kind.key].discard(queue)
+        return resp
+
+    # Test hooks, not Kubernetes API.
+    async def bulk(self, request):
+        """POST a JSON list of objects; created without validation (for benchmarks)."""
+        objs = json.loads(await request.read())
+        for obj in objs:
+            api_version = obj["apiVersion"]
+            group, _, version = api_version.rpartition("/")
+            kind = next(k for k in KINDS if k.group == group and k.version == version and k.kind == obj["kind"])
+            await self.store.create(kind, obj["metadata"].get("namespace"), obj, validate=False)
+        return json_response({"created": len(objs)})
+
+    async def stats(self, request):
+        return json_response({"requests": self.store.requests, "resourceVersion": self.store.rv,
+                              "objects": {"/".join(k).strip("/"): len(v) for k, v in self.store.objects.items()}})
+
+
+def write_kubeconfig(path: str, port: int):
+    kc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "standin", "preferences": {},
+        "clusters": [{"name": "standin", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "standin", "user": {"token": "standin"}}],
+        "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "standin",
+                                                     "namespace": "default"}}],
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(kc, f)
+    os.replace(tmp, path)
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--kubeconfig", help="write a kubeconfig for this server here")
+    ap.add_argument("--operator", help="infergate-operator binary used for schema validation")
+    args = ap.parse_args()
+
+    validator = Validator(args.operator)
+    await validator.start()
+    store = Store(validator)
+    server = Server(store)
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_post("/standin/bulk", server.bulk)
+    app.router.add_get("/standin/stats", server.stats)
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    if args.kubeconfig:
+        write_kubeconfig(args.kubeconfig, port)
+    print(f"READY {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await validator.close()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
