@@ -14,16 +14,39 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod admission;
 pub mod audio;
 pub mod audit;
 pub mod backend;
+pub mod cli;
+pub mod cluster;
 pub mod gateway;
+pub mod grpc;
+pub mod http;
 pub mod limiter;
 pub mod metrics;
 pub mod refusal;
+pub mod serve;
+pub mod session;
 pub mod snapshot;
+pub mod standalone;
 pub mod streams;
+pub mod ws;
 
 #[cfg(test)]
 mod tests;
+
+/// The gateway with the in-memory counter store and no built-in models (the GPU issue registers those).
+pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<gateway::Gateway>> {
+    let limiter = std::sync::Arc::new(limiter::Limiter::new(std::sync::Arc::new(limiter::InMemoryStore::default())));
+    let backends = backend::Backends::new(std::collections::HashMap::new());
+    Ok(gateway::Gateway::new(common.settings(), limiter, backends))
+}
+
+/// JSON (default) or human log lines on stderr; `RUST_LOG` overrides the level.
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "text" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
+}

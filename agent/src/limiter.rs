@@ -247,6 +247,11 @@ impl Limiter {
         (audio_seconds.max(0.0) * cost.gpu_seconds_per_audio_second).max(cost.minimum_gpu_seconds)
     }
 
+    /// A stream chunk's charge: audio seconds × cost, without the per-request minimum.
+    pub fn estimate_stream(grant: &Grant, audio_seconds: f64) -> f64 {
+        audio_seconds.max(0.0) * grant.endpoint.shard.cost.gpu_seconds_per_audio_second
+    }
+
     /// Takes `gpu_seconds` now or refuses with an honest retry-after. The hot path: one store call.
     pub fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
         let bucket = Self::bucket(grant);

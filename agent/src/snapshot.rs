@@ -86,6 +86,9 @@ impl FeatureSet {
     pub fn of(features: &[Feature]) -> Self {
         FeatureSet(features.iter().fold(0, |acc, f| acc | Self::bit(*f)))
     }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
     pub fn contains(self, f: Feature) -> bool {
         self.0 & Self::bit(f) != 0
     }

@@ -158,8 +158,8 @@ fn world() -> Snapshot {
             .scope("speaker", "spk", &[Feature::Embed])
             .origins(&["https://app.example.com"])
             .shard(),
-        mk_policy("paused").key(&key(4)).suspended().scope("transcribe", "whisper-1", &[]).shard(),
-        mk_policy("old").key(&key(5)).expires(t0()).scope("transcribe", "whisper-1", &[]).shard(),
+        mk_policy("paused").key(&key(4)).suspended().scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+        mk_policy("old").key(&key(5)).expires(t0()).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
     ];
     let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
     assert_eq!(warnings, vec![]);
@@ -226,7 +226,7 @@ fn scope_refusals_name_what_is_missing() {
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
             mk_endpoint("speaker", "spk").features(&[Feature::Embed]).shard(),
-            mk_policy("narrow").key(&key(6)).scope("transcribe", "whisper-1", &[]).shard(),
+            mk_policy("narrow").key(&key(6)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )
@@ -238,7 +238,6 @@ fn scope_refusals_name_what_is_missing() {
         refusal.message,
         "missing scope: endpoint default/speaker (model \"spk\"); policy default/narrow does not list it in spec.scopes"
     );
-    // Empty feature list in a scope means every feature the endpoint offers.
     assert!(admit(&narrow, key(6).expose(), &TRANSCRIBE, t0()).is_ok());
 }
 
@@ -256,7 +255,7 @@ fn origins_and_environments() {
     let live_only = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[]).shard(),
+            mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions { environment: Some(Environment::Live) },
     )
@@ -266,7 +265,7 @@ fn origins_and_environments() {
     let live = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app").live().key(&live_key).scope("transcribe", "whisper-1", &[]).shard(),
+            mk_policy("app").live().key(&live_key).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions { environment: Some(Environment::Live) },
     )
@@ -279,7 +278,7 @@ fn revocation_wins_over_an_active_entry_and_is_published() {
     let s = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app").key(&key(1)).revoked(&key(1)).revoked(&key(3)).scope("transcribe", "whisper-1", &[]).shard(),
+            mk_policy("app").key(&key(1)).revoked(&key(1)).revoked(&key(3)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )
@@ -298,7 +297,7 @@ fn duplicate_models_and_dangling_scopes_are_warned_and_skipped() {
         &[
             mk_endpoint("a", "m").shard(),
             mk_endpoint("b", "m").shard(),
-            mk_policy("p").key(&key(1)).scope("missing", "x", &[]).shard(),
+            mk_policy("p").key(&key(1)).scope("missing", "x", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     );
@@ -359,7 +358,7 @@ fn tier_overrides_apply_per_endpoint() {
     let s = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[]).shard(),
+            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )
@@ -384,14 +383,14 @@ async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
     let s = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[]).shard(),
+            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )
     .0;
     let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
     let limiter = Limiter::new(Arc::new(InMemoryStore::default()));
-    limiter.try_charge(&g, 0.1).unwrap();
+    let _first = limiter.try_charge(&g, 0.1).unwrap();
     assert_eq!(limiter.try_charge(&g, 0.1).unwrap_err().code, RefusalCode::RateLimited);
     // About 0.1 s of refill needed, well inside the 5 s queue timeout: the queued call is admitted.
     let (queued, second) = tokio::join!(limiter.charge(&g, 0.1), async {
@@ -405,8 +404,10 @@ async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
         Ok(_) => {}
         Err(r) => assert_eq!(r.code, RefusalCode::QueueFull),
     }
-    // 50 GPU-s cannot be paid within the queue timeout: refused at once with the honest wait.
-    let long = limiter.charge(&g, 50.0).await.unwrap_err();
+    // 100 GPU-s in debt: the bucket cannot pay within the 5 s queue timeout, so no waiting, an honest wait.
+    let _ = limiter.store().adjust(Limiter::bucket(&g), 100.0, limiter.params(&g), limiter.now());
+    let long = limiter.charge(&g, 0.1).await.unwrap_err();
     assert_eq!(long.code, RefusalCode::RateLimited);
+    assert!(long.retry_after_seconds.unwrap() > 99.0);
     assert_eq!(limiter.queue_depth(), 0);
 }

@@ -65,7 +65,7 @@ impl InfergateKind {
 }
 
 /// The typed objects from a set of manifests.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct ManifestSet {
     pub tiers: Vec<RateTier>,
     pub endpoints: Vec<InferenceEndpoint>,

@@ -17,7 +17,6 @@
 //! event and, because watch events can be missed while disconnected, by a sweep over owner labels after every
 //! (re)list. No finalizer is used: deleting a policy never waits for the operator.
 use crate::compile::{self, AgentReport, EndpointLookup, EventSpec, OsKeys, PolicyInputs};
-use pure_shim as pure;
 use crate::kube_apply;
 use crate::metrics::Metrics;
 use chrono::Utc;
@@ -353,7 +352,7 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
             agents: &agents,
             now: Utc::now(),
         };
-        pure::compile_policy(&inputs, &mut OsKeys)
+        compile::compile_policy(&inputs, &mut OsKeys)
     };
 
     // Order matters: the key Secret first, so a key is never in the gateway config before the application can
@@ -380,7 +379,7 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
                 counts[if key.state == KeyState::Current { 0 } else { 1 }] += 1;
             }
             counts[2] = shard.revoked.len() as i64;
-            let desired = pure::shard_secret(&Shard::Policy(shard.clone()), &ctx.namespace);
+            let desired = crate::publish::shard_secret(&Shard::Policy(shard.clone()), &ctx.namespace);
             ctx.apply_shard(&desired).await?;
         }
         // Not Ready (missing tier, ...): no key of this policy may be accepted, so no shard may exist.
@@ -421,10 +420,10 @@ pub async fn reconcile_endpoint(
     }
     let endpoints = EndpointSnapshot::of(&ctx.endpoints);
     let users = policies_scoping(&ctx.policies, &endpoint).len() as u32;
-    let outcome = pure::compile_endpoint(&endpoint, &endpoints, users, Utc::now());
+    let outcome = compile::compile_endpoint(&endpoint, &endpoints, users, Utc::now());
     match &outcome.shard {
         Some(shard) => {
-            let desired = pure::shard_secret(&Shard::Endpoint(shard.clone()), &ctx.namespace);
+            let desired = crate::publish::shard_secret(&Shard::Endpoint(shard.clone()), &ctx.namespace);
             ctx.apply_shard(&desired).await?;
         }
         None => ctx.delete_shard(ShardKind::Endpoint, &owner).await?,
@@ -444,7 +443,7 @@ pub async fn reconcile_tier(tier: Arc<RateTier>, ctx: Arc<Context>) -> Result<Ac
     let _timer = ctx.metrics.reconcile_started(TIER);
     let name = tier.name_any();
     let users = ctx.policies.state().iter().filter(|p| p.spec.tier == name).count() as u32;
-    let status = pure::compile_tier(&tier, users, Utc::now());
+    let status = compile::compile_tier(&tier, users, Utc::now());
     if tier.status.as_ref() != Some(&status) {
         let api: Api<RateTier> = Api::all(ctx.client.clone());
         kube_apply::apply_status(&api, &name, &status)
@@ -587,12 +586,31 @@ pub async fn run_controllers(
         let tx = cleanup_tx.clone();
         tasks.spawn(async move {
             let all = async {
-                p.wait_until_ready().await?;
-                t.wait_until_ready().await?;
-                e.wait_until_ready().await?;
-                k.wait_until_ready().await?;
-                s.wait_until_ready().await?;
-                l.wait_until_ready().await
+                // One at a time, naming the one still listing now and then, so a stuck watch is visible in logs.
+                // Re-polled on a short timer: a waiter that registers just as the store turns ready can miss its
+                // wake-up in kube-runtime 5's DelayedInit (seen here as a start that hung until the next poll).
+                macro_rules! ready {
+                    ($store:expr, $what:literal) => {{
+                        let started = Instant::now();
+                        let mut told = Duration::ZERO;
+                        loop {
+                            match tokio::time::timeout(Duration::from_millis(100), $store.wait_until_ready()).await {
+                                Ok(result) => break result,
+                                Err(_) if started.elapsed() >= told + Duration::from_secs(10) => {
+                                    told = started.elapsed();
+                                    tracing::info!(cache = $what, "waiting for the initial list");
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                    }};
+                }
+                ready!(p, "apikeypolicies")?;
+                ready!(t, "ratetiers")?;
+                ready!(e, "inferenceendpoints")?;
+                ready!(k, "key secrets")?;
+                ready!(s, "gateway-config shards")?;
+                ready!(l, "agent leases")
             };
             if all.await.is_ok() {
                 tracing::info!(
@@ -672,7 +690,8 @@ pub async fn run_controllers(
                     .collect::<Vec<_>>()
             })
             // An endpoint's status reports whether its fallback exists: re-check the endpoints that name this one.
-            .watches_shared_stream(endpoint_sub.clone(), move |ep: Arc<InferenceEndpoint>| {
+            // The last user of the handle takes it: a subscriber nobody polls would stall the watch.
+            .watches_shared_stream(endpoint_sub, move |ep: Arc<InferenceEndpoint>| {
                 let ns = ep.namespace();
                 let name = ep.name_any();
                 for_fallbacks
@@ -735,12 +754,85 @@ async fn sweep_orphans(ctx: &Context) -> Result<(), ReconcileError> {
     Ok(())
 }
 
-// TEMPORARY until compile.rs lands its bodies.
-mod pure_shim {
+#[cfg(test)]
+mod tests {
     use super::*;
-    use crate::compile::{EndpointOutcome, PolicyOutcome, KeySource};
-    pub fn compile_policy(_i: &PolicyInputs<'_>, _k: &mut dyn KeySource) -> PolicyOutcome { todo!() }
-    pub fn compile_endpoint(_e: &InferenceEndpoint, _l: &dyn EndpointLookup, _u: u32, _n: chrono::DateTime<Utc>) -> EndpointOutcome { todo!() }
-    pub fn compile_tier(_t: &RateTier, _u: u32, _n: chrono::DateTime<Utc>) -> infergate_crds::RateTierStatus { todo!() }
-    pub use crate::publish::shard_secret;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+
+    fn secret(data: &[(&str, &str)], labels: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("k".into()),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..Default::default()
+            },
+            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn secrets_differ_only_in_what_the_operator_sets() {
+        let desired = secret(&[("api-key", "a")], &[("infergate.dev/component", "api-key")]);
+        let mut existing = secret(&[("api-key", "a")], &[("infergate.dev/component", "api-key"), ("team", "x")]);
+        existing.metadata.resource_version = Some("9".into());
+        assert!(!secret_differs(&desired, &existing), "extra labels and server fields are not a difference");
+        assert!(secret_differs(&desired, &secret(&[("api-key", "b")], &[("infergate.dev/component", "api-key")])));
+        assert!(secret_differs(&desired, &secret(&[("api-key", "a")], &[])));
+    }
+
+    #[test]
+    fn a_pending_write_is_trusted_until_the_store_moves() {
+        let map: PendingMap<u32> = Mutex::default();
+        let key = ("ns".to_string(), "name".to_string());
+        assert_eq!(pending_view(&map, key.clone(), None), None);
+        pending_record(&map, key.clone(), None, 7);
+        // The store has not seen the write yet (still no object): the written value stands.
+        assert_eq!(pending_view(&map, key.clone(), None), Some(7));
+        // The store caught up: the store wins from now on and the entry is dropped.
+        assert_eq!(pending_view(&map, key.clone(), Some("12".into())), None);
+        assert_eq!(pending_view(&map, key, None), None);
+    }
+
+    #[test]
+    fn agent_leases_become_reports() {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some("infergate-agent-node-a".into()),
+                annotations: Some(BTreeMap::from([
+                    (gateway::lease::CONFIG_REVISION.to_string(), "abc123".to_string()),
+                    (gateway::lease::ENFORCED_REVOCATIONS.to_string(), "kid_00000000000000aa, kid_00000000000000bb,".to_string()),
+                ])),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap())),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            agent_report(&lease),
+            AgentReport {
+                node: "node-a".into(),
+                config_revision: Some("abc123".into()),
+                enforced_revocations: vec![KeyId("kid_00000000000000aa".into()), KeyId("kid_00000000000000bb".into())],
+                renewed_at: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+            }
+        );
+    }
+
+    #[test]
+    fn error_categories_are_fixed_labels() {
+        let err = ReconcileError::MissingNamespace { kind: "ApiKeyPolicy", name: "x".into() };
+        assert_eq!(err.category(), "invalid_object");
+        assert_eq!(ReconcileError::CachesGone.category(), "cache");
+    }
+
+    #[test]
+    fn requeue_never_spins() {
+        assert_eq!(requeue_at(Some(Utc::now() - chrono::Duration::hours(1))), Action::requeue(Duration::from_millis(500)));
+        assert_eq!(requeue_at(None), Action::await_change());
+    }
 }

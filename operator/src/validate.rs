@@ -100,7 +100,14 @@ pub fn validate_object(object: &Value) -> Result<(), Vec<String>> {
             o.remove("status");
         }
         if let Err(errors) = Validator::new().validate_compiled(&entry.compiled, &for_cel, None) {
+            let structural: Vec<String> = issues.iter().map(|i| i.path.clone()).collect();
             for e in errors.iter() {
+                // A rule that could not even evaluate (e.g. `duration("30d")`) over a field that already has a
+                // structural error adds noise, not information: the structural message says what to fix.
+                let evaluation_failed = !matches!(e.kind, kube::core::cel::ErrorKind::ValidationFailure);
+                if evaluation_failed && structural.iter().any(|p| p.starts_with(&e.field_path)) {
+                    continue;
+                }
                 let path = if e.field_path.is_empty() { "metadata.name".to_string() } else { e.field_path.clone() };
                 // A root rule reports on the object itself; name the field the rule is about where we can.
                 let path = if path == "metadata.name" && e.rule.contains("self.spec.") {
@@ -111,7 +118,9 @@ pub fn validate_object(object: &Value) -> Result<(), Vec<String>> {
                 } else {
                     path
                 };
-                issues.push(Issue::new(&path, e.message.clone(), false));
+                if !issues.iter().any(|i| i.path == path && i.message == e.message) {
+                    issues.push(Issue::new(&path, e.message.clone(), false));
+                }
             }
         }
     }

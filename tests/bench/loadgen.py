@@ -49,59 +49,28 @@ def key_id(key: str) -> str:
 
 
 def load_keys(path: Path) -> list[tuple[str | None, str]]:
-    """(policy, key) pairs from a ``--keys-out`` file, whatever its layout.
+    """(policy, key) pairs from a ``--keys-out`` file.
 
-    Accepts JSON or YAML (a list of objects, or a mapping ``policy -> key`` / ``policy -> {...}``) and falls back
-    to plain text where each key's line names its policy before the key. The policy is ``namespace/name`` or a
-    bare name when the file says so; ``None`` when the file does not say.
+    The agent writes JSON ``{"namespace/name": {"keyId": ..., "key": ...}, ...}``. Any other layout falls back
+    to text: each key with the last ``namespace/name`` (or bare name) before it on its line, if any.
     """
     text = path.read_text()
-    found: list[tuple[str | None, str]] = []
-
-    def walk(node, policy=None):
-        if isinstance(node, str):
-            for k in KEY_RE.findall(node):
-                found.append((policy, k))
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, policy)
-        elif isinstance(node, dict):
-            name = policy
-            for field_name in ("policy", "name", "policyName"):
-                if isinstance(node.get(field_name), str):
-                    name = node[field_name]
-                    ns = node.get("namespace")
-                    if isinstance(ns, str) and "/" not in name:
-                        name = f"{ns}/{name}"
-                    break
-            for k, v in node.items():
-                if isinstance(v, (str, list, dict)) and not KEY_RE.fullmatch(str(k)):
-                    sub = name if name is not None else (k if isinstance(v, (str, dict)) and "/" in str(k) or isinstance(v, str) else None)
-                    walk(v, sub if KEY_RE.search(json.dumps(v)) else name)
-
     try:
         doc = json.loads(text)
-        walk(doc)
     except ValueError:
-        try:
-            import yaml
-
-            docs = list(yaml.safe_load_all(text))
-            for d in docs:
-                walk(d)
-        except Exception:
-            found.clear()
-    if not found:
-        for line in text.splitlines():
-            for k in KEY_RE.findall(line):
-                before = line[: line.index(k)]
-                names = re.findall(r"[a-z0-9][-a-z0-9.]*/[a-z0-9][-a-z0-9.]*|[a-z0-9][-a-z0-9.]*", before)
-                found.append((names[-1] if names else None, k))
-    seen, out = set(), []
-    for policy, k in found:
-        if k not in seen:
-            seen.add(k)
-            out.append((policy, k))
+        doc = None
+    if isinstance(doc, dict):
+        out = []
+        for policy, entry in doc.items():
+            key = entry.get("key") if isinstance(entry, dict) else entry
+            if isinstance(key, str) and KEY_RE.fullmatch(key):
+                out.append((policy, key))
+        return out
+    out = []
+    for line in text.splitlines():
+        for k in KEY_RE.findall(line):
+            names = re.findall(r"[a-z0-9][-a-z0-9.]*/[a-z0-9][-a-z0-9.]*", line[: line.index(k)])
+            out.append((names[-1] if names else None, k))
     return out
 
 
@@ -290,19 +259,36 @@ def start_message(template: str, model: str) -> str | None:
     return template.replace("{model}", model)
 
 
+async def wait_ready(ws) -> None:
+    """Waits for the agent's ``ready`` after ``start``; a refusal arrives as an error message and a close."""
+    while True:
+        message = await asyncio.wait_for(ws.recv(), timeout=10)
+        if isinstance(message, str):
+            kind = json.loads(message).get("type")
+            if kind == "ready":
+                return
+            if kind == "error":
+                await ws.wait_closed()
+                await ws.recv()  # raises ConnectionClosed with the close code
+
+
 async def stream_worker(args, key: str, chunk: bytes, deadline: float, stats: StreamStats) -> None:
     import websockets
 
     chunk_seconds = len(chunk) / 2 / SAMPLE_RATE
     headers = {"Authorization": f"Bearer {key}"}
-    url = args.ws_url
+
+    def closed_with(code: str) -> None:
+        stats.closes[code] = stats.closes.get(code, 0) + 1
+
     while time.monotonic() < deadline:
         try:
-            async with websockets.connect(url, additional_headers=headers, max_size=None, open_timeout=5) as ws:
+            async with websockets.connect(args.ws_url, additional_headers=headers, max_size=None, open_timeout=5) as ws:
                 stats.connects += 1
                 first = start_message(args.start_json, args.model)
                 if first:
                     await ws.send(first)
+                    await wait_ready(ws)
 
                 async def drain() -> None:
                     with contextlib.suppress(Exception):
@@ -310,38 +296,33 @@ async def stream_worker(args, key: str, chunk: bytes, deadline: float, stats: St
                             pass
 
                 reader = asyncio.create_task(drain())
-                # Real time: chunk k leaves at start + k x chunk length, whatever the send latency was.
-                start = time.monotonic()
-                k = 0
                 try:
+                    # Real time: chunk k leaves at start + k x chunk length, whatever the send latency was.
+                    start = time.monotonic()
+                    k = 0
                     while time.monotonic() < deadline:
                         await ws.send(chunk)
                         stats.audio_seconds_sent += chunk_seconds
                         k += 1
                         delay = start + k * chunk_seconds - time.monotonic()
                         if delay > 0:
-                            await asyncio.sleep(delay)
-                    with contextlib.suppress(Exception):
-                        await ws.send(json.dumps({"type": "end"}))
-                        await asyncio.wait_for(reader, timeout=2.0)
-                    with contextlib.suppress(Exception):
-                        await ws.close()
-                except websockets.ConnectionClosed as closed:
-                    code = closed.rcvd.code if closed.rcvd else 1006
-                    stats.closes[str(code)] = stats.closes.get(str(code), 0) + 1
-                    reader.cancel()
-                    # Rate-limit and stream-cap closes: come back shortly, like a well-behaved client.
-                    await asyncio.sleep(args.reconnect_delay)
-                    continue
+                            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                    await ws.send(json.dumps({"type": "end"}))
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(reader), timeout=5.0)
+                    closed_with(str(ws.close_code) if ws.close_code is not None else "open_at_end")
                 finally:
                     reader.cancel()
+        except websockets.ConnectionClosed as closed:
+            # Rate-limit and stream-cap closes: come back shortly, like a well-behaved client.
+            closed_with(str(closed.rcvd.code) if closed.rcvd else "1006")
+            await asyncio.sleep(args.reconnect_delay)
         except websockets.InvalidStatus as refused:
             stats.refused_connects += 1
-            code = str(refused.response.status_code)
-            stats.closes["http_" + code] = stats.closes.get("http_" + code, 0) + 1
+            closed_with("http_" + str(refused.response.status_code))
             await asyncio.sleep(args.reconnect_delay)
         except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as err:
-            stats.closes[type(err).__name__] = stats.closes.get(type(err).__name__, 0) + 1
+            closed_with(type(err).__name__)
             await asyncio.sleep(args.reconnect_delay)
 
 
@@ -360,7 +341,8 @@ async def run_streams(args) -> dict:
         for i in range(args.streams)
     ]
     await asyncio.gather(*workers)
-    elapsed = time.monotonic() - start
+    # Charges happen only while audio is sent: the window is start..deadline, not the teardown after it.
+    elapsed = deadline - start
     await asyncio.sleep(args.settle_seconds)  # let the agent settle the last charges of closing streams
     after = await metric(args.admin_url, "infergate_gpu_seconds_charged_total", labels)
     charged = after - before
@@ -435,6 +417,7 @@ async def one_trial(args, policy: str, key: str, client) -> tuple[float | None, 
     first = start_message(args.start_json, args.model)
     if first:
         await ws.send(first)
+        await wait_ready(ws)
     chunk = noise_chunk(20, random.Random(SEED))
     closed_at: list[float] = []
 
@@ -491,7 +474,9 @@ async def run_revocation(args) -> dict:
     import httpx
 
     pairs = await wait_for_keys(Path(args.keys), args.policy_prefix, 1)
-    pairs = [(p, k) for p, k in pairs if p is not None][: args.trials]
+    pairs = [(p, k) for p, k in pairs if p is not None]
+    # Keys revoked by an earlier run are replaced in the file: skip by policy position, not by key.
+    pairs = sorted(pairs, key=lambda pk: int(re.sub(r"\D", "", pk[0].split("-")[-1]) or 0))[args.skip : args.skip + args.trials]
     if not pairs:
         raise SystemExit(f"loadgen: {args.keys} does not say which policy each key belongs to; cannot revoke")
     refusals, closes, missed = [], [], 0
@@ -565,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
         sp.add_argument("--ws-url", required=True, help="e.g. ws://127.0.0.1:8080/v1/stream")
         sp.add_argument(
             "--start-json",
-            default='{"type":"start","model":"{model}","feature":"transcribe","encoding":"pcm16","sampleRate":16000}',
+            default='{"type":"start","model":"{model}","feature":"transcribe"}',
             help="first text message of a stream ({model} is replaced); empty for none",
         )
 
@@ -592,6 +577,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--agent-pid", type=int, default=0, help="send SIGHUP after each change (0: rely on the watcher)")
     r.add_argument("--policy-prefix", default="revoke-")
     r.add_argument("--trials", type=int, default=50)
+    r.add_argument("--skip", type=int, default=0, help="start at this policy (revoke-N), past those already revoked")
     r.add_argument("--trial-timeout", type=float, default=5.0)
     r.add_argument("--gap", type=float, default=0.2, help="pause between trials")
     r.set_defaults(func=cmd_revocation)

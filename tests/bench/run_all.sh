@@ -118,11 +118,19 @@ pairs = loadgen.keys_for(pathlib.Path(sys.argv[1]), "http-")
 pathlib.Path(sys.argv[2]).write_text(pairs[0][1] + "\n")
 EOF
   chmod 600 "$WORK/http.key"
-  UNAUTH_PATH=${BENCH_UNAUTH_PATH:-/healthz}
-  AUTH_PATH=${BENCH_AUTH_PATH:-/v1/models}
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H @<(printf 'Authorization: Bearer %s\n' "$(cat "$WORK/http.key")") \
-    "http://127.0.0.1:$HTTP_PORT$AUTH_PATH")
-  echo "authenticated probe $AUTH_PATH -> $code; unauthenticated $UNAUTH_PATH -> $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT$UNAUTH_PATH")"
+  # The unauthenticated baseline: /healthz on the public listener when the agent serves one there, else the
+  # admin listener's /healthz (same binary, runtime and HTTP stack, no key check).
+  AUTH_URL=${BENCH_AUTH_URL:-http://127.0.0.1:$HTTP_PORT/v1/models}
+  if [ -z "${BENCH_UNAUTH_URL:-}" ]; then
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/healthz")" = 200 ]; then
+      BENCH_UNAUTH_URL=http://127.0.0.1:$HTTP_PORT/healthz
+    else
+      BENCH_UNAUTH_URL=http://127.0.0.1:$ADMIN_PORT/healthz
+    fi
+  fi
+  UNAUTH_URL=$BENCH_UNAUTH_URL
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H @<(printf 'Authorization: Bearer %s\n' "$(cat "$WORK/http.key")") "$AUTH_URL")
+  echo "authenticated: $AUTH_URL -> $code; unauthenticated: $UNAUTH_URL -> $(curl -s -o /dev/null -w '%{http_code}' "$UNAUTH_URL")"
 
   run_wrk() { # name url [lua]
     local name=$1 url=$2 script=${3:-} out
@@ -142,8 +150,8 @@ EOF
   for round in $(seq 1 "$HTTP_ROUNDS"); do
     echo " round $round"
     run_wrk nginx "http://127.0.0.1:$NGINX_PORT/"
-    run_wrk agent_unauthenticated "http://127.0.0.1:$HTTP_PORT$UNAUTH_PATH"
-    run_wrk agent_authenticated "http://127.0.0.1:$HTTP_PORT$AUTH_PATH" "$ROOT/tests/bench/wrk-auth.lua"
+    run_wrk agent_unauthenticated "$UNAUTH_URL"
+    run_wrk agent_authenticated "$AUTH_URL" "$ROOT/tests/bench/wrk-auth.lua"
   done
   kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null || true
   RESULT[http]=$(awk '
@@ -167,15 +175,23 @@ fi
 
 # ------------------------------------------------------------------------------------------------ 3. revocation
 if ! skipped revocation; then
-  step "revocation: $REVOKE_TRIALS trials of manifest change -> refusal and stream close"
+  # Two ways a change reaches standalone mode: SIGHUP right after the write, and the file poll alone (the
+  # agent's default --poll-interval, 500 ms). Each trial revokes a different policy's key.
+  half=$(( (REVOKE_TRIALS + 1) / 2 ))
+  step "revocation (SIGHUP): $half trials of manifest change -> refusal and stream close"
   out=$("$PY" "$LOADGEN" revocation --keys "$WORK/keys.out" --ws-url "ws://127.0.0.1:$HTTP_PORT/v1/stream" \
     --http-url "http://127.0.0.1:$HTTP_PORT" --manifest "$WORK/bench.yaml" --model $MODEL \
-    --agent-pid "${BENCH_SIGHUP_PID:-$AGENT_PID}" --trials "$REVOKE_TRIALS" | tee /dev/stderr)
-  RESULT[revocation]=$(grep '^RESULT ' <<<"$out" | cut -c8-)
+    --agent-pid "$AGENT_PID" --trials "$half" --skip 0 | tee /dev/stderr)
+  RESULT[revocation_sighup]=$(grep '^RESULT ' <<<"$out" | cut -c8-)
+  step "revocation (file poll only): $((REVOKE_TRIALS - half)) trials"
+  out=$("$PY" "$LOADGEN" revocation --keys "$WORK/keys.out" --ws-url "ws://127.0.0.1:$HTTP_PORT/v1/stream" \
+    --http-url "http://127.0.0.1:$HTTP_PORT" --manifest "$WORK/bench.yaml" --model $MODEL \
+    --agent-pid 0 --trials "$((REVOKE_TRIALS - half))" --skip "$half" | tee /dev/stderr)
+  RESULT[revocation_poll]=$(grep '^RESULT ' <<<"$out" | cut -c8-)
 fi
 
 step "summary ($(nproc) cores, $(date -u +%FT%TZ))"
-for k in http streams revocation; do
-  [ -n "${RESULT[$k]:-}" ] && printf '  %-11s %s\n' "$k:" "${RESULT[$k]}"
+for k in http streams revocation_sighup revocation_poll; do
+  if [ -n "${RESULT[$k]:-}" ]; then printf '  %-18s %s\n' "$k:" "${RESULT[$k]}"; fi
 done
 if [ -n "${BENCH_KEEP:-}" ]; then echo "work dir kept: $WORK"; fi

@@ -165,10 +165,14 @@ class Operator:
         except OSError:
             return False
 
+    def log_text(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
     def log_lines(self) -> list[dict]:
-        self.log.flush()
         out = []
-        for line in self.log_path.read_text().splitlines():
+        for line in self.log_text().splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
@@ -198,6 +202,7 @@ def start_operator(standin, tmp_path_factory):
         started.append(op)
         return op
 
+    start.started = started
     yield start
     for op in started:
         op.stop()

@@ -784,8 +784,18 @@ class Server:
         return json_response({"created": len(objs)})
 
     async def stats(self, request):
+        """Object counts; `labelled` counts Secrets by their `infergate.dev/component` label, `with_status` counts
+        objects of each kind that have a status."""
+        secrets = self.store.objects[("", "v1", "secrets")].values()
+        labelled: dict[str, int] = {}
+        for s in secrets:
+            c = (s["metadata"].get("labels") or {}).get("infergate.dev/component", "")
+            labelled[c] = labelled.get(c, 0) + 1
+        with_status = {k.plural: sum(1 for o in self.store.objects[k.key].values() if o.get("status"))
+                       for k in KINDS if k.status and k.group}
         return json_response({"requests": self.store.requests, "resourceVersion": self.store.rv,
-                              "objects": {"/".join(k).strip("/"): len(v) for k, v in self.store.objects.items()}})
+                              "objects": {"/".join(k).strip("/"): len(v) for k, v in self.store.objects.items()},
+                              "labelled": labelled, "with_status": with_status})
 
 
 def write_kubeconfig(path: str, port: int):

@@ -7,6 +7,7 @@
 //!                                              └─err──> limits.update_failed(err, now)  (logged on change only)
 //!                          until the stop handle is dropped or `stop()` is called
 //! ```
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -44,7 +45,14 @@ impl Controller {
             let mut last_error: Option<&'static str> = None;
             loop {
                 let now = Instant::now();
-                match telemetry.sample() {
+                // A panic in a driver binding must not leave the factors frozen where they were: stop
+                // sampling and fall back to nominal limits, as in CPU mode.
+                let Ok(result) = std::panic::catch_unwind(AssertUnwindSafe(|| telemetry.sample())) else {
+                    tracing::error!(backend, "GPU telemetry panicked: sampling stopped, limits back to nominal");
+                    shared.disable();
+                    break;
+                };
+                match result {
                     Ok(sample) => {
                         if last_error.take().is_some() {
                             tracing::info!(backend, "GPU telemetry recovered");

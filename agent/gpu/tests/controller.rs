@@ -90,3 +90,24 @@ fn start_nvml_without_a_driver_marks_cpu_mode() {
         }
     }
 }
+
+#[test]
+fn a_panicking_backend_stops_sampling_and_restores_nominal_limits() {
+    let limits = limits();
+    let (steps, seen) = mpsc::channel();
+    let telemetry = FakeTelemetry::from_fn(move |step| {
+        let _ = steps.send(step);
+        if step == 0 {
+            100.0
+        } else {
+            panic!("scripted panic")
+        }
+    });
+    let controller =
+        Controller::spawn(telemetry, Arc::clone(&limits), Duration::from_millis(1)).unwrap();
+    // The sender is dropped when the thread ends, so this loop ends once sampling has stopped.
+    while seen.recv_timeout(HANG_GUARD).is_ok() {}
+    assert_eq!(limits.snapshot().state, TelemetryState::Disabled);
+    assert_eq!(limits.factor("free"), 1.0);
+    controller.stop();
+}

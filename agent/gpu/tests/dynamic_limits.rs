@@ -271,3 +271,59 @@ fn default_configuration_reacts_within_one_second() {
         "{reactions:?}"
     );
 }
+
+/// Counts how often the factor changes direction (up after down or down after up).
+fn direction_changes(factors: &[f64]) -> usize {
+    let moves: Vec<f64> = factors
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| d.abs() > 1e-12)
+        .collect();
+    moves
+        .windows(2)
+        .filter(|m| m[0].signum() != m[1].signum())
+        .count()
+}
+
+fn noisy_run(hysteresis_points: f64) -> Vec<f64> {
+    let config = LimitsConfig {
+        smoothing: infergate_gpu::SmoothingConfig {
+            hysteresis_points,
+            ..Default::default()
+        },
+        ..LimitsConfig::default()
+    };
+    let limits = DynamicLimits::new(tiers(), config).unwrap();
+    // Utilisation hovering just above the target: 85, 89, 85, 89, ... (NVML reports whole percents).
+    let mut telemetry = FakeTelemetry::from_fn(|step| if step % 2 == 0 { 85.0 } else { 89.0 });
+    let t0 = Instant::now();
+    (0..600u32)
+        .map(|step| {
+            limits.update(&telemetry.sample().unwrap(), t0 + STEP * step);
+            limits.factor("free")
+        })
+        .collect()
+}
+
+#[test]
+fn hysteresis_keeps_the_factor_from_flapping_around_the_target() {
+    let with_band = noisy_run(2.0);
+    // The noise stays inside the band: the factor never turns back, and once the EWMA has settled
+    // (5 s) it holds still.
+    assert_eq!(direction_changes(&with_band), 0, "{:?}", &with_band[..20]);
+    let settled = &with_band[50..];
+    let spread = settled.iter().copied().fold(f64::MIN, f64::max)
+        - settled.iter().copied().fold(f64::MAX, f64::min);
+    assert!(spread < 1e-9, "factor still moves by {spread}");
+    assert!(
+        with_band[599] < 1.0,
+        "utilisation above the target still tightens"
+    );
+    // Without the band the same input flaps on every sample.
+    let without = noisy_run(0.0);
+    assert!(
+        direction_changes(&without[10..]) > 500,
+        "{}",
+        direction_changes(&without[10..])
+    );
+}

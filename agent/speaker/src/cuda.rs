@@ -328,22 +328,7 @@ impl Gpu {
         B: cudarc::driver::DevicePtr<f32>,
         C: cudarc::driver::DevicePtrMut<f32>,
     {
-        let cfg = GemmConfig {
-            transa: if b_is_weight {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            },
-            transb: cublasOperation_t::CUBLAS_OP_N,
-            m: n as i32,
-            n: rows as i32,
-            k: k as i32,
-            alpha: 1.0f32,
-            lda: if b_is_weight { k as i32 } else { n as i32 },
-            ldb: k as i32,
-            beta,
-            ldc: n as i32,
-        };
+        let cfg = gemm_config(rows, n, k, b_is_weight, beta);
         // SAFETY: the caller passes buffers of at least rows*k (a), n*k (b) and rows*n (c) floats, which is
         // exactly what this configuration reads and writes; all live on `self.stream`, which cuBLAS uses.
         unsafe { self.blas.gemm(cfg, b, a, c) }.map_err(|e| format!("SGEMM: {e}"))
@@ -532,6 +517,28 @@ impl Gpu {
     }
 }
 
+/// cuBLAS is column-major: a row-major `[r][c]` buffer is a column-major `c x r` matrix. So the row-major
+/// product `C[rows][n] = A[rows][k] · op(B)` is computed as the column-major `Cᵀ (n x rows) = op(B)ᵀ · Aᵀ`,
+/// i.e. cuBLAS' first operand is `B` (transposed when it is a `[n][k]` PyTorch weight) and its second is `A`.
+fn gemm_config(rows: usize, n: usize, k: usize, b_is_weight: bool, beta: f32) -> GemmConfig<f32> {
+    GemmConfig {
+        transa: if b_is_weight {
+            cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublasOperation_t::CUBLAS_OP_N
+        },
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n as i32,
+        n: rows as i32,
+        k: k as i32,
+        alpha: 1.0,
+        lda: if b_is_weight { k as i32 } else { n as i32 },
+        ldb: k as i32,
+        beta,
+        ldc: n as i32,
+    }
+}
+
 impl EmbeddingBackend for CudaEncoder {
     fn name(&self) -> &'static str {
         "cuda"
@@ -565,5 +572,58 @@ impl EmbeddingBackend for CudaEncoder {
             partial_embeddings,
             compute,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference column-major SGEMM with cuBLAS' argument semantics.
+    fn cublas_sgemm(cfg: &GemmConfig<f32>, a: &[f32], b: &[f32], c: &mut [f32]) {
+        let (m, n, k) = (cfg.m as usize, cfg.n as usize, cfg.k as usize);
+        let at = |i: usize, l: usize| match cfg.transa {
+            cublasOperation_t::CUBLAS_OP_N => a[i + l * cfg.lda as usize],
+            _ => a[l + i * cfg.lda as usize],
+        };
+        let bt = |l: usize, j: usize| match cfg.transb {
+            cublasOperation_t::CUBLAS_OP_N => b[l + j * cfg.ldb as usize],
+            _ => b[j + l * cfg.ldb as usize],
+        };
+        for j in 0..n {
+            for i in 0..m {
+                let dot: f32 = (0..k).map(|l| at(i, l) * bt(l, j)).sum();
+                let slot = &mut c[i + j * cfg.ldc as usize];
+                *slot = cfg.alpha * dot + cfg.beta * *slot;
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_config_computes_row_major_products() {
+        let (rows, n, k) = (3, 5, 4);
+        let act: Vec<f32> = (0..rows * k).map(|i| i as f32 - 4.0).collect();
+        let weight: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32).collect(); // [n][k], PyTorch layout
+        let dft: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 - 2.0).collect(); // [k][n]
+
+        let mut c = vec![1.0f32; rows * n];
+        cublas_sgemm(&gemm_config(rows, n, k, true, 1.0), &weight, &act, &mut c);
+        for r in 0..rows {
+            for j in 0..n {
+                let want: f32 = 1.0
+                    + (0..k)
+                        .map(|l| act[r * k + l] * weight[j * k + l])
+                        .sum::<f32>();
+                assert_eq!(c[r * n + j], want, "weight product row {r} col {j}");
+            }
+        }
+        let mut c = vec![7.0f32; rows * n];
+        cublas_sgemm(&gemm_config(rows, n, k, false, 0.0), &dft, &act, &mut c);
+        for r in 0..rows {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|l| act[r * k + l] * dft[l * n + j]).sum();
+                assert_eq!(c[r * n + j], want, "dft product row {r} col {j}");
+            }
+        }
     }
 }

@@ -59,6 +59,22 @@ impl ModelError {
         }
     }
 
+    /// The same error for each member of a failed batch (errors hold an `io::Error`, so they are not `Clone`).
+    pub fn for_batch_member(&self) -> ModelError {
+        match self {
+            ModelError::CudaUnavailable(msg) => ModelError::CudaUnavailable(msg.clone()),
+            ModelError::Cuda { stage, message } => ModelError::Cuda {
+                stage,
+                message: message.clone(),
+            },
+            ModelError::EmptyBatch => ModelError::EmptyBatch,
+            other => ModelError::Cuda {
+                stage: "batch",
+                message: other.to_string(),
+            },
+        }
+    }
+
     /// True for errors caused by the caller's audio (the edge maps these to 400), false for server-side ones.
     pub fn is_bad_input(&self) -> bool {
         matches!(

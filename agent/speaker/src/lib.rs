@@ -14,6 +14,7 @@
 // `deny` rather than `forbid` so the single CUDA wrapper module can opt in; every `unsafe` there has a SAFETY note.
 #![deny(unsafe_code)]
 
+pub mod batcher;
 mod cpu;
 #[allow(unsafe_code)]
 mod cuda;
@@ -29,6 +30,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use batcher::{BatchConfig, Batcher};
 pub use cpu::CpuEncoder;
 pub use cuda::{CudaEncoder, cuda_available};
 pub use error::ModelError;

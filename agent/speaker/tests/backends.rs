@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use infergate_speaker::weights::Tensor;
 use infergate_speaker::{
-    CpuEncoder, CudaEncoder, EmbeddingBackend, EncoderWeights, Limits, ModelError, SpeakerEncoder,
-    cosine, cuda_available,
+    BatchConfig, Batcher, CpuEncoder, CudaEncoder, EmbeddingBackend, EncoderWeights, Limits,
+    ModelError, SpeakerEncoder, cosine, cuda_available,
 };
 
 /// Every backend this node can run, with the reason for each one it cannot.
@@ -191,4 +191,53 @@ fn sample_rate_is_checked_at_the_front_door() {
     let err = encoder.embed_at(&[0.1; 16_000], 44_100).unwrap_err();
     assert_eq!(err.category(), "bad_sample_rate");
     assert!(err.to_string().contains("16000"), "{err}");
+}
+
+#[test]
+fn batcher_serves_concurrent_callers() {
+    let Some(weights) = common::weights() else {
+        return;
+    };
+    let backend: Arc<dyn EmbeddingBackend> = Arc::new(CpuEncoder::new(weights));
+    let limits = Limits {
+        min_samples: 1,
+        ..Limits::default()
+    };
+    let golden = common::read_json("short_0_8s.json");
+    let pcm = common::synth(&golden["generator"]);
+    let quiet: Vec<f32> = pcm.iter().map(|v| v * 0.01).collect();
+    let inputs = [pcm.clone(), quiet, pcm];
+    let direct: Vec<_> = inputs
+        .iter()
+        .map(|a| backend.embed(a, &limits).unwrap().embedding)
+        .collect();
+
+    let batcher = Arc::new(Batcher::spawn(
+        backend,
+        BatchConfig {
+            max_windows: 16,
+            max_wait: std::time::Duration::from_millis(50),
+        },
+        limits,
+    ));
+    let handles: Vec<_> = inputs
+        .into_iter()
+        .map(|audio| {
+            let batcher = batcher.clone();
+            std::thread::spawn(move || batcher.embed(&audio))
+        })
+        .collect();
+    for (handle, want) in handles.into_iter().zip(&direct) {
+        let out = handle.join().unwrap().unwrap();
+        let drift = out
+            .embedding
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(drift <= 1e-5, "batched result differs by {drift}");
+        assert!(out.compute.as_nanos() > 0);
+    }
+    let err = batcher.embed(&[0.0; 100]).unwrap_err();
+    assert_eq!(err.category(), "silent");
 }

@@ -3,7 +3,7 @@
 
 One-off and not part of CI (it needs onnxruntime, which the test venv does not carry). Run it in a throwaway venv:
 
-    python3 -m venv /tmp/vad-golden && /tmp/vad-golden/bin/pip install onnxruntime==1.23.2 numpy==2.3.5
+    python3 -m venv /tmp/vad-golden && /tmp/vad-golden/bin/pip install onnxruntime==1.32.0 numpy==2.4.6
     bash tests/tools/install-vad-weights.sh
     /tmp/vad-golden/bin/python agent/vad/scripts/make_golden.py
 

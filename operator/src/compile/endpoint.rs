@@ -38,6 +38,7 @@ pub fn compile_endpoint(
     let winner = endpoints
         .with_model(&spec.model)
         .into_iter()
+        .filter(|other| may_share_an_agent(endpoint, other))
         .chain(std::iter::once(endpoint))
         .min_by_key(|e| {
             let created = e.metadata.creation_timestamp.as_ref().map(|t| conditions::from_jiff(t.0));
@@ -149,4 +150,12 @@ pub fn compile_tier(tier: &RateTier, policies_using: u32, now: DateTime<Utc>) ->
 
 fn name_of(e: &InferenceEndpoint) -> NamespacedName {
     NamespacedName::new(e.metadata.namespace.clone().unwrap_or_default(), e.metadata.name.clone().unwrap_or_default())
+}
+
+/// Two endpoints can be served by one agent unless their node selectors require different values for one label.
+fn may_share_an_agent(a: &InferenceEndpoint, b: &InferenceEndpoint) -> bool {
+    match (&a.spec.node_selector, &b.spec.node_selector) {
+        (Some(x), Some(y)) => x.iter().all(|(k, v)| y.get(k).is_none_or(|w| w == v)),
+        _ => true,
+    }
 }

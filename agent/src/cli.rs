@@ -1,0 +1,134 @@
+//! Command-line arguments. Each subcommand's work lives in its own module ([`crate::standalone`],
+//! [`crate::cluster`]); this file only parses and hands over.
+use crate::gateway::Settings;
+use clap::{Args, Parser, Subcommand};
+use infergate_crds::key::Environment;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "infergate-agent", version, about = "infergate node agent: API-key gateway, GPU-second metering, inference worker host")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run in a cluster: watch the operator's gateway-config Secrets and publish this agent's Lease.
+    Cluster(ClusterArgs),
+    /// Run on this machine from local manifests: issue keys, print them once, serve all three doors.
+    Standalone(StandaloneArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// The namespace of the gateway-config Secrets and of this agent's Lease (the operator's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// This node's name: the agent's Lease is `infergate-agent-<node-name>`.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StandaloneArgs {
+    /// Manifest files or directories (RateTier, InferenceEndpoint, ApiKeyPolicy). Without any, the embedded
+    /// examples/quickstart.yaml is served. Files are re-read when they change (or on SIGHUP).
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    /// Write the issued keys here (JSON, mode 0600) instead of printing them to stdout.
+    #[arg(long)]
+    pub keys_out: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
+    /// How often manifest files are checked for changes.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Where built-in model weights live (speaker encoder, VAD).
+    #[arg(long, default_value = "/var/lib/infergate/models")]
+    pub models_dir: PathBuf,
+    /// Accept only keys of this environment (`live` on a production agent).
+    #[arg(long, value_parser = parse_environment)]
+    pub environment: Option<Environment>,
+    /// Accept `?api_key=` on the WebSocket door. Off by default: URLs end up in logs and browser history.
+    #[arg(long)]
+    pub allow_query_keys: bool,
+    /// Long-lived connections (WebSocket, gRPC streams) this agent holds at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Long-lived connections one key may hold on this agent.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_key: u32,
+    /// How long a new WebSocket may take to authenticate and start.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+    /// How long a one-shot request body may take to arrive.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Largest one-shot upload, in bytes.
+    #[arg(long, default_value_t = 25 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+    /// Stream audio goes to the backend in segments of this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub segment_seconds: f64,
+    /// Lifetime of a stream ticket from POST /v1/tickets.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ticket_ttl: Duration,
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+impl CommonArgs {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            allow_query_keys: self.allow_query_keys,
+            max_connections: self.max_connections,
+            max_connections_per_key: self.max_connections_per_key,
+            auth_timeout: self.auth_timeout,
+            body_timeout: self.body_timeout,
+            max_upload_bytes: self.max_upload_bytes,
+            ticket_ttl: self.ticket_ttl,
+            segment_seconds: self.segment_seconds,
+            ..Settings::default()
+        }
+    }
+    pub fn tls(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((self.tls_cert.clone()?, self.tls_key.clone()?))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<infergate_crds::GoDuration>().map(|d| d.0).map_err(|e| e.to_string())
+}
+
+fn parse_environment(s: &str) -> Result<Environment, String> {
+    match s {
+        "live" => Ok(Environment::Live),
+        "test" => Ok(Environment::Test),
+        _ => Err("use live or test".into()),
+    }
+}

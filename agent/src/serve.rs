@@ -1,0 +1,65 @@
+//! Binds the three listeners and runs them until shutdown; also the one-second stream re-check tick.
+use crate::gateway::Gateway;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Binds every listener first (so a port clash fails fast), then serves until ctrl-c / SIGTERM.
+pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Result<()> {
+    let http = tokio::net::TcpListener::bind(listeners.http).await.with_context(|| format!("cannot listen on --http-addr {}", listeners.http))?;
+    let admin =
+        tokio::net::TcpListener::bind(listeners.admin).await.with_context(|| format!("cannot listen on --admin-addr {}", listeners.admin))?;
+    let grpc = tokio::net::TcpListener::bind(listeners.grpc).await.with_context(|| format!("cannot listen on --grpc-addr {}", listeners.grpc))?;
+    tracing::info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, "listening");
+    if listeners.tls.is_some() {
+        tracing::warn!("--tls-cert/--tls-key are accepted but TLS termination is not built into this agent version; terminate TLS in front of it");
+    }
+
+    let tick = {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                gateway.enforce_streams();
+            }
+        })
+    };
+    let http_app = crate::http::router(Arc::clone(&gateway)).into_make_service();
+    let admin_app = crate::admin::router(Arc::clone(&gateway));
+    let grpc_service = crate::grpc::service(Arc::clone(&gateway));
+    let result = tokio::select! {
+        r = axum::serve(http, http_app).with_graceful_shutdown(shutdown()) => r.context("http listener failed"),
+        r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown()) => r.context("admin listener failed"),
+        r = tonic::transport::Server::builder()
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), shutdown()) => r.context("grpc listener failed"),
+    };
+    tick.abort();
+    result
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,231 @@
+//! `infergate-agent standalone`: the operator's pure `compile` over local manifests, served on localhost.
+//!
+//! ```text
+//!  -f files (or the embedded quickstart) ─▶ manifests::load_paths ─▶ compile(World, key Secrets kept in memory)
+//!     ─▶ new keys printed once (or --keys-out, 0600) ─▶ Snapshot::build(shards) ─▶ gateway.apply
+//!  file change (mtime poll) / SIGHUP / next scheduled wake-up ─▶ the same again; open streams of keys that are
+//!  now revoked, expired or suspended are closed by gateway.apply
+//! ```
+//! The key Secrets the operator would keep in Kubernetes are kept in memory and passed back to every compile,
+//! so keys survive reloads and a revocation added to a file revokes the key that was printed.
+use crate::cli::StandaloneArgs;
+use crate::gateway::Gateway;
+use crate::serve::Listeners;
+use crate::snapshot::{Snapshot, SnapshotOptions};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use infergate_crds::key::ApiKey;
+use infergate_crds::{secret_keys, NamespacedName};
+use infergate_operator::compile::{compile, OsKeys, World};
+use infergate_operator::manifests;
+use k8s_openapi::api::core::v1::Secret;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The README's quickstart, served when no `-f` is given.
+pub const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
+
+pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    let gateway = crate::build_gateway(&args.common)?;
+    let mut state = State {
+        files: args.files.clone(),
+        keys_out: args.keys_out.clone(),
+        secrets: BTreeMap::new(),
+        printed: BTreeSet::new(),
+        options: SnapshotOptions { environment: args.common.environment },
+        fingerprint: Vec::new(),
+        next_wake: None,
+    };
+    state.reload(&gateway).context("cannot load the manifests")?;
+    let watcher = {
+        let gateway = Arc::clone(&gateway);
+        let interval = args.poll_interval;
+        tokio::spawn(async move { state.watch(&gateway, interval).await })
+    };
+    let listeners = Listeners { http: args.http_addr, grpc: args.grpc_addr, admin: args.admin_addr, tls: args.common.tls() };
+    let result = crate::serve::serve(gateway, listeners).await;
+    watcher.abort();
+    result
+}
+
+struct State {
+    files: Vec<PathBuf>,
+    keys_out: Option<PathBuf>,
+    /// Key Secrets by policy, as the operator would keep them in the cluster.
+    secrets: BTreeMap<NamespacedName, Secret>,
+    /// Key ids already shown, so each key is printed once.
+    printed: BTreeSet<String>,
+    options: SnapshotOptions,
+    fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
+    next_wake: Option<DateTime<Utc>>,
+}
+
+impl State {
+    fn reload(&mut self, gateway: &Gateway) -> anyhow::Result<()> {
+        self.fingerprint = fingerprint(&self.files);
+        let set = if self.files.is_empty() {
+            manifests::load_str(QUICKSTART, "embedded examples/quickstart.yaml")?
+        } else {
+            manifests::load_paths(&self.files)?
+        };
+        let secrets: Vec<Secret> = self.secrets.values().cloned().collect();
+        let world = World {
+            tiers: &set.tiers,
+            endpoints: &set.endpoints,
+            policies: &set.policies,
+            key_secrets: &secrets,
+            agents: &[],
+            now: Utc::now(),
+        };
+        let desired = compile(&world, &mut OsKeys);
+        for (policy, outcome) in &desired.policies {
+            for record in &outcome.audit {
+                if let Ok(line) = serde_json::to_string(&serde_json::json!({"audit": true, "source": "operator", "record": record})) {
+                    eprintln!("{line}");
+                }
+            }
+            if outcome.shard.is_none() {
+                let why: Vec<String> = outcome
+                    .status
+                    .conditions
+                    .iter()
+                    .filter(|c| c.status == "False")
+                    .map(|c| format!("{}: {}", c.type_, c.message))
+                    .collect();
+                tracing::warn!(policy = %policy, problems = %why.join("; "), "policy is not ready; its keys are refused");
+            }
+            if let Some(secret) = &outcome.key_secret {
+                self.secrets.insert(policy.clone(), secret.clone());
+            }
+        }
+        // Policies that disappeared from the files take their keys with them.
+        self.secrets.retain(|p, _| desired.policies.contains_key(p));
+        for (endpoint, outcome) in &desired.endpoints {
+            if outcome.shard.is_none() {
+                tracing::warn!(endpoint = %endpoint, "endpoint is not ready; requests to it are refused");
+            }
+        }
+        self.announce_keys()?;
+        let (snapshot, warnings) = Snapshot::build(&desired.shards, self.options.clone());
+        for w in warnings {
+            tracing::warn!(problem = %w.0, "gateway config");
+        }
+        tracing::info!(revision = %snapshot.revision, keys = snapshot.key_count(), endpoints = snapshot.endpoints().len(), "config applied");
+        self.next_wake = desired.next_wake;
+        gateway.apply(snapshot);
+        Ok(())
+    }
+
+    /// Prints each new key once, or rewrites `--keys-out` with every current key.
+    fn announce_keys(&mut self) -> anyhow::Result<()> {
+        let mut current = BTreeMap::new();
+        for (policy, secret) in &self.secrets {
+            let Some(key) = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(secret_keys::API_KEY))
+                .and_then(|b| std::str::from_utf8(&b.0).ok())
+                .and_then(|s| ApiKey::parse(s.trim()).ok())
+            else {
+                continue;
+            };
+            current.insert(policy.to_string(), key);
+        }
+        match &self.keys_out {
+            Some(path) => {
+                let doc: BTreeMap<&String, serde_json::Value> = current
+                    .iter()
+                    .map(|(p, k)| (p, serde_json::json!({"keyId": k.id().to_string(), "key": k.expose()})))
+                    .collect();
+                write_private(path, &serde_json::to_vec_pretty(&doc)?)
+                    .with_context(|| format!("cannot write --keys-out {}", path.display()))?;
+                for (policy, key) in &current {
+                    if self.printed.insert(key.id().to_string()) {
+                        tracing::info!(policy = %policy, key_id = %key.id(), path = %path.display(), "key issued; written to --keys-out");
+                    }
+                }
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                for (policy, key) in &current {
+                    if self.printed.insert(key.id().to_string()) {
+                        // The one place a key is shown: stdout, once, for the person who started the agent.
+                        writeln!(out, "ApiKeyPolicy {policy}: key {} = {}", key.id(), key.expose())?;
+                    }
+                }
+                out.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn watch(mut self, gateway: &Gateway, interval: std::time::Duration) {
+        #[cfg(unix)]
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup = std::future::pending::<()>();
+            let forced = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
+                _ = hup => true,
+            };
+            let due = self.next_wake.is_some_and(|at| Utc::now() >= at);
+            if !forced && !due && fingerprint(&self.files) == self.fingerprint {
+                continue;
+            }
+            if let Err(err) = self.reload(gateway) {
+                gateway.metrics.config_errors.inc();
+                tracing::error!(error = %format!("{err:#}"), "manifests could not be applied; keeping the previous config");
+            }
+        }
+    }
+}
+
+/// Modification time and size of every file under `paths`, to notice edits without a filesystem watcher.
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn walk(path: &Path, out: &mut Vec<(PathBuf, Option<SystemTime>, u64)>) {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                for e in entries.flatten() {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        Ok(m) => out.push((path.to_path_buf(), m.modified().ok(), m.len())),
+        Err(_) => out.push((path.to_path_buf(), None, 0)),
+    }
+}
+
+/// Writes a file readable by its owner only, replacing it atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
