@@ -15,7 +15,8 @@
 #![forbid(unsafe_code)]
 
 use chrono::{DateTime, TimeZone, Utc};
-use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
 use infergate_agent::admission::{Request, admit};
 use infergate_agent::limiter::{InMemoryStore, Limiter};
 use infergate_agent::snapshot::{Snapshot, SnapshotOptions};
@@ -167,7 +168,9 @@ fn bench(c: &mut Criterion) {
             let grant = admit(&snapshot, key, &request, Utc::now()).expect("bench key is admitted");
             limiter.try_charge(&grant, 0.001).expect("bench limits never refuse")
         };
-        fx.keys.iter().for_each(|k| drop(decide(k)));
+        fx.keys.iter().for_each(|k| {
+            let _ = decide(k);
+        });
         group.bench_function(BenchmarkId::new("infergate_admit_and_charge", s.name), |b| {
             let mut i = 0usize;
             b.iter(|| {

@@ -158,6 +158,21 @@ impl Gateway {
         }
     }
 
+    /// [`authenticate`](Self::authenticate) against the current snapshot, recording a refusal (with the key id
+    /// when the key is genuine but refused, e.g. revoked).
+    pub fn authenticate_recorded(&self, credential: &Credential<'_>, door: Door, request_id: &str) -> Result<Identity, Refusal> {
+        self.authenticate(&self.snapshot(), credential).inspect_err(|refusal| {
+            let mut ctx = RefusalContext::new(door, request_id);
+            if !matches!(refusal.code, RefusalCode::MalformedKey | RefusalCode::BadChecksum | RefusalCode::UnknownKey | RefusalCode::MissingKey) {
+                ctx.key = Some(match credential {
+                    Credential::Key(key) => KeyRef::of(&KeyDigest::of(key)),
+                    Credential::Identity { digest, .. } => KeyRef::of(digest),
+                });
+            }
+            self.refused(refusal, &ctx);
+        })
+    }
+
     pub fn authorize(&self, snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
         admission::authorize(snapshot, identity, request)
     }

@@ -52,13 +52,14 @@ fn status(refusal: &Refusal, request_id: &str) -> Status {
 impl GrpcDoor {
     fn authenticate(&self, md: &MetadataMap, request_id: &str) -> Result<Identity, Status> {
         let result = match presented_key(md) {
-            None => Err(Refusal::new(RefusalCode::MissingKey, "no API key: send metadata `authorization: Bearer <key>` or `x-api-key`")),
-            Some(key) => self.gateway.authenticate(&self.gateway.snapshot(), &Credential::Key(key)),
+            None => {
+                let refusal = Refusal::new(RefusalCode::MissingKey, "no API key: send metadata `authorization: Bearer <key>` or `x-api-key`");
+                self.gateway.refused(&refusal, &RefusalContext::new(Door::Grpc, request_id));
+                Err(refusal)
+            }
+            Some(key) => self.gateway.authenticate_recorded(&Credential::Key(key), Door::Grpc, request_id),
         };
-        result.map_err(|refusal| {
-            self.gateway.refused(&refusal, &RefusalContext::new(Door::Grpc, request_id));
-            status(&refusal, request_id)
-        })
+        result.map_err(|refusal| status(&refusal, request_id))
     }
 }
 

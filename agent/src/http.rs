@@ -69,11 +69,14 @@ fn set_request_id(response: &mut Response, request_id: &str) {
 
 /// Authenticates from headers, recording a refusal.
 fn authenticate_headers(gateway: &Gateway, headers: &HeaderMap, door: Door, request_id: &str) -> Result<Identity, Refusal> {
-    let result = match presented_key(headers) {
-        None => Err(Refusal::missing_key()),
-        Some(key) => gateway.authenticate(&gateway.snapshot(), &Credential::Key(key)),
-    };
-    result.inspect_err(|refusal| gateway.refused(refusal, &RefusalContext::new(door, request_id)))
+    match presented_key(headers) {
+        None => {
+            let refusal = Refusal::missing_key();
+            gateway.refused(&refusal, &RefusalContext::new(door, request_id));
+            Err(refusal)
+        }
+        Some(key) => gateway.authenticate_recorded(&Credential::Key(key), door, request_id),
+    }
 }
 
 struct Upload {

@@ -63,11 +63,17 @@ pub async fn upgrade(
         }
     };
     // Authenticate now when the credential came with the upgrade, so the socket task never holds a plaintext key.
-    let snapshot = gateway.snapshot();
+    // Refusals are recorded here; the socket task only closes with them.
     let initial: Result<Option<Identity>, Refusal> = if let Some(ticket) = query.get("ticket") {
-        gateway.tickets.redeem(ticket).and_then(|c| gateway.authenticate(&snapshot, &c)).map(Some)
+        match gateway.tickets.redeem(ticket) {
+            Ok(c) => gateway.authenticate_recorded(&c, Door::WebSocket, &request_id).map(Some),
+            Err(r) => {
+                gateway.refused(&r, &RefusalContext::new(Door::WebSocket, &request_id));
+                Err(r)
+            }
+        }
     } else if let Some(key) = presented_key(&headers).or(query_key.map(String::as_str)) {
-        gateway.authenticate(&snapshot, &Credential::Key(key)).map(Some)
+        gateway.authenticate_recorded(&Credential::Key(key), Door::WebSocket, &request_id).map(Some)
     } else {
         Ok(None)
     };
@@ -95,10 +101,7 @@ async fn run(
     let door = Door::WebSocket;
     let mut identity = match initial {
         Ok(i) => i,
-        Err(refusal) => {
-            gateway.refused(&refusal, &RefusalContext::new(door, &request_id));
-            return close_with(&mut socket, &refusal).await;
-        }
+        Err(refusal) => return close_with(&mut socket, &refusal).await,
     };
     // Phase 1: authenticate (if needed) and start, before the auth deadline.
     let deadline = Instant::now() + gateway.settings.auth_timeout;
@@ -134,14 +137,11 @@ async fn run(
         };
         match control {
             Control::Auth { key } => {
-                let result = gateway.authenticate(&gateway.snapshot(), &Credential::Key(&key));
+                let result = gateway.authenticate_recorded(&Credential::Key(&key), door, &request_id);
                 drop(key);
                 match result {
                     Ok(i) => identity = Some(i),
-                    Err(refusal) => {
-                        gateway.refused(&refusal, &RefusalContext::new(door, &request_id));
-                        return close_with(&mut socket, &refusal).await;
-                    }
+                    Err(refusal) => return close_with(&mut socket, &refusal).await,
                 }
             }
             Control::Start { model, feature, language } => {

@@ -82,15 +82,19 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     (code, format!("{}\n", role.as_str()))
 }
 
+/// Binds the admin address up front, so a taken port fails start-up with a clear message instead of a silent
+/// server-less operator.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on --admin-addr {addr}: {e}; pick a free address"))
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
-    addr: std::net::SocketAddr,
+    listener: tokio::net::TcpListener,
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on --admin-addr {addr}: {e}; pick a free address"))?;
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

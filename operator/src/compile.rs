@@ -191,9 +191,24 @@ pub mod reasons {
     pub const NOT_READY: &str = "NotReady";
 
     const ALL: &[&str] = &[
-        READY, KEYS_ACTIVE, PUBLISHED, ACCEPTED, KEY_ISSUED, KEY_ROTATED, KEY_RETIRED, KEY_REVOKED,
-        REVOCATION_UNMATCHED, SECRET_CONFLICT, TIER_NOT_FOUND, ENDPOINT_NOT_FOUND, NAMESPACE_NOT_ALLOWED,
-        FEATURE_NOT_OFFERED, EXPIRED, SUSPENDED, FALLBACK_NOT_FOUND, MODEL_CONFLICT,
+        READY,
+        KEYS_ACTIVE,
+        PUBLISHED,
+        ACCEPTED,
+        KEY_ISSUED,
+        KEY_ROTATED,
+        KEY_RETIRED,
+        KEY_REVOKED,
+        REVOCATION_UNMATCHED,
+        SECRET_CONFLICT,
+        TIER_NOT_FOUND,
+        ENDPOINT_NOT_FOUND,
+        NAMESPACE_NOT_ALLOWED,
+        FEATURE_NOT_OFFERED,
+        EXPIRED,
+        SUSPENDED,
+        FALLBACK_NOT_FOUND,
+        MODEL_CONFLICT,
     ];
 
     /// The static reason equal to `s` (conditions carry owned strings, Events need `&'static str`).
@@ -290,10 +305,7 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
         if let Some(t) = outcome.next_wake {
             out.next_wake = Some(out.next_wake.map_or(t, |w: DateTime<Utc>| w.min(t)));
         }
-        out.policies.insert(
-            NamespacedName::new(namespace, policy.metadata.name.clone().unwrap_or_default()),
-            outcome,
-        );
+        out.policies.insert(NamespacedName::new(namespace, policy.metadata.name.clone().unwrap_or_default()), outcome);
     }
     out
 }

@@ -74,18 +74,11 @@ pub struct ManifestSet {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{origin}: not valid YAML: {source}")]
-    Yaml {
-        origin: Origin,
-        #[source]
-        source: serde_yaml::Error,
-    },
+    // The cause is part of the message (and deliberately not a `source`, so `{:#}` does not print it twice).
+    #[error("cannot read {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
+    #[error("{origin}: not valid YAML: {cause}")]
+    Yaml { origin: Origin, cause: serde_yaml::Error },
     #[error("{origin}: {message}")]
     Invalid { origin: Origin, message: String },
     #[error("{path}: no .yaml, .yml or .json files found")]
@@ -126,20 +119,20 @@ pub fn load_documents(paths: &[PathBuf]) -> Result<Vec<Document>, ManifestError>
     }
     let mut docs = vec![];
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io { path: file.clone(), source })?;
+        let text = std::fs::read_to_string(&file).map_err(|cause| ManifestError::Io { path: file.clone(), cause })?;
         docs.extend(documents_from_str(&text, &file.display().to_string())?);
     }
     Ok(docs)
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
-    let meta = std::fs::metadata(path).map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+    let meta = std::fs::metadata(path).map_err(|cause| ManifestError::Io { path: path.to_path_buf(), cause })?;
     if !meta.is_dir() {
         out.push(path.to_path_buf());
         return Ok(());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?
+        .map_err(|cause| ManifestError::Io { path: path.to_path_buf(), cause })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
@@ -160,7 +153,7 @@ pub fn documents_from_str(yaml: &str, source: &str) -> Result<Vec<Document>, Man
         let origin = Origin { source: source.to_string(), document: i + 1 };
         let value: serde_json::Value = match serde::Deserialize::deserialize(de) {
             Ok(v) => v,
-            Err(source) => return Err(ManifestError::Yaml { origin, source }),
+            Err(cause) => return Err(ManifestError::Yaml { origin, cause }),
         };
         if value.is_null() {
             continue; // an empty document (`---` at the end, or only comments)
@@ -286,11 +279,14 @@ spec: {tier: free, secretName: app-key, scopes: [{endpoint: e}]}
         let err = load_str(&format!("{MIXED}---\n{bad}"), "x.yaml").unwrap_err().to_string();
         assert!(err.starts_with("x.yaml (document 5): RateTier t: spec.gpuSecondsPerMinute:"), "{err}");
 
-        let dup = format!("{MIXED}---\napiVersion: infergate.dev/v1alpha1\nkind: RateTier\nmetadata: {{name: free}}\nspec: {{gpuSecondsPerMinute: 1, burstGpuSeconds: 1}}\n");
+        let dup = format!(
+            "{MIXED}---\napiVersion: infergate.dev/v1alpha1\nkind: RateTier\nmetadata: {{name: free}}\nspec: {{gpuSecondsPerMinute: 1, burstGpuSeconds: 1}}\n"
+        );
         let err = load_str(&dup, "d.yaml").unwrap_err().to_string();
         assert!(err.contains("RateTier free is defined twice"), "{err}");
 
-        let err = load_str("apiVersion: infergate.dev/v1\nkind: RateTier\nmetadata: {name: t}\n", "v.yaml").unwrap_err();
+        let err =
+            load_str("apiVersion: infergate.dev/v1\nkind: RateTier\nmetadata: {name: t}\n", "v.yaml").unwrap_err();
         assert!(err.to_string().contains("this operator serves infergate.dev/v1alpha1"), "{err}");
         let err = load_str("apiVersion: infergate.dev/v1alpha1\nkind: Tier\n", "k.yaml").unwrap_err();
         assert!(err.to_string().contains("unknown kind \"Tier\""), "{err}");

@@ -72,19 +72,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client from the kubeconfig or service account: {e}"))?;
     let metrics = Metrics::new();
     let role = Arc::new(RoleCell::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = {
-        let rx = stop_rx.clone();
-        move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        }
-    };
-
+    // Stops the admin server last, after the Lease is released.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     let admin_state = AdminState { metrics: metrics.clone(), role: role.clone() };
-    let admin = tokio::spawn(admin::serve(args.admin_addr, admin_state, stopped()));
+    let listener = admin::bind(args.admin_addr).await?;
+    let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
     tracing::info!(
         namespace = %args.namespace,
         admin_addr = %args.admin_addr,
@@ -158,7 +152,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                     }
                     role.set(Role::Standby);
                 }
-                (true, true) => {}
+                (true, true) => {
+                    // The controllers never end on their own while leading; if they did (a panic), start again.
+                    if running.as_ref().is_some_and(|(handle, _)| handle.is_finished()) {
+                        tracing::error!("controllers stopped unexpectedly: restarting them");
+                        let (tx, rx) = watch::channel(false);
+                        running = Some((start_controllers(rx), tx));
+                    }
+                }
             }
         }
         role.set(Role::ShuttingDown);

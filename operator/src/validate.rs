@@ -67,7 +67,11 @@ pub fn validate_object(object: &Value) -> Result<(), Vec<String>> {
     };
     let mut issues = vec![];
     if version != VERSION {
-        issues.push(Issue::new("apiVersion", format!("Unsupported value: {api_version:?}: use {GROUP}/{VERSION}"), true));
+        issues.push(Issue::new(
+            "apiVersion",
+            format!("Unsupported value: {api_version:?}: use {GROUP}/{VERSION}"),
+            true,
+        ));
     }
     check_metadata(kind, meta, &mut issues);
 
@@ -111,10 +115,14 @@ pub fn validate_object(object: &Value) -> Result<(), Vec<String>> {
                 let path = if e.field_path.is_empty() { "metadata.name".to_string() } else { e.field_path.clone() };
                 // A root rule reports on the object itself; name the field the rule is about where we can.
                 let path = if path == "metadata.name" && e.rule.contains("self.spec.") {
-                    e.rule.split("self.spec.").nth(1).map(|r| {
-                        let field: String = r.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
-                        format!("spec.{field}")
-                    }).unwrap_or(path)
+                    e.rule
+                        .split("self.spec.")
+                        .nth(1)
+                        .map(|r| {
+                            let field: String = r.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                            format!("spec.{field}")
+                        })
+                        .unwrap_or(path)
                 } else {
                     path
                 };
@@ -259,14 +267,22 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
     if value.is_null() {
         if get("nullable").and_then(Value::as_bool) != Some(true) && get("type").is_some() {
             let ty = get("type").and_then(Value::as_str).unwrap_or("a value");
-            issues.push(Issue::new(path, format!("Invalid value: null: {path} in body must be of type {ty}: set a value or remove the field"), true));
+            issues.push(Issue::new(
+                path,
+                format!("Invalid value: null: {path} in body must be of type {ty}: set a value or remove the field"),
+                true,
+            ));
         }
         return;
     }
     let preserve = get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
     if get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            issues.push(Issue::new(path, format!("Invalid value: {}: {path} in body must be an integer or a string", shown(value)), true));
+            issues.push(Issue::new(
+                path,
+                format!("Invalid value: {}: {path} in body must be an integer or a string", shown(value)),
+                true,
+            ));
         }
         return;
     }
@@ -301,7 +317,11 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
         Value::Object(obj) => check_object(schema, obj, path, preserve, issues),
         Value::Array(items) => {
             if let Some(max) = num("maxItems").filter(|m| items.len() as f64 > *m) {
-                issues.push(Issue::new(path, format!("Too many: {}: must have at most {max} items", items.len()), false));
+                issues.push(Issue::new(
+                    path,
+                    format!("Too many: {}: must have at most {max} items", items.len()),
+                    false,
+                ));
             }
             if let Some(min) = num("minItems").filter(|m| (items.len() as f64) < *m) {
                 issues.push(Issue::new(
@@ -360,13 +380,21 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
             if let Some(min) = num("minimum") {
                 if v < min || (exclusive_min && v == min) {
                     let op = if exclusive_min { "greater than" } else { "greater than or equal to" };
-                    issues.push(Issue::new(path, format!("Invalid value: {v}: {path} in body should be {op} {min}"), false));
+                    issues.push(Issue::new(
+                        path,
+                        format!("Invalid value: {v}: {path} in body should be {op} {min}"),
+                        false,
+                    ));
                 }
             }
             if let Some(max) = num("maximum") {
                 if v > max || (exclusive_max && v == max) {
                     let op = if exclusive_max { "less than" } else { "less than or equal to" };
-                    issues.push(Issue::new(path, format!("Invalid value: {v}: {path} in body should be {op} {max}"), false));
+                    issues.push(Issue::new(
+                        path,
+                        format!("Invalid value: {v}: {path} in body should be {op} {max}"),
+                        false,
+                    ));
                 }
             }
         }
@@ -483,10 +511,14 @@ mod tests {
         );
         let mut out = vec![];
         serve_jsonl(input.as_bytes(), &mut out).unwrap();
-        let lines: Vec<Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0], json!({"ok": true, "errors": []}));
         assert_eq!(lines[1]["ok"], json!(false));
-        assert_eq!(lines[2], json!({"ok": false, "errors": ["ApiKeyPolicy checkout/x: spec.scopes: Required value: add spec.scopes"]}));
+        assert_eq!(
+            lines[2],
+            json!({"ok": false, "errors": ["ApiKeyPolicy checkout/x: spec.scopes: Required value: add spec.scopes"]})
+        );
     }
 }

@@ -273,21 +273,21 @@ def test_restart_regenerates_nothing(kubectl, operator, start_operator, examples
     wait_for("the restarted operator to reconcile every policy",
              lambda: restarted.metric('infergate_operator_reconciles_total{kind="apikeypolicy"}') >= 4)
     assert snapshot() == before, "a restart must not touch (let alone regenerate) any key Secret"
-    assert 'infergate_operator_leader 1' in restarted.metrics()
+    assert restarted.metric("infergate_operator_leader") == 1
 
 
 def test_standby_is_ready_and_takes_over(kubectl, start_operator, examples_applied):
     current = next(op for op in start_operator.started if op.proc.poll() is None)
     standby = start_operator("op-3")
     wait_for("the standby to report ready", standby.ready, timeout=60)
-    assert "infergate_operator_leader 0" in standby.metrics()
+    assert standby.metric("infergate_operator_leader") == 0
     assert http_get(standby.admin + "/healthz")[0] == 200
     lease = kubectl.get_json("lease", "-n", OPERATOR_NS, "infergate-operator")
     assert lease["spec"]["holderIdentity"] == "op-2"
 
     # The leader releases the Lease on SIGTERM, so the standby takes over without waiting for it to expire.
     assert current.stop() == 0
-    wait_for("the standby to take the lease", lambda: "infergate_operator_leader 1" in standby.metrics())
+    wait_for("the standby to take the lease", lambda: standby.metric("infergate_operator_leader") == 1)
     wait_for("the new leader to sync", standby.ready)
     lease = kubectl.get_json("lease", "-n", OPERATOR_NS, "infergate-operator")
     assert lease["spec"].get("holderIdentity") == "op-3", lease

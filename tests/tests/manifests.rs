@@ -61,7 +61,11 @@ fn every_invalid_manifest_is_rejected_with_the_expected_message() {
         for line in errors.lines() {
             let mut parts = line.splitn(3, ": ");
             let (object, field) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-            assert!(object.contains(' ') && !field.is_empty(), "{}: message without object/field: {line}", file.display());
+            assert!(
+                object.contains(' ') && !field.is_empty(),
+                "{}: message without object/field: {line}",
+                file.display()
+            );
         }
         assert!(!errors.contains("sk_live_"), "{}: key-like values are never echoed", file.display());
         assert!(validate::validate_files(&[file.clone()]).is_err(), "{}: validate exits non-zero", file.display());
@@ -79,10 +83,7 @@ fn render_of_the_examples_shows_what_would_be_written_without_key_material() {
     assert_eq!(out.matches("# key Secret of ApiKeyPolicy").count(), set.policies.len());
     assert_eq!(out.matches("# gateway-config shard of ApiKeyPolicy").count(), set.policies.len());
     assert!(out.contains("# gateway-config shard of InferenceEndpoint speech/whisper-large"));
-    assert_eq!(
-        out.matches("# status of ").count(),
-        set.policies.len() + set.endpoints.len() + set.tiers.len()
-    );
+    assert_eq!(out.matches("# status of ").count(), set.policies.len() + set.endpoints.len() + set.tiers.len());
     // Shards are shown readable (JSON under stringData), with digests, never keys.
     assert!(out.contains("shard.json: |") && out.contains("\"digest\":"));
     // The whole output is a valid YAML stream.

@@ -54,7 +54,14 @@ pub fn compile_endpoint(
         Some(f) => {
             let found = endpoints.get(f).is_some();
             let condition = if found {
-                conditions::condition(FALLBACK_RESOLVED, true, "Resolved", format!("fallback {f} exists"), generation, now)
+                conditions::condition(
+                    FALLBACK_RESOLVED,
+                    true,
+                    "Resolved",
+                    format!("fallback {f} exists"),
+                    generation,
+                    now,
+                )
             } else {
                 conditions::condition(
                     FALLBACK_RESOLVED,

@@ -55,11 +55,10 @@ impl KeyBook {
             .and_then(|s| ApiKey::parse(s.trim()).ok())
             .map(|key| {
                 // The issued-at annotation only counts if it describes this very key (a hand-edited key has none).
-                let recorded_for_this_key = ann.get(annotations::CURRENT_KEY_ID).map(String::as_str) == Some(key.id().as_str());
-                let issued_at = time(annotations::CURRENT_ISSUED_AT)
-                    .filter(|_| recorded_for_this_key)
-                    .or(created)
-                    .unwrap_or(now);
+                let recorded_for_this_key =
+                    ann.get(annotations::CURRENT_KEY_ID).map(String::as_str) == Some(key.id().as_str());
+                let issued_at =
+                    time(annotations::CURRENT_ISSUED_AT).filter(|_| recorded_for_this_key).or(created).unwrap_or(now);
                 CurrentKey { key, issued_at }
             });
         let previous = (|| {
@@ -76,12 +75,7 @@ impl KeyBook {
             .map(|v| v.split(',').filter_map(|d| KeyDigest::from_hex(d.trim())).collect())
             .unwrap_or_default();
         sort_dedup(&mut revoked);
-        KeyBook {
-            current,
-            previous,
-            rotation_handled: ann.get(annotations::ROTATION_HANDLED).cloned(),
-            revoked,
-        }
+        KeyBook { current, previous, rotation_handled: ann.get(annotations::ROTATION_HANDLED).cloned(), revoked }
     }
 
     pub fn add_revoked(&mut self, digest: KeyDigest) {

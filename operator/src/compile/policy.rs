@@ -99,7 +99,11 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
             book.previous = None;
         } else if now >= prev.retires_at {
             book.previous = None;
-            log.event(false, reasons::KEY_RETIRED, format!("key {} retired: its rotation overlap ended", prev.digest.key_id()));
+            log.event(
+                false,
+                reasons::KEY_RETIRED,
+                format!("key {} retired: its rotation overlap ended", prev.digest.key_id()),
+            );
             log.audit("key_retired", Some(prev.digest.key_id()), Some("rotation overlap ended".into()), None);
         }
     }
@@ -114,7 +118,11 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
             } else {
                 "first key for this policy"
             };
-            log.event(false, reasons::KEY_ISSUED, format!("issued key {} ({why}) into Secret {}", key.id(), spec.secret_name));
+            log.event(
+                false,
+                reasons::KEY_ISSUED,
+                format!("issued key {} ({why}) into Secret {}", key.id(), spec.secret_name),
+            );
             log.audit("key_issued", Some(key.id()), Some(why.into()), None);
             book.current = Some(CurrentKey { key, issued_at: now });
             book.rotation_handled = rotate_request.clone();
@@ -134,13 +142,18 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
         }
         Some(current) => {
             let skewed = current.issued_at > now;
-            let scheduled = spec.rotation.as_ref().is_some_and(|r| {
-                !skewed && !expired && now >= current.issued_at + r.every.to_chrono()
-            });
+            let scheduled = spec
+                .rotation
+                .as_ref()
+                .is_some_and(|r| !skewed && !expired && now >= current.issued_at + r.every.to_chrono());
             let forced = rotate_request.is_some() && rotate_request != book.rotation_handled;
             let env_changed = current.key.environment() != spec.environment;
             let why = if forced {
-                Some(format!("rotation requested ({}={})", annotations::ROTATE_REQUESTED_AT, rotate_request.as_deref().unwrap_or_default()))
+                Some(format!(
+                    "rotation requested ({}={})",
+                    annotations::ROTATE_REQUESTED_AT,
+                    rotate_request.as_deref().unwrap_or_default()
+                ))
             } else if env_changed {
                 Some(format!("spec.environment changed to {}", spec.environment.as_str()))
             } else if scheduled {
@@ -155,7 +168,12 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
                         reasons::KEY_RETIRED,
                         format!("key {} retired early: a newer rotation replaced it", dropped.digest.key_id()),
                     );
-                    log.audit("key_retired", Some(dropped.digest.key_id()), Some("replaced by a newer rotation".into()), None);
+                    log.audit(
+                        "key_retired",
+                        Some(dropped.digest.key_id()),
+                        Some("replaced by a newer rotation".into()),
+                        None,
+                    );
                 }
                 let key = keys.new_key(spec.environment);
                 let retires_at = now + overlap;
@@ -169,7 +187,12 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
                         format_time(retires_at)
                     ),
                 );
-                log.audit("key_rotated", Some(key.id()), Some(format!("{why}; previous key {}", current.key.id())), None);
+                log.audit(
+                    "key_rotated",
+                    Some(key.id()),
+                    Some(format!("{why}; previous key {}", current.key.id())),
+                    None,
+                );
                 book.previous = Some(RetiringKey {
                     digest: current.key.digest(),
                     issued_at: current.issued_at.min(now),
@@ -222,7 +245,12 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
                         id, r.requested_by
                     ),
                 );
-                log.audit("revocation_unmatched", Some(id.clone()), Some(r.reason.clone()), Some(r.requested_by.clone()));
+                log.audit(
+                    "revocation_unmatched",
+                    Some(id.clone()),
+                    Some(r.reason.clone()),
+                    Some(r.requested_by.clone()),
+                );
             }
         }
         revocations.push(RevocationStatus {
@@ -303,7 +331,9 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
         String::new()
     };
     let ready = match (&references, expired, spec.suspended) {
-        (Err(problem), _, _) => conditions::condition(READY, false, problem.reason, problem.message.clone(), generation, now),
+        (Err(problem), _, _) => {
+            conditions::condition(READY, false, problem.reason, problem.message.clone(), generation, now)
+        }
         (Ok(_), true, _) => conditions::condition(
             READY,
             false,
@@ -336,7 +366,8 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
     log.ready_transition(&previous_status.conditions, &ready);
 
     let mut next_wake = next_rotation_at;
-    for t in [book.previous.as_ref().map(|p| p.retires_at), spec.expires_at.filter(|t| *t > now)].into_iter().flatten() {
+    for t in [book.previous.as_ref().map(|p| p.retires_at), spec.expires_at.filter(|t| *t > now)].into_iter().flatten()
+    {
         next_wake = Some(next_wake.map_or(t, |w| w.min(t)));
     }
 
@@ -385,7 +416,10 @@ fn resolve_references(policy: &ApiKeyPolicy, inputs: &PolicyInputs<'_>) -> Resul
     let mut not_offered = vec![];
     let mut scopes = Vec::with_capacity(spec.scopes.len());
     for scope in &spec.scopes {
-        let at = NamespacedName::new(scope.namespace.clone().unwrap_or_else(|| own_namespace.clone()), scope.endpoint.clone());
+        let at = NamespacedName::new(
+            scope.namespace.clone().unwrap_or_else(|| own_namespace.clone()),
+            scope.endpoint.clone(),
+        );
         let Some(endpoint) = inputs.endpoints.get(&at) else {
             missing.push(at.to_string());
             continue;
@@ -490,7 +524,13 @@ impl Log {
         self.events.push(EventSpec { regarding: self.regarding.clone(), warning, reason, note });
     }
 
-    pub fn audit(&mut self, action: &'static str, key_id: Option<KeyId>, reason: Option<String>, requested_by: Option<String>) {
+    pub fn audit(
+        &mut self,
+        action: &'static str,
+        key_id: Option<KeyId>,
+        reason: Option<String>,
+        requested_by: Option<String>,
+    ) {
         self.audit.push(AuditRecord { at: self.now, action, policy: self.owner.clone(), key_id, reason, requested_by });
     }
 

@@ -229,12 +229,23 @@ impl Cluster {
 }
 
 fn policy_ref(name: &str) -> ObjectRef {
-    ObjectRef { kind: "ApiKeyPolicy", namespace: Some("acme".into()), name: name.into(), uid: Some(format!("uid-{name}")) }
+    ObjectRef {
+        kind: "ApiKeyPolicy",
+        namespace: Some("acme".into()),
+        name: name.into(),
+        uid: Some(format!("uid-{name}")),
+    }
 }
 fn event(warning: bool, reason: &'static str, note: &str) -> EventSpec {
     EventSpec { regarding: policy_ref("app"), warning, reason, note: note.into() }
 }
-fn audit(at: DateTime<Utc>, action: &'static str, key_id: Option<String>, reason: Option<&str>, by: Option<&str>) -> AuditRecord {
+fn audit(
+    at: DateTime<Utc>,
+    action: &'static str,
+    key_id: Option<String>,
+    reason: Option<&str>,
+    by: Option<&str>,
+) -> AuditRecord {
     AuditRecord {
         at,
         action,
@@ -250,7 +261,13 @@ fn current_entry(n: u64, from: DateTime<Utc>) -> KeyEntry {
 }
 fn retiring_entry(n: u64, from: DateTime<Utc>, until: DateTime<Utc>) -> KeyEntry {
     let k = key(n, Environment::Live);
-    KeyEntry { key_id: k.id(), digest: k.digest(), state: KeyState::Retiring, valid_from: from, valid_until: Some(until) }
+    KeyEntry {
+        key_id: k.id(),
+        digest: k.digest(),
+        state: KeyState::Retiring,
+        valid_from: from,
+        valid_until: Some(until),
+    }
 }
 fn annotations_of(s: &Secret) -> BTreeMap<String, String> {
     s.metadata.annotations.clone().unwrap_or_default()
@@ -357,7 +374,14 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
     let expected_status = ApiKeyPolicyStatus {
         observed_generation: Some(1),
         conditions: vec![
-            condition("Ready", true, "KeysActive", format!("key {} is active on 1 endpoint(s)", k1.id()), Some(1), t0()),
+            condition(
+                "Ready",
+                true,
+                "KeysActive",
+                format!("key {} is active on 1 endpoint(s)", k1.id()),
+                Some(1),
+                t0(),
+            ),
             condition(
                 "ReferencesResolved",
                 true,
@@ -368,7 +392,12 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
             ),
         ],
         current_key_id: Some(k1.id().to_string()),
-        keys: vec![KeyStatus { key_id: k1.id().to_string(), state: KeyState::Current, issued_at: t0(), valid_until: None }],
+        keys: vec![KeyStatus {
+            key_id: k1.id().to_string(),
+            state: KeyState::Current,
+            issued_at: t0(),
+            valid_until: None,
+        }],
         next_rotation_at: None,
         revocations: vec![],
         config_revision: Some(Shard::Policy(expected_shard.clone()).revision()),
@@ -448,7 +477,13 @@ fn rotation_happens_exactly_at_every() {
     );
     assert_eq!(
         out.audit,
-        vec![audit(at, "key_rotated", Some(kid(2)), Some(&format!("scheduled rotation; previous key {}", kid(1))), None)]
+        vec![audit(
+            at,
+            "key_rotated",
+            Some(kid(2)),
+            Some(&format!("scheduled rotation; previous key {}", kid(1))),
+            None
+        )]
     );
     assert_eq!(
         out.status.keys,
@@ -480,7 +515,10 @@ fn overlap_ends_exactly_at_its_boundary() {
     let end = rotated_at + hours(2);
     let out = c.reconcile(&mut p, end);
     assert_eq!(out.shard.as_ref().unwrap().keys, vec![current_entry(2, rotated_at)]);
-    assert_eq!(out.events, vec![event(false, "KeyRetired", &format!("key {} retired: its rotation overlap ended", kid(1)))]);
+    assert_eq!(
+        out.events,
+        vec![event(false, "KeyRetired", &format!("key {} retired: its rotation overlap ended", kid(1)))]
+    );
     assert_eq!(out.audit, vec![audit(end, "key_retired", Some(kid(1)), Some("rotation overlap ended"), None)]);
     let ann = annotations_of(out.key_secret.as_ref().unwrap());
     assert!(!ann.contains_key(annotations::PREVIOUS_KEY_ID) && !ann.contains_key(annotations::PREVIOUS_KEY_DIGEST));
@@ -513,10 +551,7 @@ fn a_rotation_request_rotates_once_per_value() {
     let t2 = t1 + secs(60);
     let out2 = c.reconcile(&mut p, t2);
     assert_eq!(out2.shard.as_ref().unwrap().keys, vec![current_entry(3, t2), retiring_entry(2, t1, t2 + hours(1))]);
-    assert_eq!(
-        out2.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
-        vec!["KeyRetired", "KeyRotated"]
-    );
+    assert_eq!(out2.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["KeyRetired", "KeyRotated"]);
 }
 
 #[test]
@@ -534,9 +569,24 @@ fn a_rotation_request_present_at_first_issue_is_already_satisfied() {
 fn revoking_the_current_key_replaces_it_at_once() {
     let mut c = Cluster::new();
     c.agents = vec![
-        AgentReport { node: "n1".into(), config_revision: None, enforced_revocations: vec![KeyId(kid(1))], renewed_at: Some(t0() + hours(1)) },
-        AgentReport { node: "n2".into(), config_revision: None, enforced_revocations: vec![], renewed_at: Some(t0() + hours(1)) },
-        AgentReport { node: "stale".into(), config_revision: None, enforced_revocations: vec![KeyId(kid(1))], renewed_at: Some(t0()) },
+        AgentReport {
+            node: "n1".into(),
+            config_revision: None,
+            enforced_revocations: vec![KeyId(kid(1))],
+            renewed_at: Some(t0() + hours(1)),
+        },
+        AgentReport {
+            node: "n2".into(),
+            config_revision: None,
+            enforced_revocations: vec![],
+            renewed_at: Some(t0() + hours(1)),
+        },
+        AgentReport {
+            node: "stale".into(),
+            config_revision: None,
+            enforced_revocations: vec![KeyId(kid(1))],
+            renewed_at: Some(t0()),
+        },
     ];
     let mut p = mk_policy("app").rotation(24, 1).build();
     c.reconcile(&mut p, t0());
@@ -563,8 +613,16 @@ fn revoking_the_current_key_replaces_it_at_once() {
     assert_eq!(
         out.events,
         vec![
-            event(false, "KeyRotated", &format!("issued key {} to replace revoked key {} (no overlap)", kid(2), kid(1))),
-            event(false, "KeyRevoked", &format!("key {} revoked at the request of alice@example.com: leaked in a ticket", kid(1))),
+            event(
+                false,
+                "KeyRotated",
+                &format!("issued key {} to replace revoked key {} (no overlap)", kid(2), kid(1))
+            ),
+            event(
+                false,
+                "KeyRevoked",
+                &format!("key {} revoked at the request of alice@example.com: leaked in a ticket", kid(1))
+            ),
         ]
     );
     assert_eq!(
@@ -605,7 +663,11 @@ fn revoking_the_retiring_key_just_drops_it() {
     assert_eq!(shard.revoked.iter().map(|r| r.key_id.to_string()).collect::<Vec<_>>(), vec![kid(1)]);
     assert_eq!(
         out.events,
-        vec![event(false, "KeyRevoked", &format!("key {} revoked at the request of alice@example.com: leaked in a ticket", kid(1)))]
+        vec![event(
+            false,
+            "KeyRevoked",
+            &format!("key {} revoked at the request of alice@example.com: leaked in a ticket", kid(1))
+        )]
     );
     let ann = annotations_of(out.key_secret.as_ref().unwrap());
     assert!(!ann.contains_key(annotations::PREVIOUS_KEY_ID));
@@ -750,14 +812,19 @@ fn a_missing_endpoint_is_named() {
     assert_eq!(out.shard, None);
     assert_eq!(
         ready_of(&out.status),
-        ("False".into(), "EndpointNotFound".into(), "InferenceEndpoint speech/nope not found: create it or fix spec.scopes".into())
+        (
+            "False".into(),
+            "EndpointNotFound".into(),
+            "InferenceEndpoint speech/nope not found: create it or fix spec.scopes".into()
+        )
     );
 }
 
 #[test]
 fn an_endpoint_that_does_not_allow_the_namespace_is_refused() {
     let mut c = Cluster::new();
-    c.endpoints.insert(NamespacedName::new("speech", "private"), mk_endpoint("speech", "private").allow(&["billing"]).build());
+    c.endpoints
+        .insert(NamespacedName::new("speech", "private"), mk_endpoint("speech", "private").allow(&["billing"]).build());
     let mut p = mk_policy("app").scope("speech", "private", &[]).build();
     let out = c.reconcile(&mut p, t0());
     assert_eq!(out.shard, None);
@@ -886,7 +953,9 @@ fn endpoints_report_missing_fallbacks_and_model_conflicts() {
     let with_fallback = mk_endpoint("speech", "c").fallback("missing").build();
     let all: BTreeMap<NamespacedName, InferenceEndpoint> = [&older, &newer, &with_fallback]
         .into_iter()
-        .map(|e| (NamespacedName::new(e.metadata.namespace.clone().unwrap(), e.metadata.name.clone().unwrap()), e.clone()))
+        .map(|e| {
+            (NamespacedName::new(e.metadata.namespace.clone().unwrap(), e.metadata.name.clone().unwrap()), e.clone())
+        })
         .collect();
 
     let a = compile_endpoint(&older, &all, 3, t0());
@@ -906,12 +975,10 @@ fn endpoints_report_missing_fallbacks_and_model_conflicts() {
     pinned_a.spec.node_selector = Some([("pool".to_string(), "a".to_string())].into_iter().collect());
     let mut pinned_b = newer.clone();
     pinned_b.spec.node_selector = Some([("pool".to_string(), "b".to_string())].into_iter().collect());
-    let pinned: BTreeMap<NamespacedName, InferenceEndpoint> = [
-        (NamespacedName::new("speech", "a"), pinned_a),
-        (NamespacedName::new("other", "b"), pinned_b.clone()),
-    ]
-    .into_iter()
-    .collect();
+    let pinned: BTreeMap<NamespacedName, InferenceEndpoint> =
+        [(NamespacedName::new("speech", "a"), pinned_a), (NamespacedName::new("other", "b"), pinned_b.clone())]
+            .into_iter()
+            .collect();
     assert!(compile_endpoint(&pinned_b, &pinned, 0, t0()).shard.is_some());
 
     let c = compile_endpoint(&with_fallback, &all, 0, t0());
@@ -943,7 +1010,8 @@ fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
     let tiers = vec![mk_tier("free")];
     let endpoints = vec![mk_endpoint("speech", "whisper").build(), mk_endpoint("speech", "unused").build()];
     let policies = vec![mk_policy("a").rotation(24, 1).build(), mk_policy("b").tier("missing").build()];
-    let world = World { tiers: &tiers, endpoints: &endpoints, policies: &policies, key_secrets: &[], agents: &[], now: t0() };
+    let world =
+        World { tiers: &tiers, endpoints: &endpoints, policies: &policies, key_secrets: &[], agents: &[], now: t0() };
     let desired = compile(&world, &mut InsecureSequentialKeys::starting_at(1));
     assert_eq!(desired.tiers["free"].policies, 1);
     assert_eq!(desired.endpoints[&NamespacedName::new("speech", "whisper")].status.policies, 2);
@@ -958,4 +1026,28 @@ fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
     let world2 = World { key_secrets: &secrets, ..world };
     let again = compile(&world2, &mut NoKeys);
     assert_eq!(again.shards, desired.shards);
+}
+
+#[test]
+fn hand_edited_bookkeeping_is_ignored_not_trusted() {
+    let mut c = Cluster::new();
+    let mut p = mk_policy("app").rotation(24, 6).build();
+    c.reconcile(&mut p, t0());
+    c.reconcile(&mut p, t0() + hours(24));
+    // Someone points previous-key-id at another key: the pair no longer matches, so no retiring key is accepted.
+    let ann = c.secret.as_mut().unwrap().metadata.annotations.as_mut().unwrap();
+    ann.insert(annotations::PREVIOUS_KEY_ID.into(), "kid_ffffffffffffffff".into());
+    let out = c.compile_with(&p, t0() + hours(25), &mut NoKeys);
+    assert_eq!(out.shard.unwrap().keys, vec![current_entry(2, t0() + hours(24))]);
+}
+
+#[test]
+fn local_manifests_without_uids_own_their_secrets_by_name() {
+    let mut c = Cluster::new();
+    let mut p = mk_policy("app").build();
+    p.metadata.uid = None;
+    c.reconcile(&mut p, t0());
+    let again = c.compile_with(&p, t0() + secs(1), &mut NoKeys);
+    assert_eq!(ready_of(&again.status).1, "KeysActive");
+    assert_eq!(again.events, vec![]);
 }
