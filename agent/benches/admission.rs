@@ -221,5 +221,37 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Where the infergate decision's time goes (100k keys): each step adds one stage to the previous.
+fn breakdown(c: &mut Criterion) {
+    let s = &SCENARIOS[0];
+    let (fx, shards) = fixture(s);
+    let (snapshot, _) = Snapshot::build(&shards, SnapshotOptions::default());
+    let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
+    let request = Request { model: MODEL, feature: Feature::Transcribe, origin: None };
+    let now = Utc::now();
+    let mut group = c.benchmark_group("admission_breakdown_100k");
+    macro_rules! stage {
+        ($name:literal, |$key:ident| $body:expr) => {
+            group.bench_function($name, |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & (DRAWS - 1);
+                    let $key: &str = &fx.keys[fx.draws[i] as usize];
+                    black_box($body)
+                })
+            });
+        };
+    }
+    stage!("1_checksum", |key| ApiKey::check_format(key).is_ok());
+    stage!("2_checksum_sha256", |key| (ApiKey::check_format(key).is_ok(), infergate_crds::key::KeyDigest::of(key)));
+    stage!("3_authenticate", |key| infergate_agent::admission::authenticate(&snapshot, key, now).is_ok());
+    stage!("4_admit", |key| admit(&snapshot, key, &request, now).is_ok());
+    stage!("5_admit_and_charge", |key| {
+        let grant = admit(&snapshot, key, &request, now).expect("admitted");
+        limiter.try_charge(&grant, 0.001).is_ok()
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, breakdown);
 criterion_main!(benches);

@@ -1,6 +1,225 @@
-//! `infergate-agent cluster` (being built).
+//! `infergate-agent cluster`: config from the operator's gateway-config Secrets, revision on this node's Lease.
+//!
+//! ```text
+//!  watcher(Secrets, label infergate.dev/component=gateway-config, --namespace only)
+//!     ─▶ shards by Secret name (last good version kept when one fails to parse) ─▶ Snapshot::build ─▶ apply
+//!  every swap and every 10 s ─▶ server-side apply Lease infergate-agent-<node>
+//!        (config revision, applied-at, enforced revocation ids; label infergate.dev/component=agent)
+//! ```
+//! Until the first full list has arrived the agent is not ready (`/readyz` 503), so it never serves an empty config.
 use crate::cli::ClusterArgs;
+use crate::gateway::Gateway;
+use crate::serve::Listeners;
+use crate::snapshot::{Snapshot, SnapshotOptions};
+use anyhow::Context;
+use chrono::Utc;
+use futures::StreamExt;
+use infergate_crds::gateway::{agent_lease_name, lease, Shard, SHARD_DATA_KEY, SHARD_SELECTOR};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub async fn run(_args: ClusterArgs) -> anyhow::Result<()> {
-    anyhow::bail!("cluster mode is being built")
+const FIELD_MANAGER: &str = "infergate-agent";
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+const LEASE_DURATION_SECONDS: i32 = 30;
+
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let gateway = crate::build_gateway(&args.common)?;
+    let client = kube::Client::try_default().await.context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
+    let leases: Api<Lease> = Api::namespaced(client, &args.namespace);
+    let options = SnapshotOptions { environment: args.common.environment };
+    let config = tokio::spawn(watch_config(Arc::clone(&gateway), secrets, options));
+    let publisher = tokio::spawn(publish_lease(Arc::clone(&gateway), leases, args.node_name.clone()));
+    let listeners = Listeners { http: args.http_addr, grpc: args.grpc_addr, admin: args.admin_addr, tls: args.common.tls() };
+    let result = crate::serve::serve(gateway, listeners).await;
+    config.abort();
+    publisher.abort();
+    result
+}
+
+/// Shards by Secret name, and the rebuild after every change.
+#[derive(Default)]
+pub struct ShardSet {
+    shards: BTreeMap<String, Shard>,
+    listing: Option<BTreeMap<String, Shard>>,
+}
+
+impl ShardSet {
+    /// Applies one watch event; returns whether the set changed and a snapshot should be rebuilt.
+    pub fn on_event(&mut self, event: Event<Secret>, gateway: &Gateway) -> bool {
+        match event {
+            Event::Init => {
+                self.listing = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(secret) => {
+                if let (Some(listing), Some((name, shard))) = (self.listing.as_mut(), parse(&secret, gateway)) {
+                    listing.insert(name, shard);
+                }
+                false
+            }
+            Event::InitDone => {
+                if let Some(listing) = self.listing.take() {
+                    self.shards = listing;
+                }
+                true
+            }
+            Event::Apply(secret) => match parse(&secret, gateway) {
+                Some((name, shard)) => self.shards.insert(name, shard.clone()) != Some(shard),
+                // A shard that does not parse keeps its last good version: dropping it would refuse its keys.
+                None => false,
+            },
+            Event::Delete(secret) => self.shards.remove(&secret.metadata.name.unwrap_or_default()).is_some(),
+        }
+    }
+
+    pub fn shards(&self) -> Vec<Shard> {
+        self.shards.values().cloned().collect()
+    }
+}
+
+fn parse(secret: &Secret, gateway: &Gateway) -> Option<(String, Shard)> {
+    let name = secret.metadata.name.clone()?;
+    let bytes = secret.data.as_ref().and_then(|d| d.get(SHARD_DATA_KEY)).map(|b| b.0.as_slice());
+    let Some(bytes) = bytes else {
+        gateway.metrics.config_errors.inc();
+        tracing::warn!(secret = %name, "gateway-config Secret has no {SHARD_DATA_KEY}; ignoring it");
+        return None;
+    };
+    match Shard::from_json(bytes) {
+        Ok(shard) => Some((name, shard)),
+        Err(err) => {
+            gateway.metrics.config_errors.inc();
+            tracing::warn!(secret = %name, category = err.category(), error = %err, "gateway-config shard ignored");
+            None
+        }
+    }
+}
+
+async fn watch_config(gateway: Arc<Gateway>, secrets: Api<Secret>, options: SnapshotOptions) {
+    let mut set = ShardSet::default();
+    let mut events = watcher::watcher(secrets, watcher::Config::default().labels(SHARD_SELECTOR)).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                if set.on_event(event, &gateway) {
+                    let (snapshot, warnings) = Snapshot::build(&set.shards(), options.clone());
+                    for w in warnings {
+                        tracing::warn!(problem = %w.0, "gateway config");
+                    }
+                    tracing::info!(revision = %snapshot.revision, keys = snapshot.key_count(), "config applied");
+                    gateway.apply(snapshot);
+                }
+            }
+            Err(err) => {
+                gateway.metrics.config_errors.inc();
+                tracing::warn!(error = %err, "watching gateway-config Secrets failed; retrying with backoff");
+            }
+        }
+    }
+}
+
+/// The Lease body this agent publishes.
+pub fn lease_body(node: &str, namespace: Option<&str>, snapshot: &Snapshot) -> serde_json::Value {
+    let (label_key, label_value) = lease::AGENT_LEASE_LABEL.split_once('=').expect("label selector has key=value");
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let revocations: Vec<String> =
+        snapshot.revoked_key_ids(lease::MAX_PUBLISHED_REVOCATIONS).into_iter().map(|k| k.0).collect();
+    let mut metadata = serde_json::json!({
+        "name": agent_lease_name(node),
+        "labels": { label_key: label_value },
+        "annotations": {
+            lease::CONFIG_REVISION: snapshot.revision,
+            lease::CONFIG_APPLIED_AT: now,
+            lease::ENFORCED_REVOCATIONS: revocations.join(","),
+        },
+    });
+    if let Some(ns) = namespace {
+        metadata["namespace"] = ns.into();
+    }
+    serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": { "holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now },
+    })
+}
+
+async fn publish_lease(gateway: Arc<Gateway>, leases: Api<Lease>, node: String) {
+    let name = agent_lease_name(&node);
+    let mut changes = gateway.subscribe();
+    loop {
+        if gateway.is_ready() {
+            let body = lease_body(&node, None, &gateway.snapshot());
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            if let Err(err) = leases.patch(&name, &params, &Patch::Apply(&body)).await {
+                tracing::warn!(lease = %name, error = %err, "cannot update this agent's Lease; the operator will count it as stale");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LEASE_RENEW) => {}
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{key, mk_endpoint, mk_policy};
+    use infergate_crds::endpoint::Feature;
+    use k8s_openapi::ByteString;
+    use kube::api::ObjectMeta;
+
+    fn secret(name: &str, shard: &Shard) -> Secret {
+        Secret {
+            metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
+            data: Some([(SHARD_DATA_KEY.to_string(), ByteString(shard.to_json()))].into()),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn watch_events_rebuild_only_on_change_and_keep_last_good_shards() {
+        let gateway = Gateway::new(
+            Default::default(),
+            Arc::new(crate::limiter::Limiter::new(Arc::new(crate::limiter::InMemoryStore::default()))),
+            crate::backend::Backends::new(Default::default()),
+        );
+        let endpoint = mk_endpoint("transcribe", "whisper-1").shard();
+        let policy = mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard();
+        let mut set = ShardSet::default();
+        assert!(!set.on_event(Event::Init, &gateway));
+        assert!(!set.on_event(Event::InitApply(secret("e", &endpoint)), &gateway));
+        assert!(!set.on_event(Event::InitApply(secret("p", &policy)), &gateway));
+        assert!(set.on_event(Event::InitDone, &gateway));
+        assert_eq!(set.shards().len(), 2);
+        assert!(!set.on_event(Event::Apply(secret("p", &policy)), &gateway), "same content: no rebuild");
+        let mut broken = secret("p", &policy);
+        broken.data = Some([(SHARD_DATA_KEY.to_string(), ByteString(b"{".to_vec()))].into());
+        assert!(!set.on_event(Event::Apply(broken), &gateway));
+        assert_eq!(set.shards().len(), 2, "the last good shard stays");
+        assert!(set.on_event(Event::Delete(secret("p", &policy)), &gateway));
+        assert_eq!(set.shards(), vec![endpoint]);
+    }
+
+    #[test]
+    fn lease_carries_revision_and_revocations() {
+        let policy = mk_policy("app").key(&key(1)).revoked(&key(3)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard();
+        let (snapshot, _) = Snapshot::build(&[mk_endpoint("transcribe", "whisper-1").shard(), policy], SnapshotOptions::default());
+        let body = lease_body("node-a", Some("infergate-system"), &snapshot);
+        assert_eq!(body["metadata"]["name"], "infergate-agent-node-a");
+        assert_eq!(body["metadata"]["labels"]["infergate.dev/component"], "agent");
+        let ann = &body["metadata"]["annotations"];
+        assert_eq!(ann[lease::CONFIG_REVISION], snapshot.revision.as_str());
+        assert_eq!(ann[lease::ENFORCED_REVOCATIONS], key(3).id().as_str());
+        assert_eq!(body["spec"]["holderIdentity"], "node-a");
+    }
 }

@@ -466,7 +466,7 @@ pub mod conformance {
         assert_eq!(s.try_take(b(1), 1.5, P, 0.0).unwrap(), Ok(()));
         // 0.5 left, needs 1.5: 1.0 short at 0.5/s = 2 s.
         assert_eq!(s.try_take(b(1), 1.5, P, 0.0).unwrap(), Err(2.0));
-        assert_eq!(s.try_take(b(1), 1.5, P, 1.999).unwrap().is_err(), true);
+        assert!(s.try_take(b(1), 1.5, P, 1.999).unwrap().is_err());
         assert_eq!(s.try_take(b(1), 1.5, P, 2.0).unwrap(), Ok(()));
         assert!((s.balance(b(1), P, 2.0).unwrap() - 0.0).abs() < 1e-9);
     }

@@ -411,3 +411,46 @@ async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
     assert!(long.retry_after_seconds.unwrap() > 99.0);
     assert_eq!(limiter.queue_depth(), 0);
 }
+
+#[tokio::test]
+async fn a_swap_that_revokes_a_key_signals_only_its_streams() {
+    use crate::streams::{Enforced, Registry};
+    let registry = Arc::new(Registry::default());
+    let (k1, k2) = (key(1), key(7));
+    let mut victim = registry.register(KeyRef::of(&k1.digest()), k1.digest(), Environment::Test, "default/transcribe", "websocket");
+    let _bystander = registry.register(KeyRef::of(&k2.digest()), k2.digest(), Environment::Test, "default/transcribe", "grpc");
+    let before = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_policy("a").key(&k1).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+            mk_policy("b").key(&k2).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    assert_eq!(registry.enforce(&before, t0()), vec![]);
+    let after = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_policy("a").revoked(&k1).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+            mk_policy("b").key(&k2).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    assert_eq!(
+        registry.enforce(&after, t0()),
+        vec![Enforced {
+            stream_id: victim.id,
+            key: KeyRef::of(&k1.digest()),
+            endpoint: "default/transcribe".into(),
+            door: "websocket",
+            reason: "key_revoked",
+        }]
+    );
+    assert_eq!(victim.closed().await.code, RefusalCode::KeyRevoked);
+    // Already signalled streams are not signalled twice.
+    assert_eq!(registry.enforce(&after, t0()), vec![]);
+    drop(victim);
+    assert_eq!(registry.len(), 1);
+}

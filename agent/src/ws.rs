@@ -180,6 +180,7 @@ async fn run(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let refusal = session.deadline_refusal();
+                gateway.refused(&refusal, &RefusalContext::new(door, &session.request_id).grant(&session.grant));
                 return close_after_flush(&mut socket, &mut session, &refusal).await;
             }
             message = socket.recv() => {
@@ -258,8 +259,23 @@ async fn close_with(socket: &mut WebSocket, refusal: &Refusal) {
     let _ = send_json(socket, &body).await;
     let frame = CloseFrame { code: refusal.code.ws_close_code(), reason: Utf8Bytes::from(refusal.ws_reason()) };
     let _ = socket.send(Message::Close(Some(frame))).await;
+    finish_close(socket).await;
+}
+
+/// Completes the closing handshake: reading until the client's Close (briefly) means the socket is not dropped
+/// while the client is still sending, which would reset the connection and lose the close frame on its side.
+async fn finish_close(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn close_done(socket: &mut WebSocket) {
     let _ = socket.send(Message::Close(Some(CloseFrame { code: CLOSE_DONE, reason: Utf8Bytes::from_static("done") }))).await;
+    finish_close(socket).await;
 }

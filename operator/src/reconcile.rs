@@ -28,7 +28,9 @@ use infergate_crds::{ApiKeyPolicy, InferenceEndpoint, NamespacedName, RateTier};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -46,6 +48,7 @@ const SHARED_BUFFER: usize = 1024;
 /// bounds throughput; this keeps a cold start over thousands of policies short without flooding the server.
 const CONCURRENCY: u16 = 64;
 const ERROR_REQUEUE: Duration = Duration::from_secs(10);
+const COUNT_DEBOUNCE: Duration = Duration::from_secs(1);
 /// A write the store has not shown yet is trusted for at most this long.
 const PENDING_TTL: Duration = Duration::from_secs(60);
 
@@ -137,7 +140,8 @@ pub struct Context {
     pub key_secrets: Store<Secret>,
     pub shards: Store<Secret>,
     pub agent_leases: Store<Lease>,
-    pub recorder: Recorder,
+    /// Who the operator's Events say reported them.
+    pub reporter: Reporter,
     pub metrics: Metrics,
     synced: watch::Receiver<bool>,
     pending_secrets: PendingMap<Arc<Secret>>,
@@ -171,18 +175,34 @@ impl Context {
         }
     }
 
+    /// Creates one `events.k8s.io/v1` Event per spec. Not kube's `Recorder`: `compile` already emits only on
+    /// state changes, so the Recorder's series de-duplication has nothing to do, and its cache would hold every
+    /// Event for minutes (thousands of them on a cold start over thousands of policies).
     async fn publish_events(&self, events: &[EventSpec]) {
         for spec in events {
-            let reference = object_reference(&spec.regarding);
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let namespace = spec.regarding.namespace.clone().unwrap_or_else(|| "default".to_string());
             let event = KubeEvent {
-                type_: if spec.warning { EventType::Warning } else { EventType::Normal },
-                reason: spec.reason.to_string(),
+                metadata: ObjectMeta {
+                    name: Some(format!("{}.{:x}", spec.regarding.name, now.as_nanosecond())),
+                    namespace: Some(namespace.clone()),
+                    ..Default::default()
+                },
+                event_time: Some(MicroTime(now)),
+                type_: Some(if spec.warning { "Warning" } else { "Normal" }.to_string()),
+                reason: Some(spec.reason.to_string()),
                 note: Some(spec.note.clone()),
-                action: "Reconcile".to_string(),
-                secondary: None,
+                action: Some("Reconcile".to_string()),
+                regarding: Some(object_reference(&spec.regarding)),
+                reporting_controller: Some(self.reporter.controller.clone()),
+                reporting_instance: Some(
+                    self.reporter.instance.clone().unwrap_or_else(|| self.reporter.controller.clone()),
+                ),
+                ..Default::default()
             };
+            let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &namespace);
             // An Event is a courtesy: failing to write one must not fail (and repeat) the reconcile.
-            if let Err(err) = self.recorder.publish(&event, &reference).await {
+            if let Err(err) = api.create(&Default::default(), &event).await {
                 tracing::warn!(reason = spec.reason, object = %spec.regarding.name, error = %err, "could not publish Event");
             }
         }
@@ -468,6 +488,20 @@ fn error_policy<K: ResourceExt>(kind: &'static str) -> impl Fn(Arc<K>, &Reconcil
     }
 }
 
+/// Remembers the last `metadata.generation` seen per object: `changed` is true on first sight and on spec changes,
+/// false for status-only and metadata-only updates.
+#[derive(Default)]
+struct GenerationFilter(Mutex<HashMap<(Option<String>, String), Option<i64>>>);
+
+impl GenerationFilter {
+    fn changed<K: ResourceExt>(&self, obj: &K) -> bool {
+        let key = (obj.namespace(), obj.name_any());
+        let generation = obj.meta().generation;
+        let mut seen = self.0.lock().expect("generation filter poisoned");
+        seen.insert(key, generation) != Some(generation)
+    }
+}
+
 /// Policies that name `tier`.
 fn policies_using_tier(store: &Store<ApiKeyPolicy>, tier: &str) -> Vec<ObjectRef<ApiKeyPolicy>> {
     store.state().iter().filter(|p| p.spec.tier == tier).map(|p| ObjectRef::from_obj(p.as_ref())).collect()
@@ -480,8 +514,8 @@ fn policies_scoping(store: &Store<ApiKeyPolicy>, endpoint: &InferenceEndpoint) -
         .state()
         .iter()
         .filter(|p| {
-            let p_ns = p.namespace().unwrap_or_default();
-            p.spec.scopes.iter().any(|s| s.endpoint == ep_name && s.namespace.as_deref().unwrap_or(&p_ns) == ep_ns)
+            let p_ns = p.metadata.namespace.as_deref().unwrap_or_default();
+            p.spec.scopes.iter().any(|s| s.endpoint == ep_name && s.namespace.as_deref().unwrap_or(p_ns) == ep_ns)
         })
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
@@ -570,7 +604,7 @@ pub async fn run_controllers(
         key_secrets: key_secrets.clone(),
         shards: shards.clone(),
         agent_leases: agent_leases.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         metrics,
         synced: synced_rx,
         pending_secrets: Mutex::default(),
@@ -652,16 +686,33 @@ pub async fn run_controllers(
     });
 
     let config = ControllerConfig::default().concurrency(CONCURRENCY);
+    // Tier and endpoint statuses count the policies that use them, so every policy event asks for a recount; at
+    // thousands of policies a short trailing debounce turns that storm into one recount per quiet second.
+    let counting_config = ControllerConfig::default().concurrency(CONCURRENCY).debounce(COUNT_DEBOUNCE);
     let policy_controller = {
         let (for_tiers, for_endpoints, for_leases) = (policies.clone(), policies.clone(), policies.clone());
         Controller::for_shared_stream(policy_sub.clone(), policies.clone())
             .with_config(config.clone())
             .owns_shared_stream(key_secret_sub)
-            .watches_shared_stream(tier_sub.clone(), move |tier: Arc<RateTier>| {
-                policies_using_tier(&for_tiers, &tier.name_any())
+            // Only spec changes (and appearance) matter to policies: a tier's or endpoint's own status write
+            // must not re-reconcile every policy that uses it.
+            .watches_shared_stream(tier_sub.clone(), {
+                let seen = GenerationFilter::default();
+                move |tier: Arc<RateTier>| {
+                    if !seen.changed(tier.as_ref()) {
+                        return Vec::new();
+                    }
+                    policies_using_tier(&for_tiers, &tier.name_any())
+                }
             })
-            .watches_shared_stream(endpoint_sub.clone(), move |ep: Arc<InferenceEndpoint>| {
-                policies_scoping(&for_endpoints, &ep)
+            .watches_shared_stream(endpoint_sub.clone(), {
+                let seen = GenerationFilter::default();
+                move |ep: Arc<InferenceEndpoint>| {
+                    if !seen.changed(ep.as_ref()) {
+                        return Vec::new();
+                    }
+                    policies_scoping(&for_endpoints, &ep)
+                }
             })
             // Agents report which revocations they enforce; only policies with revocations show that in status.
             .watches_shared_stream(lease_sub, move |_lease: Arc<Lease>| {
@@ -679,7 +730,7 @@ pub async fn run_controllers(
     let endpoint_controller = {
         let for_fallbacks = endpoints.clone();
         Controller::for_shared_stream(endpoint_sub.clone(), endpoints.clone())
-            .with_config(config.clone())
+            .with_config(counting_config.clone())
             // An endpoint's status counts the policies that reach it.
             .watches_shared_stream(policy_sub.clone(), |p: Arc<ApiKeyPolicy>| {
                 let own = p.namespace().unwrap_or_default();
@@ -707,7 +758,7 @@ pub async fn run_controllers(
     };
     let tier_controller = {
         Controller::for_shared_stream(tier_sub, tiers.clone())
-            .with_config(config)
+            .with_config(counting_config)
             // A tier's status counts the policies that use it.
             .watches_shared_stream(policy_sub, |p: Arc<ApiKeyPolicy>| [ObjectRef::new(&p.spec.tier)])
             .graceful_shutdown_on(shutdown)

@@ -57,7 +57,7 @@ def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def manifests(upstream_url: str, revoke: dict | None = None) -> str:
+def manifests(upstream_url: str, revoke: dict | None = None, idle_timeout: str = "1s") -> str:
     """The test world. `revoke` maps policy name -> key id to list in spec.revocations."""
     revoke = revoke or {}
 
@@ -99,7 +99,7 @@ spec:
   features: [transcribe]
   backend: {{upstream: {{url: "{upstream_url}"}}}}
   cost: {{gpuSecondsPerAudioSecond: 0.1}}
-  limits: {{maxChunkBytes: 8192, maxMessagesPerSecond: 200, idleTimeout: 1s, maxAudioSeconds: 30}}
+  limits: {{maxChunkBytes: 8192, maxMessagesPerSecond: 200, idleTimeout: {idle_timeout}, maxAudioSeconds: 30}}
 ---
 apiVersion: infergate.dev/v1alpha1
 kind: InferenceEndpoint

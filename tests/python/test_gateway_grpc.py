@@ -128,3 +128,31 @@ def test_stream_refused_at_open(agent, pb, stub):
         list(stub.StreamTranscribe(stream_requests(pb, []), metadata=md(agent.key("paused"))))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert code_of(err.value) == "key_suspended"
+
+
+def grpcurl(agent, key, body, method="Transcribe"):
+    import base64
+    import json
+    import shutil
+    import subprocess
+
+    exe = shutil.which("grpcurl") or str(ROOT / ".venv" / "bin" / "grpcurl")
+    return subprocess.run(
+        [
+            exe, "-plaintext", "-import-path", str(PROTO_DIR), "-proto", "infergate/v1/inference.proto",
+            "-H", f"authorization: Bearer {key}", "-d", json.dumps(body), agent.grpc, f"infergate.v1.Inference/{method}",
+        ],
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_grpcurl_against_the_grpc_door(agent):
+    import base64
+    import json
+
+    ok = grpcurl(agent, agent.key("app"), {"model": "whisper-1", "audio": base64.b64encode(wav(1.0)).decode(), "filename": "a.wav"})
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["text"] == "heard 32044 bytes for whisper-1"
+    refused = grpcurl(agent, agent.key("paused"), {"model": "whisper-1", "audio": ""})
+    assert refused.returncode != 0
+    assert "PermissionDenied" in refused.stderr and "key_suspended" in refused.stderr

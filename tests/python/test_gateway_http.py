@@ -147,3 +147,13 @@ def test_metrics_have_bounded_labels_and_no_secrets(agent):
     for policy in ("app", "old", "paused", "tiny"):
         assert agent.key(policy) not in agent.logs()
     assert '"event":"refusal"' in agent.logs()
+
+
+def test_live_only_agent_refuses_test_keys(upstream, tmp_path):
+    a = Agent(manifests(upstream), extra_args=["--environment", "live"], tmp=tmp_path)
+    try:
+        r = post(a, a.key("app"))
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "wrong_environment")
+        assert "sk_live_" in r.json()["error"]["message"]
+    finally:
+        a.stop()

@@ -17,7 +17,7 @@ from test_gateway_ws import auth, closed_with, start
 
 @pytest.fixture()
 def fresh_agent(upstream, tmp_path):
-    a = Agent(manifests(upstream), tmp=tmp_path)
+    a = Agent(manifests(upstream, idle_timeout="60s"), tmp=tmp_path)
     yield a
     a.stop()
 
@@ -28,7 +28,7 @@ def test_revocation_closes_open_streams(fresh_agent, upstream, pb):  # noqa: F81
 
     ws = connect(a.ws, additional_headers=auth(key))
     assert start(ws)["type"] == "ready"
-    ws.send(pcm(0.5))  # pending audio: flushed as a final result before the close
+    ws.send(pcm(0.25))  # pending audio: flushed as a final result before the close
 
     # A gRPC stream that keeps sending audio until the server ends it.
     stop = threading.Event()
@@ -58,7 +58,7 @@ def test_revocation_closes_open_streams(fresh_agent, upstream, pb):  # noqa: F81
     wait_until(lambda: "infergate_open_streams 2" in a.metrics(), what="two open streams")
 
     revoked_at = time.monotonic()
-    a.rewrite(manifests(upstream, revoke={"victim": key_id}))
+    a.rewrite(manifests(upstream, revoke={"victim": key_id}, idle_timeout="60s"))
 
     code, reason, error = closed_with(ws, timeout=15)
     ws_closed = time.monotonic() - revoked_at

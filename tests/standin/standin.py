@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import copy
 import datetime as dt
 import json
@@ -705,13 +706,29 @@ class Server:
                                                      check_rv=isinstance(body, dict)))
 
     def list(self, request, kind, ns):
+        """Pages with `limit`/`continue` as a real server does (kube-rs asks for 500 at a time). The continue
+        token carries the resourceVersion of the first page, so a client that watches from the list's version
+        replays whatever changed while it was paging."""
         labels = parse_label_selector(request.query.get("labelSelector"))
         fields = parse_field_selector(request.query.get("fieldSelector"))
         items = [o for o in self.store.list(kind, ns)
                  if labels(o["metadata"].get("labels")) and fields(o)]
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        return json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
-                              "metadata": {"resourceVersion": str(self.store.rv)}, "items": items})
+        token = request.query.get("continue")
+        start, list_rv = 0, str(self.store.rv)
+        if token:
+            try:
+                start, list_rv = json.loads(base64.urlsafe_b64decode(token.encode()))
+            except Exception:  # noqa: BLE001 - any bad token is the client's
+                raise ApiError(400, "BadRequest", "the continue token is not valid") from None
+        limit = int(request.query.get("limit") or 0)
+        page = items[start:start + limit] if limit > 0 else items[start:]
+        meta = {"resourceVersion": list_rv}
+        if limit > 0 and start + limit < len(items):
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps([start + limit, list_rv]).encode()).decode()
+            meta["remainingItemCount"] = len(items) - start - limit
+        return json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta,
+                              "items": page})
 
     async def watch(self, request, kind, ns):
         labels = parse_label_selector(request.query.get("labelSelector"))

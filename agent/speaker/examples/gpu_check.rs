@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run -p infergate-speaker --example gpu_check --release -- \
-//!     .cache/models/speaker/pretrained.pt agent/speaker/tests/golden/*_?s.json agent/speaker/tests/golden/short_0_8s.json
+//!     .cache/models/speaker/pretrained.pt \
+//!     agent/speaker/tests/golden/{noise_sines_2s,quiet_chirpish_3s,loud_no_gain_2_5s,short_0_8s}.json
 //! ```
 //!
 //! Exit status: 0 when every utterance matches (max |diff| <= 1e-4 per dimension and cosine >= 0.99999),

@@ -255,8 +255,13 @@ impl Gpu {
         .map_err(|e| format!("cuBLAS math mode: {e}"))?;
 
         // No fast math: the kernels must agree with the CPU reference to 1e-4.
+        let arch = ctx
+            .compute_capability()
+            .ok()
+            .and_then(|(major, minor)| nvrtc_arch(major, minor));
         let opts = CompileOptions {
             use_fast_math: Some(false),
+            arch,
             ..Default::default()
         };
         let ptx = compile_ptx_with_opts(KERNELS, opts).map_err(|e| format!("NVRTC: {e}"))?;
@@ -515,6 +520,20 @@ impl Gpu {
             Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3),
         ))
     }
+}
+
+/// NVRTC target for the device, so the driver need not JIT from NVRTC's (old) default architecture. Unknown
+/// devices get NVRTC's default PTX, which newer drivers still JIT-compile.
+fn nvrtc_arch(major: i32, minor: i32) -> Option<&'static str> {
+    Some(match (major, minor) {
+        (7, 0) => "compute_70",
+        (7, 5) => "compute_75",
+        (8, 0) => "compute_80",
+        (8, 6) => "compute_86",
+        (8, 9) => "compute_89",
+        (9, 0) => "compute_90",
+        _ => return None,
+    })
 }
 
 /// cuBLAS is column-major: a row-major `[r][c]` buffer is a column-major `c x r` matrix. So the row-major
