@@ -1,5 +1,6 @@
 //! The admin listener (separate port, not for clients): `/metrics`, `/healthz`, `/readyz`, and `/usage`
-//! (per-key GPU-seconds and open streams by key id, which metric labels deliberately do not carry).
+//! (per-key GPU-seconds and open streams by key id, which metric labels deliberately do not carry), and
+//! `/status` (config revision, CPU/GPU mode and each tier's current refill factor).
 use crate::gateway::Gateway;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,6 +15,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/usage", get(usage))
+        .route("/status", get(status))
         .with_state(gateway)
 }
 
@@ -42,4 +44,9 @@ async fn usage(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
         })
         .collect();
     Json(serde_json::json!({"revision": gateway.snapshot().revision, "keys": keys}))
+}
+
+async fn status(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    let gpu = gateway.gpu().map(|g| g.status_json()).unwrap_or_else(|| serde_json::json!({"mode": "cpu", "refillFactors": {}}));
+    Json(serde_json::json!({"revision": gateway.snapshot().revision, "ready": gateway.is_ready(), "gpu": gpu}))
 }

@@ -68,9 +68,10 @@ pub struct CommonArgs {
     pub tls_cert: Option<PathBuf>,
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
-    /// Where built-in model weights live (speaker encoder, VAD).
-    #[arg(long, default_value = "/var/lib/infergate/models")]
-    pub models_dir: PathBuf,
+    /// Where built-in model weights live (`speaker/pretrained.pt`, `vad/silero_vad.onnx`). Unset: the
+    /// packaged /var/lib/infergate/models when it exists, else ./.cache/models (the install scripts' target).
+    #[arg(long, env = "INFERGATE_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
     /// Accept only keys of this environment (`live` on a production agent).
     #[arg(long, value_parser = parse_environment)]
     pub environment: Option<Environment>,

@@ -88,6 +88,8 @@ pub struct Gateway {
     usage: Mutex<KeyMap<f64>>,
     ready: AtomicBool,
     revision: watch::Sender<Arc<Snapshot>>,
+    /// The GPU limit policy, when the agent runs one: follows every snapshot's tiers.
+    gpu: std::sync::OnceLock<Arc<crate::gpu::Gpu>>,
 }
 
 impl Gateway {
@@ -108,7 +110,22 @@ impl Gateway {
             usage: Mutex::default(),
             ready: AtomicBool::new(false),
             revision,
+            gpu: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the GPU policy (once, at start-up): its factors are exported as metrics and its tiers follow
+    /// each applied snapshot. The limiter must have been built with [`crate::gpu::Gpu::refill`].
+    pub fn attach_gpu(&self, gpu: Arc<crate::gpu::Gpu>) {
+        if let Err(error) = infergate_gpu::GpuMetrics::register(&self.metrics.registry, Arc::clone(&gpu.limits)) {
+            tracing::warn!(error = %error, "GPU metrics not registered");
+        }
+        gpu.set_tiers(&self.snapshot());
+        let _ = self.gpu.set(gpu);
+    }
+
+    pub fn gpu(&self) -> Option<&Arc<crate::gpu::Gpu>> {
+        self.gpu.get()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -120,6 +137,9 @@ impl Gateway {
         let snapshot = Arc::new(snapshot);
         self.metrics.snapshot_keys.set(snapshot.key_count() as i64);
         self.snapshot.store(Arc::clone(&snapshot));
+        if let Some(gpu) = self.gpu.get() {
+            gpu.set_tiers(&snapshot);
+        }
         self.metrics.snapshot_swaps.inc();
         self.audit.config_applied(&snapshot.revision);
         self.ready.store(true, Ordering::Release);

@@ -92,6 +92,8 @@ impl Inference for GrpcDoor {
             identity,
             OneShot {
                 model: &req.model,
+                feature: infergate_crds::endpoint::Feature::Transcribe,
+                without_audio: false,
                 origin: None,
                 audio: req.audio.into(),
                 filename,
@@ -103,7 +105,8 @@ impl Inference for GrpcDoor {
         )
         .await
         .map_err(|r| status(&r, &request_id))?;
-        Ok(with_request_id(
+        let fallback = outcome.fallback.clone();
+        let mut response = with_request_id(
             pb::TranscribeResponse {
                 text: outcome.text.unwrap_or_default(),
                 audio_seconds: outcome.audio_seconds,
@@ -111,7 +114,12 @@ impl Inference for GrpcDoor {
                 request_id: request_id.clone(),
             },
             &request_id,
-        ))
+        );
+        // Same name as the HTTP header: the request was served by the endpoint's fallback.
+        if let Some(v) = fallback.and_then(|f| MetadataValue::try_from(f.as_str()).ok()) {
+            response.metadata_mut().insert(crate::http::FALLBACK_HEADER, v);
+        }
+        Ok(response)
     }
 
     async fn list_models(&self, request: tonic::Request<pb::ListModelsRequest>) -> Result<tonic::Response<pb::ListModelsResponse>, Status> {

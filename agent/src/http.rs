@@ -1,7 +1,28 @@
-//! The HTTP door: OpenAI-compatible `POST /v1/audio/transcriptions`, `GET /v1/models`, `POST /v1/tickets`, and
-//! the WebSocket upgrade at `/v1/stream` (see [`crate::ws`]). Every response carries `x-request-id`; every
-//! refusal is `{"error":{"code","message","retry_after_seconds"?}}` with the status from [`crate::refusal`]
-//! and, for limits, a `Retry-After` header.
+//! The HTTP door: OpenAI-compatible `POST /v1/audio/transcriptions`, `GET /v1/models`, `POST /v1/tickets`, the
+//! WebSocket upgrade at `/v1/stream` (see [`crate::ws`]), and the built-in models' JSON endpoints. Every
+//! response carries `x-request-id`; every refusal is `{"error":{"code","message","retry_after_seconds"?}}` with
+//! the status from [`crate::refusal`] and, for limits, a `Retry-After` header.
+//!
+//! Built-in endpoints (scope features `embed`, `verify`, `vad`; same admission, pre-charge and settlement with
+//! the measured compute time as transcription). Audio is multipart `file` (16 kHz 16-bit PCM WAV, or raw
+//! 16 kHz mono PCM16 with a `.pcm` name) plus `model`; other fields are form fields holding JSON text, or the
+//! whole request may be a JSON object when no audio is sent:
+//!
+//! | endpoint                     | input                                              | answer                                                     |
+//! |------------------------------|----------------------------------------------------|------------------------------------------------------------|
+//! | `POST /v1/audio/embeddings`  | `file`, `model`                                    | `{"model","embedding":[256],"audio_seconds","speech_seconds"?}` |
+//! | `POST /v1/audio/verify`      | `file` or `embedding` (256), `reference_embedding` (256), `model` | `{"model","similarity","threshold","match"}`  |
+//! | `POST /v1/audio/vad`         | `file`, `model`                                    | `{"model","segments":[{"start","end"}],"speech_seconds","audio_seconds"}` |
+//!
+//! `threshold` is the endpoint's `verifyThreshold` (default 0.75). A client-computed `embedding` replaces the
+//! audio only when the key's policy has `allowClientEmbeddings` (else 403 `client_embedding_not_allowed`);
+//! an embedding of the wrong length is 400. A wrong sample rate is 400 with the `sox` command that fixes it.
+//! `speech_seconds` on embeddings: the speech VAD kept (silence is trimmed before embedding when VAD weights
+//! are loaded). Nothing biometric is stored or logged.
+//!
+//! Degradation: when the endpoint's bucket cannot pay for the caller's tier and the endpoint names a
+//! `fallback`, the request is served (and charged) there and the response carries
+//! `x-infergate-fallback: <namespace/name>`; without one (or with both saturated) the usual 429 + `Retry-After`.
 use crate::admission::{Identity, Request};
 use crate::audio;
 use crate::backend::{BackendRequest, Backends};
@@ -18,11 +39,16 @@ use infergate_crds::endpoint::Feature;
 use std::sync::Arc;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Set when a request was served by the endpoint's fallback because the endpoint was saturated.
+pub const FALLBACK_HEADER: &str = "x-infergate-fallback";
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let upload_limit = gateway.settings.max_upload_bytes + 64 * 1024;
     Router::new()
         .route("/v1/audio/transcriptions", post(transcriptions))
+        .route("/v1/audio/embeddings", post(embeddings))
+        .route("/v1/audio/verify", post(verify))
+        .route("/v1/audio/vad", post(vad))
         .route("/v1/models", get(models))
         .route("/v1/tickets", post(tickets))
         .route("/v1/stream", get(crate::ws::upgrade))
@@ -89,7 +115,7 @@ struct Upload {
 const PASSTHROUGH_FIELDS: &[&str] =
     &["language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "include[]", "chunking_strategy"];
 
-async fn read_upload(mut multipart: Multipart, max_bytes: usize) -> Result<Upload, Refusal> {
+async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&str]) -> Result<Upload, Refusal> {
     let mut upload = Upload { model: None, file: None, fields: Vec::new() };
     let multipart_err = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -120,7 +146,7 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize) -> Result<Uploa
                     return Err(Refusal::bad_request("stream=true is not supported on this endpoint; use the WebSocket or gRPC stream"));
                 }
             }
-            other if PASSTHROUGH_FIELDS.contains(&other) => {
+            other if accepted.contains(&other) => {
                 let v = field.text().await.map_err(multipart_err)?;
                 upload.fields.push((name, v));
             }
@@ -149,7 +175,7 @@ async fn transcribe(gateway: &Arc<Gateway>, headers: &HeaderMap, multipart: Mult
     // Authenticate before reading the body: a refused caller costs no upload.
     let identity = authenticate_headers(gateway, headers, Door::Http, request_id)?;
     let ctx = || RefusalContext::new(Door::Http, request_id).identity(&identity);
-    let upload = match tokio::time::timeout(gateway.settings.body_timeout, read_upload(multipart, gateway.settings.max_upload_bytes)).await {
+    let upload = match tokio::time::timeout(gateway.settings.body_timeout, read_upload(multipart, gateway.settings.max_upload_bytes, PASSTHROUGH_FIELDS)).await {
         Ok(result) => result,
         Err(_) => Err(Refusal::new(
             RefusalCode::RequestTimeout,
@@ -165,27 +191,46 @@ async fn transcribe(gateway: &Arc<Gateway>, headers: &HeaderMap, multipart: Mult
     let outcome = run_one_shot(
         gateway,
         identity.clone(),
-        OneShot { model: &model, origin: origin(headers), audio: bytes, filename, content_type, fields: upload.fields },
+        OneShot {
+            model: &model,
+            feature: Feature::Transcribe,
+            origin: origin(headers),
+            audio: bytes,
+            filename,
+            content_type,
+            fields: upload.fields,
+            without_audio: false,
+        },
         Door::Http,
         request_id,
     )
     .await?;
-    let mut response = (StatusCode::OK, outcome.body).into_response();
+    let mut response = (StatusCode::OK, outcome.body.clone()).into_response();
     if let Ok(ct) = HeaderValue::from_str(&outcome.content_type) {
         response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
     }
-    response.headers_mut().insert("x-infergate-gpu-seconds", HeaderValue::from_str(&format!("{:.6}", outcome.gpu_seconds)).expect("ascii"));
+    outcome_headers(&mut response, &outcome);
     Ok(response)
+}
+
+fn outcome_headers(response: &mut Response, outcome: &OneShotOutcome) {
+    response.headers_mut().insert("x-infergate-gpu-seconds", HeaderValue::from_str(&format!("{:.6}", outcome.gpu_seconds)).expect("ascii"));
+    if let Some(v) = outcome.fallback.as_deref().and_then(|f| HeaderValue::from_str(f).ok()) {
+        response.headers_mut().insert(FALLBACK_HEADER, v);
+    }
 }
 
 /// A one-shot request after the body has been read.
 pub struct OneShot<'a> {
     pub model: &'a str,
+    pub feature: Feature,
     pub origin: Option<&'a str>,
     pub audio: Bytes,
     pub filename: String,
     pub content_type: String,
     pub fields: Vec<(String, String)>,
+    /// A `verify` with a client-computed embedding: no audio to size or check, charged the endpoint's minimum.
+    pub without_audio: bool,
 }
 
 pub struct OneShotOutcome {
@@ -194,6 +239,8 @@ pub struct OneShotOutcome {
     pub text: Option<String>,
     pub audio_seconds: f64,
     pub gpu_seconds: f64,
+    /// `namespace/name` of the fallback endpoint that served the request, when the endpoint was saturated.
+    pub fallback: Option<String>,
 }
 
 /// Scope, audio checks, pre-charge (queued), backend call, settlement. Records every refusal once.
@@ -205,7 +252,7 @@ pub async fn run_one_shot(
     request_id: &str,
 ) -> Result<OneShotOutcome, Refusal> {
     let snapshot = gateway.snapshot();
-    let request = Request { model: req.model, feature: Feature::Transcribe, origin: req.origin };
+    let request = Request { model: req.model, feature: req.feature, origin: req.origin };
     let grant = gateway
         .authorize(&snapshot, identity.clone(), &request)
         .inspect_err(|r| gateway.refused(r, &RefusalContext::new(door, request_id).identity(&identity)))?;
@@ -213,28 +260,60 @@ pub async fn run_one_shot(
         gateway.refused(&r, &RefusalContext::new(door, request_id).grant(&grant));
         r
     };
-    let info = audio::inspect(&req.audio, &req.filename).map_err(refused)?;
     let limits = &grant.endpoint.shard.limits;
-    audio::check_codec(&info, &limits.codecs).map_err(refused)?;
+    let info = if req.without_audio {
+        audio::AudioInfo { codec: infergate_crds::endpoint::Codec::Pcm16, seconds: 0.0, exact: true }
+    } else {
+        let info = audio::inspect(&req.audio, &req.filename).map_err(refused)?;
+        audio::check_codec(&info, &limits.codecs).map_err(refused)?;
+        info
+    };
     if info.seconds > limits.max_audio_seconds {
         return Err(refused(Refusal::new(
             RefusalCode::AudioTooLong,
             format!("audio of {:.1} s exceeds the endpoint's maximum of {} s; split it", info.seconds, limits.max_audio_seconds),
         )));
     }
-    let backend = gateway.backends.for_endpoint(&grant.endpoint.shard).map_err(refused)?;
     let estimate = Limiter::estimate(&grant, info.seconds);
     let queued_at = std::time::Instant::now();
-    let charge = gateway.limiter.charge(&grant, estimate).await.map_err(refused)?;
+    let (grant, charge, fallback) = match gateway.limiter.try_charge(&grant, estimate) {
+        Ok(charge) => (grant, charge, None),
+        Err(saturated) if saturated.code == RefusalCode::RateLimited => match fallback_charge(gateway, &snapshot, &grant, info.seconds) {
+            Some((served, charge)) => {
+                let label = served.endpoint.shard.endpoint.to_string();
+                (served, charge, Some(label))
+            }
+            // No fallback, or it cannot pay either: wait in the primary's queue, or get the 429.
+            None => {
+                let charge = gateway.limiter.charge(&grant, estimate).await.map_err(refused)?;
+                (grant, charge, None)
+            }
+        },
+        Err(other) => return Err(refused(other)),
+    };
+    let backend = match gateway.backends.for_endpoint(&grant.endpoint.shard) {
+        Ok(backend) => backend,
+        Err(refusal) => {
+            gateway.limiter.refund(charge);
+            gateway.refused(&refusal, &RefusalContext::new(door, request_id).grant(&grant));
+            return Err(refusal);
+        }
+    };
     gateway.metrics.queue_wait.observe(queued_at.elapsed().as_secs_f64());
     gateway.admitted(&grant);
+    let mut fields = req.fields;
+    if req.feature == Feature::Verify {
+        let threshold = grant.endpoint.shard.verify_threshold.unwrap_or(crate::builtin::DEFAULT_VERIFY_THRESHOLD);
+        fields.retain(|(n, _)| n != crate::builtin::FIELD_THRESHOLD);
+        fields.push((crate::builtin::FIELD_THRESHOLD.to_string(), threshold.to_string()));
+    }
     let call = BackendRequest {
-        feature: Feature::Transcribe,
+        feature: req.feature,
         model: Backends::backend_model(&grant.endpoint.shard),
         audio: req.audio,
         filename: req.filename,
         content_type: req.content_type,
-        fields: req.fields,
+        fields,
         request_id: request_id.to_string(),
     };
     let timer = std::time::Instant::now();
@@ -253,6 +332,7 @@ pub async fn run_one_shot(
                 text: response.text,
                 audio_seconds: info.seconds,
                 gpu_seconds: charged,
+                fallback,
             })
         }
         Err(err) => {
@@ -262,6 +342,42 @@ pub async fn run_one_shot(
             gateway.metrics.refused(refusal.code.as_str(), grant.tier(), &grant.endpoint.label);
             Err(refusal)
         }
+    }
+}
+
+/// Degradation: the primary endpoint cannot pay for this tier right now. When it names a fallback that offers
+/// the feature and whose bucket (same key, same tier) can pay, the request moves there and is charged there.
+/// The caller's scope is not re-checked on the fallback: the endpoint's owner chose it as this endpoint's
+/// overflow, and the key still pays from its own bucket on it.
+fn fallback_charge(
+    gateway: &Gateway,
+    snapshot: &crate::snapshot::Snapshot,
+    grant: &crate::admission::Grant,
+    audio_seconds: f64,
+) -> Option<(crate::admission::Grant, crate::limiter::Charge)> {
+    let found = grant.endpoint.shard.fallback.as_ref().and_then(|name| snapshot.endpoints().iter().find(|e| e.shard.endpoint == *name));
+    let mut taken = None;
+    let route = infergate_gpu::route(true, found, |endpoint| {
+        if !endpoint.features.contains(grant.feature) {
+            return true;
+        }
+        let candidate = crate::admission::Grant {
+            identity: grant.identity.clone(),
+            endpoint: Arc::clone(endpoint),
+            feature: grant.feature,
+            limits: snapshot.limits(&grant.identity.policy, endpoint),
+        };
+        match gateway.limiter.try_charge(&candidate, Limiter::estimate(&candidate, audio_seconds)) {
+            Ok(charge) => {
+                taken = Some((candidate, charge));
+                false
+            }
+            Err(_) => true,
+        }
+    });
+    match route {
+        infergate_gpu::Route::Fallback(_) => taken,
+        infergate_gpu::Route::Primary | infergate_gpu::Route::Refuse(_) => None,
     }
 }
 
@@ -332,4 +448,141 @@ async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
         }
         Err(refusal) => refusal_response(&refusal, &request_id),
     }
+}
+
+/// Form fields the built-in endpoints read besides `file` and `model`.
+const BUILTIN_FIELDS: &[&str] = &[crate::builtin::FIELD_REFERENCE, crate::builtin::FIELD_EMBEDDING];
+
+async fn embeddings(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+    builtin_feature(gateway, request, Feature::Embed).await
+}
+
+async fn verify(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+    builtin_feature(gateway, request, Feature::Verify).await
+}
+
+async fn vad(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+    builtin_feature(gateway, request, Feature::Vad).await
+}
+
+async fn builtin_feature(gateway: Arc<Gateway>, request: axum::extract::Request, feature: Feature) -> Response {
+    let request_id = crate::gateway::request_id();
+    match run_builtin(&gateway, request, feature, &request_id).await {
+        Ok(mut response) => {
+            set_request_id(&mut response, &request_id);
+            response
+        }
+        Err(refusal) => refusal_response(&refusal, &request_id),
+    }
+}
+
+/// Reads a built-in request (multipart with audio, or JSON without), checks the client-embedding switch and
+/// the embeddings' shape, then runs the shared one-shot path.
+async fn run_builtin(gateway: &Arc<Gateway>, request: axum::extract::Request, feature: Feature, request_id: &str) -> Result<Response, Refusal> {
+    let headers = request.headers().clone();
+    let identity = authenticate_headers(gateway, &headers, Door::Http, request_id)?;
+    let ctx = || RefusalContext::new(Door::Http, request_id).identity(&identity);
+    let is_json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    let read = async {
+        if is_json {
+            read_builtin_json(request, gateway.settings.max_upload_bytes).await
+        } else {
+            let multipart = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await.map_err(|e| {
+                Refusal::bad_request(format!(
+                    "send multipart/form-data with `file` (16 kHz PCM16 WAV) and `model`, or a JSON object without audio ({})",
+                    e.body_text()
+                ))
+            })?;
+            read_upload(multipart, gateway.settings.max_upload_bytes, BUILTIN_FIELDS).await
+        }
+    };
+    let upload = match tokio::time::timeout(gateway.settings.body_timeout, read).await {
+        Ok(result) => result,
+        Err(_) => Err(Refusal::new(
+            RefusalCode::RequestTimeout,
+            format!("the request body did not arrive within {} s; check the connection and retry", gateway.settings.body_timeout.as_secs()),
+        )),
+    }
+    .inspect_err(|r| gateway.refused(r, &ctx()))?;
+    let checked = check_builtin_fields(&upload, feature, identity.policy.allow_client_embeddings, &identity.policy.name.to_string());
+    checked.clone().inspect_err(|r| gateway.refused(r, &ctx()))?;
+    let model = upload.model.ok_or_else(|| Refusal::bad_request("missing field `model`")).inspect_err(|r| gateway.refused(r, &ctx()))?;
+    let client_embedding = upload.fields.iter().any(|(n, _)| n == crate::builtin::FIELD_EMBEDDING);
+    let (audio, filename, content_type) = match upload.file {
+        Some(file) => file,
+        None if client_embedding => (Bytes::new(), String::new(), String::new()),
+        None => {
+            let refusal = Refusal::bad_request("missing field `file` (the audio: 16 kHz 16-bit PCM WAV)");
+            gateway.refused(&refusal, &ctx());
+            return Err(refusal);
+        }
+    };
+    let without_audio = audio.is_empty() && client_embedding;
+    let outcome = run_one_shot(
+        gateway,
+        identity.clone(),
+        OneShot { model: &model, feature, origin: origin(&headers), audio, filename, content_type, fields: upload.fields, without_audio },
+        Door::Http,
+        request_id,
+    )
+    .await?;
+    let mut response = (StatusCode::OK, outcome.body.clone()).into_response();
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    outcome_headers(&mut response, &outcome);
+    Ok(response)
+}
+
+/// Shape checks that need no model: which fields a feature takes, embedding lengths, the policy switch.
+fn check_builtin_fields(upload: &Upload, feature: Feature, allow_client_embeddings: bool, policy: &str) -> Result<(), Refusal> {
+    let field = |name: &str| upload.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let embedding = field(crate::builtin::FIELD_EMBEDDING);
+    if embedding.is_some() {
+        if feature != Feature::Verify {
+            return Err(Refusal::bad_request("`embedding` is accepted only by /v1/audio/verify, in place of the audio"));
+        }
+        if !allow_client_embeddings {
+            return Err(Refusal::new(
+                RefusalCode::ClientEmbeddingNotAllowed,
+                format!("policy {policy} does not accept client-computed embeddings; send the audio as `file`, or set allowClientEmbeddings: true on the policy"),
+            ));
+        }
+        if upload.file.is_some() {
+            return Err(Refusal::bad_request("send either `file` or `embedding`, not both"));
+        }
+    }
+    for name in [crate::builtin::FIELD_EMBEDDING, crate::builtin::FIELD_REFERENCE] {
+        crate::builtin::parse_embedding(field(name), name).map_err(|e| e.to_refusal())?;
+    }
+    if feature == Feature::Verify && field(crate::builtin::FIELD_REFERENCE).is_none() {
+        return Err(Refusal::bad_request("missing `reference_embedding`: the 256-float embedding to verify against"));
+    }
+    Ok(())
+}
+
+/// A JSON built-in request: `{"model", "embedding"?, "reference_embedding"?}`. Audio goes in multipart.
+async fn read_builtin_json(request: axum::extract::Request, max_bytes: usize) -> Result<Upload, Refusal> {
+    let body = axum::body::to_bytes(request.into_body(), max_bytes)
+        .await
+        .map_err(|_| Refusal::new(RefusalCode::AudioTooLong, format!("request body exceeds the agent's maximum of {max_bytes} bytes")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| Refusal::bad_request(format!("request body is not valid JSON ({e})")))?;
+    let object = value.as_object().ok_or_else(|| Refusal::bad_request("request body must be a JSON object"))?;
+    if object.contains_key("file") || object.contains_key("audio") {
+        return Err(Refusal::bad_request("audio cannot be sent in JSON; send multipart/form-data with the audio as `file`"));
+    }
+    let mut upload = Upload { model: None, file: None, fields: Vec::new() };
+    upload.model = match object.get("model") {
+        None => None,
+        Some(serde_json::Value::String(m)) => Some(m.clone()),
+        Some(_) => return Err(Refusal::bad_request("`model` must be a string")),
+    };
+    for name in BUILTIN_FIELDS {
+        if let Some(v) = object.get(*name) {
+            upload.fields.push((name.to_string(), v.to_string()));
+        }
+    }
+    Ok(upload)
 }

@@ -19,9 +19,11 @@ pub mod admission;
 pub mod audio;
 pub mod audit;
 pub mod backend;
+pub mod builtin;
 pub mod cli;
 pub mod cluster;
 pub mod gateway;
+pub mod gpu;
 pub mod grpc;
 pub mod http;
 pub mod limiter;
@@ -37,11 +39,16 @@ pub mod ws;
 #[cfg(test)]
 mod tests;
 
-/// The gateway with the in-memory counter store and no built-in models (the GPU issue registers those).
+/// The gateway with the in-memory counter store, the built-in models from the models directory, and the GPU
+/// limit policy (NVML sampling, or CPU mode with nominal factors: one log line, never a failure).
 pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<gateway::Gateway>> {
-    let limiter = std::sync::Arc::new(limiter::Limiter::new(std::sync::Arc::new(limiter::InMemoryStore::default())));
-    let backends = backend::Backends::new(std::collections::HashMap::new());
-    Ok(gateway::Gateway::new(common.settings(), limiter, backends))
+    let gpu = std::sync::Arc::new(gpu::Gpu::start());
+    let limiter = std::sync::Arc::new(limiter::Limiter::with_refill(std::sync::Arc::new(limiter::InMemoryStore::default()), gpu.refill()));
+    let models_dir = builtin::ModelsDir::resolve(common.models_dir.as_deref());
+    let backends = backend::Backends::new(builtin::load(&models_dir));
+    let gateway = gateway::Gateway::new(common.settings(), limiter, backends);
+    gateway.attach_gpu(gpu);
+    Ok(gateway)
 }
 
 /// JSON (default) or human log lines on stderr; `RUST_LOG` overrides the level.

@@ -172,9 +172,11 @@ impl CounterStore for InMemoryStore {
 }
 
 /// Scales a tier's refill rate, e.g. down when the node's GPUs are saturated. The GPU-telemetry crate
-/// provides the real one; without it every tier runs at its nominal rate.
+/// provides the real one ([`crate::gpu::GpuRefill`]); without it every tier runs at its nominal rate.
+/// Both the tier's name and priority are passed: the GPU policy keys factors by name (each tier has its own
+/// bounds), simpler policies may only need the priority.
 pub trait RefillFactor: Send + Sync + 'static {
-    fn refill_factor(&self, _tier_priority: u32) -> f64 {
+    fn refill_factor(&self, _tier_name: &str, _tier_priority: u32) -> f64 {
         1.0
     }
 }
@@ -211,8 +213,10 @@ impl Limiter {
     }
 
     /// The hook the GPU-telemetry crate drives; 1.0 without it.
-    pub fn refill_factor(&self, tier_priority: u32) -> f64 {
-        self.refill.refill_factor(tier_priority).max(0.0)
+    pub fn refill_factor(&self, tier_name: &str, tier_priority: u32) -> f64 {
+        let factor = self.refill.refill_factor(tier_name, tier_priority);
+        // NaN from a broken policy must not freeze the bucket (NaN rates never refill): treat as nominal.
+        if factor.is_finite() { factor.max(0.0) } else { 1.0 }
     }
 
     /// Seconds since this limiter started: the clock every store call uses.
@@ -234,7 +238,8 @@ impl Limiter {
     }
 
     pub fn params(&self, grant: &Grant) -> BucketParams {
-        let factor = self.refill_factor(grant.identity.policy.tier.priority);
+        let tier = &grant.identity.policy.tier;
+        let factor = self.refill_factor(&tier.name, tier.priority);
         BucketParams {
             rate_per_second: grant.limits.gpu_seconds_per_minute / 60.0 * factor,
             capacity: grant.limits.burst_gpu_seconds.max(0.0),

@@ -15,6 +15,7 @@
 //! | `wrong_environment`   | 403  | PERMISSION_DENIED   | 4031            | a test key on a live-only gateway, or vice versa|
 //! | `origin_not_allowed`  | 403  | PERMISSION_DENIED   | 4032            | browser Origin not in the policy's allowlist    |
 //! | `query_key_refused`   | 400  | INVALID_ARGUMENT    | 4033            | key in the query string, not enabled            |
+//! | `client_embedding_not_allowed` | 403 | PERMISSION_DENIED | 4034  | client-computed embedding, policy forbids it    |
 //! | `rate_limited`        | 429  | RESOURCE_EXHAUSTED  | 4290            | GPU-second bucket cannot pay; see retry-after   |
 //! | `stream_cap`          | 429  | RESOURCE_EXHAUSTED  | 4291            | key holds its tier's maximum of open streams    |
 //! | `queue_full`          | 429  | RESOURCE_EXHAUSTED  | 4292            | the key's wait queue is full                    |
@@ -85,6 +86,7 @@ codes! {
     WrongEnvironment => ("wrong_environment", 403, PermissionDenied, 4031),
     OriginNotAllowed => ("origin_not_allowed", 403, PermissionDenied, 4032),
     QueryKeyRefused => ("query_key_refused", 400, InvalidArgument, 4033),
+    ClientEmbeddingNotAllowed => ("client_embedding_not_allowed", 403, PermissionDenied, 4034),
     RateLimited => ("rate_limited", 429, ResourceExhausted, 4290),
     StreamCap => ("stream_cap", 429, ResourceExhausted, 4291),
     QueueFull => ("queue_full", 429, ResourceExhausted, 4292),

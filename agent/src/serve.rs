@@ -16,14 +16,20 @@ pub struct Listeners {
 
 /// Binds every listener first (so a port clash fails fast), then serves until ctrl-c / SIGTERM.
 pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Result<()> {
+    // Refuse rather than serve plaintext on a port the operator configured for TLS.
+    if let Some((cert, key)) = &listeners.tls {
+        anyhow::bail!(
+            "--tls-cert {} / --tls-key {} were given, but this agent version does not terminate TLS itself; \
+             terminate TLS in front of the agent (ingress, service mesh) and unset agent.tls.enabled",
+            cert.display(),
+            key.display()
+        );
+    }
     let http = tokio::net::TcpListener::bind(listeners.http).await.with_context(|| format!("cannot listen on --http-addr {}", listeners.http))?;
     let admin =
         tokio::net::TcpListener::bind(listeners.admin).await.with_context(|| format!("cannot listen on --admin-addr {}", listeners.admin))?;
     let grpc = tokio::net::TcpListener::bind(listeners.grpc).await.with_context(|| format!("cannot listen on --grpc-addr {}", listeners.grpc))?;
     tracing::info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, "listening");
-    if listeners.tls.is_some() {
-        tracing::warn!("--tls-cert/--tls-key are accepted but TLS termination is not built into this agent version; terminate TLS in front of it");
-    }
 
     let tick = {
         let gateway = Arc::clone(&gateway);

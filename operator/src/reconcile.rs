@@ -49,8 +49,6 @@ const SHARED_BUFFER: usize = 1024;
 const CONCURRENCY: u16 = 64;
 const ERROR_REQUEUE: Duration = Duration::from_secs(10);
 const COUNT_DEBOUNCE: Duration = Duration::from_secs(1);
-/// A write the store has not shown yet is trusted for at most this long.
-const PENDING_TTL: Duration = Duration::from_secs(60);
 
 /// Why a reconcile failed. `category()` is the metric label: a fixed set, never an error string.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +99,11 @@ impl ReconcileError {
 
 /// A write whose watch event may not have reached the store yet. Trusted while the store still shows the version
 /// from before the write; this keeps a reconcile that runs in between from, say, issuing a second first key.
+/// Entries are dropped by the watch itself (see [`forget_pending`]) when the store moves on, never by a timer: a
+/// slow API server can delay watch events by minutes, and a timed-out entry would mean a regenerated key.
 struct Pending<T> {
     before: Option<String>,
     value: T,
-    at: Instant,
 }
 
 type PendingMap<T> = Mutex<HashMap<(String, String), Pending<T>>>;
@@ -116,7 +115,7 @@ fn pending_view<T: Clone>(
 ) -> Option<T> {
     let mut map = map.lock().expect("pending-write map poisoned");
     match map.get(&key) {
-        Some(p) if p.before == stored_version && p.at.elapsed() < PENDING_TTL => Some(p.value.clone()),
+        Some(p) if p.before == stored_version => Some(p.value.clone()),
         Some(_) => {
             map.remove(&key);
             None
@@ -126,7 +125,16 @@ fn pending_view<T: Clone>(
 }
 
 fn pending_record<T>(map: &PendingMap<T>, key: (String, String), before: Option<String>, value: T) {
-    map.lock().expect("pending-write map poisoned").insert(key, Pending { before, value, at: Instant::now() });
+    map.lock().expect("pending-write map poisoned").insert(key, Pending { before, value });
+}
+
+/// Called for every watch event of the object: once the store holds anything newer than the version a pending
+/// write started from (our write, a later one, or a delete), the store is the truth again.
+fn forget_pending<T>(map: &PendingMap<T>, key: (String, String), event_version: Option<String>, deleted: bool) {
+    let mut map = map.lock().expect("pending-write map poisoned");
+    if map.get(&key).is_some_and(|p| deleted || p.before != event_version) {
+        map.remove(&key);
+    }
 }
 
 /// Everything the reconcilers share.
@@ -144,8 +152,8 @@ pub struct Context {
     pub reporter: Reporter,
     pub metrics: Metrics,
     synced: watch::Receiver<bool>,
-    pending_secrets: PendingMap<Arc<Secret>>,
-    pending_status: PendingMap<infergate_crds::ApiKeyPolicyStatus>,
+    pending_secrets: Arc<PendingMap<Arc<Secret>>>,
+    pending_status: Arc<PendingMap<infergate_crds::ApiKeyPolicyStatus>>,
     /// Keys per policy by state (current, retiring, revoked), summed into the `keys` gauge.
     key_counts: Mutex<HashMap<NamespacedName, [i64; 3]>>,
 }
@@ -560,11 +568,17 @@ pub async fn run_controllers(
             (reader, subscriber)
         }};
     }
+    let pending_secrets: Arc<PendingMap<Arc<Secret>>> = Arc::default();
+    let pending_status: Arc<PendingMap<infergate_crds::ApiKeyPolicyStatus>> = Arc::default();
     let tx = cleanup_tx.clone();
+    let pending = pending_status.clone();
     let (policies, policy_sub) = shared_reflector!(
         Api::<ApiKeyPolicy>::all(client.clone()),
         watcher::Config::default(),
-        move |ev: Result<watcher::Event<ApiKeyPolicy>, watcher::Error>| on_owner_event(&tx, ShardKind::Policy, ev)
+        move |ev: Result<watcher::Event<ApiKeyPolicy>, watcher::Error>| {
+            forget_pending_on(&pending, &ev);
+            on_owner_event(&tx, ShardKind::Policy, ev)
+        }
     );
     let tx = cleanup_tx.clone();
     let (endpoints, endpoint_sub) = shared_reflector!(
@@ -574,10 +588,11 @@ pub async fn run_controllers(
     );
     let (tiers, tier_sub) = shared_reflector!(Api::<RateTier>::all(client.clone()), watcher::Config::default(), |_| {});
     let key_selector = format!("{}={}", infergate_crds::labels::COMPONENT, infergate_crds::labels::API_KEY);
+    let pending = pending_secrets.clone();
     let (key_secrets, key_secret_sub) = shared_reflector!(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().labels(&key_selector),
-        |_| {}
+        move |ev: Result<watcher::Event<Secret>, watcher::Error>| forget_pending_on(&pending, &ev)
     );
     let (agent_leases, lease_sub) = shared_reflector!(
         Api::<Lease>::namespaced(client.clone(), &namespace),
@@ -607,8 +622,8 @@ pub async fn run_controllers(
         reporter,
         metrics,
         synced: synced_rx,
-        pending_secrets: Mutex::default(),
-        pending_status: Mutex::default(),
+        pending_secrets,
+        pending_status,
         key_counts: Mutex::default(),
     });
 
@@ -768,6 +783,15 @@ pub async fn run_controllers(
     tokio::join!(policy_controller, endpoint_controller, tier_controller);
 }
 
+fn forget_pending_on<K: ResourceExt, T>(map: &PendingMap<T>, event: &Result<watcher::Event<K>, watcher::Error>) {
+    let (obj, deleted) = match event {
+        Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => (o, false),
+        Ok(watcher::Event::Delete(o)) => (o, true),
+        _ => return,
+    };
+    forget_pending(map, (obj.namespace().unwrap_or_default(), obj.name_any()), obj.resource_version(), deleted);
+}
+
 fn on_owner_event<K: Resource<DynamicType = ()> + ResourceExt>(
     tx: &mpsc::UnboundedSender<Cleanup>,
     kind: ShardKind,
@@ -842,8 +866,15 @@ mod tests {
         pending_record(&map, key.clone(), None, 7);
         // The store has not seen the write yet (still no object): the written value stands.
         assert_eq!(pending_view(&map, key.clone(), None), Some(7));
-        // The store caught up: the store wins from now on and the entry is dropped.
-        assert_eq!(pending_view(&map, key.clone(), Some("12".into())), None);
+        // A watch event that still shows the old version changes nothing.
+        forget_pending(&map, key.clone(), None, false);
+        assert_eq!(pending_view(&map, key.clone(), None), Some(7));
+        // The watch delivered the write: the store is the truth again, even if it later goes stale in a view.
+        forget_pending(&map, key.clone(), Some("12".into()), false);
+        assert_eq!(pending_view(&map, key.clone(), None), None);
+        // A view that already shows a newer version also drops the entry.
+        pending_record(&map, key.clone(), None, 8);
+        assert_eq!(pending_view(&map, key.clone(), Some("13".into())), None);
         assert_eq!(pending_view(&map, key, None), None);
     }
 

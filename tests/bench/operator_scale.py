@@ -90,7 +90,7 @@ def run_once(binary: Path, n: int, timeout: float) -> dict:
         base = get(url + "/standin/stats")
         standin_cpu0 = cpu_seconds(standin.pid)
 
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "RUST_LOG": "warn"}
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "RUST_LOG": "info,kube=warn"}
         log = open(work / "operator.log", "w")
         started = time.monotonic()
         op = subprocess.Popen([str(binary), "run", "--namespace", "infergate-system",
@@ -125,6 +125,12 @@ def run_once(binary: Path, n: int, timeout: float) -> dict:
             op.wait(30)
         except subprocess.TimeoutExpired:
             op.kill()
+        log.close()
+        # Every key issued is one audit line: more than N would mean a key was regenerated.
+        issued = sum(1 for line in (work / "operator.log").read_text().splitlines()
+                     if '"audit":true' in line and '"action":"key_issued"' in line)
+        result["keys_issued"] = issued
+        result["log"] = str(work / "operator.log")
         return result
     finally:
         standin.send_signal(signal.SIGTERM)
