@@ -60,6 +60,14 @@ pub(crate) fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
 }
 
 impl EndpointBuilder {
+    pub(crate) fn builtin(mut self, model: infergate_crds::endpoint::BuiltinModel) -> Self {
+        self.0.backend = BackendSpec { builtin: Some(model), upstream: None };
+        self
+    }
+    pub(crate) fn fallback(mut self, name: &str) -> Self {
+        self.0.fallback = Some(NamespacedName::new("default", name));
+        self
+    }
     pub(crate) fn features(mut self, f: &[Feature]) -> Self {
         self.0.features = f.to_vec();
         self

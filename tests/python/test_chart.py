@@ -48,17 +48,15 @@ def allowed_grants(fullname: str) -> set[cc.Grant]:
     def grant(who, scope, group, resources, verbs):
         g.update((who, scope, group, r, v) for r in resources for v in verbs)
 
-    # Operator, cluster-wide: watch the CRs in every namespace; `patch` on the object itself is how kube's finalizer
-    # helper adds and removes its finalizer.
-    grant(operator, "cluster", CRD_GROUP, CRD_PLURALS, ("get", "list", "watch", "patch"))
-    grant(operator, "cluster", CRD_GROUP, [f"{p}/status" for p in CRD_PLURALS], ("patch", "update"))
-    grant(operator, "cluster", CRD_GROUP, [f"{p}/finalizers" for p in CRD_PLURALS], ("update",))
-    # One key Secret per ApiKeyPolicy in the policy's namespace, one gateway-config Secret per policy in its own.
-    grant(operator, "cluster", "", ["secrets"], ("get", "list", "watch", "create", "patch", "update", "delete"))
-    grant(operator, "cluster", "events.k8s.io", ["events"], ("create", "patch"))
-    grant(operator, "cluster", "", ["events"], ("create", "patch"))
-    # Operator, own namespace: leader election and reading the agents' Leases.
-    grant(operator, NAMESPACE, "coordination.k8s.io", ["leases"], ("get", "list", "watch", "create", "update", "patch"))
+    # Operator, cluster-wide: watch the CRs in every namespace (no finalizer, never writes spec); status by SSA.
+    grant(operator, "cluster", CRD_GROUP, CRD_PLURALS, ("get", "list", "watch"))
+    grant(operator, "cluster", CRD_GROUP, [f"{p}/status" for p in CRD_PLURALS], ("patch",))
+    # One key Secret per ApiKeyPolicy in the policy's namespace, one gateway-config Secret per policy in its own;
+    # server-side apply (patch + create), delete for orphaned shards.
+    grant(operator, "cluster", "", ["secrets"], ("get", "list", "watch", "create", "patch", "delete"))
+    grant(operator, "cluster", "events.k8s.io", ["events"], ("create",))
+    # Operator, own namespace: leader election (create, then replace) and reading the agents' Leases.
+    grant(operator, NAMESPACE, "coordination.k8s.io", ["leases"], ("get", "list", "watch", "create", "update"))
     # Agent, release namespace only: read gateway-config Secrets, write its own Lease (name pinned by the policy).
     grant(agent, NAMESPACE, "", ["secrets"], ("get", "list", "watch"))
     grant(agent, NAMESPACE, "coordination.k8s.io", ["leases"], ("create", "get", "update", "patch"))
