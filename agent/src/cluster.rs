@@ -126,6 +126,9 @@ async fn watch_config(gateway: Arc<Gateway>, secrets: Api<Secret>, options: Snap
     }
 }
 
+/// Lease annotation with the agent's GPU mode and per-tier refill factors (JSON, from [`crate::gpu::Gpu::status_json`]).
+pub const GPU_LIMITS_ANNOTATION: &str = "infergate.dev/gpu-limits";
+
 /// The Lease body this agent publishes.
 pub fn lease_body(node: &str, namespace: Option<&str>, snapshot: &Snapshot) -> serde_json::Value {
     let (label_key, label_value) = lease::AGENT_LEASE_LABEL.split_once('=').expect("label selector has key=value");
@@ -157,7 +160,11 @@ async fn publish_lease(gateway: Arc<Gateway>, leases: Api<Lease>, node: String) 
     let mut changes = gateway.subscribe();
     loop {
         if gateway.is_ready() {
-            let body = lease_body(&node, None, &gateway.snapshot());
+            let mut body = lease_body(&node, None, &gateway.snapshot());
+            if let Some(gpu) = gateway.gpu() {
+                // CPU/GPU mode and each tier's current refill factor, refreshed with every renewal.
+                body["metadata"]["annotations"][GPU_LIMITS_ANNOTATION] = gpu.status_json().to_string().into();
+            }
             let params = PatchParams::apply(FIELD_MANAGER).force();
             if let Err(err) = leases.patch(&name, &params, &Patch::Apply(&body)).await {
                 tracing::warn!(lease = %name, error = %err, "cannot update this agent's Lease; the operator will count it as stale");

@@ -5,7 +5,10 @@ gateway-config shard is written (and every policy has a status), against the API
     .venv/bin/python tests/bench/operator_scale.py --policies 1000 10000
 
 Reports, per N: seconds from starting the operator to "all written", the operator's peak RSS (VmHWM), CPU seconds
-used by the operator and by the stand-in, and the stand-in's request count. Target: 10,000 in <= 60 s, <= 100 MiB.
+used by the operator and by the stand-in (and the stand-in's kernel share), the stand-in's request count, and the
+load average at start and end. Target: 10,000 in <= 60 s, <= 100 MiB. The machine may be shared: compare runs at
+similar load. `STANDIN_PROFILE=/tmp/standin.prof` writes the stand-in's cProfile stats there (read them with
+`python -m pstats`); `STANDIN_LOOP=asyncio` runs the stand-in on the stdlib event loop instead of uvloop.
 The policies are bulk-created straight into the stand-in's store (no validation) before the operator starts.
 """
 
@@ -46,9 +49,15 @@ def post(url, body):
         return json.loads(r.read())
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -88,7 +97,8 @@ def run_once(binary: Path, n: int, timeout: float) -> dict:
         for i in range(0, len(objs), 2000):
             post(url + "/standin/bulk", objs[i:i + 2000])
         base = get(url + "/standin/stats")
-        standin_cpu0 = cpu_seconds(standin.pid)
+        standin_cpu0 = cpu_times(standin.pid)
+        load0 = os.getloadavg()[0]
 
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "RUST_LOG": "info,kube=warn"}
         log = open(work / "operator.log", "w")
@@ -114,11 +124,16 @@ def run_once(binary: Path, n: int, timeout: float) -> dict:
             "seconds": round(done_at - started, 2) if done_at else None,
             "peak_rss_mib": round(peak_rss_mib(op.pid), 1),
             "operator_cpu_s": round(cpu_seconds(op.pid), 1),
-            "standin_cpu_s": round(cpu_seconds(standin.pid) - standin_cpu0, 1),
+            "standin_cpu_s": round(cpu_seconds(standin.pid) - sum(standin_cpu0), 1),
+            "standin_sys_s": round(cpu_times(standin.pid)[1] - standin_cpu0[1], 1),
             "requests": stats["requests"] - base["requests"],
             "key_secrets": stats["labelled"].get("api-key", 0),
             "shards": stats["labelled"].get("gateway-config", 0),
             "statuses": stats["with_status"].get("apikeypolicies", 0),
+            # The machine is shared: wall time means little without the load it ran under (1-minute average).
+            "loadavg_start": round(load0, 2),
+            "loadavg_end": round(os.getloadavg()[0], 2),
+            "cores": os.cpu_count(),
         }
         op.send_signal(signal.SIGTERM)
         try:
