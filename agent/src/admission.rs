@@ -55,13 +55,22 @@ impl Grant {
 }
 
 /// Checksum, lookup, validity window, suspension and environment: everything about *who* is calling.
-pub fn authenticate(snapshot: &Snapshot, presented: &str, now: DateTime<Utc>) -> Result<Identity, Refusal> {
+pub fn authenticate(
+    snapshot: &Snapshot,
+    presented: &str,
+    now: DateTime<Utc>,
+) -> Result<Identity, Refusal> {
     let environment = ApiKey::check_format(presented).map_err(format_refusal)?;
     identify_with_env(snapshot, &KeyDigest::of(presented), environment, now)
 }
 
 /// Like [`authenticate`] for a key known only by its digest (stream re-checks, tickets).
-pub fn identify(snapshot: &Snapshot, digest: &KeyDigest, environment: Environment, now: DateTime<Utc>) -> Result<Identity, Refusal> {
+pub fn identify(
+    snapshot: &Snapshot,
+    digest: &KeyDigest,
+    environment: Environment,
+    now: DateTime<Utc>,
+) -> Result<Identity, Refusal> {
     identify_with_env(snapshot, digest, environment, now)
 }
 
@@ -89,17 +98,25 @@ fn identify_with_env(
                 format!("key {key} was revoked; use the current key from the policy's Secret"),
             ));
         }
-        KeyStatus::Active { valid_from, valid_until } => {
+        KeyStatus::Active {
+            valid_from,
+            valid_until,
+        } => {
             if now < valid_from {
                 return Err(Refusal::new(
                     RefusalCode::KeyNotYetValid,
-                    format!("key {key} is not valid yet (valid from {}); check the gateway's clock", valid_from.to_rfc3339()),
+                    format!(
+                        "key {key} is not valid yet (valid from {}); check the gateway's clock",
+                        valid_from.to_rfc3339()
+                    ),
                 ));
             }
             if valid_until.is_some_and(|until| now >= until) {
                 return Err(Refusal::new(
                     RefusalCode::KeyExpired,
-                    format!("key {key} was rotated out and its overlap has ended; use the current key from the policy's Secret"),
+                    format!(
+                        "key {key} was rotated out and its overlap has ended; use the current key from the policy's Secret"
+                    ),
                 ));
             }
         }
@@ -107,35 +124,61 @@ fn identify_with_env(
     if policy.expires_at.is_some_and(|at| now >= at) {
         return Err(Refusal::new(
             RefusalCode::KeyExpired,
-            format!("key {key} expired: policy {} has passed its expiresAt", policy.name),
+            format!(
+                "key {key} expired: policy {} has passed its expiresAt",
+                policy.name
+            ),
         ));
     }
     if policy.suspended {
         return Err(Refusal::new(
             RefusalCode::KeySuspended,
-            format!("key {key} is suspended: policy {} has suspended: true; ask its owner to lift it", policy.name),
+            format!(
+                "key {key} is suspended: policy {} has suspended: true; ask its owner to lift it",
+                policy.name
+            ),
         ));
     }
     if environment != policy.environment {
-        return Err(Refusal::new(RefusalCode::WrongEnvironment, "key prefix does not match its policy's environment"));
+        return Err(Refusal::new(
+            RefusalCode::WrongEnvironment,
+            "key prefix does not match its policy's environment",
+        ));
     }
     if let Some(only) = snapshot.options.environment
         && only != environment
     {
         return Err(Refusal::new(
             RefusalCode::WrongEnvironment,
-            format!("this gateway accepts {} keys only ({}...); this is a {} key", only.as_str(), only.prefix(), environment.as_str()),
+            format!(
+                "this gateway accepts {} keys only ({}...); this is a {} key",
+                only.as_str(),
+                only.prefix(),
+                environment.as_str()
+            ),
         ));
     }
-    Ok(Identity { key, digest: *digest, environment, policy: Arc::clone(policy) })
+    Ok(Identity {
+        key,
+        digest: *digest,
+        environment,
+        policy: Arc::clone(policy),
+    })
 }
 
 /// Scope (endpoint by model, feature) and Origin: everything about *what* the key may do.
-pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
+pub fn authorize(
+    snapshot: &Snapshot,
+    identity: Identity,
+    request: &Request<'_>,
+) -> Result<Grant, Refusal> {
     let Some(endpoint) = snapshot.endpoint_by_model(request.model) else {
         return Err(Refusal::new(
             RefusalCode::UnknownModel,
-            format!("no endpoint serves model {:?}; GET /v1/models lists the models this key may use", truncated(request.model)),
+            format!(
+                "no endpoint serves model {:?}; GET /v1/models lists the models this key may use",
+                truncated(request.model)
+            ),
         ));
     };
     if !endpoint.features.contains(request.feature) {
@@ -145,7 +188,12 @@ pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>)
                 "model {:?} does not offer {}; it offers: {}",
                 endpoint.shard.model,
                 request.feature.as_str(),
-                endpoint.features.iter().map(Feature::as_str).collect::<Vec<_>>().join(", ")
+                endpoint
+                    .features
+                    .iter()
+                    .map(Feature::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -168,7 +216,11 @@ pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>)
                     request.feature.as_str(),
                     endpoint.label,
                     policy.name,
-                    features.iter().map(Feature::as_str).collect::<Vec<_>>().join(", ")
+                    features
+                        .iter()
+                        .map(Feature::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -187,11 +239,21 @@ pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>)
         ));
     }
     let limits = snapshot.limits(policy, endpoint);
-    Ok(Grant { endpoint: Arc::clone(endpoint), feature: request.feature, limits, identity })
+    Ok(Grant {
+        endpoint: Arc::clone(endpoint),
+        feature: request.feature,
+        limits,
+        identity,
+    })
 }
 
 /// [`authenticate`] then [`authorize`].
-pub fn admit(snapshot: &Snapshot, presented: &str, request: &Request<'_>, now: DateTime<Utc>) -> Result<Grant, Refusal> {
+pub fn admit(
+    snapshot: &Snapshot,
+    presented: &str,
+    request: &Request<'_>,
+    now: DateTime<Utc>,
+) -> Result<Grant, Refusal> {
     let identity = authenticate(snapshot, presented, now)?;
     authorize(snapshot, identity, request)
 }

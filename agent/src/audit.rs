@@ -1,6 +1,6 @@
 //! JSON audit lines on stderr (`"audit":true`): refusals (sampled per key, so a flood cannot fill the disk),
 //! enforced revocations, and closed streams. Key ids only; never a key, ticket, audio or transcript.
-use crate::snapshot::{KeyRef, KeyMap};
+use crate::snapshot::{KeyMap, KeyRef};
 use chrono::Utc;
 use serde::Serialize;
 use std::io::Write;
@@ -86,7 +86,11 @@ impl Audit {
             if sampler.len() >= MAX_TRACKED_KEYS && !sampler.contains_key(&bucket) {
                 sampler.clear();
             }
-            let w = sampler.entry(bucket).or_insert(Window { started: Instant::now(), written: 0, dropped: 0 });
+            let w = sampler.entry(bucket).or_insert(Window {
+                started: Instant::now(),
+                written: 0,
+                dropped: 0,
+            });
             if w.started.elapsed() >= WINDOW {
                 w.started = Instant::now();
                 w.written = 0;
@@ -110,7 +114,15 @@ impl Audit {
         });
     }
 
-    pub fn revocation_enforced(&self, key: KeyRef, code: &str, stream_id: u64, door: &str, endpoint: &str, revision: &str) {
+    pub fn revocation_enforced(
+        &self,
+        key: KeyRef,
+        code: &str,
+        stream_id: u64,
+        door: &str,
+        endpoint: &str,
+        revision: &str,
+    ) {
         write_line(&Line {
             event: "revocation_enforced",
             key_id: Some(key.to_string()),
@@ -124,7 +136,11 @@ impl Audit {
     }
 
     pub fn config_applied(&self, revision: &str) {
-        write_line(&Line { event: "config_applied", revision: Some(revision), ..Line::base() });
+        write_line(&Line {
+            event: "config_applied",
+            revision: Some(revision),
+            ..Line::base()
+        });
     }
 
     pub fn stream_closed(&self, e: StreamClosedEvent<'_>) {

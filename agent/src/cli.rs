@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "infergate-agent", version, about = "infergate node agent: API-key gateway, GPU-second metering, inference worker host")]
+#[command(
+    name = "infergate-agent",
+    version,
+    about = "infergate node agent: API-key gateway, GPU-second metering, inference worker host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -123,7 +127,9 @@ impl CommonArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<infergate_crds::GoDuration>().map(|d| d.0).map_err(|e| e.to_string())
+    s.parse::<infergate_crds::GoDuration>()
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_environment(s: &str) -> Result<Environment, String> {

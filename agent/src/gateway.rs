@@ -117,7 +117,9 @@ impl Gateway {
     /// Attaches the GPU policy (once, at start-up): its factors are exported as metrics and its tiers follow
     /// each applied snapshot. The limiter must have been built with [`crate::gpu::Gpu::refill`].
     pub fn attach_gpu(&self, gpu: Arc<crate::gpu::Gpu>) {
-        if let Err(error) = infergate_gpu::GpuMetrics::register(&self.metrics.registry, Arc::clone(&gpu.limits)) {
+        if let Err(error) =
+            infergate_gpu::GpuMetrics::register(&self.metrics.registry, Arc::clone(&gpu.limits))
+        {
             tracing::warn!(error = %error, "GPU metrics not registered");
         }
         gpu.set_tiers(&self.snapshot());
@@ -171,35 +173,63 @@ impl Gateway {
         self.ready.load(Ordering::Acquire)
     }
 
-    pub fn authenticate(&self, snapshot: &Snapshot, credential: &Credential<'_>) -> Result<Identity, Refusal> {
+    pub fn authenticate(
+        &self,
+        snapshot: &Snapshot,
+        credential: &Credential<'_>,
+    ) -> Result<Identity, Refusal> {
         match credential {
             Credential::Key(key) => admission::authenticate(snapshot, key, Utc::now()),
-            Credential::Identity { digest, environment } => admission::identify(snapshot, digest, *environment, Utc::now()),
+            Credential::Identity {
+                digest,
+                environment,
+            } => admission::identify(snapshot, digest, *environment, Utc::now()),
         }
     }
 
     /// [`authenticate`](Self::authenticate) against the current snapshot, recording a refusal (with the key id
     /// when the key is genuine but refused, e.g. revoked).
-    pub fn authenticate_recorded(&self, credential: &Credential<'_>, door: Door, request_id: &str) -> Result<Identity, Refusal> {
-        self.authenticate(&self.snapshot(), credential).inspect_err(|refusal| {
-            let mut ctx = RefusalContext::new(door, request_id);
-            if !matches!(refusal.code, RefusalCode::MalformedKey | RefusalCode::BadChecksum | RefusalCode::UnknownKey | RefusalCode::MissingKey) {
-                ctx.key = Some(match credential {
-                    Credential::Key(key) => KeyRef::of(&KeyDigest::of(key)),
-                    Credential::Identity { digest, .. } => KeyRef::of(digest),
-                });
-            }
-            self.refused(refusal, &ctx);
-        })
+    pub fn authenticate_recorded(
+        &self,
+        credential: &Credential<'_>,
+        door: Door,
+        request_id: &str,
+    ) -> Result<Identity, Refusal> {
+        self.authenticate(&self.snapshot(), credential)
+            .inspect_err(|refusal| {
+                let mut ctx = RefusalContext::new(door, request_id);
+                if !matches!(
+                    refusal.code,
+                    RefusalCode::MalformedKey
+                        | RefusalCode::BadChecksum
+                        | RefusalCode::UnknownKey
+                        | RefusalCode::MissingKey
+                ) {
+                    ctx.key = Some(match credential {
+                        Credential::Key(key) => KeyRef::of(&KeyDigest::of(key)),
+                        Credential::Identity { digest, .. } => KeyRef::of(digest),
+                    });
+                }
+                self.refused(refusal, &ctx);
+            })
     }
 
-    pub fn authorize(&self, snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
+    pub fn authorize(
+        &self,
+        snapshot: &Snapshot,
+        identity: Identity,
+        request: &Request<'_>,
+    ) -> Result<Grant, Refusal> {
         admission::authorize(snapshot, identity, request)
     }
 
     /// Records one refusal: metric, and a sampled audit line.
     pub fn refused(&self, refusal: &Refusal, ctx: &RefusalContext<'_>) {
-        self.metrics.refused(refusal.code.as_str(), ctx.tier.unwrap_or(""), ctx.endpoint.unwrap_or(""));
+        self.metrics.refused(
+            refusal.code.as_str(),
+            ctx.tier.unwrap_or(""),
+            ctx.endpoint.unwrap_or(""),
+        );
         self.audit.refusal(RefusalEvent {
             key: ctx.key,
             code: refusal.code.as_str(),
@@ -215,7 +245,8 @@ impl Gateway {
 
     /// Records GPU-seconds charged to a key (after settlement, or per stream chunk).
     pub fn charged(&self, grant: &Grant, gpu_seconds: f64) {
-        self.metrics.charged(grant.tier(), &grant.endpoint.label, gpu_seconds);
+        self.metrics
+            .charged(grant.tier(), &grant.endpoint.label, gpu_seconds);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         *usage.entry(grant.key()).or_insert(0.0) += gpu_seconds;
     }
@@ -238,23 +269,38 @@ impl Gateway {
             )
             .with_retry_after(1.0));
         }
-        self.metrics.open_connections.with_label_values(&[door.as_str()]).inc();
-        Ok(ConnectionGuard { gateway: Arc::clone(self), door })
+        self.metrics
+            .open_connections
+            .with_label_values(&[door.as_str()])
+            .inc();
+        Ok(ConnectionGuard {
+            gateway: Arc::clone(self),
+            door,
+        })
     }
 
     /// Takes one of the key's connection slots (the agent-wide per-key cap).
     pub fn key_connection(self: &Arc<Self>, key: KeyRef) -> Result<KeyConnectionGuard, Refusal> {
-        let mut per_key = self.per_key_connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_key = self
+            .per_key_connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let open = per_key.entry(key).or_insert(0);
         if *open >= self.settings.max_connections_per_key {
             return Err(Refusal::new(
                 RefusalCode::ConnectionCap,
-                format!("key {key} holds this agent's maximum of {} connections per key; close some", self.settings.max_connections_per_key),
+                format!(
+                    "key {key} holds this agent's maximum of {} connections per key; close some",
+                    self.settings.max_connections_per_key
+                ),
             )
             .with_retry_after(1.0));
         }
         *open += 1;
-        Ok(KeyConnectionGuard { gateway: Arc::clone(self), key })
+        Ok(KeyConnectionGuard {
+            gateway: Arc::clone(self),
+            key,
+        })
     }
 }
 
@@ -269,7 +315,13 @@ pub struct RefusalContext<'a> {
 
 impl<'a> RefusalContext<'a> {
     pub fn new(door: Door, request_id: &'a str) -> Self {
-        RefusalContext { door, request_id, key: None, tier: None, endpoint: None }
+        RefusalContext {
+            door,
+            request_id,
+            key: None,
+            tier: None,
+            endpoint: None,
+        }
     }
     pub fn identity(mut self, identity: &'a Identity) -> Self {
         self.key = Some(identity.key);
@@ -287,7 +339,10 @@ impl<'a> RefusalContext<'a> {
 /// How a caller proves who it is: a presented key, or an identity already established (a redeemed ticket).
 pub enum Credential<'a> {
     Key(&'a str),
-    Identity { digest: KeyDigest, environment: Environment },
+    Identity {
+        digest: KeyDigest,
+        environment: Environment,
+    },
 }
 
 pub struct ConnectionGuard {
@@ -298,7 +353,11 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.gateway.connections.fetch_sub(1, Ordering::AcqRel);
-        self.gateway.metrics.open_connections.with_label_values(&[self.door.as_str()]).dec();
+        self.gateway
+            .metrics
+            .open_connections
+            .with_label_values(&[self.door.as_str()])
+            .dec();
     }
 }
 
@@ -309,7 +368,11 @@ pub struct KeyConnectionGuard {
 
 impl Drop for KeyConnectionGuard {
     fn drop(&mut self) {
-        let mut per_key = self.gateway.per_key_connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_key = self
+            .gateway
+            .per_key_connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(open) = per_key.get_mut(&self.key) {
             *open -= 1;
             if *open == 0 {
@@ -343,7 +406,10 @@ const MAX_LIVE_TICKETS: usize = 100_000;
 
 impl Tickets {
     fn new(ttl: Duration) -> Self {
-        Tickets { ttl, live: Mutex::default() }
+        Tickets {
+            ttl,
+            live: Mutex::default(),
+        }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -361,23 +427,44 @@ impl Tickets {
         if live.len() >= MAX_LIVE_TICKETS {
             live.retain(|_, t| t.expires > now);
             if live.len() >= MAX_LIVE_TICKETS {
-                return Err(Refusal::new(RefusalCode::ServerBusy, "too many unredeemed stream tickets; retry shortly").with_retry_after(5.0));
+                return Err(Refusal::new(
+                    RefusalCode::ServerBusy,
+                    "too many unredeemed stream tickets; retry shortly",
+                )
+                .with_retry_after(5.0));
             }
         }
         live.insert(
             KeyDigest::of(&ticket).0,
-            TicketEntry { digest: identity.digest, environment: identity.environment, expires: now + self.ttl },
+            TicketEntry {
+                digest: identity.digest,
+                environment: identity.environment,
+                expires: now + self.ttl,
+            },
         );
         Ok(ticket)
     }
 
     /// Redeems a ticket once.
     pub fn redeem(&self, ticket: &str) -> Result<Credential<'static>, Refusal> {
-        let bad = || Refusal::new(RefusalCode::BadTicket, "stream ticket is unknown, already used or expired; get a new one from POST /v1/tickets");
-        let entry = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&KeyDigest::of(ticket).0).ok_or_else(bad)?;
+        let bad = || {
+            Refusal::new(
+                RefusalCode::BadTicket,
+                "stream ticket is unknown, already used or expired; get a new one from POST /v1/tickets",
+            )
+        };
+        let entry = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&KeyDigest::of(ticket).0)
+            .ok_or_else(bad)?;
         if entry.expires <= Instant::now() {
             return Err(bad());
         }
-        Ok(Credential::Identity { digest: entry.digest, environment: entry.environment })
+        Ok(Credential::Identity {
+            digest: entry.digest,
+            environment: entry.environment,
+        })
     }
 }

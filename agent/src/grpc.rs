@@ -3,7 +3,7 @@
 //! [`Refusal::to_status`] (code, `x-infergate-code`, `retry-after`); responses carry `x-request-id`.
 use crate::admission::{Identity, Request};
 use crate::gateway::{Credential, Door, Gateway, RefusalContext};
-use crate::http::{run_one_shot, OneShot};
+use crate::http::{OneShot, run_one_shot};
 use crate::refusal::{Refusal, RefusalCode};
 use crate::session::{Event, Session};
 use infergate_crds::endpoint::Feature;
@@ -38,7 +38,9 @@ fn presented_key(md: &MetadataMap) -> Option<&str> {
         }
         return Some(v);
     }
-    md.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    md.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 fn status(refusal: &Refusal, request_id: &str) -> Status {
@@ -53,11 +55,18 @@ impl GrpcDoor {
     fn authenticate(&self, md: &MetadataMap, request_id: &str) -> Result<Identity, Status> {
         let result = match presented_key(md) {
             None => {
-                let refusal = Refusal::new(RefusalCode::MissingKey, "no API key: send metadata `authorization: Bearer <key>` or `x-api-key`");
-                self.gateway.refused(&refusal, &RefusalContext::new(Door::Grpc, request_id));
+                let refusal = Refusal::new(
+                    RefusalCode::MissingKey,
+                    "no API key: send metadata `authorization: Bearer <key>` or `x-api-key`",
+                );
+                self.gateway
+                    .refused(&refusal, &RefusalContext::new(Door::Grpc, request_id));
                 Err(refusal)
             }
-            Some(key) => self.gateway.authenticate_recorded(&Credential::Key(key), Door::Grpc, request_id),
+            Some(key) => {
+                self.gateway
+                    .authenticate_recorded(&Credential::Key(key), Door::Grpc, request_id)
+            }
         };
         result.map_err(|refusal| status(&refusal, request_id))
     }
@@ -71,11 +80,15 @@ fn with_request_id<T>(message: T, request_id: &str) -> tonic::Response<T> {
     response
 }
 
-type ResponseStream = Pin<Box<dyn futures::Stream<Item = Result<pb::StreamResponse, Status>> + Send>>;
+type ResponseStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::StreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Inference for GrpcDoor {
-    async fn transcribe(&self, request: tonic::Request<pb::TranscribeRequest>) -> Result<tonic::Response<pb::TranscribeResponse>, Status> {
+    async fn transcribe(
+        &self,
+        request: tonic::Request<pb::TranscribeRequest>,
+    ) -> Result<tonic::Response<pb::TranscribeResponse>, Status> {
         let request_id = crate::gateway::request_id();
         let identity = self.authenticate(request.metadata(), &request_id)?;
         let req = request.into_inner();
@@ -86,7 +99,11 @@ impl Inference for GrpcDoor {
         if !req.prompt.is_empty() {
             fields.push(("prompt".into(), req.prompt));
         }
-        let filename = if req.filename.is_empty() { "audio.wav".to_string() } else { req.filename };
+        let filename = if req.filename.is_empty() {
+            "audio.wav".to_string()
+        } else {
+            req.filename
+        };
         let outcome = run_one_shot(
             &self.gateway,
             identity,
@@ -117,19 +134,31 @@ impl Inference for GrpcDoor {
         );
         // Same name as the HTTP header: the request was served by the endpoint's fallback.
         if let Some(v) = fallback.and_then(|f| MetadataValue::try_from(f.as_str()).ok()) {
-            response.metadata_mut().insert(crate::http::FALLBACK_HEADER, v);
+            response
+                .metadata_mut()
+                .insert(crate::http::FALLBACK_HEADER, v);
         }
         Ok(response)
     }
 
-    async fn list_models(&self, request: tonic::Request<pb::ListModelsRequest>) -> Result<tonic::Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        request: tonic::Request<pb::ListModelsRequest>,
+    ) -> Result<tonic::Response<pb::ListModelsResponse>, Status> {
         let request_id = crate::gateway::request_id();
         let identity = self.authenticate(request.metadata(), &request_id)?;
         let models = crate::http::models_for(&self.gateway, &identity)
             .into_iter()
-            .map(|(id, features, endpoint)| pb::Model { id, features: features.into_iter().map(str::to_string).collect(), endpoint })
+            .map(|(id, features, endpoint)| pb::Model {
+                id,
+                features: features.into_iter().map(str::to_string).collect(),
+                endpoint,
+            })
             .collect();
-        Ok(with_request_id(pb::ListModelsResponse { models }, &request_id))
+        Ok(with_request_id(
+            pb::ListModelsResponse { models },
+            &request_id,
+        ))
     }
 
     type StreamTranscribeStream = ResponseStream;
@@ -152,7 +181,10 @@ impl Inference for GrpcDoor {
             let _connection = connection;
             run_stream(gateway, identity, inbound, tx, rid).await;
         });
-        Ok(with_request_id(Box::pin(ReceiverStream::new(rx)) as ResponseStream, &request_id))
+        Ok(with_request_id(
+            Box::pin(ReceiverStream::new(rx)) as ResponseStream,
+            &request_id,
+        ))
     }
 }
 
@@ -160,7 +192,12 @@ type Tx = mpsc::Sender<Result<pb::StreamResponse, Status>>;
 
 fn result_message(event: &Event) -> pb::StreamResponse {
     let result = match event {
-        Event::Partial { text, segment, start_seconds, end_seconds } => pb::TranscriptResult {
+        Event::Partial {
+            text,
+            segment,
+            start_seconds,
+            end_seconds,
+        } => pb::TranscriptResult {
             r#final: false,
             text: text.clone(),
             segment: *segment,
@@ -169,7 +206,12 @@ fn result_message(event: &Event) -> pb::StreamResponse {
             audio_seconds: *end_seconds,
             gpu_seconds: 0.0,
         },
-        Event::Final { text, segments, audio_seconds, gpu_seconds } => pb::TranscriptResult {
+        Event::Final {
+            text,
+            segments,
+            audio_seconds,
+            gpu_seconds,
+        } => pb::TranscriptResult {
             r#final: true,
             text: text.clone(),
             segment: *segments,
@@ -179,10 +221,18 @@ fn result_message(event: &Event) -> pb::StreamResponse {
             gpu_seconds: *gpu_seconds,
         },
     };
-    pb::StreamResponse { msg: Some(stream_response::Msg::Result(result)) }
+    pb::StreamResponse {
+        msg: Some(stream_response::Msg::Result(result)),
+    }
 }
 
-async fn run_stream(gateway: Arc<Gateway>, identity: Identity, mut inbound: Streaming<pb::StreamRequest>, tx: Tx, request_id: String) {
+async fn run_stream(
+    gateway: Arc<Gateway>,
+    identity: Identity,
+    mut inbound: Streaming<pb::StreamRequest>,
+    tx: Tx,
+    request_id: String,
+) {
     let door = Door::Grpc;
     let fail = |refusal: Refusal| {
         let tx = tx.clone();
@@ -195,24 +245,59 @@ async fn run_stream(gateway: Arc<Gateway>, identity: Identity, mut inbound: Stre
     let first = tokio::time::timeout(gateway.settings.auth_timeout, inbound.message()).await;
     let start = match first {
         Err(_) => {
-            let r = Refusal::new(RefusalCode::AuthTimeout, "no start message within the deadline after opening the stream");
-            gateway.refused(&r, &RefusalContext::new(door, &request_id).identity(&identity));
+            let r = Refusal::new(
+                RefusalCode::AuthTimeout,
+                "no start message within the deadline after opening the stream",
+            );
+            gateway.refused(
+                &r,
+                &RefusalContext::new(door, &request_id).identity(&identity),
+            );
             return fail(r).await;
         }
         Ok(Err(_)) | Ok(Ok(None)) => return,
-        Ok(Ok(Some(pb::StreamRequest { msg: Some(stream_request::Msg::Start(start)) }))) => start,
-        Ok(Ok(Some(_))) => return fail(Refusal::bad_request("the first stream message must be `start` with a model")).await,
+        Ok(Ok(Some(pb::StreamRequest {
+            msg: Some(stream_request::Msg::Start(start)),
+        }))) => start,
+        Ok(Ok(Some(_))) => {
+            return fail(Refusal::bad_request(
+                "the first stream message must be `start` with a model",
+            ))
+            .await;
+        }
     };
     let feature = match start.feature.as_str() {
         "" | "transcribe" => Feature::Transcribe,
         "embed" => Feature::Embed,
         "verify" => Feature::Verify,
         "vad" => Feature::Vad,
-        _ => return fail(Refusal::bad_request("unknown feature: use transcribe, embed, verify or vad")).await,
+        _ => {
+            return fail(Refusal::bad_request(
+                "unknown feature: use transcribe, embed, verify or vad",
+            ))
+            .await;
+        }
     };
-    let fields = if start.language.is_empty() { vec![] } else { vec![("language".to_string(), start.language.clone())] };
-    let request = Request { model: &start.model, feature, origin: None };
-    let mut session = match Session::open(&gateway, identity, &request, door, request_id.clone(), fields).await {
+    let fields = if start.language.is_empty() {
+        vec![]
+    } else {
+        vec![("language".to_string(), start.language.clone())]
+    };
+    let request = Request {
+        model: &start.model,
+        feature,
+        origin: None,
+    };
+    let mut session = match Session::open(
+        &gateway,
+        identity,
+        &request,
+        door,
+        request_id.clone(),
+        fields,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(r) => return fail(r).await,
     };

@@ -58,30 +58,42 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// The key from `Authorization: Bearer <key>` or `x-api-key`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let value = value.trim();
         if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") {
             return Some(value[7..].trim());
         }
         return Some(value);
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 pub fn origin(headers: &HeaderMap) -> Option<&str> {
-    headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok())
+    headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// A refusal as an HTTP response.
 pub fn refusal_response(refusal: &Refusal, request_id: &str) -> Response {
-    let status = StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status =
+        StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (status, Json(refusal.to_json())).into_response();
     let headers = response.headers_mut();
     if let Some(secs) = refusal.retry_after_header() {
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if refusal.code.http_status() == 401 {
-        headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"infergate\""));
+        headers.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"infergate\""),
+        );
     }
     set_request_id(&mut response, request_id);
     response
@@ -94,7 +106,12 @@ fn set_request_id(response: &mut Response, request_id: &str) {
 }
 
 /// Authenticates from headers, recording a refusal.
-fn authenticate_headers(gateway: &Gateway, headers: &HeaderMap, door: Door, request_id: &str) -> Result<Identity, Refusal> {
+fn authenticate_headers(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    door: Door,
+    request_id: &str,
+) -> Result<Identity, Refusal> {
     match presented_key(headers) {
         None => {
             let refusal = Refusal::missing_key();
@@ -112,16 +129,37 @@ struct Upload {
 }
 
 /// Fields the agent passes through to the backend as they are. `model` is replaced; `stream` is not supported.
-const PASSTHROUGH_FIELDS: &[&str] =
-    &["language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "include[]", "chunking_strategy"];
+const PASSTHROUGH_FIELDS: &[&str] = &[
+    "language",
+    "prompt",
+    "response_format",
+    "temperature",
+    "timestamp_granularities[]",
+    "include[]",
+    "chunking_strategy",
+];
 
-async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&str]) -> Result<Upload, Refusal> {
-    let mut upload = Upload { model: None, file: None, fields: Vec::new() };
+async fn read_upload(
+    mut multipart: Multipart,
+    max_bytes: usize,
+    accepted: &[&str],
+) -> Result<Upload, Refusal> {
+    let mut upload = Upload {
+        model: None,
+        file: None,
+        fields: Vec::new(),
+    };
     let multipart_err = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Refusal::new(RefusalCode::AudioTooLong, format!("upload exceeds the agent's maximum of {max_bytes} bytes; split the audio"))
+            Refusal::new(
+                RefusalCode::AudioTooLong,
+                format!("upload exceeds the agent's maximum of {max_bytes} bytes; split the audio"),
+            )
         } else {
-            Refusal::bad_request(format!("malformed multipart body ({}); send multipart/form-data with `file` and `model`", e.body_text()))
+            Refusal::bad_request(format!(
+                "malformed multipart body ({}); send multipart/form-data with `file` and `model`",
+                e.body_text()
+            ))
         }
     };
     while let Some(field) = multipart.next_field().await.map_err(multipart_err)? {
@@ -129,12 +167,18 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&st
         match name.as_str() {
             "file" => {
                 let filename = field.file_name().unwrap_or("audio").to_string();
-                let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
+                let content_type = field
+                    .content_type()
+                    .unwrap_or("application/octet-stream")
+                    .to_string();
                 let bytes = field.bytes().await.map_err(multipart_err)?;
                 if bytes.len() > max_bytes {
                     return Err(Refusal::new(
                         RefusalCode::AudioTooLong,
-                        format!("upload of {} bytes exceeds the agent's maximum of {max_bytes} bytes; split the audio", bytes.len()),
+                        format!(
+                            "upload of {} bytes exceeds the agent's maximum of {max_bytes} bytes; split the audio",
+                            bytes.len()
+                        ),
                     ));
                 }
                 upload.file = Some((bytes, filename, content_type));
@@ -143,7 +187,9 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&st
             "stream" => {
                 let v = field.text().await.map_err(multipart_err)?;
                 if v == "true" {
-                    return Err(Refusal::bad_request("stream=true is not supported on this endpoint; use the WebSocket or gRPC stream"));
+                    return Err(Refusal::bad_request(
+                        "stream=true is not supported on this endpoint; use the WebSocket or gRPC stream",
+                    ));
                 }
             }
             other if accepted.contains(&other) => {
@@ -159,7 +205,11 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&st
     Ok(upload)
 }
 
-async fn transcriptions(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, multipart: Multipart) -> Response {
+async fn transcriptions(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    multipart: Multipart,
+) -> Response {
     let request_id = crate::gateway::request_id();
     match transcribe(&gateway, &headers, multipart, &request_id).await {
         Ok(mut response) => {
@@ -171,19 +221,39 @@ async fn transcriptions(State(gateway): State<Arc<Gateway>>, headers: HeaderMap,
 }
 
 /// The one-shot path shared by the HTTP door; the gRPC unary call mirrors it.
-async fn transcribe(gateway: &Arc<Gateway>, headers: &HeaderMap, multipart: Multipart, request_id: &str) -> Result<Response, Refusal> {
+async fn transcribe(
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    multipart: Multipart,
+    request_id: &str,
+) -> Result<Response, Refusal> {
     // Authenticate before reading the body: a refused caller costs no upload.
     let identity = authenticate_headers(gateway, headers, Door::Http, request_id)?;
     let ctx = || RefusalContext::new(Door::Http, request_id).identity(&identity);
-    let upload = match tokio::time::timeout(gateway.settings.body_timeout, read_upload(multipart, gateway.settings.max_upload_bytes, PASSTHROUGH_FIELDS)).await {
+    let upload = match tokio::time::timeout(
+        gateway.settings.body_timeout,
+        read_upload(
+            multipart,
+            gateway.settings.max_upload_bytes,
+            PASSTHROUGH_FIELDS,
+        ),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(Refusal::new(
             RefusalCode::RequestTimeout,
-            format!("the request body did not arrive within {} s; check the connection and retry", gateway.settings.body_timeout.as_secs()),
+            format!(
+                "the request body did not arrive within {} s; check the connection and retry",
+                gateway.settings.body_timeout.as_secs()
+            ),
         )),
     }
     .inspect_err(|r| gateway.refused(r, &ctx()))?;
-    let model = upload.model.ok_or_else(|| Refusal::bad_request("missing form field `model`")).inspect_err(|r| gateway.refused(r, &ctx()))?;
+    let model = upload
+        .model
+        .ok_or_else(|| Refusal::bad_request("missing form field `model`"))
+        .inspect_err(|r| gateway.refused(r, &ctx()))?;
     let (bytes, filename, content_type) = upload
         .file
         .ok_or_else(|| Refusal::bad_request("missing form field `file` (the audio)"))
@@ -207,15 +277,24 @@ async fn transcribe(gateway: &Arc<Gateway>, headers: &HeaderMap, multipart: Mult
     .await?;
     let mut response = (StatusCode::OK, outcome.body.clone()).into_response();
     if let Ok(ct) = HeaderValue::from_str(&outcome.content_type) {
-        response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, ct);
     }
     outcome_headers(&mut response, &outcome);
     Ok(response)
 }
 
 fn outcome_headers(response: &mut Response, outcome: &OneShotOutcome) {
-    response.headers_mut().insert("x-infergate-gpu-seconds", HeaderValue::from_str(&format!("{:.6}", outcome.gpu_seconds)).expect("ascii"));
-    if let Some(v) = outcome.fallback.as_deref().and_then(|f| HeaderValue::from_str(f).ok()) {
+    response.headers_mut().insert(
+        "x-infergate-gpu-seconds",
+        HeaderValue::from_str(&format!("{:.6}", outcome.gpu_seconds)).expect("ascii"),
+    );
+    if let Some(v) = outcome
+        .fallback
+        .as_deref()
+        .and_then(|f| HeaderValue::from_str(f).ok())
+    {
         response.headers_mut().insert(FALLBACK_HEADER, v);
     }
 }
@@ -252,17 +331,30 @@ pub async fn run_one_shot(
     request_id: &str,
 ) -> Result<OneShotOutcome, Refusal> {
     let snapshot = gateway.snapshot();
-    let request = Request { model: req.model, feature: req.feature, origin: req.origin };
+    let request = Request {
+        model: req.model,
+        feature: req.feature,
+        origin: req.origin,
+    };
     let grant = gateway
         .authorize(&snapshot, identity.clone(), &request)
-        .inspect_err(|r| gateway.refused(r, &RefusalContext::new(door, request_id).identity(&identity)))?;
+        .inspect_err(|r| {
+            gateway.refused(
+                r,
+                &RefusalContext::new(door, request_id).identity(&identity),
+            )
+        })?;
     let refused = |r: Refusal| {
         gateway.refused(&r, &RefusalContext::new(door, request_id).grant(&grant));
         r
     };
     let limits = &grant.endpoint.shard.limits;
     let info = if req.without_audio {
-        audio::AudioInfo { codec: infergate_crds::endpoint::Codec::Pcm16, seconds: 0.0, exact: true }
+        audio::AudioInfo {
+            codec: infergate_crds::endpoint::Codec::Pcm16,
+            seconds: 0.0,
+            exact: true,
+        }
     } else {
         let info = audio::inspect(&req.audio, &req.filename).map_err(refused)?;
         audio::check_codec(&info, &limits.codecs).map_err(refused)?;
@@ -271,41 +363,63 @@ pub async fn run_one_shot(
     if info.seconds > limits.max_audio_seconds {
         return Err(refused(Refusal::new(
             RefusalCode::AudioTooLong,
-            format!("audio of {:.1} s exceeds the endpoint's maximum of {} s; split it", info.seconds, limits.max_audio_seconds),
+            format!(
+                "audio of {:.1} s exceeds the endpoint's maximum of {} s; split it",
+                info.seconds, limits.max_audio_seconds
+            ),
         )));
     }
     let estimate = Limiter::estimate(&grant, info.seconds);
     let queued_at = std::time::Instant::now();
     let (grant, charge, fallback) = match gateway.limiter.try_charge(&grant, estimate) {
         Ok(charge) => (grant, charge, None),
-        Err(saturated) if saturated.code == RefusalCode::RateLimited => match fallback_charge(gateway, &snapshot, &grant, info.seconds) {
-            Some((served, charge)) => {
-                let label = served.endpoint.shard.endpoint.to_string();
-                (served, charge, Some(label))
+        Err(saturated) if saturated.code == RefusalCode::RateLimited => {
+            match fallback_charge(gateway, &snapshot, &grant, info.seconds) {
+                Some((served, charge)) => {
+                    let label = served.endpoint.shard.endpoint.to_string();
+                    (served, charge, Some(label))
+                }
+                // No fallback, or it cannot pay either: wait in the primary's queue, or get the 429.
+                None => {
+                    let charge = gateway
+                        .limiter
+                        .charge(&grant, estimate)
+                        .await
+                        .map_err(refused)?;
+                    (grant, charge, None)
+                }
             }
-            // No fallback, or it cannot pay either: wait in the primary's queue, or get the 429.
-            None => {
-                let charge = gateway.limiter.charge(&grant, estimate).await.map_err(refused)?;
-                (grant, charge, None)
-            }
-        },
+        }
         Err(other) => return Err(refused(other)),
     };
     let backend = match gateway.backends.for_endpoint(&grant.endpoint.shard) {
         Ok(backend) => backend,
         Err(refusal) => {
             gateway.limiter.refund(charge);
-            gateway.refused(&refusal, &RefusalContext::new(door, request_id).grant(&grant));
+            gateway.refused(
+                &refusal,
+                &RefusalContext::new(door, request_id).grant(&grant),
+            );
             return Err(refusal);
         }
     };
-    gateway.metrics.queue_wait.observe(queued_at.elapsed().as_secs_f64());
+    gateway
+        .metrics
+        .queue_wait
+        .observe(queued_at.elapsed().as_secs_f64());
     gateway.admitted(&grant);
     let mut fields = req.fields;
     if req.feature == Feature::Verify {
-        let threshold = grant.endpoint.shard.verify_threshold.unwrap_or(crate::builtin::DEFAULT_VERIFY_THRESHOLD);
+        let threshold = grant
+            .endpoint
+            .shard
+            .verify_threshold
+            .unwrap_or(crate::builtin::DEFAULT_VERIFY_THRESHOLD);
         fields.retain(|(n, _)| n != crate::builtin::FIELD_THRESHOLD);
-        fields.push((crate::builtin::FIELD_THRESHOLD.to_string(), threshold.to_string()));
+        fields.push((
+            crate::builtin::FIELD_THRESHOLD.to_string(),
+            threshold.to_string(),
+        ));
     }
     let call = BackendRequest {
         feature: req.feature,
@@ -318,12 +432,20 @@ pub async fn run_one_shot(
     };
     let timer = std::time::Instant::now();
     let result = backend.call(call).await;
-    gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
+    gateway
+        .metrics
+        .backend_seconds
+        .observe(timer.elapsed().as_secs_f64());
     match result {
         Ok(response) => {
-            let charged = gateway.limiter.settle(charge, response.measured_gpu_seconds);
+            let charged = gateway
+                .limiter
+                .settle(charge, response.measured_gpu_seconds);
             if charged < charge.gpu_seconds {
-                gateway.metrics.refunded_gpu_seconds.inc_by(charge.gpu_seconds - charged);
+                gateway
+                    .metrics
+                    .refunded_gpu_seconds
+                    .inc_by(charge.gpu_seconds - charged);
             }
             gateway.charged(&grant, charged);
             Ok(OneShotOutcome {
@@ -339,7 +461,9 @@ pub async fn run_one_shot(
             // No result, no charge: the backend failed before producing anything the client can use.
             gateway.limiter.refund(charge);
             let refusal = err.to_refusal();
-            gateway.metrics.refused(refusal.code.as_str(), grant.tier(), &grant.endpoint.label);
+            gateway
+                .metrics
+                .refused(refusal.code.as_str(), grant.tier(), &grant.endpoint.label);
             Err(refusal)
         }
     }
@@ -355,7 +479,12 @@ fn fallback_charge(
     grant: &crate::admission::Grant,
     audio_seconds: f64,
 ) -> Option<(crate::admission::Grant, crate::limiter::Charge)> {
-    let found = grant.endpoint.shard.fallback.as_ref().and_then(|name| snapshot.endpoints().iter().find(|e| e.shard.endpoint == *name));
+    let found = grant.endpoint.shard.fallback.as_ref().and_then(|name| {
+        snapshot
+            .endpoints()
+            .iter()
+            .find(|e| e.shard.endpoint == *name)
+    });
     let mut taken = None;
     let route = infergate_gpu::route(true, found, |endpoint| {
         if !endpoint.features.contains(grant.feature) {
@@ -367,7 +496,10 @@ fn fallback_charge(
             feature: grant.feature,
             limits: snapshot.limits(&grant.identity.policy, endpoint),
         };
-        match gateway.limiter.try_charge(&candidate, Limiter::estimate(&candidate, audio_seconds)) {
+        match gateway
+            .limiter
+            .try_charge(&candidate, Limiter::estimate(&candidate, audio_seconds))
+        {
             Ok(charge) => {
                 taken = Some((candidate, charge));
                 false
@@ -382,7 +514,10 @@ fn fallback_charge(
 }
 
 /// The models (and features) the presented key may use.
-pub fn models_for(gateway: &Gateway, identity: &Identity) -> Vec<(String, Vec<&'static str>, String)> {
+pub fn models_for(
+    gateway: &Gateway,
+    identity: &Identity,
+) -> Vec<(String, Vec<&'static str>, String)> {
     let snapshot = gateway.snapshot();
     identity
         .policy
@@ -396,7 +531,11 @@ pub fn models_for(gateway: &Gateway, identity: &Identity) -> Vec<(String, Vec<&'
                 .filter(|f| features.contains(*f))
                 .map(Feature::as_str)
                 .collect();
-            Some((endpoint.shard.model.clone(), allowed, endpoint.label.clone()))
+            Some((
+                endpoint.shard.model.clone(),
+                allowed,
+                endpoint.label.clone(),
+            ))
         })
         .collect()
 }
@@ -430,9 +569,15 @@ async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
     {
         let refusal = Refusal::new(
             RefusalCode::OriginNotAllowed,
-            format!("browser Origin is not allowed for this key; add it to policy {} spec.allowedOrigins", identity.policy.name),
+            format!(
+                "browser Origin is not allowed for this key; add it to policy {} spec.allowedOrigins",
+                identity.policy.name
+            ),
         );
-        gateway.refused(&refusal, &RefusalContext::new(Door::Http, &request_id).identity(&identity));
+        gateway.refused(
+            &refusal,
+            &RefusalContext::new(Door::Http, &request_id).identity(&identity),
+        );
         return refusal_response(&refusal, &request_id);
     }
     match gateway.tickets.issue(&identity) {
@@ -442,7 +587,10 @@ async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
                 Json(serde_json::json!({"ticket": ticket, "expires_in_seconds": gateway.tickets.ttl().as_secs(), "key_id": identity.key.to_string()})),
             )
                 .into_response();
-            response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
             set_request_id(&mut response, &request_id);
             response
         }
@@ -451,9 +599,15 @@ async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
 }
 
 /// Form fields the built-in endpoints read besides `file` and `model`.
-const BUILTIN_FIELDS: &[&str] = &[crate::builtin::FIELD_REFERENCE, crate::builtin::FIELD_EMBEDDING];
+const BUILTIN_FIELDS: &[&str] = &[
+    crate::builtin::FIELD_REFERENCE,
+    crate::builtin::FIELD_EMBEDDING,
+];
 
-async fn embeddings(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+async fn embeddings(
+    State(gateway): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+) -> Response {
     builtin_feature(gateway, request, Feature::Embed).await
 }
 
@@ -465,7 +619,11 @@ async fn vad(State(gateway): State<Arc<Gateway>>, request: axum::extract::Reques
     builtin_feature(gateway, request, Feature::Vad).await
 }
 
-async fn builtin_feature(gateway: Arc<Gateway>, request: axum::extract::Request, feature: Feature) -> Response {
+async fn builtin_feature(
+    gateway: Arc<Gateway>,
+    request: axum::extract::Request,
+    feature: Feature,
+) -> Response {
     let request_id = crate::gateway::request_id();
     match run_builtin(&gateway, request, feature, &request_id).await {
         Ok(mut response) => {
@@ -478,14 +636,23 @@ async fn builtin_feature(gateway: Arc<Gateway>, request: axum::extract::Request,
 
 /// Reads a built-in request (multipart with audio, or JSON without), checks the client-embedding switch and
 /// the embeddings' shape, then runs the shared one-shot path.
-async fn run_builtin(gateway: &Arc<Gateway>, request: axum::extract::Request, feature: Feature, request_id: &str) -> Result<Response, Refusal> {
+async fn run_builtin(
+    gateway: &Arc<Gateway>,
+    request: axum::extract::Request,
+    feature: Feature,
+    request_id: &str,
+) -> Result<Response, Refusal> {
     let headers = request.headers().clone();
     let identity = authenticate_headers(gateway, &headers, Door::Http, request_id)?;
     let ctx = || RefusalContext::new(Door::Http, request_id).identity(&identity);
     let is_json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
     let read = async {
         if is_json {
             read_builtin_json(request, gateway.settings.max_upload_bytes).await
@@ -503,19 +670,36 @@ async fn run_builtin(gateway: &Arc<Gateway>, request: axum::extract::Request, fe
         Ok(result) => result,
         Err(_) => Err(Refusal::new(
             RefusalCode::RequestTimeout,
-            format!("the request body did not arrive within {} s; check the connection and retry", gateway.settings.body_timeout.as_secs()),
+            format!(
+                "the request body did not arrive within {} s; check the connection and retry",
+                gateway.settings.body_timeout.as_secs()
+            ),
         )),
     }
     .inspect_err(|r| gateway.refused(r, &ctx()))?;
-    let checked = check_builtin_fields(&upload, feature, identity.policy.allow_client_embeddings, &identity.policy.name.to_string());
-    checked.clone().inspect_err(|r| gateway.refused(r, &ctx()))?;
-    let model = upload.model.ok_or_else(|| Refusal::bad_request("missing field `model`")).inspect_err(|r| gateway.refused(r, &ctx()))?;
-    let client_embedding = upload.fields.iter().any(|(n, _)| n == crate::builtin::FIELD_EMBEDDING);
+    let checked = check_builtin_fields(
+        &upload,
+        feature,
+        identity.policy.allow_client_embeddings,
+        &identity.policy.name.to_string(),
+    );
+    checked
+        .clone()
+        .inspect_err(|r| gateway.refused(r, &ctx()))?;
+    let model = upload
+        .model
+        .ok_or_else(|| Refusal::bad_request("missing field `model`"))
+        .inspect_err(|r| gateway.refused(r, &ctx()))?;
+    let client_embedding = upload
+        .fields
+        .iter()
+        .any(|(n, _)| n == crate::builtin::FIELD_EMBEDDING);
     let (audio, filename, content_type) = match upload.file {
         Some(file) => file,
         None if client_embedding => (Bytes::new(), String::new(), String::new()),
         None => {
-            let refusal = Refusal::bad_request("missing field `file` (the audio: 16 kHz 16-bit PCM WAV)");
+            let refusal =
+                Refusal::bad_request("missing field `file` (the audio: 16 kHz 16-bit PCM WAV)");
             gateway.refused(&refusal, &ctx());
             return Err(refusal);
         }
@@ -524,56 +708,106 @@ async fn run_builtin(gateway: &Arc<Gateway>, request: axum::extract::Request, fe
     let outcome = run_one_shot(
         gateway,
         identity.clone(),
-        OneShot { model: &model, feature, origin: origin(&headers), audio, filename, content_type, fields: upload.fields, without_audio },
+        OneShot {
+            model: &model,
+            feature,
+            origin: origin(&headers),
+            audio,
+            filename,
+            content_type,
+            fields: upload.fields,
+            without_audio,
+        },
         Door::Http,
         request_id,
     )
     .await?;
     let mut response = (StatusCode::OK, outcome.body.clone()).into_response();
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     outcome_headers(&mut response, &outcome);
     Ok(response)
 }
 
 /// Shape checks that need no model: which fields a feature takes, embedding lengths, the policy switch.
-fn check_builtin_fields(upload: &Upload, feature: Feature, allow_client_embeddings: bool, policy: &str) -> Result<(), Refusal> {
-    let field = |name: &str| upload.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+fn check_builtin_fields(
+    upload: &Upload,
+    feature: Feature,
+    allow_client_embeddings: bool,
+    policy: &str,
+) -> Result<(), Refusal> {
+    let field = |name: &str| {
+        upload
+            .fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
     let embedding = field(crate::builtin::FIELD_EMBEDDING);
     if embedding.is_some() {
         if feature != Feature::Verify {
-            return Err(Refusal::bad_request("`embedding` is accepted only by /v1/audio/verify, in place of the audio"));
+            return Err(Refusal::bad_request(
+                "`embedding` is accepted only by /v1/audio/verify, in place of the audio",
+            ));
         }
         if !allow_client_embeddings {
             return Err(Refusal::new(
                 RefusalCode::ClientEmbeddingNotAllowed,
-                format!("policy {policy} does not accept client-computed embeddings; send the audio as `file`, or set allowClientEmbeddings: true on the policy"),
+                format!(
+                    "policy {policy} does not accept client-computed embeddings; send the audio as `file`, or set allowClientEmbeddings: true on the policy"
+                ),
             ));
         }
         if upload.file.is_some() {
-            return Err(Refusal::bad_request("send either `file` or `embedding`, not both"));
+            return Err(Refusal::bad_request(
+                "send either `file` or `embedding`, not both",
+            ));
         }
     }
-    for name in [crate::builtin::FIELD_EMBEDDING, crate::builtin::FIELD_REFERENCE] {
+    for name in [
+        crate::builtin::FIELD_EMBEDDING,
+        crate::builtin::FIELD_REFERENCE,
+    ] {
         crate::builtin::parse_embedding(field(name), name).map_err(|e| e.to_refusal())?;
     }
     if feature == Feature::Verify && field(crate::builtin::FIELD_REFERENCE).is_none() {
-        return Err(Refusal::bad_request("missing `reference_embedding`: the 256-float embedding to verify against"));
+        return Err(Refusal::bad_request(
+            "missing `reference_embedding`: the 256-float embedding to verify against",
+        ));
     }
     Ok(())
 }
 
 /// A JSON built-in request: `{"model", "embedding"?, "reference_embedding"?}`. Audio goes in multipart.
-async fn read_builtin_json(request: axum::extract::Request, max_bytes: usize) -> Result<Upload, Refusal> {
+async fn read_builtin_json(
+    request: axum::extract::Request,
+    max_bytes: usize,
+) -> Result<Upload, Refusal> {
     let body = axum::body::to_bytes(request.into_body(), max_bytes)
         .await
-        .map_err(|_| Refusal::new(RefusalCode::AudioTooLong, format!("request body exceeds the agent's maximum of {max_bytes} bytes")))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| Refusal::bad_request(format!("request body is not valid JSON ({e})")))?;
-    let object = value.as_object().ok_or_else(|| Refusal::bad_request("request body must be a JSON object"))?;
+        .map_err(|_| {
+            Refusal::new(
+                RefusalCode::AudioTooLong,
+                format!("request body exceeds the agent's maximum of {max_bytes} bytes"),
+            )
+        })?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::bad_request(format!("request body is not valid JSON ({e})")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| Refusal::bad_request("request body must be a JSON object"))?;
     if object.contains_key("file") || object.contains_key("audio") {
-        return Err(Refusal::bad_request("audio cannot be sent in JSON; send multipart/form-data with the audio as `file`"));
+        return Err(Refusal::bad_request(
+            "audio cannot be sent in JSON; send multipart/form-data with the audio as `file`",
+        ));
     }
-    let mut upload = Upload { model: None, file: None, fields: Vec::new() };
+    let mut upload = Upload {
+        model: None,
+        file: None,
+        fields: Vec::new(),
+    };
     upload.model = match object.get("model") {
         None => None,
         Some(serde_json::Value::String(m)) => Some(m.clone()),

@@ -45,7 +45,10 @@ mod tests_gpu;
 /// limit policy (NVML sampling, or CPU mode with nominal factors: one log line, never a failure).
 pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<gateway::Gateway>> {
     let gpu = std::sync::Arc::new(gpu::Gpu::start());
-    let limiter = std::sync::Arc::new(limiter::Limiter::with_refill(std::sync::Arc::new(limiter::InMemoryStore::default()), gpu.refill()));
+    let limiter = std::sync::Arc::new(limiter::Limiter::with_refill(
+        std::sync::Arc::new(limiter::InMemoryStore::default()),
+        gpu.refill(),
+    ));
     let models_dir = builtin::ModelsDir::resolve(common.models_dir.as_deref());
     let backends = backend::Backends::new(builtin::load(&models_dir));
     let gateway = gateway::Gateway::new(common.settings(), limiter, backends);
@@ -55,7 +58,15 @@ pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<
 
 /// JSON (default) or human log lines on stderr; `RUST_LOG` overrides the level.
 pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if format == "text" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if format == "text" {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).try_init()
+    };
 }

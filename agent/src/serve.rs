@@ -25,10 +25,15 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
             key.display()
         );
     }
-    let http = tokio::net::TcpListener::bind(listeners.http).await.with_context(|| format!("cannot listen on --http-addr {}", listeners.http))?;
-    let admin =
-        tokio::net::TcpListener::bind(listeners.admin).await.with_context(|| format!("cannot listen on --admin-addr {}", listeners.admin))?;
-    let grpc = tokio::net::TcpListener::bind(listeners.grpc).await.with_context(|| format!("cannot listen on --grpc-addr {}", listeners.grpc))?;
+    let http = tokio::net::TcpListener::bind(listeners.http)
+        .await
+        .with_context(|| format!("cannot listen on --http-addr {}", listeners.http))?;
+    let admin = tokio::net::TcpListener::bind(listeners.admin)
+        .await
+        .with_context(|| format!("cannot listen on --admin-addr {}", listeners.admin))?;
+    let grpc = tokio::net::TcpListener::bind(listeners.grpc)
+        .await
+        .with_context(|| format!("cannot listen on --grpc-addr {}", listeners.grpc))?;
     tracing::info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, "listening");
 
     let tick = {
@@ -60,7 +65,8 @@ async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

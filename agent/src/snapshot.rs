@@ -9,10 +9,10 @@
 //! uniform, so those bytes are already a perfect hash and the map uses an identity hasher. The full digest is
 //! then compared in constant time.
 use chrono::{DateTime, Utc};
+use infergate_crds::NamespacedName;
 use infergate_crds::endpoint::Feature;
 use infergate_crds::gateway::{EndpointLimits, EndpointShard, PolicyShard, Shard, TierLimits};
 use infergate_crds::key::{Environment, KeyDigest, KeyId};
-use infergate_crds::NamespacedName;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -24,7 +24,9 @@ pub struct KeyRef(pub u64);
 
 impl KeyRef {
     pub fn of(digest: &KeyDigest) -> Self {
-        KeyRef(u64::from_be_bytes(digest.0[..8].try_into().expect("8 bytes")))
+        KeyRef(u64::from_be_bytes(
+            digest.0[..8].try_into().expect("8 bytes"),
+        ))
     }
     pub fn key_id(self) -> KeyId {
         KeyId(self.to_string())
@@ -93,14 +95,24 @@ impl FeatureSet {
         self.0 & Self::bit(f) != 0
     }
     pub fn iter(self) -> impl Iterator<Item = Feature> {
-        [Feature::Transcribe, Feature::Embed, Feature::Verify, Feature::Vad].into_iter().filter(move |f| self.contains(*f))
+        [
+            Feature::Transcribe,
+            Feature::Embed,
+            Feature::Verify,
+            Feature::Vad,
+        ]
+        .into_iter()
+        .filter(move |f| self.contains(*f))
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KeyStatus {
     /// Accepted between `valid_from` and `valid_until` (a retiring key's overlap end).
-    Active { valid_from: DateTime<Utc>, valid_until: Option<DateTime<Utc>> },
+    Active {
+        valid_from: DateTime<Utc>,
+        valid_until: Option<DateTime<Utc>>,
+    },
     /// Never accepted; kept to answer "revoked" rather than "unknown" and to close open streams.
     Revoked { revoked_at: DateTime<Utc> },
 }
@@ -128,12 +140,17 @@ pub struct PolicyConfig {
 
 impl PolicyConfig {
     pub fn scope_for(&self, endpoint: u32) -> Option<FeatureSet> {
-        self.scopes.iter().find(|(e, _)| *e == endpoint).map(|(_, f)| *f)
+        self.scopes
+            .iter()
+            .find(|(e, _)| *e == endpoint)
+            .map(|(_, f)| *f)
     }
 
     /// `*` allows every Origin; otherwise an exact, case-insensitive match of `scheme://host[:port]`.
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        self.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
     }
 }
 
@@ -207,7 +224,8 @@ impl Snapshot {
             by_model.insert(e.model.clone(), index);
             by_name.insert(e.endpoint.clone(), index);
             let label = e.endpoint.to_string();
-            let bucket_id = u64::from_be_bytes(KeyDigest::of(&label).0[..8].try_into().expect("8 bytes"));
+            let bucket_id =
+                u64::from_be_bytes(KeyDigest::of(&label).0[..8].try_into().expect("8 bytes"));
             endpoints.push(Arc::new(EndpointConfig {
                 index,
                 bucket_id,
@@ -251,7 +269,10 @@ impl Snapshot {
                 let record = KeyRecord {
                     digest: k.digest,
                     policy: index,
-                    status: KeyStatus::Active { valid_from: k.valid_from, valid_until: k.valid_until },
+                    status: KeyStatus::Active {
+                        valid_from: k.valid_from,
+                        valid_until: k.valid_until,
+                    },
                 };
                 if let Some(previous) = keys.insert(KeyRef::of(&k.digest), record) {
                     warnings.push(BuildWarning(format!(
@@ -264,12 +285,28 @@ impl Snapshot {
             for r in &p.revoked {
                 keys.insert(
                     KeyRef::of(&r.digest),
-                    KeyRecord { digest: r.digest, policy: index, status: KeyStatus::Revoked { revoked_at: r.revoked_at } },
+                    KeyRecord {
+                        digest: r.digest,
+                        policy: index,
+                        status: KeyStatus::Revoked {
+                            revoked_at: r.revoked_at,
+                        },
+                    },
                 );
             }
         }
         let revision = infergate_crds::gateway::revision_of(revisions.join(",").as_bytes());
-        (Snapshot { revision, keys, policies, endpoints, by_model, options }, warnings)
+        (
+            Snapshot {
+                revision,
+                keys,
+                policies,
+                endpoints,
+                by_model,
+                options,
+            },
+            warnings,
+        )
     }
 
     pub fn key(&self, key: KeyRef) -> Option<&KeyRecord> {
@@ -288,7 +325,9 @@ impl Snapshot {
         &self.endpoints
     }
     pub fn endpoint_by_model(&self, model: &str) -> Option<&Arc<EndpointConfig>> {
-        self.by_model.get(model).map(|i| &self.endpoints[*i as usize])
+        self.by_model
+            .get(model)
+            .map(|i| &self.endpoints[*i as usize])
     }
     pub fn key_count(&self) -> usize {
         self.keys.len()
@@ -305,7 +344,11 @@ impl Snapshot {
             })
             .collect();
         revoked.sort_by(|a, b| b.cmp(a));
-        revoked.into_iter().take(max).map(|(_, k)| k.key_id()).collect()
+        revoked
+            .into_iter()
+            .take(max)
+            .map(|(_, k)| k.key_id())
+            .collect()
     }
 
     /// The limits for a policy's key on one endpoint (tier defaults merged with the endpoint override).

@@ -59,7 +59,10 @@ impl StreamHandle {
             }
             if self.close.changed().await.is_err() {
                 // The registry dropped the sender: the agent is shutting down.
-                return Refusal::new(crate::refusal::RefusalCode::BackendUnavailable, "the agent is shutting down; reconnect");
+                return Refusal::new(
+                    crate::refusal::RefusalCode::BackendUnavailable,
+                    "the agent is shutting down; reconnect",
+                );
             }
         }
     }
@@ -67,7 +70,11 @@ impl StreamHandle {
 
 impl Drop for StreamHandle {
     fn drop(&mut self) {
-        self.registry.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.registry
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -82,9 +89,23 @@ impl Registry {
     ) -> StreamHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = watch::channel(None);
-        let entry = Entry { key, digest, environment, endpoint: endpoint.to_string(), door, close: tx };
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, entry);
-        StreamHandle { registry: Arc::clone(self), id, close: rx }
+        let entry = Entry {
+            key,
+            digest,
+            environment,
+            endpoint: endpoint.to_string(),
+            door,
+            close: tx,
+        };
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, entry);
+        StreamHandle {
+            registry: Arc::clone(self),
+            id,
+            close: rx,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -118,7 +139,13 @@ impl Registry {
             if let Err(refusal) = admission::identify(snapshot, &e.digest, e.environment, now) {
                 let reason = refusal.code.as_str();
                 e.close.send_replace(Some(refusal));
-                closed.push(Enforced { stream_id: *id, key: e.key, endpoint: e.endpoint.clone(), door: e.door, reason });
+                closed.push(Enforced {
+                    stream_id: *id,
+                    key: e.key,
+                    endpoint: e.endpoint.clone(),
+                    door: e.door,
+                    reason,
+                });
             }
         }
         closed

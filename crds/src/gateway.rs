@@ -13,10 +13,10 @@
 //!  agent ──watches (label selector, one namespace)──▶ builds an immutable snapshot, swaps it atomically
 //!  agent ──writes──▶ Lease infergate-agent-<node> (config revision, revocations it enforces)
 //! ```
+use crate::NamespacedName;
 use crate::endpoint::{BackendSpec, CostModel, Feature, RequestLimits};
 use crate::key::{Environment, KeyDigest, KeyId};
 use crate::policy::KeyState;
-use crate::NamespacedName;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -124,12 +124,23 @@ pub struct EndpointLimits {
 
 impl TierLimits {
     /// The limits that apply on one endpoint.
+    /// On the admission hot path: no allocation (overrides are few; compare `namespace/name` piecewise).
     pub fn for_endpoint(&self, endpoint: &NamespacedName) -> EndpointLimits {
-        self.endpoint_overrides.get(&endpoint.to_string()).copied().unwrap_or(EndpointLimits {
-            gpu_seconds_per_minute: self.gpu_seconds_per_minute,
-            burst_gpu_seconds: self.burst_gpu_seconds,
-            max_concurrent_streams: self.max_concurrent_streams,
-        })
+        let is_this = |k: &String| {
+            k.len() == endpoint.namespace.len() + 1 + endpoint.name.len()
+                && k.starts_with(endpoint.namespace.as_str())
+                && k.as_bytes()[endpoint.namespace.len()] == b'/'
+                && k.ends_with(endpoint.name.as_str())
+        };
+        self.endpoint_overrides
+            .iter()
+            .find(|(k, _)| is_this(k))
+            .map(|(_, v)| *v)
+            .unwrap_or(EndpointLimits {
+                gpu_seconds_per_minute: self.gpu_seconds_per_minute,
+                burst_gpu_seconds: self.burst_gpu_seconds,
+                max_concurrent_streams: self.max_concurrent_streams,
+            })
     }
 }
 
@@ -215,7 +226,9 @@ impl ShardKind {
 pub enum ShardError {
     #[error("gateway-config shard is not valid JSON for this agent version: {0}")]
     Malformed(#[source] serde_json::Error),
-    #[error("gateway-config shard has schema version {0}, newer than this agent understands ({SHARD_SCHEMA_VERSION}); upgrade the agent")]
+    #[error(
+        "gateway-config shard has schema version {0}, newer than this agent understands ({SHARD_SCHEMA_VERSION}); upgrade the agent"
+    )]
     NewerSchema(u32),
 }
 
@@ -231,7 +244,11 @@ impl ShardError {
 /// `infergate-cfg-<kind>-<16 hex>`: stable, DNS-safe and short whatever the owner's name length.
 pub fn shard_secret_name(kind: ShardKind, owner: &NamespacedName) -> String {
     let digest = Sha256::digest(owner.to_string().as_bytes());
-    format!("infergate-cfg-{}-{}", kind.as_str(), hex::encode(&digest[..8]))
+    format!(
+        "infergate-cfg-{}-{}",
+        kind.as_str(),
+        hex::encode(&digest[..8])
+    )
 }
 
 /// First 16 hex characters of SHA-256.
@@ -264,10 +281,65 @@ mod tests {
 
     #[test]
     fn secret_names_are_stable_and_dns_safe() {
-        let a = shard_secret_name(ShardKind::Policy, &NamespacedName::new("team-a", "checkout"));
-        assert_eq!(a, shard_secret_name(ShardKind::Policy, &NamespacedName::new("team-a", "checkout")));
-        assert!(a.starts_with("infergate-cfg-policy-") && a.len() == "infergate-cfg-policy-".len() + 16);
-        assert_ne!(a, shard_secret_name(ShardKind::Endpoint, &NamespacedName::new("team-a", "checkout")));
+        let a = shard_secret_name(
+            ShardKind::Policy,
+            &NamespacedName::new("team-a", "checkout"),
+        );
+        assert_eq!(
+            a,
+            shard_secret_name(
+                ShardKind::Policy,
+                &NamespacedName::new("team-a", "checkout")
+            )
+        );
+        assert!(
+            a.starts_with("infergate-cfg-policy-") && a.len() == "infergate-cfg-policy-".len() + 16
+        );
+        assert_ne!(
+            a,
+            shard_secret_name(
+                ShardKind::Endpoint,
+                &NamespacedName::new("team-a", "checkout")
+            )
+        );
+    }
+
+    #[test]
+    fn endpoint_overrides_match_exactly() {
+        let limits = EndpointLimits {
+            gpu_seconds_per_minute: 1.0,
+            burst_gpu_seconds: 2.0,
+            max_concurrent_streams: 3,
+        };
+        let tier = TierLimits {
+            name: "t".into(),
+            priority: 1,
+            gpu_seconds_per_minute: 10.0,
+            burst_gpu_seconds: 20.0,
+            max_concurrent_streams: 30,
+            queue_max_depth: 0,
+            queue_timeout_ms: 0,
+            target_utilization_percent: 80,
+            min_factor: 0.5,
+            max_factor: 1.0,
+            endpoint_overrides: [("speech/whisper".to_string(), limits)].into(),
+        };
+        assert_eq!(
+            tier.for_endpoint(&NamespacedName::new("speech", "whisper")),
+            limits
+        );
+        for other in [
+            ("speech", "whisper-large"),
+            ("speec", "h/whisper"),
+            ("team", "whisper"),
+        ] {
+            assert_eq!(
+                tier.for_endpoint(&NamespacedName::new(other.0, other.1))
+                    .max_concurrent_streams,
+                30,
+                "{other:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `ApiKeyPolicy`: who may call what. The operator issues the key, writes it into `secretName`, rotates and
 //! revokes it; the spec is only ever written by people (or GitOps), never by the operator.
+use crate::GoDuration;
 use crate::endpoint::Feature;
 use crate::key::Environment;
-use crate::GoDuration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -39,7 +39,10 @@ pub struct ApiKeyPolicySpec {
     pub environment: Environment,
     /// The Secret in this namespace that receives the key (data keys `api-key` and `key-id`). The operator
     /// creates and owns it; it must not be an existing Secret managed by something else.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub secret_name: String,
     /// What the key may call. At least one scope.
     #[schemars(length(min = 1, max = 64))]

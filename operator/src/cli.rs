@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "infergate-operator", version, about = "infergate operator: API keys, rotation, revocation and gateway config from three CRDs")]
+#[command(
+    name = "infergate-operator",
+    version,
+    about = "infergate operator: API keys, rotation, revocation and gateway config from three CRDs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -29,7 +33,11 @@ pub enum Command {
     },
     /// Validate manifests against the generated schemas, CEL rules included, like the API server would.
     Validate {
-        #[arg(short = 'f', long = "filename", required_unless_present = "stdin_jsonl")]
+        #[arg(
+            short = 'f',
+            long = "filename",
+            required_unless_present = "stdin_jsonl"
+        )]
         files: Vec<PathBuf>,
         /// Read one JSON object per stdin line and answer `{"ok":bool,"errors":[...]}` per line (for API stand-ins).
         #[arg(long, conflicts_with = "files")]
@@ -44,7 +52,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir } => crate::render::print_crds(out_dir.as_deref()),
         Command::Render { files, now } => crate::render::render(&files, now.as_deref()),
-        Command::Validate { stdin_jsonl: true, .. } => crate::validate::serve_stdin(),
+        Command::Validate {
+            stdin_jsonl: true, ..
+        } => crate::validate::serve_stdin(),
         Command::Validate { files, .. } => crate::validate::validate_files(&files),
         Command::Run(args) => crate::run::run(args),
     };

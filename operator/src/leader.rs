@@ -35,7 +35,13 @@ struct ObservedRecord {
 
 impl LeaderElector {
     pub fn new(api: Api<Lease>, name: impl Into<String>, holder: impl Into<String>) -> Self {
-        Self { api, name: name.into(), holder: holder.into(), observed: None, last_renewed: None }
+        Self {
+            api,
+            name: name.into(),
+            holder: holder.into(),
+            observed: None,
+            last_renewed: None,
+        }
     }
 
     /// One round: acquire or renew. `Ok(true)` while this replica leads.
@@ -50,7 +56,8 @@ impl LeaderElector {
             Err(err) => {
                 tracing::warn!(lease = %self.name, error = %err, "leader lease round failed");
                 // A transient API error does not end leadership at once, only after the renew deadline.
-                self.last_renewed.is_some_and(|t| t.elapsed() < RENEW_DEADLINE)
+                self.last_renewed
+                    .is_some_and(|t| t.elapsed() < RENEW_DEADLINE)
             }
         }
     }
@@ -59,7 +66,10 @@ impl LeaderElector {
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let fresh = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(self.spec(now.clone(), now, 0)),
             };
             return match self.api.create(&Default::default(), &fresh).await {
@@ -95,9 +105,17 @@ impl LeaderElector {
             }
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + if mine { 0 } else { 1 };
-        let acquire = if mine { spec.acquire_time.clone().unwrap_or(now.clone()) } else { now.clone() };
+        let acquire = if mine {
+            spec.acquire_time.clone().unwrap_or(now.clone())
+        } else {
+            now.clone()
+        };
         lease.spec = Some(self.spec(acquire, now, transitions));
-        match self.api.replace(&self.name, &Default::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &Default::default(), &lease)
+            .await
+        {
             Ok(_) => {
                 if !mine {
                     tracing::info!(lease = %self.name, holder = %self.holder, "acquired the leader lease");
@@ -125,16 +143,24 @@ impl LeaderElector {
 
     /// Gives the Lease up on shutdown so a standby takes over at once instead of after the lease duration.
     pub async fn release(&mut self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
         let spec = lease.spec.get_or_insert_with(Default::default);
         if spec.holder_identity.as_deref() != Some(self.holder.as_str()) {
             return;
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        match self.api.replace(&self.name, &Default::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &Default::default(), &lease)
+            .await
+        {
             Ok(_) => tracing::info!(lease = %self.name, "released the leader lease"),
-            Err(err) => tracing::warn!(lease = %self.name, error = %err, "could not release the leader lease"),
+            Err(err) => {
+                tracing::warn!(lease = %self.name, error = %err, "could not release the leader lease")
+            }
         }
         self.last_renewed = None;
     }

@@ -41,16 +41,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // one provider compiled into the workspace. An Err only means one was installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(&args.log_format);
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_async(args))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_async(args))
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         // Flattened so that audit lines carry `"audit":true` at the top level of the JSON object.
-        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -67,14 +78,19 @@ async fn termination() {
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client from the kubeconfig or service account: {e}"))?;
+    let client = Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot build a Kubernetes client from the kubeconfig or service account: {e}"
+        )
+    })?;
     let metrics = Metrics::new();
     let role = Arc::new(RoleCell::default());
     // Stops the admin server last, after the Lease is released.
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let admin_state = AdminState { metrics: metrics.clone(), role: role.clone() };
+    let admin_state = AdminState {
+        metrics: metrics.clone(),
+        role: role.clone(),
+    };
     let listener = admin::bind(args.admin_addr).await?;
     let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
         let _ = stop_rx.wait_for(|s| *s).await;
@@ -87,12 +103,25 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         "infergate operator starting"
     );
 
-    let reporter = Reporter { controller: "infergate-operator".into(), instance: Some(args.pod_name.clone()) };
+    let reporter = Reporter {
+        controller: "infergate-operator".into(),
+        instance: Some(args.pod_name.clone()),
+    };
     let start_controllers = {
-        let (client, namespace, metrics, role) = (client.clone(), args.namespace.clone(), metrics.clone(), role.clone());
+        let (client, namespace, metrics, role) = (
+            client.clone(),
+            args.namespace.clone(),
+            metrics.clone(),
+            role.clone(),
+        );
         move |shutdown: watch::Receiver<bool>| {
-            let (client, namespace, metrics, role, reporter) =
-                (client.clone(), namespace.clone(), metrics.clone(), role.clone(), reporter.clone());
+            let (client, namespace, metrics, role, reporter) = (
+                client.clone(),
+                namespace.clone(),
+                metrics.clone(),
+                role.clone(),
+                reporter.clone(),
+            );
             role.set(Role::LeaderSyncing);
             metrics.leader.set(1);
             let on_synced = {
@@ -120,8 +149,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         running = Some((start_controllers(rx), tx));
         terminated.await;
     } else {
-        let mut elector =
-            LeaderElector::new(Api::<Lease>::namespaced(client.clone(), &args.namespace), &args.lease_name, &args.pod_name);
+        let mut elector = LeaderElector::new(
+            Api::<Lease>::namespaced(client.clone(), &args.namespace),
+            &args.lease_name,
+            &args.pod_name,
+        );
         let mut tick = tokio::time::interval(leader::RENEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -154,7 +186,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 }
                 (true, true) => {
                     // The controllers never end on their own while leading; if they did (a panic), start again.
-                    if running.as_ref().is_some_and(|(handle, _)| handle.is_finished()) {
+                    if running
+                        .as_ref()
+                        .is_some_and(|(handle, _)| handle.is_finished())
+                    {
                         tracing::error!("controllers stopped unexpectedly: restarting them");
                         let (tx, rx) = watch::channel(false);
                         running = Some((start_controllers(rx), tx));
@@ -179,9 +214,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
 
 /// Lets in-flight reconciles finish (bounded), then stops the controllers.
 async fn drain(running: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>) {
-    let Some((mut handle, stop)) = running else { return };
+    let Some((mut handle, stop)) = running else {
+        return;
+    };
     let _ = stop.send(true);
-    if tokio::time::timeout(Duration::from_secs(10), &mut handle).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), &mut handle)
+        .await
+        .is_err()
+    {
         tracing::warn!("controllers did not drain within 10 s; stopping them");
         handle.abort();
     }
@@ -196,7 +236,8 @@ impl SharedShutdown {
         let shared = futures::FutureExt::shared(Box::pin(async move {
             let mut rx = self.0;
             let _ = rx.wait_for(|s| *s).await;
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>);
+        })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>);
         shared
     }
 }
