@@ -45,16 +45,8 @@ struct Scenario {
 }
 
 const SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "100k_keys",
-        keys: 100_000,
-        keys_per_policy: 100,
-    },
-    Scenario {
-        name: "1k_keys",
-        keys: 1_000,
-        keys_per_policy: 100,
-    },
+    Scenario { name: "100k_keys", keys: 100_000, keys_per_policy: 100 },
+    Scenario { name: "1k_keys", keys: 1_000, keys_per_policy: 100 },
 ];
 
 /// splitmix64: tiny, seedable, and good enough to pick keys uniformly.
@@ -121,10 +113,7 @@ fn fixture(s: &Scenario) -> (Fixture, Vec<Shard>) {
                 timeout: GoDuration::from_secs(5),
             }),
         },
-        cost: CostModel {
-            gpu_seconds_per_audio_second: 0.1,
-            minimum_gpu_seconds: 0.0,
-        },
+        cost: CostModel { gpu_seconds_per_audio_second: 0.1, minimum_gpu_seconds: 0.0 },
         limits: RequestLimits::default(),
         fallback: None,
         node_selector: None,
@@ -159,9 +148,7 @@ fn fixture(s: &Scenario) -> (Fixture, Vec<Shard>) {
             allow_client_embeddings: false,
         }));
     }
-    let draws = (0..DRAWS)
-        .map(|_| (rng.next() % s.keys as u64) as u32)
-        .collect();
+    let draws = (0..DRAWS).map(|_| (rng.next() % s.keys as u64) as u32).collect();
     let keys = keys.iter().map(|k| k.expose().to_string()).collect();
     (Fixture { keys, draws }, shards)
 }
@@ -173,36 +160,24 @@ fn bench(c: &mut Criterion) {
 
         // infergate: the whole decision a door makes before it runs a request, including its clock reads.
         let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
-        assert!(
-            warnings.is_empty(),
-            "bench snapshot has warnings: {warnings:?}"
-        );
+        assert!(warnings.is_empty(), "bench snapshot has warnings: {warnings:?}");
         assert_eq!(snapshot.key_count(), s.keys);
         let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
-        let request = Request {
-            model: MODEL,
-            feature: Feature::Transcribe,
-            origin: None,
-        };
+        let request = Request { model: MODEL, feature: Feature::Transcribe, origin: None };
         let decide = |key: &str| {
             let grant = admit(&snapshot, key, &request, Utc::now()).expect("bench key is admitted");
-            limiter
-                .try_charge(&grant, 0.001)
-                .expect("bench limits never refuse")
+            limiter.try_charge(&grant, 0.001).expect("bench limits never refuse")
         };
         fx.keys.iter().for_each(|k| {
             let _ = decide(k);
         });
-        group.bench_function(
-            BenchmarkId::new("infergate_admit_and_charge", s.name),
-            |b| {
-                let mut i = 0usize;
-                b.iter(|| {
-                    i = (i + 1) & (DRAWS - 1);
-                    black_box(decide(&fx.keys[fx.draws[i] as usize]))
-                })
-            },
-        );
+        group.bench_function(BenchmarkId::new("infergate_admit_and_charge", s.name), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & (DRAWS - 1);
+                black_box(decide(&fx.keys[fx.draws[i] as usize]))
+            })
+        });
 
         // governor: keyed GCRA with its default DashMap store, keyed by the presented key.
         let quota = governor::Quota::per_second(NonZeroU32::new(u32::MAX).unwrap());
@@ -223,40 +198,22 @@ fn bench(c: &mut Criterion) {
             u64::MAX,
             60,
             Vec::<limitador::limit::Predicate>::new(),
-            vec![
-                "key"
-                    .try_into()
-                    .expect("limitador parses the variable `key`"),
-            ],
+            vec!["key".try_into().expect("limitador parses the variable `key`")],
         ));
         let namespace: limitador::limit::Namespace = "infergate-bench".into();
-        let contexts: Vec<limitador::limit::Context<'_>> = fx
-            .keys
-            .iter()
-            .map(|k| HashMap::from([("key".to_string(), k.clone())]).into())
-            .collect();
+        let contexts: Vec<limitador::limit::Context<'_>> =
+            fx.keys.iter().map(|k| HashMap::from([("key".to_string(), k.clone())]).into()).collect();
         contexts.iter().for_each(|ctx| {
-            assert!(
-                !lim.check_rate_limited_and_update(&namespace, ctx, 1)
-                    .unwrap()
-                    .limited
-            );
+            assert!(!lim.check_rate_limited_and_update(&namespace, ctx, 1).unwrap().limited);
         });
-        group.bench_function(
-            BenchmarkId::new("limitador_check_and_update", s.name),
-            |b| {
-                let mut i = 0usize;
-                b.iter(|| {
-                    i = (i + 1) & (DRAWS - 1);
-                    let ctx = &contexts[fx.draws[i] as usize];
-                    black_box(
-                        lim.check_rate_limited_and_update(&namespace, ctx, 1)
-                            .unwrap()
-                            .limited,
-                    )
-                })
-            },
-        );
+        group.bench_function(BenchmarkId::new("limitador_check_and_update", s.name), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & (DRAWS - 1);
+                let ctx = &contexts[fx.draws[i] as usize];
+                black_box(lim.check_rate_limited_and_update(&namespace, ctx, 1).unwrap().limited)
+            })
+        });
     }
     group.finish();
 }
@@ -267,11 +224,7 @@ fn breakdown(c: &mut Criterion) {
     let (fx, shards) = fixture(s);
     let (snapshot, _) = Snapshot::build(&shards, SnapshotOptions::default());
     let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
-    let request = Request {
-        model: MODEL,
-        feature: Feature::Transcribe,
-        origin: None,
-    };
+    let request = Request { model: MODEL, feature: Feature::Transcribe, origin: None };
     let now = Utc::now();
     let mut group = c.benchmark_group("admission_breakdown_100k");
     macro_rules! stage {
@@ -287,15 +240,9 @@ fn breakdown(c: &mut Criterion) {
         };
     }
     stage!("1_checksum", |key| ApiKey::check_format(key).is_ok());
-    stage!("2_checksum_sha256", |key| (
-        ApiKey::check_format(key).is_ok(),
-        infergate_crds::key::KeyDigest::of(key)
-    ));
-    stage!("3_authenticate", |key| {
-        infergate_agent::admission::authenticate(&snapshot, key, now).is_ok()
-    });
-    stage!("4_admit", |key| admit(&snapshot, key, &request, now)
-        .is_ok());
+    stage!("2_checksum_sha256", |key| (ApiKey::check_format(key).is_ok(), infergate_crds::key::KeyDigest::of(key)));
+    stage!("3_authenticate", |key| { infergate_agent::admission::authenticate(&snapshot, key, now).is_ok() });
+    stage!("4_admit", |key| admit(&snapshot, key, &request, now).is_ok());
     stage!("5_admit_and_charge", |key| {
         let grant = admit(&snapshot, key, &request, now).expect("admitted");
         limiter.try_charge(&grant, 0.001).is_ok()

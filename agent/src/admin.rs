@@ -20,35 +20,17 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
-    gateway
-        .metrics
-        .queue_depth
-        .set(gateway.limiter.queue_depth());
-    gateway
-        .metrics
-        .open_streams
-        .set(gateway.streams.len() as i64);
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        gateway.metrics.render(),
-    )
-        .into_response()
+    gateway.metrics.queue_depth.set(gateway.limiter.queue_depth());
+    gateway.metrics.open_streams.set(gateway.streams.len() as i64);
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], gateway.metrics.render()).into_response()
 }
 
 /// Ready once a config snapshot has been applied: before that every key would be refused as unknown.
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     if gateway.is_ready() {
-        (
-            StatusCode::OK,
-            format!("ok revision={}", gateway.snapshot().revision),
-        )
-            .into_response()
+        (StatusCode::OK, format!("ok revision={}", gateway.snapshot().revision)).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no gateway config applied yet",
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "no gateway config applied yet").into_response()
     }
 }
 
@@ -69,7 +51,5 @@ async fn status(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
         .gpu()
         .map(|g| g.status_json())
         .unwrap_or_else(|| serde_json::json!({"mode": "cpu", "refillFactors": {}}));
-    Json(
-        serde_json::json!({"revision": gateway.snapshot().revision, "ready": gateway.is_ready(), "gpu": gpu}),
-    )
+    Json(serde_json::json!({"revision": gateway.snapshot().revision, "ready": gateway.is_ready(), "gpu": gpu}))
 }

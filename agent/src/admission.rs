@@ -55,11 +55,7 @@ impl Grant {
 }
 
 /// Checksum, lookup, validity window, suspension and environment: everything about *who* is calling.
-pub fn authenticate(
-    snapshot: &Snapshot,
-    presented: &str,
-    now: DateTime<Utc>,
-) -> Result<Identity, Refusal> {
+pub fn authenticate(snapshot: &Snapshot, presented: &str, now: DateTime<Utc>) -> Result<Identity, Refusal> {
     let environment = ApiKey::check_format(presented).map_err(format_refusal)?;
     identify_with_env(snapshot, &KeyDigest::of(presented), environment, now)
 }
@@ -98,10 +94,7 @@ fn identify_with_env(
                 format!("key {key} was revoked; use the current key from the policy's Secret"),
             ));
         }
-        KeyStatus::Active {
-            valid_from,
-            valid_until,
-        } => {
+        KeyStatus::Active { valid_from, valid_until } => {
             if now < valid_from {
                 return Err(Refusal::new(
                     RefusalCode::KeyNotYetValid,
@@ -124,26 +117,17 @@ fn identify_with_env(
     if policy.expires_at.is_some_and(|at| now >= at) {
         return Err(Refusal::new(
             RefusalCode::KeyExpired,
-            format!(
-                "key {key} expired: policy {} has passed its expiresAt",
-                policy.name
-            ),
+            format!("key {key} expired: policy {} has passed its expiresAt", policy.name),
         ));
     }
     if policy.suspended {
         return Err(Refusal::new(
             RefusalCode::KeySuspended,
-            format!(
-                "key {key} is suspended: policy {} has suspended: true; ask its owner to lift it",
-                policy.name
-            ),
+            format!("key {key} is suspended: policy {} has suspended: true; ask its owner to lift it", policy.name),
         ));
     }
     if environment != policy.environment {
-        return Err(Refusal::new(
-            RefusalCode::WrongEnvironment,
-            "key prefix does not match its policy's environment",
-        ));
+        return Err(Refusal::new(RefusalCode::WrongEnvironment, "key prefix does not match its policy's environment"));
     }
     if let Some(only) = snapshot.options.environment
         && only != environment
@@ -158,20 +142,11 @@ fn identify_with_env(
             ),
         ));
     }
-    Ok(Identity {
-        key,
-        digest: *digest,
-        environment,
-        policy: Arc::clone(policy),
-    })
+    Ok(Identity { key, digest: *digest, environment, policy: Arc::clone(policy) })
 }
 
 /// Scope (endpoint by model, feature) and Origin: everything about *what* the key may do.
-pub fn authorize(
-    snapshot: &Snapshot,
-    identity: Identity,
-    request: &Request<'_>,
-) -> Result<Grant, Refusal> {
+pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
     let Some(endpoint) = snapshot.endpoint_by_model(request.model) else {
         return Err(Refusal::new(
             RefusalCode::UnknownModel,
@@ -188,12 +163,7 @@ pub fn authorize(
                 "model {:?} does not offer {}; it offers: {}",
                 endpoint.shard.model,
                 request.feature.as_str(),
-                endpoint
-                    .features
-                    .iter()
-                    .map(Feature::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                endpoint.features.iter().map(Feature::as_str).collect::<Vec<_>>().join(", ")
             ),
         ));
     }
@@ -216,11 +186,7 @@ pub fn authorize(
                     request.feature.as_str(),
                     endpoint.label,
                     policy.name,
-                    features
-                        .iter()
-                        .map(Feature::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    features.iter().map(Feature::as_str).collect::<Vec<_>>().join(", ")
                 ),
             ));
         }
@@ -239,12 +205,7 @@ pub fn authorize(
         ));
     }
     let limits = snapshot.limits(policy, endpoint);
-    Ok(Grant {
-        endpoint: Arc::clone(endpoint),
-        feature: request.feature,
-        limits,
-        identity,
-    })
+    Ok(Grant { endpoint: Arc::clone(endpoint), feature: request.feature, limits, identity })
 }
 
 /// [`authenticate`] then [`authorize`].

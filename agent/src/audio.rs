@@ -21,16 +21,10 @@ pub struct AudioInfo {
 /// Identifies the format from the bytes (magic numbers first, then the file name) and sizes it.
 pub fn inspect(bytes: &[u8], filename: &str) -> Result<AudioInfo, Refusal> {
     if bytes.is_empty() {
-        return Err(Refusal::bad_request(
-            "the audio file is empty; send a WAV, raw PCM16 or compressed audio file",
-        ));
+        return Err(Refusal::bad_request("the audio file is empty; send a WAV, raw PCM16 or compressed audio file"));
     }
     if bytes.starts_with(b"RIFF") {
-        return wav_seconds(bytes).map(|seconds| AudioInfo {
-            codec: Codec::Wav,
-            seconds,
-            exact: true,
-        });
+        return wav_seconds(bytes).map(|seconds| AudioInfo { codec: Codec::Wav, seconds, exact: true });
     }
     let compressed = if bytes.starts_with(b"fLaC") {
         Some(Codec::Flac)
@@ -38,27 +32,17 @@ pub fn inspect(bytes: &[u8], filename: &str) -> Result<AudioInfo, Refusal> {
         Some(Codec::Ogg)
     } else if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
         Some(Codec::Webm)
-    } else if bytes.starts_with(b"ID3")
-        || (bytes.len() > 1 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0)
-    {
+    } else if bytes.starts_with(b"ID3") || (bytes.len() > 1 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0) {
         Some(Codec::Mp3)
     } else {
         None
     };
     if let Some(codec) = compressed {
-        return Ok(AudioInfo {
-            codec,
-            seconds: bytes.len() as f64 / COMPRESSED_BYTES_PER_SECOND,
-            exact: false,
-        });
+        return Ok(AudioInfo { codec, seconds: bytes.len() as f64 / COMPRESSED_BYTES_PER_SECOND, exact: false });
     }
     let lower = filename.to_ascii_lowercase();
     if lower.ends_with(".pcm") || lower.ends_with(".raw") || lower.ends_with(".s16le") {
-        return Ok(AudioInfo {
-            codec: Codec::Pcm16,
-            seconds: pcm16_seconds(bytes.len()),
-            exact: true,
-        });
+        return Ok(AudioInfo { codec: Codec::Pcm16, seconds: pcm16_seconds(bytes.len()), exact: true });
     }
     Err(Refusal::new(
         RefusalCode::UnsupportedCodec,
@@ -80,11 +64,7 @@ pub fn check_codec(info: &AudioInfo, accepted: &[Codec]) -> Result<(), Refusal> 
             format!(
                 "this endpoint does not accept {}; it accepts: {}",
                 codec_name(info.codec),
-                accepted
-                    .iter()
-                    .map(|c| codec_name(*c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                accepted.iter().map(|c| codec_name(*c)).collect::<Vec<_>>().join(", ")
             ),
         ))
     }
@@ -103,11 +83,7 @@ pub fn codec_name(c: Codec) -> &'static str {
 
 /// Duration from a RIFF/WAVE header: the `data` chunk size over the `fmt ` chunk's byte rate.
 pub fn wav_seconds(bytes: &[u8]) -> Result<f64, Refusal> {
-    let bad = |what: &str| {
-        Refusal::bad_request(format!(
-            "invalid WAV file: {what}; re-encode it as 16-bit PCM WAV"
-        ))
-    };
+    let bad = |what: &str| Refusal::bad_request(format!("invalid WAV file: {what}; re-encode it as 16-bit PCM WAV"));
     if bytes.len() < 12 || &bytes[8..12] != b"WAVE" {
         return Err(bad("missing RIFF/WAVE header"));
     }
@@ -115,8 +91,7 @@ pub fn wav_seconds(bytes: &[u8]) -> Result<f64, Refusal> {
     let mut byte_rate = None;
     while pos + 8 <= bytes.len() {
         let id = &bytes[pos..pos + 4];
-        let size =
-            u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
+        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
         let body = pos + 8;
         if id == b"fmt " {
             if size < 16 || body + 16 > bytes.len() {
@@ -131,11 +106,7 @@ pub fn wav_seconds(bytes: &[u8]) -> Result<f64, Refusal> {
             let rate = byte_rate.ok_or_else(|| bad("data chunk before fmt chunk"))?;
             // Streaming writers put 0 or 0xFFFFFFFF here; then the data runs to the end of the file.
             let available = bytes.len() - body;
-            let data = if size == 0 || size > available {
-                available
-            } else {
-                size
-            };
+            let data = if size == 0 || size > available { available } else { size };
             return Ok(data as f64 / rate);
         }
         pos = body + size + (size & 1);
@@ -170,28 +141,13 @@ mod tests {
     fn wav_and_pcm_are_measured_exactly() {
         let mut wav = wav_header(64_000).to_vec();
         wav.extend(vec![0u8; 64_000]);
-        assert_eq!(
-            inspect(&wav, "a.wav").unwrap(),
-            AudioInfo {
-                codec: Codec::Wav,
-                seconds: 2.0,
-                exact: true
-            }
-        );
+        assert_eq!(inspect(&wav, "a.wav").unwrap(), AudioInfo { codec: Codec::Wav, seconds: 2.0, exact: true });
         assert_eq!(inspect(&[0u8; 16_000], "a.pcm").unwrap().seconds, 0.5);
         assert_eq!(inspect(b"OggS....", "a.ogg").unwrap().codec, Codec::Ogg);
+        assert_eq!(inspect(b"hello", "a.txt").unwrap_err().code, RefusalCode::UnsupportedCodec);
+        assert_eq!(inspect(b"RIFF\0\0\0\0WAVX", "a.wav").unwrap_err().code, RefusalCode::BadRequest);
         assert_eq!(
-            inspect(b"hello", "a.txt").unwrap_err().code,
-            RefusalCode::UnsupportedCodec
-        );
-        assert_eq!(
-            inspect(b"RIFF\0\0\0\0WAVX", "a.wav").unwrap_err().code,
-            RefusalCode::BadRequest
-        );
-        assert_eq!(
-            check_codec(&inspect(b"fLaC", "x").unwrap(), &[Codec::Wav])
-                .unwrap_err()
-                .code,
+            check_codec(&inspect(b"fLaC", "x").unwrap(), &[Codec::Wav]).unwrap_err().code,
             RefusalCode::UnsupportedCodec
         );
     }

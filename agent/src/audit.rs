@@ -86,11 +86,7 @@ impl Audit {
             if sampler.len() >= MAX_TRACKED_KEYS && !sampler.contains_key(&bucket) {
                 sampler.clear();
             }
-            let w = sampler.entry(bucket).or_insert(Window {
-                started: Instant::now(),
-                written: 0,
-                dropped: 0,
-            });
+            let w = sampler.entry(bucket).or_insert(Window { started: Instant::now(), written: 0, dropped: 0 });
             if w.started.elapsed() >= WINDOW {
                 w.started = Instant::now();
                 w.written = 0;
@@ -136,11 +132,7 @@ impl Audit {
     }
 
     pub fn config_applied(&self, revision: &str) {
-        write_line(&Line {
-            event: "config_applied",
-            revision: Some(revision),
-            ..Line::base()
-        });
+        write_line(&Line { event: "config_applied", revision: Some(revision), ..Line::base() });
     }
 
     pub fn stream_closed(&self, e: StreamClosedEvent<'_>) {

@@ -70,12 +70,9 @@ impl BackendError {
         match self {
             BackendError::BadInput(_) => Refusal::new(RefusalCode::BadRequest, self.to_string()),
             BackendError::Failed(_) | BackendError::Timeout(_) => {
-                Refusal::new(RefusalCode::BackendError, format!("{self}; retry later"))
-                    .with_retry_after(1.0)
+                Refusal::new(RefusalCode::BackendError, format!("{self}; retry later")).with_retry_after(1.0)
             }
-            BackendError::Unavailable(_) => {
-                Refusal::new(RefusalCode::BackendUnavailable, self.to_string())
-            }
+            BackendError::Unavailable(_) => Refusal::new(RefusalCode::BackendUnavailable, self.to_string()),
         }
     }
 }
@@ -84,10 +81,7 @@ impl BackendError {
 pub trait Backend: Send + Sync + 'static {
     /// `upstream`, `speaker-encoder`, `vad`: for logs and metrics.
     fn kind(&self) -> &'static str;
-    fn call(
-        &self,
-        request: BackendRequest,
-    ) -> BoxFuture<'static, Result<BackendResponse, BackendError>>;
+    fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>>;
 }
 
 /// A synchronous model (CPU reference, CUDA via a blocking driver call). Wrapped by [`Blocking`].
@@ -104,18 +98,13 @@ impl<M: BlockingModel> Backend for Blocking<M> {
     fn kind(&self) -> &'static str {
         self.0.kind()
     }
-    fn call(
-        &self,
-        request: BackendRequest,
-    ) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
+    fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
         let model = Arc::clone(&self.0);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
                 let mut response = model.run(&request)?;
-                response
-                    .measured_gpu_seconds
-                    .get_or_insert(started.elapsed().as_secs_f64());
+                response.measured_gpu_seconds.get_or_insert(started.elapsed().as_secs_f64());
                 Ok(response)
             })
             .await
@@ -138,11 +127,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(client: reqwest::Client, base_url: &str, timeout: Duration) -> Self {
-        Upstream {
-            client,
-            url: format!("{}/audio/transcriptions", base_url.trim_end_matches('/')),
-            timeout,
-        }
+        Upstream { client, url: format!("{}/audio/transcriptions", base_url.trim_end_matches('/')), timeout }
     }
 }
 
@@ -151,10 +136,7 @@ impl Backend for Upstream {
         "upstream"
     }
 
-    fn call(
-        &self,
-        request: BackendRequest,
-    ) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
+    fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
         let client = self.client.clone();
         let url = self.url.clone();
         let timeout = self.timeout;
@@ -163,23 +145,15 @@ impl Backend for Upstream {
                 .file_name(request.filename)
                 .mime_str(&request.content_type)
                 .map_err(|_| BackendError::BadInput("invalid audio content type".into()))?;
-            let mut form = reqwest::multipart::Form::new()
-                .part("file", part)
-                .text("model", request.model);
+            let mut form = reqwest::multipart::Form::new().part("file", part).text("model", request.model);
             for (name, value) in request.fields {
                 form = form.text(name, value);
             }
-            let send = client
-                .post(&url)
-                .header("x-request-id", &request.request_id)
-                .multipart(form)
-                .send();
+            let send = client.post(&url).header("x-request-id", &request.request_id).multipart(form).send();
             let response = tokio::time::timeout(timeout, send)
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))?
-                .map_err(|e| {
-                    BackendError::Failed(format!("upstream unreachable ({})", reqwest_reason(&e)))
-                })?;
+                .map_err(|e| BackendError::Failed(format!("upstream unreachable ({})", reqwest_reason(&e))))?;
             let status = response.status();
             let measured = response
                 .headers()
@@ -195,21 +169,13 @@ impl Backend for Upstream {
             let body = tokio::time::timeout(timeout, response.bytes())
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))?
-                .map_err(|e| {
-                    BackendError::Failed(format!(
-                        "upstream body unreadable ({})",
-                        reqwest_reason(&e)
-                    ))
-                })?;
+                .map_err(|e| BackendError::Failed(format!("upstream body unreadable ({})", reqwest_reason(&e))))?;
             if status.is_client_error() {
                 // The upstream's own error message says what is wrong with the audio; pass it on, bounded.
                 return Err(BackendError::BadInput(upstream_message(&body, status)));
             }
             if !status.is_success() {
-                return Err(BackendError::Failed(format!(
-                    "upstream answered HTTP {}",
-                    status.as_u16()
-                )));
+                return Err(BackendError::Failed(format!("upstream answered HTTP {}", status.as_u16())));
             }
             let text = if content_type.starts_with("application/json") {
                 serde_json::from_slice::<serde_json::Value>(&body)
@@ -220,12 +186,7 @@ impl Backend for Upstream {
             } else {
                 None
             };
-            Ok(BackendResponse {
-                content_type,
-                body,
-                text,
-                measured_gpu_seconds: measured,
-            })
+            Ok(BackendResponse { content_type, body, text, measured_gpu_seconds: measured })
         })
     }
 }
@@ -245,11 +206,7 @@ fn reqwest_reason(e: &reqwest::Error) -> &'static str {
 fn upstream_message(body: &[u8], status: reqwest::StatusCode) -> String {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
+        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
         .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
     let mut message: String = message.chars().take(300).collect();
     if message.is_empty() {
@@ -271,19 +228,12 @@ impl Backends {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("the TLS provider is installed before the HTTP client is built");
-        Backends {
-            client,
-            builtin: Arc::new(builtin),
-        }
+        Backends { client, builtin: Arc::new(builtin) }
     }
 
     pub fn for_endpoint(&self, shard: &EndpointShard) -> Result<Arc<dyn Backend>, Refusal> {
         if let Some(up) = &shard.backend.upstream {
-            return Ok(Arc::new(Upstream::new(
-                self.client.clone(),
-                &up.url,
-                up.timeout.0,
-            )));
+            return Ok(Arc::new(Upstream::new(self.client.clone(), &up.url, up.timeout.0)));
         }
         if let Some(model) = shard.backend.builtin {
             return self.builtin.get(&model).cloned().ok_or_else(|| {
@@ -298,11 +248,6 @@ impl Backends {
 
     /// The model name sent to the backend.
     pub fn backend_model(shard: &EndpointShard) -> String {
-        shard
-            .backend
-            .upstream
-            .as_ref()
-            .and_then(|u| u.model.clone())
-            .unwrap_or_else(|| shard.model.clone())
+        shard.backend.upstream.as_ref().and_then(|u| u.model.clone()).unwrap_or_else(|| shard.model.clone())
     }
 }

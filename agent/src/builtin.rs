@@ -11,9 +11,7 @@
 //! Missing weights do not stop the agent: the model is registered as a backend that answers 503
 //! `backend_unavailable` naming the missing file and the script that fetches it. Nothing biometric is stored
 //! or logged: embeddings live only in the response.
-use crate::backend::{
-    Backend, BackendError, BackendRequest, BackendResponse, Blocking, BlockingModel,
-};
+use crate::backend::{Backend, BackendError, BackendRequest, BackendResponse, Blocking, BlockingModel};
 use bytes::Bytes;
 use infergate_crds::endpoint::{BuiltinModel, Feature};
 use infergate_speaker::{EMBEDDING_DIM, SpeakerEncoder};
@@ -48,21 +46,12 @@ impl ModelsDir {
     /// exists, else the repository's `.cache/models` (where the install scripts put weights for dev runs).
     pub fn resolve(flag_or_env: Option<&Path>) -> Self {
         if let Some(path) = flag_or_env {
-            return ModelsDir {
-                path: path.to_path_buf(),
-                source: "--models-dir / INFERGATE_MODELS_DIR",
-            };
+            return ModelsDir { path: path.to_path_buf(), source: "--models-dir / INFERGATE_MODELS_DIR" };
         }
         if Path::new(SYSTEM_MODELS_DIR).is_dir() {
-            return ModelsDir {
-                path: PathBuf::from(SYSTEM_MODELS_DIR),
-                source: "packaged default",
-            };
+            return ModelsDir { path: PathBuf::from(SYSTEM_MODELS_DIR), source: "packaged default" };
         }
-        ModelsDir {
-            path: PathBuf::from(".cache/models"),
-            source: "development default (./.cache/models)",
-        }
+        ModelsDir { path: PathBuf::from(".cache/models"), source: "development default (./.cache/models)" }
     }
 }
 
@@ -74,11 +63,9 @@ pub fn load(dir: &ModelsDir) -> HashMap<BuiltinModel, Arc<dyn Backend>> {
     let speaker = match SpeakerEncoder::load_prefer_cuda(&speaker_path) {
         Ok(encoder) => {
             match encoder.cuda_fallback_reason() {
-                Some(reason) => tracing::info!(
-                    backend = encoder.backend_name(),
-                    reason,
-                    "speaker encoder loaded on the CPU"
-                ),
+                Some(reason) => {
+                    tracing::info!(backend = encoder.backend_name(), reason, "speaker encoder loaded on the CPU")
+                }
                 None => tracing::info!(backend = encoder.backend_name(), "speaker encoder loaded"),
             }
             Ok(Arc::new(encoder))
@@ -111,23 +98,10 @@ pub fn load(dir: &ModelsDir) -> HashMap<BuiltinModel, Arc<dyn Backend>> {
     let mut out: HashMap<BuiltinModel, Arc<dyn Backend>> = HashMap::new();
     out.insert(
         BuiltinModel::SpeakerEncoder,
-        Arc::new(Blocking(Arc::new(Builtin {
-            kind: "speaker-encoder",
-            speaker: speaker.clone(),
-            vad: vad.clone(),
-        }))),
+        Arc::new(Blocking(Arc::new(Builtin { kind: "speaker-encoder", speaker: speaker.clone(), vad: vad.clone() }))),
     );
-    let no_speaker = Err(
-        "the vad endpoint does not compute embeddings; use a speaker-encoder endpoint".to_string(),
-    );
-    out.insert(
-        BuiltinModel::Vad,
-        Arc::new(Blocking(Arc::new(Builtin {
-            kind: "vad",
-            speaker: no_speaker,
-            vad,
-        }))),
-    );
+    let no_speaker = Err("the vad endpoint does not compute embeddings; use a speaker-encoder endpoint".to_string());
+    out.insert(BuiltinModel::Vad, Arc::new(Blocking(Arc::new(Builtin { kind: "vad", speaker: no_speaker, vad }))));
     out
 }
 
@@ -148,29 +122,20 @@ impl Builtin {
     }
 
     fn speaker(&self) -> Result<&SpeakerEncoder, BackendError> {
-        self.speaker
-            .as_deref()
-            .map_err(|m| BackendError::Unavailable(m.clone()))
+        self.speaker.as_deref().map_err(|m| BackendError::Unavailable(m.clone()))
     }
 
     fn vad(&self) -> Result<&SileroVad, BackendError> {
-        self.vad
-            .as_deref()
-            .map_err(|m| BackendError::Unavailable(m.clone()))
+        self.vad.as_deref().map_err(|m| BackendError::Unavailable(m.clone()))
     }
 
     /// VAD-trimmed speech (data minimisation: silence never reaches the encoder) when VAD is loaded and
     /// finds enough speech; otherwise the audio as sent. Returns the samples and the seconds of speech found.
-    fn speech<'a>(
-        &self,
-        pcm: &'a [f32],
-    ) -> Result<(std::borrow::Cow<'a, [f32]>, Option<f64>), BackendError> {
+    fn speech<'a>(&self, pcm: &'a [f32]) -> Result<(std::borrow::Cow<'a, [f32]>, Option<f64>), BackendError> {
         let Ok(vad) = self.vad.as_deref() else {
             return Ok((pcm.into(), None));
         };
-        let trimmed = vad
-            .trim_silence(pcm, SAMPLE_RATE)
-            .map_err(|e| BackendError::BadInput(e.to_string()))?;
+        let trimmed = vad.trim_silence(pcm, SAMPLE_RATE).map_err(|e| BackendError::BadInput(e.to_string()))?;
         let speech_seconds = trimmed.len() as f64 / f64::from(SAMPLE_RATE);
         if trimmed.len() < MIN_TRIMMED_SAMPLES {
             return Ok((pcm.into(), Some(speech_seconds)));
@@ -198,13 +163,7 @@ impl BlockingModel for Builtin {
     }
 
     fn run(&self, request: &BackendRequest) -> Result<BackendResponse, BackendError> {
-        let field = |name: &str| {
-            request
-                .fields
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let field = |name: &str| request.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let body = match request.feature {
             Feature::Embed => {
                 let pcm = decode(&request.audio, &request.filename)?;
@@ -220,24 +179,19 @@ impl BlockingModel for Builtin {
                 body
             }
             Feature::Verify => {
-                let reference = parse_embedding(field(FIELD_REFERENCE), FIELD_REFERENCE)?
-                    .ok_or_else(|| {
-                        BackendError::BadInput(format!(
-                            "missing `{FIELD_REFERENCE}`: the 256-float embedding to compare with"
-                        ))
-                    })?;
-                let threshold = field(FIELD_THRESHOLD)
-                    .and_then(|t| t.parse::<f64>().ok())
-                    .unwrap_or(DEFAULT_VERIFY_THRESHOLD);
+                let reference = parse_embedding(field(FIELD_REFERENCE), FIELD_REFERENCE)?.ok_or_else(|| {
+                    BackendError::BadInput(format!(
+                        "missing `{FIELD_REFERENCE}`: the 256-float embedding to compare with"
+                    ))
+                })?;
+                let threshold =
+                    field(FIELD_THRESHOLD).and_then(|t| t.parse::<f64>().ok()).unwrap_or(DEFAULT_VERIFY_THRESHOLD);
                 let candidate = match parse_embedding(field(FIELD_EMBEDDING), FIELD_EMBEDDING)? {
                     // A client-computed embedding (the gateway checked the policy allows it): no model run.
                     Some(embedding) => embedding,
                     None => self.embed(&decode(&request.audio, &request.filename)?)?.0,
                 };
-                let similarity = f64::from(infergate_speaker::cosine(
-                    &to_array(&candidate),
-                    &to_array(&reference),
-                ));
+                let similarity = f64::from(infergate_speaker::cosine(&to_array(&candidate), &to_array(&reference)));
                 serde_json::json!({"model": request.model, "similarity": similarity, "threshold": threshold, "match": similarity >= threshold})
             }
             Feature::Vad => {
@@ -256,10 +210,7 @@ impl BlockingModel for Builtin {
                 })
             }
             Feature::Transcribe => {
-                return Err(BackendError::Unavailable(format!(
-                    "the built-in {} model does not transcribe",
-                    self.kind
-                )));
+                return Err(BackendError::Unavailable(format!("the built-in {} model does not transcribe", self.kind)));
             }
         };
         Ok(BackendResponse {
@@ -282,28 +233,18 @@ fn to_array(v: &[f32]) -> infergate_speaker::Embedding {
 /// A 256-float embedding given as JSON text; `Ok(None)` when absent.
 pub fn parse_embedding(text: Option<&str>, name: &str) -> Result<Option<Vec<f32>>, BackendError> {
     let Some(text) = text else { return Ok(None) };
-    let values: Vec<f64> = serde_json::from_str(text).map_err(|_| {
-        BackendError::BadInput(format!(
-            "`{name}` must be a JSON array of {EMBEDDING_DIM} numbers"
-        ))
-    })?;
-    check_embedding(&values, name)
-        .map_err(BackendError::BadInput)
-        .map(Some)
+    let values: Vec<f64> = serde_json::from_str(text)
+        .map_err(|_| BackendError::BadInput(format!("`{name}` must be a JSON array of {EMBEDDING_DIM} numbers")))?;
+    check_embedding(&values, name).map_err(BackendError::BadInput).map(Some)
 }
 
 /// Length and finiteness of a client-supplied embedding.
 pub fn check_embedding(values: &[f64], name: &str) -> Result<Vec<f32>, String> {
     if values.len() != EMBEDDING_DIM {
-        return Err(format!(
-            "`{name}` has {} values; a speaker embedding has exactly {EMBEDDING_DIM}",
-            values.len()
-        ));
+        return Err(format!("`{name}` has {} values; a speaker embedding has exactly {EMBEDDING_DIM}", values.len()));
     }
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(format!(
-            "`{name}` holds a non-finite value; send {EMBEDDING_DIM} finite numbers"
-        ));
+        return Err(format!("`{name}` holds a non-finite value; send {EMBEDDING_DIM} finite numbers"));
     }
     Ok(values.iter().map(|&v| v as f32).collect())
 }
@@ -312,9 +253,7 @@ pub fn check_embedding(values: &[f64], name: &str) -> Result<Vec<f32>, String> {
 pub fn decode(bytes: &[u8], filename: &str) -> Result<Vec<f32>, BackendError> {
     let bad = |what: String| BackendError::BadInput(what);
     if bytes.is_empty() {
-        return Err(bad(
-            "the audio file is empty; send 16 kHz mono 16-bit PCM WAV".into(),
-        ));
+        return Err(bad("the audio file is empty; send 16 kHz mono 16-bit PCM WAV".into()));
     }
     if !bytes.starts_with(b"RIFF") {
         let lower = filename.to_ascii_lowercase();
@@ -326,16 +265,13 @@ pub fn decode(bytes: &[u8], filename: &str) -> Result<Vec<f32>, BackendError> {
         ));
     }
     if bytes.len() < 12 || &bytes[8..12] != b"WAVE" {
-        return Err(bad(
-            "invalid WAV file: missing RIFF/WAVE header; re-encode it as 16-bit PCM WAV".into(),
-        ));
+        return Err(bad("invalid WAV file: missing RIFF/WAVE header; re-encode it as 16-bit PCM WAV".into()));
     }
     let mut pos = 12;
     let mut format: Option<(u16, u16, u32, u16)> = None;
     while pos + 8 <= bytes.len() {
         let id = &bytes[pos..pos + 4];
-        let size =
-            u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
+        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
         let body = pos + 8;
         if id == b"fmt " {
             if size < 16 || body + 16 > bytes.len() {
@@ -345,8 +281,8 @@ pub fn decode(bytes: &[u8], filename: &str) -> Result<Vec<f32>, BackendError> {
             let rate = u32::from_le_bytes(bytes[body + 4..body + 8].try_into().expect("4 bytes"));
             format = Some((u16_at(0), u16_at(2), rate, u16_at(14)));
         } else if id == b"data" {
-            let (tag, channels, rate, bits) = format
-                .ok_or_else(|| bad("invalid WAV file: data chunk before fmt chunk".into()))?;
+            let (tag, channels, rate, bits) =
+                format.ok_or_else(|| bad("invalid WAV file: data chunk before fmt chunk".into()))?;
             // 1 = PCM; 0xFFFE = WAVE_FORMAT_EXTENSIBLE, which sox writes for some layouts (still integer PCM
             // when 16-bit).
             if !(tag == 1 || tag == 0xFFFE) || bits != 16 {
@@ -363,11 +299,7 @@ pub fn decode(bytes: &[u8], filename: &str) -> Result<Vec<f32>, BackendError> {
                 return Err(bad("invalid WAV file: zero channels".into()));
             }
             let available = bytes.len() - body;
-            let len = if size == 0 || size > available {
-                available
-            } else {
-                size
-            };
+            let len = if size == 0 || size > available { available } else { size };
             return Ok(samples(&bytes[body..body + len], usize::from(channels)));
         }
         pos = body + size + (size & 1);
@@ -381,10 +313,7 @@ fn samples(bytes: &[u8], channels: usize) -> Vec<f32> {
     bytes
         .chunks_exact(frame)
         .map(|f| {
-            let sum: f32 = f
-                .chunks_exact(2)
-                .map(|s| f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0)
-                .sum();
+            let sum: f32 = f.chunks_exact(2).map(|s| f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0).sum();
             sum / channels as f32
         })
         .collect()
@@ -406,37 +335,19 @@ mod tests {
 
     #[test]
     fn decodes_wav_and_pcm_and_refuses_other_rates() {
-        assert_eq!(
-            decode(&wav(16_000, 1, &[0, 16384, -32768]), "a.wav").unwrap(),
-            vec![0.0, 0.5, -1.0]
-        );
-        assert_eq!(
-            decode(&wav(16_000, 2, &[16384, 0, -16384, -16384]), "a.wav").unwrap(),
-            vec![0.25, -0.5]
-        );
+        assert_eq!(decode(&wav(16_000, 1, &[0, 16384, -32768]), "a.wav").unwrap(), vec![0.0, 0.5, -1.0]);
+        assert_eq!(decode(&wav(16_000, 2, &[16384, 0, -16384, -16384]), "a.wav").unwrap(), vec![0.25, -0.5]);
         assert_eq!(decode(&[0, 64], "a.pcm").unwrap(), vec![0.5]);
         let err = decode(&wav(44_100, 1, &[0; 4]), "a.wav").unwrap_err();
-        assert!(
-            matches!(&err, BackendError::BadInput(m) if m.contains("44100 Hz") && m.contains("16000")),
-            "{err}"
-        );
-        assert!(matches!(
-            decode(b"OggS", "a.ogg").unwrap_err(),
-            BackendError::BadInput(_)
-        ));
+        assert!(matches!(&err, BackendError::BadInput(m) if m.contains("44100 Hz") && m.contains("16000")), "{err}");
+        assert!(matches!(decode(b"OggS", "a.ogg").unwrap_err(), BackendError::BadInput(_)));
     }
 
     #[test]
     fn embeddings_are_checked() {
         assert_eq!(parse_embedding(None, "embedding").unwrap(), None);
         let ok = serde_json::to_string(&vec![0.5; 256]).unwrap();
-        assert_eq!(
-            parse_embedding(Some(&ok), "embedding")
-                .unwrap()
-                .unwrap()
-                .len(),
-            256
-        );
+        assert_eq!(parse_embedding(Some(&ok), "embedding").unwrap().unwrap().len(), 256);
         let err = parse_embedding(Some("[1,2]"), "embedding").unwrap_err();
         assert!(err.to_string().contains("has 2 values"), "{err}");
         assert!(parse_embedding(Some("nope"), "embedding").is_err());
@@ -444,10 +355,7 @@ mod tests {
 
     #[test]
     fn missing_weights_answer_unavailable_with_the_fix() {
-        let dir = ModelsDir {
-            path: PathBuf::from("/nonexistent/infergate-models"),
-            source: "test",
-        };
+        let dir = ModelsDir { path: PathBuf::from("/nonexistent/infergate-models"), source: "test" };
         let backends = load(&dir);
         let request = BackendRequest {
             feature: Feature::Embed,
@@ -458,21 +366,12 @@ mod tests {
             fields: vec![],
             request_id: "r".into(),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let err = rt
-            .block_on(backends[&BuiltinModel::SpeakerEncoder].call(request))
-            .unwrap_err();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let err = rt.block_on(backends[&BuiltinModel::SpeakerEncoder].call(request)).unwrap_err();
         let refusal = err.to_refusal();
-        assert_eq!(
-            refusal.code,
-            crate::refusal::RefusalCode::BackendUnavailable
-        );
+        assert_eq!(refusal.code, crate::refusal::RefusalCode::BackendUnavailable);
         assert!(
-            refusal.message.contains("install-speaker-weights.sh")
-                && refusal.message.contains("pretrained.pt"),
+            refusal.message.contains("install-speaker-weights.sh") && refusal.message.contains("pretrained.pt"),
             "{}",
             refusal.message
         );

@@ -127,9 +127,7 @@ impl CommonArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<infergate_crds::GoDuration>()
-        .map(|d| d.0)
-        .map_err(|e| e.to_string())
+    s.parse::<infergate_crds::GoDuration>().map(|d| d.0).map_err(|e| e.to_string())
 }
 
 fn parse_environment(s: &str) -> Result<Environment, String> {

@@ -36,21 +36,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         .context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
     let leases: Api<Lease> = Api::namespaced(client, &args.namespace);
-    let options = SnapshotOptions {
-        environment: args.common.environment,
-    };
+    let options = SnapshotOptions { environment: args.common.environment };
     let config = tokio::spawn(watch_config(Arc::clone(&gateway), secrets, options));
-    let publisher = tokio::spawn(publish_lease(
-        Arc::clone(&gateway),
-        leases,
-        args.node_name.clone(),
-    ));
-    let listeners = Listeners {
-        http: args.http_addr,
-        grpc: args.grpc_addr,
-        admin: args.admin_addr,
-        tls: args.common.tls(),
-    };
+    let publisher = tokio::spawn(publish_lease(Arc::clone(&gateway), leases, args.node_name.clone()));
+    let listeners =
+        Listeners { http: args.http_addr, grpc: args.grpc_addr, admin: args.admin_addr, tls: args.common.tls() };
     let result = crate::serve::serve(gateway, listeners).await;
     config.abort();
     publisher.abort();
@@ -73,9 +63,7 @@ impl ShardSet {
                 false
             }
             Event::InitApply(secret) => {
-                if let (Some(listing), Some((name, shard))) =
-                    (self.listing.as_mut(), parse(&secret, gateway))
-                {
+                if let (Some(listing), Some((name, shard))) = (self.listing.as_mut(), parse(&secret, gateway)) {
                     listing.insert(name, shard);
                 }
                 false
@@ -91,10 +79,7 @@ impl ShardSet {
                 // A shard that does not parse keeps its last good version: dropping it would refuse its keys.
                 None => false,
             },
-            Event::Delete(secret) => self
-                .shards
-                .remove(&secret.metadata.name.unwrap_or_default())
-                .is_some(),
+            Event::Delete(secret) => self.shards.remove(&secret.metadata.name.unwrap_or_default()).is_some(),
         }
     }
 
@@ -105,11 +90,7 @@ impl ShardSet {
 
 fn parse(secret: &Secret, gateway: &Gateway) -> Option<(String, Shard)> {
     let name = secret.metadata.name.clone()?;
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SHARD_DATA_KEY))
-        .map(|b| b.0.as_slice());
+    let bytes = secret.data.as_ref().and_then(|d| d.get(SHARD_DATA_KEY)).map(|b| b.0.as_slice());
     let Some(bytes) = bytes else {
         gateway.metrics.config_errors.inc();
         tracing::warn!(secret = %name, "gateway-config Secret has no {SHARD_DATA_KEY}; ignoring it");
@@ -127,9 +108,8 @@ fn parse(secret: &Secret, gateway: &Gateway) -> Option<(String, Shard)> {
 
 async fn watch_config(gateway: Arc<Gateway>, secrets: Api<Secret>, options: SnapshotOptions) {
     let mut set = ShardSet::default();
-    let mut events = watcher::watcher(secrets, watcher::Config::default().labels(SHARD_SELECTOR))
-        .default_backoff()
-        .boxed();
+    let mut events =
+        watcher::watcher(secrets, watcher::Config::default().labels(SHARD_SELECTOR)).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
@@ -155,15 +135,10 @@ pub const GPU_LIMITS_ANNOTATION: &str = "infergate.dev/gpu-limits";
 
 /// The Lease body this agent publishes.
 pub fn lease_body(node: &str, namespace: Option<&str>, snapshot: &Snapshot) -> serde_json::Value {
-    let (label_key, label_value) = lease::AGENT_LEASE_LABEL
-        .split_once('=')
-        .expect("label selector has key=value");
+    let (label_key, label_value) = lease::AGENT_LEASE_LABEL.split_once('=').expect("label selector has key=value");
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let revocations: Vec<String> = snapshot
-        .revoked_key_ids(lease::MAX_PUBLISHED_REVOCATIONS)
-        .into_iter()
-        .map(|k| k.0)
-        .collect();
+    let revocations: Vec<String> =
+        snapshot.revoked_key_ids(lease::MAX_PUBLISHED_REVOCATIONS).into_iter().map(|k| k.0).collect();
     let mut metadata = serde_json::json!({
         "name": agent_lease_name(node),
         "labels": { label_key: label_value },
@@ -192,8 +167,7 @@ async fn publish_lease(gateway: Arc<Gateway>, leases: Api<Lease>, node: String) 
             let mut body = lease_body(&node, None, &gateway.snapshot());
             if let Some(gpu) = gateway.gpu() {
                 // CPU/GPU mode and each tier's current refill factor, refreshed with every renewal.
-                body["metadata"]["annotations"][GPU_LIMITS_ANNOTATION] =
-                    gpu.status_json().to_string().into();
+                body["metadata"]["annotations"][GPU_LIMITS_ANNOTATION] = gpu.status_json().to_string().into();
             }
             let params = PatchParams::apply(FIELD_MANAGER).force();
             if let Err(err) = leases.patch(&name, &params, &Patch::Apply(&body)).await {
@@ -217,10 +191,7 @@ mod tests {
 
     fn secret(name: &str, shard: &Shard) -> Secret {
         Secret {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
+            metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
             data: Some([(SHARD_DATA_KEY.to_string(), ByteString(shard.to_json()))].into()),
             ..Secret::default()
         }
@@ -230,26 +201,18 @@ mod tests {
     fn watch_events_rebuild_only_on_change_and_keep_last_good_shards() {
         let gateway = Gateway::new(
             Default::default(),
-            Arc::new(crate::limiter::Limiter::new(Arc::new(
-                crate::limiter::InMemoryStore::default(),
-            ))),
+            Arc::new(crate::limiter::Limiter::new(Arc::new(crate::limiter::InMemoryStore::default()))),
             crate::backend::Backends::new(Default::default()),
         );
         let endpoint = mk_endpoint("transcribe", "whisper-1").shard();
-        let policy = mk_policy("app")
-            .key(&key(1))
-            .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-            .shard();
+        let policy = mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard();
         let mut set = ShardSet::default();
         assert!(!set.on_event(Event::Init, &gateway));
         assert!(!set.on_event(Event::InitApply(secret("e", &endpoint)), &gateway));
         assert!(!set.on_event(Event::InitApply(secret("p", &policy)), &gateway));
         assert!(set.on_event(Event::InitDone, &gateway));
         assert_eq!(set.shards().len(), 2);
-        assert!(
-            !set.on_event(Event::Apply(secret("p", &policy)), &gateway),
-            "same content: no rebuild"
-        );
+        assert!(!set.on_event(Event::Apply(secret("p", &policy)), &gateway), "same content: no rebuild");
         let mut broken = secret("p", &policy);
         broken.data = Some([(SHARD_DATA_KEY.to_string(), ByteString(b"{".to_vec()))].into());
         assert!(!set.on_event(Event::Apply(broken), &gateway));
@@ -265,16 +228,11 @@ mod tests {
             .revoked(&key(3))
             .scope("transcribe", "whisper-1", &[Feature::Transcribe])
             .shard();
-        let (snapshot, _) = Snapshot::build(
-            &[mk_endpoint("transcribe", "whisper-1").shard(), policy],
-            SnapshotOptions::default(),
-        );
+        let (snapshot, _) =
+            Snapshot::build(&[mk_endpoint("transcribe", "whisper-1").shard(), policy], SnapshotOptions::default());
         let body = lease_body("node-a", Some("infergate-system"), &snapshot);
         assert_eq!(body["metadata"]["name"], "infergate-agent-node-a");
-        assert_eq!(
-            body["metadata"]["labels"]["infergate.dev/component"],
-            "agent"
-        );
+        assert_eq!(body["metadata"]["labels"]["infergate.dev/component"], "agent");
         let ann = &body["metadata"]["annotations"];
         assert_eq!(ann[lease::CONFIG_REVISION], snapshot.revision.as_str());
         assert_eq!(ann[lease::ENFORCED_REVOCATIONS], key(3).id().as_str());

@@ -117,9 +117,7 @@ impl Gateway {
     /// Attaches the GPU policy (once, at start-up): its factors are exported as metrics and its tiers follow
     /// each applied snapshot. The limiter must have been built with [`crate::gpu::Gpu::refill`].
     pub fn attach_gpu(&self, gpu: Arc<crate::gpu::Gpu>) {
-        if let Err(error) =
-            infergate_gpu::GpuMetrics::register(&self.metrics.registry, Arc::clone(&gpu.limits))
-        {
+        if let Err(error) = infergate_gpu::GpuMetrics::register(&self.metrics.registry, Arc::clone(&gpu.limits)) {
             tracing::warn!(error = %error, "GPU metrics not registered");
         }
         gpu.set_tiers(&self.snapshot());
@@ -173,17 +171,12 @@ impl Gateway {
         self.ready.load(Ordering::Acquire)
     }
 
-    pub fn authenticate(
-        &self,
-        snapshot: &Snapshot,
-        credential: &Credential<'_>,
-    ) -> Result<Identity, Refusal> {
+    pub fn authenticate(&self, snapshot: &Snapshot, credential: &Credential<'_>) -> Result<Identity, Refusal> {
         match credential {
             Credential::Key(key) => admission::authenticate(snapshot, key, Utc::now()),
-            Credential::Identity {
-                digest,
-                environment,
-            } => admission::identify(snapshot, digest, *environment, Utc::now()),
+            Credential::Identity { digest, environment } => {
+                admission::identify(snapshot, digest, *environment, Utc::now())
+            }
         }
     }
 
@@ -195,41 +188,31 @@ impl Gateway {
         door: Door,
         request_id: &str,
     ) -> Result<Identity, Refusal> {
-        self.authenticate(&self.snapshot(), credential)
-            .inspect_err(|refusal| {
-                let mut ctx = RefusalContext::new(door, request_id);
-                if !matches!(
-                    refusal.code,
-                    RefusalCode::MalformedKey
-                        | RefusalCode::BadChecksum
-                        | RefusalCode::UnknownKey
-                        | RefusalCode::MissingKey
-                ) {
-                    ctx.key = Some(match credential {
-                        Credential::Key(key) => KeyRef::of(&KeyDigest::of(key)),
-                        Credential::Identity { digest, .. } => KeyRef::of(digest),
-                    });
-                }
-                self.refused(refusal, &ctx);
-            })
+        self.authenticate(&self.snapshot(), credential).inspect_err(|refusal| {
+            let mut ctx = RefusalContext::new(door, request_id);
+            if !matches!(
+                refusal.code,
+                RefusalCode::MalformedKey
+                    | RefusalCode::BadChecksum
+                    | RefusalCode::UnknownKey
+                    | RefusalCode::MissingKey
+            ) {
+                ctx.key = Some(match credential {
+                    Credential::Key(key) => KeyRef::of(&KeyDigest::of(key)),
+                    Credential::Identity { digest, .. } => KeyRef::of(digest),
+                });
+            }
+            self.refused(refusal, &ctx);
+        })
     }
 
-    pub fn authorize(
-        &self,
-        snapshot: &Snapshot,
-        identity: Identity,
-        request: &Request<'_>,
-    ) -> Result<Grant, Refusal> {
+    pub fn authorize(&self, snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
         admission::authorize(snapshot, identity, request)
     }
 
     /// Records one refusal: metric, and a sampled audit line.
     pub fn refused(&self, refusal: &Refusal, ctx: &RefusalContext<'_>) {
-        self.metrics.refused(
-            refusal.code.as_str(),
-            ctx.tier.unwrap_or(""),
-            ctx.endpoint.unwrap_or(""),
-        );
+        self.metrics.refused(refusal.code.as_str(), ctx.tier.unwrap_or(""), ctx.endpoint.unwrap_or(""));
         self.audit.refusal(RefusalEvent {
             key: ctx.key,
             code: refusal.code.as_str(),
@@ -245,8 +228,7 @@ impl Gateway {
 
     /// Records GPU-seconds charged to a key (after settlement, or per stream chunk).
     pub fn charged(&self, grant: &Grant, gpu_seconds: f64) {
-        self.metrics
-            .charged(grant.tier(), &grant.endpoint.label, gpu_seconds);
+        self.metrics.charged(grant.tier(), &grant.endpoint.label, gpu_seconds);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         *usage.entry(grant.key()).or_insert(0.0) += gpu_seconds;
     }
@@ -265,26 +247,20 @@ impl Gateway {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::new(
                 RefusalCode::ServerBusy,
-                format!("this agent holds its maximum of {} connections; retry shortly or use another agent", self.settings.max_connections),
+                format!(
+                    "this agent holds its maximum of {} connections; retry shortly or use another agent",
+                    self.settings.max_connections
+                ),
             )
             .with_retry_after(1.0));
         }
-        self.metrics
-            .open_connections
-            .with_label_values(&[door.as_str()])
-            .inc();
-        Ok(ConnectionGuard {
-            gateway: Arc::clone(self),
-            door,
-        })
+        self.metrics.open_connections.with_label_values(&[door.as_str()]).inc();
+        Ok(ConnectionGuard { gateway: Arc::clone(self), door })
     }
 
     /// Takes one of the key's connection slots (the agent-wide per-key cap).
     pub fn key_connection(self: &Arc<Self>, key: KeyRef) -> Result<KeyConnectionGuard, Refusal> {
-        let mut per_key = self
-            .per_key_connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut per_key = self.per_key_connections.lock().unwrap_or_else(|p| p.into_inner());
         let open = per_key.entry(key).or_insert(0);
         if *open >= self.settings.max_connections_per_key {
             return Err(Refusal::new(
@@ -297,10 +273,7 @@ impl Gateway {
             .with_retry_after(1.0));
         }
         *open += 1;
-        Ok(KeyConnectionGuard {
-            gateway: Arc::clone(self),
-            key,
-        })
+        Ok(KeyConnectionGuard { gateway: Arc::clone(self), key })
     }
 }
 
@@ -315,13 +288,7 @@ pub struct RefusalContext<'a> {
 
 impl<'a> RefusalContext<'a> {
     pub fn new(door: Door, request_id: &'a str) -> Self {
-        RefusalContext {
-            door,
-            request_id,
-            key: None,
-            tier: None,
-            endpoint: None,
-        }
+        RefusalContext { door, request_id, key: None, tier: None, endpoint: None }
     }
     pub fn identity(mut self, identity: &'a Identity) -> Self {
         self.key = Some(identity.key);
@@ -339,10 +306,7 @@ impl<'a> RefusalContext<'a> {
 /// How a caller proves who it is: a presented key, or an identity already established (a redeemed ticket).
 pub enum Credential<'a> {
     Key(&'a str),
-    Identity {
-        digest: KeyDigest,
-        environment: Environment,
-    },
+    Identity { digest: KeyDigest, environment: Environment },
 }
 
 pub struct ConnectionGuard {
@@ -353,11 +317,7 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.gateway.connections.fetch_sub(1, Ordering::AcqRel);
-        self.gateway
-            .metrics
-            .open_connections
-            .with_label_values(&[self.door.as_str()])
-            .dec();
+        self.gateway.metrics.open_connections.with_label_values(&[self.door.as_str()]).dec();
     }
 }
 
@@ -368,11 +328,7 @@ pub struct KeyConnectionGuard {
 
 impl Drop for KeyConnectionGuard {
     fn drop(&mut self) {
-        let mut per_key = self
-            .gateway
-            .per_key_connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut per_key = self.gateway.per_key_connections.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(open) = per_key.get_mut(&self.key) {
             *open -= 1;
             if *open == 0 {
@@ -406,10 +362,7 @@ const MAX_LIVE_TICKETS: usize = 100_000;
 
 impl Tickets {
     fn new(ttl: Duration) -> Self {
-        Tickets {
-            ttl,
-            live: Mutex::default(),
-        }
+        Tickets { ttl, live: Mutex::default() }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -427,20 +380,13 @@ impl Tickets {
         if live.len() >= MAX_LIVE_TICKETS {
             live.retain(|_, t| t.expires > now);
             if live.len() >= MAX_LIVE_TICKETS {
-                return Err(Refusal::new(
-                    RefusalCode::ServerBusy,
-                    "too many unredeemed stream tickets; retry shortly",
-                )
-                .with_retry_after(5.0));
+                return Err(Refusal::new(RefusalCode::ServerBusy, "too many unredeemed stream tickets; retry shortly")
+                    .with_retry_after(5.0));
             }
         }
         live.insert(
             KeyDigest::of(&ticket).0,
-            TicketEntry {
-                digest: identity.digest,
-                environment: identity.environment,
-                expires: now + self.ttl,
-            },
+            TicketEntry { digest: identity.digest, environment: identity.environment, expires: now + self.ttl },
         );
         Ok(ticket)
     }
@@ -453,18 +399,11 @@ impl Tickets {
                 "stream ticket is unknown, already used or expired; get a new one from POST /v1/tickets",
             )
         };
-        let entry = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&KeyDigest::of(ticket).0)
-            .ok_or_else(bad)?;
+        let entry =
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&KeyDigest::of(ticket).0).ok_or_else(bad)?;
         if entry.expires <= Instant::now() {
             return Err(bad());
         }
-        Ok(Credential::Identity {
-            digest: entry.digest,
-            environment: entry.environment,
-        })
+        Ok(Credential::Identity { digest: entry.digest, environment: entry.environment })
     }
 }

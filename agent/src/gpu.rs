@@ -63,25 +63,15 @@ impl Gpu {
     /// Factors start nominal for no tiers; the first snapshot sets them. Starts NVML sampling, or logs the
     /// single CPU-mode line and carries on.
     pub fn start() -> Self {
-        let limits = Arc::new(
-            DynamicLimits::new(Vec::new(), LimitsConfig::default())
-                .expect("an empty tier set is valid"),
-        );
-        match Controller::start_nvml(
-            &NvmlConfig::default(),
-            Arc::clone(&limits),
-            infergate_gpu::DEFAULT_INTERVAL,
-        ) {
+        let limits =
+            Arc::new(DynamicLimits::new(Vec::new(), LimitsConfig::default()).expect("an empty tier set is valid"));
+        match Controller::start_nvml(&NvmlConfig::default(), Arc::clone(&limits), infergate_gpu::DEFAULT_INTERVAL) {
             Ok(controller) => {
                 tracing::info!(
                     backend = controller.backend(),
                     "GPU telemetry running: tier refill rates follow GPU utilisation"
                 );
-                Gpu {
-                    limits,
-                    mode: Mode::Gpu,
-                    controller: Mutex::new(Some(controller)),
-                }
+                Gpu { limits, mode: Mode::Gpu, controller: Mutex::new(Some(controller)) }
             }
             Err(error) => {
                 let reason = error.to_string();
@@ -93,22 +83,14 @@ impl Gpu {
                         "GPU telemetry did not start ({reason}): running in CPU mode with nominal limits"
                     );
                 }
-                Gpu {
-                    limits,
-                    mode: Mode::Cpu { reason },
-                    controller: Mutex::new(None),
-                }
+                Gpu { limits, mode: Mode::Cpu { reason }, controller: Mutex::new(None) }
             }
         }
     }
 
     /// A policy with no telemetry at all (tests, and agents built without a GPU side).
     pub fn with_limits(limits: Arc<DynamicLimits>, mode: Mode) -> Self {
-        Gpu {
-            limits,
-            mode,
-            controller: Mutex::new(None),
-        }
+        Gpu { limits, mode, controller: Mutex::new(None) }
     }
 
     pub fn refill(&self) -> Arc<dyn RefillFactor> {
@@ -124,12 +106,7 @@ impl Gpu {
     }
 
     pub fn stop(&self) {
-        if let Some(controller) = self
-            .controller
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(controller) = self.controller.lock().unwrap_or_else(|p| p.into_inner()).take() {
             controller.stop();
         }
     }
@@ -137,11 +114,8 @@ impl Gpu {
     /// For admin `/status` and the Lease annotation.
     pub fn status_json(&self) -> serde_json::Value {
         let snapshot = self.limits.snapshot();
-        let tiers: serde_json::Map<String, serde_json::Value> = snapshot
-            .tiers
-            .iter()
-            .map(|t| (t.name.clone(), serde_json::json!(t.factor)))
-            .collect();
+        let tiers: serde_json::Map<String, serde_json::Value> =
+            snapshot.tiers.iter().map(|t| (t.name.clone(), serde_json::json!(t.factor))).collect();
         serde_json::json!({
             "mode": match &self.mode { Mode::Gpu => "gpu", Mode::Cpu { .. } => "cpu" },
             "reason": match &self.mode { Mode::Gpu => None, Mode::Cpu { reason } => Some(reason.as_str()) },

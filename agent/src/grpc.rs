@@ -38,9 +38,7 @@ fn presented_key(md: &MetadataMap) -> Option<&str> {
         }
         return Some(v);
     }
-    md.get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    md.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 fn status(refusal: &Refusal, request_id: &str) -> Status {
@@ -59,14 +57,10 @@ impl GrpcDoor {
                     RefusalCode::MissingKey,
                     "no API key: send metadata `authorization: Bearer <key>` or `x-api-key`",
                 );
-                self.gateway
-                    .refused(&refusal, &RefusalContext::new(Door::Grpc, request_id));
+                self.gateway.refused(&refusal, &RefusalContext::new(Door::Grpc, request_id));
                 Err(refusal)
             }
-            Some(key) => {
-                self.gateway
-                    .authenticate_recorded(&Credential::Key(key), Door::Grpc, request_id)
-            }
+            Some(key) => self.gateway.authenticate_recorded(&Credential::Key(key), Door::Grpc, request_id),
         };
         result.map_err(|refusal| status(&refusal, request_id))
     }
@@ -80,8 +74,7 @@ fn with_request_id<T>(message: T, request_id: &str) -> tonic::Response<T> {
     response
 }
 
-type ResponseStream =
-    Pin<Box<dyn futures::Stream<Item = Result<pb::StreamResponse, Status>> + Send>>;
+type ResponseStream = Pin<Box<dyn futures::Stream<Item = Result<pb::StreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Inference for GrpcDoor {
@@ -99,11 +92,7 @@ impl Inference for GrpcDoor {
         if !req.prompt.is_empty() {
             fields.push(("prompt".into(), req.prompt));
         }
-        let filename = if req.filename.is_empty() {
-            "audio.wav".to_string()
-        } else {
-            req.filename
-        };
+        let filename = if req.filename.is_empty() { "audio.wav".to_string() } else { req.filename };
         let outcome = run_one_shot(
             &self.gateway,
             identity,
@@ -134,9 +123,7 @@ impl Inference for GrpcDoor {
         );
         // Same name as the HTTP header: the request was served by the endpoint's fallback.
         if let Some(v) = fallback.and_then(|f| MetadataValue::try_from(f.as_str()).ok()) {
-            response
-                .metadata_mut()
-                .insert(crate::http::FALLBACK_HEADER, v);
+            response.metadata_mut().insert(crate::http::FALLBACK_HEADER, v);
         }
         Ok(response)
     }
@@ -155,10 +142,7 @@ impl Inference for GrpcDoor {
                 endpoint,
             })
             .collect();
-        Ok(with_request_id(
-            pb::ListModelsResponse { models },
-            &request_id,
-        ))
+        Ok(with_request_id(pb::ListModelsResponse { models }, &request_id))
     }
 
     type StreamTranscribeStream = ResponseStream;
@@ -181,10 +165,7 @@ impl Inference for GrpcDoor {
             let _connection = connection;
             run_stream(gateway, identity, inbound, tx, rid).await;
         });
-        Ok(with_request_id(
-            Box::pin(ReceiverStream::new(rx)) as ResponseStream,
-            &request_id,
-        ))
+        Ok(with_request_id(Box::pin(ReceiverStream::new(rx)) as ResponseStream, &request_id))
     }
 }
 
@@ -192,12 +173,7 @@ type Tx = mpsc::Sender<Result<pb::StreamResponse, Status>>;
 
 fn result_message(event: &Event) -> pb::StreamResponse {
     let result = match event {
-        Event::Partial {
-            text,
-            segment,
-            start_seconds,
-            end_seconds,
-        } => pb::TranscriptResult {
+        Event::Partial { text, segment, start_seconds, end_seconds } => pb::TranscriptResult {
             r#final: false,
             text: text.clone(),
             segment: *segment,
@@ -206,12 +182,7 @@ fn result_message(event: &Event) -> pb::StreamResponse {
             audio_seconds: *end_seconds,
             gpu_seconds: 0.0,
         },
-        Event::Final {
-            text,
-            segments,
-            audio_seconds,
-            gpu_seconds,
-        } => pb::TranscriptResult {
+        Event::Final { text, segments, audio_seconds, gpu_seconds } => pb::TranscriptResult {
             r#final: true,
             text: text.clone(),
             segment: *segments,
@@ -221,9 +192,7 @@ fn result_message(event: &Event) -> pb::StreamResponse {
             gpu_seconds: *gpu_seconds,
         },
     };
-    pb::StreamResponse {
-        msg: Some(stream_response::Msg::Result(result)),
-    }
+    pb::StreamResponse { msg: Some(stream_response::Msg::Result(result)) }
 }
 
 async fn run_stream(
@@ -245,25 +214,15 @@ async fn run_stream(
     let first = tokio::time::timeout(gateway.settings.auth_timeout, inbound.message()).await;
     let start = match first {
         Err(_) => {
-            let r = Refusal::new(
-                RefusalCode::AuthTimeout,
-                "no start message within the deadline after opening the stream",
-            );
-            gateway.refused(
-                &r,
-                &RefusalContext::new(door, &request_id).identity(&identity),
-            );
+            let r =
+                Refusal::new(RefusalCode::AuthTimeout, "no start message within the deadline after opening the stream");
+            gateway.refused(&r, &RefusalContext::new(door, &request_id).identity(&identity));
             return fail(r).await;
         }
         Ok(Err(_)) | Ok(Ok(None)) => return,
-        Ok(Ok(Some(pb::StreamRequest {
-            msg: Some(stream_request::Msg::Start(start)),
-        }))) => start,
+        Ok(Ok(Some(pb::StreamRequest { msg: Some(stream_request::Msg::Start(start)) }))) => start,
         Ok(Ok(Some(_))) => {
-            return fail(Refusal::bad_request(
-                "the first stream message must be `start` with a model",
-            ))
-            .await;
+            return fail(Refusal::bad_request("the first stream message must be `start` with a model")).await;
         }
     };
     let feature = match start.feature.as_str() {
@@ -272,32 +231,13 @@ async fn run_stream(
         "verify" => Feature::Verify,
         "vad" => Feature::Vad,
         _ => {
-            return fail(Refusal::bad_request(
-                "unknown feature: use transcribe, embed, verify or vad",
-            ))
-            .await;
+            return fail(Refusal::bad_request("unknown feature: use transcribe, embed, verify or vad")).await;
         }
     };
-    let fields = if start.language.is_empty() {
-        vec![]
-    } else {
-        vec![("language".to_string(), start.language.clone())]
-    };
-    let request = Request {
-        model: &start.model,
-        feature,
-        origin: None,
-    };
-    let mut session = match Session::open(
-        &gateway,
-        identity,
-        &request,
-        door,
-        request_id.clone(),
-        fields,
-    )
-    .await
-    {
+    let fields =
+        if start.language.is_empty() { vec![] } else { vec![("language".to_string(), start.language.clone())] };
+    let request = Request { model: &start.model, feature, origin: None };
+    let mut session = match Session::open(&gateway, identity, &request, door, request_id.clone(), fields).await {
         Ok(s) => s,
         Err(r) => return fail(r).await,
     };

@@ -58,42 +58,30 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// The key from `Authorization: Bearer <key>` or `x-api-key`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let value = value.trim();
         if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") {
             return Some(value[7..].trim());
         }
         return Some(value);
     }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 pub fn origin(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
+    headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok())
 }
 
 /// A refusal as an HTTP response.
 pub fn refusal_response(refusal: &Refusal, request_id: &str) -> Response {
-    let status =
-        StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = StatusCode::from_u16(refusal.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (status, Json(refusal.to_json())).into_response();
     let headers = response.headers_mut();
     if let Some(secs) = refusal.retry_after_header() {
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if refusal.code.http_status() == 401 {
-        headers.insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"infergate\""),
-        );
+        headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"infergate\""));
     }
     set_request_id(&mut response, request_id);
     response
@@ -139,16 +127,8 @@ const PASSTHROUGH_FIELDS: &[&str] = &[
     "chunking_strategy",
 ];
 
-async fn read_upload(
-    mut multipart: Multipart,
-    max_bytes: usize,
-    accepted: &[&str],
-) -> Result<Upload, Refusal> {
-    let mut upload = Upload {
-        model: None,
-        file: None,
-        fields: Vec::new(),
-    };
+async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&str]) -> Result<Upload, Refusal> {
+    let mut upload = Upload { model: None, file: None, fields: Vec::new() };
     let multipart_err = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Refusal::new(
@@ -167,10 +147,7 @@ async fn read_upload(
         match name.as_str() {
             "file" => {
                 let filename = field.file_name().unwrap_or("audio").to_string();
-                let content_type = field
-                    .content_type()
-                    .unwrap_or("application/octet-stream")
-                    .to_string();
+                let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
                 let bytes = field.bytes().await.map_err(multipart_err)?;
                 if bytes.len() > max_bytes {
                     return Err(Refusal::new(
@@ -205,11 +182,7 @@ async fn read_upload(
     Ok(upload)
 }
 
-async fn transcriptions(
-    State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    multipart: Multipart,
-) -> Response {
+async fn transcriptions(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, multipart: Multipart) -> Response {
     let request_id = crate::gateway::request_id();
     match transcribe(&gateway, &headers, multipart, &request_id).await {
         Ok(mut response) => {
@@ -232,11 +205,7 @@ async fn transcribe(
     let ctx = || RefusalContext::new(Door::Http, request_id).identity(&identity);
     let upload = match tokio::time::timeout(
         gateway.settings.body_timeout,
-        read_upload(
-            multipart,
-            gateway.settings.max_upload_bytes,
-            PASSTHROUGH_FIELDS,
-        ),
+        read_upload(multipart, gateway.settings.max_upload_bytes, PASSTHROUGH_FIELDS),
     )
     .await
     {
@@ -277,9 +246,7 @@ async fn transcribe(
     .await?;
     let mut response = (StatusCode::OK, outcome.body.clone()).into_response();
     if let Ok(ct) = HeaderValue::from_str(&outcome.content_type) {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, ct);
+        response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
     }
     outcome_headers(&mut response, &outcome);
     Ok(response)
@@ -290,11 +257,7 @@ fn outcome_headers(response: &mut Response, outcome: &OneShotOutcome) {
         "x-infergate-gpu-seconds",
         HeaderValue::from_str(&format!("{:.6}", outcome.gpu_seconds)).expect("ascii"),
     );
-    if let Some(v) = outcome
-        .fallback
-        .as_deref()
-        .and_then(|f| HeaderValue::from_str(f).ok())
-    {
+    if let Some(v) = outcome.fallback.as_deref().and_then(|f| HeaderValue::from_str(f).ok()) {
         response.headers_mut().insert(FALLBACK_HEADER, v);
     }
 }
@@ -331,30 +294,17 @@ pub async fn run_one_shot(
     request_id: &str,
 ) -> Result<OneShotOutcome, Refusal> {
     let snapshot = gateway.snapshot();
-    let request = Request {
-        model: req.model,
-        feature: req.feature,
-        origin: req.origin,
-    };
+    let request = Request { model: req.model, feature: req.feature, origin: req.origin };
     let grant = gateway
         .authorize(&snapshot, identity.clone(), &request)
-        .inspect_err(|r| {
-            gateway.refused(
-                r,
-                &RefusalContext::new(door, request_id).identity(&identity),
-            )
-        })?;
+        .inspect_err(|r| gateway.refused(r, &RefusalContext::new(door, request_id).identity(&identity)))?;
     let refused = |r: Refusal| {
         gateway.refused(&r, &RefusalContext::new(door, request_id).grant(&grant));
         r
     };
     let limits = &grant.endpoint.shard.limits;
     let info = if req.without_audio {
-        audio::AudioInfo {
-            codec: infergate_crds::endpoint::Codec::Pcm16,
-            seconds: 0.0,
-            exact: true,
-        }
+        audio::AudioInfo { codec: infergate_crds::endpoint::Codec::Pcm16, seconds: 0.0, exact: true }
     } else {
         let info = audio::inspect(&req.audio, &req.filename).map_err(refused)?;
         audio::check_codec(&info, &limits.codecs).map_err(refused)?;
@@ -381,11 +331,7 @@ pub async fn run_one_shot(
                 }
                 // No fallback, or it cannot pay either: wait in the primary's queue, or get the 429.
                 None => {
-                    let charge = gateway
-                        .limiter
-                        .charge(&grant, estimate)
-                        .await
-                        .map_err(refused)?;
+                    let charge = gateway.limiter.charge(&grant, estimate).await.map_err(refused)?;
                     (grant, charge, None)
                 }
             }
@@ -396,30 +342,17 @@ pub async fn run_one_shot(
         Ok(backend) => backend,
         Err(refusal) => {
             gateway.limiter.refund(charge);
-            gateway.refused(
-                &refusal,
-                &RefusalContext::new(door, request_id).grant(&grant),
-            );
+            gateway.refused(&refusal, &RefusalContext::new(door, request_id).grant(&grant));
             return Err(refusal);
         }
     };
-    gateway
-        .metrics
-        .queue_wait
-        .observe(queued_at.elapsed().as_secs_f64());
+    gateway.metrics.queue_wait.observe(queued_at.elapsed().as_secs_f64());
     gateway.admitted(&grant);
     let mut fields = req.fields;
     if req.feature == Feature::Verify {
-        let threshold = grant
-            .endpoint
-            .shard
-            .verify_threshold
-            .unwrap_or(crate::builtin::DEFAULT_VERIFY_THRESHOLD);
+        let threshold = grant.endpoint.shard.verify_threshold.unwrap_or(crate::builtin::DEFAULT_VERIFY_THRESHOLD);
         fields.retain(|(n, _)| n != crate::builtin::FIELD_THRESHOLD);
-        fields.push((
-            crate::builtin::FIELD_THRESHOLD.to_string(),
-            threshold.to_string(),
-        ));
+        fields.push((crate::builtin::FIELD_THRESHOLD.to_string(), threshold.to_string()));
     }
     let call = BackendRequest {
         feature: req.feature,
@@ -432,20 +365,12 @@ pub async fn run_one_shot(
     };
     let timer = std::time::Instant::now();
     let result = backend.call(call).await;
-    gateway
-        .metrics
-        .backend_seconds
-        .observe(timer.elapsed().as_secs_f64());
+    gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
     match result {
         Ok(response) => {
-            let charged = gateway
-                .limiter
-                .settle(charge, response.measured_gpu_seconds);
+            let charged = gateway.limiter.settle(charge, response.measured_gpu_seconds);
             if charged < charge.gpu_seconds {
-                gateway
-                    .metrics
-                    .refunded_gpu_seconds
-                    .inc_by(charge.gpu_seconds - charged);
+                gateway.metrics.refunded_gpu_seconds.inc_by(charge.gpu_seconds - charged);
             }
             gateway.charged(&grant, charged);
             Ok(OneShotOutcome {
@@ -461,9 +386,7 @@ pub async fn run_one_shot(
             // No result, no charge: the backend failed before producing anything the client can use.
             gateway.limiter.refund(charge);
             let refusal = err.to_refusal();
-            gateway
-                .metrics
-                .refused(refusal.code.as_str(), grant.tier(), &grant.endpoint.label);
+            gateway.metrics.refused(refusal.code.as_str(), grant.tier(), &grant.endpoint.label);
             Err(refusal)
         }
     }
@@ -479,12 +402,12 @@ fn fallback_charge(
     grant: &crate::admission::Grant,
     audio_seconds: f64,
 ) -> Option<(crate::admission::Grant, crate::limiter::Charge)> {
-    let found = grant.endpoint.shard.fallback.as_ref().and_then(|name| {
-        snapshot
-            .endpoints()
-            .iter()
-            .find(|e| e.shard.endpoint == *name)
-    });
+    let found = grant
+        .endpoint
+        .shard
+        .fallback
+        .as_ref()
+        .and_then(|name| snapshot.endpoints().iter().find(|e| e.shard.endpoint == *name));
     let mut taken = None;
     let route = infergate_gpu::route(true, found, |endpoint| {
         if !endpoint.features.contains(grant.feature) {
@@ -496,10 +419,7 @@ fn fallback_charge(
             feature: grant.feature,
             limits: snapshot.limits(&grant.identity.policy, endpoint),
         };
-        match gateway
-            .limiter
-            .try_charge(&candidate, Limiter::estimate(&candidate, audio_seconds))
-        {
+        match gateway.limiter.try_charge(&candidate, Limiter::estimate(&candidate, audio_seconds)) {
             Ok(charge) => {
                 taken = Some((candidate, charge));
                 false
@@ -514,10 +434,7 @@ fn fallback_charge(
 }
 
 /// The models (and features) the presented key may use.
-pub fn models_for(
-    gateway: &Gateway,
-    identity: &Identity,
-) -> Vec<(String, Vec<&'static str>, String)> {
+pub fn models_for(gateway: &Gateway, identity: &Identity) -> Vec<(String, Vec<&'static str>, String)> {
     let snapshot = gateway.snapshot();
     identity
         .policy
@@ -525,17 +442,9 @@ pub fn models_for(
         .iter()
         .filter_map(|(index, features)| {
             let endpoint = snapshot.endpoints().get(*index as usize)?;
-            let allowed: Vec<_> = endpoint
-                .features
-                .iter()
-                .filter(|f| features.contains(*f))
-                .map(Feature::as_str)
-                .collect();
-            Some((
-                endpoint.shard.model.clone(),
-                allowed,
-                endpoint.label.clone(),
-            ))
+            let allowed: Vec<_> =
+                endpoint.features.iter().filter(|f| features.contains(*f)).map(Feature::as_str).collect();
+            Some((endpoint.shard.model.clone(), allowed, endpoint.label.clone()))
         })
         .collect()
 }
@@ -574,10 +483,7 @@ async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
                 identity.policy.name
             ),
         );
-        gateway.refused(
-            &refusal,
-            &RefusalContext::new(Door::Http, &request_id).identity(&identity),
-        );
+        gateway.refused(&refusal, &RefusalContext::new(Door::Http, &request_id).identity(&identity));
         return refusal_response(&refusal, &request_id);
     }
     match gateway.tickets.issue(&identity) {
@@ -587,10 +493,7 @@ async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
                 Json(serde_json::json!({"ticket": ticket, "expires_in_seconds": gateway.tickets.ttl().as_secs(), "key_id": identity.key.to_string()})),
             )
                 .into_response();
-            response.headers_mut().insert(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-store"),
-            );
+            response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             set_request_id(&mut response, &request_id);
             response
         }
@@ -599,15 +502,9 @@ async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
 }
 
 /// Form fields the built-in endpoints read besides `file` and `model`.
-const BUILTIN_FIELDS: &[&str] = &[
-    crate::builtin::FIELD_REFERENCE,
-    crate::builtin::FIELD_EMBEDDING,
-];
+const BUILTIN_FIELDS: &[&str] = &[crate::builtin::FIELD_REFERENCE, crate::builtin::FIELD_EMBEDDING];
 
-async fn embeddings(
-    State(gateway): State<Arc<Gateway>>,
-    request: axum::extract::Request,
-) -> Response {
+async fn embeddings(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
     builtin_feature(gateway, request, Feature::Embed).await
 }
 
@@ -619,11 +516,7 @@ async fn vad(State(gateway): State<Arc<Gateway>>, request: axum::extract::Reques
     builtin_feature(gateway, request, Feature::Vad).await
 }
 
-async fn builtin_feature(
-    gateway: Arc<Gateway>,
-    request: axum::extract::Request,
-    feature: Feature,
-) -> Response {
+async fn builtin_feature(gateway: Arc<Gateway>, request: axum::extract::Request, feature: Feature) -> Response {
     let request_id = crate::gateway::request_id();
     match run_builtin(&gateway, request, feature, &request_id).await {
         Ok(mut response) => {
@@ -648,11 +541,7 @@ async fn run_builtin(
     let is_json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
     let read = async {
         if is_json {
             read_builtin_json(request, gateway.settings.max_upload_bytes).await
@@ -683,23 +572,17 @@ async fn run_builtin(
         identity.policy.allow_client_embeddings,
         &identity.policy.name.to_string(),
     );
-    checked
-        .clone()
-        .inspect_err(|r| gateway.refused(r, &ctx()))?;
+    checked.clone().inspect_err(|r| gateway.refused(r, &ctx()))?;
     let model = upload
         .model
         .ok_or_else(|| Refusal::bad_request("missing field `model`"))
         .inspect_err(|r| gateway.refused(r, &ctx()))?;
-    let client_embedding = upload
-        .fields
-        .iter()
-        .any(|(n, _)| n == crate::builtin::FIELD_EMBEDDING);
+    let client_embedding = upload.fields.iter().any(|(n, _)| n == crate::builtin::FIELD_EMBEDDING);
     let (audio, filename, content_type) = match upload.file {
         Some(file) => file,
         None if client_embedding => (Bytes::new(), String::new(), String::new()),
         None => {
-            let refusal =
-                Refusal::bad_request("missing field `file` (the audio: 16 kHz 16-bit PCM WAV)");
+            let refusal = Refusal::bad_request("missing field `file` (the audio: 16 kHz 16-bit PCM WAV)");
             gateway.refused(&refusal, &ctx());
             return Err(refusal);
         }
@@ -723,10 +606,7 @@ async fn run_builtin(
     )
     .await?;
     let mut response = (StatusCode::OK, outcome.body.clone()).into_response();
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     outcome_headers(&mut response, &outcome);
     Ok(response)
 }
@@ -738,13 +618,7 @@ fn check_builtin_fields(
     allow_client_embeddings: bool,
     policy: &str,
 ) -> Result<(), Refusal> {
-    let field = |name: &str| {
-        upload
-            .fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let field = |name: &str| upload.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let embedding = field(crate::builtin::FIELD_EMBEDDING);
     if embedding.is_some() {
         if feature != Feature::Verify {
@@ -761,53 +635,35 @@ fn check_builtin_fields(
             ));
         }
         if upload.file.is_some() {
-            return Err(Refusal::bad_request(
-                "send either `file` or `embedding`, not both",
-            ));
+            return Err(Refusal::bad_request("send either `file` or `embedding`, not both"));
         }
     }
-    for name in [
-        crate::builtin::FIELD_EMBEDDING,
-        crate::builtin::FIELD_REFERENCE,
-    ] {
+    for name in [crate::builtin::FIELD_EMBEDDING, crate::builtin::FIELD_REFERENCE] {
         crate::builtin::parse_embedding(field(name), name).map_err(|e| e.to_refusal())?;
     }
     if feature == Feature::Verify && field(crate::builtin::FIELD_REFERENCE).is_none() {
-        return Err(Refusal::bad_request(
-            "missing `reference_embedding`: the 256-float embedding to verify against",
-        ));
+        return Err(Refusal::bad_request("missing `reference_embedding`: the 256-float embedding to verify against"));
     }
     Ok(())
 }
 
 /// A JSON built-in request: `{"model", "embedding"?, "reference_embedding"?}`. Audio goes in multipart.
-async fn read_builtin_json(
-    request: axum::extract::Request,
-    max_bytes: usize,
-) -> Result<Upload, Refusal> {
-    let body = axum::body::to_bytes(request.into_body(), max_bytes)
-        .await
-        .map_err(|_| {
-            Refusal::new(
-                RefusalCode::AudioTooLong,
-                format!("request body exceeds the agent's maximum of {max_bytes} bytes"),
-            )
-        })?;
+async fn read_builtin_json(request: axum::extract::Request, max_bytes: usize) -> Result<Upload, Refusal> {
+    let body = axum::body::to_bytes(request.into_body(), max_bytes).await.map_err(|_| {
+        Refusal::new(
+            RefusalCode::AudioTooLong,
+            format!("request body exceeds the agent's maximum of {max_bytes} bytes"),
+        )
+    })?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Refusal::bad_request(format!("request body is not valid JSON ({e})")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| Refusal::bad_request("request body must be a JSON object"))?;
+    let object = value.as_object().ok_or_else(|| Refusal::bad_request("request body must be a JSON object"))?;
     if object.contains_key("file") || object.contains_key("audio") {
         return Err(Refusal::bad_request(
             "audio cannot be sent in JSON; send multipart/form-data with the audio as `file`",
         ));
     }
-    let mut upload = Upload {
-        model: None,
-        file: None,
-        fields: Vec::new(),
-    };
+    let mut upload = Upload { model: None, file: None, fields: Vec::new() };
     upload.model = match object.get("model") {
         None => None,
         Some(serde_json::Value::String(m)) => Some(m.clone()),

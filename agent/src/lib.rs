@@ -64,9 +64,5 @@ pub fn init_logging(format: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if format == "text" {
-        builder.try_init()
-    } else {
-        builder.json().flatten_event(true).try_init()
-    };
+    let _ = if format == "text" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
 }

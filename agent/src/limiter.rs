@@ -56,16 +56,9 @@ pub trait CounterStore: Send + Sync + 'static {
         now: f64,
     ) -> Result<Result<(), f64>, StoreError>;
     /// Unconditionally removes `amount` (negative: refunds), never above capacity. Returns the new balance.
-    fn adjust(
-        &self,
-        bucket: BucketKey,
-        amount: f64,
-        params: BucketParams,
-        now: f64,
-    ) -> Result<f64, StoreError>;
+    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<f64, StoreError>;
     /// The balance now (after refill), for diagnostics and tests.
-    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64)
-    -> Result<f64, StoreError>;
+    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> Result<f64, StoreError>;
     /// Takes one stream slot when fewer than `cap` are held.
     fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> Result<bool, StoreError>;
     fn release_stream(&self, bucket: BucketKey) -> Result<(), StoreError>;
@@ -122,21 +115,10 @@ impl InMemoryStore {
         ((bucket.key.0 ^ bucket.endpoint) as usize) % SHARDS
     }
 
-    fn with_bucket<T>(
-        &self,
-        bucket: BucketKey,
-        params: BucketParams,
-        now: f64,
-        f: impl FnOnce(&mut Bucket) -> T,
-    ) -> T {
+    fn with_bucket<T>(&self, bucket: BucketKey, params: BucketParams, now: f64, f: impl FnOnce(&mut Bucket) -> T) -> T {
         // A poisoned shard only means another thread panicked mid-update of plain numbers; the data is usable.
-        let mut map = self.buckets[Self::shard(&bucket)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(bucket).or_insert(Bucket {
-            balance: params.capacity,
-            updated: now,
-        });
+        let mut map = self.buckets[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(bucket).or_insert(Bucket { balance: params.capacity, updated: now });
         *entry = entry.refilled(params, now);
         f(entry)
     }
@@ -162,32 +144,19 @@ impl CounterStore for InMemoryStore {
         }))
     }
 
-    fn adjust(
-        &self,
-        bucket: BucketKey,
-        amount: f64,
-        params: BucketParams,
-        now: f64,
-    ) -> Result<f64, StoreError> {
+    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<f64, StoreError> {
         Ok(self.with_bucket(bucket, params, now, |b| {
             b.balance = (b.balance - amount).min(params.capacity);
             b.balance
         }))
     }
 
-    fn balance(
-        &self,
-        bucket: BucketKey,
-        params: BucketParams,
-        now: f64,
-    ) -> Result<f64, StoreError> {
+    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> Result<f64, StoreError> {
         Ok(self.with_bucket(bucket, params, now, |b| b.balance))
     }
 
     fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> Result<bool, StoreError> {
-        let mut map = self.streams[Self::shard(&bucket)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
         let open = map.entry(bucket).or_insert(0);
         if *open < cap {
             *open += 1;
@@ -198,9 +167,7 @@ impl CounterStore for InMemoryStore {
     }
 
     fn release_stream(&self, bucket: BucketKey) -> Result<(), StoreError> {
-        let mut map = self.streams[Self::shard(&bucket)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
         if let Some(open) = map.get_mut(&bucket) {
             *open = open.saturating_sub(1);
             if *open == 0 {
@@ -211,9 +178,7 @@ impl CounterStore for InMemoryStore {
     }
 
     fn open_streams(&self, bucket: BucketKey) -> Result<u32, StoreError> {
-        let map = self.streams[Self::shard(&bucket)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
         Ok(map.get(&bucket).copied().unwrap_or(0))
     }
 }
@@ -256,24 +221,14 @@ impl Limiter {
     }
 
     pub fn with_refill(store: Arc<dyn CounterStore>, refill: Arc<dyn RefillFactor>) -> Self {
-        Limiter {
-            store,
-            refill,
-            epoch: Instant::now(),
-            waiting: Mutex::default(),
-            queue_depth: AtomicI64::new(0),
-        }
+        Limiter { store, refill, epoch: Instant::now(), waiting: Mutex::default(), queue_depth: AtomicI64::new(0) }
     }
 
     /// The hook the GPU-telemetry crate drives; 1.0 without it.
     pub fn refill_factor(&self, tier_name: &str, tier_priority: u32) -> f64 {
         let factor = self.refill.refill_factor(tier_name, tier_priority);
         // NaN from a broken policy must not freeze the bucket (NaN rates never refill): treat as nominal.
-        if factor.is_finite() {
-            factor.max(0.0)
-        } else {
-            1.0
-        }
+        if factor.is_finite() { factor.max(0.0) } else { 1.0 }
     }
 
     /// Seconds since this limiter started: the clock every store call uses.
@@ -291,10 +246,7 @@ impl Limiter {
     }
 
     pub fn bucket(grant: &Grant) -> BucketKey {
-        BucketKey {
-            key: grant.key(),
-            endpoint: grant.endpoint.bucket_id,
-        }
+        BucketKey { key: grant.key(), endpoint: grant.endpoint.bucket_id }
     }
 
     pub fn params(&self, grant: &Grant) -> BucketParams {
@@ -318,24 +270,11 @@ impl Limiter {
     }
 
     /// Takes `gpu_seconds` now or refuses with an honest retry-after. The hot path: one store call.
-    pub fn try_charge_at(
-        &self,
-        grant: &Grant,
-        gpu_seconds: f64,
-        now: f64,
-    ) -> Result<Charge, Refusal> {
+    pub fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
         let bucket = Self::bucket(grant);
         let params = self.params(grant);
-        match self
-            .store
-            .try_take(bucket, gpu_seconds, params, now)
-            .map_err(store_refusal)?
-        {
-            Ok(()) => Ok(Charge {
-                bucket,
-                params,
-                gpu_seconds,
-            }),
+        match self.store.try_take(bucket, gpu_seconds, params, now).map_err(store_refusal)? {
+            Ok(()) => Ok(Charge { bucket, params, gpu_seconds }),
             Err(wait) => Err(rate_limited(grant, gpu_seconds, wait)),
         }
     }
@@ -353,21 +292,14 @@ impl Limiter {
         let delta = measured - charge.gpu_seconds;
         if delta.abs() > EPSILON {
             // A store error here loses one adjustment; the pre-charge stands, which errs towards the tenant.
-            let _ = self
-                .store
-                .adjust(charge.bucket, delta, charge.params, self.now());
+            let _ = self.store.adjust(charge.bucket, delta, charge.params, self.now());
         }
         measured
     }
 
     /// Gives a pre-charge back in full (the request failed before any GPU work).
     pub fn refund(&self, charge: Charge) {
-        let _ = self.store.adjust(
-            charge.bucket,
-            -charge.gpu_seconds,
-            charge.params,
-            self.now(),
-        );
+        let _ = self.store.adjust(charge.bucket, -charge.gpu_seconds, charge.params, self.now());
     }
 
     /// Like [`try_charge`](Self::try_charge), but waits in the key's queue (bounded depth, tier timeout) when
@@ -387,8 +319,7 @@ impl Limiter {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut wait = wait;
         loop {
-            let until = (tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.001)))
-                .min(deadline);
+            let until = (tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.001))).min(deadline);
             tokio::time::sleep_until(until).await;
             match self.try_charge(grant, gpu_seconds) {
                 Ok(charge) => return Ok(charge),
@@ -412,15 +343,8 @@ impl Limiter {
     pub fn try_open_stream(self: &Arc<Self>, grant: &Grant) -> Result<StreamSlot, Refusal> {
         let bucket = Self::bucket(grant);
         let cap = grant.limits.max_concurrent_streams;
-        if self
-            .store
-            .acquire_stream(bucket, cap)
-            .map_err(store_refusal)?
-        {
-            Ok(StreamSlot {
-                limiter: Arc::clone(self),
-                bucket,
-            })
+        if self.store.acquire_stream(bucket, cap).map_err(store_refusal)? {
+            Ok(StreamSlot { limiter: Arc::clone(self), bucket })
         } else {
             let message = if cap == 0 {
                 format!(
@@ -459,7 +383,10 @@ impl Limiter {
         }
         Err(Refusal::new(
             RefusalCode::QueueTimeout,
-            format!("waited the tier's queue timeout ({} ms) for a stream slot; close a stream and retry", tier.queue_timeout_ms),
+            format!(
+                "waited the tier's queue timeout ({} ms) for a stream slot; close a stream and retry",
+                tier.queue_timeout_ms
+            ),
         )
         .with_retry_after(1.0))
     }
@@ -472,9 +399,7 @@ impl Limiter {
         if *depth >= max {
             return Err(Refusal::new(
                 RefusalCode::QueueFull,
-                format!(
-                    "{max} request(s) of this key are already waiting for capacity; retry shortly"
-                ),
+                format!("{max} request(s) of this key are already waiting for capacity; retry shortly"),
             )
             .with_retry_after(1.0));
         }
@@ -491,11 +416,7 @@ struct QueueSlot<'a> {
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
-        let mut waiting = self
-            .limiter
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut waiting = self.limiter.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(depth) = waiting.get_mut(&self.key) {
             *depth -= 1;
             if *depth == 0 {
@@ -530,18 +451,11 @@ fn rate_limited(grant: &Grant, gpu_seconds: f64, wait: f64) -> Refusal {
             gpu_seconds
         ),
     );
-    if wait.is_finite() {
-        refusal.with_retry_after(wait)
-    } else {
-        refusal
-    }
+    if wait.is_finite() { refusal.with_retry_after(wait) } else { refusal }
 }
 
 fn store_refusal(err: StoreError) -> Refusal {
-    let mut r = Refusal::new(
-        RefusalCode::BackendUnavailable,
-        "rate-limit counters are unavailable; retry shortly",
-    );
+    let mut r = Refusal::new(RefusalCode::BackendUnavailable, "rate-limit counters are unavailable; retry shortly");
     if err.transient {
         r = r.with_retry_after(1.0);
     }
@@ -553,15 +467,9 @@ pub mod conformance {
     use super::*;
 
     fn b(key: u64) -> BucketKey {
-        BucketKey {
-            key: KeyRef(key),
-            endpoint: 7,
-        }
+        BucketKey { key: KeyRef(key), endpoint: 7 }
     }
-    const P: BucketParams = BucketParams {
-        rate_per_second: 0.5,
-        capacity: 2.0,
-    };
+    const P: BucketParams = BucketParams { rate_per_second: 0.5, capacity: 2.0 };
 
     pub fn run<S: CounterStore>(make: impl Fn() -> S) {
         new_bucket_starts_full(&make());
@@ -603,10 +511,7 @@ pub mod conformance {
     fn buckets_are_independent(s: &impl CounterStore) {
         assert_eq!(s.try_take(b(4), 2.0, P, 0.0).unwrap(), Ok(()));
         assert_eq!(s.balance(b(5), P, 0.0).unwrap(), 2.0);
-        let other_endpoint = BucketKey {
-            key: KeyRef(4),
-            endpoint: 8,
-        };
+        let other_endpoint = BucketKey { key: KeyRef(4), endpoint: 8 };
         assert_eq!(s.balance(other_endpoint, P, 0.0).unwrap(), 2.0);
     }
 
@@ -623,10 +528,7 @@ pub mod conformance {
     }
 
     fn zero_rate_never_refills(s: &impl CounterStore) {
-        let p = BucketParams {
-            rate_per_second: 0.0,
-            capacity: 1.0,
-        };
+        let p = BucketParams { rate_per_second: 0.0, capacity: 1.0 };
         assert_eq!(s.try_take(b(8), 1.0, p, 0.0).unwrap(), Ok(()));
         assert_eq!(s.try_take(b(8), 1.0, p, 1e6).unwrap(), Err(f64::INFINITY));
     }

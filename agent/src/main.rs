@@ -15,10 +15,7 @@ fn main() -> ExitCode {
         Command::Standalone(a) => a.common.log_format.clone(),
     };
     infergate_agent::init_logging(&log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Standalone(args) => infergate_agent::standalone::run(args).await,

@@ -1,8 +1,7 @@
 //! Prometheus metrics. Labels are bounded by the config (tier names, endpoint `namespace/name`) or by the code
 //! (refusal codes, doors); key ids never appear in a label. Per-key usage is on the admin `/usage` view.
 use prometheus::{
-    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 pub struct Metrics {
@@ -25,59 +24,39 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("infergate".into()), None).expect("valid prefix");
         let admissions = IntCounterVec::new(
-            Opts::new(
-                "admissions_total",
-                "Admission decisions by outcome, refusal code, tier and endpoint",
-            ),
+            Opts::new("admissions_total", "Admission decisions by outcome, refusal code, tier and endpoint"),
             &["decision", "reason", "tier", "endpoint"],
         )
         .expect("valid metric");
         let gpu_seconds = CounterVec::new(
-            Opts::new(
-                "gpu_seconds_charged_total",
-                "GPU-seconds charged to keys after settlement",
-            ),
+            Opts::new("gpu_seconds_charged_total", "GPU-seconds charged to keys after settlement"),
             &["tier", "endpoint"],
         )
         .expect("valid metric");
-        let open_streams = IntGauge::new("open_streams", "Open audio streams (WebSocket and gRPC)")
-            .expect("valid metric");
-        let open_connections = IntGaugeVec::new(
-            Opts::new("open_connections", "Open long-lived connections by door"),
-            &["door"],
-        )
-        .expect("valid metric");
-        let queue_depth = IntGauge::new("queue_depth", "Requests waiting for GPU-second capacity")
-            .expect("valid metric");
+        let open_streams =
+            IntGauge::new("open_streams", "Open audio streams (WebSocket and gRPC)").expect("valid metric");
+        let open_connections =
+            IntGaugeVec::new(Opts::new("open_connections", "Open long-lived connections by door"), &["door"])
+                .expect("valid metric");
+        let queue_depth =
+            IntGauge::new("queue_depth", "Requests waiting for GPU-second capacity").expect("valid metric");
         let queue_wait = Histogram::with_opts(
-            HistogramOpts::new(
-                "queue_wait_seconds",
-                "Time requests spent waiting for capacity",
-            )
-            .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0]),
+            HistogramOpts::new("queue_wait_seconds", "Time requests spent waiting for capacity")
+                .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0]),
         )
         .expect("valid metric");
-        let streams_closed = IntCounterVec::new(
-            Opts::new("streams_closed_total", "Streams closed, by reason"),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let snapshot_swaps = IntCounter::new("config_swaps_total", "Config snapshots applied")
-            .expect("valid metric");
-        let snapshot_keys = IntGauge::new(
-            "config_keys",
-            "Keys (active and revoked) in the running snapshot",
-        )
-        .expect("valid metric");
-        let config_errors = IntCounter::new(
-            "config_errors_total",
-            "Config shards or manifests that could not be applied",
-        )
-        .expect("valid metric");
+        let streams_closed =
+            IntCounterVec::new(Opts::new("streams_closed_total", "Streams closed, by reason"), &["reason"])
+                .expect("valid metric");
+        let snapshot_swaps = IntCounter::new("config_swaps_total", "Config snapshots applied").expect("valid metric");
+        let snapshot_keys =
+            IntGauge::new("config_keys", "Keys (active and revoked) in the running snapshot").expect("valid metric");
+        let config_errors =
+            IntCounter::new("config_errors_total", "Config shards or manifests that could not be applied")
+                .expect("valid metric");
         let backend_seconds = Histogram::with_opts(
-            HistogramOpts::new("backend_request_seconds", "Wall time of backend calls").buckets(
-                vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
-            ),
+            HistogramOpts::new("backend_request_seconds", "Wall time of backend calls")
+                .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )
         .expect("valid metric");
         let refunded_gpu_seconds = Counter::new(
@@ -119,23 +98,17 @@ impl Metrics {
     }
 
     pub fn admitted(&self, tier: &str, endpoint: &str) {
-        self.admissions
-            .with_label_values(&["admit", "ok", tier, endpoint])
-            .inc();
+        self.admissions.with_label_values(&["admit", "ok", tier, endpoint]).inc();
     }
 
     /// `tier`/`endpoint` are empty when the refusal came before they were known (e.g. unknown key).
     pub fn refused(&self, code: &str, tier: &str, endpoint: &str) {
-        self.admissions
-            .with_label_values(&["refuse", code, tier, endpoint])
-            .inc();
+        self.admissions.with_label_values(&["refuse", code, tier, endpoint]).inc();
     }
 
     pub fn charged(&self, tier: &str, endpoint: &str, gpu_seconds: f64) {
         if gpu_seconds > 0.0 {
-            self.gpu_seconds
-                .with_label_values(&[tier, endpoint])
-                .inc_by(gpu_seconds);
+            self.gpu_seconds.with_label_values(&[tier, endpoint]).inc_by(gpu_seconds);
         }
     }
 
@@ -145,9 +118,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
-        encoder
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_default()
+        encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
 }
 

@@ -118,11 +118,7 @@ impl RefusalCode {
 
 impl Refusal {
     pub fn new(code: RefusalCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Refusal {
-            code,
-            message: message.into(),
-            retry_after_seconds: None,
-        }
+        Refusal { code, message: message.into(), retry_after_seconds: None }
     }
 
     pub fn with_retry_after(mut self, seconds: f64) -> Self {
@@ -155,30 +151,18 @@ impl Refusal {
     }
 
     pub fn to_status(&self) -> tonic::Status {
-        let mut status = tonic::Status::new(
-            self.code.grpc_code(),
-            format!("{}: {}", self.code.as_str(), self.message),
-        );
+        let mut status = tonic::Status::new(self.code.grpc_code(), format!("{}: {}", self.code.as_str(), self.message));
         let md = status.metadata_mut();
-        md.insert(
-            "x-infergate-code",
-            tonic::metadata::MetadataValue::from_static(self.code.as_str()),
-        );
+        md.insert("x-infergate-code", tonic::metadata::MetadataValue::from_static(self.code.as_str()));
         if let Some(secs) = self.retry_after_header() {
-            md.insert(
-                "retry-after",
-                secs.to_string().parse().expect("digits are valid metadata"),
-            );
+            md.insert("retry-after", secs.to_string().parse().expect("digits are valid metadata"));
         }
         status
     }
 
     // Constructors for the common cases, so messages stay consistent across doors.
     pub fn missing_key() -> Self {
-        Self::new(
-            RefusalCode::MissingKey,
-            "no API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
-        )
+        Self::new(RefusalCode::MissingKey, "no API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")
     }
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(RefusalCode::BadRequest, message)
@@ -214,11 +198,7 @@ mod tests {
         let ws: HashSet<_> = RefusalCode::ALL.iter().map(|c| c.ws_close_code()).collect();
         assert_eq!(names.len(), RefusalCode::ALL.len());
         assert_eq!(ws.len(), RefusalCode::ALL.len());
-        assert!(
-            RefusalCode::ALL
-                .iter()
-                .all(|c| (4000..5000).contains(&c.ws_close_code()))
-        );
+        assert!(RefusalCode::ALL.iter().all(|c| (4000..5000).contains(&c.ws_close_code())));
     }
 
     #[test]

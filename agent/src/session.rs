@@ -25,18 +25,8 @@ use tokio::time::Instant;
 /// A result to send to the client.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    Partial {
-        text: String,
-        segment: u32,
-        start_seconds: f64,
-        end_seconds: f64,
-    },
-    Final {
-        text: String,
-        segments: u32,
-        audio_seconds: f64,
-        gpu_seconds: f64,
-    },
+    Partial { text: String, segment: u32, start_seconds: f64, end_seconds: f64 },
+    Final { text: String, segments: u32, audio_seconds: f64, gpu_seconds: f64 },
 }
 
 pub struct Session {
@@ -80,25 +70,16 @@ impl Session {
         let grant = match gateway.authorize(&snapshot, identity.clone(), request) {
             Ok(g) => g,
             Err(refusal) => {
-                gateway.refused(
-                    &refusal,
-                    &RefusalContext::new(door, &request_id).identity(&identity),
-                );
+                gateway.refused(&refusal, &RefusalContext::new(door, &request_id).identity(&identity));
                 return Err(refusal);
             }
         };
         let refused = |refusal: Refusal| {
-            gateway.refused(
-                &refusal,
-                &RefusalContext::new(door, &request_id).grant(&grant),
-            );
+            gateway.refused(&refusal, &RefusalContext::new(door, &request_id).grant(&grant));
             refusal
         };
         let key_connection = gateway.key_connection(key).map_err(refused)?;
-        let backend = gateway
-            .backends
-            .for_endpoint(&grant.endpoint.shard)
-            .map_err(refused)?;
+        let backend = gateway.backends.for_endpoint(&grant.endpoint.shard).map_err(refused)?;
         let slot = gateway.limiter.open_stream(&grant).await.map_err(refused)?;
         gateway.admitted(&grant);
         let handle = gateway.streams.register(
@@ -142,8 +123,7 @@ impl Session {
     /// When the stream must end if nothing else happens: the idle timeout or the session limit.
     pub fn deadline(&self) -> Instant {
         let limits = &self.grant.endpoint.shard.limits;
-        (self.last_message + limits.idle_timeout.0)
-            .min(self.started + limits.max_session_duration.0)
+        (self.last_message + limits.idle_timeout.0).min(self.started + limits.max_session_duration.0)
     }
 
     /// The refusal for a reached [`deadline`](Self::deadline).
@@ -208,9 +188,7 @@ impl Session {
             ));
         }
         if chunk.len() % 2 != 0 {
-            return Err(Refusal::bad_request(
-                "audio chunks must hold whole 16-bit samples (an even number of bytes)",
-            ));
+            return Err(Refusal::bad_request("audio chunks must hold whole 16-bit samples (an even number of bytes)"));
         }
         let seconds = pcm16_seconds(chunk.len());
         if self.audio_seconds + seconds > limits.max_audio_seconds + 1e-9 {
@@ -230,10 +208,7 @@ impl Session {
         self.audio_seconds += seconds;
         self.buffer.extend_from_slice(&chunk);
         if pcm16_seconds(self.buffer.len()) >= self.gateway.settings.segment_seconds {
-            return self
-                .flush_segment()
-                .await
-                .map(|e| e.map(|(event, _)| event));
+            return self.flush_segment().await.map(|e| e.map(|(event, _)| event));
         }
         Ok(None)
     }
@@ -259,27 +234,13 @@ impl Session {
             request_id: self.request_id.clone(),
         };
         let timer = std::time::Instant::now();
-        let response = self
-            .backend
-            .call(request)
-            .await
-            .map_err(|e| e.to_refusal())?;
-        self.gateway
-            .metrics
-            .backend_seconds
-            .observe(timer.elapsed().as_secs_f64());
-        if let Some(measured) = response
-            .measured_gpu_seconds
-            .filter(|m| m.is_finite() && *m >= 0.0)
-        {
+        let response = self.backend.call(request).await.map_err(|e| e.to_refusal())?;
+        self.gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
+        if let Some(measured) = response.measured_gpu_seconds.filter(|m| m.is_finite() && *m >= 0.0) {
             let delta = measured - self.segment_charge;
             let limiter = &self.gateway.limiter;
-            let _ = limiter.store().adjust(
-                Limiter::bucket(&self.grant),
-                delta,
-                limiter.params(&self.grant),
-                limiter.now(),
-            );
+            let _ =
+                limiter.store().adjust(Limiter::bucket(&self.grant), delta, limiter.params(&self.grant), limiter.now());
             self.gateway.charged(&self.grant, delta.max(0.0));
             if delta < 0.0 {
                 self.gateway.metrics.refunded_gpu_seconds.inc_by(-delta);
@@ -298,12 +259,7 @@ impl Session {
             self.transcript.push_str(text.trim());
         }
         Ok(Some((
-            Event::Partial {
-                text: text.clone(),
-                segment,
-                start_seconds,
-                end_seconds: start_seconds + seconds,
-            },
+            Event::Partial { text: text.clone(), segment, start_seconds, end_seconds: start_seconds + seconds },
             text,
         )))
     }
@@ -318,8 +274,7 @@ impl Session {
     /// For a stream being closed by the server (revocation, limits): flush within the deadline, best effort.
     pub async fn flush_before_close(&mut self, reason: &Refusal) -> Option<Event> {
         self.closed_code = reason.code.as_str();
-        match tokio::time::timeout(self.gateway.settings.flush_deadline, self.flush_segment()).await
-        {
+        match tokio::time::timeout(self.gateway.settings.flush_deadline, self.flush_segment()).await {
             Ok(Ok(_)) => Some(self.final_event()),
             _ => None,
         }

@@ -24,9 +24,7 @@ pub struct KeyRef(pub u64);
 
 impl KeyRef {
     pub fn of(digest: &KeyDigest) -> Self {
-        KeyRef(u64::from_be_bytes(
-            digest.0[..8].try_into().expect("8 bytes"),
-        ))
+        KeyRef(u64::from_be_bytes(digest.0[..8].try_into().expect("8 bytes")))
     }
     pub fn key_id(self) -> KeyId {
         KeyId(self.to_string())
@@ -95,24 +93,16 @@ impl FeatureSet {
         self.0 & Self::bit(f) != 0
     }
     pub fn iter(self) -> impl Iterator<Item = Feature> {
-        [
-            Feature::Transcribe,
-            Feature::Embed,
-            Feature::Verify,
-            Feature::Vad,
-        ]
-        .into_iter()
-        .filter(move |f| self.contains(*f))
+        [Feature::Transcribe, Feature::Embed, Feature::Verify, Feature::Vad]
+            .into_iter()
+            .filter(move |f| self.contains(*f))
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KeyStatus {
     /// Accepted between `valid_from` and `valid_until` (a retiring key's overlap end).
-    Active {
-        valid_from: DateTime<Utc>,
-        valid_until: Option<DateTime<Utc>>,
-    },
+    Active { valid_from: DateTime<Utc>, valid_until: Option<DateTime<Utc>> },
     /// Never accepted; kept to answer "revoked" rather than "unknown" and to close open streams.
     Revoked { revoked_at: DateTime<Utc> },
 }
@@ -140,17 +130,12 @@ pub struct PolicyConfig {
 
 impl PolicyConfig {
     pub fn scope_for(&self, endpoint: u32) -> Option<FeatureSet> {
-        self.scopes
-            .iter()
-            .find(|(e, _)| *e == endpoint)
-            .map(|(_, f)| *f)
+        self.scopes.iter().find(|(e, _)| *e == endpoint).map(|(_, f)| *f)
     }
 
     /// `*` allows every Origin; otherwise an exact, case-insensitive match of `scheme://host[:port]`.
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        self.allowed_origins
-            .iter()
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+        self.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
     }
 }
 
@@ -224,8 +209,7 @@ impl Snapshot {
             by_model.insert(e.model.clone(), index);
             by_name.insert(e.endpoint.clone(), index);
             let label = e.endpoint.to_string();
-            let bucket_id =
-                u64::from_be_bytes(KeyDigest::of(&label).0[..8].try_into().expect("8 bytes"));
+            let bucket_id = u64::from_be_bytes(KeyDigest::of(&label).0[..8].try_into().expect("8 bytes"));
             endpoints.push(Arc::new(EndpointConfig {
                 index,
                 bucket_id,
@@ -269,10 +253,7 @@ impl Snapshot {
                 let record = KeyRecord {
                     digest: k.digest,
                     policy: index,
-                    status: KeyStatus::Active {
-                        valid_from: k.valid_from,
-                        valid_until: k.valid_until,
-                    },
+                    status: KeyStatus::Active { valid_from: k.valid_from, valid_until: k.valid_until },
                 };
                 if let Some(previous) = keys.insert(KeyRef::of(&k.digest), record) {
                     warnings.push(BuildWarning(format!(
@@ -288,25 +269,13 @@ impl Snapshot {
                     KeyRecord {
                         digest: r.digest,
                         policy: index,
-                        status: KeyStatus::Revoked {
-                            revoked_at: r.revoked_at,
-                        },
+                        status: KeyStatus::Revoked { revoked_at: r.revoked_at },
                     },
                 );
             }
         }
         let revision = infergate_crds::gateway::revision_of(revisions.join(",").as_bytes());
-        (
-            Snapshot {
-                revision,
-                keys,
-                policies,
-                endpoints,
-                by_model,
-                options,
-            },
-            warnings,
-        )
+        (Snapshot { revision, keys, policies, endpoints, by_model, options }, warnings)
     }
 
     pub fn key(&self, key: KeyRef) -> Option<&KeyRecord> {
@@ -325,9 +294,7 @@ impl Snapshot {
         &self.endpoints
     }
     pub fn endpoint_by_model(&self, model: &str) -> Option<&Arc<EndpointConfig>> {
-        self.by_model
-            .get(model)
-            .map(|i| &self.endpoints[*i as usize])
+        self.by_model.get(model).map(|i| &self.endpoints[*i as usize])
     }
     pub fn key_count(&self) -> usize {
         self.keys.len()
@@ -344,11 +311,7 @@ impl Snapshot {
             })
             .collect();
         revoked.sort_by(|a, b| b.cmp(a));
-        revoked
-            .into_iter()
-            .take(max)
-            .map(|(_, k)| k.key_id())
-            .collect()
+        revoked.into_iter().take(max).map(|(_, k)| k.key_id()).collect()
     }
 
     /// The limits for a policy's key on one endpoint (tier defaults merged with the endpoint override).

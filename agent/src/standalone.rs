@@ -35,26 +35,18 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         keys_out: args.keys_out.clone(),
         secrets: BTreeMap::new(),
         printed: BTreeSet::new(),
-        options: SnapshotOptions {
-            environment: args.common.environment,
-        },
+        options: SnapshotOptions { environment: args.common.environment },
         fingerprint: Vec::new(),
         next_wake: None,
     };
-    state
-        .reload(&gateway)
-        .context("cannot load the manifests")?;
+    state.reload(&gateway).context("cannot load the manifests")?;
     let watcher = {
         let gateway = Arc::clone(&gateway);
         let interval = args.poll_interval;
         tokio::spawn(async move { state.watch(&gateway, interval).await })
     };
-    let listeners = Listeners {
-        http: args.http_addr,
-        grpc: args.grpc_addr,
-        admin: args.admin_addr,
-        tls: args.common.tls(),
-    };
+    let listeners =
+        Listeners { http: args.http_addr, grpc: args.grpc_addr, admin: args.admin_addr, tls: args.common.tls() };
     let result = crate::serve::serve(gateway, listeners).await;
     watcher.abort();
     result
@@ -92,9 +84,9 @@ impl State {
         let desired = compile(&world, &mut OsKeys);
         for (policy, outcome) in &desired.policies {
             for record in &outcome.audit {
-                if let Ok(line) = serde_json::to_string(
-                    &serde_json::json!({"audit": true, "source": "operator", "record": record}),
-                ) {
+                if let Ok(line) =
+                    serde_json::to_string(&serde_json::json!({"audit": true, "source": "operator", "record": record}))
+                {
                     eprintln!("{line}");
                 }
             }
@@ -149,12 +141,7 @@ impl State {
             Some(path) => {
                 let doc: BTreeMap<&String, serde_json::Value> = current
                     .iter()
-                    .map(|(p, k)| {
-                        (
-                            p,
-                            serde_json::json!({"keyId": k.id().to_string(), "key": k.expose()}),
-                        )
-                    })
+                    .map(|(p, k)| (p, serde_json::json!({"keyId": k.id().to_string(), "key": k.expose()})))
                     .collect();
                 write_private(path, &serde_json::to_vec_pretty(&doc)?)
                     .with_context(|| format!("cannot write --keys-out {}", path.display()))?;
@@ -169,12 +156,7 @@ impl State {
                 for (policy, key) in &current {
                     if self.printed.insert(key.id().to_string()) {
                         // The one place a key is shown: stdout, once, for the person who started the agent.
-                        writeln!(
-                            out,
-                            "ApiKeyPolicy {policy}: key {} = {}",
-                            key.id(),
-                            key.expose()
-                        )?;
+                        writeln!(out, "ApiKeyPolicy {policy}: key {} = {}", key.id(), key.expose())?;
                     }
                 }
                 out.flush()?;
@@ -185,8 +167,7 @@ impl State {
 
     async fn watch(mut self, gateway: &Gateway, interval: std::time::Duration) {
         #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             #[cfg(unix)]
             let hup = async {

@@ -70,11 +70,7 @@ impl StreamHandle {
 
 impl Drop for StreamHandle {
     fn drop(&mut self) {
-        self.registry
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.registry.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 }
 
@@ -89,23 +85,9 @@ impl Registry {
     ) -> StreamHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = watch::channel(None);
-        let entry = Entry {
-            key,
-            digest,
-            environment,
-            endpoint: endpoint.to_string(),
-            door,
-            close: tx,
-        };
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, entry);
-        StreamHandle {
-            registry: Arc::clone(self),
-            id,
-            close: rx,
-        }
+        let entry = Entry { key, digest, environment, endpoint: endpoint.to_string(), door, close: tx };
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, entry);
+        StreamHandle { registry: Arc::clone(self), id, close: rx }
     }
 
     pub fn len(&self) -> usize {

@@ -6,8 +6,8 @@ use crate::snapshot::{KeyRef, Snapshot, SnapshotOptions};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use infergate_crds::endpoint::{BackendSpec, CostModel, Feature, RequestLimits, UpstreamSpec};
 use infergate_crds::gateway::{
-    EndpointLimits, EndpointShard, KeyEntry, PolicyShard, RevokedKey, SHARD_SCHEMA_VERSION,
-    ScopeEntry, Shard, TierLimits,
+    EndpointLimits, EndpointShard, KeyEntry, PolicyShard, RevokedKey, SHARD_SCHEMA_VERSION, ScopeEntry, Shard,
+    TierLimits,
 };
 use infergate_crds::key::{ApiKey, Environment};
 use infergate_crds::policy::KeyState;
@@ -56,10 +56,7 @@ pub(crate) fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
                 timeout: GoDuration::from_secs(5),
             }),
         },
-        cost: CostModel {
-            gpu_seconds_per_audio_second: 0.1,
-            minimum_gpu_seconds: 0.0,
-        },
+        cost: CostModel { gpu_seconds_per_audio_second: 0.1, minimum_gpu_seconds: 0.0 },
         limits: RequestLimits::default(),
         fallback: None,
         node_selector: None,
@@ -69,10 +66,7 @@ pub(crate) fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
 
 impl EndpointBuilder {
     pub(crate) fn builtin(mut self, model: infergate_crds::endpoint::BuiltinModel) -> Self {
-        self.0.backend = BackendSpec {
-            builtin: Some(model),
-            upstream: None,
-        };
+        self.0.backend = BackendSpec { builtin: Some(model), upstream: None };
         self
     }
     pub(crate) fn fallback(mut self, name: &str) -> Self {
@@ -129,11 +123,7 @@ impl PolicyBuilder {
         self
     }
     pub(crate) fn revoked(mut self, k: &ApiKey) -> Self {
-        self.0.revoked.push(RevokedKey {
-            key_id: k.id(),
-            digest: k.digest(),
-            revoked_at: t0(),
-        });
+        self.0.revoked.push(RevokedKey { key_id: k.id(), digest: k.digest(), revoked_at: t0() });
         self
     }
     pub(crate) fn scope(mut self, endpoint: &str, model: &str, features: &[Feature]) -> Self {
@@ -172,9 +162,7 @@ impl PolicyBuilder {
 fn world() -> Snapshot {
     let shards = vec![
         mk_endpoint("transcribe", "whisper-1").shard(),
-        mk_endpoint("speaker", "spk")
-            .features(&[Feature::Embed, Feature::Verify])
-            .shard(),
+        mk_endpoint("speaker", "spk").features(&[Feature::Embed, Feature::Verify]).shard(),
         mk_policy("app")
             .key(&key(1))
             .retiring(&key(2), t0() + Duration::hours(1))
@@ -183,27 +171,15 @@ fn world() -> Snapshot {
             .scope("speaker", "spk", &[Feature::Embed])
             .origins(&["https://app.example.com"])
             .shard(),
-        mk_policy("paused")
-            .key(&key(4))
-            .suspended()
-            .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-            .shard(),
-        mk_policy("old")
-            .key(&key(5))
-            .expires(t0())
-            .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-            .shard(),
+        mk_policy("paused").key(&key(4)).suspended().scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+        mk_policy("old").key(&key(5)).expires(t0()).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
     ];
     let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
     assert_eq!(warnings, vec![]);
     snapshot
 }
 
-const TRANSCRIBE: Request<'static> = Request {
-    model: "whisper-1",
-    feature: Feature::Transcribe,
-    origin: None,
-};
+const TRANSCRIBE: Request<'static> = Request { model: "whisper-1", feature: Feature::Transcribe, origin: None };
 
 fn code(r: Result<impl std::fmt::Debug, crate::refusal::Refusal>) -> RefusalCode {
     r.expect_err("expected a refusal").code
@@ -216,17 +192,10 @@ fn valid_keys_are_admitted_with_their_limits() {
     assert_eq!(g.key(), KeyRef::of(&key(1).digest()));
     assert_eq!(g.key().key_id(), key(1).id());
     assert_eq!(g.endpoint.label, "default/transcribe");
-    assert_eq!(
-        g.identity.policy.name,
-        NamespacedName::new("default", "app")
-    );
+    assert_eq!(g.identity.policy.name, NamespacedName::new("default", "app"));
     assert_eq!(
         g.limits,
-        EndpointLimits {
-            gpu_seconds_per_minute: 6.0,
-            burst_gpu_seconds: 1.0,
-            max_concurrent_streams: 2
-        }
+        EndpointLimits { gpu_seconds_per_minute: 6.0, burst_gpu_seconds: 1.0, max_concurrent_streams: 2 }
     );
     // The retiring key works until the end of its overlap.
     assert!(admit(&s, key(2).expose(), &TRANSCRIBE, t0()).is_ok());
@@ -239,118 +208,46 @@ fn every_identity_failure_has_its_own_code() {
     let mut typo = good.expose().to_string().into_bytes();
     typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
     let typo = String::from_utf8(typo).unwrap();
-    assert_eq!(
-        code(admit(&s, &typo, &TRANSCRIBE, t0())),
-        RefusalCode::BadChecksum
-    );
-    assert_eq!(
-        code(admit(&s, "sk_test_short", &TRANSCRIBE, t0())),
-        RefusalCode::MalformedKey
-    );
-    assert_eq!(
-        code(admit(&s, "Bearer nonsense", &TRANSCRIBE, t0())),
-        RefusalCode::MalformedKey
-    );
-    assert_eq!(
-        code(admit(&s, key(99).expose(), &TRANSCRIBE, t0())),
-        RefusalCode::UnknownKey
-    );
-    assert_eq!(
-        code(admit(&s, key(3).expose(), &TRANSCRIBE, t0())),
-        RefusalCode::KeyRevoked
-    );
-    assert_eq!(
-        code(admit(
-            &s,
-            key(2).expose(),
-            &TRANSCRIBE,
-            t0() + Duration::hours(1)
-        )),
-        RefusalCode::KeyExpired
-    );
-    assert_eq!(
-        code(admit(&s, key(5).expose(), &TRANSCRIBE, t0())),
-        RefusalCode::KeyExpired
-    );
-    assert!(
-        admit(
-            &s,
-            key(5).expose(),
-            &TRANSCRIBE,
-            t0() - Duration::seconds(1)
-        )
-        .is_ok()
-    );
-    assert_eq!(
-        code(admit(&s, key(4).expose(), &TRANSCRIBE, t0())),
-        RefusalCode::KeySuspended
-    );
-    assert_eq!(
-        code(admit(
-            &s,
-            key(1).expose(),
-            &TRANSCRIBE,
-            t0() - Duration::days(2)
-        )),
-        RefusalCode::KeyNotYetValid
-    );
+    assert_eq!(code(admit(&s, &typo, &TRANSCRIBE, t0())), RefusalCode::BadChecksum);
+    assert_eq!(code(admit(&s, "sk_test_short", &TRANSCRIBE, t0())), RefusalCode::MalformedKey);
+    assert_eq!(code(admit(&s, "Bearer nonsense", &TRANSCRIBE, t0())), RefusalCode::MalformedKey);
+    assert_eq!(code(admit(&s, key(99).expose(), &TRANSCRIBE, t0())), RefusalCode::UnknownKey);
+    assert_eq!(code(admit(&s, key(3).expose(), &TRANSCRIBE, t0())), RefusalCode::KeyRevoked);
+    assert_eq!(code(admit(&s, key(2).expose(), &TRANSCRIBE, t0() + Duration::hours(1))), RefusalCode::KeyExpired);
+    assert_eq!(code(admit(&s, key(5).expose(), &TRANSCRIBE, t0())), RefusalCode::KeyExpired);
+    assert!(admit(&s, key(5).expose(), &TRANSCRIBE, t0() - Duration::seconds(1)).is_ok());
+    assert_eq!(code(admit(&s, key(4).expose(), &TRANSCRIBE, t0())), RefusalCode::KeySuspended);
+    assert_eq!(code(admit(&s, key(1).expose(), &TRANSCRIBE, t0() - Duration::days(2))), RefusalCode::KeyNotYetValid);
 }
 
 #[test]
 fn scope_refusals_name_what_is_missing() {
     let s = world();
     let k = key(1);
-    let verify = Request {
-        model: "spk",
-        feature: Feature::Verify,
-        origin: None,
-    };
+    let verify = Request { model: "spk", feature: Feature::Verify, origin: None };
     let refusal = admit(&s, k.expose(), &verify, t0()).unwrap_err();
     assert_eq!(refusal.code, RefusalCode::OutOfScope);
     assert_eq!(
         refusal.message,
         "missing scope: feature verify on endpoint default/speaker; policy default/app allows only: embed"
     );
-    let vad = Request {
-        model: "spk",
-        feature: Feature::Vad,
-        origin: None,
-    };
-    assert_eq!(
-        code(admit(&s, k.expose(), &vad, t0())),
-        RefusalCode::UnsupportedFeature
-    );
-    let unknown = Request {
-        model: "gpt-9",
-        feature: Feature::Transcribe,
-        origin: None,
-    };
-    assert_eq!(
-        code(admit(&s, k.expose(), &unknown, t0())),
-        RefusalCode::UnknownModel
-    );
+    let vad = Request { model: "spk", feature: Feature::Vad, origin: None };
+    assert_eq!(code(admit(&s, k.expose(), &vad, t0())), RefusalCode::UnsupportedFeature);
+    let unknown = Request { model: "gpt-9", feature: Feature::Transcribe, origin: None };
+    assert_eq!(code(admit(&s, k.expose(), &unknown, t0())), RefusalCode::UnknownModel);
     // A policy without the speaker scope.
     let paused_scope = admit(&world(), key(4).expose(), &TRANSCRIBE, t0());
     assert_eq!(code(paused_scope), RefusalCode::KeySuspended);
     let narrow = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_endpoint("speaker", "spk")
-                .features(&[Feature::Embed])
-                .shard(),
-            mk_policy("narrow")
-                .key(&key(6))
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
+            mk_endpoint("speaker", "spk").features(&[Feature::Embed]).shard(),
+            mk_policy("narrow").key(&key(6)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )
     .0;
-    let embed = Request {
-        model: "spk",
-        feature: Feature::Embed,
-        origin: None,
-    };
+    let embed = Request { model: "spk", feature: Feature::Embed, origin: None };
     let refusal = admit(&narrow, key(6).expose(), &embed, t0()).unwrap_err();
     assert_eq!(refusal.code, RefusalCode::OutOfScope);
     assert_eq!(
@@ -364,55 +261,29 @@ fn scope_refusals_name_what_is_missing() {
 fn origins_and_environments() {
     let s = world();
     let k = key(1);
-    let ok = Request {
-        origin: Some("https://app.example.com"),
-        ..TRANSCRIBE
-    };
-    let bad = Request {
-        origin: Some("https://evil.example.com"),
-        ..TRANSCRIBE
-    };
+    let ok = Request { origin: Some("https://app.example.com"), ..TRANSCRIBE };
+    let bad = Request { origin: Some("https://evil.example.com"), ..TRANSCRIBE };
     assert!(admit(&s, k.expose(), &ok, t0()).is_ok());
-    assert_eq!(
-        code(admit(&s, k.expose(), &bad, t0())),
-        RefusalCode::OriginNotAllowed
-    );
+    assert_eq!(code(admit(&s, k.expose(), &bad, t0())), RefusalCode::OriginNotAllowed);
     // No allowlist: any browser Origin is refused, non-browser clients are fine.
-    assert_eq!(
-        code(admit(&s, key(5).expose(), &ok, t0() - Duration::seconds(1))),
-        RefusalCode::OriginNotAllowed
-    );
+    assert_eq!(code(admit(&s, key(5).expose(), &ok, t0() - Duration::seconds(1))), RefusalCode::OriginNotAllowed);
 
     let live_only = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app")
-                .key(&key(1))
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
+            mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
-        SnapshotOptions {
-            environment: Some(Environment::Live),
-        },
+        SnapshotOptions { environment: Some(Environment::Live) },
     )
     .0;
-    assert_eq!(
-        code(admit(&live_only, k.expose(), &TRANSCRIBE, t0())),
-        RefusalCode::WrongEnvironment
-    );
+    assert_eq!(code(admit(&live_only, k.expose(), &TRANSCRIBE, t0())), RefusalCode::WrongEnvironment);
     let live_key = ApiKey::from_entropy(Environment::Live, &[1; 32]);
     let live = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app")
-                .live()
-                .key(&live_key)
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
+            mk_policy("app").live().key(&live_key).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
-        SnapshotOptions {
-            environment: Some(Environment::Live),
-        },
+        SnapshotOptions { environment: Some(Environment::Live) },
     )
     .0;
     assert!(admit(&live, live_key.expose(), &TRANSCRIBE, t0()).is_ok());
@@ -433,10 +304,7 @@ fn revocation_wins_over_an_active_entry_and_is_published() {
         SnapshotOptions::default(),
     )
     .0;
-    assert_eq!(
-        code(authenticate(&s, key(1).expose(), t0())),
-        RefusalCode::KeyRevoked
-    );
+    assert_eq!(code(authenticate(&s, key(1).expose(), t0())), RefusalCode::KeyRevoked);
     let mut published = s.revoked_key_ids(10);
     published.sort();
     let mut expected = vec![key(1).id(), key(3).id()];
@@ -450,10 +318,7 @@ fn duplicate_models_and_dangling_scopes_are_warned_and_skipped() {
         &[
             mk_endpoint("a", "m").shard(),
             mk_endpoint("b", "m").shard(),
-            mk_policy("p")
-                .key(&key(1))
-                .scope("missing", "x", &[Feature::Transcribe])
-                .shard(),
+            mk_policy("p").key(&key(1)).scope("missing", "x", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     );
@@ -500,10 +365,7 @@ fn precharge_settle_and_retry_after() {
     assert_eq!(limiter.settle(c1, Some(0.2)), 0.2);
     let bucket = Limiter::bucket(&g);
     let params = limiter.params(&g);
-    let balance = limiter
-        .store()
-        .balance(bucket, params, limiter.now())
-        .unwrap();
+    let balance = limiter.store().balance(bucket, params, limiter.now()).unwrap();
     assert!((balance - 0.3).abs() < 0.01, "balance {balance}");
 }
 
@@ -512,20 +374,12 @@ fn tier_overrides_apply_per_endpoint() {
     let mut t = tier("pro");
     t.endpoint_overrides.insert(
         "default/transcribe".into(),
-        EndpointLimits {
-            gpu_seconds_per_minute: 60.0,
-            burst_gpu_seconds: 10.0,
-            max_concurrent_streams: 1,
-        },
+        EndpointLimits { gpu_seconds_per_minute: 60.0, burst_gpu_seconds: 10.0, max_concurrent_streams: 1 },
     );
     let s = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app")
-                .tier(t)
-                .key(&key(1))
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
+            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )
@@ -535,10 +389,7 @@ fn tier_overrides_apply_per_endpoint() {
     let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
     assert_eq!(limiter.params(&g).rate_per_second, 1.0);
     let slot = limiter.try_open_stream(&g).unwrap();
-    assert_eq!(
-        limiter.try_open_stream(&g).map(|_| ()).unwrap_err().code,
-        RefusalCode::StreamCap
-    );
+    assert_eq!(limiter.try_open_stream(&g).map(|_| ()).unwrap_err().code, RefusalCode::StreamCap);
     drop(slot);
     assert!(limiter.try_open_stream(&g).is_ok());
 }
@@ -553,11 +404,7 @@ async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
     let s = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("app")
-                .tier(t)
-                .key(&key(1))
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
+            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )
@@ -565,10 +412,7 @@ async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
     let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
     let limiter = Limiter::new(Arc::new(InMemoryStore::default()));
     let _first = limiter.try_charge(&g, 0.1).unwrap();
-    assert_eq!(
-        limiter.try_charge(&g, 0.1).unwrap_err().code,
-        RefusalCode::RateLimited
-    );
+    assert_eq!(limiter.try_charge(&g, 0.1).unwrap_err().code, RefusalCode::RateLimited);
     // About 0.1 s of refill needed, well inside the 5 s queue timeout: the queued call is admitted.
     let (queued, second) = tokio::join!(limiter.charge(&g, 0.1), async {
         tokio::task::yield_now().await;
@@ -582,12 +426,7 @@ async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
         Err(r) => assert_eq!(r.code, RefusalCode::QueueFull),
     }
     // 100 GPU-s in debt: the bucket cannot pay within the 5 s queue timeout, so no waiting, an honest wait.
-    let _ = limiter.store().adjust(
-        Limiter::bucket(&g),
-        100.0,
-        limiter.params(&g),
-        limiter.now(),
-    );
+    let _ = limiter.store().adjust(Limiter::bucket(&g), 100.0, limiter.params(&g), limiter.now());
     let long = limiter.charge(&g, 0.1).await.unwrap_err();
     assert_eq!(long.code, RefusalCode::RateLimited);
     assert!(long.retry_after_seconds.unwrap() > 99.0);
@@ -599,31 +438,15 @@ async fn a_swap_that_revokes_a_key_signals_only_its_streams() {
     use crate::streams::{Enforced, Registry};
     let registry = Arc::new(Registry::default());
     let (k1, k2) = (key(1), key(7));
-    let mut victim = registry.register(
-        KeyRef::of(&k1.digest()),
-        k1.digest(),
-        Environment::Test,
-        "default/transcribe",
-        "websocket",
-    );
-    let _bystander = registry.register(
-        KeyRef::of(&k2.digest()),
-        k2.digest(),
-        Environment::Test,
-        "default/transcribe",
-        "grpc",
-    );
+    let mut victim =
+        registry.register(KeyRef::of(&k1.digest()), k1.digest(), Environment::Test, "default/transcribe", "websocket");
+    let _bystander =
+        registry.register(KeyRef::of(&k2.digest()), k2.digest(), Environment::Test, "default/transcribe", "grpc");
     let before = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("a")
-                .key(&k1)
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
-            mk_policy("b")
-                .key(&k2)
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
+            mk_policy("a").key(&k1).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+            mk_policy("b").key(&k2).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )
@@ -632,14 +455,8 @@ async fn a_swap_that_revokes_a_key_signals_only_its_streams() {
     let after = Snapshot::build(
         &[
             mk_endpoint("transcribe", "whisper-1").shard(),
-            mk_policy("a")
-                .revoked(&k1)
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
-            mk_policy("b")
-                .key(&k2)
-                .scope("transcribe", "whisper-1", &[Feature::Transcribe])
-                .shard(),
+            mk_policy("a").revoked(&k1).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+            mk_policy("b").key(&k2).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
         SnapshotOptions::default(),
     )

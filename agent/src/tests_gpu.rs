@@ -16,44 +16,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const EMBED: Request<'static> = Request {
-    model: "spk",
-    feature: Feature::Embed,
-    origin: None,
-};
+const EMBED: Request<'static> = Request { model: "spk", feature: Feature::Embed, origin: None };
 
 /// Two tiers on one endpoint, both nominally 1 GPU-s/s: `free` (lowest priority, may drop to 0) and
 /// `premium` (tightened last, never below half).
 fn two_tiers() -> Snapshot {
     let mut free = tier("free");
-    (
-        free.priority,
-        free.gpu_seconds_per_minute,
-        free.target_utilization_percent,
-        free.min_factor,
-    ) = (10, 60.0, 60, 0.0);
+    (free.priority, free.gpu_seconds_per_minute, free.target_utilization_percent, free.min_factor) =
+        (10, 60.0, 60, 0.0);
     let mut premium = tier("premium");
-    (
-        premium.priority,
-        premium.gpu_seconds_per_minute,
-        premium.target_utilization_percent,
-        premium.min_factor,
-    ) = (1000, 60.0, 60, 0.5);
+    (premium.priority, premium.gpu_seconds_per_minute, premium.target_utilization_percent, premium.min_factor) =
+        (1000, 60.0, 60, 0.5);
     let shards = vec![
-        mk_endpoint("speaker", "spk")
-            .features(&[Feature::Embed])
-            .builtin(BuiltinModel::SpeakerEncoder)
-            .shard(),
-        mk_policy("free")
-            .tier(free)
-            .key(&key(1))
-            .scope("speaker", "spk", &[Feature::Embed])
-            .shard(),
-        mk_policy("premium")
-            .tier(premium)
-            .key(&key(2))
-            .scope("speaker", "spk", &[Feature::Embed])
-            .shard(),
+        mk_endpoint("speaker", "spk").features(&[Feature::Embed]).builtin(BuiltinModel::SpeakerEncoder).shard(),
+        mk_policy("free").tier(free).key(&key(1)).scope("speaker", "spk", &[Feature::Embed]).shard(),
+        mk_policy("premium").tier(premium).key(&key(2)).scope("speaker", "spk", &[Feature::Embed]).shard(),
     ];
     let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
     assert_eq!(warnings, vec![]);
@@ -66,18 +43,13 @@ fn two_tiers() -> Snapshot {
 #[test]
 fn admitted_gpu_seconds_per_tier_follow_the_utilisation_ramp() {
     let snapshot = two_tiers();
-    let limits =
-        Arc::new(DynamicLimits::new(tier_policies(&snapshot), LimitsConfig::default()).unwrap());
-    let limiter = Limiter::with_refill(
-        Arc::new(InMemoryStore::default()),
-        Arc::new(GpuRefill(Arc::clone(&limits))),
-    );
+    let limits = Arc::new(DynamicLimits::new(tier_policies(&snapshot), LimitsConfig::default()).unwrap());
+    let limiter = Limiter::with_refill(Arc::new(InMemoryStore::default()), Arc::new(GpuRefill(Arc::clone(&limits))));
     let free = admit(&snapshot, key(1).expose(), &EMBED, t0()).unwrap();
     let premium = admit(&snapshot, key(2).expose(), &EMBED, t0()).unwrap();
     let phases = [20.0, 100.0, 20.0];
     let steps_per_phase = 40u64;
-    let mut telemetry =
-        FakeTelemetry::from_fn(move |step| phases[(step / steps_per_phase).min(2) as usize]);
+    let mut telemetry = FakeTelemetry::from_fn(move |step| phases[(step / steps_per_phase).min(2) as usize]);
     let start = Instant::now();
     let step = Duration::from_millis(250);
     let mut admitted = [[0.0f64; 2]; 3];
@@ -95,24 +67,14 @@ fn admitted_gpu_seconds_per_tier_follow_the_utilisation_ramp() {
             while limiter.try_charge_at(grant, 0.05, now).is_ok() {
                 admitted[phase][t] += 0.05;
             }
-            factors_seen[phase][t] =
-                limiter.refill_factor(grant.tier(), grant.identity.policy.tier.priority);
+            factors_seen[phase][t] = limiter.refill_factor(grant.tier(), grant.identity.policy.tier.priority);
         }
     }
     // Phase length: 10 s at a nominal 1 GPU-s/s.
     let [cool, hot, cooled] = admitted;
-    assert!(
-        (cool[0] - 10.0).abs() < 0.3 && (cool[1] - 10.0).abs() < 0.3,
-        "cool phase: {cool:?}"
-    );
-    assert!(
-        hot[0] < 0.5,
-        "free must be shut off when the GPUs are saturated: {hot:?}"
-    );
-    assert!(
-        (hot[1] - 5.0).abs() < 0.6,
-        "premium runs at its minFactor 0.5 when saturated: {hot:?}"
-    );
+    assert!((cool[0] - 10.0).abs() < 0.3 && (cool[1] - 10.0).abs() < 0.3, "cool phase: {cool:?}");
+    assert!(hot[0] < 0.5, "free must be shut off when the GPUs are saturated: {hot:?}");
+    assert!((hot[1] - 5.0).abs() < 0.6, "premium runs at its minFactor 0.5 when saturated: {hot:?}");
     assert!(
         (cooled[0] - 10.0).abs() < 0.6 && (cooled[1] - 10.0).abs() < 0.6,
         "limits relax when the GPUs cool: {cooled:?}"
@@ -124,31 +86,15 @@ fn admitted_gpu_seconds_per_tier_follow_the_utilisation_ramp() {
 #[test]
 fn gateway_hands_every_snapshot_s_tiers_to_the_policy() {
     let limits = Arc::new(DynamicLimits::new(Vec::new(), LimitsConfig::default()).unwrap());
-    let gpu = Arc::new(Gpu::with_limits(
-        Arc::clone(&limits),
-        Mode::Cpu {
-            reason: "test".into(),
-        },
-    ));
-    let limiter = Arc::new(Limiter::with_refill(
-        Arc::new(InMemoryStore::default()),
-        gpu.refill(),
-    ));
+    let gpu = Arc::new(Gpu::with_limits(Arc::clone(&limits), Mode::Cpu { reason: "test".into() }));
+    let limiter = Arc::new(Limiter::with_refill(Arc::new(InMemoryStore::default()), gpu.refill()));
     let gateway = Gateway::new(Settings::default(), limiter, Backends::new(HashMap::new()));
     gateway.attach_gpu(gpu);
     gateway.apply(two_tiers());
     let mut names: Vec<_> = limits.factors().into_iter().collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(
-        names,
-        vec![("free".to_string(), 1.0), ("premium".to_string(), 1.0)]
-    );
-    assert!(
-        gateway
-            .metrics
-            .render()
-            .contains("infergate_gpu_refill_factor")
-    );
+    assert_eq!(names, vec![("free".to_string(), 1.0), ("premium".to_string(), 1.0)]);
+    assert!(gateway.metrics.render().contains("infergate_gpu_refill_factor"));
     let status = gateway.gpu().unwrap().status_json();
     assert_eq!(status["mode"], "cpu");
     assert_eq!(status["refillFactors"]["premium"], 1.0);
@@ -161,18 +107,10 @@ impl Backend for Named {
     fn kind(&self) -> &'static str {
         self.0
     }
-    fn call(
-        &self,
-        _request: BackendRequest,
-    ) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
+    fn call(&self, _request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
         let body = Bytes::from_static(self.0.as_bytes());
         Box::pin(async move {
-            Ok(BackendResponse {
-                content_type: "text/plain".into(),
-                body,
-                text: None,
-                measured_gpu_seconds: None,
-            })
+            Ok(BackendResponse { content_type: "text/plain".into(), body, text: None, measured_gpu_seconds: None })
         })
     }
 }
@@ -197,14 +135,8 @@ async fn saturated_endpoint_degrades_to_its_fallback_then_refuses() {
             .builtin(BuiltinModel::SpeakerEncoder)
             .fallback("spare")
             .shard(),
-        mk_endpoint("spare", "spk-spare")
-            .features(&[Feature::Embed])
-            .builtin(BuiltinModel::Vad)
-            .shard(),
-        mk_endpoint("solo", "spk-solo")
-            .features(&[Feature::Embed])
-            .builtin(BuiltinModel::SpeakerEncoder)
-            .shard(),
+        mk_endpoint("spare", "spk-spare").features(&[Feature::Embed]).builtin(BuiltinModel::Vad).shard(),
+        mk_endpoint("solo", "spk-solo").features(&[Feature::Embed]).builtin(BuiltinModel::SpeakerEncoder).shard(),
         mk_policy("app")
             .key(&key(1))
             .scope("speaker", "spk", &[Feature::Embed])
@@ -219,9 +151,7 @@ async fn saturated_endpoint_degrades_to_its_fallback_then_refuses() {
     let call = |model: &'static str| {
         let gateway = Arc::clone(&gateway);
         async move {
-            let identity = gateway
-                .authenticate(&gateway.snapshot(), &Credential::Key(key(1).expose()))
-                .unwrap();
+            let identity = gateway.authenticate(&gateway.snapshot(), &Credential::Key(key(1).expose())).unwrap();
             let req = OneShot {
                 model,
                 feature: Feature::Embed,
@@ -237,9 +167,8 @@ async fn saturated_endpoint_degrades_to_its_fallback_then_refuses() {
                 .map(|o| (String::from_utf8(o.body.to_vec()).unwrap(), o.fallback))
         }
     };
-    let served = |body: &str, fallback: Option<&str>| {
-        Ok::<_, RefusalCode>((body.to_string(), fallback.map(str::to_string)))
-    };
+    let served =
+        |body: &str, fallback: Option<&str>| Ok::<_, RefusalCode>((body.to_string(), fallback.map(str::to_string)));
     let mut outcomes = Vec::new();
     for _ in 0..5 {
         outcomes.push(call("spk").await.map_err(|r| r.code));
@@ -260,12 +189,5 @@ async fn saturated_endpoint_degrades_to_its_fallback_then_refuses() {
     for _ in 0..3 {
         solo.push(call("spk-solo").await.map_err(|r| r.code));
     }
-    assert_eq!(
-        solo,
-        vec![
-            served("primary", None),
-            served("primary", None),
-            Err(RefusalCode::RateLimited)
-        ]
-    );
+    assert_eq!(solo, vec![served("primary", None), served("primary", None), Err(RefusalCode::RateLimited)]);
 }

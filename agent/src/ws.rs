@@ -74,18 +74,14 @@ pub async fn upgrade(
     // Refusals are recorded here; the socket task only closes with them.
     let initial: Result<Option<Identity>, Refusal> = if let Some(ticket) = query.get("ticket") {
         match gateway.tickets.redeem(ticket) {
-            Ok(c) => gateway
-                .authenticate_recorded(&c, Door::WebSocket, &request_id)
-                .map(Some),
+            Ok(c) => gateway.authenticate_recorded(&c, Door::WebSocket, &request_id).map(Some),
             Err(r) => {
                 gateway.refused(&r, &RefusalContext::new(Door::WebSocket, &request_id));
                 Err(r)
             }
         }
     } else if let Some(key) = presented_key(&headers).or(query_key.map(String::as_str)) {
-        gateway
-            .authenticate_recorded(&Credential::Key(key), Door::WebSocket, &request_id)
-            .map(Some)
+        gateway.authenticate_recorded(&Credential::Key(key), Door::WebSocket, &request_id).map(Some)
     } else {
         Ok(None)
     };
@@ -97,9 +93,7 @@ pub async fn upgrade(
         .max_frame_size(max_message)
         .on_upgrade(move |socket| run(gateway, socket, connection, initial, origin, request_id));
     if let Some(v) = header {
-        response
-            .headers_mut()
-            .insert(crate::http::REQUEST_ID_HEADER, v);
+        response.headers_mut().insert(crate::http::REQUEST_ID_HEADER, v);
     }
     response
 }
@@ -138,9 +132,8 @@ async fn run(
         let text = match message {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                let refusal = Refusal::bad_request(
-                    "send a start message before audio: {\"type\":\"start\",\"model\":\"...\"}",
-                );
+                let refusal =
+                    Refusal::bad_request("send a start message before audio: {\"type\":\"start\",\"model\":\"...\"}");
                 return close_with(&mut socket, &refusal).await;
             }
             _ => continue,
@@ -156,19 +149,14 @@ async fn run(
         };
         match control {
             Control::Auth { key } => {
-                let result =
-                    gateway.authenticate_recorded(&Credential::Key(&key), door, &request_id);
+                let result = gateway.authenticate_recorded(&Credential::Key(&key), door, &request_id);
                 drop(key);
                 match result {
                     Ok(i) => identity = Some(i),
                     Err(refusal) => return close_with(&mut socket, &refusal).await,
                 }
             }
-            Control::Start {
-                model,
-                feature,
-                language,
-            } => {
+            Control::Start { model, feature, language } => {
                 let Some(id) = identity.take() else {
                     let refusal = Refusal::missing_key();
                     gateway.refused(&refusal, &RefusalContext::new(door, &request_id));
@@ -179,11 +167,8 @@ async fn run(
                     feature: feature.unwrap_or(Feature::Transcribe),
                     origin: origin.as_deref(),
                 };
-                let fields = language
-                    .map(|l| vec![("language".to_string(), l)])
-                    .unwrap_or_default();
-                match Session::open(&gateway, id, &request, door, request_id.clone(), fields).await
-                {
+                let fields = language.map(|l| vec![("language".to_string(), l)]).unwrap_or_default();
+                match Session::open(&gateway, id, &request, door, request_id.clone(), fields).await {
                     Ok(s) => break s,
                     Err(refusal) => return close_with(&mut socket, &refusal).await,
                 }
@@ -263,29 +248,17 @@ async fn run(
 
 fn event_json(event: &Event) -> serde_json::Value {
     match event {
-        Event::Partial {
-            text,
-            segment,
-            start_seconds,
-            end_seconds,
-        } => serde_json::json!({
+        Event::Partial { text, segment, start_seconds, end_seconds } => serde_json::json!({
             "type": "partial", "segment": segment, "text": text, "start": start_seconds, "end": end_seconds,
         }),
-        Event::Final {
-            text,
-            segments,
-            audio_seconds,
-            gpu_seconds,
-        } => serde_json::json!({
+        Event::Final { text, segments, audio_seconds, gpu_seconds } => serde_json::json!({
             "type": "final", "text": text, "segments": segments, "audio_seconds": audio_seconds, "gpu_seconds": gpu_seconds,
         }),
     }
 }
 
 async fn send_json(socket: &mut WebSocket, value: &serde_json::Value) -> Result<(), axum::Error> {
-    socket
-        .send(Message::Text(Utf8Bytes::from(value.to_string())))
-        .await
+    socket.send(Message::Text(Utf8Bytes::from(value.to_string()))).await
 }
 
 /// Server-initiated close of a running stream: flush the pending result (bounded), then close with the code.
@@ -300,10 +273,7 @@ async fn close_with(socket: &mut WebSocket, refusal: &Refusal) {
     let mut body = refusal.to_json();
     body["type"] = "error".into();
     let _ = send_json(socket, &body).await;
-    let frame = CloseFrame {
-        code: refusal.code.ws_close_code(),
-        reason: Utf8Bytes::from(refusal.ws_reason()),
-    };
+    let frame = CloseFrame { code: refusal.code.ws_close_code(), reason: Utf8Bytes::from(refusal.ws_reason()) };
     let _ = socket.send(Message::Close(Some(frame))).await;
     finish_close(socket).await;
 }
@@ -323,10 +293,7 @@ async fn finish_close(socket: &mut WebSocket) {
 
 async fn close_done(socket: &mut WebSocket) {
     let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: CLOSE_DONE,
-            reason: Utf8Bytes::from_static("done"),
-        })))
+        .send(Message::Close(Some(CloseFrame { code: CLOSE_DONE, reason: Utf8Bytes::from_static("done") })))
         .await;
     finish_close(socket).await;
 }

@@ -40,9 +40,7 @@ pub fn merge(previous: &[Condition], mut fresh: Vec<Condition>) -> Vec<Condition
 
 /// The `status` of the named condition, if present.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// k8s-openapi 0.29 speaks `jiff`; the rest of infergate speaks `chrono`.

@@ -8,10 +8,7 @@ use kube::CustomResourceExt;
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("ratetiers.infergate.dev.yaml", RateTier::crd()),
-        (
-            "inferenceendpoints.infergate.dev.yaml",
-            InferenceEndpoint::crd(),
-        ),
+        ("inferenceendpoints.infergate.dev.yaml", InferenceEndpoint::crd()),
         ("apikeypolicies.infergate.dev.yaml", ApiKeyPolicy::crd()),
     ]
 }

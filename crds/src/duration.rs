@@ -12,9 +12,7 @@ pub const PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 pub struct GoDuration(pub Duration);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "invalid duration {input:?}: use a number and a unit (ms, s, m, h), e.g. 30s, 15m, 720h or 1h30m"
-)]
+#[error("invalid duration {input:?}: use a number and a unit (ms, s, m, h), e.g. 30s, 15m, 720h or 1h30m")]
 pub struct ParseDurationError {
     input: String,
 }
@@ -34,18 +32,14 @@ impl GoDuration {
 impl FromStr for GoDuration {
     type Err = ParseDurationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseDurationError {
-            input: s.to_string(),
-        };
+        let err = || ParseDurationError { input: s.to_string() };
         if s.is_empty() {
             return Err(err());
         }
         let mut total = 0f64;
         let mut rest = s;
         while !rest.is_empty() {
-            let num_len = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or_else(err)?;
+            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
             if num_len == 0 {
                 return Err(err());
             }
@@ -65,9 +59,7 @@ impl FromStr for GoDuration {
             total += value * unit_secs;
             rest = &rest[unit_len..];
         }
-        Duration::try_from_secs_f64(total)
-            .map(GoDuration)
-            .map_err(|_| err())
+        Duration::try_from_secs_f64(total).map(GoDuration).map_err(|_| err())
     }
 }
 

@@ -32,10 +32,7 @@ use std::collections::BTreeMap;
 pub struct InferenceEndpointSpec {
     /// The model name clients ask for (the `model` field of OpenAI-compatible requests, `model` in gRPC and
     /// WebSocket start messages). Unique among the endpoints an agent serves.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-    )]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"))]
     pub model: String,
     /// What the endpoint offers: `transcribe` (speech to text), `embed` (speaker embedding), `verify`
     /// (speaker verification against a reference embedding), `vad` (voice activity detection).
@@ -71,9 +68,7 @@ pub struct InferenceEndpointSpec {
 }
 
 /// A feature an endpoint offers and a key may be scoped to.
-#[derive(
-    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Feature {
     Transcribe,
@@ -146,10 +141,7 @@ pub struct CostModel {
 
 impl Default for CostModel {
     fn default() -> Self {
-        Self {
-            gpu_seconds_per_audio_second: 0.05,
-            minimum_gpu_seconds: 0.0,
-        }
+        Self { gpu_seconds_per_audio_second: 0.05, minimum_gpu_seconds: 0.0 }
     }
 }
 

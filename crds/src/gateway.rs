@@ -132,15 +132,11 @@ impl TierLimits {
                 && k.as_bytes()[endpoint.namespace.len()] == b'/'
                 && k.ends_with(endpoint.name.as_str())
         };
-        self.endpoint_overrides
-            .iter()
-            .find(|(k, _)| is_this(k))
-            .map(|(_, v)| *v)
-            .unwrap_or(EndpointLimits {
-                gpu_seconds_per_minute: self.gpu_seconds_per_minute,
-                burst_gpu_seconds: self.burst_gpu_seconds,
-                max_concurrent_streams: self.max_concurrent_streams,
-            })
+        self.endpoint_overrides.iter().find(|(k, _)| is_this(k)).map(|(_, v)| *v).unwrap_or(EndpointLimits {
+            gpu_seconds_per_minute: self.gpu_seconds_per_minute,
+            burst_gpu_seconds: self.burst_gpu_seconds,
+            max_concurrent_streams: self.max_concurrent_streams,
+        })
     }
 }
 
@@ -244,11 +240,7 @@ impl ShardError {
 /// `infergate-cfg-<kind>-<16 hex>`: stable, DNS-safe and short whatever the owner's name length.
 pub fn shard_secret_name(kind: ShardKind, owner: &NamespacedName) -> String {
     let digest = Sha256::digest(owner.to_string().as_bytes());
-    format!(
-        "infergate-cfg-{}-{}",
-        kind.as_str(),
-        hex::encode(&digest[..8])
-    )
+    format!("infergate-cfg-{}-{}", kind.as_str(), hex::encode(&digest[..8]))
 }
 
 /// First 16 hex characters of SHA-256.
@@ -281,36 +273,15 @@ mod tests {
 
     #[test]
     fn secret_names_are_stable_and_dns_safe() {
-        let a = shard_secret_name(
-            ShardKind::Policy,
-            &NamespacedName::new("team-a", "checkout"),
-        );
-        assert_eq!(
-            a,
-            shard_secret_name(
-                ShardKind::Policy,
-                &NamespacedName::new("team-a", "checkout")
-            )
-        );
-        assert!(
-            a.starts_with("infergate-cfg-policy-") && a.len() == "infergate-cfg-policy-".len() + 16
-        );
-        assert_ne!(
-            a,
-            shard_secret_name(
-                ShardKind::Endpoint,
-                &NamespacedName::new("team-a", "checkout")
-            )
-        );
+        let a = shard_secret_name(ShardKind::Policy, &NamespacedName::new("team-a", "checkout"));
+        assert_eq!(a, shard_secret_name(ShardKind::Policy, &NamespacedName::new("team-a", "checkout")));
+        assert!(a.starts_with("infergate-cfg-policy-") && a.len() == "infergate-cfg-policy-".len() + 16);
+        assert_ne!(a, shard_secret_name(ShardKind::Endpoint, &NamespacedName::new("team-a", "checkout")));
     }
 
     #[test]
     fn endpoint_overrides_match_exactly() {
-        let limits = EndpointLimits {
-            gpu_seconds_per_minute: 1.0,
-            burst_gpu_seconds: 2.0,
-            max_concurrent_streams: 3,
-        };
+        let limits = EndpointLimits { gpu_seconds_per_minute: 1.0, burst_gpu_seconds: 2.0, max_concurrent_streams: 3 };
         let tier = TierLimits {
             name: "t".into(),
             priority: 1,
@@ -324,18 +295,10 @@ mod tests {
             max_factor: 1.0,
             endpoint_overrides: [("speech/whisper".to_string(), limits)].into(),
         };
-        assert_eq!(
-            tier.for_endpoint(&NamespacedName::new("speech", "whisper")),
-            limits
-        );
-        for other in [
-            ("speech", "whisper-large"),
-            ("speec", "h/whisper"),
-            ("team", "whisper"),
-        ] {
+        assert_eq!(tier.for_endpoint(&NamespacedName::new("speech", "whisper")), limits);
+        for other in [("speech", "whisper-large"), ("speec", "h/whisper"), ("team", "whisper")] {
             assert_eq!(
-                tier.for_endpoint(&NamespacedName::new(other.0, other.1))
-                    .max_concurrent_streams,
+                tier.for_endpoint(&NamespacedName::new(other.0, other.1)).max_concurrent_streams,
                 30,
                 "{other:?}"
             );

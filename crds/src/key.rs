@@ -24,9 +24,7 @@ pub const KEY_LEN: usize = LIVE_PREFIX.len() + BODY_LEN + CHECKSUM_LEN;
 
 /// `live` keys are for production traffic, `test` keys for everything else; the prefix makes the difference
 /// visible wherever a key is pasted, and the gateway enforces it against the endpoint's environment.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, Default,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     #[default]
@@ -54,13 +52,9 @@ impl Environment {
 pub enum KeyFormatError {
     #[error("API key has an unknown prefix: infergate keys start with sk_live_ or sk_test_")]
     UnknownPrefix,
-    #[error(
-        "API key has the wrong length: infergate keys are {KEY_LEN} characters; check it was copied whole"
-    )]
+    #[error("API key has the wrong length: infergate keys are {KEY_LEN} characters; check it was copied whole")]
     WrongLength,
-    #[error(
-        "API key contains characters outside [0-9A-Za-z] after the prefix; check it was copied whole"
-    )]
+    #[error("API key contains characters outside [0-9A-Za-z] after the prefix; check it was copied whole")]
     BadCharacter,
     #[error("API key checksum does not match: the key was mistyped or truncated")]
     BadChecksum,
@@ -133,11 +127,7 @@ impl ApiKey {
     }
 
     pub fn environment(&self) -> Environment {
-        if self.0.starts_with(TEST_PREFIX) {
-            Environment::Test
-        } else {
-            Environment::Live
-        }
+        if self.0.starts_with(TEST_PREFIX) { Environment::Test } else { Environment::Live }
     }
 
     pub fn digest(&self) -> KeyDigest {
@@ -205,15 +195,12 @@ impl Serialize for KeyDigest {
 impl<'de> Deserialize<'de> for KeyDigest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        KeyDigest::from_hex(&s)
-            .ok_or_else(|| serde::de::Error::custom("key digest must be 64 hex characters"))
+        KeyDigest::from_hex(&s).ok_or_else(|| serde::de::Error::custom("key digest must be 64 hex characters"))
     }
 }
 
 /// A short, non-secret key identifier (`kid_` + 16 hex characters). Safe in logs, status and audit lines.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct KeyId(pub String);
 
@@ -223,11 +210,7 @@ impl KeyId {
         &self.0
     }
     pub fn is_well_formed(s: &str) -> bool {
-        s.len() == 20
-            && s.starts_with("kid_")
-            && s[4..]
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        s.len() == 20 && s.starts_with("kid_") && s[4..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
 }
 
@@ -290,19 +273,10 @@ mod tests {
     fn format_errors_are_specific() {
         let k = ApiKey::from_entropy(Environment::Live, &[7; 32]);
         let s = k.expose();
-        assert_eq!(
-            ApiKey::check_format("pk_live_abc"),
-            Err(KeyFormatError::UnknownPrefix)
-        );
-        assert_eq!(
-            ApiKey::check_format(&s[..KEY_LEN - 1]),
-            Err(KeyFormatError::WrongLength)
-        );
+        assert_eq!(ApiKey::check_format("pk_live_abc"), Err(KeyFormatError::UnknownPrefix));
+        assert_eq!(ApiKey::check_format(&s[..KEY_LEN - 1]), Err(KeyFormatError::WrongLength));
         let bad_char = format!("{}-{}", &s[..20], &s[21..]);
-        assert_eq!(
-            ApiKey::check_format(&bad_char),
-            Err(KeyFormatError::BadCharacter)
-        );
+        assert_eq!(ApiKey::check_format(&bad_char), Err(KeyFormatError::BadCharacter));
     }
 
     #[test]
@@ -323,10 +297,7 @@ mod tests {
         assert!(!a.digest().ct_eq(&b.digest()));
         assert_eq!(KeyDigest::from_hex(&a.digest().to_hex()), Some(a.digest()));
         let json = serde_json::to_string(&a.digest()).unwrap();
-        assert_eq!(
-            serde_json::from_str::<KeyDigest>(&json).unwrap(),
-            a.digest()
-        );
+        assert_eq!(serde_json::from_str::<KeyDigest>(&json).unwrap(), a.digest());
     }
 
     proptest! {

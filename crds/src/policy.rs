@@ -39,10 +39,7 @@ pub struct ApiKeyPolicySpec {
     pub environment: Environment,
     /// The Secret in this namespace that receives the key (data keys `api-key` and `key-id`). The operator
     /// creates and owns it; it must not be an existing Secret managed by something else.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub secret_name: String,
     /// What the key may call. At least one scope.
     #[schemars(length(min = 1, max = 64))]

@@ -74,10 +74,7 @@ pub struct QueueSpec {
 
 impl Default for QueueSpec {
     fn default() -> Self {
-        Self {
-            max_depth: 0,
-            timeout: GoDuration::from_secs(2),
-        }
+        Self { max_depth: 0, timeout: GoDuration::from_secs(2) }
     }
 }
 
@@ -118,11 +115,7 @@ pub struct GpuUtilizationSpec {
 
 impl Default for GpuUtilizationSpec {
     fn default() -> Self {
-        Self {
-            target_percent: 85,
-            min_factor: 0.25,
-            max_factor: 1.0,
-        }
+        Self { target_percent: 85, min_factor: 0.25, max_factor: 1.0 }
     }
 }
 

@@ -33,11 +33,7 @@ pub enum Command {
     },
     /// Validate manifests against the generated schemas, CEL rules included, like the API server would.
     Validate {
-        #[arg(
-            short = 'f',
-            long = "filename",
-            required_unless_present = "stdin_jsonl"
-        )]
+        #[arg(short = 'f', long = "filename", required_unless_present = "stdin_jsonl")]
         files: Vec<PathBuf>,
         /// Read one JSON object per stdin line and answer `{"ok":bool,"errors":[...]}` per line (for API stand-ins).
         #[arg(long, conflicts_with = "files")]
@@ -52,9 +48,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir } => crate::render::print_crds(out_dir.as_deref()),
         Command::Render { files, now } => crate::render::render(&files, now.as_deref()),
-        Command::Validate {
-            stdin_jsonl: true, ..
-        } => crate::validate::serve_stdin(),
+        Command::Validate { stdin_jsonl: true, .. } => crate::validate::serve_stdin(),
         Command::Validate { files, .. } => crate::validate::validate_files(&files),
         Command::Run(args) => crate::run::run(args),
     };

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use infergate_crds::gateway::{EndpointShard, PolicyShard, Shard};
 use infergate_crds::key::{ApiKey, Environment, KeyId};
 use infergate_crds::{
-    ApiKeyPolicy, ApiKeyPolicyStatus, InferenceEndpoint, InferenceEndpointStatus, NamespacedName,
-    RateTier, RateTierStatus,
+    ApiKeyPolicy, ApiKeyPolicyStatus, InferenceEndpoint, InferenceEndpointStatus, NamespacedName, RateTier,
+    RateTierStatus,
 };
 use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
@@ -233,8 +233,7 @@ impl KeySource for InsecureSequentialKeys {
     fn new_key(&mut self, env: Environment) -> ApiKey {
         let mut entropy = [0u8; 32];
         entropy[..8].copy_from_slice(&self.next.to_be_bytes());
-        entropy[8..16]
-            .copy_from_slice(&self.next.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        entropy[8..16].copy_from_slice(&self.next.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
         self.next += 1;
         ApiKey::from_entropy(env, &entropy)
     }
@@ -242,28 +241,14 @@ impl KeySource for InsecureSequentialKeys {
 
 /// Runs every per-object compile over a whole world: what `render` prints and standalone mode serves.
 pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
-    let endpoints: BTreeMap<NamespacedName, InferenceEndpoint> = world
-        .endpoints
-        .iter()
-        .map(|e| (endpoint_name(e), e.clone()))
-        .collect();
-    let tiers: BTreeMap<&str, &RateTier> = world
-        .tiers
-        .iter()
-        .filter_map(|t| Some((t.metadata.name.as_deref()?, t)))
-        .collect();
+    let endpoints: BTreeMap<NamespacedName, InferenceEndpoint> =
+        world.endpoints.iter().map(|e| (endpoint_name(e), e.clone())).collect();
+    let tiers: BTreeMap<&str, &RateTier> =
+        world.tiers.iter().filter_map(|t| Some((t.metadata.name.as_deref()?, t))).collect();
     let secrets: BTreeMap<(&str, &str), &Secret> = world
         .key_secrets
         .iter()
-        .filter_map(|s| {
-            Some((
-                (
-                    s.metadata.namespace.as_deref()?,
-                    s.metadata.name.as_deref()?,
-                ),
-                s,
-            ))
-        })
+        .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), s)))
         .collect();
 
     let mut tier_users: BTreeMap<&str, u32> = BTreeMap::new();
@@ -275,12 +260,7 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
             .spec
             .scopes
             .iter()
-            .map(|s| {
-                NamespacedName::new(
-                    s.namespace.clone().unwrap_or_else(|| own.clone()),
-                    s.endpoint.clone(),
-                )
-            })
+            .map(|s| NamespacedName::new(s.namespace.clone().unwrap_or_else(|| own.clone()), s.endpoint.clone()))
             .collect();
         for at in reached {
             *endpoint_users.entry(at).or_default() += 1;
@@ -296,8 +276,7 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
     };
     for (name, tier) in &tiers {
         let users = tier_users.get(name).copied().unwrap_or(0);
-        out.tiers
-            .insert(name.to_string(), compile_tier(tier, users, world.now));
+        out.tiers.insert(name.to_string(), compile_tier(tier, users, world.now));
     }
     for (at, endpoint) in &endpoints {
         let users = endpoint_users.get(at).copied().unwrap_or(0);
@@ -315,9 +294,7 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
             policy,
             tier: tiers.get(policy.spec.tier.as_str()).copied(),
             endpoints: &endpoints,
-            existing_secret: secrets
-                .get(&(namespace, policy.spec.secret_name.as_str()))
-                .copied(),
+            existing_secret: secrets.get(&(namespace, policy.spec.secret_name.as_str())).copied(),
             agents: world.agents,
             now: world.now,
         };
@@ -328,17 +305,11 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
         if let Some(t) = outcome.next_wake {
             out.next_wake = Some(out.next_wake.map_or(t, |w: DateTime<Utc>| w.min(t)));
         }
-        out.policies.insert(
-            NamespacedName::new(namespace, policy.metadata.name.clone().unwrap_or_default()),
-            outcome,
-        );
+        out.policies.insert(NamespacedName::new(namespace, policy.metadata.name.clone().unwrap_or_default()), outcome);
     }
     out
 }
 
 fn endpoint_name(e: &InferenceEndpoint) -> NamespacedName {
-    NamespacedName::new(
-        e.metadata.namespace.clone().unwrap_or_default(),
-        e.metadata.name.clone().unwrap_or_default(),
-    )
+    NamespacedName::new(e.metadata.namespace.clone().unwrap_or_default(), e.metadata.name.clone().unwrap_or_default())
 }

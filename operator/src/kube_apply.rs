@@ -25,8 +25,7 @@ pub async fn apply_secret(api: &Api<Secret>, secret: &Secret) -> Result<Secret, 
     meta.creation_timestamp = None;
     meta.managed_fields = None;
     meta.generation = None;
-    api.patch(&name, &apply_params(), &Patch::Apply(&secret))
-        .await
+    api.patch(&name, &apply_params(), &Patch::Apply(&secret)).await
 }
 
 /// Server-side-applies `status` on the `/status` subresource. The body names only `apiVersion`, `kind` and
@@ -41,8 +40,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &apply_params(), &Patch::Apply(&body))
-        .await
+    api.patch_status(name, &apply_params(), &Patch::Apply(&body)).await
 }
 
 /// Deletes a Secret; one that is already gone counts as deleted.

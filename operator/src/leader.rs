@@ -35,13 +35,7 @@ struct ObservedRecord {
 
 impl LeaderElector {
     pub fn new(api: Api<Lease>, name: impl Into<String>, holder: impl Into<String>) -> Self {
-        Self {
-            api,
-            name: name.into(),
-            holder: holder.into(),
-            observed: None,
-            last_renewed: None,
-        }
+        Self { api, name: name.into(), holder: holder.into(), observed: None, last_renewed: None }
     }
 
     /// One round: acquire or renew. `Ok(true)` while this replica leads.
@@ -56,8 +50,7 @@ impl LeaderElector {
             Err(err) => {
                 tracing::warn!(lease = %self.name, error = %err, "leader lease round failed");
                 // A transient API error does not end leadership at once, only after the renew deadline.
-                self.last_renewed
-                    .is_some_and(|t| t.elapsed() < RENEW_DEADLINE)
+                self.last_renewed.is_some_and(|t| t.elapsed() < RENEW_DEADLINE)
             }
         }
     }
@@ -66,10 +59,7 @@ impl LeaderElector {
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let fresh = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..Default::default()
-                },
+                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
                 spec: Some(self.spec(now.clone(), now, 0)),
             };
             return match self.api.create(&Default::default(), &fresh).await {
@@ -94,10 +84,8 @@ impl LeaderElector {
                     Instant::now()
                 }
             };
-            let duration = spec
-                .lease_duration_seconds
-                .map(|s| Duration::from_secs(s.max(1) as u64))
-                .unwrap_or(LEASE_DURATION);
+            let duration =
+                spec.lease_duration_seconds.map(|s| Duration::from_secs(s.max(1) as u64)).unwrap_or(LEASE_DURATION);
             // Free (released by a leader that shut down) or not renewed for a whole lease duration.
             if holder.is_some() && first_seen.elapsed() < duration {
                 self.last_renewed = None;
@@ -105,17 +93,9 @@ impl LeaderElector {
             }
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + if mine { 0 } else { 1 };
-        let acquire = if mine {
-            spec.acquire_time.clone().unwrap_or(now.clone())
-        } else {
-            now.clone()
-        };
+        let acquire = if mine { spec.acquire_time.clone().unwrap_or(now.clone()) } else { now.clone() };
         lease.spec = Some(self.spec(acquire, now, transitions));
-        match self
-            .api
-            .replace(&self.name, &Default::default(), &lease)
-            .await
-        {
+        match self.api.replace(&self.name, &Default::default(), &lease).await {
             Ok(_) => {
                 if !mine {
                     tracing::info!(lease = %self.name, holder = %self.holder, "acquired the leader lease");
@@ -152,11 +132,7 @@ impl LeaderElector {
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        match self
-            .api
-            .replace(&self.name, &Default::default(), &lease)
-            .await
-        {
+        match self.api.replace(&self.name, &Default::default(), &lease).await {
             Ok(_) => tracing::info!(lease = %self.name, "released the leader lease"),
             Err(err) => {
                 tracing::warn!(lease = %self.name, error = %err, "could not release the leader lease")

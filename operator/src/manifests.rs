@@ -76,15 +76,9 @@ pub struct ManifestSet {
 pub enum ManifestError {
     // The cause is part of the message (and deliberately not a `source`, so `{:#}` does not print it twice).
     #[error("cannot read {path}: {cause}")]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{origin}: not valid YAML: {cause}")]
-    Yaml {
-        origin: Origin,
-        cause: serde_yaml::Error,
-    },
+    Yaml { origin: Origin, cause: serde_yaml::Error },
     #[error("{origin}: {message}")]
     Invalid { origin: Origin, message: String },
     #[error("{path}: no .yaml, .yml or .json files found")]
@@ -125,39 +119,27 @@ pub fn load_documents(paths: &[PathBuf]) -> Result<Vec<Document>, ManifestError>
     }
     let mut docs = vec![];
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|cause| ManifestError::Io {
-            path: file.clone(),
-            cause,
-        })?;
+        let text = std::fs::read_to_string(&file).map_err(|cause| ManifestError::Io { path: file.clone(), cause })?;
         docs.extend(documents_from_str(&text, &file.display().to_string())?);
     }
     Ok(docs)
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
-    let meta = std::fs::metadata(path).map_err(|cause| ManifestError::Io {
-        path: path.to_path_buf(),
-        cause,
-    })?;
+    let meta = std::fs::metadata(path).map_err(|cause| ManifestError::Io { path: path.to_path_buf(), cause })?;
     if !meta.is_dir() {
         out.push(path.to_path_buf());
         return Ok(());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|cause| ManifestError::Io {
-            path: path.to_path_buf(),
-            cause,
-        })?
+        .map_err(|cause| ManifestError::Io { path: path.to_path_buf(), cause })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
     for entry in entries {
         if entry.is_dir() {
             collect_files(&entry, out)?;
-        } else if matches!(
-            entry.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
+        } else if matches!(entry.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
             out.push(entry);
         }
     }
@@ -168,10 +150,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestErro
 pub fn documents_from_str(yaml: &str, source: &str) -> Result<Vec<Document>, ManifestError> {
     let mut docs = vec![];
     for (i, de) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let origin = Origin {
-            source: source.to_string(),
-            document: i + 1,
-        };
+        let origin = Origin { source: source.to_string(), document: i + 1 };
         let value: serde_json::Value = match serde::Deserialize::deserialize(de) {
             Ok(v) => v,
             Err(cause) => return Err(ManifestError::Yaml { origin, cause }),
@@ -179,19 +158,11 @@ pub fn documents_from_str(yaml: &str, source: &str) -> Result<Vec<Document>, Man
         if value.is_null() {
             continue; // an empty document (`---` at the end, or only comments)
         }
-        let invalid = |message: String| ManifestError::Invalid {
-            origin: origin.clone(),
-            message,
-        };
+        let invalid = |message: String| ManifestError::Invalid { origin: origin.clone(), message };
         let Some(obj) = value.as_object() else {
-            return Err(invalid(
-                "expected a Kubernetes object (a mapping with apiVersion and kind)".into(),
-            ));
+            return Err(invalid("expected a Kubernetes object (a mapping with apiVersion and kind)".into()));
         };
-        let api_version = obj
-            .get("apiVersion")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
+        let api_version = obj.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
         let kind_name = obj.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
         if api_version.is_empty() || kind_name.is_empty() {
             return Err(invalid("apiVersion and kind are required".into()));
@@ -212,11 +183,7 @@ pub fn documents_from_str(yaml: &str, source: &str) -> Result<Vec<Document>, Man
         }
         let mut value = value;
         normalise_namespace(&mut value, kind);
-        docs.push(Document {
-            origin,
-            kind,
-            value,
-        });
+        docs.push(Document { origin, kind, value });
     }
     Ok(docs)
 }
@@ -226,18 +193,12 @@ fn normalise_namespace(value: &mut serde_json::Value, kind: InfergateKind) {
     let Some(obj) = value.as_object_mut() else {
         return;
     };
-    let meta = obj
-        .entry("metadata")
-        .or_insert_with(|| serde_json::json!({}));
+    let meta = obj.entry("metadata").or_insert_with(|| serde_json::json!({}));
     let Some(meta) = meta.as_object_mut() else {
         return;
     };
     if kind.namespaced() {
-        if meta
-            .get("namespace")
-            .and_then(|n| n.as_str())
-            .is_none_or(str::is_empty)
-        {
+        if meta.get("namespace").and_then(|n| n.as_str()).is_none_or(str::is_empty) {
             meta.insert("namespace".into(), DEFAULT_NAMESPACE.into());
         }
     } else {
@@ -251,37 +212,19 @@ pub fn into_set(docs: Vec<Document>) -> Result<ManifestSet, ManifestError> {
     let mut seen = BTreeSet::new();
     for doc in docs {
         let meta = doc.value.get("metadata");
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(|n| n.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let namespace = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(|n| n.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let shown = if namespace.is_empty() {
-            name.clone()
-        } else {
-            format!("{namespace}/{name}")
-        };
+        let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        let namespace = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        let shown = if namespace.is_empty() { name.clone() } else { format!("{namespace}/{name}") };
         if name.is_empty() {
             return Err(ManifestError::Invalid {
                 origin: doc.origin,
-                message: format!(
-                    "{} without metadata.name: give it a name",
-                    doc.kind.as_str()
-                ),
+                message: format!("{} without metadata.name: give it a name", doc.kind.as_str()),
             });
         }
         if !seen.insert((doc.kind, namespace.clone(), name.clone())) {
             return Err(ManifestError::Invalid {
                 origin: doc.origin,
-                message: format!(
-                    "{} {shown} is defined twice: keep one definition",
-                    doc.kind.as_str()
-                ),
+                message: format!("{} {shown} is defined twice: keep one definition", doc.kind.as_str()),
             });
         }
         match doc.kind {
@@ -330,23 +273,15 @@ spec: {tier: free, secretName: app-key, scopes: [{endpoint: e}]}
         let set = load_str(MIXED, "mixed.yaml").unwrap();
         assert_eq!(set.tiers.len(), 1);
         assert_eq!(set.tiers[0].metadata.namespace, None);
-        assert_eq!(
-            set.policies[0].metadata.namespace.as_deref(),
-            Some("default")
-        );
+        assert_eq!(set.policies[0].metadata.namespace.as_deref(), Some("default"));
         assert!(set.endpoints.is_empty());
     }
 
     #[test]
     fn errors_name_file_document_and_field() {
         let bad = "apiVersion: infergate.dev/v1alpha1\nkind: RateTier\nmetadata: {name: t}\nspec: {gpuSecondsPerMinute: lots, burstGpuSeconds: 1}\n";
-        let err = load_str(&format!("{MIXED}---\n{bad}"), "x.yaml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("x.yaml (document 5): RateTier t: spec.gpuSecondsPerMinute:"),
-            "{err}"
-        );
+        let err = load_str(&format!("{MIXED}---\n{bad}"), "x.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("x.yaml (document 5): RateTier t: spec.gpuSecondsPerMinute:"), "{err}");
 
         let dup = format!(
             "{MIXED}---\napiVersion: infergate.dev/v1alpha1\nkind: RateTier\nmetadata: {{name: free}}\nspec: {{gpuSecondsPerMinute: 1, burstGpuSeconds: 1}}\n"
@@ -354,25 +289,13 @@ spec: {tier: free, secretName: app-key, scopes: [{endpoint: e}]}
         let err = load_str(&dup, "d.yaml").unwrap_err().to_string();
         assert!(err.contains("RateTier free is defined twice"), "{err}");
 
-        let err = load_str(
-            "apiVersion: infergate.dev/v1\nkind: RateTier\nmetadata: {name: t}\n",
-            "v.yaml",
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("this operator serves infergate.dev/v1alpha1"),
-            "{err}"
-        );
         let err =
-            load_str("apiVersion: infergate.dev/v1alpha1\nkind: Tier\n", "k.yaml").unwrap_err();
+            load_str("apiVersion: infergate.dev/v1\nkind: RateTier\nmetadata: {name: t}\n", "v.yaml").unwrap_err();
+        assert!(err.to_string().contains("this operator serves infergate.dev/v1alpha1"), "{err}");
+        let err = load_str("apiVersion: infergate.dev/v1alpha1\nkind: Tier\n", "k.yaml").unwrap_err();
         assert!(err.to_string().contains("unknown kind \"Tier\""), "{err}");
         let err = load_str("a: [", "y.yaml").unwrap_err();
         assert_eq!(err.category(), "yaml");
-        assert!(
-            err.to_string()
-                .starts_with("y.yaml (document 1): not valid YAML"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("y.yaml (document 1): not valid YAML"), "{err}");
     }
 }

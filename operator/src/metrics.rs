@@ -1,9 +1,7 @@
 //! The operator's Prometheus metrics, all under `infergate_operator_`. Label values come from fixed sets
 //! (`kind` is one of three CRD kinds, `category` comes from [`crate::reconcile::ReconcileError::category`],
 //! `state` is a key state): never an object name, a key id or an error string, so cardinality stays bounded.
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::time::Instant;
 
 #[derive(Clone)]
@@ -22,40 +20,25 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("infergate_operator".to_string()), None)
             .expect("the metric prefix is a valid name");
-        let reconciles = IntCounterVec::new(
-            Opts::new("reconciles_total", "Reconciles started, by CRD kind"),
-            &["kind"],
-        )
-        .expect("valid metric");
+        let reconciles =
+            IntCounterVec::new(Opts::new("reconciles_total", "Reconciles started, by CRD kind"), &["kind"])
+                .expect("valid metric");
         let reconcile_errors = IntCounterVec::new(
-            Opts::new(
-                "reconcile_errors_total",
-                "Reconciles that failed, by CRD kind and fixed error category",
-            ),
+            Opts::new("reconcile_errors_total", "Reconciles that failed, by CRD kind and fixed error category"),
             &["kind", "category"],
         )
         .expect("valid metric");
         let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "reconcile_duration_seconds",
-                "Time spent in one reconcile, by CRD kind",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            HistogramOpts::new("reconcile_duration_seconds", "Time spent in one reconcile, by CRD kind")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["kind"],
         )
         .expect("valid metric");
-        let keys = IntGaugeVec::new(
-            Opts::new("keys", "API keys in the published gateway config, by state"),
-            &["state"],
-        )
-        .expect("valid metric");
-        let leader = IntGauge::new(
-            "leader",
-            "1 while this replica is the leader and runs the controllers",
-        )
-        .expect("valid metric");
+        let keys =
+            IntGaugeVec::new(Opts::new("keys", "API keys in the published gateway config, by state"), &["state"])
+                .expect("valid metric");
+        let leader = IntGauge::new("leader", "1 while this replica is the leader and runs the controllers")
+            .expect("valid metric");
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors.clone()),
@@ -63,34 +46,19 @@ impl Metrics {
             Box::new(keys.clone()),
             Box::new(leader.clone()),
         ] {
-            registry
-                .register(collector)
-                .expect("each metric is registered once");
+            registry.register(collector).expect("each metric is registered once");
         }
-        Self {
-            registry,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            keys,
-            leader,
-        }
+        Self { registry, reconciles, reconcile_errors, reconcile_duration, keys, leader }
     }
 
     /// Counts a reconcile and returns a guard that records its duration when dropped, whatever the outcome.
     pub fn reconcile_started(&self, kind: &'static str) -> ReconcileTimer {
         self.reconciles.with_label_values(&[kind]).inc();
-        ReconcileTimer {
-            histogram: self.reconcile_duration.clone(),
-            kind,
-            started: Instant::now(),
-        }
+        ReconcileTimer { histogram: self.reconcile_duration.clone(), kind, started: Instant::now() }
     }
 
     pub fn reconcile_failed(&self, kind: &'static str, category: &'static str) {
-        self.reconcile_errors
-            .with_label_values(&[kind, category])
-            .inc();
+        self.reconcile_errors.with_label_values(&[kind, category]).inc();
     }
 
     /// The text exposition format.
@@ -118,9 +86,7 @@ pub struct ReconcileTimer {
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
-        self.histogram
-            .with_label_values(&[self.kind])
-            .observe(self.started.elapsed().as_secs_f64());
+        self.histogram.with_label_values(&[self.kind]).observe(self.started.elapsed().as_secs_f64());
     }
 }
 

@@ -19,29 +19,14 @@ use std::collections::BTreeMap;
 pub fn shard_secret(shard: &Shard, operator_namespace: &str) -> Secret {
     let owner = shard.owner();
     let mut lbl = BTreeMap::new();
-    lbl.insert(
-        labels::COMPONENT.to_string(),
-        labels::GATEWAY_CONFIG.to_string(),
-    );
-    lbl.insert(
-        labels::SHARD_KIND.to_string(),
-        shard.kind().as_str().to_string(),
-    );
-    lbl.insert(
-        labels::OWNER_NAMESPACE.to_string(),
-        label_value(&owner.namespace),
-    );
+    lbl.insert(labels::COMPONENT.to_string(), labels::GATEWAY_CONFIG.to_string());
+    lbl.insert(labels::SHARD_KIND.to_string(), shard.kind().as_str().to_string());
+    lbl.insert(labels::OWNER_NAMESPACE.to_string(), label_value(&owner.namespace));
     lbl.insert(labels::OWNER_NAME.to_string(), label_value(&owner.name));
-    lbl.insert(
-        labels::MANAGED_BY.to_string(),
-        labels::MANAGED_BY_VALUE.to_string(),
-    );
+    lbl.insert(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string());
     let json = shard.to_json();
     let mut ann = BTreeMap::new();
-    ann.insert(
-        annotations::SHARD_REVISION.to_string(),
-        infergate_crds::gateway::revision_of(&json),
-    );
+    ann.insert(annotations::SHARD_REVISION.to_string(), infergate_crds::gateway::revision_of(&json));
     let mut data = BTreeMap::new();
     data.insert(SHARD_DATA_KEY.to_string(), ByteString(json));
     Secret {
@@ -59,10 +44,7 @@ pub fn shard_secret(shard: &Shard, operator_namespace: &str) -> Secret {
 }
 
 /// Label selector for the shards of one owner, e.g. to find a deleted policy's shard.
-pub fn owner_selector(
-    kind: infergate_crds::gateway::ShardKind,
-    owner: &infergate_crds::NamespacedName,
-) -> String {
+pub fn owner_selector(kind: infergate_crds::gateway::ShardKind, owner: &infergate_crds::NamespacedName) -> String {
     format!(
         "{}={},{}={},{}={},{}={}",
         labels::COMPONENT,
@@ -116,14 +98,8 @@ mod tests {
     fn shard_secret_is_labelled_for_agents_and_for_garbage_collection() {
         let shard = endpoint_shard();
         let secret = shard_secret(&shard, "infergate-system");
-        assert_eq!(
-            secret.metadata.name.as_deref(),
-            Some(shard.secret_name().as_str())
-        );
-        assert_eq!(
-            secret.metadata.namespace.as_deref(),
-            Some("infergate-system")
-        );
+        assert_eq!(secret.metadata.name.as_deref(), Some(shard.secret_name().as_str()));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("infergate-system"));
         let lbl = secret.metadata.labels.clone().unwrap();
         let expected: BTreeMap<String, String> = [
             ("app.kubernetes.io/managed-by", "infergate-operator"),
@@ -139,10 +115,7 @@ mod tests {
         assert!(secret.metadata.owner_references.is_none());
         let data = &secret.data.unwrap()[SHARD_DATA_KEY];
         assert_eq!(Shard::from_json(&data.0).unwrap(), shard);
-        assert_eq!(
-            secret.metadata.annotations.unwrap()[annotations::SHARD_REVISION],
-            shard.revision()
-        );
+        assert_eq!(secret.metadata.annotations.unwrap()[annotations::SHARD_REVISION], shard.revision());
         assert_eq!(
             owner_selector(ShardKind::Endpoint, shard.owner()),
             "infergate.dev/component=gateway-config,infergate.dev/shard-kind=endpoint,\

@@ -108,11 +108,7 @@ struct Pending<T> {
 
 type PendingMap<T> = Mutex<HashMap<(String, String), Pending<T>>>;
 
-fn pending_view<T: Clone>(
-    map: &PendingMap<T>,
-    key: (String, String),
-    stored_version: Option<String>,
-) -> Option<T> {
+fn pending_view<T: Clone>(map: &PendingMap<T>, key: (String, String), stored_version: Option<String>) -> Option<T> {
     let mut map = map.lock().expect("pending-write map poisoned");
     match map.get(&key) {
         Some(p) if p.before == stored_version => Some(p.value.clone()),
@@ -125,24 +121,14 @@ fn pending_view<T: Clone>(
 }
 
 fn pending_record<T>(map: &PendingMap<T>, key: (String, String), before: Option<String>, value: T) {
-    map.lock()
-        .expect("pending-write map poisoned")
-        .insert(key, Pending { before, value });
+    map.lock().expect("pending-write map poisoned").insert(key, Pending { before, value });
 }
 
 /// Called for every watch event of the object: once the store holds anything newer than the version a pending
 /// write started from (our write, a later one, or a delete), the store is the truth again.
-fn forget_pending<T>(
-    map: &PendingMap<T>,
-    key: (String, String),
-    event_version: Option<String>,
-    deleted: bool,
-) {
+fn forget_pending<T>(map: &PendingMap<T>, key: (String, String), event_version: Option<String>, deleted: bool) {
     let mut map = map.lock().expect("pending-write map poisoned");
-    if map
-        .get(&key)
-        .is_some_and(|p| deleted || p.before != event_version)
-    {
+    if map.get(&key).is_some_and(|p| deleted || p.before != event_version) {
         map.remove(&key);
     }
 }
@@ -173,10 +159,7 @@ const KEY_STATES: [&str; 3] = ["current", "retiring", "revoked"];
 impl Context {
     async fn wait_synced(&self) -> Result<(), ReconcileError> {
         let mut rx = self.synced.clone();
-        rx.wait_for(|s| *s)
-            .await
-            .map(|_| ())
-            .map_err(|_| ReconcileError::CachesGone)
+        rx.wait_for(|s| *s).await.map(|_| ()).map_err(|_| ReconcileError::CachesGone)
     }
 
     fn shards_api(&self) -> Api<Secret> {
@@ -184,26 +167,15 @@ impl Context {
     }
 
     fn agent_reports(&self) -> Vec<AgentReport> {
-        self.agent_leases
-            .state()
-            .iter()
-            .map(|lease| agent_report(lease))
-            .collect()
+        self.agent_leases.state().iter().map(|lease| agent_report(lease)).collect()
     }
 
     fn set_key_counts(&self, policy: &NamespacedName, counts: [i64; 3]) {
         let mut all = self.key_counts.lock().expect("key count map poisoned");
-        let old = if counts == [0; 3] {
-            all.remove(policy)
-        } else {
-            all.insert(policy.clone(), counts)
-        }
-        .unwrap_or([0; 3]);
+        let old =
+            if counts == [0; 3] { all.remove(policy) } else { all.insert(policy.clone(), counts) }.unwrap_or([0; 3]);
         for (i, state) in KEY_STATES.iter().enumerate() {
-            self.metrics
-                .keys
-                .with_label_values(&[state])
-                .add(counts[i] - old[i]);
+            self.metrics.keys.with_label_values(&[state]).add(counts[i] - old[i]);
         }
     }
 
@@ -213,11 +185,7 @@ impl Context {
     async fn publish_events(&self, events: &[EventSpec]) {
         for spec in events {
             let now = k8s_openapi::jiff::Timestamp::now();
-            let namespace = spec
-                .regarding
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_string());
+            let namespace = spec.regarding.namespace.clone().unwrap_or_else(|| "default".to_string());
             let event = KubeEvent {
                 metadata: ObjectMeta {
                     name: Some(format!("{}.{:x}", spec.regarding.name, now.as_nanosecond())),
@@ -232,10 +200,7 @@ impl Context {
                 regarding: Some(object_reference(&spec.regarding)),
                 reporting_controller: Some(self.reporter.controller.clone()),
                 reporting_instance: Some(
-                    self.reporter
-                        .instance
-                        .clone()
-                        .unwrap_or_else(|| self.reporter.controller.clone()),
+                    self.reporter.instance.clone().unwrap_or_else(|| self.reporter.controller.clone()),
                 ),
                 ..Default::default()
             };
@@ -250,54 +215,31 @@ impl Context {
     /// Writes `desired` (a shard Secret) unless the store already holds the same content.
     async fn apply_shard(&self, desired: &Secret) -> Result<(), ReconcileError> {
         let name = desired.metadata.name.clone().unwrap_or_default();
-        let existing = self
-            .shards
-            .get(&ObjectRef::new(&name).within(&self.namespace));
-        if existing
-            .as_deref()
-            .is_some_and(|e| !secret_differs(desired, e))
-        {
+        let existing = self.shards.get(&ObjectRef::new(&name).within(&self.namespace));
+        if existing.as_deref().is_some_and(|e| !secret_differs(desired, e)) {
             return Ok(());
         }
         kube_apply::apply_secret(&self.shards_api(), desired)
             .await
             .map(|_| ())
-            .map_err(|source| ReconcileError::ShardWrite {
-                secret: name,
-                source,
-            })
+            .map_err(|source| ReconcileError::ShardWrite { secret: name, source })
     }
 
-    async fn delete_shard(
-        &self,
-        kind: ShardKind,
-        owner: &NamespacedName,
-    ) -> Result<(), ReconcileError> {
+    async fn delete_shard(&self, kind: ShardKind, owner: &NamespacedName) -> Result<(), ReconcileError> {
         let name = gateway::shard_secret_name(kind, owner);
-        if self
-            .shards
-            .get(&ObjectRef::new(&name).within(&self.namespace))
-            .is_none()
-        {
+        if self.shards.get(&ObjectRef::new(&name).within(&self.namespace)).is_none() {
             return Ok(());
         }
         tracing::info!(shard = %name, owner = %owner, kind = kind.as_str(), "deleting gateway-config shard");
         kube_apply::delete_secret(&self.shards_api(), &name)
             .await
-            .map_err(|source| ReconcileError::ShardDelete {
-                secret: name,
-                source,
-            })
+            .map_err(|source| ReconcileError::ShardDelete { secret: name, source })
     }
 }
 
 fn object_reference(r: &compile::ObjectRef) -> ObjectReference {
     ObjectReference {
-        api_version: Some(format!(
-            "{}/{}",
-            infergate_crds::GROUP,
-            infergate_crds::VERSION
-        )),
+        api_version: Some(format!("{}/{}", infergate_crds::GROUP, infergate_crds::VERSION)),
         kind: Some(r.kind.to_string()),
         name: Some(r.name.clone()),
         namespace: r.namespace.clone(),
@@ -312,10 +254,7 @@ pub fn agent_report(lease: &Lease) -> AgentReport {
     let annotations = lease.annotations();
     let spec = lease.spec.as_ref();
     AgentReport {
-        node: name
-            .strip_prefix(gateway::lease::AGENT_LEASE_PREFIX)
-            .unwrap_or(&name)
-            .to_string(),
+        node: name.strip_prefix(gateway::lease::AGENT_LEASE_PREFIX).unwrap_or(&name).to_string(),
         config_revision: annotations.get(gateway::lease::CONFIG_REVISION).cloned(),
         enforced_revocations: annotations
             .get(gateway::lease::ENFORCED_REVOCATIONS)
@@ -328,31 +267,20 @@ pub fn agent_report(lease: &Lease) -> AgentReport {
                     .collect()
             })
             .unwrap_or_default(),
-        renewed_at: spec
-            .and_then(|s| s.renew_time.as_ref())
-            .map(|t| infergate_crds::conditions::from_jiff(t.0)),
+        renewed_at: spec.and_then(|s| s.renew_time.as_ref()).map(|t| infergate_crds::conditions::from_jiff(t.0)),
     }
 }
 
 /// True when applying `desired` would change `existing`: the fields the operator sets differ. Fields other
 /// writers added (labels, annotations) are not the operator's concern and do not count.
 pub fn secret_differs(desired: &Secret, existing: &Secret) -> bool {
-    let subset = |want: &Option<BTreeMap<String, String>>,
-                  have: &Option<BTreeMap<String, String>>| {
-        want.iter()
-            .flatten()
-            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    let subset = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
+        want.iter().flatten().all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
     };
     desired.data != existing.data
-        || desired
-            .type_
-            .as_ref()
-            .is_some_and(|t| existing.type_.as_ref() != Some(t))
+        || desired.type_.as_ref().is_some_and(|t| existing.type_.as_ref() != Some(t))
         || !subset(&desired.metadata.labels, &existing.metadata.labels)
-        || !subset(
-            &desired.metadata.annotations,
-            &existing.metadata.annotations,
-        )
+        || !subset(&desired.metadata.annotations, &existing.metadata.annotations)
         || desired
             .metadata
             .owner_references
@@ -369,12 +297,7 @@ impl EndpointSnapshot {
             store
                 .state()
                 .into_iter()
-                .map(|e| {
-                    (
-                        NamespacedName::new(e.namespace().unwrap_or_default(), e.name_any()),
-                        e,
-                    )
-                })
+                .map(|e| (NamespacedName::new(e.namespace().unwrap_or_default(), e.name_any()), e))
                 .collect(),
         )
     }
@@ -385,11 +308,7 @@ impl EndpointLookup for EndpointSnapshot {
         self.0.get(at).map(|e| e.as_ref())
     }
     fn with_model(&self, model: &str) -> Vec<&InferenceEndpoint> {
-        self.0
-            .values()
-            .filter(|e| e.spec.model == model)
-            .map(|e| e.as_ref())
-            .collect()
+        self.0.values().filter(|e| e.spec.model == model).map(|e| e.as_ref()).collect()
     }
 }
 
@@ -418,19 +337,13 @@ fn audit(record: &compile::AuditRecord) {
     );
 }
 
-pub async fn reconcile_policy(
-    policy: Arc<ApiKeyPolicy>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     ctx.wait_synced().await?;
     let _timer = ctx.metrics.reconcile_started(POLICY);
     let name = policy.name_any();
     let namespace = policy
         .namespace()
-        .ok_or_else(|| ReconcileError::MissingNamespace {
-            kind: "ApiKeyPolicy",
-            name: name.clone(),
-        })?;
+        .ok_or_else(|| ReconcileError::MissingNamespace { kind: "ApiKeyPolicy", name: name.clone() })?;
     let owner = NamespacedName::new(&namespace, &name);
     if policy.meta().deletion_timestamp.is_some() {
         // Going away: the key Secret follows by garbage collection, the shard by the cleanup task.
@@ -439,11 +352,9 @@ pub async fn reconcile_policy(
 
     // The policy as last written by this operator, if the store has not caught up with that write yet.
     let mut policy_view = (*policy).clone();
-    if let Some(status) = pending_view(
-        &ctx.pending_status,
-        (namespace.clone(), name.clone()),
-        policy.resource_version(),
-    ) {
+    if let Some(status) =
+        pending_view(&ctx.pending_status, (namespace.clone(), name.clone()), policy.resource_version())
+    {
         policy_view.status = Some(status);
     }
     let secret_ref = ObjectRef::<Secret>::new(&policy.spec.secret_name).within(&namespace);
@@ -473,18 +384,12 @@ pub async fn reconcile_policy(
     // Order matters: the key Secret first, so a key is never in the gateway config before the application can
     // read it, and a failed Secret write never leaves a config pointing at a key nobody holds.
     if let Some(desired) = &outcome.key_secret {
-        if existing_secret
-            .as_deref()
-            .is_none_or(|e| secret_differs(desired, e))
-        {
+        if existing_secret.as_deref().is_none_or(|e| secret_differs(desired, e)) {
             let secret_name = desired.metadata.name.clone().unwrap_or_default();
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
             let written = kube_apply::apply_secret(&api, desired)
                 .await
-                .map_err(|source| ReconcileError::KeySecret {
-                    secret: format!("{namespace}/{secret_name}"),
-                    source,
-                })?;
+                .map_err(|source| ReconcileError::KeySecret { secret: format!("{namespace}/{secret_name}"), source })?;
             pending_record(
                 &ctx.pending_secrets,
                 (namespace.clone(), secret_name),
@@ -500,8 +405,7 @@ pub async fn reconcile_policy(
                 counts[if key.state == KeyState::Current { 0 } else { 1 }] += 1;
             }
             counts[2] = shard.revoked.len() as i64;
-            let desired =
-                crate::publish::shard_secret(&Shard::Policy(shard.clone()), &ctx.namespace);
+            let desired = crate::publish::shard_secret(&Shard::Policy(shard.clone()), &ctx.namespace);
             ctx.apply_shard(&desired).await?;
         }
         // Not Ready (missing tier, ...): no key of this policy may be accepted, so no shard may exist.
@@ -513,11 +417,7 @@ pub async fn reconcile_policy(
         let api: Api<ApiKeyPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
         let written = kube_apply::apply_status(&api, &name, &outcome.status)
             .await
-            .map_err(|source| ReconcileError::Status {
-                kind: "ApiKeyPolicy",
-                name: owner.to_string(),
-                source,
-            })?;
+            .map_err(|source| ReconcileError::Status { kind: "ApiKeyPolicy", name: owner.to_string(), source })?;
         pending_record(
             &ctx.pending_status,
             (namespace.clone(), name.clone()),
@@ -530,19 +430,13 @@ pub async fn reconcile_policy(
     Ok(requeue_at(outcome.next_wake))
 }
 
-pub async fn reconcile_endpoint(
-    endpoint: Arc<InferenceEndpoint>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+pub async fn reconcile_endpoint(endpoint: Arc<InferenceEndpoint>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     ctx.wait_synced().await?;
     let _timer = ctx.metrics.reconcile_started(ENDPOINT);
     let name = endpoint.name_any();
     let namespace = endpoint
         .namespace()
-        .ok_or_else(|| ReconcileError::MissingNamespace {
-            kind: "InferenceEndpoint",
-            name: name.clone(),
-        })?;
+        .ok_or_else(|| ReconcileError::MissingNamespace { kind: "InferenceEndpoint", name: name.clone() })?;
     let owner = NamespacedName::new(&namespace, &name);
     if endpoint.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -552,56 +446,41 @@ pub async fn reconcile_endpoint(
     let outcome = compile::compile_endpoint(&endpoint, &endpoints, users, Utc::now());
     match &outcome.shard {
         Some(shard) => {
-            let desired =
-                crate::publish::shard_secret(&Shard::Endpoint(shard.clone()), &ctx.namespace);
+            let desired = crate::publish::shard_secret(&Shard::Endpoint(shard.clone()), &ctx.namespace);
             ctx.apply_shard(&desired).await?;
         }
         None => ctx.delete_shard(ShardKind::Endpoint, &owner).await?,
     }
     if endpoint.status.as_ref() != Some(&outcome.status) {
         let api: Api<InferenceEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
-        kube_apply::apply_status(&api, &name, &outcome.status)
-            .await
-            .map_err(|source| ReconcileError::Status {
-                kind: "InferenceEndpoint",
-                name: owner.to_string(),
-                source,
-            })?;
+        kube_apply::apply_status(&api, &name, &outcome.status).await.map_err(|source| ReconcileError::Status {
+            kind: "InferenceEndpoint",
+            name: owner.to_string(),
+            source,
+        })?;
     }
     ctx.publish_events(&outcome.events).await;
     Ok(Action::await_change())
 }
 
-pub async fn reconcile_tier(
-    tier: Arc<RateTier>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+pub async fn reconcile_tier(tier: Arc<RateTier>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     ctx.wait_synced().await?;
     let _timer = ctx.metrics.reconcile_started(TIER);
     let name = tier.name_any();
-    let users = ctx
-        .policies
-        .state()
-        .iter()
-        .filter(|p| p.spec.tier == name)
-        .count() as u32;
+    let users = ctx.policies.state().iter().filter(|p| p.spec.tier == name).count() as u32;
     let status = compile::compile_tier(&tier, users, Utc::now());
     if tier.status.as_ref() != Some(&status) {
         let api: Api<RateTier> = Api::all(ctx.client.clone());
-        kube_apply::apply_status(&api, &name, &status)
-            .await
-            .map_err(|source| ReconcileError::Status {
-                kind: "RateTier",
-                name: name.clone(),
-                source,
-            })?;
+        kube_apply::apply_status(&api, &name, &status).await.map_err(|source| ReconcileError::Status {
+            kind: "RateTier",
+            name: name.clone(),
+            source,
+        })?;
     }
     Ok(Action::await_change())
 }
 
-fn error_policy<K: ResourceExt>(
-    kind: &'static str,
-) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
+fn error_policy<K: ResourceExt>(kind: &'static str) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
     move |obj, err, ctx| {
         ctx.metrics.reconcile_failed(kind, err.category());
         tracing::warn!(
@@ -632,32 +511,18 @@ impl GenerationFilter {
 
 /// Policies that name `tier`.
 fn policies_using_tier(store: &Store<ApiKeyPolicy>, tier: &str) -> Vec<ObjectRef<ApiKeyPolicy>> {
-    store
-        .state()
-        .iter()
-        .filter(|p| p.spec.tier == tier)
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
+    store.state().iter().filter(|p| p.spec.tier == tier).map(|p| ObjectRef::from_obj(p.as_ref())).collect()
 }
 
 /// Policies with a scope on `endpoint`.
-fn policies_scoping(
-    store: &Store<ApiKeyPolicy>,
-    endpoint: &InferenceEndpoint,
-) -> Vec<ObjectRef<ApiKeyPolicy>> {
-    let (ep_ns, ep_name) = (
-        endpoint.namespace().unwrap_or_default(),
-        endpoint.name_any(),
-    );
+fn policies_scoping(store: &Store<ApiKeyPolicy>, endpoint: &InferenceEndpoint) -> Vec<ObjectRef<ApiKeyPolicy>> {
+    let (ep_ns, ep_name) = (endpoint.namespace().unwrap_or_default(), endpoint.name_any());
     store
         .state()
         .iter()
         .filter(|p| {
             let p_ns = p.metadata.namespace.as_deref().unwrap_or_default();
-            p.spec
-                .scopes
-                .iter()
-                .any(|s| s.endpoint == ep_name && s.namespace.as_deref().unwrap_or(p_ns) == ep_ns)
+            p.spec.scopes.iter().any(|s| s.endpoint == ep_name && s.namespace.as_deref().unwrap_or(p_ns) == ep_ns)
         })
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
@@ -706,14 +571,14 @@ pub async fn run_controllers(
     let pending_status: Arc<PendingMap<infergate_crds::ApiKeyPolicyStatus>> = Arc::default();
     let tx = cleanup_tx.clone();
     let pending = pending_status.clone();
-    let (policies, policy_sub) = shared_reflector!(
-        Api::<ApiKeyPolicy>::all(client.clone()),
-        watcher::Config::default(),
-        move |ev: Result<watcher::Event<ApiKeyPolicy>, watcher::Error>| {
+    let (policies, policy_sub) =
+        shared_reflector!(Api::<ApiKeyPolicy>::all(client.clone()), watcher::Config::default(), move |ev: Result<
+            watcher::Event<ApiKeyPolicy>,
+            watcher::Error,
+        >| {
             forget_pending_on(&pending, &ev);
             on_owner_event(&tx, ShardKind::Policy, ev)
-        }
-    );
+        });
     let tx = cleanup_tx.clone();
     let (endpoints, endpoint_sub) = shared_reflector!(
         Api::<InferenceEndpoint>::all(client.clone()),
@@ -724,16 +589,8 @@ pub async fn run_controllers(
             ev
         )
     );
-    let (tiers, tier_sub) = shared_reflector!(
-        Api::<RateTier>::all(client.clone()),
-        watcher::Config::default(),
-        |_| {}
-    );
-    let key_selector = format!(
-        "{}={}",
-        infergate_crds::labels::COMPONENT,
-        infergate_crds::labels::API_KEY
-    );
+    let (tiers, tier_sub) = shared_reflector!(Api::<RateTier>::all(client.clone()), watcher::Config::default(), |_| {});
+    let key_selector = format!("{}={}", infergate_crds::labels::COMPONENT, infergate_crds::labels::API_KEY);
     let pending = pending_secrets.clone();
     let (key_secrets, key_secret_sub) = shared_reflector!(
         Api::<Secret>::all(client.clone()),
@@ -798,12 +655,7 @@ pub async fn run_controllers(
                         let started = Instant::now();
                         let mut told = Duration::ZERO;
                         loop {
-                            match tokio::time::timeout(
-                                Duration::from_millis(100),
-                                $store.wait_until_ready(),
-                            )
-                            .await
-                            {
+                            match tokio::time::timeout(Duration::from_millis(100), $store.wait_until_ready()).await {
                                 Ok(result) => break result,
                                 Err(_) if started.elapsed() >= told + Duration::from_secs(10) => {
                                     told = started.elapsed();
@@ -863,12 +715,9 @@ pub async fn run_controllers(
     let config = ControllerConfig::default().concurrency(CONCURRENCY);
     // Tier and endpoint statuses count the policies that use them, so every policy event asks for a recount; at
     // thousands of policies a short trailing debounce turns that storm into one recount per quiet second.
-    let counting_config = ControllerConfig::default()
-        .concurrency(CONCURRENCY)
-        .debounce(COUNT_DEBOUNCE);
+    let counting_config = ControllerConfig::default().concurrency(CONCURRENCY).debounce(COUNT_DEBOUNCE);
     let policy_controller = {
-        let (for_tiers, for_endpoints, for_leases) =
-            (policies.clone(), policies.clone(), policies.clone());
+        let (for_tiers, for_endpoints, for_leases) = (policies.clone(), policies.clone(), policies.clone());
         Controller::for_shared_stream(policy_sub.clone(), policies.clone())
             .with_config(config.clone())
             .owns_shared_stream(key_secret_sub)
@@ -915,9 +764,7 @@ pub async fn run_controllers(
                 p.spec
                     .scopes
                     .iter()
-                    .map(|s| {
-                        ObjectRef::new(&s.endpoint).within(s.namespace.as_deref().unwrap_or(&own))
-                    })
+                    .map(|s| ObjectRef::new(&s.endpoint).within(s.namespace.as_deref().unwrap_or(&own)))
                     .collect::<Vec<_>>()
             })
             // An endpoint's status reports whether its fallback exists: re-check the endpoints that name this one.
@@ -928,9 +775,7 @@ pub async fn run_controllers(
                 for_fallbacks
                     .state()
                     .iter()
-                    .filter(|o| {
-                        o.namespace() == ns && o.spec.fallback.as_deref() == Some(name.as_str())
-                    })
+                    .filter(|o| o.namespace() == ns && o.spec.fallback.as_deref() == Some(name.as_str()))
                     .map(|o| ObjectRef::from_obj(o.as_ref()))
                     .collect::<Vec<_>>()
             })
@@ -942,9 +787,7 @@ pub async fn run_controllers(
         Controller::for_shared_stream(tier_sub, tiers.clone())
             .with_config(counting_config)
             // A tier's status counts the policies that use it.
-            .watches_shared_stream(policy_sub, |p: Arc<ApiKeyPolicy>| {
-                [ObjectRef::new(&p.spec.tier)]
-            })
+            .watches_shared_stream(policy_sub, |p: Arc<ApiKeyPolicy>| [ObjectRef::new(&p.spec.tier)])
             .graceful_shutdown_on(shutdown)
             .run(reconcile_tier, error_policy(TIER), ctx.clone())
             .for_each(|_| future::ready(()))
@@ -952,21 +795,13 @@ pub async fn run_controllers(
     tokio::join!(policy_controller, endpoint_controller, tier_controller);
 }
 
-fn forget_pending_on<K: ResourceExt, T>(
-    map: &PendingMap<T>,
-    event: &Result<watcher::Event<K>, watcher::Error>,
-) {
+fn forget_pending_on<K: ResourceExt, T>(map: &PendingMap<T>, event: &Result<watcher::Event<K>, watcher::Error>) {
     let (obj, deleted) = match event {
         Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => (o, false),
         Ok(watcher::Event::Delete(o)) => (o, true),
         _ => return,
     };
-    forget_pending(
-        map,
-        (obj.namespace().unwrap_or_default(), obj.name_any()),
-        obj.resource_version(),
-        deleted,
-    );
+    forget_pending(map, (obj.namespace().unwrap_or_default(), obj.name_any()), obj.resource_version(), deleted);
 }
 
 fn on_owner_event<K: Resource<DynamicType = ()> + ResourceExt>(
@@ -994,11 +829,7 @@ fn on_owner_event<K: Resource<DynamicType = ()> + ResourceExt>(
 /// the authoritative record; a shard this operator version cannot parse is left alone.
 async fn sweep_orphans(ctx: &Context) -> Result<(), ReconcileError> {
     for secret in ctx.shards.state() {
-        let Some(bytes) = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(gateway::SHARD_DATA_KEY))
-        else {
+        let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(gateway::SHARD_DATA_KEY)) else {
             continue;
         };
         let Ok(shard) = Shard::from_json(&bytes.0) else {
@@ -1006,14 +837,8 @@ async fn sweep_orphans(ctx: &Context) -> Result<(), ReconcileError> {
         };
         let owner = shard.owner();
         let exists = match shard.kind() {
-            ShardKind::Policy => ctx
-                .policies
-                .get(&ObjectRef::new(&owner.name).within(&owner.namespace))
-                .is_some(),
-            ShardKind::Endpoint => ctx
-                .endpoints
-                .get(&ObjectRef::new(&owner.name).within(&owner.namespace))
-                .is_some(),
+            ShardKind::Policy => ctx.policies.get(&ObjectRef::new(&owner.name).within(&owner.namespace)).is_some(),
+            ShardKind::Endpoint => ctx.endpoints.get(&ObjectRef::new(&owner.name).within(&owner.namespace)).is_some(),
         };
         if !exists {
             ctx.delete_shard(shard.kind(), owner).await?;
@@ -1033,45 +858,21 @@ mod tests {
         Secret {
             metadata: ObjectMeta {
                 name: Some("k".into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
                 ..Default::default()
             },
-            data: Some(
-                data.iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
+            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()),
             ..Default::default()
         }
     }
 
     #[test]
     fn secrets_differ_only_in_what_the_operator_sets() {
-        let desired = secret(
-            &[("api-key", "a")],
-            &[("infergate.dev/component", "api-key")],
-        );
-        let mut existing = secret(
-            &[("api-key", "a")],
-            &[("infergate.dev/component", "api-key"), ("team", "x")],
-        );
+        let desired = secret(&[("api-key", "a")], &[("infergate.dev/component", "api-key")]);
+        let mut existing = secret(&[("api-key", "a")], &[("infergate.dev/component", "api-key"), ("team", "x")]);
         existing.metadata.resource_version = Some("9".into());
-        assert!(
-            !secret_differs(&desired, &existing),
-            "extra labels and server fields are not a difference"
-        );
-        assert!(secret_differs(
-            &desired,
-            &secret(
-                &[("api-key", "b")],
-                &[("infergate.dev/component", "api-key")]
-            )
-        ));
+        assert!(!secret_differs(&desired, &existing), "extra labels and server fields are not a difference");
+        assert!(secret_differs(&desired, &secret(&[("api-key", "b")], &[("infergate.dev/component", "api-key")])));
         assert!(secret_differs(&desired, &secret(&[("api-key", "a")], &[])));
     }
 
@@ -1101,10 +902,7 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some("infergate-agent-node-a".into()),
                 annotations: Some(BTreeMap::from([
-                    (
-                        gateway::lease::CONFIG_REVISION.to_string(),
-                        "abc123".to_string(),
-                    ),
+                    (gateway::lease::CONFIG_REVISION.to_string(), "abc123".to_string()),
                     (
                         gateway::lease::ENFORCED_REVOCATIONS.to_string(),
                         "kid_00000000000000aa, kid_00000000000000bb,".to_string(),
@@ -1113,9 +911,7 @@ mod tests {
                 ..Default::default()
             },
             spec: Some(LeaseSpec {
-                renew_time: Some(MicroTime(
-                    k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
-                )),
+                renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap())),
                 ..Default::default()
             }),
         };
@@ -1124,10 +920,7 @@ mod tests {
             AgentReport {
                 node: "node-a".into(),
                 config_revision: Some("abc123".into()),
-                enforced_revocations: vec![
-                    KeyId("kid_00000000000000aa".into()),
-                    KeyId("kid_00000000000000bb".into())
-                ],
+                enforced_revocations: vec![KeyId("kid_00000000000000aa".into()), KeyId("kid_00000000000000bb".into())],
                 renewed_at: chrono::DateTime::from_timestamp(1_700_000_000, 0),
             }
         );
@@ -1135,10 +928,7 @@ mod tests {
 
     #[test]
     fn error_categories_are_fixed_labels() {
-        let err = ReconcileError::MissingNamespace {
-            kind: "ApiKeyPolicy",
-            name: "x".into(),
-        };
+        let err = ReconcileError::MissingNamespace { kind: "ApiKeyPolicy", name: "x".into() };
         assert_eq!(err.category(), "invalid_object");
         assert_eq!(ReconcileError::CachesGone.category(), "cache");
     }

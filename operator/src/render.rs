@@ -38,25 +38,15 @@ pub fn print_crds(out_dir: Option<&Path>) -> anyhow::Result<()> {
 pub fn render(files: &[PathBuf], now: Option<&str>) -> anyhow::Result<()> {
     let now = match now {
         Some(s) => DateTime::parse_from_rfc3339(s)
-            .with_context(|| {
-                format!("--now {s:?} is not an RFC 3339 time; use e.g. 2026-01-01T00:00:00Z")
-            })?
+            .with_context(|| format!("--now {s:?} is not an RFC 3339 time; use e.g. 2026-01-01T00:00:00Z"))?
             .with_timezone(&Utc),
         None => Utc::now(),
     };
     let docs = manifests::load_documents(files)?;
     let problems: Vec<String> = docs
         .iter()
-        .filter_map(|d| {
-            crate::validate::validate_object(&d.value)
-                .err()
-                .map(|e| (d, e))
-        })
-        .flat_map(|(d, errors)| {
-            errors
-                .into_iter()
-                .map(move |e| format!("{}: {e}", d.origin))
-        })
+        .filter_map(|d| crate::validate::validate_object(&d.value).err().map(|e| (d, e)))
+        .flat_map(|(d, errors)| errors.into_iter().map(move |e| format!("{}: {e}", d.origin)))
         .collect();
     if !problems.is_empty() {
         anyhow::bail!(
@@ -65,20 +55,12 @@ pub fn render(files: &[PathBuf], now: Option<&str>) -> anyhow::Result<()> {
         );
     }
     let set = manifests::into_set(docs)?;
-    print!(
-        "{}",
-        render_set(&set, now, &mut OsKeys, DEFAULT_OPERATOR_NAMESPACE)
-    );
+    print!("{}", render_set(&set, now, &mut OsKeys, DEFAULT_OPERATOR_NAMESPACE));
     Ok(())
 }
 
 /// Compiles a manifest set as of `now` with no existing Secrets (a fresh cluster) and renders the result.
-pub fn render_set(
-    set: &ManifestSet,
-    now: DateTime<Utc>,
-    keys: &mut dyn KeySource,
-    operator_namespace: &str,
-) -> String {
+pub fn render_set(set: &ManifestSet, now: DateTime<Utc>, keys: &mut dyn KeySource, operator_namespace: &str) -> String {
     let world = World {
         tiers: &set.tiers,
         endpoints: &set.endpoints,
@@ -99,63 +81,26 @@ pub fn render_desired(desired: &Desired, now: DateTime<Utc>, operator_namespace:
     );
     for (at, outcome) in &desired.policies {
         match &outcome.key_secret {
-            Some(secret) => doc(
-                &mut out,
-                &format!("key Secret of ApiKeyPolicy {at}"),
-                redacted_key_secret(secret),
-            ),
+            Some(secret) => doc(&mut out, &format!("key Secret of ApiKeyPolicy {at}"), redacted_key_secret(secret)),
             None => {
-                let _ = writeln!(
-                    out,
-                    "---\n# ApiKeyPolicy {at}: no key Secret would be written (see its status)"
-                );
+                let _ = writeln!(out, "---\n# ApiKeyPolicy {at}: no key Secret would be written (see its status)");
             }
         }
     }
     for shard in &desired.shards {
-        let what = format!(
-            "gateway-config shard of {} {}",
-            shard_kind_name(shard),
-            shard.owner()
-        );
-        doc(
-            &mut out,
-            &what,
-            readable_shard_secret(shard, operator_namespace),
-        );
+        let what = format!("gateway-config shard of {} {}", shard_kind_name(shard), shard.owner());
+        doc(&mut out, &what, readable_shard_secret(shard, operator_namespace));
     }
     for (name, status) in &desired.tiers {
-        doc(
-            &mut out,
-            &format!("status of RateTier {name}"),
-            status_doc("RateTier", None, name, status),
-        );
+        doc(&mut out, &format!("status of RateTier {name}"), status_doc("RateTier", None, name, status));
     }
     for (at, outcome) in &desired.endpoints {
         let what = format!("status of InferenceEndpoint {at}");
-        doc(
-            &mut out,
-            &what,
-            status_doc(
-                "InferenceEndpoint",
-                Some(&at.namespace),
-                &at.name,
-                &outcome.status,
-            ),
-        );
+        doc(&mut out, &what, status_doc("InferenceEndpoint", Some(&at.namespace), &at.name, &outcome.status));
     }
     for (at, outcome) in &desired.policies {
         let what = format!("status of ApiKeyPolicy {at}");
-        doc(
-            &mut out,
-            &what,
-            status_doc(
-                "ApiKeyPolicy",
-                Some(&at.namespace),
-                &at.name,
-                &outcome.status,
-            ),
-        );
+        doc(&mut out, &what, status_doc("ApiKeyPolicy", Some(&at.namespace), &at.name, &outcome.status));
     }
     let events: Vec<_> = desired
         .endpoints
@@ -166,26 +111,13 @@ pub fn render_desired(desired: &Desired, now: DateTime<Utc>, operator_namespace:
     if !events.is_empty() {
         out.push_str("---\n# Events the operator would emit:\n");
         for e in events {
-            let ns = e
-                .regarding
-                .namespace
-                .as_deref()
-                .map(|n| format!("{n}/"))
-                .unwrap_or_default();
+            let ns = e.regarding.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
             let level = if e.warning { "Warning" } else { "Normal" };
-            let _ = writeln!(
-                out,
-                "#   {level} {} {} {ns}{}: {}",
-                e.reason, e.regarding.kind, e.regarding.name, e.note
-            );
+            let _ = writeln!(out, "#   {level} {} {} {ns}{}: {}", e.reason, e.regarding.kind, e.regarding.name, e.note);
         }
     }
     if let Some(t) = desired.next_wake {
-        let _ = writeln!(
-            out,
-            "# Next scheduled reconcile: {}",
-            t.to_rfc3339_opts(SecondsFormat::Secs, true)
-        );
+        let _ = writeln!(out, "# Next scheduled reconcile: {}", t.to_rfc3339_opts(SecondsFormat::Secs, true));
     }
     out
 }
@@ -213,10 +145,7 @@ fn redacted_key_secret(secret: &Secret) -> Value {
         .unwrap_or_default();
     if let Some(obj) = value.as_object_mut() {
         obj.remove("data");
-        obj.insert(
-            "stringData".into(),
-            json!({ secret_keys::API_KEY: GENERATED, secret_keys::KEY_ID: key_id }),
-        );
+        obj.insert("stringData".into(), json!({ secret_keys::API_KEY: GENERATED, secret_keys::KEY_ID: key_id }));
     }
     value
 }
@@ -228,20 +157,12 @@ fn readable_shard_secret(shard: &Shard, operator_namespace: &str) -> Value {
     let pretty = serde_json::to_string_pretty(shard).expect("shards serialize");
     if let Some(obj) = value.as_object_mut() {
         obj.remove("data");
-        obj.insert(
-            "stringData".into(),
-            json!({ SHARD_DATA_KEY: format!("{pretty}\n") }),
-        );
+        obj.insert("stringData".into(), json!({ SHARD_DATA_KEY: format!("{pretty}\n") }));
     }
     value
 }
 
-fn status_doc(
-    kind: &str,
-    namespace: Option<&str>,
-    name: &str,
-    status: &impl serde::Serialize,
-) -> Value {
+fn status_doc(kind: &str, namespace: Option<&str>, name: &str, status: &impl serde::Serialize) -> Value {
     let mut metadata = json!({ "name": name });
     if let Some(ns) = namespace {
         metadata["namespace"] = json!(ns);

@@ -41,27 +41,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // one provider compiled into the workspace. An Err only means one was installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(&args.log_format);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run_async(args))
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_async(args))
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,tower=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         // Flattened so that audit lines carry `"audit":true` at the top level of the JSON object.
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init();
+        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
     } else {
         builder.init();
     }
@@ -78,19 +67,14 @@ async fn termination() {
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot build a Kubernetes client from the kubeconfig or service account: {e}"
-        )
-    })?;
+    let client = Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client from the kubeconfig or service account: {e}"))?;
     let metrics = Metrics::new();
     let role = Arc::new(RoleCell::default());
     // Stops the admin server last, after the Lease is released.
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let admin_state = AdminState {
-        metrics: metrics.clone(),
-        role: role.clone(),
-    };
+    let admin_state = AdminState { metrics: metrics.clone(), role: role.clone() };
     let listener = admin::bind(args.admin_addr).await?;
     let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
         let _ = stop_rx.wait_for(|s| *s).await;
@@ -103,25 +87,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         "infergate operator starting"
     );
 
-    let reporter = Reporter {
-        controller: "infergate-operator".into(),
-        instance: Some(args.pod_name.clone()),
-    };
+    let reporter = Reporter { controller: "infergate-operator".into(), instance: Some(args.pod_name.clone()) };
     let start_controllers = {
-        let (client, namespace, metrics, role) = (
-            client.clone(),
-            args.namespace.clone(),
-            metrics.clone(),
-            role.clone(),
-        );
+        let (client, namespace, metrics, role) =
+            (client.clone(), args.namespace.clone(), metrics.clone(), role.clone());
         move |shutdown: watch::Receiver<bool>| {
-            let (client, namespace, metrics, role, reporter) = (
-                client.clone(),
-                namespace.clone(),
-                metrics.clone(),
-                role.clone(),
-                reporter.clone(),
-            );
+            let (client, namespace, metrics, role, reporter) =
+                (client.clone(), namespace.clone(), metrics.clone(), role.clone(), reporter.clone());
             role.set(Role::LeaderSyncing);
             metrics.leader.set(1);
             let on_synced = {
@@ -186,10 +158,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
                 }
                 (true, true) => {
                     // The controllers never end on their own while leading; if they did (a panic), start again.
-                    if running
-                        .as_ref()
-                        .is_some_and(|(handle, _)| handle.is_finished())
-                    {
+                    if running.as_ref().is_some_and(|(handle, _)| handle.is_finished()) {
                         tracing::error!("controllers stopped unexpectedly: restarting them");
                         let (tx, rx) = watch::channel(false);
                         running = Some((start_controllers(rx), tx));
@@ -218,10 +187,7 @@ async fn drain(running: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>
         return;
     };
     let _ = stop.send(true);
-    if tokio::time::timeout(Duration::from_secs(10), &mut handle)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(10), &mut handle).await.is_err() {
         tracing::warn!("controllers did not drain within 10 s; stopping them");
         handle.abort();
     }

@@ -27,8 +27,7 @@ static SCHEMAS: LazyLock<BTreeMap<InfergateKind, KindSchema>> = LazyLock::new(||
     infergate_crds::crdgen::all()
         .into_iter()
         .map(|(_, crd)| {
-            let kind = InfergateKind::from_kind(&crd.spec.names.kind)
-                .expect("crdgen yields infergate kinds");
+            let kind = InfergateKind::from_kind(&crd.spec.names.kind).expect("crdgen yields infergate kinds");
             let schema = crd.spec.versions[0]
                 .schema
                 .as_ref()
@@ -42,20 +41,13 @@ static SCHEMAS: LazyLock<BTreeMap<InfergateKind, KindSchema>> = LazyLock::new(||
 });
 
 /// Compiled `pattern`s, shared across calls (the same dozen patterns are checked over and over).
-static PATTERNS: LazyLock<Mutex<BTreeMap<String, Option<Regex>>>> =
-    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+static PATTERNS: LazyLock<Mutex<BTreeMap<String, Option<Regex>>>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
 /// Validates one object. Objects outside `infergate.dev` are not ours to judge and pass. Every message names
 /// the object (`Kind namespace/name`) and the field.
 pub fn validate_object(object: &Value) -> Result<(), Vec<String>> {
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let kind_name = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     if group != GROUP {
         return Ok(());
@@ -66,14 +58,8 @@ pub fn validate_object(object: &Value) -> Result<(), Vec<String>> {
         )]);
     };
     let meta = object.get("metadata");
-    let name = meta
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let namespace = meta
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default();
+    let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or_default();
     let shown = match (kind.namespaced() && !namespace.is_empty(), name.is_empty()) {
         (_, true) => format!("{} (unnamed)", kind.as_str()),
         (true, false) => format!("{} {namespace}/{name}", kind.as_str()),
@@ -122,36 +108,25 @@ pub fn validate_object(object: &Value) -> Result<(), Vec<String>> {
             for e in errors.iter() {
                 // A rule that could not even evaluate (e.g. `duration("30d")`) over a field that already has a
                 // structural error adds noise, not information: the structural message says what to fix.
-                let evaluation_failed =
-                    !matches!(e.kind, kube::core::cel::ErrorKind::ValidationFailure);
+                let evaluation_failed = !matches!(e.kind, kube::core::cel::ErrorKind::ValidationFailure);
                 if evaluation_failed && structural.iter().any(|p| p.starts_with(&e.field_path)) {
                     continue;
                 }
-                let path = if e.field_path.is_empty() {
-                    "metadata.name".to_string()
-                } else {
-                    e.field_path.clone()
-                };
+                let path = if e.field_path.is_empty() { "metadata.name".to_string() } else { e.field_path.clone() };
                 // A root rule reports on the object itself; name the field the rule is about where we can.
                 let path = if path == "metadata.name" && e.rule.contains("self.spec.") {
                     e.rule
                         .split("self.spec.")
                         .nth(1)
                         .map(|r| {
-                            let field: String = r
-                                .chars()
-                                .take_while(|c| c.is_ascii_alphanumeric())
-                                .collect();
+                            let field: String = r.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
                             format!("spec.{field}")
                         })
                         .unwrap_or(path)
                 } else {
                     path
                 };
-                if !issues
-                    .iter()
-                    .any(|i| i.path == path && i.message == e.message)
-                {
+                if !issues.iter().any(|i| i.path == path && i.message == e.message) {
                     issues.push(Issue::new(&path, e.message.clone(), false));
                 }
             }
@@ -160,10 +135,7 @@ pub fn validate_object(object: &Value) -> Result<(), Vec<String>> {
     if issues.is_empty() {
         Ok(())
     } else {
-        Err(issues
-            .into_iter()
-            .map(|i| format!("{shown}: {}: {}", i.path, i.message))
-            .collect())
+        Err(issues.into_iter().map(|i| format!("{shown}: {}: {}", i.path, i.message)).collect())
     }
 }
 
@@ -187,10 +159,7 @@ pub fn validate_files(files: &[PathBuf]) -> anyhow::Result<()> {
     for p in &problems {
         eprintln!("{p}");
     }
-    anyhow::bail!(
-        "{} problem(s) found; fix the fields named above",
-        problems.len()
-    )
+    anyhow::bail!("{} problem(s) found; fix the fields named above", problems.len())
 }
 
 /// `validate --stdin-jsonl`: one JSON object per input line, one `{"ok":bool,"errors":[...]}` line per object,
@@ -228,26 +197,16 @@ struct Issue {
 
 impl Issue {
     fn new(path: &str, message: String, blocking: bool) -> Self {
-        Issue {
-            path: path.to_string(),
-            message,
-            blocking,
-        }
+        Issue { path: path.to_string(), message, blocking }
     }
 }
 
 fn check_metadata(kind: InfergateKind, meta: Option<&Value>, issues: &mut Vec<Issue>) {
-    static DNS_SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap()
-    });
-    static DNS_LABEL: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap());
+    static DNS_SUBDOMAIN: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
+    static DNS_LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap());
     let Some(meta) = meta.and_then(Value::as_object) else {
-        issues.push(Issue::new(
-            "metadata.name",
-            "Required value: name is required".into(),
-            false,
-        ));
+        issues.push(Issue::new("metadata.name", "Required value: name is required".into(), false));
         return;
     };
     match meta.get("name").and_then(Value::as_str) {
@@ -276,12 +235,7 @@ fn check_metadata(kind: InfergateKind, meta: Option<&Value>, issues: &mut Vec<Is
 }
 
 fn required(schema: &Value) -> impl Iterator<Item = &str> {
-    schema
-        .get("required")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
+    schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -299,9 +253,7 @@ fn type_name(v: &Value) -> &'static str {
 /// A value for a message. Strings that look like API keys are never echoed back.
 fn shown(v: &Value) -> String {
     match v {
-        Value::String(s) if s.starts_with("sk_") => {
-            "\"<redacted: looks like an API key>\"".to_string()
-        }
+        Value::String(s) if s.starts_with("sk_") => "\"<redacted: looks like an API key>\"".to_string(),
         Value::String(s) if s.len() > 80 => {
             format!("{:?}…", s.chars().take(80).collect::<String>())
         }
@@ -325,16 +277,12 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
         }
         return;
     }
-    let preserve =
-        get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+    let preserve = get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
     if get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
             issues.push(Issue::new(
                 path,
-                format!(
-                    "Invalid value: {}: {path} in body must be an integer or a string",
-                    shown(value)
-                ),
+                format!("Invalid value: {}: {path} in body must be an integer or a string", shown(value)),
                 true,
             ));
         }
@@ -352,10 +300,7 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
     if !type_ok {
         issues.push(Issue::new(
             path,
-            format!(
-                "Invalid value: {}: {path} in body must be of type {ty}: {actual}",
-                shown(value)
-            ),
+            format!("Invalid value: {}: {path} in body must be of type {ty}: {actual}", shown(value)),
             true,
         ));
         return;
@@ -365,11 +310,7 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
             let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
             issues.push(Issue::new(
                 path,
-                format!(
-                    "Unsupported value: {}: supported values: {}",
-                    shown(value),
-                    list.join(", ")
-                ),
+                format!("Unsupported value: {}: supported values: {}", shown(value), list.join(", ")),
                 false,
             ));
         }
@@ -387,10 +328,7 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
             if let Some(min) = num("minItems").filter(|m| (items.len() as f64) < *m) {
                 issues.push(Issue::new(
                     path,
-                    format!(
-                        "Invalid value: {}: {path} in body should have at least {min} items",
-                        items.len()
-                    ),
+                    format!("Invalid value: {}: {path} in body should have at least {min} items", items.len()),
                     false,
                 ));
             }
@@ -403,35 +341,23 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
         Value::String(s) => {
             let chars = s.chars().count() as f64;
             if let Some(max) = num("maxLength").filter(|m| chars > *m) {
-                issues.push(Issue::new(
-                    path,
-                    format!("Too long: may not be more than {max} bytes"),
-                    false,
-                ));
+                issues.push(Issue::new(path, format!("Too long: may not be more than {max} bytes"), false));
             }
             if let Some(min) = num("minLength").filter(|m| chars < *m) {
                 issues.push(Issue::new(
                     path,
-                    format!(
-                        "Invalid value: {}: {path} in body should be at least {min} chars long",
-                        shown(value)
-                    ),
+                    format!("Invalid value: {}: {path} in body should be at least {min} chars long", shown(value)),
                     false,
                 ));
             }
             if let Some(pattern) = get("pattern").and_then(Value::as_str) {
                 let mut cache = PATTERNS.lock().unwrap_or_else(|p| p.into_inner());
-                let re = cache
-                    .entry(pattern.to_string())
-                    .or_insert_with(|| Regex::new(pattern).ok());
+                let re = cache.entry(pattern.to_string()).or_insert_with(|| Regex::new(pattern).ok());
                 if re.as_ref().is_some_and(|re| !re.is_match(s)) {
                     let hint = pattern_hint(pattern, s);
                     issues.push(Issue::new(
                         path,
-                        format!(
-                            "Invalid value: {}: {path} in body should match '{pattern}'{hint}",
-                            shown(value)
-                        ),
+                        format!("Invalid value: {}: {path} in body should match '{pattern}'{hint}", shown(value)),
                         false,
                     ));
                 }
@@ -455,11 +381,7 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
             let exclusive_max = get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
             if let Some(min) = num("minimum") {
                 if v < min || (exclusive_min && v == min) {
-                    let op = if exclusive_min {
-                        "greater than"
-                    } else {
-                        "greater than or equal to"
-                    };
+                    let op = if exclusive_min { "greater than" } else { "greater than or equal to" };
                     issues.push(Issue::new(
                         path,
                         format!("Invalid value: {v}: {path} in body should be {op} {min}"),
@@ -469,11 +391,7 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
             }
             if let Some(max) = num("maximum") {
                 if v > max || (exclusive_max && v == max) {
-                    let op = if exclusive_max {
-                        "less than"
-                    } else {
-                        "less than or equal to"
-                    };
+                    let op = if exclusive_max { "less than" } else { "less than or equal to" };
                     issues.push(Issue::new(
                         path,
                         format!("Invalid value: {v}: {path} in body should be {op} {max}"),
@@ -486,13 +404,7 @@ fn check(schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
     }
 }
 
-fn check_object(
-    schema: &Value,
-    obj: &Map<String, Value>,
-    path: &str,
-    preserve: bool,
-    issues: &mut Vec<Issue>,
-) {
+fn check_object(schema: &Value, obj: &Map<String, Value>, path: &str, preserve: bool, issues: &mut Vec<Issue>) {
     let props = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties").filter(|a| a.is_object());
     for (key, value) in obj {
@@ -506,11 +418,7 @@ fn check_object(
     }
     for req in required(schema) {
         if !obj.contains_key(req) {
-            issues.push(Issue::new(
-                &format!("{path}.{req}"),
-                format!("Required value: add {path}.{req}"),
-                false,
-            ));
+            issues.push(Issue::new(&format!("{path}.{req}"), format!("Required value: add {path}.{req}"), false));
         }
     }
 }
@@ -524,11 +432,7 @@ fn unknown_field(path: &str, key: &str, props: Option<&Map<String, Value>>) -> I
         .min()
         .map(|(_, k)| format!(" (did you mean {k:?}?)"))
         .unwrap_or_default();
-    Issue::new(
-        path,
-        format!("unknown field {path:?}: remove it or fix its spelling{suggestion}"),
-        false,
-    )
+    Issue::new(path, format!("unknown field {path:?}: remove it or fix its spelling{suggestion}"), false)
 }
 
 fn pattern_hint(pattern: &str, value: &str) -> &'static str {
@@ -572,34 +476,24 @@ mod tests {
 
     #[test]
     fn a_good_object_passes_and_foreign_objects_are_not_judged() {
-        let ok = policy(
-            json!({"tier": "free", "secretName": "k", "scopes": [{"endpoint": "e"}],
-                                "rotation": {"every": "720h", "overlap": "24h"}}),
-        );
+        let ok = policy(json!({"tier": "free", "secretName": "k", "scopes": [{"endpoint": "e"}],
+                                "rotation": {"every": "720h", "overlap": "24h"}}));
         assert_eq!(validate_object(&ok), Ok(()));
-        assert_eq!(
-            validate_object(&json!({"apiVersion": "v1", "kind": "Namespace"})),
-            Ok(())
-        );
+        assert_eq!(validate_object(&json!({"apiVersion": "v1", "kind": "Namespace"})), Ok(()));
     }
 
     #[test]
     fn messages_name_object_field_and_fix() {
-        let bad = policy(
-            json!({"tier": "free", "secretName": "k", "scopes": [{"endpoint": "e"}],
+        let bad = policy(json!({"tier": "free", "secretName": "k", "scopes": [{"endpoint": "e"}],
                                  "rotation": {"every": "24h", "overlap": "48h"}, "suspend": true,
-                                 "revocations": [{"keyId": "sk_live_abcdef", "reason": "r", "requestedBy": "me"}]}),
-        );
+                                 "revocations": [{"keyId": "sk_live_abcdef", "reason": "r", "requestedBy": "me"}]}));
         let errors = validate_object(&bad).unwrap_err();
         let all = errors.join("\n");
         assert!(all.contains("ApiKeyPolicy checkout/x: spec.suspend: unknown field \"spec.suspend\": remove it or fix its spelling (did you mean \"suspended\"?)"), "{all}");
         assert!(all.contains("ApiKeyPolicy checkout/x: spec.revocations[0].keyId: Invalid value: \"<redacted: looks like an API key>\""), "{all}");
         assert!(all.contains("never the key itself"), "{all}");
         assert!(!all.contains("sk_live_abcdef"), "{all}");
-        assert!(
-            all.contains("rotation.overlap must be shorter than rotation.every"),
-            "{all}"
-        );
+        assert!(all.contains("rotation.overlap must be shorter than rotation.every"), "{all}");
     }
 
     #[test]
@@ -619,11 +513,8 @@ mod tests {
         );
         let mut out = vec![];
         serve_jsonl(input.as_bytes(), &mut out).unwrap();
-        let lines: Vec<Value> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0], json!({"ok": true, "errors": []}));
         assert_eq!(lines[1]["ok"], json!(false));

@@ -23,33 +23,16 @@ fn mock_client() -> (Client, Handle) {
 }
 
 /// Takes the next request, returns (method, path with query, JSON body), and answers with `reply`.
-async fn expect_request(
-    handle: &mut Handle,
-    status: u16,
-    reply: Value,
-) -> (Method, String, Value, String) {
-    let (request, send) = handle
-        .next_request()
-        .await
-        .expect("the client sent no request");
+async fn expect_request(handle: &mut Handle, status: u16, reply: Value) -> (Method, String, Value, String) {
+    let (request, send) = handle.next_request().await.expect("the client sent no request");
     let method = request.method().clone();
     let uri = request.uri().to_string();
-    let content_type = request
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let content_type =
+        request.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let bytes = request.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("JSON body")
-    };
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
     send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
-            .unwrap(),
+        Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
     );
     (method, uri, body, content_type)
 }
@@ -73,12 +56,8 @@ async fn policy_status_is_server_side_applied_on_the_status_subresource() {
         ..Default::default()
     };
     let api: Api<ApiKeyPolicy> = Api::namespaced(client, "checkout");
-    let task =
-        tokio::spawn(
-            async move { kube_apply::apply_status(&api, "checkout-voice", &status).await },
-        );
-    let reply =
-        policy_json(json!({"observedGeneration": 3, "currentKeyId": "kid_0123456789abcdef"}));
+    let task = tokio::spawn(async move { kube_apply::apply_status(&api, "checkout-voice", &status).await });
+    let reply = policy_json(json!({"observedGeneration": 3, "currentKeyId": "kid_0123456789abcdef"}));
     let (method, uri, body, content_type) = expect_request(&mut handle, 200, reply).await;
     assert_eq!(method, Method::PATCH);
     assert_eq!(
@@ -96,21 +75,14 @@ async fn policy_status_is_server_side_applied_on_the_status_subresource() {
         })
     );
     let written = task.await.unwrap().expect("the patch succeeds");
-    assert_eq!(
-        written.status.unwrap().current_key_id.as_deref(),
-        Some("kid_0123456789abcdef")
-    );
+    assert_eq!(written.status.unwrap().current_key_id.as_deref(), Some("kid_0123456789abcdef"));
 }
 
 #[tokio::test]
 async fn cluster_scoped_tier_status_goes_to_the_cluster_path() {
     let (client, mut handle) = mock_client();
     let api: Api<RateTier> = Api::all(client);
-    let status = RateTierStatus {
-        observed_generation: Some(1),
-        conditions: vec![],
-        policies: 2,
-    };
+    let status = RateTierStatus { observed_generation: Some(1), conditions: vec![], policies: 2 };
     let task = tokio::spawn(async move { kube_apply::apply_status(&api, "pro", &status).await });
     let reply = json!({
         "apiVersion": "infergate.dev/v1alpha1", "kind": "RateTier",
@@ -120,10 +92,7 @@ async fn cluster_scoped_tier_status_goes_to_the_cluster_path() {
     });
     let (method, uri, body, _) = expect_request(&mut handle, 200, reply).await;
     assert_eq!(method, Method::PATCH);
-    assert_eq!(
-        uri,
-        "/apis/infergate.dev/v1alpha1/ratetiers/pro/status?&force=true&fieldManager=infergate-operator"
-    );
+    assert_eq!(uri, "/apis/infergate.dev/v1alpha1/ratetiers/pro/status?&force=true&fieldManager=infergate-operator");
     assert_eq!(
         body,
         json!({"apiVersion": "infergate.dev/v1alpha1", "kind": "RateTier", "status": {"observedGeneration": 1, "policies": 2}})
@@ -136,19 +105,13 @@ fn key_secret() -> Secret {
         metadata: ObjectMeta {
             name: Some("checkout-key".into()),
             namespace: Some("checkout".into()),
-            labels: Some(BTreeMap::from([(
-                "infergate.dev/component".to_string(),
-                "api-key".to_string(),
-            )])),
+            labels: Some(BTreeMap::from([("infergate.dev/component".to_string(), "api-key".to_string())])),
             // Server-owned fields a stale copy may carry; they must not be sent.
             resource_version: Some("41".into()),
             uid: Some("00000000-0000-0000-0000-000000000001".into()),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(
-            "key-id".to_string(),
-            ByteString(b"kid_0123456789abcdef".to_vec()),
-        )])),
+        data: Some(BTreeMap::from([("key-id".to_string(), ByteString(b"kid_0123456789abcdef".to_vec()))])),
         type_: Some("Opaque".into()),
         ..Default::default()
     }
@@ -162,10 +125,7 @@ async fn key_secret_is_server_side_applied_without_server_owned_metadata() {
     let reply = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "checkout-key", "namespace": "checkout", "resourceVersion": "42"}});
     let (method, uri, body, content_type) = expect_request(&mut handle, 200, reply).await;
     assert_eq!(method, Method::PATCH);
-    assert_eq!(
-        uri,
-        "/api/v1/namespaces/checkout/secrets/checkout-key?&force=true&fieldManager=infergate-operator"
-    );
+    assert_eq!(uri, "/api/v1/namespaces/checkout/secrets/checkout-key?&force=true&fieldManager=infergate-operator");
     assert_eq!(content_type, "application/apply-patch+yaml");
     assert_eq!(
         body,
@@ -190,29 +150,22 @@ async fn key_secret_is_server_side_applied_without_server_owned_metadata() {
 async fn shard_delete_treats_not_found_as_done() {
     let (client, mut handle) = mock_client();
     let api: Api<Secret> = Api::namespaced(client, "infergate-system");
-    let task = tokio::spawn(async move {
-        kube_apply::delete_secret(&api, "infergate-cfg-policy-0011223344556677").await
-    });
+    let task =
+        tokio::spawn(async move { kube_apply::delete_secret(&api, "infergate-cfg-policy-0011223344556677").await });
     let reply = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
                        "message": "secrets \"infergate-cfg-policy-0011223344556677\" not found"});
     let (method, uri, _, _) = expect_request(&mut handle, 404, reply).await;
     assert_eq!(method, Method::DELETE);
-    assert_eq!(
-        uri,
-        "/api/v1/namespaces/infergate-system/secrets/infergate-cfg-policy-0011223344556677?"
-    );
-    task.await
-        .unwrap()
-        .expect("a missing shard counts as deleted");
+    assert_eq!(uri, "/api/v1/namespaces/infergate-system/secrets/infergate-cfg-policy-0011223344556677?");
+    task.await.unwrap().expect("a missing shard counts as deleted");
 }
 
 #[tokio::test]
 async fn other_delete_failures_are_reported() {
     let (client, mut handle) = mock_client();
     let api: Api<Secret> = Api::namespaced(client, "infergate-system");
-    let task = tokio::spawn(async move {
-        kube_apply::delete_secret(&api, "infergate-cfg-policy-0011223344556677").await
-    });
+    let task =
+        tokio::spawn(async move { kube_apply::delete_secret(&api, "infergate-cfg-policy-0011223344556677").await });
     let reply = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
                        "message": "forbidden"});
     expect_request(&mut handle, 403, reply).await;

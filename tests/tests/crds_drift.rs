@@ -1,8 +1,7 @@
 //! The CRD YAML committed under `charts/infergate/crds/` must be exactly what the Rust types generate.
 use std::path::PathBuf;
 
-const REGENERATE: &str =
-    "regenerate with: cargo run -p infergate-operator -- crds --out-dir charts/infergate/crds";
+const REGENERATE: &str = "regenerate with: cargo run -p infergate-operator -- crds --out-dir charts/infergate/crds";
 
 #[test]
 fn committed_crds_match_the_generated_ones() {
@@ -19,10 +18,7 @@ fn committed_crds_match_the_generated_ones() {
                 .zip(expected.lines())
                 .position(|(a, b)| a != b)
                 .map_or_else(|| "length".to_string(), |i| format!("line {}", i + 1));
-            panic!(
-                "{} differs from the generated CRD (first difference at {line}); {REGENERATE}",
-                path.display()
-            );
+            panic!("{} differs from the generated CRD (first difference at {line}); {REGENERATE}", path.display());
         }
     }
     // No stale CRD files for kinds that no longer exist.
@@ -34,8 +30,5 @@ fn committed_crds_match_the_generated_ones() {
     on_disk.sort();
     let mut names: Vec<String> = generated.iter().map(|(f, _)| f.to_string()).collect();
     names.sort();
-    assert_eq!(
-        on_disk, names,
-        "charts/infergate/crds holds files crdgen does not generate; {REGENERATE}"
-    );
+    assert_eq!(on_disk, names, "charts/infergate/crds holds files crdgen does not generate; {REGENERATE}");
 }

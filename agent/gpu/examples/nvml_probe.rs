@@ -6,10 +6,7 @@ use std::time::{Duration, Instant};
 use infergate_gpu::{NodeAggregate, NvmlConfig, NvmlTelemetry, SampleFields, Telemetry};
 
 fn main() {
-    let config = NvmlConfig {
-        fields: SampleFields::ALL,
-        ..NvmlConfig::default()
-    };
+    let config = NvmlConfig { fields: SampleFields::ALL, ..NvmlConfig::default() };
     let mut telemetry = match NvmlTelemetry::init(&config) {
         Ok(t) => t,
         Err(error) => {
@@ -18,10 +15,7 @@ fn main() {
             return;
         }
     };
-    println!(
-        "driver: {}",
-        telemetry.driver_version().unwrap_or("unknown")
-    );
+    println!("driver: {}", telemetry.driver_version().unwrap_or("unknown"));
     for line in telemetry.describe() {
         println!("{line}");
     }
@@ -66,8 +60,5 @@ fn main() {
     for _ in 0..rounds {
         let _ = telemetry.sample_utilization();
     }
-    println!(
-        "utilisation-only sample: {:?} per call over {rounds} calls",
-        started.elapsed() / rounds
-    );
+    println!("utilisation-only sample: {:?} per call over {rounds} calls", started.elapsed() / rounds);
 }

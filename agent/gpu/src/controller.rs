@@ -80,21 +80,12 @@ impl Controller {
                 }
             }
         })?;
-        Ok(Self {
-            stop: Some(stop),
-            thread: Some(thread),
-            limits,
-            backend,
-        })
+        Ok(Self { stop: Some(stop), thread: Some(thread), limits, backend })
     }
 
     /// Starts NVML sampling, or returns the reason to run in CPU mode (and marks `limits` disabled).
     /// The caller logs the error's one-line message once.
-    pub fn start_nvml(
-        config: &NvmlConfig,
-        limits: Arc<DynamicLimits>,
-        interval: Duration,
-    ) -> Result<Self, StartError> {
+    pub fn start_nvml(config: &NvmlConfig, limits: Arc<DynamicLimits>, interval: Duration) -> Result<Self, StartError> {
         match NvmlTelemetry::init(config) {
             Ok(telemetry) => Self::spawn(telemetry, limits, interval).map_err(StartError::Thread),
             Err(error) => {

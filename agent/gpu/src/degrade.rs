@@ -42,11 +42,7 @@ impl RefuseReason {
 
 /// Decides the route. `fallback_saturated` is called at most once, and only when the primary is saturated
 /// and a fallback exists.
-pub fn route<F>(
-    primary_saturated: bool,
-    fallback: Option<F>,
-    fallback_saturated: impl FnOnce(&F) -> bool,
-) -> Route<F> {
+pub fn route<F>(primary_saturated: bool, fallback: Option<F>, fallback_saturated: impl FnOnce(&F) -> bool) -> Route<F> {
     if !primary_saturated {
         return Route::Primary;
     }
@@ -70,19 +66,10 @@ mod tests {
             (false, Some("cpu"), false, Route::Primary),
             (true, None, false, Route::Refuse(RefuseReason::NoFallback)),
             (true, Some("cpu"), false, Route::Fallback("cpu")),
-            (
-                true,
-                Some("cpu"),
-                true,
-                Route::Refuse(RefuseReason::FallbackSaturated),
-            ),
+            (true, Some("cpu"), true, Route::Refuse(RefuseReason::FallbackSaturated)),
         ];
         for (primary, fallback, fallback_full, expected) in cases {
-            assert_eq!(
-                route(primary, fallback, |_| fallback_full),
-                expected,
-                "{primary} {fallback:?} {fallback_full}"
-            );
+            assert_eq!(route(primary, fallback, |_| fallback_full), expected, "{primary} {fallback:?} {fallback_full}");
         }
     }
 
@@ -97,19 +84,13 @@ mod tests {
         assert_eq!(asked.get(), 0);
         assert_eq!(route(true, Some("cpu"), ask), Route::Fallback("cpu"));
         assert_eq!(asked.get(), 1);
-        assert_eq!(
-            route(true, None::<&str>, ask),
-            Route::Refuse(RefuseReason::NoFallback)
-        );
+        assert_eq!(route(true, None::<&str>, ask), Route::Refuse(RefuseReason::NoFallback));
         assert_eq!(asked.get(), 1);
     }
 
     #[test]
     fn reasons_have_stable_labels() {
         assert_eq!(RefuseReason::NoFallback.as_str(), "no_fallback");
-        assert_eq!(
-            RefuseReason::FallbackSaturated.as_str(),
-            "fallback_saturated"
-        );
+        assert_eq!(RefuseReason::FallbackSaturated.as_str(), "fallback_saturated");
     }
 }

@@ -19,14 +19,9 @@ impl FakeTelemetry {
     /// If `values` is empty (a test bug, not a runtime condition).
     pub fn sequence(values: impl Into<Vec<f64>>) -> Self {
         let values: Vec<f64> = values.into();
-        assert!(
-            !values.is_empty(),
-            "FakeTelemetry::sequence needs at least one value"
-        );
+        assert!(!values.is_empty(), "FakeTelemetry::sequence needs at least one value");
         Self::from_fn(move |step| {
-            let at = usize::try_from(step)
-                .unwrap_or(usize::MAX)
-                .min(values.len() - 1);
+            let at = usize::try_from(step).unwrap_or(usize::MAX).min(values.len() - 1);
             values[at]
         })
     }
@@ -47,13 +42,8 @@ impl FakeTelemetry {
     }
 
     /// Full control, including failures (to test what the controller does when telemetry breaks).
-    pub fn from_result_fn(
-        f: impl FnMut(u64) -> Result<ScriptedStep, TelemetryError> + Send + 'static,
-    ) -> Self {
-        Self {
-            script: Box::new(f),
-            step: 0,
-        }
+    pub fn from_result_fn(f: impl FnMut(u64) -> Result<ScriptedStep, TelemetryError> + Send + 'static) -> Self {
+        Self { script: Box::new(f), step: 0 }
     }
 
     /// How many samples have been taken.
@@ -81,8 +71,6 @@ impl Telemetry for FakeTelemetry {
 
 impl std::fmt::Debug for FakeTelemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeTelemetry")
-            .field("step", &self.step)
-            .finish_non_exhaustive()
+        f.debug_struct("FakeTelemetry").field("step", &self.step).finish_non_exhaustive()
     }
 }

@@ -41,6 +41,5 @@ pub use nvml::{NvmlConfig, NvmlTelemetry};
 pub use policy::{PolicyError, TierPolicy, tier_factors, tightening, validate_tiers};
 pub use smoothing::{Smoothed, Smoother, SmoothingConfig};
 pub use telemetry::{
-    GpuSample, NodeAggregate, NodeSample, ProcessSample, SampleFields, Telemetry, TelemetryError,
-    UtilizationSource,
+    GpuSample, NodeAggregate, NodeSample, ProcessSample, SampleFields, Telemetry, TelemetryError, UtilizationSource,
 };

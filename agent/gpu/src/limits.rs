@@ -132,10 +132,7 @@ pub struct DynamicLimits {
 
 impl std::fmt::Debug for DynamicLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DynamicLimits")
-            .field("config", &self.config)
-            .field("snapshot", &self.snapshot())
-            .finish()
+        f.debug_struct("DynamicLimits").field("config", &self.config).field("snapshot", &self.snapshot()).finish()
     }
 }
 
@@ -143,18 +140,9 @@ impl DynamicLimits {
     /// Starts with every tier at its nominal factor until the first sample.
     pub fn new(tiers: Vec<TierPolicy>, config: LimitsConfig) -> Result<Self, PolicyError> {
         validate_tiers(&tiers)?;
-        let published =
-            ArcSwap::from_pointee(FactorSnapshot::nominal(&tiers, TelemetryState::Waiting));
-        let state = UpdateState {
-            tiers,
-            smoother: Smoother::new(config.smoothing),
-            last_good: None,
-        };
-        Ok(Self {
-            config,
-            state: Mutex::new(state),
-            published,
-        })
+        let published = ArcSwap::from_pointee(FactorSnapshot::nominal(&tiers, TelemetryState::Waiting));
+        let state = UpdateState { tiers, smoother: Smoother::new(config.smoothing), last_good: None };
+        Ok(Self { config, state: Mutex::new(state), published })
     }
 
     pub fn config(&self) -> LimitsConfig {
@@ -171,23 +159,12 @@ impl DynamicLimits {
     /// only by their own bounds); 1.0 when no tier has it.
     pub fn factor_for_priority(&self, priority: u32) -> f64 {
         let snapshot = self.published.load();
-        snapshot
-            .tiers
-            .iter()
-            .filter(|t| t.priority == priority)
-            .map(|t| t.factor)
-            .reduce(f64::min)
-            .unwrap_or(1.0)
+        snapshot.tiers.iter().filter(|t| t.priority == priority).map(|t| t.factor).reduce(f64::min).unwrap_or(1.0)
     }
 
     /// `(tier, factor)` for every tier, for metrics and status.
     pub fn factors(&self) -> Vec<(String, f64)> {
-        self.published
-            .load()
-            .tiers
-            .iter()
-            .map(|t| (t.name.clone(), t.factor))
-            .collect()
+        self.published.load().tiers.iter().map(|t| (t.name.clone(), t.factor)).collect()
     }
 
     /// The whole published state.
@@ -245,10 +222,7 @@ impl DynamicLimits {
     pub fn disable(&self) {
         let mut state = self.lock();
         state.smoother.reset();
-        self.store(FactorSnapshot::nominal(
-            &state.tiers,
-            TelemetryState::Disabled,
-        ));
+        self.store(FactorSnapshot::nominal(&state.tiers, TelemetryState::Disabled));
     }
 
     /// Replaces the tier set (config reload). Smoothing history is kept, so new factors apply at once.
@@ -273,10 +247,9 @@ impl DynamicLimits {
                     .collect(),
                 ..(*previous).clone()
             },
-            (kept, _) => FactorSnapshot {
-                updated_at: previous.updated_at,
-                ..FactorSnapshot::nominal(&state.tiers, kept)
-            },
+            (kept, _) => {
+                FactorSnapshot { updated_at: previous.updated_at, ..FactorSnapshot::nominal(&state.tiers, kept) }
+            }
         };
         self.store(snapshot);
         Ok(())
@@ -289,25 +262,18 @@ impl DynamicLimits {
         error: Option<&'static str>,
     ) -> Arc<FactorSnapshot> {
         let previous = self.published.load_full();
-        let since = state
-            .last_good
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        let snapshot =
-            if since >= self.config.stale_after && previous.state != TelemetryState::Disabled {
-                // Start afresh when data returns: blending with an old value would misreport the present.
-                state.smoother.reset();
-                FactorSnapshot {
-                    last_error: error,
-                    updated_at: Some(now),
-                    ..FactorSnapshot::nominal(&state.tiers, TelemetryState::Stale)
-                }
-            } else {
-                FactorSnapshot {
-                    last_error: error,
-                    updated_at: Some(now),
-                    ..(*previous).clone()
-                }
-            };
+        let since = state.last_good.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let snapshot = if since >= self.config.stale_after && previous.state != TelemetryState::Disabled {
+            // Start afresh when data returns: blending with an old value would misreport the present.
+            state.smoother.reset();
+            FactorSnapshot {
+                last_error: error,
+                updated_at: Some(now),
+                ..FactorSnapshot::nominal(&state.tiers, TelemetryState::Stale)
+            }
+        } else {
+            FactorSnapshot { last_error: error, updated_at: Some(now), ..(*previous).clone() }
+        };
         self.store(snapshot)
     }
 
@@ -320,9 +286,7 @@ impl DynamicLimits {
     fn lock(&self) -> MutexGuard<'_, UpdateState> {
         // A panic in another updater cannot leave the state half-written (each field is replaced whole),
         // so a poisoned lock is safe to reuse.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -332,25 +296,13 @@ mod tests {
     use crate::telemetry::GpuSample;
 
     fn sample(percent: Option<f64>) -> NodeSample {
-        NodeSample {
-            gpus: vec![GpuSample::utilization(
-                0,
-                percent,
-                UtilizationSource::Scripted,
-            )],
-        }
+        NodeSample { gpus: vec![GpuSample::utilization(0, percent, UtilizationSource::Scripted)] }
     }
 
     fn limits() -> DynamicLimits {
-        let tiers = vec![
-            TierPolicy::new("free", 10, 85.0, 0.0, 1.0),
-            TierPolicy::new("gold", 100, 85.0, 0.5, 1.0),
-        ];
+        let tiers = vec![TierPolicy::new("free", 10, 85.0, 0.0, 1.0), TierPolicy::new("gold", 100, 85.0, 0.5, 1.0)];
         let config = LimitsConfig {
-            smoothing: SmoothingConfig {
-                half_life: Duration::ZERO,
-                hysteresis_points: 0.0,
-            },
+            smoothing: SmoothingConfig { half_life: Duration::ZERO, hysteresis_points: 0.0 },
             ..LimitsConfig::default()
         };
         DynamicLimits::new(tiers, config).unwrap()
@@ -361,15 +313,9 @@ mod tests {
         let l = limits();
         let t0 = Instant::now();
         assert_eq!(l.snapshot().state, TelemetryState::Waiting);
-        assert_eq!(
-            l.factors(),
-            vec![("free".to_owned(), 1.0), ("gold".to_owned(), 1.0)]
-        );
+        assert_eq!(l.factors(), vec![("free".to_owned(), 1.0), ("gold".to_owned(), 1.0)]);
         l.update(&sample(Some(100.0)), t0);
-        assert_eq!(
-            l.factors(),
-            vec![("free".to_owned(), 0.0), ("gold".to_owned(), 0.5)]
-        );
+        assert_eq!(l.factors(), vec![("free".to_owned(), 0.0), ("gold".to_owned(), 0.5)]);
         assert_eq!(l.factor("free"), 0.0);
         assert_eq!(l.factor_for_priority(100), 0.5);
         assert_eq!(l.factor("unknown"), 1.0);
@@ -386,16 +332,10 @@ mod tests {
         let held = l.update(&sample(None), t0 + Duration::from_secs(4));
         assert_eq!(held.state, TelemetryState::Live);
         assert_eq!(l.factor("free"), 0.0);
-        let stale = l.update_failed(
-            &TelemetryError::GpuLost { index: 0 },
-            t0 + Duration::from_secs(5),
-        );
+        let stale = l.update_failed(&TelemetryError::GpuLost { index: 0 }, t0 + Duration::from_secs(5));
         assert_eq!(stale.state, TelemetryState::Stale);
         assert_eq!(stale.last_error, Some("gpu_lost"));
-        assert_eq!(
-            l.factors(),
-            vec![("free".to_owned(), 1.0), ("gold".to_owned(), 1.0)]
-        );
+        assert_eq!(l.factors(), vec![("free".to_owned(), 1.0), ("gold".to_owned(), 1.0)]);
         // Data returns: live again.
         l.update(&sample(Some(100.0)), t0 + Duration::from_secs(6));
         assert_eq!(l.factor("free"), 0.0);
@@ -406,12 +346,9 @@ mod tests {
         let l = limits();
         let t0 = Instant::now();
         l.update(&sample(Some(100.0)), t0);
-        l.set_tiers(vec![TierPolicy::new("free", 10, 85.0, 0.3, 1.0)])
-            .unwrap();
+        l.set_tiers(vec![TierPolicy::new("free", 10, 85.0, 0.3, 1.0)]).unwrap();
         assert_eq!(l.factors(), vec![("free".to_owned(), 0.3)]);
-        let err = l
-            .set_tiers(vec![TierPolicy::new("x", 1, 85.0, 2.0, 1.0)])
-            .unwrap_err();
+        let err = l.set_tiers(vec![TierPolicy::new("x", 1, 85.0, 2.0, 1.0)]).unwrap_err();
         assert_eq!(err.category(), "invalid_tier");
         assert_eq!(l.factors(), vec![("free".to_owned(), 0.3)]);
     }

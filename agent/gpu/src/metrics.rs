@@ -12,12 +12,8 @@ use prometheus::{GaugeVec, Opts, Registry};
 use crate::limits::{DynamicLimits, TelemetryState};
 use crate::telemetry::UtilizationSource;
 
-const STATES: [TelemetryState; 4] = [
-    TelemetryState::Waiting,
-    TelemetryState::Live,
-    TelemetryState::Stale,
-    TelemetryState::Disabled,
-];
+const STATES: [TelemetryState; 4] =
+    [TelemetryState::Waiting, TelemetryState::Live, TelemetryState::Stale, TelemetryState::Disabled];
 const SOURCES: [UtilizationSource; 5] = [
     UtilizationSource::Device,
     UtilizationSource::GpmSmActivity,
@@ -44,8 +40,7 @@ pub struct GpuMetrics {
 impl GpuMetrics {
     /// Registers the GPU gauges in `registry`; they read `limits` on every scrape.
     pub fn register(registry: &Registry, limits: Arc<DynamicLimits>) -> prometheus::Result<Self> {
-        let gauge =
-            |name: &str, help: &str, labels: &[&str]| GaugeVec::new(Opts::new(name, help), labels);
+        let gauge = |name: &str, help: &str, labels: &[&str]| GaugeVec::new(Opts::new(name, help), labels);
         let metrics = Self {
             limits,
             refill_factor: gauge(
@@ -73,26 +68,10 @@ impl GpuMetrics {
                 "Per-GPU utilisation in the last sample",
                 &["gpu"],
             )?,
-            gpu_memory_used: gauge(
-                "gpu_device_memory_used_bytes",
-                "Per-GPU framebuffer memory in use",
-                &["gpu"],
-            )?,
-            gpu_memory_total: gauge(
-                "gpu_device_memory_total_bytes",
-                "Per-GPU framebuffer memory",
-                &["gpu"],
-            )?,
-            gpu_temperature: gauge(
-                "gpu_device_temperature_celsius",
-                "Per-GPU die temperature",
-                &["gpu"],
-            )?,
-            gpu_power: gauge(
-                "gpu_device_power_watts",
-                "Per-GPU board power draw",
-                &["gpu"],
-            )?,
+            gpu_memory_used: gauge("gpu_device_memory_used_bytes", "Per-GPU framebuffer memory in use", &["gpu"])?,
+            gpu_memory_total: gauge("gpu_device_memory_total_bytes", "Per-GPU framebuffer memory", &["gpu"])?,
+            gpu_temperature: gauge("gpu_device_temperature_celsius", "Per-GPU die temperature", &["gpu"])?,
+            gpu_power: gauge("gpu_device_power_watts", "Per-GPU board power draw", &["gpu"])?,
         };
         registry.register(Box::new(metrics.clone()))?;
         Ok(metrics)
@@ -119,9 +98,7 @@ impl GpuMetrics {
             gauge.reset();
         }
         for tier in &snapshot.tiers {
-            self.refill_factor
-                .with_label_values(&[tier.name.as_str()])
-                .set(tier.factor);
+            self.refill_factor.with_label_values(&[tier.name.as_str()]).set(tier.factor);
         }
         for (stage, value) in [
             ("raw", snapshot.raw_utilization),
@@ -133,15 +110,11 @@ impl GpuMetrics {
             }
         }
         for state in STATES {
-            self.telemetry_state
-                .with_label_values(&[state.as_str()])
-                .set(f64::from(u8::from(state == snapshot.state)));
+            self.telemetry_state.with_label_values(&[state.as_str()]).set(f64::from(u8::from(state == snapshot.state)));
         }
         for source in SOURCES {
             let current = source == snapshot.utilization_source;
-            self.utilization_source
-                .with_label_values(&[source.as_str()])
-                .set(f64::from(u8::from(current)));
+            self.utilization_source.with_label_values(&[source.as_str()]).set(f64::from(u8::from(current)));
         }
         if snapshot.state != TelemetryState::Live {
             return;
@@ -153,24 +126,16 @@ impl GpuMetrics {
                 self.gpu_utilization.with_label_values(&label).set(u);
             }
             if let Some(bytes) = gpu.memory_used_bytes {
-                self.gpu_memory_used
-                    .with_label_values(&label)
-                    .set(bytes as f64);
+                self.gpu_memory_used.with_label_values(&label).set(bytes as f64);
             }
             if let Some(bytes) = gpu.memory_total_bytes {
-                self.gpu_memory_total
-                    .with_label_values(&label)
-                    .set(bytes as f64);
+                self.gpu_memory_total.with_label_values(&label).set(bytes as f64);
             }
             if let Some(celsius) = gpu.temperature_celsius {
-                self.gpu_temperature
-                    .with_label_values(&label)
-                    .set(f64::from(celsius));
+                self.gpu_temperature.with_label_values(&label).set(f64::from(celsius));
             }
             if let Some(milliwatts) = gpu.power_milliwatts {
-                self.gpu_power
-                    .with_label_values(&label)
-                    .set(f64::from(milliwatts) / 1000.0);
+                self.gpu_power.with_label_values(&label).set(f64::from(milliwatts) / 1000.0);
             }
         }
     }
@@ -183,10 +148,7 @@ impl Collector for GpuMetrics {
 
     fn collect(&self) -> Vec<MetricFamily> {
         self.refresh();
-        self.gauges()
-            .into_iter()
-            .flat_map(|g| g.collect())
-            .collect()
+        self.gauges().into_iter().flat_map(|g| g.collect()).collect()
     }
 }
 
@@ -201,65 +163,32 @@ mod tests {
 
     fn render(registry: &Registry) -> String {
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&registry.gather(), &mut out)
-            .unwrap();
+        TextEncoder::new().encode(&registry.gather(), &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn scrape_shows_factors_state_and_gpus() {
         let limits = Arc::new(
-            DynamicLimits::new(
-                vec![TierPolicy::new("free", 1, 85.0, 0.25, 1.0)],
-                LimitsConfig::default(),
-            )
-            .unwrap(),
+            DynamicLimits::new(vec![TierPolicy::new("free", 1, 85.0, 0.25, 1.0)], LimitsConfig::default()).unwrap(),
         );
         let registry = Registry::new_custom(Some("infergate".into()), None).unwrap();
         GpuMetrics::register(&registry, Arc::clone(&limits)).unwrap();
         let text = render(&registry);
-        assert!(
-            text.contains("infergate_gpu_refill_factor{tier=\"free\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("infergate_gpu_telemetry_state{state=\"waiting\"} 1\n"),
-            "{text}"
-        );
+        assert!(text.contains("infergate_gpu_refill_factor{tier=\"free\"} 1\n"), "{text}");
+        assert!(text.contains("infergate_gpu_telemetry_state{state=\"waiting\"} 1\n"), "{text}");
 
         let mut gpu = GpuSample::utilization(0, Some(100.0), UtilizationSource::Device);
         gpu.memory_used_bytes = Some(1024);
         gpu.power_milliwatts = Some(350_000);
         limits.update(&NodeSample { gpus: vec![gpu] }, Instant::now());
         let text = render(&registry);
-        assert!(
-            text.contains("infergate_gpu_refill_factor{tier=\"free\"} 0.25\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("infergate_gpu_telemetry_state{state=\"live\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("infergate_gpu_utilization_source{source=\"device\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("infergate_gpu_node_utilization_percent{stage=\"held\"} 100\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("infergate_gpu_device_memory_used_bytes{gpu=\"0\"} 1024\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("infergate_gpu_device_power_watts{gpu=\"0\"} 350\n"),
-            "{text}"
-        );
-        assert!(
-            !text.contains("temperature_celsius{"),
-            "not sampled, not shown: {text}"
-        );
+        assert!(text.contains("infergate_gpu_refill_factor{tier=\"free\"} 0.25\n"), "{text}");
+        assert!(text.contains("infergate_gpu_telemetry_state{state=\"live\"} 1\n"), "{text}");
+        assert!(text.contains("infergate_gpu_utilization_source{source=\"device\"} 1\n"), "{text}");
+        assert!(text.contains("infergate_gpu_node_utilization_percent{stage=\"held\"} 100\n"), "{text}");
+        assert!(text.contains("infergate_gpu_device_memory_used_bytes{gpu=\"0\"} 1024\n"), "{text}");
+        assert!(text.contains("infergate_gpu_device_power_watts{gpu=\"0\"} 350\n"), "{text}");
+        assert!(!text.contains("temperature_celsius{"), "not sampled, not shown: {text}");
     }
 }

@@ -23,8 +23,7 @@ use nvml_wrapper::gpm::{GpmSample, gpm_metrics_get};
 use nvml_wrapper::{Device, Nvml};
 
 use crate::telemetry::{
-    GpuSample, NodeSample, ProcessSample, SampleFields, Telemetry, TelemetryError,
-    UtilizationSource,
+    GpuSample, NodeSample, ProcessSample, SampleFields, Telemetry, TelemetryError, UtilizationSource,
 };
 
 /// The soname the driver package installs; the unversioned `libnvidia-ml.so` (nvml-wrapper's default)
@@ -62,15 +61,13 @@ pub fn nvml() -> Result<&'static Nvml, TelemetryError> {
 fn load() -> Result<Nvml, TelemetryError> {
     let first = Nvml::builder().lib_path(OsStr::new(LIB_SONAME)).init();
     let result = match first {
-        Err(NvmlError::LibloadingError(_)) => {
-            Nvml::builder().lib_path(OsStr::new(LIB_DEV_NAME)).init()
-        }
+        Err(NvmlError::LibloadingError(_)) => Nvml::builder().lib_path(OsStr::new(LIB_DEV_NAME)).init(),
         other => other,
     };
     result.map_err(|source| match source {
-        NvmlError::LibloadingError(_)
-        | NvmlError::LibraryNotFound
-        | NvmlError::FailedToLoadSymbol(_) => TelemetryError::NoDriver { source },
+        NvmlError::LibloadingError(_) | NvmlError::LibraryNotFound | NvmlError::FailedToLoadSymbol(_) => {
+            TelemetryError::NoDriver { source }
+        }
         NvmlError::DriverNotLoaded => TelemetryError::DriverNotLoaded { source },
         NvmlError::NoPermission => TelemetryError::NoPermission { source },
         source => TelemetryError::Init { source },
@@ -111,9 +108,7 @@ impl NvmlTelemetry {
     /// Loads NVML and resolves the GPUs to watch. Fails cleanly (never panics) when there is no driver.
     pub fn init(config: &NvmlConfig) -> Result<Self, TelemetryError> {
         let nvml = nvml()?;
-        let count = nvml
-            .device_count()
-            .map_err(|source| TelemetryError::Init { source })?;
+        let count = nvml.device_count().map_err(|source| TelemetryError::Init { source })?;
         let indices: Vec<u32> = match &config.devices {
             Some(list) => list.clone(),
             None => (0..count).collect(),
@@ -126,17 +121,11 @@ impl NvmlTelemetry {
             if index >= count {
                 return Err(TelemetryError::UnknownDevice { index, count });
             }
-            let device = nvml
-                .device_by_index(index)
-                .map_err(|source| device_error(index, source))?;
+            let device = nvml.device_by_index(index).map_err(|source| device_error(index, source))?;
             gpus.push(watch(index, device, config.mig_memory_proxy));
         }
         let driver_version = nvml.sys_driver_version().ok();
-        Ok(Self {
-            gpus,
-            fields: config.fields,
-            driver_version,
-        })
+        Ok(Self { gpus, fields: config.fields, driver_version })
     }
 
     /// The driver version, when NVML reports it.
@@ -156,10 +145,7 @@ impl NvmlTelemetry {
                     UtilizationMode::MemoryProxy => UtilizationSource::MemoryUsedProxy,
                     UtilizationMode::Unavailable => UtilizationSource::Unavailable,
                 };
-                format!(
-                    "gpu {}: {name}, mig={}, utilisation from {source}",
-                    gpu.index, gpu.mig_enabled
-                )
+                format!("gpu {}: {name}, mig={}, utilisation from {source}", gpu.index, gpu.mig_enabled)
             })
             .collect()
     }
@@ -180,10 +166,7 @@ impl NvmlTelemetry {
 
 fn watch(index: u32, device: Device<'static>, mig_memory_proxy: bool) -> WatchedGpu {
     // NotSupported here means a GPU without MIG: the normal case.
-    let mig_enabled = device
-        .mig_mode()
-        .map(|m| m.current == MIG_ENABLED)
-        .unwrap_or(false);
+    let mig_enabled = device.mig_mode().map(|m| m.current == MIG_ENABLED).unwrap_or(false);
     let mode = if !mig_enabled {
         UtilizationMode::Device
     } else if device.gpm_support().unwrap_or(false) {
@@ -196,13 +179,7 @@ fn watch(index: u32, device: Device<'static>, mig_memory_proxy: bool) -> Watched
     if mig_enabled {
         tracing::info!(gpu = index, source = ?mode_source(&mode), "GPU is in MIG mode: device utilisation is not reported");
     }
-    WatchedGpu {
-        index,
-        device,
-        mig_enabled,
-        mode,
-        last_process_timestamp: 0,
-    }
+    WatchedGpu { index, device, mig_enabled, mode, last_process_timestamp: 0 }
 }
 
 fn mode_source(mode: &UtilizationMode) -> UtilizationSource {
@@ -223,27 +200,19 @@ fn device_error(index: u32, source: NvmlError) -> TelemetryError {
 
 /// Reads one GPU's utilisation by its mode. A `NotSupported` from the device call (MIG enabled after
 /// start-up, or a GPU that never reports it) switches the GPU to "unavailable" instead of failing every tick.
-fn read_utilization(
-    gpu: &mut WatchedGpu,
-) -> Result<(Option<f64>, UtilizationSource), TelemetryError> {
+fn read_utilization(gpu: &mut WatchedGpu) -> Result<(Option<f64>, UtilizationSource), TelemetryError> {
     match &mut gpu.mode {
         UtilizationMode::Device => match gpu.device.utilization_rates() {
             Ok(rates) => Ok((Some(f64::from(rates.gpu)), UtilizationSource::Device)),
             Err(NvmlError::NotSupported) => {
-                tracing::warn!(
-                    gpu = gpu.index,
-                    "GPU stopped reporting utilisation (MIG?): marking it unavailable"
-                );
+                tracing::warn!(gpu = gpu.index, "GPU stopped reporting utilisation (MIG?): marking it unavailable");
                 gpu.mode = UtilizationMode::Unavailable;
                 Ok((None, UtilizationSource::Unavailable))
             }
             Err(source) => Err(device_error(gpu.index, source)),
         },
         UtilizationMode::Gpm { previous } => {
-            let current = gpu
-                .device
-                .gpm_sample()
-                .map_err(|source| device_error(gpu.index, source))?;
+            let current = gpu.device.gpm_sample().map_err(|source| device_error(gpu.index, source))?;
             let value = match previous.take() {
                 // The first tick has nothing to compare against.
                 None => None,
@@ -251,33 +220,19 @@ fn read_utilization(
                     let nvml = nvml()?;
                     let metrics = gpm_metrics_get(nvml, &before, &current, &[GpmMetricId::SmUtil])
                         .map_err(|source| device_error(gpu.index, source))?;
-                    metrics
-                        .into_iter()
-                        .next()
-                        .and_then(Result::ok)
-                        .map(|m| m.value.clamp(0.0, 100.0))
+                    metrics.into_iter().next().and_then(Result::ok).map(|m| m.value.clamp(0.0, 100.0))
                 }
             };
             *previous = Some(current);
-            let source = if value.is_some() {
-                UtilizationSource::GpmSmActivity
-            } else {
-                UtilizationSource::Unavailable
-            };
+            let source =
+                if value.is_some() { UtilizationSource::GpmSmActivity } else { UtilizationSource::Unavailable };
             Ok((value, source))
         }
         UtilizationMode::MemoryProxy => {
-            let memory = gpu
-                .device
-                .memory_info()
-                .map_err(|source| device_error(gpu.index, source))?;
-            let value =
-                (memory.total > 0).then(|| memory.used as f64 * 100.0 / memory.total as f64);
-            let source = if value.is_some() {
-                UtilizationSource::MemoryUsedProxy
-            } else {
-                UtilizationSource::Unavailable
-            };
+            let memory = gpu.device.memory_info().map_err(|source| device_error(gpu.index, source))?;
+            let value = (memory.total > 0).then(|| memory.used as f64 * 100.0 / memory.total as f64);
+            let source =
+                if value.is_some() { UtilizationSource::MemoryUsedProxy } else { UtilizationSource::Unavailable };
             Ok((value, source))
         }
         UtilizationMode::Unavailable => Ok((None, UtilizationSource::Unavailable)),
@@ -309,8 +264,7 @@ impl Telemetry for NvmlTelemetry {
                 }
             }
             if fields.temperature {
-                sample.temperature_celsius =
-                    optional(index, gpu.device.temperature(TemperatureSensor::Gpu))?;
+                sample.temperature_celsius = optional(index, gpu.device.temperature(TemperatureSensor::Gpu))?;
             }
             if fields.power {
                 sample.power_milliwatts = optional(index, gpu.device.power_usage())?;

@@ -33,20 +33,8 @@ pub struct TierPolicy {
 }
 
 impl TierPolicy {
-    pub fn new(
-        name: impl Into<String>,
-        priority: u32,
-        target_percent: f64,
-        min_factor: f64,
-        max_factor: f64,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            priority,
-            target_percent,
-            min_factor,
-            max_factor,
-        }
+    pub fn new(name: impl Into<String>, priority: u32, target_percent: f64, min_factor: f64, max_factor: f64) -> Self {
+        Self { name: name.into(), priority, target_percent, min_factor, max_factor }
     }
 
     /// The factor when nothing is known about the GPUs: the nominal rate, kept inside the tier's bounds.
@@ -55,10 +43,7 @@ impl TierPolicy {
     }
 
     fn validate(&self) -> Result<(), PolicyError> {
-        let bad = |what: &'static str| PolicyError::InvalidTier {
-            tier: self.name.clone(),
-            what,
-        };
+        let bad = |what: &'static str| PolicyError::InvalidTier { tier: self.name.clone(), what };
         if self.name.is_empty() {
             return Err(bad("the tier name is empty"));
         }
@@ -124,23 +109,16 @@ pub fn validate_tiers(tiers: &[TierPolicy]) -> Result<(), PolicyError> {
 /// How far each tier is tightened, in `0.0..=1.0` (0 = at `max_factor`, 1 = at `min_factor`),
 /// in the order of `tiers`. `utilization` is the held node utilisation in percent.
 pub fn tightening(utilization: f64, tiers: &[TierPolicy]) -> Vec<f64> {
-    let utilization = if utilization.is_finite() {
-        utilization.clamp(0.0, 100.0)
-    } else {
-        0.0
-    };
+    let utilization = if utilization.is_finite() { utilization.clamp(0.0, 100.0) } else { 0.0 };
     // Tier sets are a handful of entries: quadratic scans beat building a sorted set (no allocation).
     let distinct_below = |priority: u32| {
         tiers
             .iter()
             .enumerate()
-            .filter(|(i, t)| {
-                t.priority < priority && !tiers[..*i].iter().any(|e| e.priority == t.priority)
-            })
+            .filter(|(i, t)| t.priority < priority && !tiers[..*i].iter().any(|e| e.priority == t.priority))
             .count()
     };
-    let stages =
-        distinct_below(u32::MAX) + usize::from(tiers.iter().any(|t| t.priority == u32::MAX));
+    let stages = distinct_below(u32::MAX) + usize::from(tiers.iter().any(|t| t.priority == u32::MAX));
     let mut result: Vec<f64> = tiers
         .iter()
         .map(|tier| {
@@ -176,10 +154,7 @@ pub fn tier_factors(utilization: f64, tiers: &[TierPolicy]) -> Vec<f64> {
         .iter()
         .zip(tightening(utilization, tiers))
         // Written as a blend so the ends are exact: t = 0 gives max, t = 1 gives min, bit for bit.
-        .map(|(tier, t)| {
-            (tier.max_factor * (1.0 - t) + tier.min_factor * t)
-                .clamp(tier.min_factor, tier.max_factor)
-        })
+        .map(|(tier, t)| (tier.max_factor * (1.0 - t) + tier.min_factor * t).clamp(tier.min_factor, tier.max_factor))
         .collect()
 }
 
@@ -231,10 +206,7 @@ mod tests {
 
     #[test]
     fn higher_priority_with_a_lower_target_still_waits_for_lower_tiers() {
-        let tiers = vec![
-            TierPolicy::new("free", 10, 90.0, 0.0, 1.0),
-            TierPolicy::new("gold", 20, 50.0, 0.5, 1.0),
-        ];
+        let tiers = vec![TierPolicy::new("free", 10, 90.0, 0.0, 1.0), TierPolicy::new("gold", 20, 50.0, 0.5, 1.0)];
         // gold's own stage would already be tightening at 80%, but free has not started yet.
         assert_eq!(tier_factors(80.0, &tiers), vec![1.0, 1.0]);
         let t = tightening(96.0, &tiers);
@@ -267,19 +239,10 @@ mod tests {
             let u = step as f64 / 10.0;
             let t = tightening(u, &tiers);
             for ((tier, f), tight) in tiers.iter().zip(tier_factors(u, &tiers)).zip(&t) {
-                assert!(
-                    f >= tier.min_factor && f <= tier.max_factor,
-                    "{} at {u}: {f}",
-                    tier.name
-                );
+                assert!(f >= tier.min_factor && f <= tier.max_factor, "{} at {u}: {f}", tier.name);
                 for (other, other_tight) in tiers.iter().zip(&t) {
                     if other.priority < tier.priority {
-                        assert!(
-                            tight <= other_tight,
-                            "{} tighter than {} at {u}",
-                            tier.name,
-                            other.name
-                        );
+                        assert!(tight <= other_tight, "{} tighter than {} at {u}", tier.name, other.name);
                     }
                 }
             }
@@ -289,24 +252,12 @@ mod tests {
     #[test]
     fn invalid_tiers_say_what_to_fix() {
         let err = validate_tiers(&[TierPolicy::new("free", 1, 85.0, 0.9, 0.5)]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "tier \"free\": minFactor must not exceed maxFactor"
-        );
+        assert_eq!(err.to_string(), "tier \"free\": minFactor must not exceed maxFactor");
         let err = validate_tiers(&[TierPolicy::new("free", 1, 0.0, 0.1, 0.5)]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "tier \"free\": targetPercent must be between 1 and 100"
-        );
-        let err = validate_tiers(&[
-            TierPolicy::new("a", 1, 85.0, 0.1, 1.0),
-            TierPolicy::new("a", 2, 85.0, 0.1, 1.0),
-        ])
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "tier \"a\" is listed twice: tier names must be unique"
-        );
+        assert_eq!(err.to_string(), "tier \"free\": targetPercent must be between 1 and 100");
+        let err = validate_tiers(&[TierPolicy::new("a", 1, 85.0, 0.1, 1.0), TierPolicy::new("a", 2, 85.0, 0.1, 1.0)])
+            .unwrap_err();
+        assert_eq!(err.to_string(), "tier \"a\" is listed twice: tier names must be unique");
         assert_eq!(err.category(), "duplicate_tier");
         assert!(validate_tiers(&three_tiers()).is_ok());
     }

@@ -37,23 +37,14 @@ pub fn step_reaction(
     to: f64,
 ) -> Result<Vec<Reaction>, PolicyError> {
     let limits = DynamicLimits::new(tiers.to_vec(), config)?;
-    let sample = |percent: f64| NodeSample {
-        gpus: vec![GpuSample::utilization(
-            0,
-            Some(percent),
-            UtilizationSource::Scripted,
-        )],
-    };
+    let sample =
+        |percent: f64| NodeSample { gpus: vec![GpuSample::utilization(0, Some(percent), UtilizationSource::Scripted)] };
     let start = Instant::now();
     let mut tick = 0u32;
     let mut advance = |percent: f64| {
         let snapshot = limits.update(&sample(percent), start + interval * tick);
         tick += 1;
-        snapshot
-            .tiers
-            .iter()
-            .map(|t| t.factor)
-            .collect::<Vec<f64>>()
+        snapshot.tiers.iter().map(|t| t.factor).collect::<Vec<f64>>()
     };
     let mut before = Vec::new();
     for _ in 0..SETTLE_TICKS {
@@ -68,10 +59,7 @@ pub fn step_reaction(
             let change = after[i] - before[i];
             let ticks = (change.abs() > 1e-12)
                 .then(|| {
-                    trace
-                        .iter()
-                        .position(|f| (f[i] - before[i]).abs() >= 0.9 * change.abs())
-                        .map(|p| p as u32 + 1)
+                    trace.iter().position(|f| (f[i] - before[i]).abs() >= 0.9 * change.abs()).map(|p| p as u32 + 1)
                 })
                 .flatten();
             Reaction {

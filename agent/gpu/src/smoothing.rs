@@ -25,10 +25,7 @@ pub struct SmoothingConfig {
 
 impl Default for SmoothingConfig {
     fn default() -> Self {
-        Self {
-            half_life: Duration::from_millis(125),
-            hysteresis_points: 2.0,
-        }
+        Self { half_life: Duration::from_millis(125), hysteresis_points: 2.0 }
     }
 }
 
@@ -58,10 +55,7 @@ pub struct Smoothed {
 
 impl Smoother {
     pub fn new(config: SmoothingConfig) -> Self {
-        Self {
-            config,
-            state: None,
-        }
+        Self { config, state: None }
     }
 
     pub fn config(&self) -> SmoothingConfig {
@@ -72,34 +66,20 @@ impl Smoother {
     pub fn update(&mut self, raw: f64, now: Instant) -> Smoothed {
         let raw = raw.clamp(0.0, 100.0);
         let next = match self.state {
-            None => SmootherState {
-                smoothed: raw,
-                held: raw,
-                at: now,
-            },
+            None => SmootherState { smoothed: raw, held: raw, at: now },
             Some(previous) => {
                 let elapsed = now.saturating_duration_since(previous.at);
                 let smoothed = previous.smoothed + self.weight(elapsed) * (raw - previous.smoothed);
-                SmootherState {
-                    smoothed,
-                    held: hold(previous.held, smoothed, self.config.hysteresis_points),
-                    at: now,
-                }
+                SmootherState { smoothed, held: hold(previous.held, smoothed, self.config.hysteresis_points), at: now }
             }
         };
         self.state = Some(next);
-        Smoothed {
-            smoothed: next.smoothed,
-            held: next.held,
-        }
+        Smoothed { smoothed: next.smoothed, held: next.held }
     }
 
     /// The last output, if any.
     pub fn current(&self) -> Option<Smoothed> {
-        self.state.map(|s| Smoothed {
-            smoothed: s.smoothed,
-            held: s.held,
-        })
+        self.state.map(|s| Smoothed { smoothed: s.smoothed, held: s.held })
     }
 
     /// Forgets the history (telemetry went stale: the next sample starts afresh).
@@ -140,22 +120,13 @@ mod tests {
     #[test]
     fn first_sample_is_taken_as_is() {
         let mut s = Smoother::new(SmoothingConfig::default());
-        assert_eq!(
-            s.update(40.0, Instant::now()),
-            Smoothed {
-                smoothed: 40.0,
-                held: 40.0
-            }
-        );
+        assert_eq!(s.update(40.0, Instant::now()), Smoothed { smoothed: 40.0, held: 40.0 });
     }
 
     #[test]
     fn one_half_life_covers_half_the_step() {
         let t0 = Instant::now();
-        let mut s = Smoother::new(SmoothingConfig {
-            half_life: Duration::from_millis(250),
-            hysteresis_points: 0.0,
-        });
+        let mut s = Smoother::new(SmoothingConfig { half_life: Duration::from_millis(250), hysteresis_points: 0.0 });
         s.update(0.0, t0);
         let out = s.update(100.0, at(t0, 250));
         assert!((out.smoothed - 50.0).abs() < 1e-9, "{out:?}");
@@ -166,10 +137,7 @@ mod tests {
     #[test]
     fn held_value_rises_at_once_and_falls_only_past_the_band() {
         let t0 = Instant::now();
-        let mut s = Smoother::new(SmoothingConfig {
-            half_life: Duration::ZERO,
-            hysteresis_points: 2.0,
-        });
+        let mut s = Smoother::new(SmoothingConfig { half_life: Duration::ZERO, hysteresis_points: 2.0 });
         assert_eq!(s.update(86.0, t0).held, 86.0);
         assert_eq!(s.update(88.0, at(t0, 1)).held, 88.0);
         // Within the band: held stays.
@@ -183,16 +151,9 @@ mod tests {
     #[test]
     fn noise_inside_the_band_does_not_move_the_held_value() {
         let t0 = Instant::now();
-        let mut s = Smoother::new(SmoothingConfig {
-            half_life: Duration::ZERO,
-            hysteresis_points: 2.0,
-        });
+        let mut s = Smoother::new(SmoothingConfig { half_life: Duration::ZERO, hysteresis_points: 2.0 });
         let noisy = [85.0, 86.5, 84.8, 86.0, 85.1, 86.4, 84.6, 86.2];
-        let held: Vec<f64> = noisy
-            .iter()
-            .enumerate()
-            .map(|(i, v)| s.update(*v, at(t0, i as u64)).held)
-            .collect();
+        let held: Vec<f64> = noisy.iter().enumerate().map(|(i, v)| s.update(*v, at(t0, i as u64)).held).collect();
         assert_eq!(held, vec![85.0, 86.5, 86.5, 86.5, 86.5, 86.5, 86.5, 86.5]);
     }
 

@@ -39,28 +39,15 @@ pub struct SampleFields {
 
 impl SampleFields {
     /// Only what the policy needs.
-    pub const UTILIZATION_ONLY: Self = Self {
-        memory: false,
-        temperature: false,
-        power: false,
-        processes: false,
-    };
+    pub const UTILIZATION_ONLY: Self = Self { memory: false, temperature: false, power: false, processes: false };
     /// Everything a status page shows.
-    pub const ALL: Self = Self {
-        memory: true,
-        temperature: true,
-        power: true,
-        processes: true,
-    };
+    pub const ALL: Self = Self { memory: true, temperature: true, power: true, processes: true };
 }
 
 impl Default for SampleFields {
     /// Utilisation plus memory: memory is one cheap call and is what operators look at first on a GPU node.
     fn default() -> Self {
-        Self {
-            memory: true,
-            ..Self::UTILIZATION_ONLY
-        }
+        Self { memory: true, ..Self::UTILIZATION_ONLY }
     }
 }
 
@@ -121,11 +108,7 @@ pub struct GpuSample {
 impl GpuSample {
     /// A sample that carries only a utilisation figure.
     pub fn utilization(index: u32, percent: Option<f64>, source: UtilizationSource) -> Self {
-        let source = if percent.is_some() {
-            source
-        } else {
-            UtilizationSource::Unavailable
-        };
+        let source = if percent.is_some() { source } else { UtilizationSource::Unavailable };
         Self {
             index,
             utilization_percent: percent.map(|p| p.clamp(0.0, 100.0)),
@@ -218,18 +201,14 @@ pub enum TelemetryError {
         #[source]
         source: nvml_wrapper::error::NvmlError,
     },
-    #[error(
-        "NVML has no permission to talk to the NVIDIA driver (check the device mounts): running in CPU mode"
-    )]
+    #[error("NVML has no permission to talk to the NVIDIA driver (check the device mounts): running in CPU mode")]
     NoPermission {
         #[source]
         source: nvml_wrapper::error::NvmlError,
     },
     #[error("NVML found no GPU to watch on this node: running in CPU mode")]
     NoDevices,
-    #[error(
-        "configured GPU index {index} does not exist (the node has {count} GPUs): fix the device list"
-    )]
+    #[error("configured GPU index {index} does not exist (the node has {count} GPUs): fix the device list")]
     UnknownDevice { index: u32, count: u32 },
     #[error("NVML failed to start: running in CPU mode")]
     Init {

@@ -7,8 +7,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use infergate_gpu::{
-    Controller, DynamicLimits, FakeTelemetry, LimitsConfig, NvmlConfig, SmoothingConfig,
-    TelemetryError, TelemetryState, TierPolicy,
+    Controller, DynamicLimits, FakeTelemetry, LimitsConfig, NvmlConfig, SmoothingConfig, TelemetryError,
+    TelemetryState, TierPolicy,
 };
 
 /// Only a guard against a hung test, never a pass/fail threshold.
@@ -16,10 +16,7 @@ const HANG_GUARD: Duration = Duration::from_secs(30);
 
 fn limits() -> Arc<DynamicLimits> {
     let config = LimitsConfig {
-        smoothing: SmoothingConfig {
-            half_life: Duration::ZERO,
-            hysteresis_points: 0.0,
-        },
+        smoothing: SmoothingConfig { half_life: Duration::ZERO, hysteresis_points: 0.0 },
         ..LimitsConfig::default()
     };
     Arc::new(DynamicLimits::new(vec![TierPolicy::new("free", 1, 85.0, 0.2, 1.0)], config).unwrap())
@@ -33,14 +30,9 @@ fn controller_feeds_samples_into_the_limits_and_stops() {
         let _ = steps.send(step);
         100.0
     });
-    let controller =
-        Controller::spawn(telemetry, Arc::clone(&limits), Duration::from_millis(1)).unwrap();
+    let controller = Controller::spawn(telemetry, Arc::clone(&limits), Duration::from_millis(1)).unwrap();
     // When step 2 is being sampled, step 1's update has been published.
-    while seen
-        .recv_timeout(HANG_GUARD)
-        .expect("sampler made no progress")
-        < 2
-    {}
+    while seen.recv_timeout(HANG_GUARD).expect("sampler made no progress") < 2 {}
     assert_eq!(limits.factor("free"), 0.2);
     assert_eq!(limits.snapshot().state, TelemetryState::Live);
     assert_eq!(controller.backend(), "fake");
@@ -55,19 +47,10 @@ fn failing_telemetry_is_recorded_not_fatal() {
     let (steps, seen) = mpsc::channel();
     let telemetry = FakeTelemetry::from_result_fn(move |step| {
         let _ = steps.send(step);
-        if step == 0 {
-            Ok(vec![Some(100.0)])
-        } else {
-            Err(TelemetryError::Scripted { step })
-        }
+        if step == 0 { Ok(vec![Some(100.0)]) } else { Err(TelemetryError::Scripted { step }) }
     });
-    let controller =
-        Controller::spawn(telemetry, Arc::clone(&limits), Duration::from_millis(1)).unwrap();
-    while seen
-        .recv_timeout(HANG_GUARD)
-        .expect("sampler made no progress")
-        < 3
-    {}
+    let controller = Controller::spawn(telemetry, Arc::clone(&limits), Duration::from_millis(1)).unwrap();
+    while seen.recv_timeout(HANG_GUARD).expect("sampler made no progress") < 3 {}
     let snapshot = limits.snapshot();
     assert_eq!(snapshot.last_error, Some("scripted"));
     drop(controller);
@@ -76,11 +59,7 @@ fn failing_telemetry_is_recorded_not_fatal() {
 #[test]
 fn start_nvml_without_a_driver_marks_cpu_mode() {
     let limits = limits();
-    match Controller::start_nvml(
-        &NvmlConfig::default(),
-        Arc::clone(&limits),
-        Duration::from_millis(250),
-    ) {
+    match Controller::start_nvml(&NvmlConfig::default(), Arc::clone(&limits), Duration::from_millis(250)) {
         Ok(controller) => controller.stop(), // a GPU machine: nothing to check here
         Err(error) => {
             assert!(error.is_cpu_mode(), "{error:?}");
@@ -97,14 +76,9 @@ fn a_panicking_backend_stops_sampling_and_restores_nominal_limits() {
     let (steps, seen) = mpsc::channel();
     let telemetry = FakeTelemetry::from_fn(move |step| {
         let _ = steps.send(step);
-        if step == 0 {
-            100.0
-        } else {
-            panic!("scripted panic")
-        }
+        if step == 0 { 100.0 } else { panic!("scripted panic") }
     });
-    let controller =
-        Controller::spawn(telemetry, Arc::clone(&limits), Duration::from_millis(1)).unwrap();
+    let controller = Controller::spawn(telemetry, Arc::clone(&limits), Duration::from_millis(1)).unwrap();
     // The sender is dropped when the thread ends, so this loop ends once sampling has stopped.
     while seen.recv_timeout(HANG_GUARD).is_ok() {}
     assert_eq!(limits.snapshot().state, TelemetryState::Disabled);

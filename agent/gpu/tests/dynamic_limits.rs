@@ -6,8 +6,7 @@
 use std::time::{Duration, Instant};
 
 use infergate_gpu::{
-    DynamicLimits, FakeTelemetry, LimitsConfig, Telemetry, TelemetryState, TierPolicy,
-    reaction::step_reaction,
+    DynamicLimits, FakeTelemetry, LimitsConfig, Telemetry, TelemetryState, TierPolicy, reaction::step_reaction,
 };
 
 const STEP: Duration = Duration::from_millis(100);
@@ -100,21 +99,11 @@ fn mean(values: &[f64]) -> f64 {
 }
 
 fn first_step_below(factors: &[f64], from: usize, level: f64) -> usize {
-    factors
-        .iter()
-        .skip(from)
-        .position(|f| *f < level)
-        .map(|p| p + from)
-        .expect("factor never dropped")
+    factors.iter().skip(from).position(|f| *f < level).map(|p| p + from).expect("factor never dropped")
 }
 
 fn first_second_at_least(admitted: &[f64], from: usize, level: f64) -> usize {
-    admitted
-        .iter()
-        .skip(from)
-        .position(|a| *a >= level)
-        .map(|p| p + from)
-        .expect("never recovered")
+    admitted.iter().skip(from).position(|a| *a >= level).map(|p| p + from).expect("never recovered")
 }
 
 #[test]
@@ -125,25 +114,17 @@ fn cool_gpus_admit_every_tier_at_its_nominal_rate() {
         let cool = mean(&run.admitted[tier][1..10]);
         assert!((cool - NOMINAL_REFILL).abs() <= 0.02, "tier {tier}: {cool}");
         let cooled_again = mean(&run.admitted[tier][45..60]);
-        assert!(
-            (cooled_again - NOMINAL_REFILL).abs() <= 0.02,
-            "tier {tier} after cooling: {cooled_again}"
-        );
+        assert!((cooled_again - NOMINAL_REFILL).abs() <= 0.02, "tier {tier} after cooling: {cooled_again}");
     }
 }
 
 #[test]
 fn lowest_priority_is_tightened_first_and_highest_last() {
     let run = simulate();
-    let onset: Vec<usize> = [FREE, STANDARD, PREMIUM]
-        .iter()
-        .map(|&t| first_step_below(&run.factors[t], 0, 1.0))
-        .collect();
+    let onset: Vec<usize> =
+        [FREE, STANDARD, PREMIUM].iter().map(|&t| first_step_below(&run.factors[t], 0, 1.0)).collect();
     eprintln!("first step below max factor [free, standard, premium]: {onset:?}");
-    assert!(
-        onset[FREE] < onset[STANDARD] && onset[STANDARD] < onset[PREMIUM],
-        "onset steps {onset:?}"
-    );
+    assert!(onset[FREE] < onset[STANDARD] && onset[STANDARD] < onset[PREMIUM], "onset steps {onset:?}");
     // Nothing moves before utilisation crosses the 85% target (at 13.75 s, step 137).
     assert!(onset[FREE] >= 137, "free tightened at step {}", onset[FREE]);
     // A higher-priority tier starts only once the lower one has reached its minimum.
@@ -153,18 +134,10 @@ fn lowest_priority_is_tightened_first_and_highest_last() {
     // Admitted GPU-seconds per second drop in the same order.
     let drop: Vec<usize> = [FREE, STANDARD, PREMIUM]
         .iter()
-        .map(|&t| {
-            run.admitted[t]
-                .iter()
-                .position(|a| *a < 0.95 * NOMINAL_REFILL)
-                .unwrap()
-        })
+        .map(|&t| run.admitted[t].iter().position(|a| *a < 0.95 * NOMINAL_REFILL).unwrap())
         .collect();
     eprintln!("first second under 95% admitted: {drop:?}");
-    assert!(
-        drop[FREE] <= drop[STANDARD] && drop[STANDARD] <= drop[PREMIUM],
-        "drop seconds {drop:?}"
-    );
+    assert!(drop[FREE] <= drop[STANDARD] && drop[STANDARD] <= drop[PREMIUM], "drop seconds {drop:?}");
     assert!(drop[FREE] < drop[PREMIUM], "drop seconds {drop:?}");
 }
 
@@ -172,30 +145,13 @@ fn lowest_priority_is_tightened_first_and_highest_last() {
 fn saturated_gpus_hold_each_tier_at_its_minimum_and_never_below() {
     let run = simulate();
     let hot = |tier: usize| mean(&run.admitted[tier][20..35]);
-    eprintln!(
-        "hot admitted GPU-s/s: free {} standard {} premium {}",
-        hot(FREE),
-        hot(STANDARD),
-        hot(PREMIUM)
-    );
+    eprintln!("hot admitted GPU-s/s: free {} standard {} premium {}", hot(FREE), hot(STANDARD), hot(PREMIUM));
     assert!((hot(FREE) - 0.1).abs() <= 0.02, "free {}", hot(FREE));
-    assert!(
-        (hot(STANDARD) - 0.25).abs() <= 0.02,
-        "standard {}",
-        hot(STANDARD)
-    );
-    assert!(
-        (hot(PREMIUM) - 0.5).abs() <= 0.02,
-        "premium {}",
-        hot(PREMIUM)
-    );
+    assert!((hot(STANDARD) - 0.25).abs() <= 0.02, "standard {}", hot(STANDARD));
+    assert!((hot(PREMIUM) - 0.5).abs() <= 0.02, "premium {}", hot(PREMIUM));
     // Premium is squeezed the least and is never pushed below its floor.
     assert!(run.factors[PREMIUM].iter().all(|f| *f >= 0.5));
-    assert!(
-        run.admitted[PREMIUM]
-            .iter()
-            .all(|a| *a >= 0.5 * NOMINAL_REFILL - REQUEST_GPU_SECONDS)
-    );
+    assert!(run.admitted[PREMIUM].iter().all(|a| *a >= 0.5 * NOMINAL_REFILL - REQUEST_GPU_SECONDS));
 }
 
 #[test]
@@ -204,14 +160,7 @@ fn tiers_recover_when_the_gpus_cool_highest_priority_first() {
     let ramp_down_step = 35 * STEPS_PER_SECOND;
     let recovered: Vec<usize> = [FREE, STANDARD, PREMIUM]
         .iter()
-        .map(|&t| {
-            run.factors[t]
-                .iter()
-                .skip(ramp_down_step)
-                .position(|f| *f >= 1.0)
-                .unwrap()
-                + ramp_down_step
-        })
+        .map(|&t| run.factors[t].iter().skip(ramp_down_step).position(|f| *f >= 1.0).unwrap() + ramp_down_step)
         .collect();
     eprintln!("first step back at max factor: {recovered:?}");
     assert!(
@@ -221,17 +170,11 @@ fn tiers_recover_when_the_gpus_cool_highest_priority_first() {
     // Free is back at its nominal rate within a few seconds of utilisation falling under the target.
     let free_back = first_second_at_least(&run.admitted[FREE], 35, 0.95 * NOMINAL_REFILL);
     eprintln!("free back to 95% admitted in second {free_back}");
-    assert!(
-        free_back <= 40,
-        "free admitted 95% again only in second {free_back}"
-    );
+    assert!(free_back <= 40, "free admitted 95% again only in second {free_back}");
     // And the factor only ever rises during the ramp down (no flapping back and forth).
     for tier in [FREE, STANDARD, PREMIUM] {
         let window = &run.factors[tier][ramp_down_step..];
-        assert!(
-            window.windows(2).all(|w| w[1] >= w[0] - 1e-12),
-            "tier {tier} tightened again while cooling"
-        );
+        assert!(window.windows(2).all(|w| w[1] >= w[0] - 1e-12), "tier {tier} tightened again while cooling");
     }
 }
 
@@ -240,10 +183,7 @@ fn factors_move_monotonically_during_the_ramp_up() {
     let run = simulate();
     for tier in [FREE, STANDARD, PREMIUM] {
         let window = &run.factors[tier][..35 * STEPS_PER_SECOND];
-        assert!(
-            window.windows(2).all(|w| w[1] <= w[0] + 1e-12),
-            "tier {tier} relaxed while heating"
-        );
+        assert!(window.windows(2).all(|w| w[1] <= w[0] + 1e-12), "tier {tier} relaxed while heating");
     }
 }
 
@@ -254,8 +194,7 @@ fn default_configuration_reacts_within_one_second() {
     let one = vec![TierPolicy::new("only", 100, 85.0, 0.25, 1.0)];
     for set in [tiers(), one] {
         for (from, to) in [(50.0, 100.0), (100.0, 50.0)] {
-            let reactions =
-                step_reaction(&set, LimitsConfig::default(), interval, from, to).unwrap();
+            let reactions = step_reaction(&set, LimitsConfig::default(), interval, from, to).unwrap();
             for r in &reactions {
                 let time = r.time(interval).expect("factor did not move");
                 assert!(time <= Duration::from_secs(1), "{from}% -> {to}%: {r:?}");
@@ -263,34 +202,19 @@ fn default_configuration_reacts_within_one_second() {
         }
     }
     // The tier shed first reacts within two ticks.
-    let reactions =
-        step_reaction(&tiers(), LimitsConfig::default(), interval, 50.0, 100.0).unwrap();
-    assert_eq!(
-        reactions[FREE].ticks_to_90_percent,
-        Some(2),
-        "{reactions:?}"
-    );
+    let reactions = step_reaction(&tiers(), LimitsConfig::default(), interval, 50.0, 100.0).unwrap();
+    assert_eq!(reactions[FREE].ticks_to_90_percent, Some(2), "{reactions:?}");
 }
 
 /// Counts how often the factor changes direction (up after down or down after up).
 fn direction_changes(factors: &[f64]) -> usize {
-    let moves: Vec<f64> = factors
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| d.abs() > 1e-12)
-        .collect();
-    moves
-        .windows(2)
-        .filter(|m| m[0].signum() != m[1].signum())
-        .count()
+    let moves: Vec<f64> = factors.windows(2).map(|w| w[1] - w[0]).filter(|d| d.abs() > 1e-12).collect();
+    moves.windows(2).filter(|m| m[0].signum() != m[1].signum()).count()
 }
 
 fn noisy_run(hysteresis_points: f64) -> Vec<f64> {
     let config = LimitsConfig {
-        smoothing: infergate_gpu::SmoothingConfig {
-            hysteresis_points,
-            ..Default::default()
-        },
+        smoothing: infergate_gpu::SmoothingConfig { hysteresis_points, ..Default::default() },
         ..LimitsConfig::default()
     };
     let limits = DynamicLimits::new(tiers(), config).unwrap();
@@ -312,18 +236,10 @@ fn hysteresis_keeps_the_factor_from_flapping_around_the_target() {
     // (5 s) it holds still.
     assert_eq!(direction_changes(&with_band), 0, "{:?}", &with_band[..20]);
     let settled = &with_band[50..];
-    let spread = settled.iter().copied().fold(f64::MIN, f64::max)
-        - settled.iter().copied().fold(f64::MAX, f64::min);
+    let spread = settled.iter().copied().fold(f64::MIN, f64::max) - settled.iter().copied().fold(f64::MAX, f64::min);
     assert!(spread < 1e-9, "factor still moves by {spread}");
-    assert!(
-        with_band[599] < 1.0,
-        "utilisation above the target still tightens"
-    );
+    assert!(with_band[599] < 1.0, "utilisation above the target still tightens");
     // Without the band the same input flaps on every sample.
     let without = noisy_run(0.0);
-    assert!(
-        direction_changes(&without[10..]) > 500,
-        "{}",
-        direction_changes(&without[10..])
-    );
+    assert!(direction_changes(&without[10..]) > 500, "{}", direction_changes(&without[10..]));
 }

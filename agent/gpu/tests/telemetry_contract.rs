@@ -5,16 +5,13 @@
 use std::collections::BTreeSet;
 
 use infergate_gpu::{
-    FakeTelemetry, NodeAggregate, NvmlConfig, NvmlTelemetry, SampleFields, Telemetry,
-    TelemetryError, UtilizationSource,
+    FakeTelemetry, NodeAggregate, NvmlConfig, NvmlTelemetry, SampleFields, Telemetry, TelemetryError, UtilizationSource,
 };
 
 /// What every backend promises about its samples.
 fn check_contract(telemetry: &mut dyn Telemetry) {
     for _ in 0..3 {
-        let sample = telemetry
-            .sample()
-            .unwrap_or_else(|e| panic!("{} sample failed: {e}", telemetry.backend()));
+        let sample = telemetry.sample().unwrap_or_else(|e| panic!("{} sample failed: {e}", telemetry.backend()));
         assert!(!sample.gpus.is_empty(), "a sample covers at least one GPU");
         let indices: BTreeSet<u32> = sample.gpus.iter().map(|g| g.index).collect();
         assert_eq!(indices.len(), sample.gpus.len(), "GPU indices are unique");
@@ -30,10 +27,7 @@ fn check_contract(telemetry: &mut dyn Telemetry) {
                 assert!(used <= total, "memory used {used} > total {total}");
             }
         }
-        match (
-            sample.utilization(NodeAggregate::Max),
-            sample.utilization(NodeAggregate::Mean),
-        ) {
+        match (sample.utilization(NodeAggregate::Max), sample.utilization(NodeAggregate::Mean)) {
             (Some(max), Some(mean)) => assert!(max + 1e-9 >= mean),
             (None, None) => assert_eq!(sample.utilization_source(), UtilizationSource::Unavailable),
             other => panic!("max and mean disagree on availability: {other:?}"),
@@ -44,18 +38,13 @@ fn check_contract(telemetry: &mut dyn Telemetry) {
 #[test]
 fn fake_telemetry_keeps_the_contract() {
     check_contract(&mut FakeTelemetry::sequence([10.0, 50.0, 120.0]));
-    check_contract(&mut FakeTelemetry::from_gpus_fn(|step| {
-        vec![Some(step as f64), None, Some(90.0)]
-    }));
+    check_contract(&mut FakeTelemetry::from_gpus_fn(|step| vec![Some(step as f64), None, Some(90.0)]));
     check_contract(&mut FakeTelemetry::from_gpus_fn(|_| vec![None, None]));
 }
 
 #[test]
 fn nvml_keeps_the_contract_or_fails_cleanly() {
-    match NvmlTelemetry::init(&NvmlConfig {
-        fields: SampleFields::ALL,
-        ..NvmlConfig::default()
-    }) {
+    match NvmlTelemetry::init(&NvmlConfig { fields: SampleFields::ALL, ..NvmlConfig::default() }) {
         Ok(mut nvml) => check_contract(&mut nvml),
         Err(error) => {
             eprintln!("NVML not available, checking the CPU-mode path instead: {error}");
@@ -64,10 +53,7 @@ fn nvml_keeps_the_contract_or_fails_cleanly() {
             assert!(!message.contains('\n'), "one line: {message}");
             assert!(message.ends_with("running in CPU mode"), "{message}");
             if matches!(error, TelemetryError::NoDriver { .. }) {
-                assert_eq!(
-                    message,
-                    "no NVIDIA driver found (libnvidia-ml.so.1): running in CPU mode"
-                );
+                assert_eq!(message, "no NVIDIA driver found (libnvidia-ml.so.1): running in CPU mode");
                 assert_eq!(error.category(), "no_driver");
             }
             // Asking again neither panics nor changes the answer.
@@ -80,13 +66,8 @@ fn nvml_keeps_the_contract_or_fails_cleanly() {
 #[test]
 fn scripted_values_are_clamped_and_sequences_repeat_their_last_value() {
     let mut fake = FakeTelemetry::sequence([10.0, 150.0]);
-    let values: Vec<Option<f64>> = (0..4)
-        .map(|_| fake.sample().unwrap().utilization(NodeAggregate::Max))
-        .collect();
-    assert_eq!(
-        values,
-        vec![Some(10.0), Some(100.0), Some(100.0), Some(100.0)]
-    );
+    let values: Vec<Option<f64>> = (0..4).map(|_| fake.sample().unwrap().utilization(NodeAggregate::Max)).collect();
+    assert_eq!(values, vec![Some(10.0), Some(100.0), Some(100.0), Some(100.0)]);
     assert_eq!(fake.steps(), 4);
 }
 

@@ -18,10 +18,7 @@ const SECONDS: f64 = 5.0;
 fn weights_path() -> PathBuf {
     std::env::var_os("INFERGATE_SPEAKER_WEIGHTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/speaker/pretrained.pt")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/speaker/pretrained.pt"))
 }
 
 fn bench(c: &mut Criterion) {
@@ -67,13 +64,9 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("speaker_cpu");
     group.sample_size(10);
     group.throughput(Throughput::Elements(1));
-    group.bench_function("embed_5s", |b| {
-        b.iter(|| encoder.embed(&one, &limits).unwrap())
-    });
+    group.bench_function("embed_5s", |b| b.iter(|| encoder.embed(&one, &limits).unwrap()));
     group.throughput(Throughput::Elements(batch.len() as u64));
-    group.bench_function("embed_batch_4x5s", |b| {
-        b.iter(|| encoder.embed_batch(&batch_refs, &limits).unwrap())
-    });
+    group.bench_function("embed_batch_4x5s", |b| b.iter(|| encoder.embed_batch(&batch_refs, &limits).unwrap()));
     group.finish();
 }
 

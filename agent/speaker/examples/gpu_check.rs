@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use infergate_speaker::testing::{golden_signal, voice_like};
-use infergate_speaker::{
-    CpuEncoder, CudaEncoder, EmbeddingBackend, EncoderWeights, Limits, SAMPLE_RATE, cosine,
-};
+use infergate_speaker::{CpuEncoder, CudaEncoder, EmbeddingBackend, EncoderWeights, Limits, SAMPLE_RATE, cosine};
 
 const MAX_ABS_DIFF: f32 = 1e-4;
 const MIN_COSINE: f32 = 0.99999;
@@ -30,13 +28,7 @@ fn golden_input(path: &str) -> Result<(Vec<f32>, Vec<f32>), String> {
         .as_array()
         .ok_or("generator.sines")?
         .iter()
-        .map(|s| {
-            (
-                s[0].as_f64().unwrap_or(0.0),
-                s[1].as_f64().unwrap_or(0.0),
-                s[2].as_f64().unwrap_or(0.0),
-            )
-        })
+        .map(|s| (s[0].as_f64().unwrap_or(0.0), s[1].as_f64().unwrap_or(0.0), s[2].as_f64().unwrap_or(0.0)))
         .collect();
     let pcm = golden_signal(
         g["seconds"].as_f64().ok_or("generator.seconds")?,
@@ -45,20 +37,13 @@ fn golden_input(path: &str) -> Result<(Vec<f32>, Vec<f32>), String> {
         &sines,
         g["tremolo_hz"].as_f64().ok_or("generator.tremolo_hz")?,
     );
-    let want = doc["embedding"]
-        .as_array()
-        .ok_or("embedding")?
-        .iter()
-        .map(|v| v.as_f64().unwrap_or(0.0) as f32)
-        .collect();
+    let want =
+        doc["embedding"].as_array().ok_or("embedding")?.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect();
     Ok((pcm, want))
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn main() -> ExitCode {
@@ -83,19 +68,13 @@ fn main() -> ExitCode {
         }
     };
     println!("GPU: {}", cuda.device_name());
-    let limits = Limits {
-        min_samples: 1,
-        ..Limits::default()
-    };
+    let limits = Limits { min_samples: 1, ..Limits::default() };
 
     // 1. Agreement on one mixed batch: synthetic voices of several lengths plus the golden inputs.
     let mut names = Vec::new();
     let mut inputs = Vec::new();
     let mut goldens = Vec::new();
-    for (i, seconds) in [1.0, 1.7, 2.4, 3.3, 5.0, 7.5, 10.0, 16.0]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, seconds) in [1.0, 1.7, 2.4, 3.3, 5.0, 7.5, 10.0, 16.0].into_iter().enumerate() {
         names.push(format!("voice_like seed {i}, {seconds} s"));
         inputs.push(voice_like(i as u64, seconds));
         goldens.push(None);
@@ -123,10 +102,7 @@ fn main() -> ExitCode {
         }
     };
     let mut ok = true;
-    println!(
-        "{:<48} {:>8} {:>12} {:>12} {:>10}",
-        "utterance", "windows", "max|diff|", "partial max", "cosine"
-    );
+    println!("{:<48} {:>8} {:>12} {:>12} {:>10}", "utterance", "windows", "max|diff|", "partial max", "cosine");
     for (i, name) in names.iter().enumerate() {
         let diff = max_abs_diff(&on_gpu.embeddings[i], &on_cpu.embeddings[i]);
         let partial_diff = on_gpu.partial_embeddings[i]
@@ -145,10 +121,7 @@ fn main() -> ExitCode {
         if let Some(want) = &goldens[i] {
             let golden_diff = max_abs_diff(&on_gpu.embeddings[i], want);
             ok &= golden_diff <= MAX_ABS_DIFF;
-            println!(
-                "{:<48} cuda vs Python golden max|diff| {golden_diff:.3e}",
-                ""
-            );
+            println!("{:<48} cuda vs Python golden max|diff| {golden_diff:.3e}", "");
         }
     }
 
@@ -163,11 +136,7 @@ fn main() -> ExitCode {
         let runs = 3;
         let (mut gpu_seconds, started) = (0.0f64, Instant::now());
         for _ in 0..runs {
-            gpu_seconds += cuda
-                .embed_batch(&refs, &limits)
-                .expect("CUDA batch")
-                .compute
-                .as_secs_f64();
+            gpu_seconds += cuda.embed_batch(&refs, &limits).expect("CUDA batch").compute.as_secs_f64();
         }
         let wall = started.elapsed().as_secs_f64() / runs as f64;
         let gpu = gpu_seconds / runs as f64;
@@ -181,17 +150,6 @@ fn main() -> ExitCode {
             audio_seconds / wall
         );
     }
-    println!(
-        "{}",
-        if ok {
-            "CUDA matches CPU within 1e-4 per dimension"
-        } else {
-            "MISMATCH between CUDA and CPU"
-        }
-    );
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    println!("{}", if ok { "CUDA matches CPU within 1e-4 per dimension" } else { "MISMATCH between CUDA and CPU" });
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }

@@ -28,10 +28,7 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self {
-            max_windows: 2048,
-            max_wait: Duration::from_millis(5),
-        }
+        Self { max_windows: 2048, max_wait: Duration::from_millis(5) }
     }
 }
 
@@ -54,11 +51,7 @@ impl Batcher {
             .name(format!("speaker-batcher-{}", backend.name()))
             .spawn(move || run(backend.as_ref(), config, rx))
             .expect("spawning the batcher thread");
-        Self {
-            jobs: Mutex::new(Some(tx)),
-            limits,
-            worker: Mutex::new(Some(worker)),
-        }
+        Self { jobs: Mutex::new(Some(tx)), limits, worker: Mutex::new(Some(worker)) }
     }
 
     /// Embeds one utterance, possibly together with other callers' utterances. Blocks until done; call it
@@ -71,16 +64,10 @@ impl Batcher {
             None => false,
         };
         if !sent {
-            return Err(ModelError::Cuda {
-                stage: "batcher",
-                message: "the batcher has shut down".into(),
-            });
+            return Err(ModelError::Cuda { stage: "batcher", message: "the batcher has shut down".into() });
         }
         result.recv().unwrap_or_else(|_| {
-            Err(ModelError::Cuda {
-                stage: "batcher",
-                message: "the batch worker stopped unexpectedly".into(),
-            })
+            Err(ModelError::Cuda { stage: "batcher", message: "the batch worker stopped unexpectedly".into() })
         })
     }
 }
@@ -110,19 +97,13 @@ fn run(backend: &dyn EmbeddingBackend, config: BatchConfig, jobs: Receiver<Job>)
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        let (prepared, replies): (Vec<Prepared>, Vec<_>) =
-            batch.into_iter().map(|j| (j.prepared, j.reply)).unzip();
+        let (prepared, replies): (Vec<Prepared>, Vec<_>) = batch.into_iter().map(|j| (j.prepared, j.reply)).unzip();
         match backend.embed_prepared(&prepared) {
             Ok(out) => {
                 let total = windows.max(1) as f64;
-                for ((embedding, prep), reply) in
-                    out.embeddings.into_iter().zip(&prepared).zip(replies)
-                {
+                for ((embedding, prep), reply) in out.embeddings.into_iter().zip(&prepared).zip(replies) {
                     let share = prep.partial_starts.len() as f64 / total;
-                    let _ = reply.send(Ok(Embedded {
-                        embedding,
-                        compute: out.compute.mul_f64(share),
-                    }));
+                    let _ = reply.send(Ok(Embedded { embedding, compute: out.compute.mul_f64(share) }));
                 }
             }
             Err(err) => {

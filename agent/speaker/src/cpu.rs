@@ -18,9 +18,7 @@ use crate::error::ModelError;
 use crate::frontend::{MelFrontend, Prepared};
 use crate::linalg::{Init, TransposedMatrix, gemm_bt};
 use crate::weights::EncoderWeights;
-use crate::{
-    BatchEmbeddings, EMBEDDING_DIM, Embedding, EmbeddingBackend, HIDDEN, MEL_BANDS, PARTIAL_FRAMES,
-};
+use crate::{BatchEmbeddings, EMBEDDING_DIM, Embedding, EmbeddingBackend, HIDDEN, MEL_BANDS, PARTIAL_FRAMES};
 
 /// Partials per LSTM pass; bounds the gate buffer (CHUNK x 160 x 1024 floats = 15.7 MB).
 const CHUNK_PARTIALS: usize = 24;
@@ -66,8 +64,7 @@ impl CpuEncoder {
 
     /// Mel frames `[frames][40]` of one prepared utterance (exposed for the golden tests).
     pub fn mel_frames(&self, utterance: &Prepared) -> Vec<f32> {
-        self.frontend
-            .mel_frames(&utterance.samples, utterance.frames_needed())
+        self.frontend.mel_frames(&utterance.samples, utterance.frames_needed())
     }
 
     /// L2-normalised partial embeddings for windows given as `[T][B][40]` time-major mel input.
@@ -78,26 +75,14 @@ impl CpuEncoder {
         let mut cell = vec![0.0f32; b * HIDDEN];
         for layer in &self.layers {
             debug_assert_eq!(x.len(), t_len * b * layer.input_size);
-            gemm_bt(
-                &x,
-                t_len * b,
-                &layer.w_ih,
-                &mut gates,
-                Init::Bias(&layer.bias),
-            );
+            gemm_bt(&x, t_len * b, &layer.w_ih, &mut gates, Init::Bias(&layer.bias));
             let mut h_seq = vec![0.0f32; t_len * b * HIDDEN];
             cell.fill(0.0);
             for t in 0..t_len {
                 let g = &mut gates[t * b * GATES..(t + 1) * b * GATES];
                 let (done, rest) = h_seq.split_at_mut(t * b * HIDDEN);
                 if t > 0 {
-                    gemm_bt(
-                        &done[(t - 1) * b * HIDDEN..],
-                        b,
-                        &layer.w_hh,
-                        g,
-                        Init::Accumulate,
-                    );
+                    gemm_bt(&done[(t - 1) * b * HIDDEN..], b, &layer.w_hh, g, Init::Accumulate);
                 }
                 lstm_cell(g, &mut cell, &mut rest[..b * HIDDEN]);
             }
@@ -110,13 +95,7 @@ impl CpuEncoder {
     /// Linear + ReLU + L2 normalisation of the `b` final hidden states `[b][HIDDEN]`, as one GEMM.
     fn head(&self, last: &[f32], b: usize) -> Vec<Embedding> {
         let mut out = vec![0.0f32; b * EMBEDDING_DIM];
-        gemm_bt(
-            last,
-            b,
-            &self.linear_weight,
-            &mut out,
-            Init::Bias(&self.linear_bias),
-        );
+        gemm_bt(last, b, &self.linear_weight, &mut out, Init::Bias(&self.linear_bias));
         out.chunks_exact(EMBEDDING_DIM)
             .map(|row| {
                 let mut e = [0.0f32; EMBEDDING_DIM];
@@ -142,11 +121,8 @@ impl EmbeddingBackend for CpuEncoder {
         let started = Instant::now();
         // (utterance, start frame) for every window, and each utterance's mel frames.
         let mels: Vec<Vec<f32>> = batch.iter().map(|u| self.mel_frames(u)).collect();
-        let windows: Vec<(usize, usize)> = batch
-            .iter()
-            .enumerate()
-            .flat_map(|(u, p)| p.partial_starts.iter().map(move |&s| (u, s)))
-            .collect();
+        let windows: Vec<(usize, usize)> =
+            batch.iter().enumerate().flat_map(|(u, p)| p.partial_starts.iter().map(move |&s| (u, s))).collect();
         let mut partial_embeddings = Vec::with_capacity(windows.len());
         for chunk in windows.chunks(CHUNK_PARTIALS) {
             let b = chunk.len();
@@ -154,8 +130,7 @@ impl EmbeddingBackend for CpuEncoder {
             for (bi, &(u, start)) in chunk.iter().enumerate() {
                 for t in 0..PARTIAL_FRAMES {
                     let src = &mels[u][(start + t) * MEL_BANDS..(start + t + 1) * MEL_BANDS];
-                    mel_tb[(t * b + bi) * MEL_BANDS..(t * b + bi + 1) * MEL_BANDS]
-                        .copy_from_slice(src);
+                    mel_tb[(t * b + bi) * MEL_BANDS..(t * b + bi + 1) * MEL_BANDS].copy_from_slice(src);
                 }
             }
             partial_embeddings.extend(self.run_partials(&mel_tb, b));
@@ -168,21 +143,13 @@ impl EmbeddingBackend for CpuEncoder {
             rest = tail;
         }
         let embeddings = partials.iter().map(|p| average_embedding(p)).collect();
-        Ok(BatchEmbeddings {
-            embeddings,
-            partial_embeddings: partials,
-            compute: started.elapsed(),
-        })
+        Ok(BatchEmbeddings { embeddings, partial_embeddings: partials, compute: started.elapsed() })
     }
 }
 
 /// PyTorch's LSTM cell over `b` rows of gate pre-activations `[i | f | g | o]`; updates `c`, writes `h`.
 fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
-    for ((g, c), h) in gates
-        .chunks_exact(GATES)
-        .zip(c.chunks_exact_mut(HIDDEN))
-        .zip(h.chunks_exact_mut(HIDDEN))
-    {
+    for ((g, c), h) in gates.chunks_exact(GATES).zip(c.chunks_exact_mut(HIDDEN)).zip(h.chunks_exact_mut(HIDDEN)) {
         let (gi, rest) = g.split_at(HIDDEN);
         let (gf, rest) = rest.split_at(HIDDEN);
         let (gg, go) = rest.split_at(HIDDEN);
@@ -237,11 +204,7 @@ fn exp_f32(x: f32) -> f32 {
 
 /// Scales to unit L2 norm; an all-zero vector (every ReLU output zero) stays zero instead of turning NaN.
 pub(crate) fn normalize(e: &mut [f32]) {
-    let norm = e
-        .iter()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum::<f64>()
-        .sqrt();
+    let norm = e.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
     if norm > 0.0 {
         for v in e.iter_mut() {
             *v = (f64::from(*v) / norm) as f32;
@@ -277,9 +240,7 @@ mod tests {
             }
             let sig = 1.0 / (1.0 + (-f64::from(x)).exp());
             worst.1 = worst.1.max((f64::from(sigmoid(x)) - sig).abs());
-            worst.2 = worst
-                .2
-                .max((f64::from(tanh(x)) - f64::from(x).tanh()).abs());
+            worst.2 = worst.2.max((f64::from(tanh(x)) - f64::from(x).tanh()).abs());
         }
         assert!(worst.0 < 5e-7, "exp relative error {}", worst.0);
         assert!(worst.1 < 2e-7, "sigmoid absolute error {}", worst.1);

@@ -21,9 +21,7 @@ use std::time::Duration;
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 use crate::cpu::average_embedding;
@@ -31,8 +29,7 @@ use crate::error::ModelError;
 use crate::frontend::{MelFrontend, N_BINS};
 use crate::weights::EncoderWeights;
 use crate::{
-    BatchEmbeddings, EMBEDDING_DIM, Embedding, EmbeddingBackend, HIDDEN, MEL_BANDS, N_FFT,
-    PARTIAL_FRAMES, Prepared,
+    BatchEmbeddings, EMBEDDING_DIM, Embedding, EmbeddingBackend, HIDDEN, MEL_BANDS, N_FFT, PARTIAL_FRAMES, Prepared,
 };
 
 const GATES: usize = 4 * HIDDEN;
@@ -123,32 +120,23 @@ pub fn cuda_available() -> Result<(), String> {
     // it has no preconditions and touches no CUDA state.
     let driver = unsafe { cudarc::driver::sys::is_culib_present() };
     if !driver {
-        return Err(
-            "the NVIDIA driver library (libcuda.so) is not installed on this node; running on CPU"
-                .into(),
-        );
+        return Err("the NVIDIA driver library (libcuda.so) is not installed on this node; running on CPU".into());
     }
     // SAFETY: as above, a pure dlopen probe.
     let cublas = unsafe { cudarc::cublas::sys::is_culib_present() };
     if !cublas {
-        return Err(
-            "cuBLAS 12 (libcublas.so.12) is not on the library path; install the CUDA 12 runtime \
+        return Err("cuBLAS 12 (libcublas.so.12) is not on the library path; install the CUDA 12 runtime \
                     libraries or add them to LD_LIBRARY_PATH"
-                .into(),
-        );
+            .into());
     }
     // SAFETY: as above, a pure dlopen probe.
     let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
     if !nvrtc {
-        return Err(
-            "NVRTC 12 (libnvrtc.so.12) is not on the library path; install the CUDA 12 runtime \
+        return Err("NVRTC 12 (libnvrtc.so.12) is not on the library path; install the CUDA 12 runtime \
                     libraries or add them to LD_LIBRARY_PATH"
-                .into(),
-        );
+            .into());
     }
-    let count = guarded("cuDeviceGetCount", || {
-        CudaContext::device_count().map_err(|e| e.to_string())
-    })?;
+    let count = guarded("cuDeviceGetCount", || CudaContext::device_count().map_err(|e| e.to_string()))?;
     if count < 1 {
         return Err("the NVIDIA driver is installed but no CUDA device is visible (check CUDA_VISIBLE_DEVICES)".into());
     }
@@ -207,9 +195,7 @@ pub struct CudaEncoder {
 
 impl std::fmt::Debug for CudaEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaEncoder")
-            .field("device", &self.device_name)
-            .finish()
+        f.debug_struct("CudaEncoder").field("device", &self.device_name).finish()
     }
 }
 
@@ -222,14 +208,10 @@ impl CudaEncoder {
     /// message naming what is missing) on nodes without a working CUDA setup.
     pub fn new(weights: Arc<EncoderWeights>, ordinal: usize) -> Result<Self, ModelError> {
         cuda_available().map_err(ModelError::CudaUnavailable)?;
-        let gpu = guarded("CUDA initialisation", || Gpu::new(&weights, ordinal))
-            .map_err(ModelError::CudaUnavailable)?;
-        let device_name = guarded("device name", || gpu.ctx.name().map_err(|e| e.to_string()))
-            .unwrap_or_default();
-        Ok(Self {
-            gpu: Mutex::new(gpu),
-            device_name,
-        })
+        let gpu =
+            guarded("CUDA initialisation", || Gpu::new(&weights, ordinal)).map_err(ModelError::CudaUnavailable)?;
+        let device_name = guarded("device name", || gpu.ctx.name().map_err(|e| e.to_string())).unwrap_or_default();
+        Ok(Self { gpu: Mutex::new(gpu), device_name })
     }
 
     pub fn device_name(&self) -> &str {
@@ -239,8 +221,7 @@ impl CudaEncoder {
 
 impl Gpu {
     fn new(weights: &EncoderWeights, ordinal: usize) -> Result<Self, String> {
-        let ctx =
-            CudaContext::new(ordinal).map_err(|e| format!("cannot open GPU {ordinal}: {e}"))?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| format!("cannot open GPU {ordinal}: {e}"))?;
         let stream = ctx.new_stream().map_err(|e| e.to_string())?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| format!("cuBLAS: {e}"))?;
         // SAFETY: `blas.handle()` is the live handle owned by `blas`; setting its math mode has no other
@@ -255,24 +236,11 @@ impl Gpu {
         .map_err(|e| format!("cuBLAS math mode: {e}"))?;
 
         // No fast math: the kernels must agree with the CPU reference to 1e-4.
-        let arch = ctx
-            .compute_capability()
-            .ok()
-            .and_then(|(major, minor)| nvrtc_arch(major, minor));
-        let opts = CompileOptions {
-            use_fast_math: Some(false),
-            arch,
-            ..Default::default()
-        };
+        let arch = ctx.compute_capability().ok().and_then(|(major, minor)| nvrtc_arch(major, minor));
+        let opts = CompileOptions { use_fast_math: Some(false), arch, ..Default::default() };
         let ptx = compile_ptx_with_opts(KERNELS, opts).map_err(|e| format!("NVRTC: {e}"))?;
-        let module = ctx
-            .load_module(ptx)
-            .map_err(|e| format!("loading kernels: {e}"))?;
-        let load = |name: &str| {
-            module
-                .load_function(name)
-                .map_err(|e| format!("kernel {name}: {e}"))
-        };
+        let module = ctx.load_module(ptx).map_err(|e| format!("loading kernels: {e}"))?;
+        let load = |name: &str| module.load_function(name).map_err(|e| format!("kernel {name}: {e}"));
         let kernels = Kernels {
             frame_window: load("frame_window")?,
             power_mel: load("power_mel")?,
@@ -280,11 +248,7 @@ impl Gpu {
             head: load("head")?,
         };
 
-        let up = |data: &[f32]| {
-            stream
-                .clone_htod(data)
-                .map_err(|e| format!("uploading weights: {e}"))
-        };
+        let up = |data: &[f32]| stream.clone_htod(data).map_err(|e| format!("uploading weights: {e}"));
         let frontend = MelFrontend::new();
         let window: Vec<f32> = frontend.window.iter().map(|&w| w as f32).collect();
         let layers = weights
@@ -292,12 +256,7 @@ impl Gpu {
             .iter()
             .map(|l| {
                 let bias: Vec<f32> = l.b_ih.iter().zip(&l.b_hh).map(|(a, b)| a + b).collect();
-                Ok(DeviceLayer {
-                    input_size: l.input_size,
-                    w_ih: up(&l.w_ih)?,
-                    w_hh: up(&l.w_hh)?,
-                    bias: up(&bias)?,
-                })
+                Ok(DeviceLayer { input_size: l.input_size, w_ih: up(&l.w_ih)?, w_hh: up(&l.w_hh)?, bias: up(&bias)? })
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
@@ -348,24 +307,18 @@ impl Gpu {
         offsets: &[i64],
     ) -> Result<Vec<f32>, String> {
         let s = &self.stream;
-        let e =
-            |what: &'static str| move |err: cudarc::driver::DriverError| format!("{what}: {err}");
+        let e = |what: &'static str| move |err: cudarc::driver::DriverError| format!("{what}: {err}");
         let p = windows.len();
         let rows = PARTIAL_FRAMES * p;
         let utt_offset: Vec<i64> = windows.iter().map(|&(u, _)| offsets[u]).collect();
-        let utt_len: Vec<i32> = windows
-            .iter()
-            .map(|&(u, _)| batch[u].samples.len() as i32)
-            .collect();
+        let utt_len: Vec<i32> = windows.iter().map(|&(u, _)| batch[u].samples.len() as i32).collect();
         let start_frame: Vec<i32> = windows.iter().map(|&(_, start)| start as i32).collect();
         let utt_offset = s.clone_htod(&utt_offset).map_err(e("upload"))?;
         let utt_len = s.clone_htod(&utt_len).map_err(e("upload"))?;
         let start_frame = s.clone_htod(&start_frame).map_err(e("upload"))?;
 
         let n_windows = p as i32;
-        let mut frames = s
-            .alloc_zeros::<f32>(rows * N_FFT)
-            .map_err(e("alloc frames"))?;
+        let mut frames = s.alloc_zeros::<f32>(rows * N_FFT).map_err(e("alloc frames"))?;
         let mut launch = s.launch_builder(&self.kernels.frame_window);
         launch
             .arg(pcm)
@@ -375,47 +328,24 @@ impl Gpu {
             .arg(&self.window)
             .arg(&mut frames)
             .arg(&n_windows);
-        let cfg = LaunchConfig {
-            grid_dim: (rows as u32, 1, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: argument order and types match `frame_window`; the grid has one block per frame row and the
         // kernel bounds every index by n_windows, utt_len and 400.
         unsafe { launch.launch(cfg) }.map_err(e("frame_window"))?;
 
-        let mut spectrum = s
-            .alloc_zeros::<f32>(rows * 2 * N_BINS)
-            .map_err(e("alloc spectrum"))?;
-        self.sgemm(
-            &frames,
-            &self.dft,
-            &mut spectrum,
-            rows,
-            2 * N_BINS,
-            N_FFT,
-            false,
-            0.0,
-        )?;
+        let mut spectrum = s.alloc_zeros::<f32>(rows * 2 * N_BINS).map_err(e("alloc spectrum"))?;
+        self.sgemm(&frames, &self.dft, &mut spectrum, rows, 2 * N_BINS, N_FFT, false, 0.0)?;
         drop(frames);
 
-        let mut x = s
-            .alloc_zeros::<f32>(rows * MEL_BANDS)
-            .map_err(e("alloc mel"))?;
+        let mut x = s.alloc_zeros::<f32>(rows * MEL_BANDS).map_err(e("alloc mel"))?;
         let mut launch = s.launch_builder(&self.kernels.power_mel);
         launch.arg(&spectrum).arg(&self.mel_basis).arg(&mut x);
-        let cfg = LaunchConfig {
-            grid_dim: (rows as u32, 1, 1),
-            block_dim: (64, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (64, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: one block per spectrum row; the kernel reads 402 floats of its row and writes 40 mel values.
         unsafe { launch.launch(cfg) }.map_err(e("power_mel"))?;
         drop(spectrum);
 
-        let mut gates = s
-            .alloc_zeros::<f32>(rows * GATES)
-            .map_err(e("alloc gates"))?;
+        let mut gates = s.alloc_zeros::<f32>(rows * GATES).map_err(e("alloc gates"))?;
         let mut cell = s.alloc_zeros::<f32>(p * HIDDEN).map_err(e("alloc cell"))?;
         let cell_cfg = LaunchConfig {
             grid_dim: ((p * HIDDEN).div_ceil(256) as u32, 1, 1),
@@ -424,19 +354,8 @@ impl Gpu {
         };
         for layer in &self.layers {
             // Input projection for all time steps at once; biases are added in the cell kernel.
-            self.sgemm(
-                &x,
-                &layer.w_ih,
-                &mut gates,
-                rows,
-                GATES,
-                layer.input_size,
-                true,
-                0.0,
-            )?;
-            let mut h_seq = s
-                .alloc_zeros::<f32>(rows * HIDDEN)
-                .map_err(e("alloc hidden"))?;
+            self.sgemm(&x, &layer.w_ih, &mut gates, rows, GATES, layer.input_size, true, 0.0)?;
+            let mut h_seq = s.alloc_zeros::<f32>(rows * HIDDEN).map_err(e("alloc hidden"))?;
             for t in 0..PARTIAL_FRAMES {
                 if t > 0 {
                     let h_prev = h_seq.slice((t - 1) * p * HIDDEN..t * p * HIDDEN);
@@ -445,13 +364,7 @@ impl Gpu {
                 }
                 let t_arg = t as i32;
                 let mut launch = s.launch_builder(&self.kernels.lstm_cell);
-                launch
-                    .arg(&gates)
-                    .arg(&layer.bias)
-                    .arg(&mut cell)
-                    .arg(&mut h_seq)
-                    .arg(&t_arg)
-                    .arg(&n_windows);
+                launch.arg(&gates).arg(&layer.bias).arg(&mut cell).arg(&mut h_seq).arg(&t_arg).arg(&n_windows);
                 // SAFETY: one thread per (window, unit), bounds-checked against n_windows * 256; gates holds
                 // 160 * p rows of 1024, h_seq 160 * p rows of 256, cell p rows of 256.
                 unsafe { launch.launch(cell_cfg) }.map_err(e("lstm_cell"))?;
@@ -460,20 +373,10 @@ impl Gpu {
         }
 
         let h_last = x.slice((PARTIAL_FRAMES - 1) * p * HIDDEN..rows * HIDDEN);
-        let mut out = s
-            .alloc_zeros::<f32>(p * EMBEDDING_DIM)
-            .map_err(e("alloc embeddings"))?;
+        let mut out = s.alloc_zeros::<f32>(p * EMBEDDING_DIM).map_err(e("alloc embeddings"))?;
         let mut launch = s.launch_builder(&self.kernels.head);
-        launch
-            .arg(&h_last)
-            .arg(&self.linear_weight)
-            .arg(&self.linear_bias)
-            .arg(&mut out);
-        let cfg = LaunchConfig {
-            grid_dim: (p as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        launch.arg(&h_last).arg(&self.linear_weight).arg(&self.linear_bias).arg(&mut out);
+        let cfg = LaunchConfig { grid_dim: (p as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: one block of 256 threads per window; reads that window's 256 hidden units and the 256x256
         // linear layer, writes 256 floats.
         unsafe { launch.launch(cfg) }.map_err(e("head"))?;
@@ -491,14 +394,9 @@ impl Gpu {
             offsets.push(pcm.len() as i64);
             pcm.extend_from_slice(&u.samples);
         }
-        let pcm = s
-            .clone_htod(&pcm)
-            .map_err(|e| format!("upload audio: {e}"))?;
-        let windows: Vec<(usize, usize)> = batch
-            .iter()
-            .enumerate()
-            .flat_map(|(u, prep)| prep.partial_starts.iter().map(move |&st| (u, st)))
-            .collect();
+        let pcm = s.clone_htod(&pcm).map_err(|e| format!("upload audio: {e}"))?;
+        let windows: Vec<(usize, usize)> =
+            batch.iter().enumerate().flat_map(|(u, prep)| prep.partial_starts.iter().map(move |&st| (u, st))).collect();
         let mut partials = Vec::with_capacity(windows.len());
         for chunk in windows.chunks(MAX_WINDOWS_PER_PASS) {
             let flat = self.run_windows(batch, chunk, &pcm, &offsets)?;
@@ -509,16 +407,9 @@ impl Gpu {
             }));
         }
         let end = s.record_event(timing).map_err(|e| format!("event: {e}"))?;
-        let ms = start
-            .elapsed_ms(&end)
-            .map_err(|e| format!("event timing: {e}"))?;
-        self.ctx
-            .check_err()
-            .map_err(|e| format!("asynchronous CUDA error: {e}"))?;
-        Ok((
-            partials,
-            Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3),
-        ))
+        let ms = start.elapsed_ms(&end).map_err(|e| format!("event timing: {e}"))?;
+        self.ctx.check_err().map_err(|e| format!("asynchronous CUDA error: {e}"))?;
+        Ok((partials, Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3)))
     }
 }
 
@@ -541,11 +432,7 @@ fn nvrtc_arch(major: i32, minor: i32) -> Option<&'static str> {
 /// i.e. cuBLAS' first operand is `B` (transposed when it is a `[n][k]` PyTorch weight) and its second is `A`.
 fn gemm_config(rows: usize, n: usize, k: usize, b_is_weight: bool, beta: f32) -> GemmConfig<f32> {
     GemmConfig {
-        transa: if b_is_weight {
-            cublasOperation_t::CUBLAS_OP_T
-        } else {
-            cublasOperation_t::CUBLAS_OP_N
-        },
+        transa: if b_is_weight { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N },
         transb: cublasOperation_t::CUBLAS_OP_N,
         m: n as i32,
         n: rows as i32,
@@ -569,12 +456,8 @@ impl EmbeddingBackend for CudaEncoder {
         }
         // A poisoned lock only means an earlier call panicked inside cudarc; the GPU state itself is reset by
         // every call (fresh buffers), so keep serving.
-        let gpu = self
-            .gpu
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (flat, compute) =
-            guarded("CUDA embedding", || gpu.embed(batch)).map_err(cuda_err("embed"))?;
+        let gpu = self.gpu.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (flat, compute) = guarded("CUDA embedding", || gpu.embed(batch)).map_err(cuda_err("embed"))?;
         let mut partial_embeddings = Vec::with_capacity(batch.len());
         let mut rest = flat.as_slice();
         for prep in batch {
@@ -582,15 +465,8 @@ impl EmbeddingBackend for CudaEncoder {
             partial_embeddings.push(mine.to_vec());
             rest = tail;
         }
-        let embeddings = partial_embeddings
-            .iter()
-            .map(|p| average_embedding(p))
-            .collect();
-        Ok(BatchEmbeddings {
-            embeddings,
-            partial_embeddings,
-            compute,
-        })
+        let embeddings = partial_embeddings.iter().map(|p| average_embedding(p)).collect();
+        Ok(BatchEmbeddings { embeddings, partial_embeddings, compute })
     }
 }
 
@@ -629,10 +505,7 @@ mod tests {
         cublas_sgemm(&gemm_config(rows, n, k, true, 1.0), &weight, &act, &mut c);
         for r in 0..rows {
             for j in 0..n {
-                let want: f32 = 1.0
-                    + (0..k)
-                        .map(|l| act[r * k + l] * weight[j * k + l])
-                        .sum::<f32>();
+                let want: f32 = 1.0 + (0..k).map(|l| act[r * k + l] * weight[j * k + l]).sum::<f32>();
                 assert_eq!(c[r * n + j], want, "weight product row {r} col {j}");
             }
         }

@@ -5,13 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error(
-        "audio is {seconds:.2} s long; the speaker encoder needs at least {min_seconds:.2} s of 16 kHz speech"
-    )]
+    #[error("audio is {seconds:.2} s long; the speaker encoder needs at least {min_seconds:.2} s of 16 kHz speech")]
     TooShort { seconds: f32, min_seconds: f32 },
-    #[error(
-        "audio is {seconds:.1} s long; the limit is {max_seconds:.1} s per request, split it into shorter parts"
-    )]
+    #[error("audio is {seconds:.1} s long; the limit is {max_seconds:.1} s per request, split it into shorter parts")]
     TooLong { seconds: f32, max_seconds: f32 },
     #[error("audio is sampled at {got} Hz; resample it to 16000 Hz mono before embedding")]
     BadSampleRate { got: u32 },
@@ -21,25 +17,18 @@ pub enum ModelError {
     Silent,
     #[error("the batch is empty; pass at least one utterance")]
     EmptyBatch,
-    #[error(
-        "speaker-encoder weights not found at {path}: run tests/tools/install-speaker-weights.sh"
-    )]
+    #[error("speaker-encoder weights not found at {path}: run tests/tools/install-speaker-weights.sh")]
     WeightsMissing {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "speaker-encoder weights at {path} are not the Resemblyzer 0.1.4 pretrained.pt: {reason}"
-    )]
+    #[error("speaker-encoder weights at {path} are not the Resemblyzer 0.1.4 pretrained.pt: {reason}")]
     WeightsCorrupt { path: PathBuf, reason: String },
     #[error("CUDA path unavailable: {0}")]
     CudaUnavailable(String),
     #[error("CUDA call failed during {stage}: {message}")]
-    Cuda {
-        stage: &'static str,
-        message: String,
-    },
+    Cuda { stage: &'static str, message: String },
 }
 
 impl ModelError {
@@ -63,15 +52,9 @@ impl ModelError {
     pub fn for_batch_member(&self) -> ModelError {
         match self {
             ModelError::CudaUnavailable(msg) => ModelError::CudaUnavailable(msg.clone()),
-            ModelError::Cuda { stage, message } => ModelError::Cuda {
-                stage,
-                message: message.clone(),
-            },
+            ModelError::Cuda { stage, message } => ModelError::Cuda { stage, message: message.clone() },
             ModelError::EmptyBatch => ModelError::EmptyBatch,
-            other => ModelError::Cuda {
-                stage: "batch",
-                message: other.to_string(),
-            },
+            other => ModelError::Cuda { stage: "batch", message: other.to_string() },
         }
     }
 

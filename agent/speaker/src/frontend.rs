@@ -34,10 +34,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            min_samples: SAMPLE_RATE / 2,
-            max_samples: SAMPLE_RATE * 120,
-        }
+        Self { min_samples: SAMPLE_RATE / 2, max_samples: SAMPLE_RATE * 120 }
     }
 }
 
@@ -59,16 +56,10 @@ impl Prepared {
 pub fn check(pcm: &[f32], limits: &Limits) -> Result<(), ModelError> {
     let seconds = |n: usize| n as f32 / SAMPLE_RATE as f32;
     if pcm.len() < limits.min_samples {
-        return Err(ModelError::TooShort {
-            seconds: seconds(pcm.len()),
-            min_seconds: seconds(limits.min_samples),
-        });
+        return Err(ModelError::TooShort { seconds: seconds(pcm.len()), min_seconds: seconds(limits.min_samples) });
     }
     if pcm.len() > limits.max_samples {
-        return Err(ModelError::TooLong {
-            seconds: seconds(pcm.len()),
-            max_seconds: seconds(limits.max_samples),
-        });
+        return Err(ModelError::TooLong { seconds: seconds(pcm.len()), max_seconds: seconds(limits.max_samples) });
     }
     if let Some(index) = pcm.iter().position(|v| !v.is_finite()) {
         return Err(ModelError::NonFiniteSample { index });
@@ -83,31 +74,16 @@ pub fn check(pcm: &[f32], limits: &Limits) -> Result<(), ModelError> {
 pub fn prepare(pcm: &[f32], limits: &Limits) -> Result<Prepared, ModelError> {
     check(pcm, limits)?;
     let gain = volume_gain(pcm) as f32;
-    let samples = if gain == 1.0 {
-        pcm.to_vec()
-    } else {
-        pcm.iter().map(|v| v * gain).collect()
-    };
-    Ok(Prepared {
-        samples,
-        partial_starts: partial_starts(pcm.len()),
-    })
+    let samples = if gain == 1.0 { pcm.to_vec() } else { pcm.iter().map(|v| v * gain).collect() };
+    Ok(Prepared { samples, partial_starts: partial_starts(pcm.len()) })
 }
 
 /// Gain that brings the RMS to -30 dBFS, never below 1 (Resemblyzer's `increase_only=True`).
 pub fn volume_gain(pcm: &[f32]) -> f64 {
-    let mean_square = pcm
-        .iter()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum::<f64>()
-        / pcm.len().max(1) as f64;
+    let mean_square = pcm.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / pcm.len().max(1) as f64;
     let dbfs = 10.0 * mean_square.log10();
     let change = TARGET_DBFS - dbfs;
-    if change.is_finite() && change > 0.0 {
-        10f64.powf(change / 20.0)
-    } else {
-        1.0
-    }
+    if change.is_finite() && change > 0.0 { 10f64.powf(change / 20.0) } else { 1.0 }
 }
 
 /// Start frames of the partial windows for `n_samples` samples, exactly `VoiceEncoder.compute_partial_slices`
@@ -115,9 +91,7 @@ pub fn volume_gain(pcm: &[f32]) -> f64 {
 /// one).
 pub fn partial_starts(n_samples: usize) -> Vec<usize> {
     let n_frames = (n_samples + 1).div_ceil(HOP);
-    let steps = (n_frames + FRAME_STEP + 1)
-        .saturating_sub(PARTIAL_FRAMES)
-        .max(1);
+    let steps = (n_frames + FRAME_STEP + 1).saturating_sub(PARTIAL_FRAMES).max(1);
     let mut starts: Vec<usize> = (0..steps).step_by(FRAME_STEP).collect();
     let last_start_sample = starts[starts.len() - 1] * HOP;
     let window_samples = PARTIAL_FRAMES * HOP;
@@ -151,9 +125,7 @@ impl Default for MelFrontend {
 
 impl MelFrontend {
     pub fn new() -> Self {
-        let window = (0..N_FFT)
-            .map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos())
-            .collect();
+        let window = (0..N_FFT).map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos()).collect();
         let mut dft = vec![0.0f32; 2 * N_BINS * N_FFT];
         for k in 0..N_BINS {
             for n in 0..N_FFT {
@@ -173,12 +145,7 @@ impl MelFrontend {
                 (first, last)
             })
             .collect();
-        Self {
-            window,
-            dft,
-            mel_basis,
-            band_bins,
-        }
+        Self { window, dft, mel_basis, band_bins }
     }
 
     /// The DFT matrix the CUDA path multiplies windowed frames by: `[N_FFT][2 * N_BINS]`, column `k` holds the
@@ -194,38 +161,23 @@ impl MelFrontend {
             let first = (t * HOP) as isize - (N_FFT / 2) as isize;
             for (i, slot) in frame.iter_mut().enumerate() {
                 let at = first + i as isize;
-                let x = if at >= 0 && (at as usize) < samples.len() {
-                    f64::from(samples[at as usize])
-                } else {
-                    0.0
-                };
+                let x = if at >= 0 && (at as usize) < samples.len() { f64::from(samples[at as usize]) } else { 0.0 };
                 *slot = (x * self.window[i]) as f32;
             }
         }
         // The DFT of every frame as one GEMM: [frames][400] x [400][402].
         let mut spectrum = vec![0.0f32; n_frames * 2 * N_BINS];
-        gemm_bt(
-            &frames,
-            n_frames,
-            &self.dft,
-            &mut spectrum,
-            Init::Accumulate,
-        );
+        gemm_bt(&frames, n_frames, &self.dft, &mut spectrum, Init::Accumulate);
         let mut out = vec![0.0f32; n_frames * MEL_BANDS];
         let mut power = [0.0f64; N_BINS];
         for (t, spec) in spectrum.chunks_exact(2 * N_BINS).enumerate() {
             let (re, im) = spec.split_at(N_BINS);
             for k in 0..N_BINS {
-                power[k] =
-                    f64::from(re[k]) * f64::from(re[k]) + f64::from(im[k]) * f64::from(im[k]);
+                power[k] = f64::from(re[k]) * f64::from(re[k]) + f64::from(im[k]) * f64::from(im[k]);
             }
             for (m, &(lo, hi)) in self.band_bins.iter().enumerate() {
                 let weights = &self.mel_basis[m * N_BINS + lo..m * N_BINS + hi];
-                let energy: f64 = weights
-                    .iter()
-                    .zip(&power[lo..hi])
-                    .map(|(&w, &p)| f64::from(w) * p)
-                    .sum();
+                let energy: f64 = weights.iter().zip(&power[lo..hi]).map(|(&w, &p)| f64::from(w) * p).sum();
                 out[t * MEL_BANDS + m] = energy as f32;
             }
         }
@@ -238,22 +190,14 @@ fn hz_to_mel(hz: f64) -> f64 {
     let f_sp = 200.0 / 3.0;
     let min_log_mel = 1000.0 / f_sp;
     let logstep = 6.4f64.ln() / 27.0;
-    if hz >= 1000.0 {
-        min_log_mel + (hz / 1000.0).ln() / logstep
-    } else {
-        hz / f_sp
-    }
+    if hz >= 1000.0 { min_log_mel + (hz / 1000.0).ln() / logstep } else { hz / f_sp }
 }
 
 fn mel_to_hz(mel: f64) -> f64 {
     let f_sp = 200.0 / 3.0;
     let min_log_mel = 1000.0 / f_sp;
     let logstep = 6.4f64.ln() / 27.0;
-    if mel >= min_log_mel {
-        1000.0 * (logstep * (mel - min_log_mel)).exp()
-    } else {
-        f_sp * mel
-    }
+    if mel >= min_log_mel { 1000.0 * (logstep * (mel - min_log_mel)).exp() } else { f_sp * mel }
 }
 
 /// `librosa.filters.mel(sr=16000, n_fft=400, n_mels=40, fmin=0, fmax=8000, htk=False, norm="slaney")`,
@@ -264,19 +208,9 @@ fn slaney_mel_basis() -> Vec<f32> {
     let max_mel = hz_to_mel(fmax);
     // np.linspace(0, max_mel, n): i * step, with the end point set exactly.
     let step = max_mel / (n_points - 1) as f64;
-    let mel_f: Vec<f64> = (0..n_points)
-        .map(|i| {
-            if i == n_points - 1 {
-                max_mel
-            } else {
-                i as f64 * step
-            }
-        })
-        .map(mel_to_hz)
-        .collect();
-    let fft_freqs: Vec<f64> = (0..N_BINS)
-        .map(|k| k as f64 * SAMPLE_RATE as f64 / N_FFT as f64)
-        .collect();
+    let mel_f: Vec<f64> =
+        (0..n_points).map(|i| if i == n_points - 1 { max_mel } else { i as f64 * step }).map(mel_to_hz).collect();
+    let fft_freqs: Vec<f64> = (0..N_BINS).map(|k| k as f64 * SAMPLE_RATE as f64 / N_FFT as f64).collect();
     let mut basis = vec![0.0f32; MEL_BANDS * N_BINS];
     for m in 0..MEL_BANDS {
         let lower_width = mel_f[m + 1] - mel_f[m];
@@ -318,25 +252,14 @@ mod tests {
     #[test]
     fn check_explains_bad_input() {
         let limits = Limits::default();
-        assert_eq!(
-            check(&[0.1; 10], &limits).unwrap_err().category(),
-            "too_short"
-        );
-        assert_eq!(
-            check(&vec![0.0; 16_000], &limits).unwrap_err().category(),
-            "silent"
-        );
+        assert_eq!(check(&[0.1; 10], &limits).unwrap_err().category(), "too_short");
+        assert_eq!(check(&vec![0.0; 16_000], &limits).unwrap_err().category(), "silent");
         let mut nan = vec![0.1; 16_000];
         nan[7] = f32::NAN;
         let err = check(&nan, &limits).unwrap_err();
         assert_eq!(err.category(), "non_finite_sample");
         assert!(err.to_string().contains("sample 7"));
-        assert_eq!(
-            check(&vec![0.1; 16_000 * 121], &limits)
-                .unwrap_err()
-                .category(),
-            "too_long"
-        );
+        assert_eq!(check(&vec![0.1; 16_000 * 121], &limits).unwrap_err().category(), "too_long");
     }
 
     #[test]

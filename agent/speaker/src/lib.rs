@@ -78,28 +78,18 @@ pub trait EmbeddingBackend: Send + Sync {
     fn embed_prepared(&self, batch: &[Prepared]) -> Result<BatchEmbeddings, ModelError>;
 
     /// Checks and embeds several 16 kHz utterances in one batch.
-    fn embed_batch(
-        &self,
-        utterances: &[&[f32]],
-        limits: &Limits,
-    ) -> Result<BatchEmbeddings, ModelError> {
+    fn embed_batch(&self, utterances: &[&[f32]], limits: &Limits) -> Result<BatchEmbeddings, ModelError> {
         if utterances.is_empty() {
             return Err(ModelError::EmptyBatch);
         }
-        let prepared = utterances
-            .iter()
-            .map(|u| frontend::prepare(u, limits))
-            .collect::<Result<Vec<_>, _>>()?;
+        let prepared = utterances.iter().map(|u| frontend::prepare(u, limits)).collect::<Result<Vec<_>, _>>()?;
         self.embed_prepared(&prepared)
     }
 
     /// Checks and embeds one 16 kHz utterance.
     fn embed(&self, pcm16k: &[f32], limits: &Limits) -> Result<Embedded, ModelError> {
         let mut out = self.embed_batch(&[pcm16k], limits)?;
-        Ok(Embedded {
-            embedding: out.embeddings.remove(0),
-            compute: out.compute,
-        })
+        Ok(Embedded { embedding: out.embeddings.remove(0), compute: out.compute })
     }
 }
 
@@ -111,11 +101,7 @@ pub fn cosine(a: &Embedding, b: &Embedding) -> f32 {
         na += f64::from(x) * f64::from(x);
         nb += f64::from(y) * f64::from(y);
     }
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        (dot / (na.sqrt() * nb.sqrt())) as f32
-    }
+    if na == 0.0 || nb == 0.0 { 0.0 } else { (dot / (na.sqrt() * nb.sqrt())) as f32 }
 }
 
 /// The encoder the agent uses: a backend plus request limits.
@@ -127,10 +113,7 @@ pub struct SpeakerEncoder {
 
 impl std::fmt::Debug for SpeakerEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpeakerEncoder")
-            .field("backend", &self.backend.name())
-            .field("limits", &self.limits)
-            .finish()
+        f.debug_struct("SpeakerEncoder").field("backend", &self.backend.name()).field("limits", &self.limits).finish()
     }
 }
 
@@ -156,11 +139,7 @@ impl SpeakerEncoder {
     }
 
     pub fn with_backend(backend: Box<dyn EmbeddingBackend>) -> Self {
-        Self {
-            backend,
-            limits: Limits::default(),
-            cuda_fallback_reason: None,
-        }
+        Self { backend, limits: Limits::default(), cuda_fallback_reason: None }
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {

@@ -41,18 +41,9 @@ pub(crate) enum Init<'a> {
 ///
 /// The product runs in `matrixmultiply`'s sgemm (through ndarray, whose wrapper is safe): it picks an AVX/FMA
 /// kernel at run time, which a baseline x86-64 build cannot do in safe code of its own.
-pub(crate) fn gemm_bt(
-    a: &[f32],
-    rows: usize,
-    w: &TransposedMatrix,
-    out: &mut [f32],
-    init: Init<'_>,
-) {
+pub(crate) fn gemm_bt(a: &[f32], rows: usize, w: &TransposedMatrix, out: &mut [f32], init: Init<'_>) {
     let (k, n) = (w.k, w.n);
-    assert!(
-        a.len() >= rows * k && out.len() >= rows * n,
-        "gemm operand sizes"
-    );
+    assert!(a.len() >= rows * k && out.len() >= rows * n, "gemm operand sizes");
     let out = &mut out[..rows * n];
     if let Init::Bias(bias) = init {
         for row in out.chunks_exact_mut(n) {
@@ -75,9 +66,7 @@ mod tests {
         // k = 13: the kernel has no alignment or multiple-of-four requirement.
         let (rows, n, k) = (13, 600, 13);
         let a: Vec<f32> = (0..rows * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 5) % 11) as f32 * 0.5 - 2.0)
-            .collect();
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 11) as f32 * 0.5 - 2.0).collect();
         let bias: Vec<f32> = (0..n).map(|j| j as f32).collect();
         let packed = TransposedMatrix::new(&w, n, k);
         let mut out = vec![0.0; rows * n];

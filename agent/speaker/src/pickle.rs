@@ -43,24 +43,14 @@ pub(crate) enum PickleError {
     #[error("pickle ended early at byte {0}")]
     Truncated(usize),
     #[error("unsupported pickle opcode 0x{opcode:02x} ('{printable}') at byte {offset}")]
-    Unsupported {
-        opcode: u8,
-        printable: char,
-        offset: usize,
-    },
+    Unsupported { opcode: u8, printable: char, offset: usize },
     #[error("malformed pickle at byte {offset}: {what}")]
     Malformed { offset: usize, what: &'static str },
 }
 
 /// Reads one pickle starting at `data[*pos]` and advances `pos` past its STOP opcode.
 pub(crate) fn read_pickle(data: &[u8], pos: &mut usize) -> Result<Value, PickleError> {
-    let mut vm = Vm {
-        data,
-        pos: *pos,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-    };
+    let mut vm = Vm { data, pos: *pos, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() };
     let value = vm.run()?;
     *pos = vm.pos;
     Ok(value)
@@ -77,11 +67,7 @@ struct Vm<'a> {
 
 impl Vm<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or(PickleError::Truncated(self.pos))?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or(PickleError::Truncated(self.pos))?;
         let bytes = &self.data[self.pos..end];
         self.pos = end;
         Ok(bytes)
@@ -103,34 +89,22 @@ impl Vm<'_> {
 
     fn line(&mut self) -> Result<String, PickleError> {
         let rest = &self.data[self.pos..];
-        let len = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or(PickleError::Truncated(self.pos))?;
-        let text = String::from_utf8(rest[..len].to_vec())
-            .map_err(|_| self.malformed("GLOBAL name is not UTF-8"))?;
+        let len = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated(self.pos))?;
+        let text = String::from_utf8(rest[..len].to_vec()).map_err(|_| self.malformed("GLOBAL name is not UTF-8"))?;
         self.pos += len + 1;
         Ok(text)
     }
 
     fn malformed(&self, what: &'static str) -> PickleError {
-        PickleError::Malformed {
-            offset: self.pos,
-            what,
-        }
+        PickleError::Malformed { offset: self.pos, what }
     }
 
     fn pop(&mut self) -> Result<Value, PickleError> {
-        self.stack
-            .pop()
-            .ok_or_else(|| self.malformed("stack underflow"))
+        self.stack.pop().ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
-        let height = self
-            .marks
-            .pop()
-            .ok_or_else(|| self.malformed("no MARK on the stack"))?;
+        let height = self.marks.pop().ok_or_else(|| self.malformed("no MARK on the stack"))?;
         if height > self.stack.len() {
             return Err(self.malformed("MARK above the stack top"));
         }
@@ -139,25 +113,15 @@ impl Vm<'_> {
 
     fn top_mut(&mut self) -> Result<&mut Value, PickleError> {
         let offset = self.pos;
-        self.stack.last_mut().ok_or(PickleError::Malformed {
-            offset,
-            what: "stack underflow",
-        })
+        self.stack.last_mut().ok_or(PickleError::Malformed { offset, what: "stack underflow" })
     }
 
     fn memo_get(&self, key: u32) -> Result<Value, PickleError> {
-        self.memo
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| self.malformed("memo key not set"))
+        self.memo.get(&key).cloned().ok_or_else(|| self.malformed("memo key not set"))
     }
 
     fn memo_put(&mut self, key: u32) -> Result<(), PickleError> {
-        let top = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or_else(|| self.malformed("PUT on an empty stack"))?;
+        let top = self.stack.last().cloned().ok_or_else(|| self.malformed("PUT on an empty stack"))?;
         self.memo.insert(key, top);
         Ok(())
     }
@@ -182,9 +146,7 @@ impl Vm<'_> {
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     entries.push((k, v));
                 }
-                let Value::Call { callable, args } = std::mem::replace(call, Value::None) else {
-                    unreachable!()
-                };
+                let Value::Call { callable, args } = std::mem::replace(call, Value::None) else { unreachable!() };
                 if !is_ordered_dict(&callable) {
                     return Err(PickleError::Malformed {
                         offset,
@@ -195,10 +157,7 @@ impl Vm<'_> {
                 *call = Value::Dict(entries);
                 Ok(())
             }
-            _ => Err(PickleError::Malformed {
-                offset,
-                what: "SETITEM(S) target is not a dict",
-            }),
+            _ => Err(PickleError::Malformed { offset, what: "SETITEM(S) target is not a dict" }),
         }
     }
 
@@ -211,16 +170,13 @@ impl Vm<'_> {
                     // PROTO: torch's legacy writer uses protocol 2.
                     let proto = self.u8()?;
                     if proto > 2 {
-                        return Err(PickleError::Malformed {
-                            offset,
-                            what: "pickle protocol above 2",
-                        });
+                        return Err(PickleError::Malformed { offset, what: "pickle protocol above 2" });
                     }
                 }
                 b'.' => return self.pop(),                 // STOP
                 b'(' => self.marks.push(self.stack.len()), // MARK
                 b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)), // NEWTRUE
+                0x88 => self.stack.push(Value::Bool(true)),  // NEWTRUE
                 0x89 => self.stack.push(Value::Bool(false)), // NEWFALSE
                 b'J' => {
                     let v = self.u32()? as i32;
@@ -238,17 +194,10 @@ impl Vm<'_> {
                     // LONG1: little-endian two's complement, at most 16 bytes here (the magic number is 10).
                     let n = self.u8()? as usize;
                     if n > 16 {
-                        return Err(PickleError::Malformed {
-                            offset,
-                            what: "LONG1 wider than 128 bits",
-                        });
+                        return Err(PickleError::Malformed { offset, what: "LONG1 wider than 128 bits" });
                     }
                     let bytes = self.take(n)?;
-                    let mut buf = if bytes.last().is_some_and(|b| b & 0x80 != 0) {
-                        [0xffu8; 16]
-                    } else {
-                        [0u8; 16]
-                    };
+                    let mut buf = if bytes.last().is_some_and(|b| b & 0x80 != 0) { [0xffu8; 16] } else { [0u8; 16] };
                     buf[..n].copy_from_slice(bytes);
                     self.stack.push(Value::Int(i128::from_le_bytes(buf)));
                 }
@@ -262,10 +211,8 @@ impl Vm<'_> {
                 b'X' => {
                     let n = self.u32()? as usize;
                     let bytes = self.take(n)?.to_vec();
-                    let s = String::from_utf8(bytes).map_err(|_| PickleError::Malformed {
-                        offset,
-                        what: "BINUNICODE is not UTF-8",
-                    })?;
+                    let s = String::from_utf8(bytes)
+                        .map_err(|_| PickleError::Malformed { offset, what: "BINUNICODE is not UTF-8" })?;
                     self.stack.push(Value::Str(s));
                 }
                 b'c' => {
@@ -284,10 +231,7 @@ impl Vm<'_> {
                     // TUPLE1..TUPLE3
                     let n = (opcode - 0x84) as usize;
                     if self.stack.len() < n {
-                        return Err(PickleError::Malformed {
-                            offset,
-                            what: "TUPLEn on a short stack",
-                        });
+                        return Err(PickleError::Malformed { offset, what: "TUPLEn on a short stack" });
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.stack.push(Value::Tuple(items));
@@ -316,10 +260,7 @@ impl Vm<'_> {
                     if is_ordered_dict(&callable) {
                         self.stack.push(Value::Dict(Vec::new()));
                     } else {
-                        self.stack.push(Value::Call {
-                            callable: Box::new(callable),
-                            args: Box::new(args),
-                        });
+                        self.stack.push(Value::Call { callable: Box::new(callable), args: Box::new(args) });
                     }
                 }
                 b'Q' => {
@@ -340,10 +281,7 @@ impl Vm<'_> {
                     match self.top_mut()? {
                         Value::List(items) => items.push(v),
                         _ => {
-                            return Err(PickleError::Malformed {
-                                offset,
-                                what: "APPEND target is not a list",
-                            });
+                            return Err(PickleError::Malformed { offset, what: "APPEND target is not a list" });
                         }
                     }
                 }
@@ -352,10 +290,7 @@ impl Vm<'_> {
                     match self.top_mut()? {
                         Value::List(list) => list.extend(items),
                         _ => {
-                            return Err(PickleError::Malformed {
-                                offset,
-                                what: "APPENDS target is not a list",
-                            });
+                            return Err(PickleError::Malformed { offset, what: "APPENDS target is not a list" });
                         }
                     }
                 }
@@ -363,23 +298,12 @@ impl Vm<'_> {
                     // BUILD: OrderedDict state (torch's `_metadata` attribute) carries nothing we use.
                     let _state = self.pop()?;
                     if self.stack.is_empty() {
-                        return Err(PickleError::Malformed {
-                            offset,
-                            what: "BUILD on an empty stack",
-                        });
+                        return Err(PickleError::Malformed { offset, what: "BUILD on an empty stack" });
                     }
                 }
                 other => {
-                    let printable = if other.is_ascii_graphic() {
-                        other as char
-                    } else {
-                        '?'
-                    };
-                    return Err(PickleError::Unsupported {
-                        opcode: other,
-                        printable,
-                        offset,
-                    });
+                    let printable = if other.is_ascii_graphic() { other as char } else { '?' };
+                    return Err(PickleError::Unsupported { opcode: other, printable, offset });
                 }
             }
         }
@@ -411,18 +335,10 @@ mod tests {
         // {'a': (1, 300, 70000), 'b': [None, True], 'c': ('a',)} at protocol 2, the last value via a memo ref.
         let bytes = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01M,\x01J\x70\x11\x01\x00\x87q\x02X\x01\x00\x00\x00bq\x03]q\x04(N\x88eX\x01\x00\x00\x00ch\x01\x85q\x05u.";
         let v = read_all(bytes).unwrap();
-        let Value::Dict(entries) = v else {
-            panic!("not a dict: {v:?}")
-        };
+        let Value::Dict(entries) = v else { panic!("not a dict: {v:?}") };
         assert_eq!(entries[0].0, Value::Str("a".into()));
-        assert_eq!(
-            entries[0].1,
-            Value::Tuple(vec![Value::Int(1), Value::Int(300), Value::Int(70000)])
-        );
-        assert_eq!(
-            entries[1].1,
-            Value::List(vec![Value::None, Value::Bool(true)])
-        );
+        assert_eq!(entries[0].1, Value::Tuple(vec![Value::Int(1), Value::Int(300), Value::Int(70000)]));
+        assert_eq!(entries[1].1, Value::List(vec![Value::None, Value::Bool(true)]));
         assert_eq!(entries[2].1, Value::Tuple(vec![Value::Str("a".into())]));
     }
 
@@ -431,9 +347,6 @@ mod tests {
         // FRAME (protocol 4) is not something a legacy torch file contains.
         let err = read_all(b"\x95\x00").unwrap_err();
         assert!(err.to_string().contains("0x95"), "{err}");
-        assert!(matches!(
-            read_all(b"\x80\x02K"),
-            Err(PickleError::Truncated(_))
-        ));
+        assert!(matches!(read_all(b"\x80\x02K"), Err(PickleError::Truncated(_))));
     }
 }

@@ -15,8 +15,7 @@ use crate::{EMBEDDING_DIM, HIDDEN, MEL_BANDS, NUM_LAYERS};
 
 /// sha256 of `resemblyzer/pretrained.pt` as listed in the RECORD of `Resemblyzer-0.1.4-py3-none-any.whl`.
 /// Also pinned in tests/tools/install-speaker-weights.sh.
-pub const PRETRAINED_SHA256: &str =
-    "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e";
+pub const PRETRAINED_SHA256: &str = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e";
 
 /// `torch.save` legacy-format magic number.
 const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
@@ -56,14 +55,9 @@ pub struct Tensor {
 impl EncoderWeights {
     /// Reads and verifies `path`. Errors say whether the file is absent or not the expected checkpoint.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::WeightsMissing {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let corrupt = |reason: String| ModelError::WeightsCorrupt {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let bytes =
+            std::fs::read(path).map_err(|source| ModelError::WeightsMissing { path: path.to_path_buf(), source })?;
+        let corrupt = |reason: String| ModelError::WeightsCorrupt { path: path.to_path_buf(), reason };
         let digest = hex::encode(Sha256::digest(&bytes));
         if digest != PRETRAINED_SHA256 {
             return Err(corrupt(format!(
@@ -77,14 +71,9 @@ impl EncoderWeights {
     /// Builds the encoder parameters from named tensors, checking every shape.
     pub fn from_tensors(mut tensors: HashMap<String, Tensor>) -> Result<Self, String> {
         let mut take = |name: &str, shape: &[usize]| -> Result<Vec<f32>, String> {
-            let t = tensors
-                .remove(name)
-                .ok_or_else(|| format!("model_state has no tensor `{name}`"))?;
+            let t = tensors.remove(name).ok_or_else(|| format!("model_state has no tensor `{name}`"))?;
             if t.shape != shape {
-                return Err(format!(
-                    "`{name}` has shape {:?}, expected {shape:?}",
-                    t.shape
-                ));
+                return Err(format!("`{name}` has shape {:?}, expected {shape:?}", t.shape));
             }
             Ok(t.data)
         };
@@ -93,10 +82,7 @@ impl EncoderWeights {
             let input_size = if layer == 0 { MEL_BANDS } else { HIDDEN };
             lstm.push(LstmLayer {
                 input_size,
-                w_ih: take(
-                    &format!("lstm.weight_ih_l{layer}"),
-                    &[4 * HIDDEN, input_size],
-                )?,
+                w_ih: take(&format!("lstm.weight_ih_l{layer}"), &[4 * HIDDEN, input_size])?,
                 w_hh: take(&format!("lstm.weight_hh_l{layer}"), &[4 * HIDDEN, HIDDEN])?,
                 b_ih: take(&format!("lstm.bias_ih_l{layer}"), &[4 * HIDDEN])?,
                 b_hh: take(&format!("lstm.bias_hh_l{layer}"), &[4 * HIDDEN])?,
@@ -104,20 +90,15 @@ impl EncoderWeights {
         }
         let linear_weight = take("linear.weight", &[EMBEDDING_DIM, HIDDEN])?;
         let linear_bias = take("linear.bias", &[EMBEDDING_DIM])?;
-        let all = [&linear_weight, &linear_bias].into_iter().chain(
-            lstm.iter()
-                .flat_map(|l| [&l.w_ih, &l.w_hh, &l.b_ih, &l.b_hh]),
-        );
+        let all = [&linear_weight, &linear_bias]
+            .into_iter()
+            .chain(lstm.iter().flat_map(|l| [&l.w_ih, &l.w_hh, &l.b_ih, &l.b_hh]));
         for values in all {
             if values.iter().any(|v| !v.is_finite()) {
                 return Err("a parameter is NaN or infinite".into());
             }
         }
-        Ok(Self {
-            lstm,
-            linear_weight,
-            linear_bias,
-        })
+        Ok(Self { lstm, linear_weight, linear_bias })
     }
 }
 
@@ -133,19 +114,14 @@ pub fn read_legacy_state_dict(bytes: &[u8]) -> Result<HashMap<String, Tensor>, S
     let pk = |e: PickleError| format!("not a legacy torch file: {e}");
     let mut pos = 0;
     if read_pickle(bytes, &mut pos).map_err(pk)? != Value::Int(LEGACY_MAGIC) {
-        return Err(
-            "magic number mismatch: not a legacy (pre-1.6, non-zip) torch.save file".into(),
-        );
+        return Err("magic number mismatch: not a legacy (pre-1.6, non-zip) torch.save file".into());
     }
     if read_pickle(bytes, &mut pos).map_err(pk)? != Value::Int(LEGACY_PROTOCOL) {
         return Err("unsupported legacy torch protocol version".into());
     }
     let sys_info = read_pickle(bytes, &mut pos).map_err(pk)?;
     if dict_get(&sys_info, "little_endian") != Some(&Value::Bool(true)) {
-        return Err(
-            "file was written on a big-endian machine; only little-endian files are supported"
-                .into(),
-        );
+        return Err("file was written on a big-endian machine; only little-endian files are supported".into());
     }
     let root = read_pickle(bytes, &mut pos).map_err(pk)?;
     let keys = match read_pickle(bytes, &mut pos).map_err(pk)? {
@@ -159,33 +135,22 @@ pub fn read_legacy_state_dict(bytes: &[u8]) -> Result<HashMap<String, Tensor>, S
         let Value::Str(key) = key else {
             return Err("storage key is not a string".into());
         };
-        let header = bytes
-            .get(pos..pos + 8)
-            .ok_or("file ends inside a storage header")?;
+        let header = bytes.get(pos..pos + 8).ok_or("file ends inside a storage header")?;
         let len = usize::try_from(u64::from_le_bytes(header.try_into().expect("8 bytes")))
             .map_err(|_| "storage length overflows usize")?;
         let data_offset = pos + 8;
-        let end = len
-            .checked_mul(4)
-            .and_then(|n| n.checked_add(data_offset))
-            .ok_or("storage length overflows")?;
+        let end = len.checked_mul(4).and_then(|n| n.checked_add(data_offset)).ok_or("storage length overflows")?;
         if end > bytes.len() {
-            return Err(format!(
-                "storage {key} claims {len} floats but the file ends first"
-            ));
+            return Err(format!("storage {key} claims {len} floats but the file ends first"));
         }
         storages.insert(key, StorageSpan { data_offset, len });
         pos = end;
     }
     if pos != bytes.len() {
-        return Err(format!(
-            "{} trailing bytes after the last storage",
-            bytes.len() - pos
-        ));
+        return Err(format!("{} trailing bytes after the last storage", bytes.len() - pos));
     }
 
-    let state =
-        dict_get(&root, "model_state").ok_or("the checkpoint has no `model_state` entry")?;
+    let state = dict_get(&root, "model_state").ok_or("the checkpoint has no `model_state` entry")?;
     let Value::Dict(entries) = state else {
         return Err("`model_state` is not a dict".into());
     };
@@ -194,27 +159,20 @@ pub fn read_legacy_state_dict(bytes: &[u8]) -> Result<HashMap<String, Tensor>, S
         let Value::Str(name) = name else {
             return Err("a model_state key is not a string".into());
         };
-        let tensor =
-            rebuild_tensor(value, bytes, &storages).map_err(|e| format!("tensor `{name}`: {e}"))?;
+        let tensor = rebuild_tensor(value, bytes, &storages).map_err(|e| format!("tensor `{name}`: {e}"))?;
         out.insert(name.clone(), tensor);
     }
     Ok(out)
 }
 
 /// Evaluates `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)`.
-fn rebuild_tensor(
-    value: &Value,
-    bytes: &[u8],
-    storages: &HashMap<String, StorageSpan>,
-) -> Result<Tensor, String> {
+fn rebuild_tensor(value: &Value, bytes: &[u8], storages: &HashMap<String, StorageSpan>) -> Result<Tensor, String> {
     let Value::Call { callable, args } = value else {
         return Err(format!("is a {}, not a tensor", kind(value)));
     };
     if !matches!(&**callable, Value::Global { module, name } if module == "torch._utils" && name == "_rebuild_tensor_v2")
     {
-        return Err(format!(
-            "built by {callable:?}, only torch._utils._rebuild_tensor_v2 is supported"
-        ));
+        return Err(format!("built by {callable:?}, only torch._utils._rebuild_tensor_v2 is supported"));
     }
     let Value::Tuple(args) = &**args else {
         return Err("arguments are not a tuple".into());
@@ -235,11 +193,8 @@ fn rebuild_tensor(
     if tag != &Value::Str("storage".into()) {
         return Err("persistent id is not a storage".into());
     }
-    if !matches!(storage_type, Value::Global { module, name } if module == "torch" && name == "FloatStorage")
-    {
-        return Err(format!(
-            "storage type {storage_type:?} is not torch.FloatStorage"
-        ));
+    if !matches!(storage_type, Value::Global { module, name } if module == "torch" && name == "FloatStorage") {
+        return Err(format!("storage type {storage_type:?} is not torch.FloatStorage"));
     }
     if view != &Value::None {
         return Err("storage views (view_metadata) are not supported".into());
@@ -247,9 +202,7 @@ fn rebuild_tensor(
     let Value::Str(key) = key else {
         return Err("storage key is not a string".into());
     };
-    let span = storages
-        .get(key)
-        .ok_or_else(|| format!("storage {key} is not in the file"))?;
+    let span = storages.get(key).ok_or_else(|| format!("storage {key} is not in the file"))?;
 
     let offset = as_usize(offset)?;
     let shape = as_usize_tuple(size)?;
@@ -259,33 +212,18 @@ fn rebuild_tensor(
     }
     let numel: usize = shape.iter().product();
     if numel > 0 {
-        let last = shape
-            .iter()
-            .zip(&strides)
-            .map(|(&n, &s)| (n - 1) * s)
-            .sum::<usize>()
-            + offset;
+        let last = shape.iter().zip(&strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + offset;
         if last >= span.len {
-            return Err(format!(
-                "reads element {last} of a storage with {} elements",
-                span.len
-            ));
+            return Err(format!("reads element {last} of a storage with {} elements", span.len));
         }
     }
     // Row-major gather through the strides; a contiguous tensor is the common case and the same loop.
     let mut data = Vec::with_capacity(numel);
     let mut index = vec![0usize; shape.len()];
     for _ in 0..numel {
-        let element = offset
-            + index
-                .iter()
-                .zip(&strides)
-                .map(|(i, s)| i * s)
-                .sum::<usize>();
+        let element = offset + index.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>();
         let at = span.data_offset + 4 * element;
-        data.push(f32::from_le_bytes(
-            bytes[at..at + 4].try_into().expect("4 bytes"),
-        ));
+        data.push(f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")));
         for d in (0..shape.len()).rev() {
             index[d] += 1;
             if index[d] < shape[d] {
@@ -299,10 +237,7 @@ fn rebuild_tensor(
 
 fn dict_get<'v>(dict: &'v Value, key: &str) -> Option<&'v Value> {
     match dict {
-        Value::Dict(entries) => entries
-            .iter()
-            .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
-            .map(|(_, v)| v),
+        Value::Dict(entries) => entries.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v),
         _ => None,
     }
 }
@@ -317,10 +252,7 @@ fn as_usize(v: &Value) -> Result<usize, String> {
 fn as_usize_tuple(v: &Value) -> Result<Vec<usize>, String> {
     match v {
         Value::Tuple(items) => items.iter().map(as_usize).collect(),
-        other => Err(format!(
-            "expected a tuple of integers, found a {}",
-            kind(other)
-        )),
+        other => Err(format!("expected a tuple of integers, found a {}", kind(other))),
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use infergate_speaker::weights::Tensor;
 use infergate_speaker::{
-    BatchConfig, Batcher, CpuEncoder, CudaEncoder, EmbeddingBackend, EncoderWeights, Limits,
-    ModelError, SpeakerEncoder, cosine, cuda_available,
+    BatchConfig, Batcher, CpuEncoder, CudaEncoder, EmbeddingBackend, EncoderWeights, Limits, ModelError,
+    SpeakerEncoder, cosine, cuda_available,
 };
 
 /// Every backend this node can run, with the reason for each one it cannot.
@@ -25,56 +25,28 @@ fn backends(weights: Arc<EncoderWeights>) -> Vec<Box<dyn EmbeddingBackend>> {
 /// The contract every backend must meet.
 fn backend_contract(backend: &dyn EmbeddingBackend) {
     let name = backend.name();
-    let limits = Limits {
-        min_samples: 1,
-        ..Limits::default()
-    };
+    let limits = Limits { min_samples: 1, ..Limits::default() };
     let golden = common::read_json("short_0_8s.json");
     let pcm = common::synth(&golden["generator"]);
     let want = common::floats(&golden["embedding"]);
 
     // Matches the Python model within the 1e-4 per dimension (CUDA: same bar as against the CPU).
     let single = backend.embed(&pcm, &limits).unwrap();
-    let worst = single
-        .embedding
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= 1e-4,
-        "{name}: max |diff| {worst} against the golden embedding"
-    );
+    let worst = single.embedding.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4, "{name}: max |diff| {worst} against the golden embedding");
     let norm: f32 = single.embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5, "{name}: embedding norm {norm}");
-    assert!(
-        single.compute.as_nanos() > 0,
-        "{name}: compute time must be measured"
-    );
+    assert!(single.compute.as_nanos() > 0, "{name}: compute time must be measured");
 
     // Batching does not change results: utterance 0 alone vs inside a batch with a louder copy of itself
     // (volume normalisation only raises quiet audio, so the loud copy is a different input).
     let loud: Vec<f32> = pcm.iter().map(|v| v * 3.0).collect();
     let batch = backend.embed_batch(&[&pcm, &loud], &limits).unwrap();
     assert_eq!(batch.embeddings.len(), 2);
-    assert_eq!(
-        batch.partial_embeddings[0].len(),
-        1,
-        "{name}: 0.8 s is one partial window"
-    );
-    let drift = batch.embeddings[0]
-        .iter()
-        .zip(&single.embedding)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        drift <= 1e-5,
-        "{name}: batching changed the embedding by {drift}"
-    );
-    assert!(
-        cosine(&batch.embeddings[0], &batch.embeddings[1]) > 0.5,
-        "{name}: same signal, louder"
-    );
+    assert_eq!(batch.partial_embeddings[0].len(), 1, "{name}: 0.8 s is one partial window");
+    let drift = batch.embeddings[0].iter().zip(&single.embedding).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(drift <= 1e-5, "{name}: batching changed the embedding by {drift}");
+    assert!(cosine(&batch.embeddings[0], &batch.embeddings[1]) > 0.5, "{name}: same signal, louder");
 
     // Bad input is refused with a stable category, before any compute.
     let err = backend.embed(&pcm[..100], &Limits::default()).unwrap_err();
@@ -100,13 +72,7 @@ fn zero_weights() -> Arc<EncoderWeights> {
     let mut tensors = HashMap::new();
     let mut add = |name: String, shape: Vec<usize>| {
         let len = shape.iter().product();
-        tensors.insert(
-            name,
-            Tensor {
-                shape,
-                data: vec![0.0; len],
-            },
-        );
+        tensors.insert(name, Tensor { shape, data: vec![0.0; len] });
     };
     for layer in 0..3 {
         let input = if layer == 0 { 40 } else { 256 };
@@ -123,23 +89,15 @@ fn zero_weights() -> Arc<EncoderWeights> {
 #[test]
 fn cuda_path_fails_cleanly_without_a_gpu() {
     let Err(reason) = cuda_available() else {
-        println!(
-            "SKIP: this node has a working CUDA setup; the no-GPU path cannot be exercised here"
-        );
+        println!("SKIP: this node has a working CUDA setup; the no-GPU path cannot be exercised here");
         return;
     };
     println!("no CUDA here: {reason}");
     assert!(!reason.is_empty());
     let err = CudaEncoder::new(zero_weights(), 0).unwrap_err();
     assert_eq!(err.category(), "cuda_unavailable");
-    assert!(
-        matches!(&err, ModelError::CudaUnavailable(msg) if msg == &reason),
-        "{err}"
-    );
-    assert!(
-        err.to_string().starts_with("CUDA path unavailable: "),
-        "{err}"
-    );
+    assert!(matches!(&err, ModelError::CudaUnavailable(msg) if msg == &reason), "{err}");
+    assert!(err.to_string().starts_with("CUDA path unavailable: "), "{err}");
 }
 
 #[test]
@@ -155,24 +113,16 @@ fn prefer_cuda_falls_back_to_cpu_with_a_reason() {
     }
     let encoder = SpeakerEncoder::load_prefer_cuda(&path).unwrap();
     assert_eq!(encoder.backend_name(), "cpu");
-    assert!(
-        encoder
-            .cuda_fallback_reason()
-            .is_some_and(|r| !r.is_empty())
-    );
+    assert!(encoder.cuda_fallback_reason().is_some_and(|r| !r.is_empty()));
 }
 
 #[test]
 fn weight_loading_errors_are_typed() {
     let missing = SpeakerEncoder::load("/nonexistent/pretrained.pt").unwrap_err();
     assert_eq!(missing.category(), "weights_missing");
-    assert!(
-        missing.to_string().contains("install-speaker-weights.sh"),
-        "{missing}"
-    );
+    assert!(missing.to_string().contains("install-speaker-weights.sh"), "{missing}");
 
-    let dir =
-        std::env::temp_dir().join(format!("infergate-speaker-weights-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("infergate-speaker-weights-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bogus = dir.join("pretrained.pt");
     std::fs::write(&bogus, b"not a checkpoint").unwrap();
@@ -199,25 +149,16 @@ fn batcher_serves_concurrent_callers() {
         return;
     };
     let backend: Arc<dyn EmbeddingBackend> = Arc::new(CpuEncoder::new(weights));
-    let limits = Limits {
-        min_samples: 1,
-        ..Limits::default()
-    };
+    let limits = Limits { min_samples: 1, ..Limits::default() };
     let golden = common::read_json("short_0_8s.json");
     let pcm = common::synth(&golden["generator"]);
     let quiet: Vec<f32> = pcm.iter().map(|v| v * 0.01).collect();
     let inputs = [pcm.clone(), quiet, pcm];
-    let direct: Vec<_> = inputs
-        .iter()
-        .map(|a| backend.embed(a, &limits).unwrap().embedding)
-        .collect();
+    let direct: Vec<_> = inputs.iter().map(|a| backend.embed(a, &limits).unwrap().embedding).collect();
 
     let batcher = Arc::new(Batcher::spawn(
         backend,
-        BatchConfig {
-            max_windows: 16,
-            max_wait: std::time::Duration::from_millis(50),
-        },
+        BatchConfig { max_windows: 16, max_wait: std::time::Duration::from_millis(50) },
         limits,
     ));
     let handles: Vec<_> = inputs
@@ -229,12 +170,7 @@ fn batcher_serves_concurrent_callers() {
         .collect();
     for (handle, want) in handles.into_iter().zip(&direct) {
         let out = handle.join().unwrap().unwrap();
-        let drift = out
-            .embedding
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let drift = out.embedding.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(drift <= 1e-5, "batched result differs by {drift}");
         assert!(out.compute.as_nanos() > 0);
     }

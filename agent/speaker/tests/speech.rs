@@ -21,47 +21,24 @@ const SENTENCES: [&str; 3] = [
 const MARGIN: f32 = 0.05;
 
 fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// espeak-ng's 22.05 kHz WAV, resampled by sox to 16 kHz mono signed 16-bit, as floats in [-1, 1].
 fn speak(voice: &str, text: &str, dir: &Path) -> Vec<f32> {
     let wav = dir.join("speech.wav");
     let raw = dir.join("speech.raw");
-    let status = Command::new("espeak-ng")
-        .args(["-v", voice, "-s", "165", "-w"])
-        .arg(&wav)
-        .arg(text)
-        .status()
-        .unwrap();
+    let status = Command::new("espeak-ng").args(["-v", voice, "-s", "165", "-w"]).arg(&wav).arg(text).status().unwrap();
     assert!(status.success(), "espeak-ng -v {voice} failed");
     let status = Command::new("sox")
         .arg(&wav)
-        .args([
-            "-r",
-            "16000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            "-L",
-            "-t",
-            "raw",
-        ])
+        .args(["-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-L", "-t", "raw"])
         .arg(&raw)
         .status()
         .unwrap();
     assert!(status.success(), "sox resampling failed");
     let bytes = std::fs::read(&raw).unwrap();
-    bytes
-        .chunks_exact(2)
-        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
-        .collect()
+    bytes.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0).collect()
 }
 
 #[test]
@@ -76,15 +53,8 @@ fn same_voice_is_closer_than_other_voices() {
     let encoder = CpuEncoder::new(weights);
     let dir = std::env::temp_dir().join(format!("infergate-speaker-speech-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let audio: Vec<Vec<f32>> = VOICES
-        .iter()
-        .flat_map(|v| {
-            SENTENCES
-                .iter()
-                .map(|s| speak(v, s, &dir))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let audio: Vec<Vec<f32>> =
+        VOICES.iter().flat_map(|v| SENTENCES.iter().map(|s| speak(v, s, &dir)).collect::<Vec<_>>()).collect();
     std::fs::remove_dir_all(&dir).ok();
     let refs: Vec<&[f32]> = audio.iter().map(Vec::as_slice).collect();
     let out = encoder.embed_batch(&refs, &Limits::default()).unwrap();
@@ -92,11 +62,7 @@ fn same_voice_is_closer_than_other_voices() {
 
     let mean_cosine = |a: usize, b: usize| {
         let pairs: Vec<f32> = (0..SENTENCES.len())
-            .flat_map(|s| {
-                (0..SENTENCES.len())
-                    .filter(move |&t| t != s)
-                    .map(move |t| (s, t))
-            })
+            .flat_map(|s| (0..SENTENCES.len()).filter(move |&t| t != s).map(move |t| (s, t)))
             .map(|(s, t)| cosine(emb(a, s), emb(b, t)))
             .collect();
         pairs.iter().sum::<f32>() / pairs.len() as f32

@@ -13,21 +13,16 @@ fn noise(seconds: usize) -> Vec<f32> {
     let mut state = 0x5eed_u64;
     (0..seconds * 16_000)
         .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u32 << 23) as f32 - 1.0) * 0.1
         })
         .collect()
 }
 
 fn load() -> Option<SileroVad> {
-    let path = std::env::var_os("INFERGATE_VAD_WEIGHTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/vad/silero_vad.onnx")
-        });
+    let path = std::env::var_os("INFERGATE_VAD_WEIGHTS").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/vad/silero_vad.onnx")
+    });
     match SileroVad::load(&path) {
         Ok(vad) => Some(vad),
         Err(e) => {
@@ -44,16 +39,12 @@ fn bench(c: &mut Criterion) {
     let chunk = noise(1)[..CHUNK_SAMPLES].to_vec();
     let mut session = vad.session(16_000).unwrap();
     group.throughput(Throughput::Elements(CHUNK_SAMPLES as u64));
-    group.bench_function("process_chunk_32ms", |b| {
-        b.iter(|| session.process_chunk(black_box(&chunk)).unwrap())
-    });
+    group.bench_function("process_chunk_32ms", |b| b.iter(|| session.process_chunk(black_box(&chunk)).unwrap()));
 
     let audio = noise(10);
     group.throughput(Throughput::Elements(audio.len() as u64));
     group.sample_size(20);
-    group.bench_function("probabilities_10s", |b| {
-        b.iter(|| vad.probabilities(black_box(&audio), 16_000).unwrap())
-    });
+    group.bench_function("probabilities_10s", |b| b.iter(|| vad.probabilities(black_box(&audio), 16_000).unwrap()));
     group.finish();
 
     // A direct number for the report: seconds of audio processed per wall second on this one thread.

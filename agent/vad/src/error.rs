@@ -14,9 +14,7 @@ pub enum VadError {
     #[error("a VAD chunk must hold exactly {expected} samples (32 ms at 16 kHz), got {got}")]
     BadChunkLength { expected: usize, got: usize },
 
-    #[error(
-        "audio sample {index} is not a finite number (NaN or infinity); send PCM as finite floats in [-1, 1]"
-    )]
+    #[error("audio sample {index} is not a finite number (NaN or infinity); send PCM as finite floats in [-1, 1]")]
     NonFiniteAudio { index: usize },
 
     #[error("invalid segment parameters: {reason}")]
@@ -89,41 +87,16 @@ mod tests {
         assert!(e.to_string().contains("resample"));
         assert!(e.is_client_error());
 
-        let e = VadError::WeightsMissing {
-            path: "/x/silero_vad.onnx".into(),
-        };
+        let e = VadError::WeightsMissing { path: "/x/silero_vad.onnx".into() };
         assert_eq!(e.category(), "weights_missing");
         assert!(e.to_string().contains("install-vad-weights.sh"));
         assert!(!e.is_client_error());
 
-        assert_eq!(
-            VadError::WeightsMismatch {
-                path: "x".into(),
-                sha256: "y".into()
-            }
-            .category(),
-            "weights_mismatch"
-        );
-        assert_eq!(
-            VadError::WeightsCorrupt { reason: "x".into() }.category(),
-            "weights_corrupt"
-        );
-        assert_eq!(
-            VadError::UnsupportedGraph { reason: "x".into() }.category(),
-            "unsupported_graph"
-        );
-        assert_eq!(
-            VadError::NonFiniteAudio { index: 3 }.category(),
-            "non_finite_audio"
-        );
-        assert_eq!(
-            VadError::BadChunkLength {
-                expected: 512,
-                got: 3
-            }
-            .category(),
-            "bad_chunk_length"
-        );
+        assert_eq!(VadError::WeightsMismatch { path: "x".into(), sha256: "y".into() }.category(), "weights_mismatch");
+        assert_eq!(VadError::WeightsCorrupt { reason: "x".into() }.category(), "weights_corrupt");
+        assert_eq!(VadError::UnsupportedGraph { reason: "x".into() }.category(), "unsupported_graph");
+        assert_eq!(VadError::NonFiniteAudio { index: 3 }.category(), "non_finite_audio");
+        assert_eq!(VadError::BadChunkLength { expected: 512, got: 3 }.category(), "bad_chunk_length");
         assert_eq!(VadError::BadParams { reason: "x" }.category(), "bad_params");
     }
 }

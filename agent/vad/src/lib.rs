@@ -55,9 +55,7 @@ pub fn default_weights_path() -> PathBuf {
     if let Some(p) = std::env::var_os("INFERGATE_VAD_WEIGHTS") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var_os("INFERGATE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".cache"));
+    let cache = std::env::var_os("INFERGATE_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".cache"));
     cache.join("models").join("vad").join("silero_vad.onnx")
 }
 
@@ -70,9 +68,7 @@ pub struct SileroVad {
 
 impl std::fmt::Debug for SileroVad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SileroVad")
-            .field("sample_rate", &SAMPLE_RATE)
-            .finish_non_exhaustive()
+        f.debug_struct("SileroVad").field("sample_rate", &SAMPLE_RATE).finish_non_exhaustive()
     }
 }
 
@@ -84,25 +80,14 @@ impl SileroVad {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                VadError::WeightsMissing {
-                    path: path.to_path_buf(),
-                }
+                VadError::WeightsMissing { path: path.to_path_buf() }
             } else {
-                VadError::WeightsUnreadable {
-                    path: path.to_path_buf(),
-                    source,
-                }
+                VadError::WeightsUnreadable { path: path.to_path_buf(), source }
             }
         })?;
-        let sha256: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         if sha256 != WEIGHTS_SHA256 {
-            return Err(VadError::WeightsMismatch {
-                path: path.to_path_buf(),
-                sha256,
-            });
+            return Err(VadError::WeightsMismatch { path: path.to_path_buf(), sha256 });
         }
         Self::from_onnx_bytes(&bytes)
     }
@@ -110,9 +95,7 @@ impl SileroVad {
     /// Loads the model from the bytes of an ONNX file without the hash check: any Silero VAD export whose 16 kHz
     /// graph has the v6 layout is accepted (shapes, strides and paddings are checked).
     pub fn from_onnx_bytes(bytes: &[u8]) -> Result<Self, VadError> {
-        Ok(SileroVad {
-            weights: Arc::new(weights::from_onnx(bytes)?),
-        })
+        Ok(SileroVad { weights: Arc::new(weights::from_onnx(bytes)?) })
     }
 
     /// A fresh streaming session (zero state) for audio at `sample_rate`, which must be 16000.
@@ -173,11 +156,7 @@ pub fn keep_segments(pcm: &[f32], segments: &[SpeechSegment]) -> Vec<f32> {
 }
 
 fn check_rate(sample_rate: u32) -> Result<(), VadError> {
-    if sample_rate == SAMPLE_RATE {
-        Ok(())
-    } else {
-        Err(VadError::BadSampleRate { got: sample_rate })
-    }
+    if sample_rate == SAMPLE_RATE { Ok(()) } else { Err(VadError::BadSampleRate { got: sample_rate }) }
 }
 
 #[cfg(test)]
@@ -193,8 +172,7 @@ mod tests {
 
     #[test]
     fn a_file_other_than_the_pinned_one_is_refused_by_load() {
-        let path =
-            std::env::temp_dir().join(format!("infergate-vad-test-{}.onnx", std::process::id()));
+        let path = std::env::temp_dir().join(format!("infergate-vad-test-{}.onnx", std::process::id()));
         std::fs::write(&path, b"not the model").unwrap();
         let err = SileroVad::load(&path).unwrap_err();
         std::fs::remove_file(&path).ok();
@@ -213,13 +191,7 @@ mod tests {
     #[test]
     fn keep_segments_concatenates_in_order() {
         let pcm: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let kept = keep_segments(
-            &pcm,
-            &[
-                SpeechSegment { start: 1, end: 3 },
-                SpeechSegment { start: 7, end: 9 },
-            ],
-        );
+        let kept = keep_segments(&pcm, &[SpeechSegment { start: 1, end: 3 }, SpeechSegment { start: 7, end: 9 }]);
         assert_eq!(kept, vec![1.0, 2.0, 7.0, 8.0]);
     }
 }

@@ -62,13 +62,7 @@ struct Scratch {
 
 impl VadSession {
     pub(crate) fn new(weights: Arc<Weights>) -> Self {
-        let max_columns = weights
-            .encoder
-            .iter()
-            .map(|l| l.cin * KERNEL)
-            .max()
-            .unwrap_or(0)
-            * FRAMES;
+        let max_columns = weights.encoder.iter().map(|l| l.cin * KERNEL).max().unwrap_or(0) * FRAMES;
         VadSession {
             weights,
             h: [0.0; HIDDEN],
@@ -96,10 +90,7 @@ impl VadSession {
     /// Speech probability of the next 512 samples (16 kHz, mono, floats in [-1, 1]).
     pub fn process_chunk(&mut self, chunk: &[f32]) -> Result<f32, VadError> {
         if chunk.len() != CHUNK_SAMPLES {
-            return Err(VadError::BadChunkLength {
-                expected: CHUNK_SAMPLES,
-                got: chunk.len(),
-            });
+            return Err(VadError::BadChunkLength { expected: CHUNK_SAMPLES, got: chunk.len() });
         }
         if let Some(index) = chunk.iter().position(|s| !s.is_finite()) {
             return Err(VadError::NonFiniteAudio { index });
@@ -117,8 +108,7 @@ impl VadSession {
         for j in 0..RIGHT_PAD {
             s.padded[INPUT + j] = s.padded[INPUT - 2 - j];
         }
-        self.context
-            .copy_from_slice(&s.padded[INPUT - CONTEXT_SAMPLES..INPUT]);
+        self.context.copy_from_slice(&s.padded[INPUT - CONTEXT_SAMPLES..INPUT]);
 
         // Bins outer, frames inner: each 1 KB basis row is read from memory once and used for all four frames.
         for bin in 0..N_BINS {
@@ -136,37 +126,23 @@ impl VadSession {
         let t = conv_relu(l1, &s.act_a, t, &mut s.act_b, &mut s.columns);
         let t = conv_relu(l2, &s.act_b, t, &mut s.act_a, &mut s.columns);
         let t = conv_relu(l3, &s.act_a, t, &mut s.act_b, &mut s.columns);
-        debug_assert_eq!(
-            (t, s.act_b.len()),
-            (1, HIDDEN),
-            "the encoder reduces 4 frames to one 128-d vector"
-        );
+        debug_assert_eq!((t, s.act_b.len()), (1, HIDDEN), "the encoder reduces 4 frames to one 128-d vector");
 
         s.lstm_input[..HIDDEN].copy_from_slice(&s.act_b[..HIDDEN]);
         s.lstm_input[HIDDEN..].copy_from_slice(&self.h);
         for (g, gate) in s.gates.iter_mut().enumerate() {
-            *gate = w.lstm_bias[g]
-                + dot(
-                    &w.lstm_weight[g * 2 * HIDDEN..(g + 1) * 2 * HIDDEN],
-                    &s.lstm_input,
-                );
+            *gate = w.lstm_bias[g] + dot(&w.lstm_weight[g * 2 * HIDDEN..(g + 1) * 2 * HIDDEN], &s.lstm_input);
         }
         let (input_gate, rest) = s.gates.split_at(HIDDEN);
         let (forget_gate, rest) = rest.split_at(HIDDEN);
         let (cell_gate, output_gate) = rest.split_at(HIDDEN);
         for j in 0..HIDDEN {
-            let c =
-                sigmoid(forget_gate[j]) * self.c[j] + sigmoid(input_gate[j]) * cell_gate[j].tanh();
+            let c = sigmoid(forget_gate[j]) * self.c[j] + sigmoid(input_gate[j]) * cell_gate[j].tanh();
             self.c[j] = c;
             self.h[j] = sigmoid(output_gate[j]) * c.tanh();
         }
 
-        let logit = w.head_bias
-            + w.head_weight
-                .iter()
-                .zip(&self.h)
-                .map(|(wj, hj)| wj * hj.max(0.0))
-                .sum::<f32>();
+        let logit = w.head_bias + w.head_weight.iter().zip(&self.h).map(|(wj, hj)| wj * hj.max(0.0)).sum::<f32>();
         sigmoid(logit)
     }
 }
@@ -174,13 +150,7 @@ impl VadSession {
 /// `Conv1d(kernel 3, padding 1, stride s) + ReLU` over a `[cin][t_in]` input via im2col. Returns the output
 /// frame count; `out` becomes `[cout][t_out]`. All (at most 4) im2col columns are built first so each weight
 /// row is used for every frame while it is in cache.
-fn conv_relu(
-    layer: &ConvLayer,
-    input: &[f32],
-    t_in: usize,
-    out: &mut Vec<f32>,
-    columns: &mut [f32],
-) -> usize {
+fn conv_relu(layer: &ConvLayer, input: &[f32], t_in: usize, out: &mut Vec<f32>, columns: &mut [f32]) -> usize {
     const PAD: usize = 1;
     let t_out = (t_in + 2 * PAD - KERNEL) / layer.stride + 1;
     let width = layer.cin * KERNEL;
@@ -220,12 +190,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks_a = a.chunks_exact(8);
     let chunks_b = b.chunks_exact(8);
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = chunks_a.remainder().iter().zip(chunks_b.remainder()).map(|(x, y)| x * y).sum();
     for (x, y) in chunks_a.zip(chunks_b) {
         for j in 0..8 {
             acc[j] += x[j] * y[j];
@@ -242,31 +207,18 @@ mod tests {
     fn dot_matches_a_plain_sum() {
         let a: Vec<f32> = (0..387).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..387).map(|i| (i as f32 * 0.11).cos()).collect();
-        let plain: f64 = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| f64::from(*x) * f64::from(*y))
-            .sum();
+        let plain: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
         assert!((f64::from(dot(&a, &b)) - plain).abs() < 1e-4);
     }
 
     #[test]
     fn conv_pads_with_zeros_and_strides() {
         // One input channel [1, 2, 3, 4], kernel [1, 10, 100], stride 2 -> frames centred on 0 and 2.
-        let layer = ConvLayer {
-            cin: 1,
-            cout: 1,
-            stride: 2,
-            weight: vec![1.0, 10.0, 100.0],
-            bias: vec![0.5],
-        };
+        let layer = ConvLayer { cin: 1, cout: 1, stride: 2, weight: vec![1.0, 10.0, 100.0], bias: vec![0.5] };
         let mut out = Vec::new();
         let mut columns = vec![0.0; 2 * 3];
         let t = conv_relu(&layer, &[1.0, 2.0, 3.0, 4.0], 4, &mut out, &mut columns);
         assert_eq!(t, 2);
-        assert_eq!(
-            out,
-            vec![0.0 + 10.0 + 200.0 + 0.5, 2.0 + 30.0 + 400.0 + 0.5]
-        );
+        assert_eq!(out, vec![0.0 + 10.0 + 200.0 + 0.5, 2.0 + 30.0 + 400.0 + 0.5]);
     }
 }

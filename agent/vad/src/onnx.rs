@@ -95,9 +95,7 @@ fn parse_node(bytes: &[u8], depth: usize) -> Result<Node, String> {
             (1, WireType::Len) => n.inputs.push(r.string()?),
             (2, WireType::Len) => n.outputs.push(r.string()?),
             (4, WireType::Len) => n.op_type = r.string()?,
-            (5, WireType::Len) => n
-                .attributes
-                .push(parse_attribute(r.len_delimited()?, depth)?),
+            (5, WireType::Len) => n.attributes.push(parse_attribute(r.len_delimited()?, depth)?),
             _ => r.skip(wire)?,
         }
     }
@@ -147,11 +145,7 @@ fn parse_tensor(bytes: &[u8]) -> Result<Tensor, String> {
                 if packed.len() % 4 != 0 {
                     return Err("packed float_data length is not a multiple of 4".into());
                 }
-                float_data.extend(
-                    packed
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                );
+                float_data.extend(packed.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
             }
             (8, WireType::Len) => t.name = r.string()?,
             (9, WireType::Len) => raw = r.len_delimited()?,
@@ -162,16 +156,10 @@ fn parse_tensor(bytes: &[u8]) -> Result<Tensor, String> {
     if t.data_type == DATA_TYPE_FLOAT && !t.external {
         t.floats = if !raw.is_empty() {
             if raw.len() % 4 != 0 {
-                return Err(format!(
-                    "tensor {:?}: raw_data length {} is not a multiple of 4",
-                    t.name,
-                    raw.len()
-                ));
+                return Err(format!("tensor {:?}: raw_data length {} is not a multiple of 4", t.name, raw.len()));
             }
             // ONNX raw_data is little-endian regardless of the host.
-            raw.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
+            raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
         } else {
             float_data
         };
@@ -213,9 +201,7 @@ impl<'a> Reader<'a> {
             2 => WireType::Len,
             5 => WireType::Fixed32,
             other => {
-                return Err(format!(
-                    "unsupported protobuf wire type {other} (field {field})"
-                ));
+                return Err(format!("unsupported protobuf wire type {other} (field {field})"));
             }
         };
         if field == 0 {
@@ -238,11 +224,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or("truncated message")?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or("truncated message")?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -334,41 +316,22 @@ pub(crate) mod tests {
         let mut value_attr = Writer::default();
         value_attr.bytes(1, b"value").bytes(5, &tensor).uint(20, 4);
         let mut constant = Writer::default();
-        constant
-            .bytes(2, b"w")
-            .bytes(4, b"Constant")
-            .bytes(5, &value_attr.0);
+        constant.bytes(2, b"w").bytes(4, b"Constant").bytes(5, &value_attr.0);
         let mut branch = Writer::default();
         branch.bytes(1, &constant.0);
         let mut then_attr = Writer::default();
         then_attr.bytes(1, b"then_branch").bytes(6, &branch.0);
         let mut if_node = Writer::default();
-        if_node
-            .bytes(1, b"cond")
-            .bytes(4, b"If")
-            .bytes(5, &then_attr.0);
+        if_node.bytes(1, b"cond").bytes(4, b"If").bytes(5, &then_attr.0);
         let mut graph = Writer::default();
         graph.bytes(1, &if_node.0);
         let mut model = Writer::default();
         model.uint(1, 8).bytes(7, &graph.0);
 
         let g = parse_model(&model.0).unwrap();
-        let sub = g.nodes[0]
-            .attribute("then_branch")
-            .unwrap()
-            .graph
-            .as_ref()
-            .unwrap();
-        let t = sub.nodes[0]
-            .attribute("value")
-            .unwrap()
-            .tensor
-            .as_ref()
-            .unwrap();
-        assert_eq!(
-            (t.name.as_str(), t.dims.as_slice(), t.floats.as_slice()),
-            ("w", &[2, 1][..], &[1.5, -2.0][..])
-        );
+        let sub = g.nodes[0].attribute("then_branch").unwrap().graph.as_ref().unwrap();
+        let t = sub.nodes[0].attribute("value").unwrap().tensor.as_ref().unwrap();
+        assert_eq!((t.name.as_str(), t.dims.as_slice(), t.floats.as_slice()), ("w", &[2, 1][..], &[1.5, -2.0][..]));
     }
 
     #[test]
@@ -396,10 +359,7 @@ pub(crate) mod tests {
             let _ = parse_model(&full[..cut]);
         }
         assert!(parse_model(b"\x3a\xff\xff\xff\xff\x0f").is_err());
-        assert!(
-            parse_model(b"\x0b").is_err(),
-            "wire type 3 (groups) is rejected"
-        );
+        assert!(parse_model(b"\x0b").is_err(), "wire type 3 (groups) is rejected");
         assert!(parse_model(b"").unwrap_err().contains("no graph"));
     }
 }

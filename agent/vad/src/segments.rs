@@ -46,19 +46,8 @@ impl Default for SegmentParams {
 
 impl SegmentParams {
     /// The four knobs most callers set; the rest keep silero's defaults.
-    pub fn new(
-        threshold: f64,
-        min_speech_ms: u32,
-        min_silence_ms: u32,
-        speech_pad_ms: u32,
-    ) -> Self {
-        SegmentParams {
-            threshold,
-            min_speech_ms,
-            min_silence_ms,
-            speech_pad_ms,
-            ..Self::default()
-        }
+    pub fn new(threshold: f64, min_speech_ms: u32, min_silence_ms: u32, speech_pad_ms: u32) -> Self {
+        SegmentParams { threshold, min_speech_ms, min_silence_ms, speech_pad_ms, ..Self::default() }
     }
 
     pub(crate) fn validate(&self) -> Result<(), VadError> {
@@ -67,10 +56,7 @@ impl SegmentParams {
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
             return bad("threshold must be in (0, 1]");
         }
-        if self
-            .neg_threshold
-            .is_some_and(|neg| !(0.0..=self.threshold).contains(&neg))
-        {
+        if self.neg_threshold.is_some_and(|neg| !(0.0..=self.threshold).contains(&neg)) {
             return bad("neg_threshold must be in [0, threshold]");
         }
         if self.max_speech_s.is_nan() || self.max_speech_s <= 0.0 {
@@ -146,10 +132,8 @@ pub fn segments_from_probabilities(
         if triggered && (cur - start) as f64 > max_speech {
             if longest && !possible_ends.is_empty() {
                 // First of the longest silences, as Python's max() picks.
-                let &(end, silence) = possible_ends
-                    .iter()
-                    .min_by_key(|(_, d)| std::cmp::Reverse(*d))
-                    .expect("non-empty");
+                let &(end, silence) =
+                    possible_ends.iter().min_by_key(|(_, d)| std::cmp::Reverse(*d)).expect("non-empty");
                 speeches.push((start, end));
                 next_start = end + silence;
                 // Silero's condition, kept verbatim: still in that silence -> the next segment starts after it.
@@ -222,13 +206,7 @@ pub fn segments_from_probabilities(
         }
     }
 
-    Ok(speeches
-        .into_iter()
-        .map(|(s, e)| SpeechSegment {
-            start: s as usize,
-            end: e as usize,
-        })
-        .collect())
+    Ok(speeches.into_iter().map(|(s, e)| SpeechSegment { start: s as usize, end: e as usize }).collect())
 }
 
 #[cfg(test)]
@@ -254,8 +232,7 @@ mod tests {
     #[test]
     fn one_burst_is_padded_on_both_sides() {
         let p = probs("....########........");
-        let got =
-            segments_from_probabilities(&p, p.len() * 512, &SegmentParams::default()).unwrap();
+        let got = segments_from_probabilities(&p, p.len() * 512, &SegmentParams::default()).unwrap();
         // Speech chunks 4..12; the first silent chunk (12) marks the end, padded by 480 samples.
         assert_eq!(got, vec![seg(4 * 512 - 480, 12 * 512 + 480)]);
     }
@@ -263,35 +240,24 @@ mod tests {
     #[test]
     fn the_hysteresis_band_keeps_speech_going() {
         let p = probs("..####~~~~####........");
-        let got =
-            segments_from_probabilities(&p, p.len() * 512, &SegmentParams::default()).unwrap();
+        let got = segments_from_probabilities(&p, p.len() * 512, &SegmentParams::default()).unwrap();
         assert_eq!(got, vec![seg(2 * 512 - 480, 14 * 512 + 480)]);
     }
 
     #[test]
     fn short_bursts_are_dropped_and_speech_at_the_end_runs_to_the_end() {
         let p = probs("..##......##########");
-        let got = segments_from_probabilities(&p, p.len() * 512 - 100, &SegmentParams::default())
-            .unwrap();
+        let got = segments_from_probabilities(&p, p.len() * 512 - 100, &SegmentParams::default()).unwrap();
         assert_eq!(got, vec![seg(10 * 512 - 480, 20 * 512 - 100)]);
     }
 
     #[test]
     fn bad_params_are_rejected_with_a_reason() {
-        let p = SegmentParams {
-            threshold: 1.5,
-            ..SegmentParams::default()
-        };
+        let p = SegmentParams { threshold: 1.5, ..SegmentParams::default() };
         let err = segments_from_probabilities(&[], 0, &p).unwrap_err();
         assert_eq!(err.category(), "bad_params");
-        let p = SegmentParams {
-            max_speech_s: f64::NAN,
-            ..SegmentParams::default()
-        };
+        let p = SegmentParams { max_speech_s: f64::NAN, ..SegmentParams::default() };
         assert!(segments_from_probabilities(&[], 0, &p).is_err());
-        assert_eq!(
-            segments_from_probabilities(&[], 0, &SegmentParams::default()).unwrap(),
-            vec![]
-        );
+        assert_eq!(segments_from_probabilities(&[], 0, &SegmentParams::default()).unwrap(), vec![]);
     }
 }

@@ -68,35 +68,22 @@ fn select_16k(root: &Graph) -> Result<Weights, String> {
     let tensors: Vec<(&str, &Tensor)> = named_tensors(graph).collect();
     let get = |name: &str, dims: &[i64]| -> Result<Vec<f32>, String> {
         let mut found = tensors.iter().filter(|(n, _)| is_named(n, name));
-        let (_, t) = found
-            .next()
-            .ok_or_else(|| format!("missing tensor {name}"))?;
+        let (_, t) = found.next().ok_or_else(|| format!("missing tensor {name}"))?;
         if found.next().is_some() {
-            return Err(format!(
-                "tensor {name} appears more than once in the 16 kHz branch"
-            ));
+            return Err(format!("tensor {name} appears more than once in the 16 kHz branch"));
         }
         if t.external {
             return Err(format!("tensor {name} is stored in an external data file"));
         }
         if t.data_type != DATA_TYPE_FLOAT {
-            return Err(format!(
-                "tensor {name} has element type {} (expected float32)",
-                t.data_type
-            ));
+            return Err(format!("tensor {name} has element type {} (expected float32)", t.data_type));
         }
         if t.dims != dims {
-            return Err(format!(
-                "tensor {name} has shape {:?}, expected {dims:?}",
-                t.dims
-            ));
+            return Err(format!("tensor {name} has shape {:?}, expected {dims:?}", t.dims));
         }
         let expected_len: i64 = dims.iter().product();
         if t.floats.len() as i64 != expected_len {
-            return Err(format!(
-                "tensor {name} holds {} values, its shape needs {expected_len}",
-                t.floats.len()
-            ));
+            return Err(format!("tensor {name} holds {} values, its shape needs {expected_len}", t.floats.len()));
         }
         if let Some(i) = t.floats.iter().position(|v| !v.is_finite()) {
             return Err(format!("tensor {name} has a non-finite value at index {i}"));
@@ -113,13 +100,7 @@ fn select_16k(root: &Graph) -> Result<Weights, String> {
         let weight = get(&weight_name, &dims)?;
         let bias = get(&format!("{name}.bias"), &dims[..1])?;
         check_conv(graph, &weight_name, stride, 1)?;
-        layers.push(ConvLayer {
-            cin: dims[1] as usize,
-            cout: dims[0] as usize,
-            stride,
-            weight,
-            bias,
-        });
+        layers.push(ConvLayer { cin: dims[1] as usize, cout: dims[0] as usize, stride, weight, bias });
     }
     let encoder: [ConvLayer; 4] = layers.try_into().expect("four encoder layers");
 
@@ -138,50 +119,27 @@ fn select_16k(root: &Graph) -> Result<Weights, String> {
     let head_weight = get("decoder.decoder.2.weight", &[1, HIDDEN as i64, 1])?;
     let head_bias = get("decoder.decoder.2.bias", &[1])?[0];
 
-    Ok(Weights {
-        stft_basis,
-        encoder,
-        lstm_weight,
-        lstm_bias,
-        head_weight,
-        head_bias,
-    })
+    Ok(Weights { stft_basis, encoder, lstm_weight, lstm_bias, head_weight, head_bias })
 }
 
 /// Exporters prefix torch names: `If_0_then_branch__Inline_0__encoder.0...` (opset 16 with If), or
 /// `model.encoder.0...` (16 kHz-only opset 15).
 fn is_named(tensor_name: &str, torch_name: &str) -> bool {
-    tensor_name
-        .strip_suffix(torch_name)
-        .is_some_and(|prefix| prefix.is_empty() || prefix.ends_with(['_', '.']))
+    tensor_name.strip_suffix(torch_name).is_some_and(|prefix| prefix.is_empty() || prefix.ends_with(['_', '.']))
 }
 
 /// Tensors a graph defines itself (not those of nested subgraphs), under the name nodes refer to them by.
 fn named_tensors(g: &Graph) -> impl Iterator<Item = (&str, &Tensor)> {
-    let constants = g
-        .nodes
-        .iter()
-        .filter(|n| n.op_type == "Constant")
-        .filter_map(|n| {
-            let t = n.attribute("value")?.tensor.as_ref()?;
-            let name = n
-                .outputs
-                .first()
-                .map(String::as_str)
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&t.name);
-            Some((name, t))
-        });
-    g.initializers
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .chain(constants)
+    let constants = g.nodes.iter().filter(|n| n.op_type == "Constant").filter_map(|n| {
+        let t = n.attribute("value")?.tensor.as_ref()?;
+        let name = n.outputs.first().map(String::as_str).filter(|s| !s.is_empty()).unwrap_or(&t.name);
+        Some((name, t))
+    });
+    g.initializers.iter().map(|t| (t.name.as_str(), t)).chain(constants)
 }
 
 fn subgraphs(g: &Graph) -> impl Iterator<Item = &Graph> {
-    g.nodes
-        .iter()
-        .flat_map(|n| n.attributes.iter().filter_map(|a| a.graph.as_ref()))
+    g.nodes.iter().flat_map(|n| n.attributes.iter().filter_map(|a| a.graph.as_ref()))
 }
 
 fn any_graph(g: &Graph, pred: &dyn Fn(&Graph) -> bool) -> bool {
@@ -189,8 +147,7 @@ fn any_graph(g: &Graph, pred: &dyn Fn(&Graph) -> bool) -> bool {
 }
 
 fn find_16k_graph(g: &Graph) -> Option<&Graph> {
-    let is_16k = named_tensors(g)
-        .any(|(n, t)| is_named(n, BASIS) && t.dims == [2 * N_BINS as i64, 1, N_FFT as i64]);
+    let is_16k = named_tensors(g).any(|(n, t)| is_named(n, BASIS) && t.dims == [2 * N_BINS as i64, 1, N_FFT as i64]);
     if is_16k {
         return Some(g);
     }
@@ -202,26 +159,12 @@ fn check_conv(g: &Graph, weight_suffix: &str, stride: usize, pad: i64) -> Result
     let conv = g
         .nodes
         .iter()
-        .find(|n| {
-            n.op_type == "Conv" && n.inputs.get(1).is_some_and(|w| is_named(w, weight_suffix))
-        })
+        .find(|n| n.op_type == "Conv" && n.inputs.get(1).is_some_and(|w| is_named(w, weight_suffix)))
         .ok_or_else(|| format!("no Conv node uses {weight_suffix}"))?;
-    let strides = conv
-        .attribute("strides")
-        .map(|a| a.ints.as_slice())
-        .unwrap_or(&[1]);
-    let pads = conv
-        .attribute("pads")
-        .map(|a| a.ints.as_slice())
-        .unwrap_or(&[0, 0]);
-    let dilations = conv
-        .attribute("dilations")
-        .map(|a| a.ints.as_slice())
-        .unwrap_or(&[1]);
-    let group = conv
-        .attribute("group")
-        .and_then(|a| a.ints.first().copied())
-        .unwrap_or(1);
+    let strides = conv.attribute("strides").map(|a| a.ints.as_slice()).unwrap_or(&[1]);
+    let pads = conv.attribute("pads").map(|a| a.ints.as_slice()).unwrap_or(&[0, 0]);
+    let dilations = conv.attribute("dilations").map(|a| a.ints.as_slice()).unwrap_or(&[1]);
+    let group = conv.attribute("group").and_then(|a| a.ints.first().copied()).unwrap_or(1);
     if strides != [stride as i64] || pads != [pad, pad] || dilations != [1] || group != 1 {
         return Err(format!(
             "Conv on {weight_suffix} has strides {strides:?} pads {pads:?} dilations {dilations:?} group {group}, \
@@ -238,22 +181,10 @@ mod tests {
 
     #[test]
     fn exporter_prefixes_are_recognised() {
-        assert!(is_named(
-            "If_0_then_branch__Inline_0__encoder.0.reparam_conv.weight",
-            "encoder.0.reparam_conv.weight"
-        ));
-        assert!(is_named(
-            "model.encoder.0.reparam_conv.weight",
-            "encoder.0.reparam_conv.weight"
-        ));
-        assert!(is_named(
-            "encoder.0.reparam_conv.weight",
-            "encoder.0.reparam_conv.weight"
-        ));
-        assert!(!is_named(
-            "xencoder.0.reparam_conv.weight",
-            "encoder.0.reparam_conv.weight"
-        ));
+        assert!(is_named("If_0_then_branch__Inline_0__encoder.0.reparam_conv.weight", "encoder.0.reparam_conv.weight"));
+        assert!(is_named("model.encoder.0.reparam_conv.weight", "encoder.0.reparam_conv.weight"));
+        assert!(is_named("encoder.0.reparam_conv.weight", "encoder.0.reparam_conv.weight"));
+        assert!(!is_named("xencoder.0.reparam_conv.weight", "encoder.0.reparam_conv.weight"));
     }
 
     #[test]
@@ -279,9 +210,6 @@ mod tests {
         let err = from_onnx(&model.0).unwrap_err();
         assert_eq!(err.category(), "unsupported_graph");
         let err = err.to_string();
-        assert!(
-            err.contains("no Conv node uses stft.forward_basis_buffer"),
-            "{err}"
-        );
+        assert!(err.contains("no Conv node uses stft.forward_basis_buffer"), "{err}");
     }
 }

@@ -10,8 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use infergate_vad::{
-    CHUNK_SAMPLES, SegmentParams, SileroVad, WEIGHTS_SHA256, keep_segments,
-    segments_from_probabilities,
+    CHUNK_SAMPLES, SegmentParams, SileroVad, WEIGHTS_SHA256, keep_segments, segments_from_probabilities,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -79,12 +78,8 @@ impl PyParams {
             min_silence_ms: self.min_silence_duration_ms.unwrap_or(d.min_silence_ms),
             speech_pad_ms: self.speech_pad_ms.unwrap_or(d.speech_pad_ms),
             max_speech_s: self.max_speech_duration_s.unwrap_or(d.max_speech_s),
-            min_silence_at_max_speech_ms: self
-                .min_silence_at_max_speech
-                .unwrap_or(d.min_silence_at_max_speech_ms),
-            split_at_longest_silence: self
-                .use_max_poss_sil_at_max_speech
-                .unwrap_or(d.split_at_longest_silence),
+            min_silence_at_max_speech_ms: self.min_silence_at_max_speech.unwrap_or(d.min_silence_at_max_speech_ms),
+            split_at_longest_silence: self.use_max_poss_sil_at_max_speech.unwrap_or(d.split_at_longest_silence),
         }
     }
 }
@@ -102,10 +97,7 @@ fn golden() -> &'static Golden {
 fn weights_path() -> PathBuf {
     std::env::var_os("INFERGATE_VAD_WEIGHTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/vad/silero_vad.onnx")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/vad/silero_vad.onnx"))
 }
 
 /// The model, or `None` with a printed reason when the weights are not installed.
@@ -115,24 +107,12 @@ fn model() -> Option<&'static SileroVad> {
         .get_or_init(|| {
             let path = weights_path();
             let Ok(bytes) = std::fs::read(&path) else {
-                eprintln!(
-                    "SKIP: VAD weights not at {} (run tests/tools/install-vad-weights.sh)",
-                    path.display()
-                );
+                eprintln!("SKIP: VAD weights not at {} (run tests/tools/install-vad-weights.sh)", path.display());
                 return None;
             };
             let sha = hex(&Sha256::digest(&bytes));
-            assert_eq!(
-                sha,
-                WEIGHTS_SHA256,
-                "{} is not the silero-vad 6.2.3 ONNX file",
-                path.display()
-            );
-            assert_eq!(
-                sha,
-                golden().onnx_sha256,
-                "golden vectors were made from a different ONNX file"
-            );
+            assert_eq!(sha, WEIGHTS_SHA256, "{} is not the silero-vad 6.2.3 ONNX file", path.display());
+            assert_eq!(sha, golden().onnx_sha256, "golden vectors were made from a different ONNX file");
             Some(SileroVad::from_onnx_bytes(&bytes).expect("upstream ONNX file loads"))
         })
         .as_ref()
@@ -181,25 +161,13 @@ fn synthesize(case: &Case) -> Option<(Vec<f32>, String)> {
     };
     let sha = hex(&Sha256::digest(&out.stdout));
     let pad = vec![0.0f32; (case.pad_seconds * SR as f64) as usize];
-    let speech = out
-        .stdout
-        .chunks_exact(2)
-        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0);
-    let pcm: Vec<f32> = pad
-        .iter()
-        .copied()
-        .chain(speech)
-        .chain(pad.iter().copied())
-        .collect();
+    let speech = out.stdout.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0);
+    let pcm: Vec<f32> = pad.iter().copied().chain(speech).chain(pad.iter().copied()).collect();
     Some((pcm, sha))
 }
 
 fn speech_case() -> &'static Case {
-    golden()
-        .cases
-        .iter()
-        .find(|c| c.kind == "speech")
-        .expect("golden has a speech case")
+    golden().cases.iter().find(|c| c.kind == "speech").expect("golden has a speech case")
 }
 
 fn assert_close(name: &str, got: &[f32], want: &[f32]) {
@@ -209,20 +177,14 @@ fn assert_close(name: &str, got: &[f32], want: &[f32]) {
         .zip(want)
         .map(|(g, w)| (g - w).abs())
         .enumerate()
-        .fold(
-            (0, 0.0f32),
-            |acc, (i, d)| if d > acc.1 { (i, d) } else { acc },
-        );
+        .fold((0, 0.0f32), |acc, (i, d)| if d > acc.1 { (i, d) } else { acc });
     assert!(
         worst <= TOLERANCE,
         "{name}: chunk {worst_index} differs by {worst:e} (rust {}, onnxruntime {})",
         got[worst_index],
         want[worst_index]
     );
-    eprintln!(
-        "{name}: {} chunks, max |rust - onnxruntime| = {worst:e}",
-        got.len()
-    );
+    eprintln!("{name}: {} chunks, max |rust - onnxruntime| = {worst:e}", got.len());
 }
 
 #[test]
@@ -249,9 +211,7 @@ fn probabilities_match_onnxruntime_on_espeak_speech() {
     };
     if sha != case.pcm16_sha256 {
         // A different espeak-ng/sox build makes different samples; the behavioural test still covers speech.
-        eprintln!(
-            "SKIP: this espeak-ng/sox produced other samples than the golden run (sha256 differs)"
-        );
+        eprintln!("SKIP: this espeak-ng/sox produced other samples than the golden run (sha256 differs)");
         return;
     }
     assert_eq!(pcm.len(), case.samples);
@@ -265,26 +225,15 @@ fn segments_match_upstream_python_exactly() {
     for case in &g.segment_cases {
         let probs = match case.probabilities_of.as_str() {
             "random_walk" => &g.random_walk,
-            name => {
-                &g.cases
-                    .iter()
-                    .find(|c| c.name == name)
-                    .expect("named case exists")
-                    .probabilities
-            }
+            name => &g.cases.iter().find(|c| c.name == name).expect("named case exists").probabilities,
         };
         let params = case.params.to_params();
-        let got: Vec<(usize, usize)> =
-            segments_from_probabilities(probs, case.audio_samples, &params)
-                .unwrap()
-                .into_iter()
-                .map(|s| (s.start, s.end))
-                .collect();
-        assert_eq!(
-            got, case.expected,
-            "{} with {params:?}",
-            case.probabilities_of
-        );
+        let got: Vec<(usize, usize)> = segments_from_probabilities(probs, case.audio_samples, &params)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.start, s.end))
+            .collect();
+        assert_eq!(got, case.expected, "{} with {params:?}", case.probabilities_of);
     }
 }
 
@@ -311,26 +260,16 @@ fn espeak_speech_is_found_and_the_silence_around_it_is_not() {
         "segment starts {} samples into the leading silence",
         speech.start - first.start
     );
-    assert!(
-        last.end <= speech.end + slack,
-        "segment ends {} samples into the trailing silence",
-        last.end - speech.end
-    );
+    assert!(last.end <= speech.end + slack, "segment ends {} samples into the trailing silence", last.end - speech.end);
 
     // And the speech itself is covered: espeak leaves only short pauses between words.
     let covered: usize = segments.iter().map(|s| s.end - s.start).sum();
     let speech_len = speech.end - speech.start;
-    assert!(
-        covered * 10 >= speech_len * 7,
-        "segments cover {covered} of {speech_len} speech samples"
-    );
+    assert!(covered * 10 >= speech_len * 7, "segments cover {covered} of {speech_len} speech samples");
 
     let trimmed = vad.trim_silence(&pcm, 16_000).unwrap();
     assert_eq!(trimmed, keep_segments(&pcm, &segments));
-    assert!(
-        trimmed.len() + 2 * pad - 2 * slack <= pcm.len(),
-        "trim_silence kept the silence"
-    );
+    assert!(trimmed.len() + 2 * pad - 2 * slack <= pcm.len(), "trim_silence kept the silence");
 }
 
 #[test]
@@ -350,31 +289,15 @@ fn a_session_carries_state_and_reset_forgets_it() {
     let whole = vad.probabilities(&noise, 16_000).unwrap();
 
     let mut session = vad.session(16_000).unwrap();
-    let streamed: Vec<f32> = noise
-        .chunks_exact(CHUNK_SAMPLES)
-        .map(|c| session.process_chunk(c).unwrap())
-        .collect();
-    assert_eq!(
-        streamed[..],
-        whole[..streamed.len()],
-        "streaming equals whole-signal processing"
-    );
+    let streamed: Vec<f32> = noise.chunks_exact(CHUNK_SAMPLES).map(|c| session.process_chunk(c).unwrap()).collect();
+    assert_eq!(streamed[..], whole[..streamed.len()], "streaming equals whole-signal processing");
 
     let silence = [0.0f32; CHUNK_SAMPLES];
     let after_noise = session.process_chunk(&silence).unwrap();
     session.reset();
     let fresh = session.process_chunk(&silence).unwrap();
-    assert_eq!(
-        fresh,
-        vad.session(16_000)
-            .unwrap()
-            .process_chunk(&silence)
-            .unwrap()
-    );
-    assert_ne!(
-        after_noise, fresh,
-        "state from earlier chunks must influence the next one"
-    );
+    assert_eq!(fresh, vad.session(16_000).unwrap().process_chunk(&silence).unwrap());
+    assert_ne!(after_noise, fresh, "state from earlier chunks must influence the next one");
 }
 
 #[test]
@@ -383,39 +306,17 @@ fn bad_input_gets_typed_errors() {
     let err = vad.session(8_000).unwrap_err();
     assert_eq!(err.category(), "bad_sample_rate");
     assert!(err.to_string().contains("16000"));
-    assert_eq!(
-        vad.probabilities(&[0.0; 100], 44_100)
-            .unwrap_err()
-            .category(),
-        "bad_sample_rate"
-    );
+    assert_eq!(vad.probabilities(&[0.0; 100], 44_100).unwrap_err().category(), "bad_sample_rate");
 
     let mut session = vad.session(16_000).unwrap();
-    assert_eq!(
-        session.process_chunk(&[0.0; 511]).unwrap_err().category(),
-        "bad_chunk_length"
-    );
+    assert_eq!(session.process_chunk(&[0.0; 511]).unwrap_err().category(), "bad_chunk_length");
     let mut chunk = [0.0f32; CHUNK_SAMPLES];
     chunk[17] = f32::NAN;
     let err = session.process_chunk(&chunk).unwrap_err();
     assert_eq!(err.category(), "non_finite_audio");
-    assert!(
-        !err.to_string().contains("NaN,"),
-        "no sample values in messages"
-    );
-    assert_eq!(
-        vad.trim_silence(&chunk, 16_000).unwrap_err().category(),
-        "non_finite_audio"
-    );
+    assert!(!err.to_string().contains("NaN,"), "no sample values in messages");
+    assert_eq!(vad.trim_silence(&chunk, 16_000).unwrap_err().category(), "non_finite_audio");
 
-    let params = SegmentParams {
-        threshold: 0.0,
-        ..SegmentParams::default()
-    };
-    assert_eq!(
-        vad.speech_segments(&[0.0; 10], 16_000, &params)
-            .unwrap_err()
-            .category(),
-        "bad_params"
-    );
+    let params = SegmentParams { threshold: 0.0, ..SegmentParams::default() };
+    assert_eq!(vad.speech_segments(&[0.0; 10], 16_000, &params).unwrap_err().category(), "bad_params");
 }

@@ -5,9 +5,7 @@ use super::{EndpointLookup, EndpointOutcome, ObjectRef, reasons};
 use chrono::{DateTime, Utc};
 use infergate_crds::conditions::{self, READY};
 use infergate_crds::gateway::{EndpointShard, SHARD_SCHEMA_VERSION};
-use infergate_crds::{
-    InferenceEndpoint, InferenceEndpointStatus, NamespacedName, RateTier, RateTierStatus,
-};
+use infergate_crds::{InferenceEndpoint, InferenceEndpointStatus, NamespacedName, RateTier, RateTierStatus};
 
 /// Condition type on endpoints with a `spec.fallback`: the fallback endpoint exists.
 pub const FALLBACK_RESOLVED: &str = "FallbackResolved";
@@ -43,21 +41,14 @@ pub fn compile_endpoint(
         .filter(|other| may_share_an_agent(endpoint, other))
         .chain(std::iter::once(endpoint))
         .min_by_key(|e| {
-            let created = e
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| conditions::from_jiff(t.0));
+            let created = e.metadata.creation_timestamp.as_ref().map(|t| conditions::from_jiff(t.0));
             (created.is_none(), created, name_of(e))
         })
         .map(name_of)
         .unwrap_or_else(|| at.clone());
 
     let mut fresh = vec![];
-    let fallback = spec
-        .fallback
-        .as_ref()
-        .map(|f| NamespacedName::new(at.namespace.clone(), f.clone()));
+    let fallback = spec.fallback.as_ref().map(|f| NamespacedName::new(at.namespace.clone(), f.clone()));
     let fallback_ok = match &fallback {
         None => None,
         Some(f) => {
@@ -84,10 +75,7 @@ pub fn compile_endpoint(
                     now,
                 )
             };
-            let was = previous
-                .conditions
-                .iter()
-                .find(|c| c.type_ == FALLBACK_RESOLVED);
+            let was = previous.conditions.iter().find(|c| c.type_ == FALLBACK_RESOLVED);
             if !found && was.is_none_or(|w| w.status != "False") {
                 log.event(true, reasons::FALLBACK_NOT_FOUND, condition.message.clone());
             }
@@ -115,11 +103,7 @@ pub fn compile_endpoint(
             READY,
             true,
             reasons::PUBLISHED,
-            format!(
-                "published as model {:?} ({})",
-                spec.model,
-                features.join(", ")
-            ),
+            format!("published as model {:?} ({})", spec.model, features.join(", ")),
             generation,
             now,
         )
@@ -172,10 +156,7 @@ pub fn compile_tier(tier: &RateTier, policies_using: u32, now: DateTime<Utc>) ->
 }
 
 fn name_of(e: &InferenceEndpoint) -> NamespacedName {
-    NamespacedName::new(
-        e.metadata.namespace.clone().unwrap_or_default(),
-        e.metadata.name.clone().unwrap_or_default(),
-    )
+    NamespacedName::new(e.metadata.namespace.clone().unwrap_or_default(), e.metadata.name.clone().unwrap_or_default())
 }
 
 /// Two endpoints can be served by one agent unless their node selectors require different values for one label.

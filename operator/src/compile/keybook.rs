@@ -46,11 +46,7 @@ impl KeyBook {
     pub fn read(secret: &Secret, now: DateTime<Utc>) -> Self {
         let ann = secret.metadata.annotations.clone().unwrap_or_default();
         let time = |k: &str| ann.get(k).and_then(|v| parse_time(v));
-        let created = secret
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| infergate_crds::conditions::from_jiff(t.0));
+        let created = secret.metadata.creation_timestamp.as_ref().map(|t| infergate_crds::conditions::from_jiff(t.0));
         let current = secret
             .data
             .as_ref()
@@ -60,44 +56,26 @@ impl KeyBook {
             .map(|key| {
                 // The issued-at annotation only counts if it describes this very key (a hand-edited key has none).
                 let recorded_for_this_key =
-                    ann.get(annotations::CURRENT_KEY_ID).map(String::as_str)
-                        == Some(key.id().as_str());
-                let issued_at = time(annotations::CURRENT_ISSUED_AT)
-                    .filter(|_| recorded_for_this_key)
-                    .or(created)
-                    .unwrap_or(now);
+                    ann.get(annotations::CURRENT_KEY_ID).map(String::as_str) == Some(key.id().as_str());
+                let issued_at =
+                    time(annotations::CURRENT_ISSUED_AT).filter(|_| recorded_for_this_key).or(created).unwrap_or(now);
                 CurrentKey { key, issued_at }
             });
         let previous = (|| {
             let digest = KeyDigest::from_hex(ann.get(annotations::PREVIOUS_KEY_DIGEST)?)?;
-            if ann.get(annotations::PREVIOUS_KEY_ID).map(String::as_str)
-                != Some(digest.key_id().as_str())
-            {
+            if ann.get(annotations::PREVIOUS_KEY_ID).map(String::as_str) != Some(digest.key_id().as_str()) {
                 return None;
             }
             let retires_at = time(annotations::PREVIOUS_RETIRES_AT)?;
             let issued_at = time(annotations::PREVIOUS_ISSUED_AT).unwrap_or(retires_at);
-            Some(RetiringKey {
-                digest,
-                issued_at,
-                retires_at,
-            })
+            Some(RetiringKey { digest, issued_at, retires_at })
         })();
         let mut revoked: Vec<KeyDigest> = ann
             .get(annotations::REVOKED_KEY_DIGESTS)
-            .map(|v| {
-                v.split(',')
-                    .filter_map(|d| KeyDigest::from_hex(d.trim()))
-                    .collect()
-            })
+            .map(|v| v.split(',').filter_map(|d| KeyDigest::from_hex(d.trim())).collect())
             .unwrap_or_default();
         sort_dedup(&mut revoked);
-        KeyBook {
-            current,
-            previous,
-            rotation_handled: ann.get(annotations::ROTATION_HANDLED).cloned(),
-            revoked,
-        }
+        KeyBook { current, previous, rotation_handled: ann.get(annotations::ROTATION_HANDLED).cloned(), revoked }
     }
 
     pub fn add_revoked(&mut self, digest: KeyDigest) {
@@ -111,36 +89,15 @@ impl KeyBook {
 
     /// The key Secret that records this book. Only called with a current key.
     pub fn to_secret(&self, policy: &ApiKeyPolicy) -> Secret {
-        let current = self
-            .current
-            .as_ref()
-            .expect("a key Secret is only written with a current key");
+        let current = self.current.as_ref().expect("a key Secret is only written with a current key");
         let mut ann = BTreeMap::new();
-        ann.insert(
-            annotations::CURRENT_KEY_ID.to_string(),
-            current.key.id().to_string(),
-        );
-        ann.insert(
-            annotations::CURRENT_ISSUED_AT.to_string(),
-            format_time(current.issued_at),
-        );
+        ann.insert(annotations::CURRENT_KEY_ID.to_string(), current.key.id().to_string());
+        ann.insert(annotations::CURRENT_ISSUED_AT.to_string(), format_time(current.issued_at));
         if let Some(prev) = &self.previous {
-            ann.insert(
-                annotations::PREVIOUS_KEY_ID.to_string(),
-                prev.digest.key_id().to_string(),
-            );
-            ann.insert(
-                annotations::PREVIOUS_KEY_DIGEST.to_string(),
-                prev.digest.to_hex(),
-            );
-            ann.insert(
-                annotations::PREVIOUS_ISSUED_AT.to_string(),
-                format_time(prev.issued_at),
-            );
-            ann.insert(
-                annotations::PREVIOUS_RETIRES_AT.to_string(),
-                format_time(prev.retires_at),
-            );
+            ann.insert(annotations::PREVIOUS_KEY_ID.to_string(), prev.digest.key_id().to_string());
+            ann.insert(annotations::PREVIOUS_KEY_DIGEST.to_string(), prev.digest.to_hex());
+            ann.insert(annotations::PREVIOUS_ISSUED_AT.to_string(), format_time(prev.issued_at));
+            ann.insert(annotations::PREVIOUS_RETIRES_AT.to_string(), format_time(prev.retires_at));
         }
         if let Some(handled) = &self.rotation_handled {
             ann.insert(annotations::ROTATION_HANDLED.to_string(), handled.clone());
@@ -153,27 +110,12 @@ impl KeyBook {
         let name = policy.metadata.name.clone().unwrap_or_default();
         let mut lbl = BTreeMap::new();
         lbl.insert(labels::COMPONENT.to_string(), labels::API_KEY.to_string());
-        lbl.insert(
-            labels::MANAGED_BY.to_string(),
-            labels::MANAGED_BY_VALUE.to_string(),
-        );
-        lbl.insert(
-            labels::OWNER_NAMESPACE.to_string(),
-            crate::publish::label_value(&namespace),
-        );
-        lbl.insert(
-            labels::OWNER_NAME.to_string(),
-            crate::publish::label_value(&name),
-        );
+        lbl.insert(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string());
+        lbl.insert(labels::OWNER_NAMESPACE.to_string(), crate::publish::label_value(&namespace));
+        lbl.insert(labels::OWNER_NAME.to_string(), crate::publish::label_value(&name));
         let mut data = BTreeMap::new();
-        data.insert(
-            secret_keys::API_KEY.to_string(),
-            ByteString(current.key.expose().as_bytes().to_vec()),
-        );
-        data.insert(
-            secret_keys::KEY_ID.to_string(),
-            ByteString(current.key.id().to_string().into_bytes()),
-        );
+        data.insert(secret_keys::API_KEY.to_string(), ByteString(current.key.expose().as_bytes().to_vec()));
+        data.insert(secret_keys::KEY_ID.to_string(), ByteString(current.key.id().to_string().into_bytes()));
         Secret {
             metadata: ObjectMeta {
                 name: Some(policy.spec.secret_name.clone()),
@@ -227,7 +169,5 @@ pub(crate) fn format_time(t: DateTime<Utc>) -> String {
 }
 
 pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s.trim()).ok().map(|t| t.with_timezone(&Utc))
 }

@@ -4,14 +4,12 @@
 //! lifecycle (retire, revoke, rotate, issue), then revocation records, then references, then status/events.
 use super::keybook::{CurrentKey, KeyBook, RetiringKey, format_time, owned_by};
 use super::{
-    AGENT_STALE_AFTER_SECS, AuditRecord, EventSpec, KeySource, ObjectRef, PolicyInputs,
-    PolicyOutcome, reasons,
+    AGENT_STALE_AFTER_SECS, AuditRecord, EventSpec, KeySource, ObjectRef, PolicyInputs, PolicyOutcome, reasons,
 };
 use chrono::{DateTime, Duration, Utc};
 use infergate_crds::conditions::{self, READY};
 use infergate_crds::gateway::{
-    EndpointLimits, KeyEntry, PolicyShard, RevokedKey, SHARD_SCHEMA_VERSION, ScopeEntry, Shard,
-    TierLimits,
+    EndpointLimits, KeyEntry, PolicyShard, RevokedKey, SHARD_SCHEMA_VERSION, ScopeEntry, Shard, TierLimits,
 };
 use infergate_crds::key::{KeyDigest, KeyId};
 use infergate_crds::policy::{KeyState, KeyStatus, RevocationStatus};
@@ -35,13 +33,7 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
     );
     let generation = policy.metadata.generation;
     let previous_status = policy.status.clone().unwrap_or_default();
-    let mut log = Log {
-        owner: owner.clone(),
-        regarding: regarding(policy),
-        now,
-        events: vec![],
-        audit: vec![],
-    };
+    let mut log = Log { owner: owner.clone(), regarding: regarding(policy), now, events: vec![], audit: vec![] };
 
     let references = resolve_references(policy, inputs);
     let resolved_condition = match &references {
@@ -49,22 +41,13 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
             REFERENCES_RESOLVED,
             true,
             "Resolved",
-            format!(
-                "RateTier {:?} and {} endpoint(s) resolve",
-                spec.tier,
-                resolved.scopes.len()
-            ),
+            format!("RateTier {:?} and {} endpoint(s) resolve", spec.tier, resolved.scopes.len()),
             generation,
             now,
         ),
-        Err(problem) => conditions::condition(
-            REFERENCES_RESOLVED,
-            false,
-            problem.reason,
-            problem.message.clone(),
-            generation,
-            now,
-        ),
+        Err(problem) => {
+            conditions::condition(REFERENCES_RESOLVED, false, problem.reason, problem.message.clone(), generation, now)
+        }
     };
 
     // The Secret name is taken by something we do not own: write nothing, publish nothing, say why.
@@ -75,21 +58,11 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
              Choose another spec.secretName or delete that Secret",
             owner.namespace, spec.secret_name
         );
-        let ready = conditions::condition(
-            READY,
-            false,
-            reasons::SECRET_CONFLICT,
-            message,
-            generation,
-            now,
-        );
+        let ready = conditions::condition(READY, false, reasons::SECRET_CONFLICT, message, generation, now);
         log.ready_transition(&previous_status.conditions, &ready);
         let status = ApiKeyPolicyStatus {
             observed_generation: generation,
-            conditions: conditions::merge(
-                &previous_status.conditions,
-                vec![ready, resolved_condition],
-            ),
+            conditions: conditions::merge(&previous_status.conditions, vec![ready, resolved_condition]),
             current_key_id: None,
             keys: vec![],
             next_rotation_at: None,
@@ -107,16 +80,10 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
     }
 
     let expired = spec.expires_at.is_some_and(|t| t <= now);
-    let revoked_ids: BTreeMap<&str, &infergate_crds::policy::Revocation> = spec
-        .revocations
-        .iter()
-        .map(|r| (r.key_id.as_str(), r))
-        .collect();
+    let revoked_ids: BTreeMap<&str, &infergate_crds::policy::Revocation> =
+        spec.revocations.iter().map(|r| (r.key_id.as_str(), r)).collect();
     let is_revoked = |id: &KeyId| revoked_ids.contains_key(id.as_str());
-    let mut book = inputs
-        .existing_secret
-        .map(|s| KeyBook::read(s, now))
-        .unwrap_or_default();
+    let mut book = inputs.existing_secret.map(|s| KeyBook::read(s, now)).unwrap_or_default();
     let rotate_request = policy
         .metadata
         .annotations
@@ -135,27 +102,14 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
             log.event(
                 false,
                 reasons::KEY_RETIRED,
-                format!(
-                    "key {} retired: its rotation overlap ended",
-                    prev.digest.key_id()
-                ),
+                format!("key {} retired: its rotation overlap ended", prev.digest.key_id()),
             );
-            log.audit(
-                "key_retired",
-                Some(prev.digest.key_id()),
-                Some("rotation overlap ended".into()),
-                None,
-            );
+            log.audit("key_retired", Some(prev.digest.key_id()), Some("rotation overlap ended".into()), None);
         }
     }
 
     // 2. The current key: issue, replace after revocation, or rotate.
-    let overlap = spec
-        .rotation
-        .as_ref()
-        .map_or(Duration::seconds(DEFAULT_OVERLAP_SECS), |r| {
-            r.overlap.to_chrono()
-        });
+    let overlap = spec.rotation.as_ref().map_or(Duration::seconds(DEFAULT_OVERLAP_SECS), |r| r.overlap.to_chrono());
     match book.current.clone() {
         None => {
             let key = keys.new_key(spec.environment);
@@ -167,17 +121,10 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
             log.event(
                 false,
                 reasons::KEY_ISSUED,
-                format!(
-                    "issued key {} ({why}) into Secret {}",
-                    key.id(),
-                    spec.secret_name
-                ),
+                format!("issued key {} ({why}) into Secret {}", key.id(), spec.secret_name),
             );
             log.audit("key_issued", Some(key.id()), Some(why.into()), None);
-            book.current = Some(CurrentKey {
-                key,
-                issued_at: now,
-            });
+            book.current = Some(CurrentKey { key, issued_at: now });
             book.rotation_handled = rotate_request.clone();
         }
         Some(current) if is_revoked(&current.key.id()) => {
@@ -187,29 +134,18 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
             log.event(
                 false,
                 reasons::KEY_ROTATED,
-                format!(
-                    "issued key {} to replace revoked key {} (no overlap)",
-                    key.id(),
-                    current.key.id()
-                ),
+                format!("issued key {} to replace revoked key {} (no overlap)", key.id(), current.key.id()),
             );
-            log.audit(
-                "key_issued",
-                Some(key.id()),
-                Some(format!("replaces revoked key {}", current.key.id())),
-                None,
-            );
-            book.current = Some(CurrentKey {
-                key,
-                issued_at: now,
-            });
+            log.audit("key_issued", Some(key.id()), Some(format!("replaces revoked key {}", current.key.id())), None);
+            book.current = Some(CurrentKey { key, issued_at: now });
             book.rotation_handled = rotate_request.clone().or(book.rotation_handled.take());
         }
         Some(current) => {
             let skewed = current.issued_at > now;
-            let scheduled = spec.rotation.as_ref().is_some_and(|r| {
-                !skewed && !expired && now >= current.issued_at + r.every.to_chrono()
-            });
+            let scheduled = spec
+                .rotation
+                .as_ref()
+                .is_some_and(|r| !skewed && !expired && now >= current.issued_at + r.every.to_chrono());
             let forced = rotate_request.is_some() && rotate_request != book.rotation_handled;
             let env_changed = current.key.environment() != spec.environment;
             let why = if forced {
@@ -219,10 +155,7 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
                     rotate_request.as_deref().unwrap_or_default()
                 ))
             } else if env_changed {
-                Some(format!(
-                    "spec.environment changed to {}",
-                    spec.environment.as_str()
-                ))
+                Some(format!("spec.environment changed to {}", spec.environment.as_str()))
             } else if scheduled {
                 Some("scheduled rotation".to_string())
             } else {
@@ -233,10 +166,7 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
                     log.event(
                         false,
                         reasons::KEY_RETIRED,
-                        format!(
-                            "key {} retired early: a newer rotation replaced it",
-                            dropped.digest.key_id()
-                        ),
+                        format!("key {} retired early: a newer rotation replaced it", dropped.digest.key_id()),
                     );
                     log.audit(
                         "key_retired",
@@ -268,20 +198,14 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
                     issued_at: current.issued_at.min(now),
                     retires_at,
                 });
-                book.current = Some(CurrentKey {
-                    key,
-                    issued_at: now,
-                });
+                book.current = Some(CurrentKey { key, issued_at: now });
                 if forced {
                     book.rotation_handled = rotate_request.clone();
                 }
             }
         }
     }
-    let current = book
-        .current
-        .clone()
-        .expect("a current key exists after the lifecycle step");
+    let current = book.current.clone().expect("a current key exists after the lifecycle step");
     // A Secret issued "in the future" means the clocks disagree. Schedule from now and never rotate early.
     let skewed = current.issued_at > now;
     let effective_issued_at = current.issued_at.min(now);
@@ -290,24 +214,15 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
     let live_agents: Vec<_> = inputs
         .agents
         .iter()
-        .filter(|a| {
-            a.renewed_at
-                .is_some_and(|t| now - t <= Duration::seconds(AGENT_STALE_AFTER_SECS))
-        })
+        .filter(|a| a.renewed_at.is_some_and(|t| now - t <= Duration::seconds(AGENT_STALE_AFTER_SECS)))
         .collect();
     let mut revocations = Vec::with_capacity(spec.revocations.len());
     for r in &spec.revocations {
         let id = KeyId(r.key_id.clone());
-        let before = previous_status
-            .revocations
-            .iter()
-            .find(|p| p.key_id == r.key_id);
+        let before = previous_status.revocations.iter().find(|p| p.key_id == r.key_id);
         let matched = book.is_revoked(&id) || before.is_some_and(|b| b.matched);
         let (agents_enforcing, agents_total) = if matched {
-            let enforcing = live_agents
-                .iter()
-                .filter(|a| a.enforced_revocations.contains(&id))
-                .count() as u32;
+            let enforcing = live_agents.iter().filter(|a| a.enforced_revocations.contains(&id)).count() as u32;
             (Some(enforcing), Some(live_agents.len() as u32))
         } else {
             (None, None)
@@ -317,17 +232,9 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
                 log.event(
                     false,
                     reasons::KEY_REVOKED,
-                    format!(
-                        "key {} revoked at the request of {}: {}",
-                        id, r.requested_by, r.reason
-                    ),
+                    format!("key {} revoked at the request of {}: {}", id, r.requested_by, r.reason),
                 );
-                log.audit(
-                    "key_revoked",
-                    Some(id.clone()),
-                    Some(r.reason.clone()),
-                    Some(r.requested_by.clone()),
-                );
+                log.audit("key_revoked", Some(id.clone()), Some(r.reason.clone()), Some(r.requested_by.clone()));
             } else {
                 log.event(
                     true,
@@ -357,8 +264,7 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
         });
     }
     // Digests are kept only while their revocation is listed; removing the entry forgets the key entirely.
-    book.revoked
-        .retain(|d| revoked_ids.contains_key(d.key_id().as_str()));
+    book.revoked.retain(|d| revoked_ids.contains_key(d.key_id().as_str()));
 
     // 4. Keys as the gateway and the status see them.
     let mut key_entries = vec![KeyEntry {
@@ -382,11 +288,7 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
         .map(|k| KeyStatus {
             key_id: k.key_id.to_string(),
             state: k.state,
-            issued_at: if k.state == KeyState::Current {
-                current.issued_at
-            } else {
-                k.valid_from
-            },
+            issued_at: if k.state == KeyState::Current { current.issued_at } else { k.valid_from },
             valid_until: k.valid_until,
         })
         .collect();
@@ -396,19 +298,13 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
         .map(|d: &KeyDigest| RevokedKey {
             key_id: d.key_id(),
             digest: *d,
-            revoked_at: revocations
-                .iter()
-                .find(|r| r.key_id == d.key_id().as_str())
-                .map_or(now, |r| r.revoked_at),
+            revoked_at: revocations.iter().find(|r| r.key_id == d.key_id().as_str()).map_or(now, |r| r.revoked_at),
         })
         .collect();
 
     // 5. Readiness and the shard (only when every reference resolves: fail closed).
-    let next_rotation_at = spec
-        .rotation
-        .as_ref()
-        .filter(|_| !expired)
-        .map(|r| effective_issued_at + r.every.to_chrono());
+    let next_rotation_at =
+        spec.rotation.as_ref().filter(|_| !expired).map(|r| effective_issued_at + r.every.to_chrono());
     let shard = references.as_ref().ok().map(|resolved| PolicyShard {
         schema_version: SHARD_SCHEMA_VERSION,
         policy: owner.clone(),
@@ -435,14 +331,9 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
         String::new()
     };
     let ready = match (&references, expired, spec.suspended) {
-        (Err(problem), _, _) => conditions::condition(
-            READY,
-            false,
-            problem.reason,
-            problem.message.clone(),
-            generation,
-            now,
-        ),
+        (Err(problem), _, _) => {
+            conditions::condition(READY, false, problem.reason, problem.message.clone(), generation, now)
+        }
         (Ok(_), true, _) => conditions::condition(
             READY,
             false,
@@ -467,11 +358,7 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
             READY,
             true,
             reasons::KEYS_ACTIVE,
-            format!(
-                "key {} is active on {} endpoint(s){skew_note}",
-                current.key.id(),
-                resolved.scopes.len()
-            ),
+            format!("key {} is active on {} endpoint(s){skew_note}", current.key.id(), resolved.scopes.len()),
             generation,
             now,
         ),
@@ -479,12 +366,7 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
     log.ready_transition(&previous_status.conditions, &ready);
 
     let mut next_wake = next_rotation_at;
-    for t in [
-        book.previous.as_ref().map(|p| p.retires_at),
-        spec.expires_at.filter(|t| *t > now),
-    ]
-    .into_iter()
-    .flatten()
+    for t in [book.previous.as_ref().map(|p| p.retires_at), spec.expires_at.filter(|t| *t > now)].into_iter().flatten()
     {
         next_wake = Some(next_wake.map_or(t, |w| w.min(t)));
     }
@@ -520,22 +402,13 @@ struct Problem {
 
 /// Resolves tier, endpoints and features. Reports the first kind of problem found, naming every missing object
 /// of that kind so one edit can fix them all.
-fn resolve_references(
-    policy: &ApiKeyPolicy,
-    inputs: &PolicyInputs<'_>,
-) -> Result<Resolved, Problem> {
+fn resolve_references(policy: &ApiKeyPolicy, inputs: &PolicyInputs<'_>) -> Result<Resolved, Problem> {
     let spec = &policy.spec;
     let own_namespace = policy.metadata.namespace.clone().unwrap_or_default();
-    let Some(tier) = inputs
-        .tier
-        .filter(|t| t.metadata.name.as_deref() == Some(spec.tier.as_str()))
-    else {
+    let Some(tier) = inputs.tier.filter(|t| t.metadata.name.as_deref() == Some(spec.tier.as_str())) else {
         return Err(Problem {
             reason: reasons::TIER_NOT_FOUND,
-            message: format!(
-                "RateTier {:?} not found: create it or change spec.tier",
-                spec.tier
-            ),
+            message: format!("RateTier {:?} not found: create it or change spec.tier", spec.tier),
         });
     };
     let mut missing = vec![];
@@ -544,10 +417,7 @@ fn resolve_references(
     let mut scopes = Vec::with_capacity(spec.scopes.len());
     for scope in &spec.scopes {
         let at = NamespacedName::new(
-            scope
-                .namespace
-                .clone()
-                .unwrap_or_else(|| own_namespace.clone()),
+            scope.namespace.clone().unwrap_or_else(|| own_namespace.clone()),
             scope.endpoint.clone(),
         );
         let Some(endpoint) = inputs.endpoints.get(&at) else {
@@ -555,11 +425,7 @@ fn resolve_references(
             continue;
         };
         let allowed = at.namespace == own_namespace
-            || endpoint
-                .spec
-                .allowed_namespaces
-                .iter()
-                .any(|n| n == "*" || *n == own_namespace);
+            || endpoint.spec.allowed_namespaces.iter().any(|n| n == "*" || *n == own_namespace);
         if !allowed {
             not_allowed.push(at.to_string());
             continue;
@@ -567,33 +433,17 @@ fn resolve_references(
         let features = if scope.features.is_empty() {
             endpoint.spec.features.clone()
         } else {
-            for f in scope
-                .features
-                .iter()
-                .filter(|f| !endpoint.spec.features.contains(f))
-            {
+            for f in scope.features.iter().filter(|f| !endpoint.spec.features.contains(f)) {
                 not_offered.push(format!("{} on {at}", f.as_str()));
             }
-            scope
-                .features
-                .iter()
-                .copied()
-                .filter(|f| endpoint.spec.features.contains(f))
-                .collect()
+            scope.features.iter().copied().filter(|f| endpoint.spec.features.contains(f)).collect()
         };
-        scopes.push(ScopeEntry {
-            endpoint: at,
-            model: endpoint.spec.model.clone(),
-            features,
-        });
+        scopes.push(ScopeEntry { endpoint: at, model: endpoint.spec.model.clone(), features });
     }
     if !missing.is_empty() {
         return Err(Problem {
             reason: reasons::ENDPOINT_NOT_FOUND,
-            message: format!(
-                "InferenceEndpoint {} not found: create it or fix spec.scopes",
-                missing.join(", ")
-            ),
+            message: format!("InferenceEndpoint {} not found: create it or fix spec.scopes", missing.join(", ")),
         });
     }
     if !not_allowed.is_empty() {
@@ -615,10 +465,7 @@ fn resolve_references(
             ),
         });
     }
-    Ok(Resolved {
-        tier: tier_limits(tier, &scopes),
-        scopes,
-    })
+    Ok(Resolved { tier: tier_limits(tier, &scopes), scopes })
 }
 
 /// The tier's limits with per-endpoint overrides merged over the defaults, for the endpoints this policy reaches.
@@ -632,13 +479,9 @@ pub(crate) fn tier_limits(tier: &RateTier, scopes: &[ScopeEntry]) -> TierLimits 
             (
                 o.endpoint.clone(),
                 EndpointLimits {
-                    gpu_seconds_per_minute: o
-                        .gpu_seconds_per_minute
-                        .unwrap_or(t.gpu_seconds_per_minute),
+                    gpu_seconds_per_minute: o.gpu_seconds_per_minute.unwrap_or(t.gpu_seconds_per_minute),
                     burst_gpu_seconds: o.burst_gpu_seconds.unwrap_or(t.burst_gpu_seconds),
-                    max_concurrent_streams: o
-                        .max_concurrent_streams
-                        .unwrap_or(t.max_concurrent_streams),
+                    max_concurrent_streams: o.max_concurrent_streams.unwrap_or(t.max_concurrent_streams),
                 },
             )
         })
@@ -678,12 +521,7 @@ pub(crate) struct Log {
 
 impl Log {
     pub fn event(&mut self, warning: bool, reason: &'static str, note: String) {
-        self.events.push(EventSpec {
-            regarding: self.regarding.clone(),
-            warning,
-            reason,
-            note,
-        });
+        self.events.push(EventSpec { regarding: self.regarding.clone(), warning, reason, note });
     }
 
     pub fn audit(
@@ -693,14 +531,7 @@ impl Log {
         reason: Option<String>,
         requested_by: Option<String>,
     ) {
-        self.audit.push(AuditRecord {
-            at: self.now,
-            action,
-            policy: self.owner.clone(),
-            key_id,
-            reason,
-            requested_by,
-        });
+        self.audit.push(AuditRecord { at: self.now, action, policy: self.owner.clone(), key_id, reason, requested_by });
     }
 
     /// Events (and, for suspension/expiry, audit lines) when Ready changes status or reason.
@@ -712,11 +543,7 @@ impl Log {
         if ready.status == "True" {
             // First-ever Ready is covered by KeyIssued; only a recovery is news.
             if let Some(b) = before {
-                self.event(
-                    false,
-                    reasons::READY,
-                    format!("ready again ({} resolved): {}", b.reason, ready.message),
-                );
+                self.event(false, reasons::READY, format!("ready again ({} resolved): {}", b.reason, ready.message));
                 if b.reason == reasons::SUSPENDED {
                     self.audit("policy_resumed", None, None, None);
                 } else if b.reason == reasons::EXPIRED {

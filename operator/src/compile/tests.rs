@@ -45,11 +45,7 @@ fn mk_policy(name: &str) -> PolicyBuilder {
         tier: "free".into(),
         environment: Environment::Live,
         secret_name: format!("{name}-key"),
-        scopes: vec![Scope {
-            endpoint: "whisper".into(),
-            namespace: Some("speech".into()),
-            features: vec![],
-        }],
+        scopes: vec![Scope { endpoint: "whisper".into(), namespace: Some("speech".into()), features: vec![] }],
         rotation: None,
         revocations: vec![],
         suspended: false,
@@ -101,11 +97,8 @@ impl PolicyBuilder {
         self
     }
     fn scope(mut self, ns: &str, endpoint: &str, features: &[Feature]) -> Self {
-        self.0.spec.scopes = vec![Scope {
-            endpoint: endpoint.into(),
-            namespace: Some(ns.into()),
-            features: features.to_vec(),
-        }];
+        self.0.spec.scopes =
+            vec![Scope { endpoint: endpoint.into(), namespace: Some(ns.into()), features: features.to_vec() }];
         self
     }
     fn build(self) -> ApiKeyPolicy {
@@ -180,9 +173,7 @@ impl EndpointBuilder {
     }
     fn created(mut self, at: DateTime<Utc>) -> Self {
         self.0.metadata.creation_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                infergate_crds::conditions::to_jiff(at),
-            ));
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(infergate_crds::conditions::to_jiff(at)));
         self
     }
     fn build(self) -> InferenceEndpoint {
@@ -205,21 +196,14 @@ impl Cluster {
         let whisper = mk_endpoint("speech", "whisper").build();
         Cluster {
             tier: Some(mk_tier("free")),
-            endpoints: [(NamespacedName::new("speech", "whisper"), whisper)]
-                .into_iter()
-                .collect(),
+            endpoints: [(NamespacedName::new("speech", "whisper"), whisper)].into_iter().collect(),
             secret: None,
             agents: vec![],
             keys: InsecureSequentialKeys::starting_at(1),
         }
     }
 
-    fn compile_with(
-        &mut self,
-        policy: &ApiKeyPolicy,
-        now: DateTime<Utc>,
-        keys: &mut dyn KeySource,
-    ) -> PolicyOutcome {
+    fn compile_with(&mut self, policy: &ApiKeyPolicy, now: DateTime<Utc>, keys: &mut dyn KeySource) -> PolicyOutcome {
         let inputs = PolicyInputs {
             policy,
             tier: self.tier.as_ref(),
@@ -253,12 +237,7 @@ fn policy_ref(name: &str) -> ObjectRef {
     }
 }
 fn event(warning: bool, reason: &'static str, note: &str) -> EventSpec {
-    EventSpec {
-        regarding: policy_ref("app"),
-        warning,
-        reason,
-        note: note.into(),
-    }
+    EventSpec { regarding: policy_ref("app"), warning, reason, note: note.into() }
 }
 fn audit(
     at: DateTime<Utc>,
@@ -278,13 +257,7 @@ fn audit(
 }
 fn current_entry(n: u64, from: DateTime<Utc>) -> KeyEntry {
     let k = key(n, Environment::Live);
-    KeyEntry {
-        key_id: k.id(),
-        digest: k.digest(),
-        state: KeyState::Current,
-        valid_from: from,
-        valid_until: None,
-    }
+    KeyEntry { key_id: k.id(), digest: k.digest(), state: KeyState::Current, valid_from: from, valid_until: None }
 }
 fn retiring_entry(n: u64, from: DateTime<Utc>, until: DateTime<Utc>) -> KeyEntry {
     let k = key(n, Environment::Live);
@@ -300,11 +273,7 @@ fn annotations_of(s: &Secret) -> BTreeMap<String, String> {
     s.metadata.annotations.clone().unwrap_or_default()
 }
 fn ready_of(status: &ApiKeyPolicyStatus) -> (String, String, String) {
-    let c = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .expect("a Ready condition");
+    let c = status.conditions.iter().find(|c| c.type_ == "Ready").expect("a Ready condition");
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
@@ -334,10 +303,7 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
             ),
             annotations: Some(
                 [
-                    (
-                        "infergate.dev/current-issued-at",
-                        "2026-01-01T00:00:00Z".to_string(),
-                    ),
+                    ("infergate.dev/current-issued-at", "2026-01-01T00:00:00Z".to_string()),
                     ("infergate.dev/current-key-id", k1.id().to_string()),
                 ]
                 .into_iter()
@@ -356,14 +322,8 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
         },
         data: Some(
             [
-                (
-                    "api-key".to_string(),
-                    ByteString(k1.expose().as_bytes().to_vec()),
-                ),
-                (
-                    "key-id".to_string(),
-                    ByteString(k1.id().to_string().into_bytes()),
-                ),
+                ("api-key".to_string(), ByteString(k1.expose().as_bytes().to_vec())),
+                ("key-id".to_string(), ByteString(k1.id().to_string().into_bytes())),
             ]
             .into_iter()
             .collect(),
@@ -451,18 +411,9 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
             events: vec![event(
                 false,
                 "KeyIssued",
-                &format!(
-                    "issued key {} (first key for this policy) into Secret app-key",
-                    k1.id()
-                )
+                &format!("issued key {} (first key for this policy) into Secret app-key", k1.id())
             )],
-            audit: vec![audit(
-                t0(),
-                "key_issued",
-                Some(kid(1)),
-                Some("first key for this policy"),
-                None
-            )],
+            audit: vec![audit(t0(), "key_issued", Some(kid(1)), Some("first key for this policy"), None)],
             next_wake: None,
         }
     );
@@ -477,10 +428,7 @@ fn re_reconcile_is_idempotent_and_silent() {
         let again = c.compile_with(&p, later, &mut NoKeys);
         assert_eq!(again.key_secret, first.key_secret);
         assert_eq!(again.shard, first.shard);
-        assert_eq!(
-            again.status, first.status,
-            "status must not churn at {later}"
-        );
+        assert_eq!(again.status, first.status, "status must not churn at {later}");
         assert_eq!((again.events.len(), again.audit.len()), (0, 0));
         assert_eq!(again.next_wake, Some(t0() + hours(24)));
     }
@@ -514,10 +462,7 @@ fn rotation_happens_exactly_at_every() {
 
     let at = t0() + hours(24);
     let out = c.reconcile(&mut p, at);
-    assert_eq!(
-        out.shard.as_ref().unwrap().keys,
-        vec![current_entry(2, at), retiring_entry(1, t0(), at + hours(1))]
-    );
+    assert_eq!(out.shard.as_ref().unwrap().keys, vec![current_entry(2, at), retiring_entry(1, t0(), at + hours(1))]);
     assert_eq!(
         out.events,
         vec![event(
@@ -543,36 +488,16 @@ fn rotation_happens_exactly_at_every() {
     assert_eq!(
         out.status.keys,
         vec![
-            KeyStatus {
-                key_id: kid(2),
-                state: KeyState::Current,
-                issued_at: at,
-                valid_until: None
-            },
-            KeyStatus {
-                key_id: kid(1),
-                state: KeyState::Retiring,
-                issued_at: t0(),
-                valid_until: Some(at + hours(1))
-            },
+            KeyStatus { key_id: kid(2), state: KeyState::Current, issued_at: at, valid_until: None },
+            KeyStatus { key_id: kid(1), state: KeyState::Retiring, issued_at: t0(), valid_until: Some(at + hours(1)) },
         ]
     );
     assert_eq!(out.status.next_rotation_at, Some(at + hours(24)));
-    assert_eq!(
-        out.next_wake,
-        Some(at + hours(1)),
-        "the end of the overlap comes before the next rotation"
-    );
+    assert_eq!(out.next_wake, Some(at + hours(1)), "the end of the overlap comes before the next rotation");
     let ann = annotations_of(out.key_secret.as_ref().unwrap());
     assert_eq!(ann[annotations::PREVIOUS_KEY_ID], kid(1));
-    assert_eq!(
-        ann[annotations::PREVIOUS_KEY_DIGEST],
-        key(1, Environment::Live).digest().to_hex()
-    );
-    assert_eq!(
-        ann[annotations::PREVIOUS_RETIRES_AT],
-        "2026-01-02T01:00:00Z"
-    );
+    assert_eq!(ann[annotations::PREVIOUS_KEY_DIGEST], key(1, Environment::Live).digest().to_hex());
+    assert_eq!(ann[annotations::PREVIOUS_RETIRES_AT], "2026-01-02T01:00:00Z");
     assert_eq!(ann[annotations::CURRENT_KEY_ID], kid(2));
 }
 
@@ -589,33 +514,14 @@ fn overlap_ends_exactly_at_its_boundary() {
 
     let end = rotated_at + hours(2);
     let out = c.reconcile(&mut p, end);
-    assert_eq!(
-        out.shard.as_ref().unwrap().keys,
-        vec![current_entry(2, rotated_at)]
-    );
+    assert_eq!(out.shard.as_ref().unwrap().keys, vec![current_entry(2, rotated_at)]);
     assert_eq!(
         out.events,
-        vec![event(
-            false,
-            "KeyRetired",
-            &format!("key {} retired: its rotation overlap ended", kid(1))
-        )]
+        vec![event(false, "KeyRetired", &format!("key {} retired: its rotation overlap ended", kid(1)))]
     );
-    assert_eq!(
-        out.audit,
-        vec![audit(
-            end,
-            "key_retired",
-            Some(kid(1)),
-            Some("rotation overlap ended"),
-            None
-        )]
-    );
+    assert_eq!(out.audit, vec![audit(end, "key_retired", Some(kid(1)), Some("rotation overlap ended"), None)]);
     let ann = annotations_of(out.key_secret.as_ref().unwrap());
-    assert!(
-        !ann.contains_key(annotations::PREVIOUS_KEY_ID)
-            && !ann.contains_key(annotations::PREVIOUS_KEY_DIGEST)
-    );
+    assert!(!ann.contains_key(annotations::PREVIOUS_KEY_ID) && !ann.contains_key(annotations::PREVIOUS_KEY_DIGEST));
     assert_eq!(out.next_wake, Some(rotated_at + hours(24)));
     // And it stays gone.
     let again = c.compile_with(&p, end + secs(1), &mut NoKeys);
@@ -628,45 +534,24 @@ fn a_rotation_request_rotates_once_per_value() {
     let mut p = mk_policy("app").build();
     c.reconcile(&mut p, t0());
 
-    p = PolicyBuilder(p)
-        .rotate_requested("2026-01-01T10:00:00Z")
-        .build();
+    p = PolicyBuilder(p).rotate_requested("2026-01-01T10:00:00Z").build();
     let t1 = t0() + hours(10);
     let out = c.reconcile(&mut p, t1);
-    assert_eq!(
-        out.shard.as_ref().unwrap().keys,
-        vec![current_entry(2, t1), retiring_entry(1, t0(), t1 + hours(1))]
-    );
+    assert_eq!(out.shard.as_ref().unwrap().keys, vec![current_entry(2, t1), retiring_entry(1, t0(), t1 + hours(1))]);
     assert_eq!(out.events[0].reason, "KeyRotated");
-    assert!(
-        out.events[0].note.contains(
-            "rotation requested (infergate.dev/rotate-requested-at=2026-01-01T10:00:00Z)"
-        )
-    );
-    assert_eq!(
-        annotations_of(out.key_secret.as_ref().unwrap())[annotations::ROTATION_HANDLED],
-        "2026-01-01T10:00:00Z"
-    );
+    assert!(out.events[0].note.contains("rotation requested (infergate.dev/rotate-requested-at=2026-01-01T10:00:00Z)"));
+    assert_eq!(annotations_of(out.key_secret.as_ref().unwrap())[annotations::ROTATION_HANDLED], "2026-01-01T10:00:00Z");
 
     // The same value again (re-reconcile, restart): nothing.
     let again = c.compile_with(&p, t1 + secs(30), &mut NoKeys);
-    assert_eq!(
-        (again.events, again.key_secret),
-        (vec![], out.key_secret.clone())
-    );
+    assert_eq!((again.events, again.key_secret), (vec![], out.key_secret.clone()));
 
     // A new value: one more rotation; the key still in overlap is retired early.
     p = PolicyBuilder(p).rotate_requested("second").build();
     let t2 = t1 + secs(60);
     let out2 = c.reconcile(&mut p, t2);
-    assert_eq!(
-        out2.shard.as_ref().unwrap().keys,
-        vec![current_entry(3, t2), retiring_entry(2, t1, t2 + hours(1))]
-    );
-    assert_eq!(
-        out2.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
-        vec!["KeyRetired", "KeyRotated"]
-    );
+    assert_eq!(out2.shard.as_ref().unwrap().keys, vec![current_entry(3, t2), retiring_entry(2, t1, t2 + hours(1))]);
+    assert_eq!(out2.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["KeyRetired", "KeyRotated"]);
 }
 
 #[test]
@@ -710,20 +595,9 @@ fn revoking_the_current_key_replaces_it_at_once() {
     let t1 = t0() + hours(1);
     let out = c.reconcile(&mut p, t1);
     let shard = out.shard.clone().unwrap();
-    assert_eq!(
-        shard.keys,
-        vec![current_entry(2, t1)],
-        "no overlap for a revoked key"
-    );
+    assert_eq!(shard.keys, vec![current_entry(2, t1)], "no overlap for a revoked key");
     let k1 = key(1, Environment::Live);
-    assert_eq!(
-        shard.revoked,
-        vec![RevokedKey {
-            key_id: k1.id(),
-            digest: k1.digest(),
-            revoked_at: t1
-        }]
-    );
+    assert_eq!(shard.revoked, vec![RevokedKey { key_id: k1.id(), digest: k1.digest(), revoked_at: t1 }]);
     assert_eq!(
         out.status.revocations,
         vec![RevocationStatus {
@@ -742,39 +616,20 @@ fn revoking_the_current_key_replaces_it_at_once() {
             event(
                 false,
                 "KeyRotated",
-                &format!(
-                    "issued key {} to replace revoked key {} (no overlap)",
-                    kid(2),
-                    kid(1)
-                )
+                &format!("issued key {} to replace revoked key {} (no overlap)", kid(2), kid(1))
             ),
             event(
                 false,
                 "KeyRevoked",
-                &format!(
-                    "key {} revoked at the request of alice@example.com: leaked in a ticket",
-                    kid(1)
-                )
+                &format!("key {} revoked at the request of alice@example.com: leaked in a ticket", kid(1))
             ),
         ]
     );
     assert_eq!(
         out.audit,
         vec![
-            audit(
-                t1,
-                "key_issued",
-                Some(kid(2)),
-                Some(&format!("replaces revoked key {}", kid(1))),
-                None
-            ),
-            audit(
-                t1,
-                "key_revoked",
-                Some(kid(1)),
-                Some("leaked in a ticket"),
-                Some("alice@example.com")
-            ),
+            audit(t1, "key_issued", Some(kid(2)), Some(&format!("replaces revoked key {}", kid(1))), None),
+            audit(t1, "key_revoked", Some(kid(1)), Some("leaked in a ticket"), Some("alice@example.com")),
         ]
     );
     assert_eq!(out.status.next_rotation_at, Some(t1 + hours(24)));
@@ -789,10 +644,7 @@ fn revoking_the_current_key_replaces_it_at_once() {
     p.spec.revocations.clear();
     let forgotten = c.reconcile(&mut p, t1 + hours(3));
     assert_eq!(forgotten.shard.unwrap().revoked, vec![]);
-    assert!(
-        !annotations_of(forgotten.key_secret.as_ref().unwrap())
-            .contains_key(annotations::REVOKED_KEY_DIGESTS)
-    );
+    assert!(!annotations_of(forgotten.key_secret.as_ref().unwrap()).contains_key(annotations::REVOKED_KEY_DIGESTS));
 }
 
 #[test]
@@ -807,38 +659,20 @@ fn revoking_the_retiring_key_just_drops_it() {
     let t = rotated + hours(1);
     let out = c.reconcile(&mut p, t);
     let shard = out.shard.clone().unwrap();
-    assert_eq!(
-        shard.keys,
-        vec![current_entry(2, rotated)],
-        "current key untouched"
-    );
-    assert_eq!(
-        shard
-            .revoked
-            .iter()
-            .map(|r| r.key_id.to_string())
-            .collect::<Vec<_>>(),
-        vec![kid(1)]
-    );
+    assert_eq!(shard.keys, vec![current_entry(2, rotated)], "current key untouched");
+    assert_eq!(shard.revoked.iter().map(|r| r.key_id.to_string()).collect::<Vec<_>>(), vec![kid(1)]);
     assert_eq!(
         out.events,
         vec![event(
             false,
             "KeyRevoked",
-            &format!(
-                "key {} revoked at the request of alice@example.com: leaked in a ticket",
-                kid(1)
-            )
+            &format!("key {} revoked at the request of alice@example.com: leaked in a ticket", kid(1))
         )]
     );
     let ann = annotations_of(out.key_secret.as_ref().unwrap());
     assert!(!ann.contains_key(annotations::PREVIOUS_KEY_ID));
     assert_eq!(ann[annotations::CURRENT_KEY_ID], kid(2));
-    assert_eq!(
-        out.next_wake,
-        Some(rotated + hours(24)),
-        "no overlap end to wait for any more"
-    );
+    assert_eq!(out.next_wake, Some(rotated + hours(24)), "no overlap end to wait for any more");
 }
 
 #[test]
@@ -848,10 +682,7 @@ fn an_unknown_key_id_is_recorded_unmatched_with_a_warning() {
     let first = c.reconcile(&mut p, t0());
     p = PolicyBuilder(p).revoked("kid_0123456789abcdef").build();
     let out = c.reconcile(&mut p, t0() + hours(1));
-    assert_eq!(
-        out.shard.as_ref().unwrap().keys,
-        first.shard.as_ref().unwrap().keys
-    );
+    assert_eq!(out.shard.as_ref().unwrap().keys, first.shard.as_ref().unwrap().keys);
     assert_eq!(out.shard.as_ref().unwrap().revoked, vec![]);
     assert_eq!(
         out.status.revocations,
@@ -875,10 +706,7 @@ fn an_unknown_key_id_is_recorded_unmatched_with_a_warning() {
         )]
     );
     assert_eq!(out.audit[0].action, "revocation_unmatched");
-    assert_eq!(
-        c.compile_with(&p, t0() + hours(2), &mut NoKeys).events,
-        vec![]
-    );
+    assert_eq!(c.compile_with(&p, t0() + hours(2), &mut NoKeys).events, vec![]);
 }
 
 // ---- suspension, expiry ---------------------------------------------------------------------------------
@@ -902,17 +730,11 @@ fn suspended_keeps_keys_but_marks_the_shard() {
             "spec.suspended is true: the gateway refuses this policy's keys as suspended; set it to false to restore them"
         )]
     );
-    assert_eq!(
-        out.audit,
-        vec![audit(t0() + hours(1), "policy_suspended", None, None, None)]
-    );
+    assert_eq!(out.audit, vec![audit(t0() + hours(1), "policy_suspended", None, None, None)]);
 
     p.spec.suspended = false;
     let back = c.reconcile(&mut p, t0() + hours(2));
-    assert_eq!(
-        back.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
-        vec!["Ready"]
-    );
+    assert_eq!(back.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["Ready"]);
     assert_eq!(back.audit[0].action, "policy_resumed");
 }
 
@@ -929,39 +751,20 @@ fn expiry_marks_the_shard_and_the_policy_not_ready() {
     let out = c.reconcile(&mut p, expires);
     let (status, reason, message) = ready_of(&out.status);
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Expired"));
-    assert!(
-        message.contains("spec.expiresAt (2026-01-03T00:00:00Z) has passed"),
-        "{message}"
-    );
+    assert!(message.contains("spec.expiresAt (2026-01-03T00:00:00Z) has passed"), "{message}");
     assert_eq!(out.shard.as_ref().unwrap().expires_at, Some(expires));
-    assert_eq!(
-        out.shard.as_ref().unwrap().keys.len(),
-        1,
-        "keys stay; the gateway refuses them as expired"
-    );
-    assert_eq!(
-        out.status.next_rotation_at, None,
-        "an expired policy is not rotated"
-    );
+    assert_eq!(out.shard.as_ref().unwrap().keys.len(), 1, "keys stay; the gateway refuses them as expired");
+    assert_eq!(out.status.next_rotation_at, None, "an expired policy is not rotated");
     assert_eq!(out.next_wake, None);
     assert_eq!(
         out.audit,
         vec![
-            audit(
-                expires,
-                "key_retired",
-                Some(kid(1)),
-                Some("rotation overlap ended"),
-                None
-            ),
+            audit(expires, "key_retired", Some(kid(1)), Some("rotation overlap ended"), None),
             audit(expires, "policy_expired", None, None, None),
         ]
     );
     assert_eq!(
-        out.events
-            .iter()
-            .map(|e| (e.reason, e.warning))
-            .collect::<Vec<_>>(),
+        out.events.iter().map(|e| (e.reason, e.warning)).collect::<Vec<_>>(),
         vec![("KeyRetired", false), ("Expired", true)]
     );
 }
@@ -975,58 +778,29 @@ fn a_missing_tier_fails_closed_until_it_appears() {
     let mut p = mk_policy("app").tier("gold").build();
     let out = c.reconcile(&mut p, t0());
     assert_eq!(out.shard, None);
-    assert!(
-        out.key_secret.is_some(),
-        "the key is issued (and kept) while the reference is missing"
-    );
+    assert!(out.key_secret.is_some(), "the key is issued (and kept) while the reference is missing");
     let (status, reason, message) = ready_of(&out.status);
     assert_eq!(
         (status.as_str(), reason.as_str(), message.as_str()),
-        (
-            "False",
-            "TierNotFound",
-            "RateTier \"gold\" not found: create it or change spec.tier"
-        )
+        ("False", "TierNotFound", "RateTier \"gold\" not found: create it or change spec.tier")
     );
     assert_eq!(out.status.config_revision, None);
     assert_eq!(
-        out.events
-            .iter()
-            .map(|e| (e.reason, e.warning))
-            .collect::<Vec<_>>(),
+        out.events.iter().map(|e| (e.reason, e.warning)).collect::<Vec<_>>(),
         vec![("KeyIssued", false), ("TierNotFound", true)]
     );
-    assert_eq!(
-        c.compile_with(&p, t0() + secs(5), &mut NoKeys).events,
-        vec![],
-        "no repeated warning"
-    );
+    assert_eq!(c.compile_with(&p, t0() + secs(5), &mut NoKeys).events, vec![], "no repeated warning");
 
     let mut gold = mk_tier("gold");
     gold.spec.priority = 700;
     c.tier = Some(gold);
     let ready = c.reconcile(&mut p, t0() + secs(10));
     let shard = ready.shard.unwrap();
-    assert_eq!(
-        (shard.tier.name.as_str(), shard.tier.priority),
-        ("gold", 700)
-    );
-    assert_eq!(
-        shard.keys,
-        vec![current_entry(1, t0())],
-        "same key as before"
-    );
+    assert_eq!((shard.tier.name.as_str(), shard.tier.priority), ("gold", 700));
+    assert_eq!(shard.keys, vec![current_entry(1, t0())], "same key as before");
     assert_eq!(ready_of(&ready.status).0, "True");
-    assert_eq!(
-        ready.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
-        vec!["Ready"]
-    );
-    let resolved = ready
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == REFERENCES_RESOLVED)
-        .unwrap();
+    assert_eq!(ready.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["Ready"]);
+    let resolved = ready.status.conditions.iter().find(|c| c.type_ == REFERENCES_RESOLVED).unwrap();
     assert_eq!(resolved.status, "True");
 }
 
@@ -1049,25 +823,17 @@ fn a_missing_endpoint_is_named() {
 #[test]
 fn an_endpoint_that_does_not_allow_the_namespace_is_refused() {
     let mut c = Cluster::new();
-    c.endpoints.insert(
-        NamespacedName::new("speech", "private"),
-        mk_endpoint("speech", "private").allow(&["billing"]).build(),
-    );
+    c.endpoints
+        .insert(NamespacedName::new("speech", "private"), mk_endpoint("speech", "private").allow(&["billing"]).build());
     let mut p = mk_policy("app").scope("speech", "private", &[]).build();
     let out = c.reconcile(&mut p, t0());
     assert_eq!(out.shard, None);
     let (_, reason, message) = ready_of(&out.status);
     assert_eq!(reason, "NamespaceNotAllowed");
-    assert!(
-        message.starts_with("InferenceEndpoint speech/private does not allow namespace \"acme\""),
-        "{message}"
-    );
+    assert!(message.starts_with("InferenceEndpoint speech/private does not allow namespace \"acme\""), "{message}");
     // Same namespace needs no allow-list entry.
     let mut c = Cluster::new();
-    c.endpoints.insert(
-        NamespacedName::new("acme", "own"),
-        mk_endpoint("acme", "own").allow(&[]).build(),
-    );
+    c.endpoints.insert(NamespacedName::new("acme", "own"), mk_endpoint("acme", "own").allow(&[]).build());
     let mut own = mk_policy("own").scope("acme", "own", &[]).build();
     assert!(c.reconcile(&mut own, t0()).shard.is_some());
 }
@@ -1075,9 +841,7 @@ fn an_endpoint_that_does_not_allow_the_namespace_is_refused() {
 #[test]
 fn a_feature_the_endpoint_does_not_offer_is_refused() {
     let mut c = Cluster::new();
-    let mut p = mk_policy("app")
-        .scope("speech", "whisper", &[Feature::Transcribe, Feature::Embed])
-        .build();
+    let mut p = mk_policy("app").scope("speech", "whisper", &[Feature::Transcribe, Feature::Embed]).build();
     let out = c.reconcile(&mut p, t0());
     assert_eq!(out.shard, None);
     let (_, reason, message) = ready_of(&out.status);
@@ -1105,22 +869,10 @@ fn a_secret_owned_by_someone_else_is_never_touched() {
     let out = c.compile_with(&p, t0(), &mut NoKeys);
     assert_eq!((out.key_secret.as_ref(), out.shard.as_ref()), (None, None));
     let (status, reason, message) = ready_of(&out.status);
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "SecretConflict")
-    );
-    assert!(
-        message.contains("Secret acme/app-key exists and is not owned by this ApiKeyPolicy"),
-        "{message}"
-    );
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "SecretConflict"));
+    assert!(message.contains("Secret acme/app-key exists and is not owned by this ApiKeyPolicy"), "{message}");
     assert_eq!(out.status.current_key_id, None);
-    assert_eq!(
-        out.events
-            .iter()
-            .map(|e| (e.reason, e.warning))
-            .collect::<Vec<_>>(),
-        vec![("SecretConflict", true)]
-    );
+    assert_eq!(out.events.iter().map(|e| (e.reason, e.warning)).collect::<Vec<_>>(), vec![("SecretConflict", true)]);
 }
 
 #[test]
@@ -1131,30 +883,15 @@ fn an_issued_at_in_the_future_neither_rotates_nor_panics() {
     c.reconcile(&mut p, t0() + hours(3));
     p.status = None;
     let out = c.compile_with(&p, t0(), &mut NoKeys);
-    assert_eq!(
-        out.shard.as_ref().unwrap().keys,
-        vec![current_entry(1, t0())],
-        "valid from now, not from the future"
-    );
-    assert_eq!(
-        out.status.keys[0].issued_at,
-        t0() + hours(3),
-        "status shows what the Secret records"
-    );
+    assert_eq!(out.shard.as_ref().unwrap().keys, vec![current_entry(1, t0())], "valid from now, not from the future");
+    assert_eq!(out.status.keys[0].issued_at, t0() + hours(3), "status shows what the Secret records");
     assert_eq!(out.status.next_rotation_at, Some(t0() + hours(24)));
     assert_eq!(out.next_wake, Some(t0() + hours(24)));
     let (_, _, message) = ready_of(&out.status);
-    assert!(
-        message.contains("treating it as issued now and not rotating early; check the clocks"),
-        "{message}"
-    );
+    assert!(message.contains("treating it as issued now and not rotating early; check the clocks"), "{message}");
     assert_eq!(out.events, vec![]);
     // Rotation still happens once the (skewed) period is over.
-    let due = c.compile_with(
-        &p,
-        t0() + hours(27),
-        &mut InsecureSequentialKeys::starting_at(2),
-    );
+    let due = c.compile_with(&p, t0() + hours(27), &mut InsecureSequentialKeys::starting_at(2));
     assert_eq!(due.events[0].reason, "KeyRotated");
 }
 
@@ -1163,20 +900,10 @@ fn a_hand_edited_secret_without_a_valid_key_gets_a_new_one() {
     let mut c = Cluster::new();
     let mut p = mk_policy("app").build();
     c.reconcile(&mut p, t0());
-    c.secret
-        .as_mut()
-        .unwrap()
-        .data
-        .as_mut()
-        .unwrap()
-        .insert("api-key".into(), ByteString(b"oops".to_vec()));
+    c.secret.as_mut().unwrap().data.as_mut().unwrap().insert("api-key".into(), ByteString(b"oops".to_vec()));
     let out = c.reconcile(&mut p, t0() + hours(1));
     assert_eq!(out.status.current_key_id, Some(kid(2)));
-    assert!(
-        out.events[0]
-            .note
-            .contains("the key Secret held no valid key")
-    );
+    assert!(out.events[0].note.contains("the key Secret held no valid key"));
 }
 
 #[test]
@@ -1188,26 +915,15 @@ fn changing_the_environment_rotates_to_a_key_with_the_new_prefix() {
     let out = c.reconcile(&mut p, t0() + hours(1));
     let data = out.key_secret.as_ref().unwrap().data.as_ref().unwrap();
     assert!(data["api-key"].0.starts_with(b"sk_test_"));
-    assert_eq!(
-        out.shard.unwrap().keys[1].key_id.to_string(),
-        kid(1),
-        "the live key retires with an overlap"
-    );
+    assert_eq!(out.shard.unwrap().keys[1].key_id.to_string(), kid(1), "the live key retires with an overlap");
 }
 
 #[test]
 fn no_plaintext_key_ever_leaves_the_key_secret() {
     let mut c = Cluster::new();
     let mut p = mk_policy("app").rotation(24, 2).build();
-    let mut outs = vec![
-        c.reconcile(&mut p, t0()),
-        c.reconcile(&mut p, t0() + hours(24)),
-    ];
-    p = PolicyBuilder(p)
-        .revoked(&kid(2))
-        .revoked(&kid(1))
-        .revoked("kid_ffffffffffffffff")
-        .build();
+    let mut outs = vec![c.reconcile(&mut p, t0()), c.reconcile(&mut p, t0() + hours(24))];
+    p = PolicyBuilder(p).revoked(&kid(2)).revoked(&kid(1)).revoked("kid_ffffffffffffffff").build();
     outs.push(c.reconcile(&mut p, t0() + hours(25)));
     p = PolicyBuilder(p).suspended().rotate_requested("now").build();
     outs.push(c.reconcile(&mut p, t0() + hours(26)));
@@ -1217,18 +933,11 @@ fn no_plaintext_key_ever_leaves_the_key_secret() {
         everything += &serde_json::to_string(&o.status).unwrap();
         everything += &serde_json::to_string(&o.audit).unwrap();
         everything += &format!("{:?}", o.events);
-        let ann = o
-            .key_secret
-            .as_ref()
-            .map(annotations_of)
-            .unwrap_or_default();
+        let ann = o.key_secret.as_ref().map(annotations_of).unwrap_or_default();
         everything += &serde_json::to_string(&ann).unwrap();
     }
     assert!(everything.len() > 2000);
-    assert!(
-        !everything.contains("sk_"),
-        "plaintext leaked: {everything}"
-    );
+    assert!(!everything.contains("sk_"), "plaintext leaked: {everything}");
     for n in 1..=4 {
         let k = key(n, Environment::Live);
         assert!(!everything.contains(&k.expose()[8..30]));
@@ -1239,25 +948,13 @@ fn no_plaintext_key_ever_leaves_the_key_secret() {
 
 #[test]
 fn endpoints_report_missing_fallbacks_and_model_conflicts() {
-    let older = mk_endpoint("speech", "a")
-        .model("whisper-1")
-        .created(t0())
-        .build();
-    let newer = mk_endpoint("other", "b")
-        .model("whisper-1")
-        .created(t0() + hours(1))
-        .build();
+    let older = mk_endpoint("speech", "a").model("whisper-1").created(t0()).build();
+    let newer = mk_endpoint("other", "b").model("whisper-1").created(t0() + hours(1)).build();
     let with_fallback = mk_endpoint("speech", "c").fallback("missing").build();
     let all: BTreeMap<NamespacedName, InferenceEndpoint> = [&older, &newer, &with_fallback]
         .into_iter()
         .map(|e| {
-            (
-                NamespacedName::new(
-                    e.metadata.namespace.clone().unwrap(),
-                    e.metadata.name.clone().unwrap(),
-                ),
-                e.clone(),
-            )
+            (NamespacedName::new(e.metadata.namespace.clone().unwrap(), e.metadata.name.clone().unwrap()), e.clone())
         })
         .collect();
 
@@ -1268,84 +965,31 @@ fn endpoints_report_missing_fallbacks_and_model_conflicts() {
 
     let b = compile_endpoint(&newer, &all, 0, t0());
     assert_eq!(b.shard, None);
-    let ready = b
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = b.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.reason, "ModelConflict");
-    assert!(
-        ready
-            .message
-            .contains("already served by InferenceEndpoint speech/a"),
-        "{}",
-        ready.message
-    );
-    assert_eq!(
-        b.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
-        vec!["ModelConflict"]
-    );
+    assert!(ready.message.contains("already served by InferenceEndpoint speech/a"), "{}", ready.message);
+    assert_eq!(b.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["ModelConflict"]);
 
     // Endpoints pinned to disjoint node pools never meet on one agent, so they may share a model name.
     let mut pinned_a = older.clone();
-    pinned_a.spec.node_selector = Some(
-        [("pool".to_string(), "a".to_string())]
-            .into_iter()
-            .collect(),
-    );
+    pinned_a.spec.node_selector = Some([("pool".to_string(), "a".to_string())].into_iter().collect());
     let mut pinned_b = newer.clone();
-    pinned_b.spec.node_selector = Some(
-        [("pool".to_string(), "b".to_string())]
+    pinned_b.spec.node_selector = Some([("pool".to_string(), "b".to_string())].into_iter().collect());
+    let pinned: BTreeMap<NamespacedName, InferenceEndpoint> =
+        [(NamespacedName::new("speech", "a"), pinned_a), (NamespacedName::new("other", "b"), pinned_b.clone())]
             .into_iter()
-            .collect(),
-    );
-    let pinned: BTreeMap<NamespacedName, InferenceEndpoint> = [
-        (NamespacedName::new("speech", "a"), pinned_a),
-        (NamespacedName::new("other", "b"), pinned_b.clone()),
-    ]
-    .into_iter()
-    .collect();
-    assert!(
-        compile_endpoint(&pinned_b, &pinned, 0, t0())
-            .shard
-            .is_some()
-    );
+            .collect();
+    assert!(compile_endpoint(&pinned_b, &pinned, 0, t0()).shard.is_some());
 
     let c = compile_endpoint(&with_fallback, &all, 0, t0());
-    assert_eq!(
-        c.shard.as_ref().unwrap().fallback,
-        None,
-        "served, without the missing fallback"
-    );
-    let fb = c
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == FALLBACK_RESOLVED)
-        .unwrap();
-    assert_eq!(
-        (fb.status.as_str(), fb.reason.as_str()),
-        ("False", "FallbackNotFound")
-    );
-    assert!(
-        fb.message
-            .contains("speech/missing not found (it must be in the same namespace)")
-    );
-    assert_eq!(
-        c.events
-            .iter()
-            .map(|e| (e.reason, e.warning))
-            .collect::<Vec<_>>(),
-        vec![("FallbackNotFound", true)]
-    );
+    assert_eq!(c.shard.as_ref().unwrap().fallback, None, "served, without the missing fallback");
+    let fb = c.status.conditions.iter().find(|c| c.type_ == FALLBACK_RESOLVED).unwrap();
+    assert_eq!((fb.status.as_str(), fb.reason.as_str()), ("False", "FallbackNotFound"));
+    assert!(fb.message.contains("speech/missing not found (it must be in the same namespace)"));
+    assert_eq!(c.events.iter().map(|e| (e.reason, e.warning)).collect::<Vec<_>>(), vec![("FallbackNotFound", true)]);
     let mut reconciled = with_fallback.clone();
     reconciled.status = Some(c.status.clone());
-    assert_eq!(
-        compile_endpoint(&reconciled, &all, 0, t0() + secs(9)).status,
-        c.status,
-        "no churn"
-    );
+    assert_eq!(compile_endpoint(&reconciled, &all, 0, t0() + secs(9)).status, c.status, "no churn");
 }
 
 #[test]
@@ -1355,14 +999,7 @@ fn tiers_count_their_policies() {
         status,
         RateTierStatus {
             observed_generation: Some(1),
-            conditions: vec![condition(
-                "Ready",
-                true,
-                "Accepted",
-                "used by 2 ApiKeyPolicy(ies)",
-                Some(1),
-                t0()
-            )],
+            conditions: vec![condition("Ready", true, "Accepted", "used by 2 ApiKeyPolicy(ies)", Some(1), t0())],
             policies: 2,
         }
     );
@@ -1371,66 +1008,22 @@ fn tiers_count_their_policies() {
 #[test]
 fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
     let tiers = vec![mk_tier("free")];
-    let endpoints = vec![
-        mk_endpoint("speech", "whisper").build(),
-        mk_endpoint("speech", "unused").build(),
-    ];
-    let policies = vec![
-        mk_policy("a").rotation(24, 1).build(),
-        mk_policy("b").tier("missing").build(),
-    ];
-    let world = World {
-        tiers: &tiers,
-        endpoints: &endpoints,
-        policies: &policies,
-        key_secrets: &[],
-        agents: &[],
-        now: t0(),
-    };
+    let endpoints = vec![mk_endpoint("speech", "whisper").build(), mk_endpoint("speech", "unused").build()];
+    let policies = vec![mk_policy("a").rotation(24, 1).build(), mk_policy("b").tier("missing").build()];
+    let world =
+        World { tiers: &tiers, endpoints: &endpoints, policies: &policies, key_secrets: &[], agents: &[], now: t0() };
     let desired = compile(&world, &mut InsecureSequentialKeys::starting_at(1));
     assert_eq!(desired.tiers["free"].policies, 1);
-    assert_eq!(
-        desired.endpoints[&NamespacedName::new("speech", "whisper")]
-            .status
-            .policies,
-        2
-    );
-    assert_eq!(
-        desired.endpoints[&NamespacedName::new("speech", "unused")]
-            .status
-            .policies,
-        0
-    );
-    let owners: Vec<String> = desired
-        .shards
-        .iter()
-        .map(|s| format!("{:?} {}", s.kind(), s.owner()))
-        .collect();
-    assert_eq!(
-        owners,
-        vec![
-            "Endpoint speech/unused",
-            "Endpoint speech/whisper",
-            "Policy acme/a"
-        ]
-    );
+    assert_eq!(desired.endpoints[&NamespacedName::new("speech", "whisper")].status.policies, 2);
+    assert_eq!(desired.endpoints[&NamespacedName::new("speech", "unused")].status.policies, 0);
+    let owners: Vec<String> = desired.shards.iter().map(|s| format!("{:?} {}", s.kind(), s.owner())).collect();
+    assert_eq!(owners, vec!["Endpoint speech/unused", "Endpoint speech/whisper", "Policy acme/a"]);
     assert_eq!(desired.next_wake, Some(t0() + hours(24)));
-    assert!(
-        desired.policies[&NamespacedName::new("acme", "b")]
-            .key_secret
-            .is_some()
-    );
+    assert!(desired.policies[&NamespacedName::new("acme", "b")].key_secret.is_some());
 
     // Fed its own Secrets back, the world compiles to the same keys without generating any.
-    let secrets: Vec<Secret> = desired
-        .policies
-        .values()
-        .filter_map(|o| o.key_secret.clone())
-        .collect();
-    let world2 = World {
-        key_secrets: &secrets,
-        ..world
-    };
+    let secrets: Vec<Secret> = desired.policies.values().filter_map(|o| o.key_secret.clone()).collect();
+    let world2 = World { key_secrets: &secrets, ..world };
     let again = compile(&world2, &mut NoKeys);
     assert_eq!(again.shards, desired.shards);
 }
@@ -1442,23 +1035,10 @@ fn hand_edited_bookkeeping_is_ignored_not_trusted() {
     c.reconcile(&mut p, t0());
     c.reconcile(&mut p, t0() + hours(24));
     // Someone points previous-key-id at another key: the pair no longer matches, so no retiring key is accepted.
-    let ann = c
-        .secret
-        .as_mut()
-        .unwrap()
-        .metadata
-        .annotations
-        .as_mut()
-        .unwrap();
-    ann.insert(
-        annotations::PREVIOUS_KEY_ID.into(),
-        "kid_ffffffffffffffff".into(),
-    );
+    let ann = c.secret.as_mut().unwrap().metadata.annotations.as_mut().unwrap();
+    ann.insert(annotations::PREVIOUS_KEY_ID.into(), "kid_ffffffffffffffff".into());
     let out = c.compile_with(&p, t0() + hours(25), &mut NoKeys);
-    assert_eq!(
-        out.shard.unwrap().keys,
-        vec![current_entry(2, t0() + hours(24))]
-    );
+    assert_eq!(out.shard.unwrap().keys, vec![current_entry(2, t0() + hours(24))]);
 }
 
 #[test]

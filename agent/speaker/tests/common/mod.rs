@@ -10,10 +10,7 @@ use infergate_speaker::EncoderWeights;
 pub fn weights_path() -> PathBuf {
     std::env::var_os("INFERGATE_SPEAKER_WEIGHTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/speaker/pretrained.pt")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/speaker/pretrained.pt"))
 }
 
 /// The verified weights, loaded once per test binary; `None` (with the reason printed) when not installed.
@@ -45,11 +42,7 @@ pub fn read_json(name: &str) -> serde_json::Value {
 }
 
 pub fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect()
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
 }
 
 /// The golden input described by a golden file's `generator` object (see scripts/make_golden.py).
@@ -58,13 +51,7 @@ pub fn synth(generator: &serde_json::Value) -> Vec<f32> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            (
-                s[0].as_f64().unwrap(),
-                s[1].as_f64().unwrap(),
-                s[2].as_f64().unwrap(),
-            )
-        })
+        .map(|s| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap(), s[2].as_f64().unwrap()))
         .collect();
     infergate_speaker::testing::golden_signal(
         generator["seconds"].as_f64().unwrap(),
