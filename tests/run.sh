@@ -29,8 +29,10 @@ set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$cargo_log" | grep -E '^(test result|running|error|failures:|    [a-z_:]+$|thread .* panicked)' 
 cargo_rc=${PIPESTATUS[0]}
 set -e
-cargo_passed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed' "$cargo_log" | awk '{s+=$4} END {print s+0}')
-cargo_failed=$(grep -oE '; [0-9]+ failed' "$cargo_log" | awk '{s+=$2} END {print s+0}')
+# Counting is done by awk alone: a grep that matches nothing would end the script under `pipefail`.
+count() { awk -v re="$2" -v field="$3" '{ while (match($0, re)) { split(substr($0, RSTART, RLENGTH), w, " "); s += w[field]; $0 = substr($0, RSTART + RLENGTH) } } END { print s + 0 }' "$1"; }
+cargo_passed=$(count "$cargo_log" 'test result: [A-Za-z]+\. [0-9]+ passed' 4)
+cargo_failed=$(count "$cargo_log" '; [0-9]+ failed' 2)
 if [ "$cargo_rc" != 0 ]; then grep -A40 '^failures:' "$cargo_log" | head -200 || true; fi
 
 step "pytest (real clients against the real binaries)"
@@ -39,9 +41,11 @@ set +e
 "$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$py_log"
 py_rc=${PIPESTATUS[0]}
 set -e
-py_passed=$(grep -oE '[0-9]+ passed' "$py_log" | tail -1 | awk '{print $1+0}')
-py_failed=$(grep -oE '[0-9]+ failed' "$py_log" | tail -1 | awk '{print $1+0}')
-py_errors=$(grep -oE '[0-9]+ errors?' "$py_log" | tail -1 | awk '{print $1+0}')
+py_summary="$py_log.summary"
+tail -n 1 "$py_log" > "$py_summary"  # pytest's closing line: "N passed, N failed, N errors in Ts"
+py_passed=$(count "$py_summary" '[0-9]+ passed' 1)
+py_failed=$(count "$py_summary" '[0-9]+ failed' 1)
+py_errors=$(count "$py_summary" '[0-9]+ errors?' 1)
 # pytest exits 5 when it collected nothing; that is a broken suite here, not a pass.
 [ "$py_rc" = 5 ] && py_failed=$((py_failed+1))
 
