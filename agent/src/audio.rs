@@ -81,37 +81,61 @@ pub fn codec_name(c: Codec) -> &'static str {
     }
 }
 
-/// Duration from a RIFF/WAVE header: the `data` chunk size over the `fmt ` chunk's byte rate.
-pub fn wav_seconds(bytes: &[u8]) -> Result<f64, Refusal> {
-    let bad = |what: &str| Refusal::bad_request(format!("invalid WAV file: {what}; re-encode it as 16-bit PCM WAV"));
-    if bytes.len() < 12 || &bytes[8..12] != b"WAVE" {
-        return Err(bad("missing RIFF/WAVE header"));
+/// The parts of a RIFF/WAVE file the agent reads: the `fmt ` fields and the `data` chunk.
+pub struct Wav<'a> {
+    pub format_tag: u16,
+    pub channels: u16,
+    pub sample_rate: u32,
+    pub byte_rate: u32,
+    pub bits_per_sample: u16,
+    pub data: &'a [u8],
+}
+
+/// Walks the RIFF chunks once. The error is the bare problem ("truncated fmt chunk"); each caller says what to do.
+pub fn parse_wav(bytes: &[u8]) -> Result<Wav<'_>, &'static str> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err("missing RIFF/WAVE header");
     }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let mut pos = 12;
-    let mut byte_rate = None;
+    let mut fmt: Option<usize> = None;
     while pos + 8 <= bytes.len() {
         let id = &bytes[pos..pos + 4];
-        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
+        let size = u32_at(pos + 4) as usize;
         let body = pos + 8;
         if id == b"fmt " {
             if size < 16 || body + 16 > bytes.len() {
-                return Err(bad("truncated fmt chunk"));
+                return Err("truncated fmt chunk");
             }
-            let rate = u32::from_le_bytes(bytes[body + 8..body + 12].try_into().expect("4 bytes"));
-            if rate == 0 {
-                return Err(bad("byte rate is zero"));
-            }
-            byte_rate = Some(f64::from(rate));
+            fmt = Some(body);
         } else if id == b"data" {
-            let rate = byte_rate.ok_or_else(|| bad("data chunk before fmt chunk"))?;
+            let f = fmt.ok_or("data chunk before fmt chunk")?;
             // Streaming writers put 0 or 0xFFFFFFFF here; then the data runs to the end of the file.
             let available = bytes.len() - body;
-            let data = if size == 0 || size > available { available } else { size };
-            return Ok(data as f64 / rate);
+            let len = if size == 0 || size > available { available } else { size };
+            return Ok(Wav {
+                format_tag: u16_at(f),
+                channels: u16_at(f + 2),
+                sample_rate: u32_at(f + 4),
+                byte_rate: u32_at(f + 8),
+                bits_per_sample: u16_at(f + 14),
+                data: &bytes[body..body + len],
+            });
         }
-        pos = body + size + (size & 1);
+        pos = body.saturating_add(size).saturating_add(size & 1);
     }
-    Err(bad("no data chunk"))
+    Err("no data chunk")
+}
+
+/// Duration from a RIFF/WAVE header: the `data` chunk size over the `fmt ` chunk's byte rate.
+pub fn wav_seconds(bytes: &[u8]) -> Result<f64, Refusal> {
+    let bad = |what: &str| Refusal::bad_request(format!("invalid WAV file: {what}; re-encode it as 16-bit PCM WAV"));
+    let wav = parse_wav(bytes).map_err(bad)?;
+    if wav.byte_rate == 0 {
+        return Err(bad("byte rate is zero"));
+    }
+    Ok(wav.data.len() as f64 / f64::from(wav.byte_rate))
 }
 
 /// A WAV header for `data_len` bytes of 16 kHz mono PCM16, so stream segments can go to WAV-only upstreams.

@@ -264,47 +264,24 @@ pub fn decode(bytes: &[u8], filename: &str) -> Result<Vec<f32>, BackendError> {
             "built-in models take 16-bit PCM WAV or raw 16 kHz mono PCM16 (.pcm); convert with e.g. `sox in.mp3 -r 16000 -c 1 -b 16 out.wav`".into(),
         ));
     }
-    if bytes.len() < 12 || &bytes[8..12] != b"WAVE" {
-        return Err(bad("invalid WAV file: missing RIFF/WAVE header; re-encode it as 16-bit PCM WAV".into()));
+    let wav = crate::audio::parse_wav(bytes)
+        .map_err(|what| bad(format!("invalid WAV file: {what}; re-encode it as 16-bit PCM WAV")))?;
+    let (tag, channels, rate, bits) = (wav.format_tag, wav.channels, wav.sample_rate, wav.bits_per_sample);
+    // 1 = PCM; 0xFFFE = WAVE_FORMAT_EXTENSIBLE, which sox writes for some layouts (still integer PCM when 16-bit).
+    if !(tag == 1 || tag == 0xFFFE) || bits != 16 {
+        return Err(bad(format!(
+            "WAV is {bits}-bit (format tag {tag}); built-in models take 16-bit integer PCM: `sox in.wav -b 16 out.wav`"
+        )));
     }
-    let mut pos = 12;
-    let mut format: Option<(u16, u16, u32, u16)> = None;
-    while pos + 8 <= bytes.len() {
-        let id = &bytes[pos..pos + 4];
-        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
-        let body = pos + 8;
-        if id == b"fmt " {
-            if size < 16 || body + 16 > bytes.len() {
-                return Err(bad("invalid WAV file: truncated fmt chunk".into()));
-            }
-            let u16_at = |o: usize| u16::from_le_bytes([bytes[body + o], bytes[body + o + 1]]);
-            let rate = u32::from_le_bytes(bytes[body + 4..body + 8].try_into().expect("4 bytes"));
-            format = Some((u16_at(0), u16_at(2), rate, u16_at(14)));
-        } else if id == b"data" {
-            let (tag, channels, rate, bits) =
-                format.ok_or_else(|| bad("invalid WAV file: data chunk before fmt chunk".into()))?;
-            // 1 = PCM; 0xFFFE = WAVE_FORMAT_EXTENSIBLE, which sox writes for some layouts (still integer PCM
-            // when 16-bit).
-            if !(tag == 1 || tag == 0xFFFE) || bits != 16 {
-                return Err(bad(format!(
-                    "WAV is {bits}-bit (format tag {tag}); built-in models take 16-bit integer PCM: `sox in.wav -b 16 out.wav`"
-                )));
-            }
-            if rate != SAMPLE_RATE {
-                return Err(bad(format!(
-                    "WAV is sampled at {rate} Hz; built-in models take 16000 Hz: resample with `sox in.wav -r 16000 -c 1 out.wav`"
-                )));
-            }
-            if channels == 0 {
-                return Err(bad("invalid WAV file: zero channels".into()));
-            }
-            let available = bytes.len() - body;
-            let len = if size == 0 || size > available { available } else { size };
-            return Ok(samples(&bytes[body..body + len], usize::from(channels)));
-        }
-        pos = body + size + (size & 1);
+    if rate != SAMPLE_RATE {
+        return Err(bad(format!(
+            "WAV is sampled at {rate} Hz; built-in models take 16000 Hz: resample with `sox in.wav -r 16000 -c 1 out.wav`"
+        )));
     }
-    Err(bad("invalid WAV file: no data chunk".into()))
+    if channels == 0 {
+        return Err(bad("invalid WAV file: zero channels".into()));
+    }
+    Ok(samples(wav.data, usize::from(channels)))
 }
 
 /// Little-endian PCM16 frames to mono floats in [-1, 1] (channels averaged).
