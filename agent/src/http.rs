@@ -184,7 +184,12 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&st
 
 async fn transcriptions(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, multipart: Multipart) -> Response {
     let request_id = crate::gateway::request_id();
-    match transcribe(&gateway, &headers, multipart, &request_id).await {
+    finish(transcribe(&gateway, &headers, multipart, &request_id).await, &request_id)
+}
+
+/// Every one-shot response, success or refusal, carries the correlation id the client can quote.
+fn finish(result: Result<Response, Refusal>, request_id: &str) -> Response {
+    match result {
         Ok(mut response) => {
             set_request_id(&mut response, &request_id);
             response
@@ -518,13 +523,7 @@ async fn vad(State(gateway): State<Arc<Gateway>>, request: axum::extract::Reques
 
 async fn builtin_feature(gateway: Arc<Gateway>, request: axum::extract::Request, feature: Feature) -> Response {
     let request_id = crate::gateway::request_id();
-    match run_builtin(&gateway, request, feature, &request_id).await {
-        Ok(mut response) => {
-            set_request_id(&mut response, &request_id);
-            response
-        }
-        Err(refusal) => refusal_response(&refusal, &request_id),
-    }
+    finish(run_builtin(&gateway, request, feature, &request_id).await, &request_id)
 }
 
 /// Reads a built-in request (multipart with audio, or JSON without), checks the client-embedding switch and
