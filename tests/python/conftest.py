@@ -25,10 +25,10 @@ STANDIN = ROOT / "tests" / "standin" / "standin.py"
 
 
 def binary(name: str) -> Path:
-    """A workspace binary from the debug build that `tests/run.sh` makes (`cargo build --workspace --bins`)."""
+    """A workspace binary from the debug build that `tests/run.sh` makes (`cargo build --workspace --all-targets`)."""
     path = TARGET_DIR / "debug" / name
     if not path.exists():
-        pytest.fail(f"{path} is missing: build it first with `cargo build --workspace --bins` (tests/run.sh does)")
+        pytest.fail(f"{path} is missing: build it first with `cargo build --workspace --all-targets` (tests/run.sh does)")
     return path
 
 
