@@ -13,7 +13,6 @@ module.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import time
@@ -87,7 +86,7 @@ def test_existing_unlabelled_secret_is_a_conflict_not_overwritten(kubectl, world
 apiVersion: v1
 kind: Secret
 metadata: {name: payments-db, namespace: team-c1}
-stringData: {api-key: "hunter2-not-an-infergate-key", password: "db-password"}
+data: {api-key: aHVudGVyMi1ub3QtYW4taW5mZXJnYXRlLWtleQ==, password: ZGItcGFzc3dvcmQ=}  # hunter2-not-an-infergate-key, db-password
 """)
     before = kubectl.get_json("secret", "-n", "team-c1", "payments-db")
     kubectl("apply", "-f", "-", input=policy_yaml("team-c1", "grabby", "payments-db"))
