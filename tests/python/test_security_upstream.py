@@ -1,5 +1,6 @@
-"""Issue 9, server-side request forgery through upstreams (item 16): a hostile upstream that redirects to loopback
-or to the cloud metadata address, and upstream URLs that carry a query or fragment.
+"""Issue 9, server-side request forgery through upstreams (item 16): a hostile upstream that redirects to another
+loopback service, and upstream URLs that carry a query or fragment. (A redirect to 169.254.169.254 is not tested
+live: on code that follows redirects the agent would leave loopback. The loopback canary proves the same thing.)
 
 Names the implementation must match: a redirect from an upstream is never followed and answers `502 backend_error`
 whose message contains `redirect`; `infergate-operator validate` (and so `kubectl apply`, which the API stand-in
@@ -40,21 +41,6 @@ def test_upstream_redirect_to_loopback_is_not_followed(tmp_path, canary, status)
         assert hostile.requests == 1
         assert canary.hits == 0, "the agent followed the upstream's redirect to another loopback service"
         assert "canary" not in r.text
-        assert (r.status_code, r.json()["error"]["code"]) == (502, "backend_error")
-        assert "redirect" in r.json()["error"]["message"].lower()
-    finally:
-        a.stop()
-        hostile.stop()
-
-
-@security_item(16)
-def test_upstream_redirect_to_link_local_metadata_is_not_followed(tmp_path):
-    # Nothing listens on 169.254.169.254 here; a followed redirect shows as a connect error (or a 3 s timeout)
-    # instead of the refusal that names the redirect.
-    hostile = RedirectUpstream("http://169.254.169.254/latest/meta-data/iam/security-credentials/", status=302)
-    a = Agent(world(hostile.url, timeout="3s"), tmp=tmp_path)
-    try:
-        r = transcribe(a)
         assert (r.status_code, r.json()["error"]["code"]) == (502, "backend_error")
         assert "redirect" in r.json()["error"]["message"].lower()
     finally:
