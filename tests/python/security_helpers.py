@@ -330,3 +330,36 @@ class H2Raw:
             self.sock.close()
         except OSError:
             pass
+
+
+class HugeUpstream(_Server):
+    """Answers every transcription with a valid JSON body of `megabytes` MiB (a 'text' of that many letters),
+    written in 1 MiB pieces: an upstream that tries to make the agent buffer without bound."""
+
+    def __init__(self, megabytes: int):
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                head, tail, piece = b'{"text": "', b'"}', b"a" * (1 << 20)
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(head) + megabytes * len(piece) + len(tail)))
+                self.end_headers()
+                try:
+                    self.wfile.write(head)
+                    for _ in range(megabytes):
+                        self.wfile.write(piece)
+                    self.wfile.write(tail)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the agent stopped reading: what a size cap does
+
+        super().__init__(H)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+
+__all__.append("HugeUpstream")

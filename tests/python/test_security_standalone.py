@@ -187,3 +187,21 @@ def test_admin_usage_and_status_need_the_bearer_token(tmp_path):
         assert "s3cr3t-admin-token" not in a.logs()
     finally:
         a.stop()
+
+
+@security_item(18)
+@pytest.mark.parametrize("field,snippet", [
+    ("idleTimeout", "limits: {idleTimeout: 99999999999h}"),
+    ("maxSessionDuration", "limits: {maxSessionDuration: 99999999999h}"),
+    ("timeout", "backend: {upstream: {url: \"http://whisper.speech.svc:8000/v1\", timeout: 99999999999h}}"),
+])
+def test_absurd_durations_are_rejected_by_the_schema(tmp_path, field, snippet):
+    # ~11 million years: a deadline computed from it overflows; the schema must bound it (CEL on the duration).
+    backend = "" if snippet.startswith("backend") else "  backend: {upstream: {url: \"http://whisper.speech.svc:8000/v1\"}}\n"
+    path = tmp_path / "endpoint.yaml"
+    path.write_text("apiVersion: infergate.dev/v1alpha1\nkind: InferenceEndpoint\nmetadata: {name: stt, namespace: speech}\n"
+                    "spec:\n  model: whisper-1\n  features: [transcribe]\n" + backend + f"  {snippet}\n")
+    proc = subprocess.run([str(ROOT / "target" / "debug" / "infergate-operator"), "validate", "-f", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0, f"validate accepted {snippet}: {proc.stdout.strip()}"
+    assert field in proc.stdout + proc.stderr

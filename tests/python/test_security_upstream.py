@@ -15,7 +15,7 @@ import pytest
 
 from conftest import binary
 from gateway_fixtures import *  # noqa: F401,F403
-from security_helpers import Canary, RedirectUpstream, security_item
+from security_helpers import Canary, HugeUpstream, RedirectUpstream, security_item
 from test_security_billing import world
 
 
@@ -67,3 +67,17 @@ spec:
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0, f"validate accepted {url}:\n{proc.stdout}{proc.stderr}"
     assert "upstream.url" in proc.stdout + proc.stderr
+
+
+@security_item(16)
+def test_upstream_response_size_is_capped(tmp_path):
+    # Item 16 (and 13): "the response size is capped". A transcript is kilobytes; 64 MiB is an attack.
+    huge = HugeUpstream(64)
+    a = Agent(world(huge.url, timeout="20s"), tmp=tmp_path)
+    try:
+        r = transcribe(a)
+        assert len(r.content) < 1 << 20, f"the agent relayed a {len(r.content) >> 20} MiB upstream body"
+        assert (r.status_code, r.json()["error"]["code"]) == (502, "backend_error")
+    finally:
+        a.stop()
+        huge.stop()
