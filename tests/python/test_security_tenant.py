@@ -17,6 +17,7 @@ import hashlib
 import json
 import time
 
+import httpx
 import pytest
 
 from conftest import wait_for
@@ -137,7 +138,9 @@ def test_policy_in_the_operator_namespace_is_refused(kubectl, world):
 
 
 def _victim_and_attacker(kubectl, suffix: str):
-    victim_ns, attacker_ns = f"victim-{suffix}", f"mallory-{suffix}"
+    # The attacker's namespace sorts after the victim's: the agent builds its key index in policy order, and the later
+    # record with the same key-id bits wins.
+    victim_ns, attacker_ns = f"victim-{suffix}", f"zz-mallory-{suffix}"
     kubectl("apply", "-f", "-", input=ns_yaml(victim_ns, attacker_ns)
             + policy_yaml(victim_ns, "app", "app-key") + policy_yaml(attacker_ns, "app", "app-key"))
     victim_key = wait_api_key(kubectl, victim_ns, "app-key")
@@ -210,3 +213,35 @@ spec: {gpuSecondsPerMinute: 6000, burstGpuSeconds: 6000, allowedNamespaces: [gol
     assert cond["reason"] == "TierNotAllowed", cond
     assert "sec-gold" in cond["message"]
     assert policy_shard(kubectl, "other-team", "sneaky") is None
+
+
+@security_item(2)
+def test_victim_key_keeps_working_at_the_gateway_after_the_attackers_edit(kubectl, world, standin, tmp_path):
+    # The consequence at a real cluster-mode agent: today the forged revoked digest (same key-id prefix) makes the
+    # agent answer `key_revoked` for the victim's key.
+    from test_whole_loop import ClusterAgent
+
+    victim_ns, attacker_ns, victim_key, _ = _victim_and_attacker(kubectl, "g")
+    victim_kid = key_id(victim_key)
+    agent = ClusterAgent(standin.kubeconfig, tmp_path, node="node-sec")
+    try:
+        def models(key):
+            return httpx.get(f"{agent.http}/v1/models", headers={"authorization": f"Bearer {key}"}, timeout=5)
+
+        wait_for("the agent to accept the victim's key", lambda: models(victim_key).status_code == 200, timeout=30)
+        patch = {"spec": {"revocations": [{"keyId": victim_kid, "reason": "x", "requestedBy": "mallory"}]}}
+        kubectl("patch", "-n", attacker_ns, "apikeypolicy", "app", "--type", "merge", "-p", json.dumps(patch))
+        wait_for("the attacker's unmatched revocation in status", lambda: any(
+            r["keyId"] == victim_kid
+            for r in (policy(kubectl, attacker_ns, "app").get("status") or {}).get("revocations") or []))
+        kubectl("annotate", "-n", attacker_ns, "secret", "app-key", "--overwrite",
+                f"infergate.dev/revoked-key-digests={victim_kid.removeprefix('kid_') + '0' * 48}")
+        _poke(kubectl, attacker_ns, "app", "g")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            r = models(victim_key)
+            assert r.status_code == 200, f"another tenant's Secret edit knocked out the victim's key: {r.text}"
+            time.sleep(0.25)
+        assert victim_key not in agent.logs()
+    finally:
+        agent.stop()
