@@ -363,3 +363,58 @@ class HugeUpstream(_Server):
 
 
 __all__.append("HugeUpstream")
+
+
+class StallProxy:
+    """A TCP forwarder to 127.0.0.1:`target_port` that can be told to stall: after `stall()` every byte in either
+    direction is held (sockets stay open, nothing is forwarded), like a hung API-server connection."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.stalled = threading.Event()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst):
+        try:
+            while not self.closing:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while self.stalled.is_set() and not self.closing:
+                    time.sleep(0.05)
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def stall(self):
+        self.stalled.set()
+
+    def stop(self):
+        self.closing = True
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+__all__.append("StallProxy")

@@ -151,7 +151,8 @@ def test_test_key_cannot_call_a_live_endpoint(upstream, tmp_path):
     try:
         r = httpx.post(f"{a.http}/v1/audio/transcriptions", headers={"authorization": f"Bearer {a.key('app')}"},
                        files={"file": ("a.wav", wav(0.2))}, data={"model": "whisper-1"}, timeout=30)
-        assert (r.status_code, r.json().get("error", {}).get("code")) == (403, "wrong_environment"), r.text
+        assert (r.status_code, r.json().get("error", {}).get("code")) == (403, "wrong_environment"), (
+            f"a sk_test_ key was served by a live endpoint: {r.status_code} {r.text[:120]}")
     finally:
         a.stop()
 
