@@ -59,6 +59,7 @@ def charged(r) -> float:
     return float(r.headers["x-infergate-gpu-seconds"])
 
 
+@security_item(9, built=True)
 def test_honest_wav_is_charged_by_its_length(billing_agent):
     # The baseline the forgeries are measured against: 2 s at 0.1 GPU-s per second.
     r = upload(billing_agent, forged_wav(64000), "a.wav")
