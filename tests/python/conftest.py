@@ -24,6 +24,10 @@ TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
 STANDIN = ROOT / "tests" / "standin" / "standin.py"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "security_item(n): covers item n of issue 9 (safe to expose)")
+
+
 def binary(name: str) -> Path:
     """A workspace binary from the debug build that `tests/run.sh` makes (`cargo build --workspace --all-targets`)."""
     path = TARGET_DIR / "debug" / name

@@ -31,15 +31,6 @@ __all__ = [
 ]
 
 
-def _register_marker():
-    # No conftest change is allowed in this batch, so the marker is registered from here when pytest has a config.
-    # TODO(lead): move this line into conftest.py's pytest_configure and drop this function.
-    config = getattr(pytest.mark, "_config", None)
-    if config is not None:
-        config.addinivalue_line("markers", "security_item(n): covers item n of issue 9 (safe to expose)")
-
-
-_register_marker()
 
 
 def security_item(n: int, built: bool = False):
