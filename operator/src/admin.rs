@@ -4,10 +4,6 @@
 //! update can bring the new pod up before the old leader goes), a leader only once its caches have synced and the
 //! controllers run.
 use crate::metrics::Metrics;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -65,29 +61,18 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
-
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
-}
-
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let role = state.role.get();
-    let code = if role.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, format!("{}\n", role.as_str()))
+    let role = state.role.clone();
+    let readiness = move || {
+        let role = role.get();
+        if role.ready() { Ok(role.as_str().to_string()) } else { Err(role.as_str().to_string()) }
+    };
+    infergate_runtime::admin::router(state.metrics.registry.clone(), Arc::new(readiness), None)
 }
 
 /// Binds the admin address up front, so a taken port fails start-up with a clear message instead of a silent
 /// server-less operator.
 pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on --admin-addr {addr}: {e}; pick a free address"))
+    infergate_runtime::admin::bind(addr, "--admin-addr").await
 }
 
 /// Serves until `shutdown` resolves.

@@ -50,7 +50,7 @@ pub fn main() -> ExitCode {
         Command::Render { files, now } => crate::render::render(&files, now.as_deref()),
         Command::Validate { stdin_jsonl: true, .. } => crate::validate::serve_stdin(),
         Command::Validate { files, .. } => crate::validate::validate_files(&files),
-        Command::Run(args) => crate::run::run(args),
+        Command::Run(args) => return crate::run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,21 +38,52 @@ impl LeaderElector {
         Self { api, name: name.into(), holder: holder.into(), observed: None, last_renewed: None }
     }
 
-    /// One round: acquire or renew. `Ok(true)` while this replica leads.
+    /// One round: acquire or renew. `true` while this replica leads.
+    ///
+    /// The round is bounded by what is left of the renew deadline: kube's client has no read timeout, so without
+    /// this bound a hung connection would keep a deposed leader "leading" (and writing) after its Lease passed on.
     pub async fn step(&mut self) -> bool {
-        match self.try_step().await {
-            Ok(leading) => {
+        let budget = self.round_budget();
+        match tokio::time::timeout(budget, self.try_step()).await {
+            Ok(Ok(leading)) => {
                 if leading {
                     self.last_renewed = Some(Instant::now());
                 }
                 leading
             }
-            Err(err) => {
+            Ok(Err(err)) => {
                 tracing::warn!(lease = %self.name, error = %err, "leader lease round failed");
                 // A transient API error does not end leadership at once, only after the renew deadline.
-                self.last_renewed.is_some_and(|t| t.elapsed() < RENEW_DEADLINE)
+                self.still_within_deadline()
+            }
+            Err(_) => {
+                tracing::warn!(
+                    lease = %self.name,
+                    timeout_ms = budget.as_millis() as u64,
+                    "leader lease round timed out: the API server did not answer"
+                );
+                self.still_within_deadline()
             }
         }
+    }
+
+    /// How long this round may take: a leader must have its answer before its renew deadline runs out; a
+    /// candidate gets one renew deadline.
+    fn round_budget(&self) -> Duration {
+        let left = match self.last_renewed {
+            Some(renewed) => RENEW_DEADLINE.saturating_sub(renewed.elapsed()),
+            None => RENEW_DEADLINE,
+        };
+        // Never zero: a zero timeout would fail the round before it could even be sent.
+        left.max(Duration::from_millis(100))
+    }
+
+    fn still_within_deadline(&mut self) -> bool {
+        let within = self.last_renewed.is_some_and(|t| t.elapsed() < RENEW_DEADLINE);
+        if !within {
+            self.last_renewed = None;
+        }
+        within
     }
 
     async fn try_step(&mut self) -> Result<bool, kube::Error> {

@@ -39,6 +39,8 @@ impl Metrics {
                 .expect("valid metric");
         let leader = IntGauge::new("leader", "1 while this replica is the leader and runs the controllers")
             .expect("valid metric");
+        infergate_runtime::admin::register_build_info(&registry, "operator", env!("CARGO_PKG_VERSION"))
+            .expect("build_info is registered once");
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors.clone()),

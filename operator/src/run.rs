@@ -32,38 +32,14 @@ pub struct RunArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "infergate-operator-local")]
     pub pod_name: String,
-    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
-    pub log_format: String,
+    #[command(flatten)]
+    pub telemetry: infergate_runtime::telemetry::TelemetryArgs,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    // kube's rustls client panics at the first request if no process-wide provider is chosen; choose ring, the
-    // one provider compiled into the workspace. An Err only means one was installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    init_logging(&args.log_format);
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_async(args))
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        // Flattened so that audit lines carry `"audit":true` at the top level of the JSON object.
-        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
-    } else {
-        builder.init();
-    }
-}
-
-/// Resolves once SIGTERM or SIGINT arrives.
-async fn termination() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+/// The whole life of `infergate-operator run`, on the shared process runtime (rustls provider, logging, OTLP).
+pub fn run(args: RunArgs) -> std::process::ExitCode {
+    let telemetry = args.telemetry.clone();
+    infergate_runtime::main("infergate-operator", &telemetry, move || run_async(args))
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
@@ -112,7 +88,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    let terminated = termination();
+    let terminated = infergate_runtime::shutdown::Shutdown::on_signals().wait();
     tokio::pin!(terminated);
     // The controllers of this replica while it leads, and the sender that asks them to drain.
     let mut running: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)> = None;
@@ -168,8 +144,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         }
         role.set(Role::ShuttingDown);
         drain(running.take()).await;
-        // Only after the controllers stopped writing: the next leader starts at once instead of after 15 s.
-        elector.release().await;
+        // Only after the controllers stopped writing: the next leader starts at once instead of after 15 s. Bounded:
+        // an API server that does not answer must not hold the shutdown up (the Lease then simply expires).
+        if tokio::time::timeout(leader::RENEW_DEADLINE, elector.release()).await.is_err() {
+            tracing::warn!(lease = %args.lease_name, "could not release the leader lease in time; it will expire");
+        }
     }
     role.set(Role::ShuttingDown);
     drain(running.take()).await;

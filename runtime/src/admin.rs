@@ -39,7 +39,7 @@ struct AdminState {
     before_scrape: Option<BeforeScrape>,
 }
 
-/// Registers `infergate_build_info{component,version} 1` in `registry` (whose prefix is `infergate`).
+/// Registers `<prefix>_build_info{component,version} 1` in `registry`.
 pub fn register_build_info(registry: &Registry, component: &str, version: &str) -> prometheus::Result<()> {
     let info = IntGaugeVec::new(
         Opts::new("build_info", "Always 1; the labels say which component and version answer"),

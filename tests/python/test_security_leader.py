@@ -17,7 +17,7 @@ from security_helpers import StallProxy, security_item
 NS = "infergate-system"
 
 
-@security_item(8)
+@security_item(8, built=True)
 def test_leader_with_a_hung_api_connection_steps_down_before_its_lease_expires(standin, kubectl, tmp_path):
     kubectl("apply", "-f", "-", input=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n")
     proxy = StallProxy(standin.port)
