@@ -3,10 +3,10 @@
 //! `render` is `helm template` for the operator: load manifests, validate them like the API server, run the
 //! very `compile` the reconciler runs, and print what would be written. Key material is never printed: the key
 //! Secret shows `<generated>` where the plaintext would be; shards hold only digests anyway.
-use infergate_compile::manifests::{self, ManifestSet};
-use infergate_compile::{self as compile, Desired, KeySource, OsKeys, World};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
+use infergate_compile::manifests::{self, ManifestSet};
+use infergate_compile::{self as compile, Desired, KeySource, OsKeys, World};
 use infergate_crds::gateway::{SHARD_DATA_KEY, Shard};
 use infergate_crds::secret_keys;
 use k8s_openapi::api::core::v1::Secret;

@@ -41,11 +41,7 @@ pub(super) fn key_statuses(entries: &[KeyEntry], current: &CurrentKey) -> Vec<Ke
 }
 
 /// The revoked digests still listed, each with the time its revocation was first seen.
-pub(super) fn revoked_entries(
-    book: &KeyBook,
-    revocations: &[RevocationStatus],
-    now: DateTime<Utc>,
-) -> Vec<RevokedKey> {
+pub(super) fn revoked_entries(book: &KeyBook, revocations: &[RevocationStatus], now: DateTime<Utc>) -> Vec<RevokedKey> {
     book.revoked
         .iter()
         .map(|d| RevokedKey {

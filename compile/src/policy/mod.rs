@@ -79,10 +79,8 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
 
     let next_rotation_at =
         spec.rotation.as_ref().filter(|_| !expired).map(|r| effective_issued_at + r.every.to_chrono());
-    let shard = references
-        .as_ref()
-        .ok()
-        .map(|resolved| policy_shard(policy, &owner, resolved, key_entries, revoked_entries));
+    let shard =
+        references.as_ref().ok().map(|resolved| policy_shard(policy, &owner, resolved, key_entries, revoked_entries));
     let ready = readiness::ready_condition(&references, spec, expired, &current, generation, now);
     log.ready_transition(&previous_status.conditions, &ready);
     let next_wake = next_wake(next_rotation_at, &book, spec, now);

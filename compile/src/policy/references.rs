@@ -114,4 +114,3 @@ fn tier_limits(tier: &RateTier, scopes: &[ScopeEntry]) -> TierLimits {
         endpoint_overrides,
     }
 }
-

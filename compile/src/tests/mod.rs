@@ -3,11 +3,11 @@
 //! This module holds the shared builders; the tests are split by concern into its child modules, which see
 //! everything here through `use super::*`.
 mod issue;
-mod rotation;
-mod revocation;
-mod suspension;
-mod references;
 mod ownership;
+mod references;
+mod revocation;
+mod rotation;
+mod suspension;
 mod world;
 
 use super::*;

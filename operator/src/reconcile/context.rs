@@ -117,7 +117,11 @@ impl Context {
     }
 
     /// Server-side-applies `status` on `obj`'s `/status`; returns the object as written.
-    pub(super) async fn write_status<K: Reconciled, S: Serialize>(&self, obj: &K, status: &S) -> Result<K, ReconcileError> {
+    pub(super) async fn write_status<K: Reconciled, S: Serialize>(
+        &self,
+        obj: &K,
+        status: &S,
+    ) -> Result<K, ReconcileError> {
         let name = obj.name_any();
         let shown = match obj.namespace() {
             Some(ns) => NamespacedName::new(ns, &name).to_string(),

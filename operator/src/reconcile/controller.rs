@@ -23,8 +23,8 @@ use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -54,10 +54,8 @@ where
 {
     let (reader, writer) = reflector::store_shared(SHARED_BUFFER);
     let subscriber = writer.subscribe().expect("a shared store has a dispatcher");
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect_shared(writer);
+    let stream =
+        watcher(api, config).default_backoff().modify(|o| o.managed_fields_mut().clear()).reflect_shared(writer);
     tasks.spawn(stream.for_each(move |ev| {
         on_event(ev);
         future::ready(())
@@ -189,9 +187,12 @@ pub async fn run_controllers(
     };
     let (endpoints, endpoint_sub) = {
         let tx = cleanup_tx.clone();
-        shared_reflector(&mut tasks, Api::<InferenceEndpoint>::all(client.clone()), watcher::Config::default(), move |ev| {
-            on_owner_event(&tx, ShardKind::Endpoint, ev)
-        })
+        shared_reflector(
+            &mut tasks,
+            Api::<InferenceEndpoint>::all(client.clone()),
+            watcher::Config::default(),
+            move |ev| on_owner_event(&tx, ShardKind::Endpoint, ev),
+        )
     };
     let (tiers, tier_sub) =
         shared_reflector(&mut tasks, Api::<RateTier>::all(client.clone()), watcher::Config::default(), |_| {});

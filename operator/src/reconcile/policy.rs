@@ -121,7 +121,10 @@ pub(super) fn policies_scoping(
         .iter()
         .filter(|p| {
             let p_ns = p.metadata.namespace.as_deref().unwrap_or_default();
-            p.spec.scopes.iter().any(|s| s.endpoint == at.name && s.namespace.as_deref().unwrap_or(p_ns) == at.namespace)
+            p.spec
+                .scopes
+                .iter()
+                .any(|s| s.endpoint == at.name && s.namespace.as_deref().unwrap_or(p_ns) == at.namespace)
         })
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
