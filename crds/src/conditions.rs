@@ -38,11 +38,6 @@ pub fn merge(previous: &[Condition], mut fresh: Vec<Condition>) -> Vec<Condition
     fresh
 }
 
-/// The `status` of the named condition, if present.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
-}
-
 /// k8s-openapi 0.29 speaks `jiff`; the rest of infergate speaks `chrono`.
 pub fn to_jiff(t: DateTime<Utc>) -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)

@@ -33,7 +33,9 @@ pub const VERSION: &str = "v1alpha1";
 /// Field manager for every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "infergate-operator";
 
-/// Label keys. Agents select config Secrets with `COMPONENT=GATEWAY_CONFIG`; orphans are found by owner labels.
+/// Label keys. Agents and the operator's shard watch select config Secrets with `COMPONENT=GATEWAY_CONFIG`. The
+/// owner labels name a shard's owner for people (`kubectl get -l`); the operator finds orphans by the owner named
+/// in the shard JSON, since a long owner name is shortened in its label.
 pub mod labels {
     pub const COMPONENT: &str = "infergate.dev/component";
     /// Value of [`COMPONENT`] on the gateway-config shards in the operator's namespace.

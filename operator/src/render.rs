@@ -3,10 +3,10 @@
 //! `render` is `helm template` for the operator: load manifests, validate them like the API server, run the
 //! very `compile` the reconciler runs, and print what would be written. Key material is never printed: the key
 //! Secret shows `<generated>` where the plaintext would be; shards hold only digests anyway.
-use crate::compile::{self, Desired, KeySource, OsKeys, World};
-use crate::manifests::{self, ManifestSet};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
+use infergate_compile::manifests::{self, ManifestSet};
+use infergate_compile::{self as compile, Desired, KeySource, OsKeys, World};
 use infergate_crds::gateway::{SHARD_DATA_KEY, Shard};
 use infergate_crds::secret_keys;
 use k8s_openapi::api::core::v1::Secret;
@@ -152,7 +152,7 @@ fn redacted_key_secret(secret: &Secret) -> Value {
 
 /// The shard Secret with its JSON shown as readable `stringData` (an equivalent, appliable form).
 fn readable_shard_secret(shard: &Shard, operator_namespace: &str) -> Value {
-    let secret = crate::publish::shard_secret(shard, operator_namespace);
+    let secret = infergate_compile::publish::shard_secret(shard, operator_namespace);
     let mut value = serde_json::to_value(&secret).expect("Secrets serialize");
     let pretty = serde_json::to_string_pretty(shard).expect("shards serialize");
     if let Some(obj) = value.as_object_mut() {

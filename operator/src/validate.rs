@@ -8,7 +8,7 @@
 //!  object ─▶ root (apiVersion/kind/metadata) ─▶ structural walk over openAPIV3Schema ─┬─▶ errors
 //!                                      no type errors? ─▶ CEL (kube::core::cel) ───────┘
 //! ```
-use crate::manifests::{self, InfergateKind};
+use infergate_compile::manifests::{self, InfergateKind};
 use infergate_crds::{GROUP, VERSION};
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use regex::Regex;

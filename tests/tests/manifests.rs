@@ -2,8 +2,9 @@
 //! deliberately wrong manifest is rejected with the message its `# expect:` line names, and `render` of the
 //! examples works without printing key material.
 use chrono::{TimeZone, Utc};
-use infergate_operator::compile::InsecureSequentialKeys;
-use infergate_operator::{manifests, render, validate};
+use infergate_compile::InsecureSequentialKeys;
+use infergate_compile::manifests;
+use infergate_operator::{render, validate};
 use std::path::{Path, PathBuf};
 
 fn repo(rel: &str) -> PathBuf {

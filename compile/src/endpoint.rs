@@ -1,6 +1,6 @@
 //! `compile_endpoint` and `compile_tier`: the objects whose outcome depends only on their own spec and on the
 //! other endpoints (fallbacks, model names).
-use super::policy::Log;
+use super::events::Log;
 use super::{EndpointLookup, EndpointOutcome, ObjectRef, reasons};
 use chrono::{DateTime, Utc};
 use infergate_crds::conditions::{self, READY};
@@ -20,18 +20,13 @@ pub fn compile_endpoint(
     let at = name_of(endpoint);
     let generation = endpoint.metadata.generation;
     let previous = endpoint.status.clone().unwrap_or_default();
-    let mut log = Log {
-        owner: at.clone(),
-        regarding: ObjectRef {
-            kind: "InferenceEndpoint",
-            namespace: endpoint.metadata.namespace.clone(),
-            name: at.name.clone(),
-            uid: endpoint.metadata.uid.clone(),
-        },
-        now,
-        events: vec![],
-        audit: vec![],
+    let regarding = ObjectRef {
+        kind: "InferenceEndpoint",
+        namespace: endpoint.metadata.namespace.clone(),
+        name: at.name.clone(),
+        uid: endpoint.metadata.uid.clone(),
     };
+    let mut log = Log::new(at.clone(), regarding, now);
 
     // Clients pick an endpoint by model name, so two endpoints with one name would be ambiguous. The oldest
     // keeps it (then the first by namespace/name, for objects without a creation time); the others step back.

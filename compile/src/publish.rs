@@ -1,12 +1,19 @@
 //! Turns compile outputs into the gateway-config Secrets the operator applies in its own namespace.
 //!
+//! ```text
+//!  Shard (policy or endpoint) ─▶ shard_secret ─▶ Secret <shard name>  (operator namespace)
+//!                                                 labels: component=gateway-config, shard-kind, owner-*
+//!                                                 data:   shard JSON (names its owner exactly)
+//! ```
 //! Shards carry **no ownerReferences**. Their owners cannot own them: an ApiKeyPolicy or InferenceEndpoint in
 //! namespace A cannot own an object in the operator's namespace (owner references are namespace-local), and
-//! RateTiers are not shard owners at all. So shards are labelled with their owner instead
-//! (`infergate.dev/owner-namespace`, `infergate.dev/owner-name`, `infergate.dev/shard-kind`) and the reconciler
-//! finds and deletes orphans by those labels (list with [`infergate_crds::gateway::SHARD_SELECTOR`], delete those
-//! whose owner no longer exists or is no longer Ready). The shard JSON also names its owner exactly, for the
-//! rare owner name longer than a label value allows (see [`label_value`]).
+//! RateTiers are not shard owners at all. So the reconciler removes them itself: when an owner's delete event
+//! arrives it deletes the shard by its deterministic name ([`infergate_crds::gateway::shard_secret_name`]), and
+//! after every (re)list it sweeps the shards it watches (selected by [`infergate_crds::gateway::SHARD_SELECTOR`])
+//! and deletes those whose owner, as named in the shard JSON, no longer exists. The JSON is the record used
+//! because an owner label may be shortened (see [`label_value`]); the owner labels
+//! (`infergate.dev/owner-namespace`, `infergate.dev/owner-name`, `infergate.dev/shard-kind`) are for people and
+//! `kubectl get -l`.
 use infergate_crds::gateway::{SHARD_DATA_KEY, Shard};
 use infergate_crds::{annotations, labels};
 use k8s_openapi::ByteString;
@@ -43,21 +50,6 @@ pub fn shard_secret(shard: &Shard, operator_namespace: &str) -> Secret {
     }
 }
 
-/// Label selector for the shards of one owner, e.g. to find a deleted policy's shard.
-pub fn owner_selector(kind: infergate_crds::gateway::ShardKind, owner: &infergate_crds::NamespacedName) -> String {
-    format!(
-        "{}={},{}={},{}={},{}={}",
-        labels::COMPONENT,
-        labels::GATEWAY_CONFIG,
-        labels::SHARD_KIND,
-        kind.as_str(),
-        labels::OWNER_NAMESPACE,
-        label_value(&owner.namespace),
-        labels::OWNER_NAME,
-        label_value(&owner.name)
-    )
-}
-
 /// Object names may be 253 characters, label values only 63. Longer names become their first 46 characters,
 /// `-`, and 16 hex characters of their SHA-256: still unique, still deterministic, still a valid label value.
 pub fn label_value(name: &str) -> String {
@@ -73,7 +65,7 @@ pub fn label_value(name: &str) -> String {
 mod tests {
     use super::*;
     use infergate_crds::NamespacedName;
-    use infergate_crds::gateway::{EndpointShard, SHARD_SCHEMA_VERSION, ShardKind};
+    use infergate_crds::gateway::{EndpointShard, SHARD_SCHEMA_VERSION};
 
     fn endpoint_shard() -> Shard {
         Shard::Endpoint(EndpointShard {
@@ -116,11 +108,6 @@ mod tests {
         let data = &secret.data.unwrap()[SHARD_DATA_KEY];
         assert_eq!(Shard::from_json(&data.0).unwrap(), shard);
         assert_eq!(secret.metadata.annotations.unwrap()[annotations::SHARD_REVISION], shard.revision());
-        assert_eq!(
-            owner_selector(ShardKind::Endpoint, shard.owner()),
-            "infergate.dev/component=gateway-config,infergate.dev/shard-kind=endpoint,\
-             infergate.dev/owner-namespace=speech,infergate.dev/owner-name=vad"
-        );
     }
 
     #[test]

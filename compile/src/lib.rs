@@ -1,14 +1,28 @@
-//! The heart of the operator: a pure function from "what the user declared, what exists, and the time" to
-//! "what should exist". No I/O, no `await`, no client: the reconciler reads, calls this, and applies the result;
-//! `render` and the agent's standalone mode call the very same functions.
+//! infergate's compile step, the heart of the operator: a pure function from "what the user declared, what
+//! exists, and the time" to "what should exist". No I/O, no `await`, no client: the reconciler reads, calls
+//! this, and applies the result; `render` and the agent's standalone mode call the very same functions.
 //!
 //! ```text
+//!  manifests (files, standalone/render) ─┐
+//!  reflector stores (operator) ──────────┤
+//!                                        ▼
 //!  ApiKeyPolicy + its RateTier + its InferenceEndpoints + its existing key Secret + now
 //!        │ compile_policy (per object, so a reconcile costs O(1) at any number of policies)
 //!        ▼
 //!  desired key Secret (plaintext, policy namespace) · policy Shard (digests only) · status · events · audit · wake-up
+//!        │ publish::shard_secret
+//!        ▼
+//!  gateway-config Secret (operator namespace, owner labels)
 //! ```
 //! Randomness is injected through [`KeySource`] so that tests are deterministic.
+//!
+//! This crate sits between `infergate-crds` and the I/O adapters: it depends on the contract types and nothing
+//! that talks to a cluster. Validation against the generated schemas (structure and CEL) needs kube's CEL
+//! evaluator, so it stays in the operator (`infergate_operator::validate`); [`manifests`] only reads and types
+//! files, and callers that want API-server-like checks run the validator over [`manifests::load_documents`]
+//! before [`manifests::into_set`].
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
 use chrono::{DateTime, Utc};
 use infergate_crds::gateway::{EndpointShard, PolicyShard, Shard};
 use infergate_crds::key::{ApiKey, Environment, KeyId};
@@ -157,8 +171,11 @@ pub struct Desired {
 }
 
 mod endpoint;
+mod events;
 mod keybook;
+pub mod manifests;
 mod policy;
+pub mod publish;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,108 @@
+//! Endpoints, tiers and the whole-world compile that `render` and standalone mode run.
+use super::*;
+
+#[test]
+fn endpoints_report_missing_fallbacks_and_model_conflicts() {
+    let older = mk_endpoint("speech", "a").model("whisper-1").created(t0()).build();
+    let newer = mk_endpoint("other", "b").model("whisper-1").created(t0() + hours(1)).build();
+    let with_fallback = mk_endpoint("speech", "c").fallback("missing").build();
+    let all: BTreeMap<NamespacedName, InferenceEndpoint> = [&older, &newer, &with_fallback]
+        .into_iter()
+        .map(|e| {
+            (NamespacedName::new(e.metadata.namespace.clone().unwrap(), e.metadata.name.clone().unwrap()), e.clone())
+        })
+        .collect();
+
+    let a = compile_endpoint(&older, &all, 3, t0());
+    assert_eq!(a.shard.as_ref().unwrap().model, "whisper-1");
+    assert_eq!(a.status.policies, 3);
+    assert_eq!(a.events, vec![]);
+
+    let b = compile_endpoint(&newer, &all, 0, t0());
+    assert_eq!(b.shard, None);
+    let ready = b.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "ModelConflict");
+    assert!(ready.message.contains("already served by InferenceEndpoint speech/a"), "{}", ready.message);
+    assert_eq!(b.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["ModelConflict"]);
+
+    // Endpoints pinned to disjoint node pools never meet on one agent, so they may share a model name.
+    let mut pinned_a = older.clone();
+    pinned_a.spec.node_selector = Some([("pool".to_string(), "a".to_string())].into_iter().collect());
+    let mut pinned_b = newer.clone();
+    pinned_b.spec.node_selector = Some([("pool".to_string(), "b".to_string())].into_iter().collect());
+    let pinned: BTreeMap<NamespacedName, InferenceEndpoint> =
+        [(NamespacedName::new("speech", "a"), pinned_a), (NamespacedName::new("other", "b"), pinned_b.clone())]
+            .into_iter()
+            .collect();
+    assert!(compile_endpoint(&pinned_b, &pinned, 0, t0()).shard.is_some());
+
+    let c = compile_endpoint(&with_fallback, &all, 0, t0());
+    assert_eq!(c.shard.as_ref().unwrap().fallback, None, "served, without the missing fallback");
+    let fb = c.status.conditions.iter().find(|c| c.type_ == FALLBACK_RESOLVED).unwrap();
+    assert_eq!((fb.status.as_str(), fb.reason.as_str()), ("False", "FallbackNotFound"));
+    assert!(fb.message.contains("speech/missing not found (it must be in the same namespace)"));
+    assert_eq!(c.events.iter().map(|e| (e.reason, e.warning)).collect::<Vec<_>>(), vec![("FallbackNotFound", true)]);
+    let mut reconciled = with_fallback.clone();
+    reconciled.status = Some(c.status.clone());
+    assert_eq!(compile_endpoint(&reconciled, &all, 0, t0() + secs(9)).status, c.status, "no churn");
+}
+
+#[test]
+fn tiers_count_their_policies() {
+    let status = compile_tier(&mk_tier("free"), 2, t0());
+    assert_eq!(
+        status,
+        RateTierStatus {
+            observed_generation: Some(1),
+            conditions: vec![condition("Ready", true, "Accepted", "used by 2 ApiKeyPolicy(ies)", Some(1), t0())],
+            policies: 2,
+        }
+    );
+}
+
+#[test]
+fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
+    let tiers = vec![mk_tier("free")];
+    let endpoints = vec![mk_endpoint("speech", "whisper").build(), mk_endpoint("speech", "unused").build()];
+    let policies = vec![mk_policy("a").rotation(24, 1).build(), mk_policy("b").tier("missing").build()];
+    let world =
+        World { tiers: &tiers, endpoints: &endpoints, policies: &policies, key_secrets: &[], agents: &[], now: t0() };
+    let desired = compile(&world, &mut InsecureSequentialKeys::starting_at(1));
+    assert_eq!(desired.tiers["free"].policies, 1);
+    assert_eq!(desired.endpoints[&NamespacedName::new("speech", "whisper")].status.policies, 2);
+    assert_eq!(desired.endpoints[&NamespacedName::new("speech", "unused")].status.policies, 0);
+    let owners: Vec<String> = desired.shards.iter().map(|s| format!("{:?} {}", s.kind(), s.owner())).collect();
+    assert_eq!(owners, vec!["Endpoint speech/unused", "Endpoint speech/whisper", "Policy acme/a"]);
+    assert_eq!(desired.next_wake, Some(t0() + hours(24)));
+    assert!(desired.policies[&NamespacedName::new("acme", "b")].key_secret.is_some());
+
+    // Fed its own Secrets back, the world compiles to the same keys without generating any.
+    let secrets: Vec<Secret> = desired.policies.values().filter_map(|o| o.key_secret.clone()).collect();
+    let world2 = World { key_secrets: &secrets, ..world };
+    let again = compile(&world2, &mut NoKeys);
+    assert_eq!(again.shards, desired.shards);
+}
+
+#[test]
+fn hand_edited_bookkeeping_is_ignored_not_trusted() {
+    let mut c = Cluster::new();
+    let mut p = mk_policy("app").rotation(24, 6).build();
+    c.reconcile(&mut p, t0());
+    c.reconcile(&mut p, t0() + hours(24));
+    // Someone points previous-key-id at another key: the pair no longer matches, so no retiring key is accepted.
+    let ann = c.secret.as_mut().unwrap().metadata.annotations.as_mut().unwrap();
+    ann.insert(annotations::PREVIOUS_KEY_ID.into(), "kid_ffffffffffffffff".into());
+    let out = c.compile_with(&p, t0() + hours(25), &mut NoKeys);
+    assert_eq!(out.shard.unwrap().keys, vec![current_entry(2, t0() + hours(24))]);
+}
+
+#[test]
+fn local_manifests_without_uids_own_their_secrets_by_name() {
+    let mut c = Cluster::new();
+    let mut p = mk_policy("app").build();
+    p.metadata.uid = None;
+    c.reconcile(&mut p, t0());
+    let again = c.compile_with(&p, t0() + secs(1), &mut NoKeys);
+    assert_eq!(ready_of(&again.status).1, "KeysActive");
+    assert_eq!(again.events, vec![]);
+}

@@ -1,0 +1,131 @@
+//! The ApiKeyPolicy reconcile: read the policy's world from the stores, compile, apply in a safe order.
+//!
+//! ```text
+//!  stores (+ pending writes) ─▶ compile_policy ─▶ key Secret (SSA, first) ─▶ shard (apply / delete)
+//!                                               ─▶ status (SSA) ─▶ Events · audit ─▶ requeue at next_wake
+//! ```
+use super::context::{Context, EndpointSnapshot, namespaced_name, secret_differs};
+use super::events::audit;
+use super::{ReconcileError, requeue_at};
+use crate::kube_apply;
+use chrono::Utc;
+use infergate_compile::{OsKeys, PolicyInputs, PolicyOutcome};
+use infergate_crds::gateway::{Shard, ShardKind};
+use infergate_crds::policy::KeyState;
+use infergate_crds::{ApiKeyPolicy, NamespacedName};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use std::sync::Arc;
+
+pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let _timer = ctx.start::<ApiKeyPolicy>().await?;
+    let owner = namespaced_name(policy.as_ref())?;
+    let (namespace, name) = (owner.namespace.clone(), owner.name.clone());
+    if policy.meta().deletion_timestamp.is_some() {
+        // Going away: the key Secret follows by garbage collection, the shard by the cleanup task.
+        return Ok(Action::await_change());
+    }
+
+    // The policy as last written by this operator, if the store has not caught up with that write yet.
+    let mut policy_view = (*policy).clone();
+    if let Some(status) = ctx.pending_status.view((namespace.clone(), name.clone()), policy.resource_version()) {
+        policy_view.status = Some(status);
+    }
+    let secret_ref = ObjectRef::<Secret>::new(&policy.spec.secret_name).within(&namespace);
+    let stored_secret = ctx.key_secrets.get(&secret_ref);
+    let existing_secret = ctx
+        .pending_secrets
+        .view(
+            (namespace.clone(), policy.spec.secret_name.clone()),
+            stored_secret.as_ref().and_then(|s| s.resource_version()),
+        )
+        .or(stored_secret.clone());
+    // The inputs borrow from the stores' snapshots; scoped so nothing borrowed lives across an await.
+    let outcome = {
+        let tier = ctx.tiers.get(&ObjectRef::new(&policy.spec.tier));
+        let endpoints = EndpointSnapshot::of(&ctx.endpoints);
+        let agents = ctx.agent_reports();
+        let inputs = PolicyInputs {
+            policy: &policy_view,
+            tier: tier.as_deref(),
+            endpoints: &endpoints,
+            existing_secret: existing_secret.as_deref(),
+            agents: &agents,
+            now: Utc::now(),
+        };
+        infergate_compile::compile_policy(&inputs, &mut OsKeys)
+    };
+
+    // Order matters: the key Secret first, so a key is never in the gateway config before the application can
+    // read it, and a failed Secret write never leaves a config pointing at a key nobody holds.
+    if let Some(desired) = &outcome.key_secret {
+        if existing_secret.as_deref().is_none_or(|e| secret_differs(desired, e)) {
+            let secret_name = desired.metadata.name.clone().unwrap_or_default();
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            let written = kube_apply::apply_secret(&api, desired)
+                .await
+                .map_err(|source| ReconcileError::KeySecret { secret: format!("{namespace}/{secret_name}"), source })?;
+            ctx.pending_secrets.record(
+                (namespace.clone(), secret_name),
+                stored_secret.as_ref().and_then(|s| s.resource_version()),
+                Arc::new(written),
+            );
+        }
+    }
+    // Not Ready (missing tier, ...): no key of this policy may be accepted, so no shard may exist.
+    ctx.sync_shard(ShardKind::Policy, &owner, outcome.shard.clone().map(Shard::Policy)).await?;
+    ctx.set_key_counts(&owner, key_counts(&outcome));
+
+    if policy_view.status.as_ref() != Some(&outcome.status) {
+        let written = ctx.write_status(policy.as_ref(), &outcome.status).await?;
+        ctx.pending_status.record(
+            (namespace.clone(), name.clone()),
+            policy.resource_version(),
+            written.status.unwrap_or_else(|| outcome.status.clone()),
+        );
+    }
+    ctx.publish_events(&outcome.events).await;
+    outcome.audit.iter().for_each(audit);
+    Ok(requeue_at(outcome.next_wake))
+}
+
+/// Keys of the published shard by state: current, retiring, revoked (all zero when nothing is published).
+fn key_counts(outcome: &PolicyOutcome) -> [i64; 3] {
+    let mut counts = [0i64; 3];
+    if let Some(shard) = &outcome.shard {
+        for key in &shard.keys {
+            counts[if key.state == KeyState::Current { 0 } else { 1 }] += 1;
+        }
+        counts[2] = shard.revoked.len() as i64;
+    }
+    counts
+}
+
+/// Policies that name `tier`.
+pub(super) fn policies_using_tier(
+    store: &kube::runtime::reflector::Store<ApiKeyPolicy>,
+    tier: &str,
+) -> Vec<ObjectRef<ApiKeyPolicy>> {
+    store.state().iter().filter(|p| p.spec.tier == tier).map(|p| ObjectRef::from_obj(p.as_ref())).collect()
+}
+
+/// Policies with a scope on the endpoint `at`.
+pub(super) fn policies_scoping(
+    store: &kube::runtime::reflector::Store<ApiKeyPolicy>,
+    at: &NamespacedName,
+) -> Vec<ObjectRef<ApiKeyPolicy>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| {
+            let p_ns = p.metadata.namespace.as_deref().unwrap_or_default();
+            p.spec
+                .scopes
+                .iter()
+                .any(|s| s.endpoint == at.name && s.namespace.as_deref().unwrap_or(p_ns) == at.namespace)
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
