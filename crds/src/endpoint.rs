@@ -204,7 +204,9 @@ impl Default for CostModel {
 }
 
 /// Ingress limits. Each violation closes only the offending request or stream, with its own error code.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+// Plain JsonSchema with `extend` for the CEL rules: KubeSchema's derive cannot take the container-level
+// `#[serde(default)]` this struct needs.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RequestLimits {
     /// Longest audio accepted in one request, and in total over one stream, in seconds.
@@ -217,10 +219,10 @@ pub struct RequestLimits {
     #[schemars(range(min = 1, max = 10000))]
     pub max_messages_per_second: u32,
     /// A stream that sends nothing for this long is closed; at most `1h`.
-    #[x_kube(validation = Rule::new("duration(self) <= duration('1h')").message("limits.idleTimeout must be at most 1h"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) <= duration('1h')", "message": "limits.idleTimeout must be at most 1h"}]))]
     pub idle_timeout: GoDuration,
     /// A stream is closed after this long, whatever it is doing; at most `24h` (clients reconnect for longer).
-    #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("limits.maxSessionDuration must be at most 24h; clients reconnect for longer sessions"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) <= duration('24h')", "message": "limits.maxSessionDuration must be at most 24h; clients reconnect for longer sessions"}]))]
     pub max_session_duration: GoDuration,
     /// Accepted audio encodings.
     #[schemars(length(min = 1))]
