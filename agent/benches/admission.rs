@@ -105,12 +105,15 @@ fn fixture(s: &Scenario) -> (Fixture, Vec<Shard>) {
         generation: 1,
         model: MODEL.into(),
         features: vec![Feature::Transcribe],
+        environment: Default::default(),
         backend: BackendSpec {
             builtin: None,
             upstream: Some(UpstreamSpec {
                 url: "http://127.0.0.1:1/v1".into(),
                 model: None,
                 timeout: GoDuration::from_secs(5),
+                // Loopback fixture upstream.
+                allow_private_network: true,
             }),
         },
         cost: CostModel { gpu_seconds_per_audio_second: 0.1, minimum_gpu_seconds: 0.0 },

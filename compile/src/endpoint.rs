@@ -113,6 +113,7 @@ pub fn compile_endpoint(
         generation: generation.unwrap_or(0),
         model: spec.model.clone(),
         features: spec.features.clone(),
+        environment: spec.environment,
         backend: spec.backend.clone(),
         cost: spec.cost.clone(),
         limits: spec.limits.clone(),

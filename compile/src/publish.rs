@@ -74,6 +74,7 @@ mod tests {
             generation: 3,
             model: "silero-vad-v6".into(),
             features: vec![infergate_crds::endpoint::Feature::Vad],
+            environment: Default::default(),
             backend: infergate_crds::endpoint::BackendSpec {
                 builtin: Some(infergate_crds::endpoint::BuiltinModel::Vad),
                 upstream: None,

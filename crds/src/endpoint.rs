@@ -1,5 +1,6 @@
 //! `InferenceEndpoint`: one model that clients can call, where it runs, what it costs and what it accepts.
 use crate::GoDuration;
+use crate::key::Environment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -57,6 +58,12 @@ pub struct InferenceEndpointSpec {
     /// What the agent may keep after a request. Defaults to nothing.
     #[serde(default)]
     pub retention: Retention,
+    /// Which API keys may call this endpoint, by the environment in their prefix: `live` admits only `sk_live_`
+    /// keys, `test` only `sk_test_` keys, `both` either. Mark production endpoints `live` so that a test key
+    /// (handed to CI, staging or a laptop) can never spend production GPUs. Defaults to `both`, so endpoints
+    /// created before this field keep accepting the keys they accepted.
+    #[serde(default, skip_serializing_if = "EndpointEnvironment::is_both")]
+    pub environment: EndpointEnvironment,
     /// Namespaces whose ApiKeyPolicies may grant access to this endpoint, besides its own. `*` allows all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
@@ -65,6 +72,44 @@ pub struct InferenceEndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = -1.0, max = 1.0))]
     pub verify_threshold: Option<f64>,
+}
+
+/// Which key environments an endpoint admits. Kept apart from [`Environment`] (what a key *is*) because an
+/// endpoint may admit both, a key is always exactly one.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointEnvironment {
+    // `//`, not `///`: doc comments on variants would turn the schema's `enum` into a `oneOf`.
+    // Only `sk_live_` keys.
+    Live,
+    // Only `sk_test_` keys.
+    Test,
+    // Either; the default for compatibility with endpoints written before `environment` existed.
+    #[default]
+    Both,
+}
+
+impl EndpointEnvironment {
+    /// Whether a key of `key` environment may call an endpoint of this environment. On the admission hot path.
+    pub fn admits(self, key: Environment) -> bool {
+        match self {
+            EndpointEnvironment::Both => true,
+            EndpointEnvironment::Live => key == Environment::Live,
+            EndpointEnvironment::Test => key == Environment::Test,
+        }
+    }
+
+    pub fn is_both(&self) -> bool {
+        *self == EndpointEnvironment::Both
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointEnvironment::Live => "live",
+            EndpointEnvironment::Test => "test",
+            EndpointEnvironment::Both => "both",
+        }
+    }
 }
 
 /// A feature an endpoint offers and a key may be scoped to.
@@ -110,15 +155,28 @@ pub enum BuiltinModel {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamSpec {
-    /// Base URL of the OpenAI-compatible API, e.g. `http://whisper.speech.svc:8000/v1`.
+    /// Base URL of the OpenAI-compatible API, e.g. `http://whisper.speech.svc:8000/v1`: scheme, host, optional
+    /// port and path only. The agent appends the API paths (`/audio/transcriptions`, ...) itself, so a query or
+    /// a fragment is refused.
     #[x_kube(validation = Rule::new("isURL(self) && (url(self).getScheme() == 'http' || url(self).getScheme() == 'https')").message("upstream.url must be an absolute http(s) URL"))]
+    #[x_kube(validation = Rule::new("!self.contains('?')").message("upstream.url must not carry a query (?...): give only scheme://host[:port]/path, e.g. http://whisper.speech.svc:8000/v1, and configure parameters on the upstream server"))]
+    #[x_kube(validation = Rule::new("!self.contains('#')").message("upstream.url must not carry a fragment (#...): remove everything from the '#' on"))]
     #[schemars(length(max = 2048))]
     pub url: String,
+    /// Let the agent connect to an upstream whose address is loopback (127.0.0.0/8, ::1), link-local
+    /// (169.254.0.0/16, where clouds serve instance credentials, and fe80::/10) or private (10.0.0.0/8,
+    /// 172.16.0.0/12, 192.168.0.0/16, fc00::/7). Off by default: the agent refuses such targets, checked on the
+    /// address each connection resolves to, so an endpoint cannot be aimed at the node's metadata service or the
+    /// cluster's internal APIs. In-cluster Service addresses are private: set this for an upstream such as
+    /// `http://whisper.speech.svc:8000/v1`, and restrict where the agents may connect with NetworkPolicy egress.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_network: bool,
     /// The model name to send upstream, when it differs from `spec.model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// How long one upstream request may take.
+    /// How long one upstream request may take; at most `1h`.
     #[serde(default = "default_upstream_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('1h')").message("upstream.timeout must be at most 1h"))]
     pub timeout: GoDuration,
 }
 
@@ -146,6 +204,8 @@ impl Default for CostModel {
 }
 
 /// Ingress limits. Each violation closes only the offending request or stream, with its own error code.
+// Plain JsonSchema with `extend` for the CEL rules: KubeSchema's derive cannot take the container-level
+// `#[serde(default)]` this struct needs.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RequestLimits {
@@ -158,9 +218,11 @@ pub struct RequestLimits {
     /// Most messages a stream may send per second.
     #[schemars(range(min = 1, max = 10000))]
     pub max_messages_per_second: u32,
-    /// A stream that sends nothing for this long is closed.
+    /// A stream that sends nothing for this long is closed; at most `1h`.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) <= duration('1h')", "message": "limits.idleTimeout must be at most 1h"}]))]
     pub idle_timeout: GoDuration,
-    /// A stream is closed after this long, whatever it is doing.
+    /// A stream is closed after this long, whatever it is doing; at most `24h` (clients reconnect for longer).
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) <= duration('24h')", "message": "limits.maxSessionDuration must be at most 24h; clients reconnect for longer sessions"}]))]
     pub max_session_duration: GoDuration,
     /// Accepted audio encodings.
     #[schemars(length(min = 1))]
@@ -219,4 +281,45 @@ pub struct InferenceEndpointStatus {
     /// How many ApiKeyPolicies grant access to this endpoint.
     #[serde(default)]
     pub policies: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environments_admit_only_their_keys() {
+        use Environment::{Live, Test};
+        for (endpoint, key, admitted) in [
+            (EndpointEnvironment::Live, Live, true),
+            (EndpointEnvironment::Live, Test, false),
+            (EndpointEnvironment::Test, Test, true),
+            (EndpointEnvironment::Test, Live, false),
+            (EndpointEnvironment::Both, Live, true),
+            (EndpointEnvironment::Both, Test, true),
+        ] {
+            assert_eq!(endpoint.admits(key), admitted, "{} endpoint, {} key", endpoint.as_str(), key.as_str());
+        }
+    }
+
+    #[test]
+    fn environment_defaults_to_both_and_parses_lowercase() {
+        assert_eq!(EndpointEnvironment::default(), EndpointEnvironment::Both);
+        for env in [EndpointEnvironment::Live, EndpointEnvironment::Test, EndpointEnvironment::Both] {
+            assert_eq!(serde_json::to_value(env).unwrap(), env.as_str());
+            assert_eq!(serde_json::from_value::<EndpointEnvironment>(env.as_str().into()).unwrap(), env);
+        }
+        assert!(serde_json::from_str::<EndpointEnvironment>(r#""prod""#).is_err());
+    }
+
+    #[test]
+    fn upstreams_refuse_private_networks_unless_opted_in() {
+        let upstream: UpstreamSpec = serde_json::from_str(r#"{"url":"http://whisper.speech.svc:8000/v1"}"#).unwrap();
+        assert!(!upstream.allow_private_network);
+        // The default is not serialized, so shards of endpoints that never set it keep their revision.
+        assert!(!serde_json::to_string(&upstream).unwrap().contains("allowPrivateNetwork"));
+        let opted: UpstreamSpec =
+            serde_json::from_str(r#"{"url":"http://127.0.0.1:8000/v1","allowPrivateNetwork":true}"#).unwrap();
+        assert!(opted.allow_private_network);
+    }
 }

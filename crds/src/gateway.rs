@@ -14,7 +14,7 @@
 //!  agent ──writes──▶ Lease infergate-agent-<node> (config revision, revocations it enforces)
 //! ```
 use crate::NamespacedName;
-use crate::endpoint::{BackendSpec, CostModel, Feature, RequestLimits};
+use crate::endpoint::{BackendSpec, CostModel, EndpointEnvironment, Feature, RequestLimits};
 use crate::key::{Environment, KeyDigest, KeyId};
 use crate::policy::KeyState;
 use chrono::{DateTime, Utc};
@@ -148,6 +148,11 @@ pub struct EndpointShard {
     pub generation: i64,
     pub model: String,
     pub features: Vec<Feature>,
+    /// Which keys the endpoint admits ([`EndpointEnvironment::admits`]): the agent refuses a `sk_test_` key on a
+    /// `live` endpoint before any work. Absent in shards written before the field existed, which mean `both`;
+    /// not written when `both`, so those shards keep their revision.
+    #[serde(default, skip_serializing_if = "EndpointEnvironment::is_both")]
+    pub environment: EndpointEnvironment,
     pub backend: BackendSpec,
     pub cost: CostModel,
     pub limits: RequestLimits,
@@ -303,6 +308,43 @@ mod tests {
                 "{other:?}"
             );
         }
+    }
+
+    const OLD_ENDPOINT_SHARD: &str = r#"{"kind":"endpoint","schemaVersion":1,
+        "endpoint":{"namespace":"speech","name":"whisper"},"generation":3,"model":"whisper-1",
+        "features":["transcribe"],"backend":{"upstream":{"url":"http://whisper.speech.svc:8000/v1","timeout":"2m"}},
+        "cost":{"gpuSecondsPerAudioSecond":0.1,"minimumGpuSeconds":0.0},
+        "limits":{"maxAudioSeconds":600.0,"maxChunkBytes":65536,"maxMessagesPerSecond":100,"idleTimeout":"30s",
+                  "maxSessionDuration":"1h","codecs":["pcm16","wav"]}}"#;
+
+    fn endpoint_shard(json: &str) -> EndpointShard {
+        match Shard::from_json(json.as_bytes()).unwrap() {
+            Shard::Endpoint(e) => e,
+            other => panic!("expected an endpoint shard, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoint_shards_written_before_environment_existed_admit_both() {
+        let shard = endpoint_shard(OLD_ENDPOINT_SHARD);
+        assert_eq!(shard.environment, EndpointEnvironment::Both);
+        assert!(shard.environment.admits(Environment::Test) && shard.environment.admits(Environment::Live));
+        let upstream = shard.backend.upstream.as_ref().unwrap();
+        assert!(!upstream.allow_private_network, "old shards do not opt in to private upstreams");
+        // Re-serialised, a `both` shard is byte-for-byte what an old operator wrote: its revision is unchanged.
+        let reserialised = Shard::Endpoint(shard.clone()).to_json();
+        assert!(!String::from_utf8_lossy(&reserialised).contains("environment"));
+    }
+
+    #[test]
+    fn a_live_endpoint_shard_carries_its_environment_to_the_agent() {
+        let mut shard = endpoint_shard(OLD_ENDPOINT_SHARD);
+        shard.environment = EndpointEnvironment::Live;
+        let json = Shard::Endpoint(shard).to_json();
+        assert!(String::from_utf8_lossy(&json).contains(r#""environment":"live""#));
+        let back = endpoint_shard(std::str::from_utf8(&json).unwrap());
+        assert_eq!(back.environment, EndpointEnvironment::Live);
+        assert!(!back.environment.admits(Environment::Test));
     }
 
     #[test]

@@ -92,10 +92,13 @@ pub struct Scope {
 #[x_kube(validation = Rule::new("duration(self.overlap) < duration(self.every)").message("rotation.overlap must be shorter than rotation.every, or two generations of keys would be valid at once"))]
 #[x_kube(validation = Rule::new("duration(self.every) >= duration('1h')").message("rotation.every must be at least 1h"))]
 pub struct Rotation {
-    /// How often a new key is issued, e.g. `720h` (30 days).
+    /// How often a new key is issued, e.g. `720h` (30 days); between `1h` and `8760h` (a year).
+    #[x_kube(validation = Rule::new("duration(self) <= duration('8760h')").message("rotation.every must be at most 8760h (a year)"))]
     pub every: GoDuration,
-    /// How long the previous key keeps working after a rotation, e.g. `24h`. Must be shorter than `every`.
+    /// How long the previous key keeps working after a rotation, e.g. `24h`. Must be shorter than `every`, and
+    /// at most `720h` (30 days).
     #[serde(default = "default_overlap")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("rotation.overlap must be at most 720h (30 days)"))]
     pub overlap: GoDuration,
 }
 

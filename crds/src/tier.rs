@@ -52,6 +52,19 @@ pub struct RateTierSpec {
     /// How GPU utilisation on the node scales this tier's refill rate.
     #[serde(default)]
     pub gpu_utilization: GpuUtilizationSpec,
+    /// Namespaces whose ApiKeyPolicies may use this tier. Absent: every namespace. A policy in any other
+    /// namespace that names this tier is not served (`Ready=False`), so a tenant cannot pick a tier meant for
+    /// someone else. An empty list is refused; to retire a tier, delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    pub allowed_namespaces: Option<Vec<String>>,
+}
+
+impl RateTierSpec {
+    /// Whether an ApiKeyPolicy in `namespace` may use this tier.
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        self.allowed_namespaces.as_ref().is_none_or(|allowed| allowed.iter().any(|n| n == namespace))
+    }
 }
 
 fn default_streams() -> u32 {
@@ -62,13 +75,15 @@ fn default_priority() -> u32 {
 }
 
 /// A short queue that absorbs bursts instead of refusing them.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
     /// Requests per key that may wait for capacity; 0 refuses at once when the bucket or the stream cap is full.
     #[schemars(range(min = 0, max = 10000))]
     pub max_depth: u32,
-    /// How long a queued request waits before it is refused with 429 and a Retry-After.
+    /// How long a queued request waits before it is refused with 429 and a Retry-After; at most `10m` (clients
+    /// and proxies give up on a silent request long before that).
+    #[x_kube(validation = Rule::new("duration(self) <= duration('10m')").message("queue.timeout must be at most 10m"))]
     pub timeout: GoDuration,
 }
 
@@ -129,4 +144,32 @@ pub struct RateTierStatus {
     /// How many ApiKeyPolicies use this tier.
     #[serde(default)]
     pub policies: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier(allowed: Option<&[&str]>) -> RateTierSpec {
+        let mut spec: RateTierSpec =
+            serde_json::from_value(serde_json::json!({"gpuSecondsPerMinute": 60.0, "burstGpuSeconds": 10.0})).unwrap();
+        spec.allowed_namespaces = allowed.map(|a| a.iter().map(|n| n.to_string()).collect());
+        spec
+    }
+
+    #[test]
+    fn a_tier_without_allowed_namespaces_serves_every_namespace() {
+        let open = tier(None);
+        assert!(open.allows_namespace("checkout") && open.allows_namespace("anything"));
+        assert!(!serde_json::to_string(&open).unwrap().contains("allowedNamespaces"));
+    }
+
+    #[test]
+    fn a_tier_with_allowed_namespaces_serves_exactly_those() {
+        let closed = tier(Some(&["checkout", "support"]));
+        assert!(closed.allows_namespace("checkout") && closed.allows_namespace("support"));
+        for other in ["team-b", "checkou", "checkout-staging", "", "*"] {
+            assert!(!closed.allows_namespace(other), "{other:?}");
+        }
+    }
 }

@@ -39,7 +39,12 @@ CRD_GROUP = "infergate.dev"
 CRD_PLURALS = ("inferenceendpoints", "apikeypolicies", "ratetiers")
 
 
-def allowed_grants(fullname: str) -> set[cc.Grant]:
+def config_namespace(values: Path | None) -> str:
+    """Where the gateway-config shards live: the all-on file names it, the default is <release namespace>-config."""
+    return "infergate-gateway-config" if values == ALL_ON else f"{NAMESPACE}-config"
+
+
+def allowed_grants(fullname: str, config_ns: str = f"{NAMESPACE}-config") -> set[cc.Grant]:
     """The least privilege each binary needs; anything rendered beyond this, or missing from it, fails."""
     operator = f"{NAMESPACE}/{fullname}-operator"
     agent = f"{NAMESPACE}/{fullname}-agent"
@@ -51,14 +56,16 @@ def allowed_grants(fullname: str) -> set[cc.Grant]:
     # Operator, cluster-wide: watch the CRs in every namespace (no finalizer, never writes spec); status by SSA.
     grant(operator, "cluster", CRD_GROUP, CRD_PLURALS, ("get", "list", "watch"))
     grant(operator, "cluster", CRD_GROUP, [f"{p}/status" for p in CRD_PLURALS], ("patch",))
-    # One key Secret per ApiKeyPolicy in the policy's namespace, one gateway-config Secret per policy in its own;
-    # server-side apply (patch + create), delete for orphaned shards.
-    grant(operator, "cluster", "", ["secrets"], ("get", "list", "watch", "create", "patch", "delete"))
+    # One key Secret per ApiKeyPolicy in the policy's namespace: server-side apply (patch + create), never delete.
+    grant(operator, "cluster", "", ["secrets"], ("get", "list", "watch", "create", "patch"))
+    # Gateway-config shards, in the config namespace only: watch, apply, and delete orphans.
+    grant(operator, config_ns, "", ["secrets"], ("get", "list", "watch", "create", "patch", "delete"))
     grant(operator, "cluster", "events.k8s.io", ["events"], ("create",))
     # Operator, own namespace: leader election (create, then replace) and reading the agents' Leases.
     grant(operator, NAMESPACE, "coordination.k8s.io", ["leases"], ("get", "list", "watch", "create", "update"))
-    # Agent, release namespace only: read gateway-config Secrets, write its own Lease (name pinned by the policy).
-    grant(agent, NAMESPACE, "", ["secrets"], ("get", "list", "watch"))
+    # Agent: read gateway-config Secrets in the config namespace only; write its own Lease (name pinned by the
+    # policy) in the release namespace, where it reads no Secret.
+    grant(agent, config_ns, "", ["secrets"], ("get", "list", "watch"))
     grant(agent, NAMESPACE, "coordination.k8s.io", ["leases"], ("create", "get", "update", "patch"))
     return g
 
@@ -174,13 +181,76 @@ def test_clusters_older_than_1_30_are_refused_up_front():
     assert proc.returncode != 0 and "incompatible with Kubernetes v1.29.9" in proc.stderr, proc.stderr
 
 
+CONFIG_NAMESPACE_OBJECTS = {("Role", "operator-config"), ("RoleBinding", "operator-config"),
+                            ("Role", "agent-config"), ("RoleBinding", "agent-config")}
+
+
+def in_config_namespace(obj: dict, values: Path | None) -> bool:
+    suffix = obj["metadata"]["name"].removeprefix(fullname(values) + "-")
+    return (obj["kind"], suffix) in CONFIG_NAMESPACE_OBJECTS
+
+
 @values_params
 def test_namespaced_objects_land_in_the_release_namespace(values):
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ValidatingAdmissionPolicy",
-                      "ValidatingAdmissionPolicyBinding"}
+                      "ValidatingAdmissionPolicyBinding", "Namespace"}
     wrong = [cc.name_of(o) for o in render(values)
-             if o["kind"] not in cluster_scoped and o["metadata"].get("namespace") != NAMESPACE]
+             if o["kind"] not in cluster_scoped and not in_config_namespace(o, values)
+             and o["metadata"].get("namespace") != NAMESPACE]
     assert not wrong, f"not in namespace {NAMESPACE}: {wrong}"
+
+
+@values_params
+def test_the_config_namespace_holds_only_the_shard_roles(values):
+    # The agents' token reads every Secret there, so the chart puts nothing else in it: no TLS Secret mount source,
+    # no workload, no Service. (Helm keeps its release Secrets in the release namespace.)
+    objs = render(values)
+    config_ns = config_namespace(values)
+    there = sorted(cc.name_of(o) for o in objs if o["metadata"].get("namespace") == config_ns)
+    expected = sorted(f"{kind}/{fullname(values)}-{suffix}" for kind, suffix in CONFIG_NAMESPACE_OBJECTS)
+    assert there == expected, there
+    namespace = one(objs, "Namespace", config_ns)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_config_namespace_defaults_to_the_release_namespace_plus_config_and_is_passed_to_both_binaries():
+    objs = render(None)
+    for kind, name in (("Deployment", "infergate-operator"), ("DaemonSet", "infergate-agent")):
+        assert "--config-namespace=infergate-config" in container(objs, kind, name)["args"], name
+    long_ns = "n" * 60
+    objs = render(None, "--namespace", long_ns)
+    names = {o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"}
+    assert names == {"n" * 56 + "-config"}, "the derived name must stay a 63-character DNS label"
+
+
+def test_grants_that_can_delete_secrets_are_confined_to_the_config_namespace():
+    for values in VALUES.values():
+        grants, _ = cc.rbac_grants(list(render(values)))
+        deleters = {(who, scope) for who, scope, group, resource, verb in grants
+                    if group == "" and resource == "secrets" and verb == "delete"}
+        assert deleters == {(f"{NAMESPACE}/{fullname(values)}-operator", config_namespace(values))}, deleters
+        agent_secret_scopes = {scope for who, scope, group, resource, _ in grants
+                               if who.endswith("-agent") and resource == "secrets"}
+        assert agent_secret_scopes == {config_namespace(values)}, "agents read Secrets in the config namespace only"
+
+
+def test_config_in_the_release_namespace_when_the_dedicated_namespace_is_off():
+    objs = render(None, "--set", "gatewayConfig.dedicatedNamespace=false")
+    assert not [o for o in objs if o["kind"] == "Namespace"]
+    for kind, name in (("Deployment", "infergate-operator"), ("DaemonSet", "infergate-agent")):
+        assert not [a for a in container(objs, kind, name)["args"] if a.startswith("--config-namespace")], name
+    grants, problems = cc.rbac_grants(list(objs))
+    problems += cc.diff_grants(grants, allowed_grants("infergate", config_ns=NAMESPACE))
+    assert not problems, "\n".join(problems)
+
+
+def test_an_existing_config_namespace_is_used_without_rendering_it():
+    objs = render(None, "--set", "gatewayConfig.createNamespace=false", "--set", "gatewayConfig.namespace=shards")
+    assert not [o for o in objs if o["kind"] == "Namespace"]
+    assert "--config-namespace=shards" in container(objs, "DaemonSet", "infergate-agent")["args"]
+    grants, problems = cc.rbac_grants(list(objs))
+    problems += cc.diff_grants(grants, allowed_grants("infergate", config_ns="shards"))
+    assert not problems, "\n".join(problems)
 
 
 def test_crds_are_shipped_for_every_resource_the_operator_is_granted():
@@ -239,7 +309,7 @@ def test_hardening_walker_reports_each_weakness():
 @values_params
 def test_rbac_is_exactly_the_allow_list(values):
     grants, problems = cc.rbac_grants(list(render(values)))
-    problems += cc.diff_grants(grants, allowed_grants(fullname(values)))
+    problems += cc.diff_grants(grants, allowed_grants(fullname(values), config_namespace(values)))
     assert not problems, "\n".join(problems)
 
 
@@ -283,7 +353,8 @@ def test_operator_runs_with_the_contract_flags_two_replicas_and_a_pdb():
     deploy = one(objs, "Deployment", "infergate-operator")
     c = container(objs, "Deployment", "infergate-operator")
     assert deploy["spec"]["replicas"] == 2
-    assert c["args"] == ["run", "--namespace=$(POD_NAMESPACE)", "--admin-addr=0.0.0.0:8080", "--log-format=json"]
+    assert c["args"] == ["run", "--namespace=$(POD_NAMESPACE)", "--admin-addr=0.0.0.0:8080", "--log-format=json",
+                         "--config-namespace=infergate-config"]
     env = env_sources(c)
     assert env["POD_NAMESPACE"] == "metadata.namespace" and env["POD_NAME"] == "metadata.name"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"admin": 8080}
@@ -300,7 +371,7 @@ def test_agent_runs_with_the_contract_flags_on_gpu_nodes():
     c = pod["containers"][0]
     assert c["args"] == ["cluster", "--namespace=$(POD_NAMESPACE)", "--node-name=$(NODE_NAME)",
                          "--grpc-addr=0.0.0.0:50051", "--http-addr=0.0.0.0:8080", "--admin-addr=0.0.0.0:9090",
-                         "--models-dir=/var/lib/infergate/models"]
+                         "--models-dir=/var/lib/infergate/models", "--config-namespace=infergate-config"]
     env = env_sources(c)
     assert env["POD_NAMESPACE"] == "metadata.namespace" and env["NODE_NAME"] == "spec.nodeName"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -331,6 +402,24 @@ def test_all_on_agent_gets_tls_and_device_plugin_gpus():
     assert c["image"] == "registry.example.com/mirror/infergate-agent:0.1.0-cuda"
     op = container(objs, "Deployment", "infergate-all-on-operator")
     assert op["image"].startswith("ghcr.io/infergate/operator@sha256:")
+
+
+def test_admin_token_is_mounted_and_passed_only_when_named():
+    c = container(render(None), "DaemonSet", "infergate-agent")
+    assert not [a for a in c["args"] if a.startswith("--admin-token-file")]
+    assert "admin-token" not in {m["name"] for m in c["volumeMounts"]}
+
+    pod = one(render(ALL_ON), "DaemonSet", "infergate-all-on-agent")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert "--admin-token-file=/etc/infergate/admin-token/token" in c["args"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "admin-token")
+    assert mount == {"name": "admin-token", "mountPath": "/etc/infergate/admin-token", "readOnly": True}
+    secret = next(v for v in pod["volumes"] if v["name"] == "admin-token")["secret"]
+    assert secret == {"secretName": "infergate-admin-token", "defaultMode": 0o440,
+                      "items": [{"key": "bearer", "path": "token"}]}
+    # Probes and scrapes stay tokenless: they use /healthz, /readyz and /metrics only.
+    assert {c[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")} <= {"/healthz",
+                                                                                                       "/readyz"}
 
 
 def test_agent_without_a_runtime_class_uses_only_device_plugin_gpus():
@@ -516,6 +605,18 @@ BAD_VALUES = {
     "bad-digest": ({"operator": {"image": {"digest": "latest"}}}, "operator.image.digest: Does not match pattern"),
     "tls-without-secret": ({"agent": {"tls": {"enabled": True}}},
                            "agent.tls.enabled is true but agent.tls.secretName is empty"),
+    "config-namespace-not-a-dns-label": ({"gatewayConfig": {"namespace": "Gateway_Config"}},
+                                         "gatewayConfig.namespace: Does not match pattern"),
+    "config-namespace-is-the-release-namespace": ({"gatewayConfig": {"namespace": NAMESPACE}},
+                                                  "gatewayConfig.namespace is the release namespace"),
+    "config-unknown-key": ({"gatewayConfig": {"dedicated": True}},
+                           "gatewayConfig: Additional property dedicated is not allowed"),
+    "config-flag-not-a-boolean": ({"gatewayConfig": {"dedicatedNamespace": "yes"}},
+                                  "gatewayConfig.dedicatedNamespace: Invalid type. Expected: boolean"),
+    "admin-token-bad-secret-name": ({"agent": {"admin": {"token": {"secretName": "Admin Token"}}}},
+                                    "agent.admin.token.secretName: Does not match pattern"),
+    "admin-token-empty-key": ({"agent": {"admin": {"token": {"secretName": "t", "key": ""}}}},
+                              "agent.admin.token.key"),
 }
 
 

@@ -103,3 +103,19 @@ seccompProfile:
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/*
+Namespace of the gateway-config Secrets: a dedicated one (default "<release namespace>-config", the release
+namespace cut so the name stays a 63-character DNS label) or the release namespace.
+*/}}
+{{- define "infergate.configNamespace" -}}
+{{- if .Values.gatewayConfig.dedicatedNamespace -}}
+{{- $ns := .Values.gatewayConfig.namespace | default (printf "%s-config" (.Release.Namespace | trunc 56 | trimSuffix "-")) -}}
+{{- if eq $ns .Release.Namespace -}}
+{{- fail "gatewayConfig.namespace is the release namespace: with gatewayConfig.dedicatedNamespace the config needs a namespace of its own (name another, or set dedicatedNamespace: false)" -}}
+{{- end -}}
+{{- $ns -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end }}

@@ -133,6 +133,7 @@ fn mk_tier(name: &str) -> RateTier {
                 max_concurrent_streams: None,
             }],
             gpu_utilization: Default::default(),
+            allowed_namespaces: None,
         },
     );
     t.metadata.generation = Some(1);
@@ -153,6 +154,7 @@ fn mk_endpoint(ns: &str, name: &str) -> EndpointBuilder {
                     url: "http://whisper:8000/v1".into(),
                     model: None,
                     timeout: GoDuration::from_secs(120),
+                    allow_private_network: false,
                 }),
             },
             cost: Default::default(),
@@ -160,6 +162,7 @@ fn mk_endpoint(ns: &str, name: &str) -> EndpointBuilder {
             fallback: None,
             node_selector: None,
             retention: Default::default(),
+            environment: Default::default(),
             allowed_namespaces: vec!["*".into()],
             verify_threshold: None,
         },
