@@ -16,17 +16,15 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use infergate_agent::admission::{Request, admit};
-use infergate_agent::limiter::{InMemoryStore, Limiter};
-use infergate_agent::snapshot::{Snapshot, SnapshotOptions};
-use infergate_crds::GoDuration;
 use infergate_crds::NamespacedName;
-use infergate_crds::endpoint::{BackendSpec, CostModel, Feature, RequestLimits, UpstreamSpec};
-use infergate_crds::gateway::{
-    EndpointShard, KeyEntry, PolicyShard, SHARD_SCHEMA_VERSION, ScopeEntry, Shard, TierLimits,
-};
+use infergate_crds::endpoint::Feature;
+use infergate_crds::gateway::{KeyEntry, PolicyShard, SHARD_SCHEMA_VERSION, ScopeEntry, Shard, TierLimits};
 use infergate_crds::key::{ApiKey, Environment};
 use infergate_crds::policy::KeyState;
+use infergate_gate::admission::{Request, admit};
+use infergate_gate::limiter::{InMemoryStore, Limiter};
+use infergate_gate::snapshot::{Snapshot, SnapshotOptions};
+use infergate_gate::testing::mk_endpoint;
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -98,30 +96,8 @@ fn fixture(s: &Scenario) -> (Fixture, Vec<Shard>) {
             ApiKey::from_entropy(Environment::Test, &entropy)
         })
         .collect();
-    let endpoint = NamespacedName::new("bench", "whisper");
-    let mut shards = vec![Shard::Endpoint(EndpointShard {
-        schema_version: SHARD_SCHEMA_VERSION,
-        endpoint: endpoint.clone(),
-        generation: 1,
-        model: MODEL.into(),
-        features: vec![Feature::Transcribe],
-        environment: Default::default(),
-        backend: BackendSpec {
-            builtin: None,
-            upstream: Some(UpstreamSpec {
-                url: "http://127.0.0.1:1/v1".into(),
-                model: None,
-                timeout: GoDuration::from_secs(5),
-                // Loopback fixture upstream.
-                allow_private_network: true,
-            }),
-        },
-        cost: CostModel { gpu_seconds_per_audio_second: 0.1, minimum_gpu_seconds: 0.0 },
-        limits: RequestLimits::default(),
-        fallback: None,
-        node_selector: None,
-        verify_threshold: None,
-    })];
+    let endpoint = NamespacedName::new("default", "whisper");
+    let mut shards = vec![mk_endpoint("whisper", MODEL).shard()];
     for (p, chunk) in keys.chunks(s.keys_per_policy).enumerate() {
         shards.push(Shard::Policy(PolicyShard {
             schema_version: SHARD_SCHEMA_VERSION,
@@ -244,7 +220,7 @@ fn breakdown(c: &mut Criterion) {
     }
     stage!("1_checksum", |key| ApiKey::check_format(key).is_ok());
     stage!("2_checksum_sha256", |key| (ApiKey::check_format(key).is_ok(), infergate_crds::key::KeyDigest::of(key)));
-    stage!("3_authenticate", |key| { infergate_agent::admission::authenticate(&snapshot, key, now).is_ok() });
+    stage!("3_authenticate", |key| infergate_gate::admission::authenticate(&snapshot, key, now).is_ok());
     stage!("4_admit", |key| admit(&snapshot, key, &request, now).is_ok());
     stage!("5_admit_and_charge", |key| {
         let grant = admit(&snapshot, key, &request, now).expect("admitted");

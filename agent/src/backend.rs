@@ -7,11 +7,11 @@
 //!                                             └─ builtin   ─▶ registered Arc<dyn Backend> (speaker, vad)
 //!  BackendResponse { body, content_type, text, measured_gpu_seconds } ─▶ limiter.settle(pre-charge, measured)
 //! ```
-use crate::refusal::{Refusal, RefusalCode};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use infergate_crds::endpoint::{BuiltinModel, Feature};
 use infergate_crds::gateway::EndpointShard;
+use infergate_gate::refusal::{Refusal, RefusalCode};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

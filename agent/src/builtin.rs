@@ -264,7 +264,7 @@ pub fn decode(bytes: &[u8], filename: &str) -> Result<Vec<f32>, BackendError> {
             "built-in models take 16-bit PCM WAV or raw 16 kHz mono PCM16 (.pcm); convert with e.g. `sox in.mp3 -r 16000 -c 1 -b 16 out.wav`".into(),
         ));
     }
-    let wav = crate::audio::parse_wav(bytes)
+    let wav = infergate_gate::audio::parse_wav(bytes)
         .map_err(|what| bad(format!("invalid WAV file: {what}; re-encode it as 16-bit PCM WAV")))?;
     let (tag, channels, rate, bits) = (wav.format_tag, wav.channels, wav.sample_rate, wav.bits_per_sample);
     // 1 = PCM; 0xFFFE = WAVE_FORMAT_EXTENSIBLE, which sox writes for some layouts (still integer PCM when 16-bit).
@@ -301,7 +301,7 @@ mod tests {
     use super::*;
 
     fn wav(rate: u32, channels: u16, frames: &[i16]) -> Vec<u8> {
-        let mut h = crate::audio::wav_header((frames.len() * 2) as u32).to_vec();
+        let mut h = infergate_gate::audio::wav_header((frames.len() * 2) as u32).to_vec();
         h[22..24].copy_from_slice(&channels.to_le_bytes());
         h[24..28].copy_from_slice(&rate.to_le_bytes());
         for s in frames {
@@ -346,7 +346,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let err = rt.block_on(backends[&BuiltinModel::SpeakerEncoder].call(request)).unwrap_err();
         let refusal = err.to_refusal();
-        assert_eq!(refusal.code, crate::refusal::RefusalCode::BackendUnavailable);
+        assert_eq!(refusal.code, infergate_gate::refusal::RefusalCode::BackendUnavailable);
         assert!(
             refusal.message.contains("install-speaker-weights.sh") && refusal.message.contains("pretrained.pt"),
             "{}",

@@ -184,8 +184,8 @@ async fn publish_lease(gateway: Arc<Gateway>, leases: Api<Lease>, node: String) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{key, mk_endpoint, mk_policy};
     use infergate_crds::endpoint::Feature;
+    use infergate_gate::testing::{key, mk_endpoint, mk_policy};
     use k8s_openapi::ByteString;
     use kube::api::ObjectMeta;
 
@@ -201,7 +201,9 @@ mod tests {
     fn watch_events_rebuild_only_on_change_and_keep_last_good_shards() {
         let gateway = Gateway::new(
             Default::default(),
-            Arc::new(crate::limiter::Limiter::new(Arc::new(crate::limiter::InMemoryStore::default()))),
+            Arc::new(infergate_gate::limiter::Limiter::new(
+                Arc::new(infergate_gate::limiter::InMemoryStore::default()),
+            )),
             crate::backend::Backends::new(Default::default()),
         );
         let endpoint = mk_endpoint("transcribe", "whisper-1").shard();

@@ -1,17 +1,25 @@
-//! The shared state every door uses: the swapped snapshot, the limiter, open streams, connection caps,
-//! tickets, metrics and audit. Doors call [`Gateway::authenticate`] / [`Gateway::authorize`] and record each
-//! outcome once through [`Gateway::refused`] / [`Gateway::admitted`].
-use crate::admission::{self, Grant, Identity, Request};
-use crate::audit::{Audit, RefusalEvent};
+//! The shared state the core services ([`crate::oneshot`], [`crate::session`]) and the doors use: the swapped
+//! snapshot, the limiter, open streams, connection caps, tickets, metrics and audit.
+//!
+//! ```text
+//!  config source ─▶ Gateway::apply(snapshot) ─▶ ArcSwap ─▶ streams.enforce ─▶ audit revocation_enforced
+//!  door ─▶ authenticate_recorded(credential, &mut outcome) ─▶ core ─▶ admitted / settle / charged
+//!                                                         └─ any refusal ─▶ refused(&refusal, &mut outcome)
+//! ```
+//! Every refusal is recorded once, through [`Gateway::refused`]: metric, sampled audit line, and the
+//! request's [`RequestOutcome`].
 use crate::backend::Backends;
-use crate::limiter::Limiter;
 use crate::metrics::Metrics;
-use crate::refusal::{Refusal, RefusalCode};
-use crate::snapshot::{KeyMap, KeyRef, Snapshot};
-use crate::streams::Registry;
+use crate::outcome::{Door, RequestOutcome};
 use arc_swap::ArcSwap;
 use chrono::Utc;
 use infergate_crds::key::{Environment, KeyDigest};
+use infergate_gate::admission::{self, Grant, Identity};
+use infergate_gate::audit::{Audit, RefusalEvent};
+use infergate_gate::limiter::{Charge, Limiter};
+use infergate_gate::refusal::{Refusal, RefusalCode};
+use infergate_gate::snapshot::{KeyMap, KeyRef, Snapshot};
+use infergate_gate::streams::Registry;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,24 +59,6 @@ impl Default for Settings {
             ticket_ttl: Duration::from_secs(30),
             segment_seconds: 5.0,
             flush_deadline: Duration::from_millis(700),
-        }
-    }
-}
-
-/// Which front door, for metrics and audit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Door {
-    Http,
-    WebSocket,
-    Grpc,
-}
-
-impl Door {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Door::Http => "http",
-            Door::WebSocket => "websocket",
-            Door::Grpc => "grpc",
         }
     }
 }
@@ -180,45 +170,48 @@ impl Gateway {
         }
     }
 
-    /// [`authenticate`](Self::authenticate) against the current snapshot, recording a refusal (with the key id
-    /// when the key is genuine but refused, e.g. revoked).
+    /// [`authenticate`](Self::authenticate) against the current snapshot. Fills the outcome with the caller;
+    /// a refusal is recorded (with the key id when the key is genuine but refused, e.g. revoked).
     pub fn authenticate_recorded(
         &self,
         credential: &Credential<'_>,
-        door: Door,
-        request_id: &str,
+        outcome: &mut RequestOutcome,
     ) -> Result<Identity, Refusal> {
-        self.authenticate(&self.snapshot(), credential).inspect_err(|refusal| {
-            let mut ctx = RefusalContext::new(door, request_id);
-            if !matches!(
-                refusal.code,
-                RefusalCode::MalformedKey
-                    | RefusalCode::BadChecksum
-                    | RefusalCode::UnknownKey
-                    | RefusalCode::MissingKey
-            ) {
-                ctx.key = Some(match credential {
-                    Credential::Key(key) => KeyRef::of(&KeyDigest::of(key)),
-                    Credential::Identity { digest, .. } => KeyRef::of(digest),
-                });
+        match self.authenticate(&self.snapshot(), credential) {
+            Ok(identity) => {
+                outcome.identity(&identity);
+                Ok(identity)
             }
-            self.refused(refusal, &ctx);
-        })
+            Err(refusal) => {
+                if !matches!(
+                    refusal.code,
+                    RefusalCode::MalformedKey
+                        | RefusalCode::BadChecksum
+                        | RefusalCode::UnknownKey
+                        | RefusalCode::MissingKey
+                ) {
+                    outcome.key = Some(match credential {
+                        Credential::Key(key) => KeyRef::of(&KeyDigest::of(key)),
+                        Credential::Identity { digest, .. } => KeyRef::of(digest),
+                    });
+                }
+                self.refused(&refusal, outcome);
+                Err(refusal)
+            }
+        }
     }
 
-    pub fn authorize(&self, snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
-        admission::authorize(snapshot, identity, request)
-    }
-
-    /// Records one refusal: metric, and a sampled audit line.
-    pub fn refused(&self, refusal: &Refusal, ctx: &RefusalContext<'_>) {
-        self.metrics.refused(refusal.code.as_str(), ctx.tier.unwrap_or(""), ctx.endpoint.unwrap_or(""));
+    /// Records one refusal: metric, a sampled audit line, and the request's outcome code.
+    pub fn refused(&self, refusal: &Refusal, outcome: &mut RequestOutcome) {
+        outcome.refused(refusal);
+        let endpoint = outcome.endpoint.as_deref();
+        self.metrics.refused(refusal.code.as_str(), outcome.tier.as_deref().unwrap_or(""), endpoint.unwrap_or(""));
         self.audit.refusal(RefusalEvent {
-            key: ctx.key,
+            key: outcome.key,
             code: refusal.code.as_str(),
-            door: ctx.door.as_str(),
-            endpoint: ctx.endpoint,
-            request_id: ctx.request_id,
+            door: outcome.door.as_str(),
+            endpoint,
+            request_id: &outcome.request_id,
         });
     }
 
@@ -231,6 +224,17 @@ impl Gateway {
         self.metrics.charged(grant.tier(), &grant.endpoint.label, gpu_seconds);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         *usage.entry(grant.key()).or_insert(0.0) += gpu_seconds;
+    }
+
+    /// The one settlement path, for one-shot requests and stream segments alike: settles the pre-charge
+    /// against the measured GPU time in the limiter and counts what came back.
+    pub fn settle(&self, charge: Charge, measured_gpu_seconds: Option<f64>) -> Settled {
+        let charged = self.limiter.settle(charge, measured_gpu_seconds);
+        let delta = charged - charge.gpu_seconds;
+        if delta < 0.0 {
+            self.metrics.refunded_gpu_seconds.inc_by(-delta);
+        }
+        Settled { charged, delta }
     }
 
     pub fn usage(&self) -> Vec<(KeyRef, f64)> {
@@ -277,30 +281,13 @@ impl Gateway {
     }
 }
 
-/// What is known about a refused request when it is refused.
-pub struct RefusalContext<'a> {
-    pub door: Door,
-    pub request_id: &'a str,
-    pub key: Option<KeyRef>,
-    pub tier: Option<&'a str>,
-    pub endpoint: Option<&'a str>,
-}
-
-impl<'a> RefusalContext<'a> {
-    pub fn new(door: Door, request_id: &'a str) -> Self {
-        RefusalContext { door, request_id, key: None, tier: None, endpoint: None }
-    }
-    pub fn identity(mut self, identity: &'a Identity) -> Self {
-        self.key = Some(identity.key);
-        self.tier = Some(&identity.policy.tier.name);
-        self
-    }
-    pub fn grant(mut self, grant: &'a Grant) -> Self {
-        self.key = Some(grant.key());
-        self.tier = Some(grant.tier());
-        self.endpoint = Some(&grant.endpoint.label);
-        self
-    }
+/// A settled charge.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settled {
+    /// GPU-seconds finally charged.
+    pub charged: f64,
+    /// `charged` minus the pre-charge: negative when GPU-seconds went back to the bucket.
+    pub delta: f64,
 }
 
 /// How a caller proves who it is: a presented key, or an identity already established (a redeemed ticket).
@@ -336,11 +323,6 @@ impl Drop for KeyConnectionGuard {
             }
         }
     }
-}
-
-/// A fresh correlation id (`req_` + 16 hex), generated by the server and echoed as `x-request-id`.
-pub fn request_id() -> String {
-    format!("req_{:016x}", rand::random::<u64>())
 }
 
 /// Single-use stream tickets, so browsers (which cannot set WebSocket headers) never put a key in a URL.

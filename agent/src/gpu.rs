@@ -8,8 +8,8 @@
 //!  gateway.apply(snapshot) ─▶ Gpu::set_tiers(tiers of the snapshot)
 //!  admin /status, Lease annotation ◀── Gpu::status_json()
 //! ```
-use crate::limiter::RefillFactor;
-use crate::snapshot::Snapshot;
+use infergate_gate::limiter::RefillFactor;
+use infergate_gate::snapshot::Snapshot;
 use infergate_gpu::{Controller, DynamicLimits, LimitsConfig, NvmlConfig, TierPolicy};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

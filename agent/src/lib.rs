@@ -1,43 +1,40 @@
 //! infergate agent: the data plane. Every request and audio stream passes through here.
 //!
 //! ```text
-//!  config: cluster (watch gateway-config Secrets) | standalone (operator compile on local manifests)
-//!            └─▶ Snapshot::build ─▶ ArcSwap<Snapshot> ─▶ streams::Registry::enforce (close revoked streams)
+//!  config: cluster (watch gateway-config Secrets) | standalone (compile local manifests)
+//!            └─▶ Snapshot::build ─▶ Gateway::apply ─▶ ArcSwap<Snapshot> ─▶ streams::Registry::enforce
 //!
-//!  doors:  http (OpenAI /v1/audio/transcriptions, /v1/models, /v1/tickets, WebSocket /v1/stream)
-//!          grpc (infergate.v1.Inference)          admin (/metrics /healthz /readyz)
-//!            └─▶ admission::admit (sync) ─▶ limiter (sync bucket, async queue) ─▶ backend::Backend
+//!  doors/ (protocol only)                    core services                   infergate-gate (no server code)
+//!   http  /v1/audio/*, /v1/models, tickets ─▶ oneshot::run ──────────┐       admission::admit, limiter,
+//!   grpc  infergate.v1.Inference ──────────┬▶ session::Session::drive ┼─────▶ refusal, audio, audit,
+//!   ws    /v1/stream ──────────────────────┘   (one stream loop)      │       streams, snapshot
+//!   admin /metrics /healthz /readyz /usage /status                    └─▶ backend::Backend (upstream,
+//!   edge: credential, Origin, request id, limits, refusal forms              builtin speaker / vad)
+//!  every request: one outcome::RequestOutcome (door, route, key id, endpoint, outcome, GPU-seconds)
 //! ```
-//! Layering: [`refusal`], [`snapshot`], [`admission`], [`limiter`] and [`streams`] are plain libraries with no
-//! server code; [`gateway`] ties them together for the doors; [`http`], [`ws`], [`grpc`], [`admin`] are the I/O
-//! edges; [`standalone`] and [`cluster`] deliver config; `main.rs` only parses arguments.
+//! Layering: `infergate-gate` holds the pure admission core; [`gateway`] is the shared state around it;
+//! [`oneshot`] and [`session`] are the application services; [`doors`] are the I/O edges and only translate;
+//! [`standalone`] and [`cluster`] deliver config; `main.rs` only parses arguments.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod admission;
-pub mod audio;
-pub mod audit;
 pub mod backend;
 pub mod builtin;
 pub mod cli;
 pub mod cluster;
+pub mod doors;
 pub mod gateway;
 pub mod gpu;
-pub mod grpc;
-pub mod http;
-pub mod limiter;
 pub mod metrics;
-pub mod refusal;
+pub mod oneshot;
+pub mod outcome;
 pub mod serve;
 pub mod session;
-pub mod snapshot;
 pub mod standalone;
-pub mod streams;
-pub mod ws;
 
-#[cfg(test)]
-mod tests;
+/// The config snapshot lives in the gate crate; the config sources (`standalone`, `cluster`) name it here.
+pub use infergate_gate::snapshot;
+
 #[cfg(test)]
 mod tests_gpu;
 
@@ -45,8 +42,8 @@ mod tests_gpu;
 /// limit policy (NVML sampling, or CPU mode with nominal factors: one log line, never a failure).
 pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<gateway::Gateway>> {
     let gpu = std::sync::Arc::new(gpu::Gpu::start());
-    let limiter = std::sync::Arc::new(limiter::Limiter::with_refill(
-        std::sync::Arc::new(limiter::InMemoryStore::default()),
+    let limiter = std::sync::Arc::new(infergate_gate::limiter::Limiter::with_refill(
+        std::sync::Arc::new(infergate_gate::limiter::InMemoryStore::default()),
         gpu.refill(),
     ));
     let models_dir = builtin::ModelsDir::resolve(common.models_dir.as_deref());

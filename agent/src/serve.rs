@@ -47,9 +47,10 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
             }
         })
     };
-    let http_app = crate::http::router(Arc::clone(&gateway)).into_make_service();
-    let admin_app = crate::admin::router(Arc::clone(&gateway));
-    let grpc_service = crate::grpc::service(Arc::clone(&gateway));
+    let stream = axum::routing::get(crate::doors::ws::upgrade);
+    let http_app = crate::doors::http::router(Arc::clone(&gateway), stream).into_make_service();
+    let admin_app = crate::doors::admin::router(Arc::clone(&gateway));
+    let grpc_service = crate::doors::grpc::service(Arc::clone(&gateway));
     let result = tokio::select! {
         r = axum::serve(http, http_app).with_graceful_shutdown(shutdown()) => r.context("http listener failed"),
         r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown()) => r.context("admin listener failed"),

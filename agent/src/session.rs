@@ -1,23 +1,30 @@
 //! One audio stream, whatever door it came through: ingress limits, charging as audio arrives, segmenting to
-//! the backend, and the graceful close on revocation.
+//! the backend, and the graceful close on revocation. The doors translate frames; [`Session::drive`] runs
+//! the one stream loop over their [`Transport`].
 //!
 //! ```text
-//!  door loop ──audio──▶ Session::on_audio ─ check chunk size, messages/s, total audio
-//!                                          ─ charge chunk_seconds × cost (waits ≤ queue timeout, else 4290)
-//!                                          ─ buffer; every segment_seconds ─▶ backend ─▶ Event::Partial
-//!            ──end────▶ Session::finish ─▶ backend(remainder) ─▶ Event::Final
-//!            select! { frame, session.deadline() (idle / session length), session.revoked() }
-//!  revoked ─▶ finish within flush_deadline (pending result flushed) ─▶ close with the refusal's code
+//!  door: start message ─▶ Session::open (scope, per-key connections, stream slot, backend) ─▶ drive(transport)
+//!  drive: transport.ready ─▶ loop select! {
+//!           session.revoked()                  ─▶ flush (≤ flush_deadline) ─▶ transport.close(refusal)
+//!           deadline (idle / session length)   ─▶ flush ─▶ close
+//!           transport.recv() ─ Audio ─▶ on_audio: chunk size, messages/s, total audio,
+//!                                       charge chunk_seconds × cost (waits ≤ queue timeout, else 4290),
+//!                                       buffer; every segment_seconds ─▶ backend ─▶ Event::Partial
+//!                            ─ End   ─▶ finish: backend(remainder) ─▶ Event::Final ─▶ transport.done
+//!                            ─ Closed (client gone) ─▶ return }
+//!  each segment: its chunk charges settle once, through Gateway::settle, against the measured GPU time
 //! ```
-use crate::admission::{Grant, Identity, Request};
-use crate::audio::{pcm16_seconds, wav_header};
-use crate::audit::StreamClosedEvent;
 use crate::backend::{Backend, BackendRequest, Backends};
-use crate::gateway::{Door, Gateway, KeyConnectionGuard, RefusalContext};
-use crate::limiter::{Limiter, StreamSlot};
-use crate::refusal::{Refusal, RefusalCode};
-use crate::streams::StreamHandle;
+use crate::gateway::{Gateway, KeyConnectionGuard};
+use crate::outcome::RequestOutcome;
 use bytes::{Bytes, BytesMut};
+use infergate_gate::admission::{self, Grant, Identity, Request};
+use infergate_gate::audio::{pcm16_seconds, wav_header};
+use infergate_gate::audit::StreamClosedEvent;
+use infergate_gate::limiter::{Charge, Limiter, StreamSlot};
+use infergate_gate::refusal::{Refusal, RefusalCode};
+use infergate_gate::streams::StreamHandle;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -29,11 +36,51 @@ pub enum Event {
     Final { text: String, segments: u32, audio_seconds: f64, gpu_seconds: f64 },
 }
 
+/// What a door's client sent, translated from its protocol's frames.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Raw 16 kHz mono PCM16 little-endian.
+    Audio(Bytes),
+    /// The client ends the stream and wants the final result.
+    End,
+    /// A frame that only shows the client is alive (WebSocket ping/pong).
+    Activity,
+    /// A frame that is not valid on a running stream; the refusal says what to send instead.
+    Invalid(Refusal),
+    /// The client went away, or stopped listening, without `end`: nothing more to say.
+    Closed,
+}
+
+/// The stream's start, as every door announces it.
+pub struct Ready<'a> {
+    pub request_id: &'a str,
+    pub stream_id: u64,
+    pub key_id: String,
+    pub model: &'a str,
+}
+
+/// A stream door's frames: the WebSocket and gRPC doors implement it, [`Session::drive`] runs the loop.
+/// A send that fails means the client is gone; the loop then ends without another word.
+pub trait Transport: Send {
+    /// The next client frame. Must be cancel-safe: it sits in a `select!` with the session's timers.
+    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+    fn ready(&mut self, ready: Ready<'_>) -> impl Future<Output = Result<(), Gone>> + Send;
+    fn event(&mut self, event: &Event) -> impl Future<Output = Result<(), Gone>> + Send;
+    /// Ends the stream with a refusal (WebSocket: error message + 4xxx close; gRPC: status).
+    fn refuse(&mut self, refusal: &Refusal) -> impl Future<Output = ()> + Send;
+    /// Ends the stream normally after the final result.
+    fn done(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// The client no longer reads what the stream sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gone;
+
 pub struct Session {
     gateway: Arc<Gateway>,
     pub grant: Grant,
-    pub request_id: String,
-    pub door: Door,
+    /// The request's record: door, request id, key, endpoint, outcome code, GPU-seconds (the running total).
+    outcome: RequestOutcome,
     handle: StreamHandle,
     _slot: StreamSlot,
     _key_connection: KeyConnectionGuard,
@@ -47,9 +94,8 @@ pub struct Session {
     /// Audio seconds already sent to the backend (the start of the buffered segment).
     flushed_seconds: f64,
     audio_seconds: f64,
-    gpu_seconds: f64,
-    /// Charged for the buffered segment, settled against the backend's measured time.
-    segment_charge: f64,
+    /// The chunk charges of the buffered segment, settled once against the backend's measured time.
+    segment_charge: Option<Charge>,
     segments: u32,
     transcript: String,
     closed_code: &'static str,
@@ -57,45 +103,41 @@ pub struct Session {
 
 impl Session {
     /// Authorizes and opens a stream: scope, per-key connection cap, the tier's stream cap (queued), backend.
+    /// Every refusal is recorded on `outcome`.
     pub async fn open(
         gateway: &Arc<Gateway>,
         identity: Identity,
         request: &Request<'_>,
-        door: Door,
-        request_id: String,
+        mut outcome: RequestOutcome,
         fields: Vec<(String, String)>,
     ) -> Result<Session, Refusal> {
         let snapshot = gateway.snapshot();
         let key = identity.key;
-        let grant = match gateway.authorize(&snapshot, identity.clone(), request) {
-            Ok(g) => g,
-            Err(refusal) => {
-                gateway.refused(&refusal, &RefusalContext::new(door, &request_id).identity(&identity));
-                return Err(refusal);
-            }
-        };
-        let refused = |refusal: Refusal| {
-            gateway.refused(&refusal, &RefusalContext::new(door, &request_id).grant(&grant));
+        outcome.identity(&identity);
+        let grant = admission::authorize(&snapshot, identity, request)
+            .inspect_err(|refusal| gateway.refused(refusal, &mut outcome))?;
+        outcome.grant(&grant);
+        let mut refused = |refusal: Refusal| {
+            gateway.refused(&refusal, &mut outcome);
             refusal
         };
-        let key_connection = gateway.key_connection(key).map_err(refused)?;
-        let backend = gateway.backends.for_endpoint(&grant.endpoint.shard).map_err(refused)?;
-        let slot = gateway.limiter.open_stream(&grant).await.map_err(refused)?;
+        let key_connection = gateway.key_connection(key).map_err(&mut refused)?;
+        let backend = gateway.backends.for_endpoint(&grant.endpoint.shard).map_err(&mut refused)?;
+        let slot = gateway.limiter.open_stream(&grant).await.map_err(&mut refused)?;
         gateway.admitted(&grant);
         let handle = gateway.streams.register(
             key,
             grant.identity.digest,
             grant.identity.environment,
             &grant.endpoint.label,
-            door.as_str(),
+            outcome.door.as_str(),
         );
         gateway.metrics.open_streams.inc();
         let now = Instant::now();
         Ok(Session {
             gateway: Arc::clone(gateway),
             grant,
-            request_id,
-            door,
+            outcome,
             handle,
             _slot: slot,
             _key_connection: key_connection,
@@ -108,12 +150,77 @@ impl Session {
             buffer: BytesMut::new(),
             flushed_seconds: 0.0,
             audio_seconds: 0.0,
-            gpu_seconds: 0.0,
-            segment_charge: 0.0,
+            segment_charge: None,
             segments: 0,
             transcript: String::new(),
             closed_code: "client_closed",
         })
+    }
+
+    /// Runs the stream to its end over a door's transport: ready, then audio until `end`, a limit, the
+    /// client leaving, or revocation. Every refusal is recorded once and sent through the transport.
+    pub async fn drive(mut self, transport: &mut impl Transport) {
+        let ready = Ready {
+            request_id: &self.outcome.request_id,
+            stream_id: self.handle.id,
+            key_id: self.grant.key().to_string(),
+            model: &self.grant.endpoint.shard.model,
+        };
+        if transport.ready(ready).await.is_err() {
+            return;
+        }
+        loop {
+            let deadline = self.deadline();
+            let step = tokio::select! {
+                reason = self.revoked() => return self.close_after_flush(transport, &reason).await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let refusal = self.deadline_refusal();
+                    self.gateway.refused(&refusal, &mut self.outcome);
+                    return self.close_after_flush(transport, &refusal).await;
+                }
+                inbound = transport.recv() => match inbound {
+                    Inbound::Closed => return,
+                    inbound => self.on_inbound(inbound).await,
+                },
+            };
+            match step {
+                Ok(Step::Continue) => {}
+                Ok(Step::Send(event)) => {
+                    if transport.event(&event).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Step::Finished(event)) => {
+                    let _ = transport.event(&event).await;
+                    return transport.done().await;
+                }
+                Err(refusal) => {
+                    self.gateway.refused(&refusal, &mut self.outcome);
+                    self.set_close_reason(refusal.code.as_str());
+                    return transport.refuse(&refusal).await;
+                }
+            }
+        }
+    }
+
+    /// One client frame: every frame counts against the messages-per-second limit first.
+    async fn on_inbound(&mut self, inbound: Inbound) -> Result<Step, Refusal> {
+        self.on_message()?;
+        match inbound {
+            Inbound::Audio(chunk) => Ok(self.on_audio(chunk).await?.map_or(Step::Continue, Step::Send)),
+            Inbound::End => Ok(Step::Finished(self.finish().await?)),
+            Inbound::Activity => Ok(Step::Continue),
+            Inbound::Invalid(refusal) => Err(refusal),
+            Inbound::Closed => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Server-initiated close of a running stream: flush the pending result (bounded), then refuse.
+    async fn close_after_flush(&mut self, transport: &mut impl Transport, refusal: &Refusal) {
+        if let Some(event) = self.flush_before_close(refusal).await {
+            let _ = transport.event(&event).await;
+        }
+        transport.refuse(refusal).await;
     }
 
     pub fn stream_id(&self) -> u64 {
@@ -121,13 +228,13 @@ impl Session {
     }
 
     /// When the stream must end if nothing else happens: the idle timeout or the session limit.
-    pub fn deadline(&self) -> Instant {
+    fn deadline(&self) -> Instant {
         let limits = &self.grant.endpoint.shard.limits;
         (self.last_message + limits.idle_timeout.0).min(self.started + limits.max_session_duration.0)
     }
 
     /// The refusal for a reached [`deadline`](Self::deadline).
-    pub fn deadline_refusal(&self) -> Refusal {
+    fn deadline_refusal(&self) -> Refusal {
         let limits = &self.grant.endpoint.shard.limits;
         if Instant::now() >= self.started + limits.max_session_duration.0 {
             Refusal::new(
@@ -149,12 +256,12 @@ impl Session {
     }
 
     /// Resolves when the key's config no longer allows this stream. Cancel-safe.
-    pub async fn revoked(&mut self) -> Refusal {
+    async fn revoked(&mut self) -> Refusal {
         self.handle.closed().await
     }
 
     /// Counts one client message against the endpoint's messages-per-second limit.
-    pub fn on_message(&mut self) -> Result<(), Refusal> {
+    fn on_message(&mut self) -> Result<(), Refusal> {
         let now = Instant::now();
         self.last_message = now;
         if now.duration_since(self.window_start) >= Duration::from_secs(1) {
@@ -175,7 +282,7 @@ impl Session {
     }
 
     /// Takes one audio chunk (raw PCM16). Returns a partial result when a segment completes.
-    pub async fn on_audio(&mut self, chunk: Bytes) -> Result<Option<Event>, Refusal> {
+    async fn on_audio(&mut self, chunk: Bytes) -> Result<Option<Event>, Refusal> {
         let limits = &self.grant.endpoint.shard.limits;
         if chunk.len() > limits.max_chunk_bytes as usize {
             return Err(Refusal::new(
@@ -203,8 +310,11 @@ impl Session {
         let cost = Limiter::estimate_stream(&self.grant, seconds);
         let charge = self.gateway.limiter.charge(&self.grant, cost).await?;
         self.gateway.charged(&self.grant, charge.gpu_seconds);
-        self.gpu_seconds += charge.gpu_seconds;
-        self.segment_charge += charge.gpu_seconds;
+        self.outcome.gpu_seconds += charge.gpu_seconds;
+        match &mut self.segment_charge {
+            Some(segment) => segment.absorb(charge),
+            None => self.segment_charge = Some(charge),
+        }
         self.audio_seconds += seconds;
         self.buffer.extend_from_slice(&chunk);
         if pcm16_seconds(self.buffer.len()) >= self.gateway.settings.segment_seconds {
@@ -231,23 +341,16 @@ impl Session {
             filename: format!("segment-{}.wav", self.segments),
             content_type: "audio/wav".into(),
             fields: self.fields.clone(),
-            request_id: self.request_id.clone(),
+            request_id: self.outcome.request_id.clone(),
         };
         let timer = std::time::Instant::now();
         let response = self.backend.call(request).await.map_err(|e| e.to_refusal())?;
         self.gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
-        if let Some(measured) = response.measured_gpu_seconds.filter(|m| m.is_finite() && *m >= 0.0) {
-            let delta = measured - self.segment_charge;
-            let limiter = &self.gateway.limiter;
-            let _ =
-                limiter.store().adjust(Limiter::bucket(&self.grant), delta, limiter.params(&self.grant), limiter.now());
-            self.gateway.charged(&self.grant, delta.max(0.0));
-            if delta < 0.0 {
-                self.gateway.metrics.refunded_gpu_seconds.inc_by(-delta);
-            }
-            self.gpu_seconds += delta;
+        if let Some(charge) = self.segment_charge.take() {
+            let settled = self.gateway.settle(charge, response.measured_gpu_seconds);
+            self.gateway.charged(&self.grant, settled.delta.max(0.0));
+            self.outcome.gpu_seconds += settled.delta;
         }
-        self.segment_charge = 0.0;
         let text = response.text.unwrap_or_default();
         let segment = self.segments;
         self.segments += 1;
@@ -265,14 +368,14 @@ impl Session {
     }
 
     /// Ends the stream normally: flushes what is buffered and returns the final result.
-    pub async fn finish(&mut self) -> Result<Event, Refusal> {
+    async fn finish(&mut self) -> Result<Event, Refusal> {
         self.flush_segment().await?;
         self.closed_code = "completed";
         Ok(self.final_event())
     }
 
     /// For a stream being closed by the server (revocation, limits): flush within the deadline, best effort.
-    pub async fn flush_before_close(&mut self, reason: &Refusal) -> Option<Event> {
+    async fn flush_before_close(&mut self, reason: &Refusal) -> Option<Event> {
         self.closed_code = reason.code.as_str();
         match tokio::time::timeout(self.gateway.settings.flush_deadline, self.flush_segment()).await {
             Ok(Ok(_)) => Some(self.final_event()),
@@ -281,7 +384,7 @@ impl Session {
     }
 
     /// Marks why the stream ended, for the audit line written on drop.
-    pub fn set_close_reason(&mut self, code: &'static str) {
+    fn set_close_reason(&mut self, code: &'static str) {
         self.closed_code = code;
     }
 
@@ -290,16 +393,17 @@ impl Session {
             text: self.transcript.clone(),
             segments: self.segments,
             audio_seconds: self.audio_seconds,
-            gpu_seconds: self.gpu_seconds,
+            gpu_seconds: self.outcome.gpu_seconds,
         }
     }
+}
 
-    pub fn audio_seconds(&self) -> f64 {
-        self.audio_seconds
-    }
-    pub fn gpu_seconds(&self) -> f64 {
-        self.gpu_seconds
-    }
+/// What one client frame led to.
+enum Step {
+    Continue,
+    Send(Event),
+    /// The final result; the stream ends normally after it.
+    Finished(Event),
 }
 
 impl Drop for Session {
@@ -309,11 +413,11 @@ impl Drop for Session {
         self.gateway.audit.stream_closed(StreamClosedEvent {
             key: self.grant.key(),
             stream_id: self.handle.id,
-            door: self.door.as_str(),
+            door: self.outcome.door.as_str(),
             endpoint: &self.grant.endpoint.label,
             code: self.closed_code,
-            request_id: &self.request_id,
-            gpu_seconds: self.gpu_seconds,
+            request_id: &self.outcome.request_id,
+            gpu_seconds: self.outcome.gpu_seconds,
             audio_seconds: self.audio_seconds,
         });
     }

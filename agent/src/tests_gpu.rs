@@ -1,16 +1,17 @@
 //! GPU-driven limits and degradation through the agent's own limiter and one-shot path.
-use crate::admission::{Request, admit};
 use crate::backend::{Backend, BackendError, BackendRequest, BackendResponse, Backends};
-use crate::gateway::{Credential, Door, Gateway, Settings};
+use crate::gateway::{Credential, Gateway, Settings};
 use crate::gpu::{Gpu, GpuRefill, Mode, tier_policies};
-use crate::http::{OneShot, run_one_shot};
-use crate::limiter::{InMemoryStore, Limiter};
-use crate::refusal::RefusalCode;
-use crate::snapshot::{Snapshot, SnapshotOptions};
-use crate::tests::{key, mk_endpoint, mk_policy, t0, tier};
+use crate::oneshot::{self, OneShot};
+use crate::outcome::{Door, RequestOutcome};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use infergate_crds::endpoint::{BuiltinModel, Feature};
+use infergate_gate::admission::{Request, admit};
+use infergate_gate::limiter::{InMemoryStore, Limiter};
+use infergate_gate::refusal::RefusalCode;
+use infergate_gate::snapshot::{Snapshot, SnapshotOptions};
+use infergate_gate::testing::{key, mk_endpoint, mk_policy, t0, tier};
 use infergate_gpu::{DynamicLimits, FakeTelemetry, LimitsConfig, Telemetry};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,7 +118,7 @@ impl Backend for Named {
 
 fn wav_seconds(seconds: f64) -> Bytes {
     let data = (seconds * 32_000.0) as u32;
-    let mut v = crate::audio::wav_header(data).to_vec();
+    let mut v = infergate_gate::audio::wav_header(data).to_vec();
     v.resize(44 + data as usize, 0);
     Bytes::from(v)
 }
@@ -162,7 +163,8 @@ async fn saturated_endpoint_degrades_to_its_fallback_then_refuses() {
                 fields: vec![],
                 without_audio: false,
             };
-            run_one_shot(&gateway, identity, req, Door::Http, "req_test")
+            let mut outcome = RequestOutcome::new(Door::Http, "/v1/audio/embeddings");
+            oneshot::run(&gateway, identity, req, &mut outcome)
                 .await
                 .map(|o| (String::from_utf8(o.body.to_vec()).unwrap(), o.fallback))
         }

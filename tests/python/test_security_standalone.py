@@ -189,7 +189,7 @@ def test_admin_usage_and_status_need_the_bearer_token(tmp_path):
         a.stop()
 
 
-@security_item(18)
+@security_item(18, built=True)
 @pytest.mark.parametrize("field,snippet", [
     ("idleTimeout", "limits: {idleTimeout: 99999999999h}"),
     ("maxSessionDuration", "limits: {maxSessionDuration: 99999999999h}"),

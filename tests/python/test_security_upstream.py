@@ -48,7 +48,7 @@ def test_upstream_redirect_to_loopback_is_not_followed(tmp_path, canary, status)
         hostile.stop()
 
 
-@security_item(16)
+@security_item(16, built=True)
 @pytest.mark.parametrize("url", [
     "http://whisper.speech.svc:8000/v1?api-version=1",
     "http://whisper.speech.svc:8000/v1#frag",

@@ -12,6 +12,7 @@
 //!   gateway token bucket: refill = nominal_rate × limits.factor(tier)      status/metrics: limits.snapshot()
 //!
 //!   degrade::route(primary_saturated, fallback, |f| saturated(f)) -> Primary | Fallback(f) | Refuse(reason)
+//!   (the agent's one-shot path asks it with the primary's real saturation: its pre-charge was rate limited)
 //! ```
 //!
 //! No NVIDIA driver on the node: `NvmlTelemetry::init` returns `TelemetryError::NoDriver` (one line: "no
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod metrics;
 pub mod nvml;
 pub mod policy;
+#[cfg(feature = "testing")]
 pub mod reaction;
 pub mod smoothing;
 pub mod telemetry;

@@ -63,19 +63,6 @@ impl TierPolicy {
     }
 }
 
-#[cfg(feature = "crds")]
-impl From<&infergate_crds::gateway::TierLimits> for TierPolicy {
-    fn from(tier: &infergate_crds::gateway::TierLimits) -> Self {
-        Self::new(
-            tier.name.clone(),
-            tier.priority,
-            f64::from(tier.target_utilization_percent),
-            tier.min_factor,
-            tier.max_factor,
-        )
-    }
-}
-
 /// A tier set the policy cannot use. The message names the tier and what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {

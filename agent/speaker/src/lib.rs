@@ -22,7 +22,7 @@ mod error;
 pub mod frontend;
 mod linalg;
 mod pickle;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod weights;
 

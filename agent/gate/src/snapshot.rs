@@ -29,12 +29,6 @@ impl KeyRef {
     pub fn key_id(self) -> KeyId {
         KeyId(self.to_string())
     }
-    pub fn from_key_id(id: &KeyId) -> Option<Self> {
-        if !KeyId::is_well_formed(id.as_str()) {
-            return None;
-        }
-        u64::from_str_radix(&id.as_str()[4..], 16).ok().map(KeyRef)
-    }
 }
 
 impl fmt::Display for KeyRef {

@@ -37,6 +37,8 @@
 //! | `backend_unavailable` | 503  | UNAVAILABLE         | 4503            | no backend can serve this endpoint on this agent|
 //!
 //! Every message says what was wrong and what to do; none contains a key, a ticket, audio or a transcript.
+//! The doors turn a refusal into their protocol's form (`agent/src/doors/edge.rs`): HTTP status + JSON body +
+//! `Retry-After`, gRPC status + metadata, WebSocket error message + close code.
 use std::borrow::Cow;
 
 /// A refusal: a stable [`RefusalCode`], a human message, and for limits the seconds after which a retry can pass.
@@ -62,8 +64,8 @@ macro_rules! codes {
             pub fn http_status(self) -> u16 {
                 match self { $(RefusalCode::$variant => $http),* }
             }
-            pub fn grpc_code(self) -> tonic::Code {
-                match self { $(RefusalCode::$variant => tonic::Code::$grpc),* }
+            pub fn grpc_code(self) -> GrpcCode {
+                match self { $(RefusalCode::$variant => GrpcCode::$grpc),* }
             }
             pub fn ws_close_code(self) -> u16 {
                 match self { $(RefusalCode::$variant => $ws),* }
@@ -108,12 +110,18 @@ codes! {
     BackendUnavailable => ("backend_unavailable", 503, Unavailable, 4503),
 }
 
-impl RefusalCode {
-    /// Whether the refusal is about who is calling (as opposed to what or how much). Auth refusals are audited
-    /// under a shared sampling bucket when no key id is known.
-    pub fn is_authentication(self) -> bool {
-        self.http_status() == 401
-    }
+/// The gRPC status codes refusals use, by their wire numbers. The gRPC door turns them into `tonic::Code`;
+/// this crate stays free of the server framework.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    Unavailable = 14,
+    Unauthenticated = 16,
 }
 
 impl Refusal {
@@ -148,16 +156,6 @@ impl Refusal {
         }
         truncate_utf8(&mut reason, 123);
         reason
-    }
-
-    pub fn to_status(&self) -> tonic::Status {
-        let mut status = tonic::Status::new(self.code.grpc_code(), format!("{}: {}", self.code.as_str(), self.message));
-        let md = status.metadata_mut();
-        md.insert("x-infergate-code", tonic::metadata::MetadataValue::from_static(self.code.as_str()));
-        if let Some(secs) = self.retry_after_header() {
-            md.insert("retry-after", secs.to_string().parse().expect("digits are valid metadata"));
-        }
-        status
     }
 
     // Constructors for the common cases, so messages stay consistent across doors.
@@ -209,9 +207,7 @@ mod tests {
             r.to_json(),
             serde_json::json!({"error": {"code": "rate_limited", "message": "x", "retry_after_seconds": 3}})
         );
-        let status = r.to_status();
-        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(status.metadata().get("retry-after").unwrap(), "3");
+        assert_eq!(r.code.grpc_code(), GrpcCode::ResourceExhausted);
     }
 
     #[test]

@@ -1,166 +1,15 @@
 //! Admission-core tests: small builders, exact assertions on whole outcomes.
 use crate::admission::{Request, admit, authenticate};
-use crate::limiter::{self, InMemoryStore, Limiter};
+use crate::limiter::{InMemoryStore, Limiter};
 use crate::refusal::RefusalCode;
 use crate::snapshot::{KeyRef, Snapshot, SnapshotOptions};
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use infergate_crds::endpoint::{BackendSpec, CostModel, Feature, RequestLimits, UpstreamSpec};
-use infergate_crds::gateway::{
-    EndpointLimits, EndpointShard, KeyEntry, PolicyShard, RevokedKey, SHARD_SCHEMA_VERSION, ScopeEntry, Shard,
-    TierLimits,
-};
+use crate::testing::{key, mk_endpoint, mk_policy, t0, tier};
+use chrono::Duration;
+use infergate_crds::NamespacedName;
+use infergate_crds::endpoint::Feature;
+use infergate_crds::gateway::EndpointLimits;
 use infergate_crds::key::{ApiKey, Environment};
-use infergate_crds::policy::KeyState;
-use infergate_crds::{GoDuration, NamespacedName};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-pub(crate) fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
-}
-
-pub(crate) fn key(n: u8) -> ApiKey {
-    ApiKey::from_entropy(Environment::Test, &[n; 32])
-}
-
-pub(crate) fn tier(name: &str) -> TierLimits {
-    TierLimits {
-        name: name.into(),
-        priority: 100,
-        gpu_seconds_per_minute: 6.0,
-        burst_gpu_seconds: 1.0,
-        max_concurrent_streams: 2,
-        queue_max_depth: 0,
-        queue_timeout_ms: 1000,
-        target_utilization_percent: 85,
-        min_factor: 0.25,
-        max_factor: 1.0,
-        endpoint_overrides: BTreeMap::new(),
-    }
-}
-
-pub(crate) struct EndpointBuilder(EndpointShard);
-
-pub(crate) fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
-    EndpointBuilder(EndpointShard {
-        schema_version: SHARD_SCHEMA_VERSION,
-        endpoint: NamespacedName::new("default", name),
-        generation: 1,
-        model: model.into(),
-        features: vec![Feature::Transcribe],
-        environment: Default::default(),
-        backend: BackendSpec {
-            builtin: None,
-            upstream: Some(UpstreamSpec {
-                url: "http://127.0.0.1:1/v1".into(),
-                model: None,
-                timeout: GoDuration::from_secs(5),
-                // Loopback fixture upstream.
-                allow_private_network: true,
-            }),
-        },
-        cost: CostModel { gpu_seconds_per_audio_second: 0.1, minimum_gpu_seconds: 0.0 },
-        limits: RequestLimits::default(),
-        fallback: None,
-        node_selector: None,
-        verify_threshold: None,
-    })
-}
-
-impl EndpointBuilder {
-    pub(crate) fn builtin(mut self, model: infergate_crds::endpoint::BuiltinModel) -> Self {
-        self.0.backend = BackendSpec { builtin: Some(model), upstream: None };
-        self
-    }
-    pub(crate) fn fallback(mut self, name: &str) -> Self {
-        self.0.fallback = Some(NamespacedName::new("default", name));
-        self
-    }
-    pub(crate) fn features(mut self, f: &[Feature]) -> Self {
-        self.0.features = f.to_vec();
-        self
-    }
-    pub(crate) fn shard(self) -> Shard {
-        Shard::Endpoint(self.0)
-    }
-}
-
-pub(crate) struct PolicyBuilder(PolicyShard);
-
-pub(crate) fn mk_policy(name: &str) -> PolicyBuilder {
-    PolicyBuilder(PolicyShard {
-        schema_version: SHARD_SCHEMA_VERSION,
-        policy: NamespacedName::new("default", name),
-        generation: 1,
-        environment: Environment::Test,
-        tier: tier("free"),
-        keys: vec![],
-        revoked: vec![],
-        suspended: false,
-        expires_at: None,
-        scopes: vec![],
-        allowed_origins: vec![],
-        allow_client_embeddings: false,
-    })
-}
-
-impl PolicyBuilder {
-    pub(crate) fn key(mut self, k: &ApiKey) -> Self {
-        self.0.keys.push(KeyEntry {
-            key_id: k.id(),
-            digest: k.digest(),
-            state: KeyState::Current,
-            valid_from: t0() - Duration::days(1),
-            valid_until: None,
-        });
-        self
-    }
-    pub(crate) fn retiring(mut self, k: &ApiKey, until: DateTime<Utc>) -> Self {
-        self.0.keys.push(KeyEntry {
-            key_id: k.id(),
-            digest: k.digest(),
-            state: KeyState::Retiring,
-            valid_from: t0() - Duration::days(2),
-            valid_until: Some(until),
-        });
-        self
-    }
-    pub(crate) fn revoked(mut self, k: &ApiKey) -> Self {
-        self.0.revoked.push(RevokedKey { key_id: k.id(), digest: k.digest(), revoked_at: t0() });
-        self
-    }
-    pub(crate) fn scope(mut self, endpoint: &str, model: &str, features: &[Feature]) -> Self {
-        self.0.scopes.push(ScopeEntry {
-            endpoint: NamespacedName::new("default", endpoint),
-            model: model.into(),
-            features: features.to_vec(),
-        });
-        self
-    }
-    pub(crate) fn tier(mut self, t: TierLimits) -> Self {
-        self.0.tier = t;
-        self
-    }
-    pub(crate) fn suspended(mut self) -> Self {
-        self.0.suspended = true;
-        self
-    }
-    pub(crate) fn expires(mut self, at: DateTime<Utc>) -> Self {
-        self.0.expires_at = Some(at);
-        self
-    }
-    pub(crate) fn origins(mut self, o: &[&str]) -> Self {
-        self.0.allowed_origins = o.iter().map(|s| s.to_string()).collect();
-        self
-    }
-    pub(crate) fn live(mut self) -> Self {
-        self.0.environment = Environment::Live;
-        self
-    }
-    pub(crate) fn shard(self) -> Shard {
-        Shard::Policy(self.0)
-    }
-}
 
 fn world() -> Snapshot {
     let shards = vec![
@@ -344,11 +193,6 @@ fn revision_is_order_independent() {
     let two = Snapshot::build(&[b, a], SnapshotOptions::default()).0;
     assert_eq!(one.revision, two.revision);
     assert_ne!(one.revision, Snapshot::empty().revision);
-}
-
-#[test]
-fn in_memory_store_passes_the_shared_counter_store_body() {
-    limiter::conformance::run(InMemoryStore::default);
 }
 
 #[test]

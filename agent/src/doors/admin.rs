@@ -1,6 +1,7 @@
 //! The admin listener (separate port, not for clients): `/metrics`, `/healthz`, `/readyz`, and `/usage`
 //! (per-key GPU-seconds and open streams by key id, which metric labels deliberately do not carry), and
-//! `/status` (config revision, CPU/GPU mode and each tier's current refill factor).
+//! `/status` (config revision, CPU/GPU mode and each tier's current refill factor). Reads the gateway's state
+//! only; no client request passes through here.
 use crate::gateway::Gateway;
 use axum::extract::State;
 use axum::http::StatusCode;

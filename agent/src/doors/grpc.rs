@@ -1,0 +1,266 @@
+//! The gRPC door: service `infergate.v1.Inference` (agent/proto/infergate/v1/inference.proto).
+//! Key in metadata `authorization: Bearer <key>` or `x-api-key`. Refusals become statuses via
+//! [`edge::grpc_status`] (code, `x-infergate-code`, `retry-after`); responses carry `x-request-id`.
+//!
+//! ```text
+//!  Transcribe       ─▶ edge::authenticate ─▶ oneshot::run ─▶ TranscribeResponse (+ x-infergate-fallback)
+//!  ListModels       ─▶ edge::authenticate ─▶ oneshot::models
+//!  StreamTranscribe ─▶ connection cap ─▶ edge::authenticate ─▶ spawn: first message `start` (auth deadline)
+//!                      ─▶ Session::open ─▶ Session::drive(GrpcTransport: messages ⇄ Inbound / results)
+//! ```
+use super::edge;
+use crate::gateway::Gateway;
+use crate::oneshot::{self, OneShot};
+use crate::outcome::{Door, RequestOutcome};
+use crate::session::{Event, Gone, Inbound, Ready, Session, Transport};
+use infergate_crds::endpoint::Feature;
+use infergate_gate::admission::{Identity, Request};
+use infergate_gate::refusal::{Refusal, RefusalCode};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::{Status, Streaming};
+
+pub mod pb {
+    tonic::include_proto!("infergate.v1");
+}
+
+use pb::inference_server::{Inference, InferenceServer};
+use pb::{stream_request, stream_response};
+
+pub fn service(gateway: Arc<Gateway>) -> InferenceServer<GrpcDoor> {
+    InferenceServer::new(GrpcDoor { gateway }).max_decoding_message_size(edge::MAX_STREAM_MESSAGE_BYTES)
+}
+
+pub struct GrpcDoor {
+    gateway: Arc<Gateway>,
+}
+
+impl GrpcDoor {
+    fn authenticate<T>(&self, request: &tonic::Request<T>, outcome: &mut RequestOutcome) -> Result<Identity, Status> {
+        edge::authenticate(&self.gateway, edge::metadata_key(request.metadata()), outcome)
+            .map_err(|refusal| edge::grpc_status(&refusal, &outcome.request_id))
+    }
+}
+
+fn with_request_id<T>(message: T, request_id: &str) -> tonic::Response<T> {
+    let mut response = tonic::Response::new(message);
+    if let Ok(v) = MetadataValue::try_from(request_id) {
+        response.metadata_mut().insert(edge::REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+type ResponseStream = Pin<Box<dyn futures::Stream<Item = Result<pb::StreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Inference for GrpcDoor {
+    async fn transcribe(
+        &self,
+        request: tonic::Request<pb::TranscribeRequest>,
+    ) -> Result<tonic::Response<pb::TranscribeResponse>, Status> {
+        let mut outcome = RequestOutcome::new(Door::Grpc, "Inference/Transcribe");
+        let identity = self.authenticate(&request, &mut outcome)?;
+        let req = request.into_inner();
+        let mut fields = vec![("response_format".to_string(), "json".to_string())];
+        if !req.language.is_empty() {
+            fields.push(("language".into(), req.language));
+        }
+        if !req.prompt.is_empty() {
+            fields.push(("prompt".into(), req.prompt));
+        }
+        let filename = if req.filename.is_empty() { "audio.wav".to_string() } else { req.filename };
+        let one_shot = OneShot {
+            model: &req.model,
+            feature: Feature::Transcribe,
+            without_audio: false,
+            origin: None,
+            audio: req.audio.into(),
+            filename,
+            content_type: "application/octet-stream".into(),
+            fields,
+        };
+        let served = oneshot::run(&self.gateway, identity, one_shot, &mut outcome)
+            .await
+            .map_err(|r| edge::grpc_status(&r, &outcome.request_id))?;
+        let request_id = &outcome.request_id;
+        let mut response = with_request_id(
+            pb::TranscribeResponse {
+                text: served.text.unwrap_or_default(),
+                audio_seconds: served.audio_seconds,
+                gpu_seconds: served.gpu_seconds,
+                request_id: request_id.clone(),
+            },
+            request_id,
+        );
+        // Same name as the HTTP header: the request was served by the endpoint's fallback.
+        if let Some(v) = served.fallback.and_then(|f| MetadataValue::try_from(f.as_str()).ok()) {
+            response.metadata_mut().insert(edge::FALLBACK_HEADER, v);
+        }
+        Ok(response)
+    }
+
+    async fn list_models(
+        &self,
+        request: tonic::Request<pb::ListModelsRequest>,
+    ) -> Result<tonic::Response<pb::ListModelsResponse>, Status> {
+        let mut outcome = RequestOutcome::new(Door::Grpc, "Inference/ListModels");
+        let identity = self.authenticate(&request, &mut outcome)?;
+        let models = oneshot::models(&self.gateway, &identity)
+            .into_iter()
+            .map(|m| pb::Model {
+                id: m.id,
+                features: m.features.into_iter().map(str::to_string).collect(),
+                endpoint: m.endpoint,
+            })
+            .collect();
+        Ok(with_request_id(pb::ListModelsResponse { models }, &outcome.request_id))
+    }
+
+    type StreamTranscribeStream = ResponseStream;
+
+    async fn stream_transcribe(
+        &self,
+        request: tonic::Request<Streaming<pb::StreamRequest>>,
+    ) -> Result<tonic::Response<Self::StreamTranscribeStream>, Status> {
+        let mut outcome = RequestOutcome::new(Door::Grpc, "Inference/StreamTranscribe");
+        let gateway = Arc::clone(&self.gateway);
+        let connection = gateway.connection(Door::Grpc).map_err(|r| {
+            gateway.refused(&r, &mut outcome);
+            edge::grpc_status(&r, &outcome.request_id)
+        })?;
+        let identity = self.authenticate(&request, &mut outcome)?;
+        let (tx, rx) = mpsc::channel(16);
+        let request_id = outcome.request_id.clone();
+        let transport = GrpcTransport { inbound: request.into_inner(), tx, request_id: request_id.clone() };
+        tokio::spawn(async move {
+            let _connection = connection;
+            run_stream(gateway, identity, transport, outcome).await;
+        });
+        Ok(with_request_id(Box::pin(ReceiverStream::new(rx)) as ResponseStream, &request_id))
+    }
+}
+
+/// The first message must be `start`, within the auth deadline; then the session drives the stream.
+async fn run_stream(
+    gateway: Arc<Gateway>,
+    identity: Identity,
+    mut transport: GrpcTransport,
+    mut outcome: RequestOutcome,
+) {
+    let first = tokio::time::timeout(gateway.settings.auth_timeout, transport.inbound.message()).await;
+    let start = match first {
+        Err(_) => {
+            let r =
+                Refusal::new(RefusalCode::AuthTimeout, "no start message within the deadline after opening the stream");
+            gateway.refused(&r, &mut outcome);
+            return transport.refuse(&r).await;
+        }
+        Ok(Err(_)) | Ok(Ok(None)) => return,
+        Ok(Ok(Some(pb::StreamRequest { msg: Some(stream_request::Msg::Start(start)) }))) => start,
+        Ok(Ok(Some(_))) => {
+            return transport
+                .refuse(&Refusal::bad_request("the first stream message must be `start` with a model"))
+                .await;
+        }
+    };
+    let feature = match start.feature.as_str() {
+        "" | "transcribe" => Feature::Transcribe,
+        "embed" => Feature::Embed,
+        "verify" => Feature::Verify,
+        "vad" => Feature::Vad,
+        _ => {
+            return transport
+                .refuse(&Refusal::bad_request("unknown feature: use transcribe, embed, verify or vad"))
+                .await;
+        }
+    };
+    let fields =
+        if start.language.is_empty() { vec![] } else { vec![("language".to_string(), start.language.clone())] };
+    let request = Request { model: &start.model, feature, origin: None };
+    match Session::open(&gateway, identity, &request, outcome, fields).await {
+        Ok(session) => session.drive(&mut transport).await,
+        Err(refusal) => transport.refuse(&refusal).await,
+    }
+}
+
+/// The bidirectional gRPC stream as a stream transport: `audio`/`end` messages in, results and a final
+/// status out. Ending normally is dropping the sender (status OK).
+struct GrpcTransport {
+    inbound: Streaming<pb::StreamRequest>,
+    tx: mpsc::Sender<Result<pb::StreamResponse, Status>>,
+    request_id: String,
+}
+
+impl GrpcTransport {
+    async fn send(&mut self, message: pb::StreamResponse) -> Result<(), Gone> {
+        self.tx.send(Ok(message)).await.map_err(|_| Gone)
+    }
+}
+
+impl Transport for GrpcTransport {
+    async fn recv(&mut self) -> Inbound {
+        tokio::select! {
+            // The client dropped the response stream: nobody reads what this stream would say.
+            _ = self.tx.closed() => Inbound::Closed,
+            message = self.inbound.message() => match message {
+                // The client went away or half-closed without `end`: nothing more to say.
+                Ok(None) | Err(_) => Inbound::Closed,
+                Ok(Some(m)) => match m.msg {
+                    Some(stream_request::Msg::Audio(bytes)) => Inbound::Audio(bytes.into()),
+                    Some(stream_request::Msg::End(_)) => Inbound::End,
+                    Some(stream_request::Msg::Start(_)) | None => {
+                        Inbound::Invalid(Refusal::bad_request("the stream has started: send audio or end"))
+                    }
+                },
+            },
+        }
+    }
+
+    async fn ready(&mut self, ready: Ready<'_>) -> Result<(), Gone> {
+        self.send(pb::StreamResponse {
+            msg: Some(stream_response::Msg::Ready(pb::StreamReady {
+                request_id: ready.request_id.to_string(),
+                stream_id: ready.stream_id,
+                key_id: ready.key_id,
+            })),
+        })
+        .await
+    }
+
+    async fn event(&mut self, event: &Event) -> Result<(), Gone> {
+        self.send(result_message(event)).await
+    }
+
+    async fn refuse(&mut self, refusal: &Refusal) {
+        let _ = self.tx.send(Err(edge::grpc_status(refusal, &self.request_id))).await;
+    }
+
+    async fn done(&mut self) {}
+}
+
+fn result_message(event: &Event) -> pb::StreamResponse {
+    let result = match event {
+        Event::Partial { text, segment, start_seconds, end_seconds } => pb::TranscriptResult {
+            r#final: false,
+            text: text.clone(),
+            segment: *segment,
+            start_seconds: *start_seconds,
+            end_seconds: *end_seconds,
+            audio_seconds: *end_seconds,
+            gpu_seconds: 0.0,
+        },
+        Event::Final { text, segments, audio_seconds, gpu_seconds } => pb::TranscriptResult {
+            r#final: true,
+            text: text.clone(),
+            segment: *segments,
+            start_seconds: 0.0,
+            end_seconds: *audio_seconds,
+            audio_seconds: *audio_seconds,
+            gpu_seconds: *gpu_seconds,
+        },
+    };
+    pb::StreamResponse { msg: Some(stream_response::Msg::Result(result)) }
+}

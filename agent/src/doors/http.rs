@@ -1,0 +1,334 @@
+//! The HTTP door: OpenAI-compatible `POST /v1/audio/transcriptions`, `GET /v1/models`, `POST /v1/tickets`, and
+//! the built-in models' endpoints. It reads the body (multipart or JSON) within the size and time limits and
+//! hands the request to [`crate::oneshot`]. Every response carries `x-request-id`; every refusal is
+//! `{"error":{"code","message","retry_after_seconds"?}}` with the status from `infergate_gate::refusal` and,
+//! for limits, a `Retry-After` header ([`edge::http_refusal`]).
+//!
+//! ```text
+//!  headers ─▶ edge::authenticate (before the body: a refused caller costs no upload)
+//!  body    ─▶ read_upload / read_builtin_json (within body timeout, max upload) ─▶ oneshot::run ─▶ response
+//! ```
+//!
+//! Built-in endpoints (scope features `embed`, `verify`, `vad`; same admission, pre-charge and settlement with
+//! the measured compute time as transcription). Audio is multipart `file` (16 kHz 16-bit PCM WAV, or raw
+//! 16 kHz mono PCM16 with a `.pcm` name) plus `model`; other fields are form fields holding JSON text, or the
+//! whole request may be a JSON object when no audio is sent:
+//!
+//! | endpoint                     | input                                              | answer                                                     |
+//! |------------------------------|----------------------------------------------------|------------------------------------------------------------|
+//! | `POST /v1/audio/embeddings`  | `file`, `model`                                    | `{"model","embedding":[256],"audio_seconds","speech_seconds"?}` |
+//! | `POST /v1/audio/verify`      | `file` or `embedding` (256), `reference_embedding` (256), `model` | `{"model","similarity","threshold","match"}`  |
+//! | `POST /v1/audio/vad`         | `file`, `model`                                    | `{"model","segments":[{"start","end"}],"speech_seconds","audio_seconds"}` |
+//!
+//! `threshold` is the endpoint's `verifyThreshold` (default 0.75). A client-computed `embedding` replaces the
+//! audio only when the key's policy has `allowClientEmbeddings` (else 403 `client_embedding_not_allowed`);
+//! an embedding of the wrong length is 400. A wrong sample rate is 400 with the `sox` command that fixes it.
+//! `speech_seconds` on embeddings: the speech VAD kept (silence is trimmed before embedding when VAD weights
+//! are loaded). Nothing biometric is stored or logged.
+//!
+//! Degradation: when the endpoint's bucket cannot pay for the caller's tier and the endpoint names a
+//! `fallback`, the request is served (and charged) there and the response carries
+//! `x-infergate-fallback: <namespace/name>`; without one (or with both saturated) the usual 429 + `Retry-After`.
+use super::edge;
+use crate::gateway::Gateway;
+use crate::oneshot::{self, OneShot, Served};
+use crate::outcome::{Door, RequestOutcome};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use infergate_crds::endpoint::Feature;
+use infergate_gate::refusal::{Refusal, RefusalCode};
+use std::sync::Arc;
+
+/// The HTTP door's routes. The WebSocket upgrade at `/v1/stream` shares the listener; its handler is the
+/// WebSocket door's.
+pub fn router(gateway: Arc<Gateway>, stream: axum::routing::MethodRouter<Arc<Gateway>>) -> Router {
+    let upload_limit = gateway.settings.max_upload_bytes + 64 * 1024;
+    Router::new()
+        .route("/v1/audio/transcriptions", post(transcriptions))
+        .route("/v1/audio/embeddings", post(embeddings))
+        .route("/v1/audio/verify", post(verify))
+        .route("/v1/audio/vad", post(vad))
+        .route("/v1/models", get(models))
+        .route("/v1/tickets", post(tickets))
+        .route("/v1/stream", stream)
+        .layer(DefaultBodyLimit::max(upload_limit))
+        .with_state(gateway)
+}
+
+struct Upload {
+    model: Option<String>,
+    file: Option<(Bytes, String, String)>,
+    fields: Vec<(String, String)>,
+}
+
+/// Fields the agent passes through to the backend as they are. `model` is replaced; `stream` is not supported.
+const PASSTHROUGH_FIELDS: &[&str] = &[
+    "language",
+    "prompt",
+    "response_format",
+    "temperature",
+    "timestamp_granularities[]",
+    "include[]",
+    "chunking_strategy",
+];
+
+async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&str]) -> Result<Upload, Refusal> {
+    let mut upload = Upload { model: None, file: None, fields: Vec::new() };
+    let multipart_err = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Refusal::new(
+                RefusalCode::AudioTooLong,
+                format!("upload exceeds the agent's maximum of {max_bytes} bytes; split the audio"),
+            )
+        } else {
+            Refusal::bad_request(format!(
+                "malformed multipart body ({}); send multipart/form-data with `file` and `model`",
+                e.body_text()
+            ))
+        }
+    };
+    while let Some(field) = multipart.next_field().await.map_err(multipart_err)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "file" => {
+                let filename = field.file_name().unwrap_or("audio").to_string();
+                let content_type = field.content_type().unwrap_or("application/octet-stream").to_string();
+                let bytes = field.bytes().await.map_err(multipart_err)?;
+                if bytes.len() > max_bytes {
+                    return Err(Refusal::new(
+                        RefusalCode::AudioTooLong,
+                        format!(
+                            "upload of {} bytes exceeds the agent's maximum of {max_bytes} bytes; split the audio",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                upload.file = Some((bytes, filename, content_type));
+            }
+            "model" => upload.model = Some(field.text().await.map_err(multipart_err)?),
+            "stream" => {
+                let v = field.text().await.map_err(multipart_err)?;
+                if v == "true" {
+                    return Err(Refusal::bad_request(
+                        "stream=true is not supported on this endpoint; use the WebSocket or gRPC stream",
+                    ));
+                }
+            }
+            other if accepted.contains(&other) => {
+                let v = field.text().await.map_err(multipart_err)?;
+                upload.fields.push((name, v));
+            }
+            _ => {
+                // Unknown fields are ignored, as the OpenAI API does for forward compatibility.
+                let _ = field.bytes().await.map_err(multipart_err)?;
+            }
+        }
+    }
+    Ok(upload)
+}
+
+async fn transcriptions(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, multipart: Multipart) -> Response {
+    let mut outcome = RequestOutcome::new(Door::Http, "/v1/audio/transcriptions");
+    let result = transcribe(&gateway, &headers, multipart, &mut outcome).await;
+    edge::http_finish(result, &outcome.request_id)
+}
+
+async fn transcribe(
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    multipart: Multipart,
+    outcome: &mut RequestOutcome,
+) -> Result<Response, Refusal> {
+    // Authenticate before reading the body: a refused caller costs no upload.
+    let identity = edge::authenticate(gateway, edge::header_key(headers), outcome)?;
+    let read = read_upload(multipart, gateway.settings.max_upload_bytes, PASSTHROUGH_FIELDS);
+    let upload = edge::within_body_timeout(gateway.settings.body_timeout, read)
+        .await
+        .inspect_err(|r| gateway.refused(r, outcome))?;
+    let model = upload
+        .model
+        .ok_or_else(|| Refusal::bad_request("missing form field `model`"))
+        .inspect_err(|r| gateway.refused(r, outcome))?;
+    let (bytes, filename, content_type) = upload
+        .file
+        .ok_or_else(|| Refusal::bad_request("missing form field `file` (the audio)"))
+        .inspect_err(|r| gateway.refused(r, outcome))?;
+    let request = OneShot {
+        model: &model,
+        feature: Feature::Transcribe,
+        origin: edge::origin(headers),
+        audio: bytes,
+        filename,
+        content_type,
+        fields: upload.fields,
+        without_audio: false,
+    };
+    let served = oneshot::run(gateway, identity, request, outcome).await?;
+    let content_type = HeaderValue::from_str(&served.content_type).ok();
+    let mut response = served_response(&served);
+    if let Some(ct) = content_type {
+        response.headers_mut().insert(http::header::CONTENT_TYPE, ct);
+    }
+    Ok(response)
+}
+
+/// 200 with the backend's body, the GPU-seconds charged, and the fallback that served it, if any.
+fn served_response(served: &Served) -> Response {
+    let mut response = (StatusCode::OK, served.body.clone()).into_response();
+    response
+        .headers_mut()
+        .insert(edge::GPU_SECONDS_HEADER, HeaderValue::from_str(&format!("{:.6}", served.gpu_seconds)).expect("ascii"));
+    if let Some(v) = served.fallback.as_deref().and_then(|f| HeaderValue::from_str(f).ok()) {
+        response.headers_mut().insert(edge::FALLBACK_HEADER, v);
+    }
+    response
+}
+
+async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let mut outcome = RequestOutcome::new(Door::Http, "/v1/models");
+    let result = edge::authenticate(&gateway, edge::header_key(&headers), &mut outcome).map(|identity| {
+        let data: Vec<_> = oneshot::models(&gateway, &identity)
+            .into_iter()
+            .map(|m| {
+                serde_json::json!({"id": m.id, "object": "model", "created": 0, "owned_by": "infergate", "features": m.features, "endpoint": m.endpoint})
+            })
+            .collect();
+        Json(serde_json::json!({"object": "list", "data": data})).into_response()
+    });
+    edge::http_finish(result, &outcome.request_id)
+}
+
+async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let mut outcome = RequestOutcome::new(Door::Http, "/v1/tickets");
+    let result = edge::authenticate(&gateway, edge::header_key(&headers), &mut outcome).and_then(|identity| {
+        let ticket = oneshot::issue_ticket(&gateway, &identity, edge::origin(&headers), &mut outcome)?;
+        let body = serde_json::json!({"ticket": ticket, "expires_in_seconds": gateway.tickets.ttl().as_secs(), "key_id": identity.key.to_string()});
+        let mut response = (StatusCode::CREATED, Json(body)).into_response();
+        response.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
+    });
+    edge::http_finish(result, &outcome.request_id)
+}
+
+/// Form fields the built-in endpoints read besides `file` and `model`.
+const BUILTIN_FIELDS: &[&str] = &[crate::builtin::FIELD_REFERENCE, crate::builtin::FIELD_EMBEDDING];
+
+async fn embeddings(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+    builtin_feature(gateway, request, Feature::Embed).await
+}
+
+async fn verify(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+    builtin_feature(gateway, request, Feature::Verify).await
+}
+
+async fn vad(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+    builtin_feature(gateway, request, Feature::Vad).await
+}
+
+async fn builtin_feature(gateway: Arc<Gateway>, request: axum::extract::Request, feature: Feature) -> Response {
+    let route = match feature {
+        Feature::Embed => "/v1/audio/embeddings",
+        Feature::Verify => "/v1/audio/verify",
+        _ => "/v1/audio/vad",
+    };
+    let mut outcome = RequestOutcome::new(Door::Http, route);
+    let result = run_builtin(&gateway, request, feature, &mut outcome).await;
+    edge::http_finish(result, &outcome.request_id)
+}
+
+/// Reads a built-in request (multipart with audio, or JSON without), checks its fields, then runs the
+/// one-shot service.
+async fn run_builtin(
+    gateway: &Arc<Gateway>,
+    request: axum::extract::Request,
+    feature: Feature,
+    outcome: &mut RequestOutcome,
+) -> Result<Response, Refusal> {
+    let headers = request.headers().clone();
+    let identity = edge::authenticate(gateway, edge::header_key(&headers), outcome)?;
+    let is_json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    let read = async {
+        if is_json {
+            read_builtin_json(request, gateway.settings.max_upload_bytes).await
+        } else {
+            let multipart = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await.map_err(|e| {
+                Refusal::bad_request(format!(
+                    "send multipart/form-data with `file` (16 kHz PCM16 WAV) and `model`, or a JSON object without audio ({})",
+                    e.body_text()
+                ))
+            })?;
+            read_upload(multipart, gateway.settings.max_upload_bytes, BUILTIN_FIELDS).await
+        }
+    };
+    let upload = edge::within_body_timeout(gateway.settings.body_timeout, read)
+        .await
+        .inspect_err(|r| gateway.refused(r, outcome))?;
+    oneshot::check_builtin_fields(&upload.fields, upload.file.is_some(), feature, &identity.policy)
+        .inspect_err(|r| gateway.refused(r, outcome))?;
+    let model = upload
+        .model
+        .ok_or_else(|| Refusal::bad_request("missing field `model`"))
+        .inspect_err(|r| gateway.refused(r, outcome))?;
+    let client_embedding = upload.fields.iter().any(|(n, _)| n == crate::builtin::FIELD_EMBEDDING);
+    let (audio, filename, content_type) = match upload.file {
+        Some(file) => file,
+        None if client_embedding => (Bytes::new(), String::new(), String::new()),
+        None => {
+            let refusal = Refusal::bad_request("missing field `file` (the audio: 16 kHz 16-bit PCM WAV)");
+            gateway.refused(&refusal, outcome);
+            return Err(refusal);
+        }
+    };
+    let without_audio = audio.is_empty() && client_embedding;
+    let request = OneShot {
+        model: &model,
+        feature,
+        origin: edge::origin(&headers),
+        audio,
+        filename,
+        content_type,
+        fields: upload.fields,
+        without_audio,
+    };
+    let served = oneshot::run(gateway, identity, request, outcome).await?;
+    let mut response = served_response(&served);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// A JSON built-in request: `{"model", "embedding"?, "reference_embedding"?}`. Audio goes in multipart.
+async fn read_builtin_json(request: axum::extract::Request, max_bytes: usize) -> Result<Upload, Refusal> {
+    let body = axum::body::to_bytes(request.into_body(), max_bytes).await.map_err(|_| {
+        Refusal::new(
+            RefusalCode::AudioTooLong,
+            format!("request body exceeds the agent's maximum of {max_bytes} bytes"),
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::bad_request(format!("request body is not valid JSON ({e})")))?;
+    let object = value.as_object().ok_or_else(|| Refusal::bad_request("request body must be a JSON object"))?;
+    if object.contains_key("file") || object.contains_key("audio") {
+        return Err(Refusal::bad_request(
+            "audio cannot be sent in JSON; send multipart/form-data with the audio as `file`",
+        ));
+    }
+    let mut upload = Upload { model: None, file: None, fields: Vec::new() };
+    upload.model = match object.get("model") {
+        None => None,
+        Some(serde_json::Value::String(m)) => Some(m.clone()),
+        Some(_) => return Err(Refusal::bad_request("`model` must be a string")),
+    };
+    for name in BUILTIN_FIELDS {
+        if let Some(v) = object.get(*name) {
+            upload.fields.push((name.to_string(), v.to_string()));
+        }
+    }
+    Ok(upload)
+}

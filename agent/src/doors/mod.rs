@@ -1,0 +1,15 @@
+//! The front doors: each translates one protocol into calls on the core ([`crate::oneshot`] for one-shot
+//! requests, [`crate::session::Session`] for streams) and never imports another door.
+//!
+//! ```text
+//!  http  (axum: /v1/audio/*, /v1/models, /v1/tickets) ─┐
+//!  grpc  (tonic: infergate.v1.Inference)               ├─▶ edge (credential, Origin, request id, limits,
+//!  ws    (axum upgrade at /v1/stream)                  ┘         refusal ─▶ protocol form)
+//!          one-shot ─▶ oneshot::run          stream ─▶ Session::open ─▶ Session::drive(transport)
+//!  admin (axum, separate port: /metrics /healthz /readyz /usage /status)
+//! ```
+pub mod admin;
+pub mod edge;
+pub mod grpc;
+pub mod http;
+pub mod ws;

@@ -1,0 +1,257 @@
+//! The WebSocket door, `GET /v1/stream`.
+//!
+//! ```text
+//!  client                                   agent
+//!  upgrade (Authorization: Bearer | ?ticket=) ─▶  connection cap; key checked (or ticket redeemed)
+//!  {"type":"auth","key":...}   (if no header/ticket; within the auth deadline)
+//!  {"type":"start","model":...,"feature":"transcribe","language"?}
+//!                                           ◀─ {"type":"ready","request_id","stream_id","key_id"}
+//!  binary frames: 16 kHz mono PCM16 LE      ◀─ {"type":"partial","segment","text","start","end"} per segment
+//!  {"type":"end"}                           ◀─ {"type":"final","text","segments","audio_seconds","gpu_seconds"}
+//!                                           ◀─ close 1000
+//!  any refusal: ◀─ {"type":"error","error":{"code","message","retry_after_seconds"?}} then close 4xxx "<code>: ..."
+//! ```
+//! Close codes are listed in `infergate_gate::refusal`. Keys in the query string are refused (400) unless the
+//! agent runs with `--allow-query-keys`; they are never logged either way. This door only translates: the
+//! auth/start handshake into [`Session::open`], then frames into [`Inbound`] for [`Session::drive`].
+use super::edge;
+use crate::gateway::{ConnectionGuard, Credential, Gateway};
+use crate::outcome::{Door, RequestOutcome};
+use crate::session::{Event, Gone, Inbound, Ready, Session, Transport};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use infergate_crds::endpoint::Feature;
+use infergate_gate::admission::{Identity, Request};
+use infergate_gate::refusal::{Refusal, RefusalCode};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Normal close after `end`.
+pub const CLOSE_DONE: u16 = 1000;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Control {
+    Auth {
+        key: String,
+    },
+    Start {
+        model: String,
+        #[serde(default)]
+        feature: Option<Feature>,
+        #[serde(default)]
+        language: Option<String>,
+    },
+    End,
+}
+
+pub async fn upgrade(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mut outcome = RequestOutcome::new(Door::WebSocket, "/v1/stream");
+    let query_key = query.get("api_key").or_else(|| query.get("key"));
+    if query_key.is_some() && !gateway.settings.allow_query_keys {
+        let refusal = Refusal::new(
+            RefusalCode::QueryKeyRefused,
+            "API keys in URLs are refused (they end up in logs and browser history): send the Authorization header, an auth message, or a ticket from POST /v1/tickets",
+        );
+        gateway.refused(&refusal, &mut outcome);
+        return edge::http_refusal(&refusal, &outcome.request_id);
+    }
+    let connection = match gateway.connection(Door::WebSocket) {
+        Ok(c) => c,
+        Err(refusal) => {
+            gateway.refused(&refusal, &mut outcome);
+            return edge::http_refusal(&refusal, &outcome.request_id);
+        }
+    };
+    // Authenticate now when the credential came with the upgrade, so the socket task never holds a plaintext key.
+    // Refusals are recorded here; the socket task only closes with them.
+    let initial: Result<Option<Identity>, Refusal> = if let Some(ticket) = query.get("ticket") {
+        match gateway.tickets.redeem(ticket) {
+            Ok(c) => gateway.authenticate_recorded(&c, &mut outcome).map(Some),
+            Err(r) => {
+                gateway.refused(&r, &mut outcome);
+                Err(r)
+            }
+        }
+    } else if let Some(key) = edge::header_key(&headers).or(query_key.map(String::as_str)) {
+        gateway.authenticate_recorded(&Credential::Key(key), &mut outcome).map(Some)
+    } else {
+        Ok(None)
+    };
+    let origin = edge::origin(&headers).map(str::to_string);
+    let header = http::HeaderValue::from_str(&outcome.request_id).ok();
+    let mut response = ws
+        .max_message_size(edge::MAX_STREAM_MESSAGE_BYTES)
+        .max_frame_size(edge::MAX_STREAM_MESSAGE_BYTES)
+        .on_upgrade(move |socket| run(gateway, WsTransport(socket), connection, initial, origin, outcome));
+    if let Some(v) = header {
+        response.headers_mut().insert(edge::REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// Phase 1, before the auth deadline: authenticate (if the upgrade carried no credential) and start. Then
+/// the session drives the stream.
+async fn run(
+    gateway: Arc<Gateway>,
+    mut socket: WsTransport,
+    _connection: ConnectionGuard,
+    initial: Result<Option<Identity>, Refusal>,
+    origin: Option<String>,
+    mut outcome: RequestOutcome,
+) {
+    let mut identity = match initial {
+        Ok(i) => i,
+        Err(refusal) => return socket.refuse(&refusal).await,
+    };
+    let deadline = Instant::now() + gateway.settings.auth_timeout;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, socket.0.recv()).await {
+            Err(_) => {
+                let refusal = Refusal::new(
+                    RefusalCode::AuthTimeout,
+                    format!(
+                        "no auth and start message within {} s of connecting",
+                        gateway.settings.auth_timeout.as_secs()
+                    ),
+                );
+                gateway.refused(&refusal, &mut outcome);
+                return socket.refuse(&refusal).await;
+            }
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(m))) => m,
+        };
+        let text = match message {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let refusal =
+                    Refusal::bad_request("send a start message before audio: {\"type\":\"start\",\"model\":\"...\"}");
+                return socket.refuse(&refusal).await;
+            }
+            _ => continue,
+        };
+        let control = match serde_json::from_str::<Control>(text.as_str()) {
+            Ok(c) => c,
+            Err(_) => {
+                let refusal = Refusal::bad_request(
+                    "control messages are JSON with a type: auth {key}, start {model, feature?, language?}, or end",
+                );
+                return socket.refuse(&refusal).await;
+            }
+        };
+        match control {
+            Control::Auth { key } => {
+                let result = gateway.authenticate_recorded(&Credential::Key(&key), &mut outcome);
+                drop(key);
+                match result {
+                    Ok(i) => identity = Some(i),
+                    Err(refusal) => return socket.refuse(&refusal).await,
+                }
+            }
+            Control::Start { model, feature, language } => {
+                let Some(id) = identity.take() else {
+                    let refusal = Refusal::missing_key();
+                    gateway.refused(&refusal, &mut outcome);
+                    return socket.refuse(&refusal).await;
+                };
+                let request = Request {
+                    model: &model,
+                    feature: feature.unwrap_or(Feature::Transcribe),
+                    origin: origin.as_deref(),
+                };
+                let fields = language.map(|l| vec![("language".to_string(), l)]).unwrap_or_default();
+                return match Session::open(&gateway, id, &request, outcome, fields).await {
+                    Ok(session) => session.drive(&mut socket).await,
+                    Err(refusal) => socket.refuse(&refusal).await,
+                };
+            }
+            Control::End => return socket.done().await,
+        }
+    }
+}
+
+/// The WebSocket as a stream transport: binary frames are audio, text frames are JSON control messages.
+struct WsTransport(WebSocket);
+
+impl WsTransport {
+    async fn send_json(&mut self, value: &serde_json::Value) -> Result<(), Gone> {
+        self.0.send(Message::Text(Utf8Bytes::from(value.to_string()))).await.map_err(|_| Gone)
+    }
+
+    /// Completes the closing handshake: reading until the client's Close (briefly) means the socket is not
+    /// dropped while the client is still sending, which would reset the connection and lose the close frame
+    /// on its side.
+    async fn close(&mut self, frame: CloseFrame) {
+        let _ = self.0.send(Message::Close(Some(frame))).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while let Some(Ok(message)) = self.0.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Transport for WsTransport {
+    async fn recv(&mut self) -> Inbound {
+        match self.0.recv().await {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Inbound::Closed,
+            Some(Ok(Message::Binary(bytes))) => Inbound::Audio(bytes),
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Control>(text.as_str()) {
+                Ok(Control::End) => Inbound::End,
+                Ok(_) => Inbound::Invalid(Refusal::bad_request(
+                    "the stream has started: send audio frames or {\"type\":\"end\"}",
+                )),
+                Err(_) => Inbound::Invalid(Refusal::bad_request("control messages are JSON: {\"type\":\"end\"}")),
+            },
+            // Pings are answered by the library; they still count as activity.
+            Some(Ok(_)) => Inbound::Activity,
+        }
+    }
+
+    async fn ready(&mut self, ready: Ready<'_>) -> Result<(), Gone> {
+        self.send_json(&serde_json::json!({
+            "type": "ready",
+            "request_id": ready.request_id,
+            "stream_id": ready.stream_id,
+            "key_id": ready.key_id,
+            "model": ready.model,
+        }))
+        .await
+    }
+
+    async fn event(&mut self, event: &Event) -> Result<(), Gone> {
+        self.send_json(&event_json(event)).await
+    }
+
+    async fn refuse(&mut self, refusal: &Refusal) {
+        let _ = self.send_json(&edge::ws_error(refusal)).await;
+        self.close(edge::ws_close(refusal)).await;
+    }
+
+    async fn done(&mut self) {
+        self.close(CloseFrame { code: CLOSE_DONE, reason: Utf8Bytes::from_static("done") }).await;
+    }
+}
+
+fn event_json(event: &Event) -> serde_json::Value {
+    match event {
+        Event::Partial { text, segment, start_seconds, end_seconds } => serde_json::json!({
+            "type": "partial", "segment": segment, "text": text, "start": start_seconds, "end": end_seconds,
+        }),
+        Event::Final { text, segments, audio_seconds, gpu_seconds } => serde_json::json!({
+            "type": "final", "text": text, "segments": segments, "audio_seconds": audio_seconds, "gpu_seconds": gpu_seconds,
+        }),
+    }
+}

@@ -1,0 +1,286 @@
+//! The one-shot application service: every request that is one call and one answer (transcribe, embed,
+//! verify, vad; the model list; stream tickets), whichever door it came through.
+//!
+//! ```text
+//!  door (body read, credential checked) ─▶ run(identity, OneShot, &mut outcome)
+//!      ─▶ authorize (scope, feature, Origin) ─▶ audio::inspect + codec + maxAudioSeconds
+//!      ─▶ pre-charge: try_charge ─┬─ ok ──────────────────────────────────────────────▶ backend.call
+//!                                 └─ rate_limited ─▶ infergate_gpu::route(saturated, fallback)
+//!                                        ├─ Fallback(f): charged on f ─────────────────▶ backend(f).call
+//!                                        └─ Refuse: wait in the primary's queue, or 429
+//!      ─▶ Gateway::settle(pre-charge, measured) ─▶ Served { body, gpu_seconds, fallback }
+//!         backend failure ─▶ refund, refusal recorded (metric + audit line)
+//! ```
+//! Every refusal is recorded here, once, through [`Gateway::refused`]; the door only turns it into its
+//! protocol's form.
+use crate::backend::{BackendRequest, Backends};
+use crate::builtin;
+use crate::gateway::Gateway;
+use crate::outcome::RequestOutcome;
+use bytes::Bytes;
+use infergate_crds::endpoint::{Codec, Feature};
+use infergate_gate::admission::{self, Grant, Identity, Request};
+use infergate_gate::audio;
+use infergate_gate::limiter::{Charge, Limiter};
+use infergate_gate::refusal::{Refusal, RefusalCode};
+use infergate_gate::snapshot::{EndpointConfig, PolicyConfig, Snapshot};
+use std::sync::Arc;
+
+/// A one-shot request after the door has read the body.
+pub struct OneShot<'a> {
+    pub model: &'a str,
+    pub feature: Feature,
+    pub origin: Option<&'a str>,
+    pub audio: Bytes,
+    pub filename: String,
+    pub content_type: String,
+    pub fields: Vec<(String, String)>,
+    /// A `verify` with a client-computed embedding: no audio to size or check, charged the endpoint's minimum.
+    pub without_audio: bool,
+}
+
+/// What the backend answered, and what it cost.
+pub struct Served {
+    pub body: Bytes,
+    pub content_type: String,
+    pub text: Option<String>,
+    pub audio_seconds: f64,
+    pub gpu_seconds: f64,
+    /// `namespace/name` of the fallback endpoint that served the request, when the endpoint was saturated.
+    pub fallback: Option<String>,
+}
+
+/// Scope, audio checks, pre-charge (queued, or on the fallback), backend call, settlement.
+pub async fn run(
+    gateway: &Arc<Gateway>,
+    identity: Identity,
+    req: OneShot<'_>,
+    outcome: &mut RequestOutcome,
+) -> Result<Served, Refusal> {
+    let snapshot = gateway.snapshot();
+    let request = Request { model: req.model, feature: req.feature, origin: req.origin };
+    outcome.identity(&identity);
+    let grant = admission::authorize(&snapshot, identity, &request).inspect_err(|r| gateway.refused(r, outcome))?;
+    outcome.grant(&grant);
+    let info = size_audio(&grant, &req).inspect_err(|r| gateway.refused(r, outcome))?;
+    let queued_at = std::time::Instant::now();
+    let (grant, charge, fallback) =
+        pre_charge(gateway, &snapshot, grant, info.seconds).await.inspect_err(|r| gateway.refused(r, outcome))?;
+    outcome.grant(&grant);
+    let backend = match gateway.backends.for_endpoint(&grant.endpoint.shard) {
+        Ok(backend) => backend,
+        Err(refusal) => {
+            gateway.limiter.refund(charge);
+            gateway.refused(&refusal, outcome);
+            return Err(refusal);
+        }
+    };
+    gateway.metrics.queue_wait.observe(queued_at.elapsed().as_secs_f64());
+    gateway.admitted(&grant);
+    let mut fields = req.fields;
+    if req.feature == Feature::Verify {
+        let threshold = grant.endpoint.shard.verify_threshold.unwrap_or(builtin::DEFAULT_VERIFY_THRESHOLD);
+        fields.retain(|(n, _)| n != builtin::FIELD_THRESHOLD);
+        fields.push((builtin::FIELD_THRESHOLD.to_string(), threshold.to_string()));
+    }
+    let call = BackendRequest {
+        feature: req.feature,
+        model: Backends::backend_model(&grant.endpoint.shard),
+        audio: req.audio,
+        filename: req.filename,
+        content_type: req.content_type,
+        fields,
+        request_id: outcome.request_id.clone(),
+    };
+    let timer = std::time::Instant::now();
+    let result = backend.call(call).await;
+    gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
+    match result {
+        Ok(response) => {
+            let charged = gateway.settle(charge, response.measured_gpu_seconds).charged;
+            gateway.charged(&grant, charged);
+            outcome.gpu_seconds = charged;
+            Ok(Served {
+                body: response.body,
+                content_type: response.content_type,
+                text: response.text,
+                audio_seconds: info.seconds,
+                gpu_seconds: charged,
+                fallback,
+            })
+        }
+        Err(err) => {
+            // No result, no charge: the backend failed before producing anything the client can use.
+            gateway.limiter.refund(charge);
+            let refusal = err.to_refusal();
+            gateway.refused(&refusal, outcome);
+            Err(refusal)
+        }
+    }
+}
+
+/// The audio's length and format against the endpoint's limits.
+fn size_audio(grant: &Grant, req: &OneShot<'_>) -> Result<audio::AudioInfo, Refusal> {
+    let limits = &grant.endpoint.shard.limits;
+    let info = if req.without_audio {
+        audio::AudioInfo { codec: Codec::Pcm16, seconds: 0.0, exact: true }
+    } else {
+        let info = audio::inspect(&req.audio, &req.filename)?;
+        audio::check_codec(&info, &limits.codecs)?;
+        info
+    };
+    if info.seconds > limits.max_audio_seconds {
+        return Err(Refusal::new(
+            RefusalCode::AudioTooLong,
+            format!(
+                "audio of {:.1} s exceeds the endpoint's maximum of {} s; split it",
+                info.seconds, limits.max_audio_seconds
+            ),
+        ));
+    }
+    Ok(info)
+}
+
+/// The pre-charge, and where the request is served: the primary, its fallback when the primary is saturated
+/// for this tier, or the primary after a wait in its queue. Returns the grant that pays.
+async fn pre_charge(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    grant: Grant,
+    audio_seconds: f64,
+) -> Result<(Grant, Charge, Option<String>), Refusal> {
+    let estimate = Limiter::estimate(&grant, audio_seconds);
+    let first = gateway.limiter.try_charge(&grant, estimate);
+    let saturated = matches!(&first, Err(refusal) if refusal.code == RefusalCode::RateLimited);
+    let fallback = grant
+        .endpoint
+        .shard
+        .fallback
+        .as_ref()
+        .and_then(|name| snapshot.endpoints().iter().find(|e| e.shard.endpoint == *name));
+    let mut taken = None;
+    let route = infergate_gpu::route(saturated, fallback, |endpoint| {
+        taken = fallback_charge(gateway, snapshot, &grant, endpoint, audio_seconds);
+        taken.is_none()
+    });
+    match route {
+        infergate_gpu::Route::Primary => first.map(|charge| (grant, charge, None)),
+        infergate_gpu::Route::Fallback(_) => {
+            let (served, charge) = taken.expect("the route is Fallback only when the fallback paid");
+            let label = served.endpoint.shard.endpoint.to_string();
+            Ok((served, charge, Some(label)))
+        }
+        // No fallback, or it cannot pay either: wait in the primary's queue, or get the 429.
+        infergate_gpu::Route::Refuse(_) => {
+            let charge = gateway.limiter.charge(&grant, estimate).await?;
+            Ok((grant, charge, None))
+        }
+    }
+}
+
+/// Degradation: charges the request on the primary's fallback when it offers the feature and its bucket
+/// (same key, same tier) can pay. The caller's scope is not re-checked on the fallback: the endpoint's owner
+/// chose it as this endpoint's overflow, and the key still pays from its own bucket on it.
+fn fallback_charge(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    grant: &Grant,
+    endpoint: &Arc<EndpointConfig>,
+    audio_seconds: f64,
+) -> Option<(Grant, Charge)> {
+    if !endpoint.features.contains(grant.feature) {
+        return None;
+    }
+    let candidate = Grant {
+        identity: grant.identity.clone(),
+        endpoint: Arc::clone(endpoint),
+        feature: grant.feature,
+        limits: snapshot.limits(&grant.identity.policy, endpoint),
+    };
+    let charge = gateway.limiter.try_charge(&candidate, Limiter::estimate(&candidate, audio_seconds)).ok()?;
+    Some((candidate, charge))
+}
+
+/// One model the key may use: its name, the features it may use on it, and the endpoint's label.
+pub struct ModelEntry {
+    pub id: String,
+    pub features: Vec<&'static str>,
+    pub endpoint: String,
+}
+
+/// The models (and features) the key may use.
+pub fn models(gateway: &Gateway, identity: &Identity) -> Vec<ModelEntry> {
+    let snapshot = gateway.snapshot();
+    identity
+        .policy
+        .scopes
+        .iter()
+        .filter_map(|(index, features)| {
+            let endpoint = snapshot.endpoints().get(*index as usize)?;
+            let allowed: Vec<_> =
+                endpoint.features.iter().filter(|f| features.contains(*f)).map(Feature::as_str).collect();
+            Some(ModelEntry { id: endpoint.shard.model.clone(), features: allowed, endpoint: endpoint.label.clone() })
+        })
+        .collect()
+}
+
+/// Mints a stream ticket. A browser page that may not use this key must not be able to mint tickets for it.
+pub fn issue_ticket(
+    gateway: &Gateway,
+    identity: &Identity,
+    origin: Option<&str>,
+    outcome: &mut RequestOutcome,
+) -> Result<String, Refusal> {
+    if let Some(o) = origin
+        && !identity.policy.origin_allowed(o)
+    {
+        let refusal = Refusal::new(
+            RefusalCode::OriginNotAllowed,
+            format!(
+                "browser Origin is not allowed for this key; add it to policy {} spec.allowedOrigins",
+                identity.policy.name
+            ),
+        );
+        gateway.refused(&refusal, outcome);
+        return Err(refusal);
+    }
+    gateway.tickets.issue(identity)
+}
+
+/// Shape checks on a built-in request that need no model: which fields a feature takes, embedding lengths,
+/// and the policy's client-embedding switch.
+pub fn check_builtin_fields(
+    fields: &[(String, String)],
+    has_file: bool,
+    feature: Feature,
+    policy: &PolicyConfig,
+) -> Result<(), Refusal> {
+    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let embedding = field(builtin::FIELD_EMBEDDING);
+    if embedding.is_some() {
+        if feature != Feature::Verify {
+            return Err(Refusal::bad_request(
+                "`embedding` is accepted only by /v1/audio/verify, in place of the audio",
+            ));
+        }
+        if !policy.allow_client_embeddings {
+            return Err(Refusal::new(
+                RefusalCode::ClientEmbeddingNotAllowed,
+                format!(
+                    "policy {} does not accept client-computed embeddings; send the audio as `file`, or set allowClientEmbeddings: true on the policy",
+                    policy.name
+                ),
+            ));
+        }
+        if has_file {
+            return Err(Refusal::bad_request("send either `file` or `embedding`, not both"));
+        }
+    }
+    for name in [builtin::FIELD_EMBEDDING, builtin::FIELD_REFERENCE] {
+        builtin::parse_embedding(field(name), name).map_err(|e| e.to_refusal())?;
+    }
+    if feature == Feature::Verify && field(builtin::FIELD_REFERENCE).is_none() {
+        return Err(Refusal::bad_request("missing `reference_embedding`: the 256-float embedding to verify against"));
+    }
+    Ok(())
+}
