@@ -56,7 +56,10 @@ pub struct RateTierSpec {
     /// namespace that names this tier is not served (`Ready=False`), so a tenant cannot pick a tier meant for
     /// someone else. An empty list is refused; to retire a tier, delete it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    #[schemars(
+        length(min = 1, max = 256),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
     pub allowed_namespaces: Option<Vec<String>>,
 }
 

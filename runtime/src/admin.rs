@@ -50,11 +50,7 @@ pub fn register_build_info(registry: &Registry, component: &str, version: &str) 
 }
 
 /// `/metrics`, `/healthz` and `/readyz` over `registry` and `readiness`.
-pub fn router(
-    registry: Registry,
-    readiness: Arc<dyn Readiness>,
-    before_scrape: Option<BeforeScrape>,
-) -> axum::Router {
+pub fn router(registry: Registry, readiness: Arc<dyn Readiness>, before_scrape: Option<BeforeScrape>) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -130,7 +126,10 @@ mod tests {
     #[tokio::test]
     async fn readyz_says_why_it_is_not_ready() {
         let router = router(registry(), Arc::new(|| Err("no gateway config applied yet".to_string())), None);
-        assert_eq!(get(router.clone(), "/readyz").await, (StatusCode::SERVICE_UNAVAILABLE, "no gateway config applied yet\n".into()));
+        assert_eq!(
+            get(router.clone(), "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "no gateway config applied yet\n".into())
+        );
         assert_eq!(get(router, "/healthz").await, (StatusCode::OK, "ok\n".into()));
     }
 }

@@ -38,7 +38,9 @@ pub struct TelemetryArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("cannot build the OTLP exporter for --otlp-endpoint {endpoint}: {source}; check the URL (http://host:4317)")]
+    #[error(
+        "cannot build the OTLP exporter for --otlp-endpoint {endpoint}: {source}; check the URL (http://host:4317)"
+    )]
     Exporter {
         endpoint: String,
         #[source]

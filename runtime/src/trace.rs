@@ -64,7 +64,11 @@ impl TraceContext {
 
     /// The incoming context from request headers, or a new root.
     pub fn from_headers(headers: &http::HeaderMap) -> TraceContext {
-        headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse).unwrap_or_else(Self::new_root)
+        headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse)
+            .unwrap_or_else(Self::new_root)
     }
 
     /// Makes `span` a child of this context in the OpenTelemetry layer (a no-op when OTLP export is off).

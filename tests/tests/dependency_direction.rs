@@ -61,7 +61,10 @@ fn reachable(krate: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 fn workspace_packages() -> BTreeSet<String> {
-    let out = cargo().args(["metadata", "--offline", "--locked", "--format-version", "1", "--no-deps"]).output().expect("cargo metadata runs");
+    let out = cargo()
+        .args(["metadata", "--offline", "--locked", "--format-version", "1", "--no-deps"])
+        .output()
+        .expect("cargo metadata runs");
     assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
     meta["packages"].as_array().expect("packages").iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
@@ -72,7 +75,9 @@ fn violations(krate: &str, forbidden: &[(&str, &str)]) -> Vec<String> {
     let reach = reachable(krate);
     forbidden
         .iter()
-        .filter_map(|(bad, why)| reach.get(*bad).map(|path| format!("{krate} reaches {bad} ({why}) via {}", path.join(" -> "))))
+        .filter_map(|(bad, why)| {
+            reach.get(*bad).map(|path| format!("{krate} reaches {bad} ({why}) via {}", path.join(" -> ")))
+        })
         .collect()
 }
 
