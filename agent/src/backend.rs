@@ -32,6 +32,8 @@ pub struct BackendRequest {
     pub fields: Vec<(String, String)>,
     /// Correlation id, forwarded upstream as `x-request-id`.
     pub request_id: String,
+    /// W3C `traceparent` for the upstream: the request's trace, with the `backend` span as parent.
+    pub traceparent: String,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +56,9 @@ pub enum BackendError {
     Timeout(Duration),
     #[error("no backend serves this endpoint on this agent: {0}")]
     Unavailable(String),
+    /// The request never reached the backend (connection refused, DNS): nothing ran, nothing is charged.
+    #[error("the model backend is unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl BackendError {
@@ -63,13 +68,21 @@ impl BackendError {
             BackendError::Failed(_) => "failed",
             BackendError::Timeout(_) => "timeout",
             BackendError::Unavailable(_) => "unavailable",
+            BackendError::Unreachable(_) => "unreachable",
         }
+    }
+
+    /// Whether the backend may have spent time on the request: then the request is charged what it used
+    /// (the billing rule: refunds only for work not done). A rejected input is refunded: the backend answered at
+    /// once without running the model.
+    pub fn reached_backend(&self) -> bool {
+        matches!(self, BackendError::Failed(_) | BackendError::Timeout(_))
     }
 
     pub fn to_refusal(&self) -> Refusal {
         match self {
             BackendError::BadInput(_) => Refusal::new(RefusalCode::BadRequest, self.to_string()),
-            BackendError::Failed(_) | BackendError::Timeout(_) => {
+            BackendError::Failed(_) | BackendError::Timeout(_) | BackendError::Unreachable(_) => {
                 Refusal::new(RefusalCode::BackendError, format!("{self}; retry later")).with_retry_after(1.0)
             }
             BackendError::Unavailable(_) => Refusal::new(RefusalCode::BackendUnavailable, self.to_string()),
@@ -149,11 +162,22 @@ impl Backend for Upstream {
             for (name, value) in request.fields {
                 form = form.text(name, value);
             }
-            let send = client.post(&url).header("x-request-id", &request.request_id).multipart(form).send();
+            let send = client
+                .post(&url)
+                .header("x-request-id", &request.request_id)
+                .header(infergate_runtime::trace::TRACEPARENT, &request.traceparent)
+                .multipart(form)
+                .send();
             let response = tokio::time::timeout(timeout, send)
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))?
-                .map_err(|e| BackendError::Failed(format!("upstream unreachable ({})", reqwest_reason(&e))))?;
+                .map_err(|e| {
+                    if e.is_connect() {
+                        BackendError::Unreachable(format!("upstream unreachable ({})", reqwest_reason(&e)))
+                    } else {
+                        BackendError::Failed(format!("upstream request failed ({})", reqwest_reason(&e)))
+                    }
+                })?;
             let status = response.status();
             let measured = response
                 .headers()
@@ -166,10 +190,16 @@ impl Backend for Upstream {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/json")
                 .to_string();
-            let body = tokio::time::timeout(timeout, response.bytes())
+            if status.is_redirection() {
+                return Err(BackendError::Failed(format!(
+                    "upstream answered HTTP {} (a redirect), which the agent does not follow; point the endpoint's \
+                     upstream.url at the final address",
+                    status.as_u16()
+                )));
+            }
+            let body = tokio::time::timeout(timeout, read_capped(response, MAX_UPSTREAM_RESPONSE_BYTES))
                 .await
-                .map_err(|_| BackendError::Timeout(timeout))?
-                .map_err(|e| BackendError::Failed(format!("upstream body unreadable ({})", reqwest_reason(&e))))?;
+                .map_err(|_| BackendError::Timeout(timeout))??;
             if status.is_client_error() {
                 // The upstream's own error message says what is wrong with the audio; pass it on, bounded.
                 return Err(BackendError::BadInput(upstream_message(&body, status)));
@@ -189,6 +219,35 @@ impl Backend for Upstream {
             Ok(BackendResponse { content_type, body, text, measured_gpu_seconds: measured })
         })
     }
+}
+
+/// Largest upstream response body the agent reads: a transcript with word timings is kilobytes to a few MiB; more
+/// is a broken or hostile upstream, and reading it would cost this agent's memory.
+pub const MAX_UPSTREAM_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads a response body, refusing (without buffering the rest) once it passes `limit` bytes.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Bytes, BackendError> {
+    let too_big = || {
+        BackendError::Failed(format!(
+            "upstream response is larger than {} MiB; the agent does not relay it",
+            limit >> 20
+        ))
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| BackendError::Failed(format!("upstream body unreadable ({})", reqwest_reason(&e))))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn reqwest_reason(e: &reqwest::Error) -> &'static str {
@@ -226,6 +285,9 @@ impl Backends {
     pub fn new(builtin: HashMap<BuiltinModel, Arc<dyn Backend>>) -> Self {
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
+            // An upstream's redirect could aim the agent at any address (the node's metadata service, another
+            // in-cluster API): the agent connects only where an InferenceEndpoint says. 3xx is a backend error.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the TLS provider is installed before the HTTP client is built");
         Backends { client, builtin: Arc::new(builtin) }

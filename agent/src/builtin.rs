@@ -342,6 +342,7 @@ mod tests {
             content_type: "audio/wav".into(),
             fields: vec![],
             request_id: "r".into(),
+            traceparent: String::new(),
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let err = rt.block_on(backends[&BuiltinModel::SpeakerEncoder].call(request)).unwrap_err();

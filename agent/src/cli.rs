@@ -26,6 +26,15 @@ pub enum Command {
     Standalone(StandaloneArgs),
 }
 
+impl Command {
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            Command::Cluster(args) => &args.common,
+            Command::Standalone(args) => &args.common,
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
     /// The namespace of the gateway-config Secrets and of this agent's Lease (the operator's namespace).
@@ -68,9 +77,11 @@ pub struct StandaloneArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    #[arg(long)]
+    /// PEM certificate chain for the HTTP and gRPC listeners; needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    #[arg(long)]
+    /// PEM private key for `--tls-cert`; needs `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Where built-in model weights live (`speaker/pretrained.pt`, `vad/silero_vad.onnx`). Unset: the
     /// packaged /var/lib/infergate/models when it exists, else ./.cache/models (the install scripts' target).
@@ -103,8 +114,12 @@ pub struct CommonArgs {
     /// Lifetime of a stream ticket from POST /v1/tickets.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ticket_ttl: Duration,
-    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
-    pub log_format: String,
+    /// Bearer token file for the admin listener's `/usage` and `/status` (per-key usage by key id). Without it
+    /// those two routes answer only on a loopback `--admin-addr`; `/metrics`, `/healthz`, `/readyz` stay open.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub telemetry: infergate_runtime::telemetry::TelemetryArgs,
 }
 
 impl CommonArgs {

@@ -39,8 +39,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let options = SnapshotOptions { environment: args.common.environment };
     let config = tokio::spawn(watch_config(Arc::clone(&gateway), secrets, options));
     let publisher = tokio::spawn(publish_lease(Arc::clone(&gateway), leases, args.node_name.clone()));
-    let listeners =
-        Listeners { http: args.http_addr, grpc: args.grpc_addr, admin: args.admin_addr, tls: args.common.tls() };
+    let listeners = Listeners::new(args.http_addr, args.grpc_addr, args.admin_addr, &args.common);
     let result = crate::serve::serve(gateway, listeners).await;
     config.abort();
     publisher.abort();

@@ -77,6 +77,9 @@ pub struct Gateway {
     /// GPU-seconds charged per key since start: per-key usage without key ids in metric labels.
     usage: Mutex<KeyMap<f64>>,
     ready: AtomicBool,
+    /// Why the last config change was not applied while the previous config keeps serving; shown by `/readyz`.
+    /// It names fields and rules, never a key.
+    config_problem: Mutex<Option<String>>,
     revision: watch::Sender<Arc<Snapshot>>,
     /// The GPU limit policy, when the agent runs one: follows every snapshot's tiers.
     gpu: std::sync::OnceLock<Arc<crate::gpu::Gpu>>,
@@ -99,6 +102,7 @@ impl Gateway {
             per_key_connections: Mutex::default(),
             usage: Mutex::default(),
             ready: AtomicBool::new(false),
+            config_problem: Mutex::default(),
             revision,
             gpu: std::sync::OnceLock::new(),
         })
@@ -159,6 +163,31 @@ impl Gateway {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Starts a request's record and span (see [`RequestOutcome`]); `traceparent` is the client's, if sent.
+    pub fn begin(&self, door: crate::outcome::Door, route: &'static str, traceparent: Option<&str>) -> RequestOutcome {
+        RequestOutcome::new(door, route, traceparent, self.metrics.requests.clone())
+    }
+
+    /// Records (or clears, with `None`) why the latest config change was rejected.
+    pub fn set_config_problem(&self, problem: Option<String>) {
+        *self.config_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// `/readyz`: ready once a snapshot is applied (before that every key would be refused as unknown). A rejected
+    /// later change keeps the agent ready on its last good config, and the answer says what was rejected.
+    pub fn readiness(&self) -> Result<String, String> {
+        if !self.is_ready() {
+            return Err("no gateway config applied yet".into());
+        }
+        let revision = &self.snapshot().revision;
+        match self.config_problem.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+            None => Ok(format!("ok revision={revision}")),
+            Some(problem) => {
+                Ok(format!("ok revision={revision} (serving the last good config; latest change rejected: {problem})"))
+            }
+        }
     }
 
     pub fn authenticate(&self, snapshot: &Snapshot, credential: &Credential<'_>) -> Result<Identity, Refusal> {

@@ -52,14 +52,3 @@ pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<
     gateway.attach_gpu(gpu);
     Ok(gateway)
 }
-
-/// JSON (default) or human log lines on stderr; `RUST_LOG` overrides the level.
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if format == "text" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
-}

@@ -1,8 +1,45 @@
 //! Prometheus metrics. Labels are bounded by the config (tier names, endpoint `namespace/name`) or by the code
 //! (refusal codes, doors); key ids never appear in a label. Per-key usage is on the admin `/usage` view.
 use prometheus::{
-    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
+use std::time::Duration;
+
+/// Per door and route: requests by outcome (`ok` or the refusal code) and their duration. A stream counts once,
+/// when it ends. Every label is bounded by code.
+#[derive(Clone, Debug)]
+pub struct RequestMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl RequestMetrics {
+    fn register(registry: &Registry) -> Self {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests and streams finished, by door, route and outcome (ok or refusal code)",
+            ),
+            &["door", "route", "outcome"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("request_duration_seconds", "Time from the door's first look to the last byte")
+                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0]),
+            &["door", "route"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(requests.clone())).expect("metric names are unique");
+        registry.register(Box::new(duration.clone())).expect("metric names are unique");
+        RequestMetrics { requests, duration }
+    }
+
+    pub fn finished(&self, door: &str, route: &str, outcome: &str, duration: Duration) {
+        self.requests.with_label_values(&[door, route, outcome]).inc();
+        self.duration.with_label_values(&[door, route]).observe(duration.as_secs_f64());
+    }
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -18,11 +55,15 @@ pub struct Metrics {
     pub config_errors: IntCounter,
     pub backend_seconds: Histogram,
     pub refunded_gpu_seconds: Counter,
+    pub requests: RequestMetrics,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("infergate".into()), None).expect("valid prefix");
+        infergate_runtime::admin::register_build_info(&registry, "infergate-agent", env!("CARGO_PKG_VERSION"))
+            .expect("build_info registers once");
+        let requests = RequestMetrics::register(&registry);
         let admissions = IntCounterVec::new(
             Opts::new("admissions_total", "Admission decisions by outcome, refusal code, tier and endpoint"),
             &["decision", "reason", "tier", "endpoint"],
@@ -94,6 +135,7 @@ impl Metrics {
             config_errors,
             backend_seconds,
             refunded_gpu_seconds,
+            requests,
         }
     }
 

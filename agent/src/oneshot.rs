@@ -25,6 +25,7 @@ use infergate_gate::limiter::{Charge, Limiter};
 use infergate_gate::refusal::{Refusal, RefusalCode};
 use infergate_gate::snapshot::{EndpointConfig, PolicyConfig, Snapshot};
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 /// A one-shot request after the door has read the body.
 pub struct OneShot<'a> {
@@ -83,6 +84,7 @@ pub async fn run(
         fields.retain(|(n, _)| n != builtin::FIELD_THRESHOLD);
         fields.push((builtin::FIELD_THRESHOLD.to_string(), threshold.to_string()));
     }
+    let (span, traceparent) = outcome.backend_span(backend.kind());
     let call = BackendRequest {
         feature: req.feature,
         model: Backends::backend_model(&grant.endpoint.shard),
@@ -91,13 +93,15 @@ pub async fn run(
         content_type: req.content_type,
         fields,
         request_id: outcome.request_id.clone(),
+        traceparent,
     };
     let timer = std::time::Instant::now();
-    let result = backend.call(call).await;
+    let result = backend.call(call).instrument(span.clone()).await;
     gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
     match result {
         Ok(response) => {
             let charged = gateway.settle(charge, response.measured_gpu_seconds).charged;
+            span.record("gpu_seconds", charged);
             gateway.charged(&grant, charged);
             outcome.gpu_seconds = charged;
             Ok(Served {
@@ -110,8 +114,16 @@ pub async fn run(
             })
         }
         Err(err) => {
-            // No result, no charge: the backend failed before producing anything the client can use.
-            gateway.limiter.refund(charge);
+            if err.reached_backend() {
+                // The backend ran (or hung) on the request: it pays for the time it held the backend.
+                let charged = gateway.settle(charge, Some(timer.elapsed().as_secs_f64())).charged;
+                span.record("gpu_seconds", charged);
+                gateway.charged(&grant, charged);
+                outcome.gpu_seconds = charged;
+            } else {
+                // Nothing ran: the pre-charge goes back.
+                gateway.limiter.refund(charge);
+            }
             let refusal = err.to_refusal();
             gateway.refused(&refusal, outcome);
             Err(refusal)

@@ -4,12 +4,18 @@
 //!  door: RequestOutcome::new(door, route) ─ request id ─▶ authenticate: .identity(&identity) / key ref
 //!      ─▶ oneshot::run | Session (owns it while the stream lives): .grant(&grant), .charged(gpu_seconds)
 //!      ─▶ every refusal: Gateway::refused(&refusal, &mut outcome) ─ metric + sampled audit line + .code
-//!  drop (the response is written, or the stream has ended) ─▶ one debug event with every field
+//!  drop (the response is written, or the stream has ended) ─▶ span closed with outcome, GPU-seconds, duration
+//!                                                           ─▶ infergate_requests_total, request_duration_seconds
 //! ```
+//! The span tree of one request: `request` (door, route, request_id, trace_id, key_id, tier, endpoint, outcome,
+//! gpu_seconds, duration_ms) ─▶ one `backend` span per backend call (kind, endpoint, gpu_seconds). It joins the
+//! client's `traceparent`, and the upstream gets a `traceparent` whose parent is the `backend` span.
 //! Fields are key ids, labels and numbers only: never a key, ticket, audio byte or transcript.
+use crate::metrics::RequestMetrics;
 use infergate_gate::admission::{Grant, Identity};
 use infergate_gate::refusal::{Refusal, RefusalCode};
 use infergate_gate::snapshot::KeyRef;
+use infergate_runtime::trace::TraceContext;
 use std::time::{Duration, Instant};
 
 /// Which front door, for metrics, audit and the request record.
@@ -31,6 +37,9 @@ impl Door {
 }
 
 /// One request or stream, from the door's first look to its last byte.
+///
+/// It owns the request's span (`request`, fields declared up front and filled as they become known) and its
+/// request metrics, both finished exactly once when it drops.
 #[derive(Debug)]
 pub struct RequestOutcome {
     pub door: Door,
@@ -48,34 +57,86 @@ pub struct RequestOutcome {
     pub code: Option<RefusalCode>,
     /// GPU-seconds finally charged (after settlement; a stream's running total).
     pub gpu_seconds: f64,
+    /// The client's W3C trace context (or a new root): this request's spans join it, upstreams continue it.
+    trace: TraceContext,
+    span: tracing::Span,
+    metrics: RequestMetrics,
 }
 
 impl RequestOutcome {
-    pub fn new(door: Door, route: &'static str) -> Self {
+    /// Starts the record and its span. `traceparent` is the client's header (HTTP) or metadata (gRPC), if any.
+    pub fn new(door: Door, route: &'static str, traceparent: Option<&str>, metrics: RequestMetrics) -> Self {
+        let request_id = request_id();
+        let trace = traceparent.and_then(TraceContext::parse).unwrap_or_else(TraceContext::new_root);
+        let span = tracing::info_span!(
+            "request",
+            door = door.as_str(),
+            route,
+            request_id = %request_id,
+            trace_id = %trace.trace_id_hex(),
+            key_id = tracing::field::Empty,
+            tier = tracing::field::Empty,
+            endpoint = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            gpu_seconds = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        trace.parent(&span);
         RequestOutcome {
             door,
             route,
-            request_id: request_id(),
+            request_id,
             started: Instant::now(),
             key: None,
             tier: None,
             endpoint: None,
             code: None,
             gpu_seconds: 0.0,
+            trace,
+            span,
+            metrics,
         }
+    }
+
+    /// The request's span: the parent of its `backend` spans; doors instrument their work with it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// A `backend` span under this request, and the `traceparent` value an upstream gets from inside it.
+    pub fn backend_span(&self, kind: &'static str) -> (tracing::Span, String) {
+        let span = tracing::info_span!(
+            parent: &self.span,
+            "backend",
+            kind,
+            endpoint = self.endpoint.as_deref(),
+            gpu_seconds = tracing::field::Empty,
+        );
+        let traceparent = self.trace.outgoing(&span).header_value();
+        (span, traceparent)
     }
 
     /// The caller is known: key id and tier.
     pub fn identity(&mut self, identity: &Identity) {
-        self.key = Some(identity.key);
-        self.tier = Some(identity.policy.tier.name.clone());
+        self.set_key(identity.key, &identity.policy.tier.name);
     }
 
     /// The request is admitted (or refused after admission) on this endpoint.
     pub fn grant(&mut self, grant: &Grant) {
-        self.key = Some(grant.key());
-        self.tier = Some(grant.tier().to_string());
+        self.set_key(grant.key(), grant.tier());
+        self.span.record("endpoint", grant.endpoint.label.as_str());
         self.endpoint = Some(grant.endpoint.label.clone());
+    }
+
+    fn set_key(&mut self, key: KeyRef, tier: &str) {
+        if self.key != Some(key) {
+            self.span.record("key_id", tracing::field::display(key));
+            self.key = Some(key);
+        }
+        if self.tier.as_deref() != Some(tier) {
+            self.span.record("tier", tier);
+            self.tier = Some(tier.to_string());
+        }
     }
 
     pub fn refused(&mut self, refusal: &Refusal) {
@@ -93,19 +154,14 @@ impl RequestOutcome {
 }
 
 impl Drop for RequestOutcome {
-    /// Exactly once per request: the hook for the request span and per-door request metrics.
+    /// Exactly once per request: closes the span with its results and counts the request.
     fn drop(&mut self) {
-        tracing::debug!(
-            door = self.door.as_str(),
-            route = self.route,
-            request_id = %self.request_id,
-            key_id = self.key.map(|k| k.to_string()),
-            endpoint = self.endpoint.as_deref(),
-            outcome = self.label(),
-            gpu_seconds = self.gpu_seconds,
-            duration_ms = self.duration().as_secs_f64() * 1e3,
-            "request finished"
-        );
+        let duration = self.duration();
+        let outcome = self.label();
+        self.span.record("outcome", outcome);
+        self.span.record("gpu_seconds", self.gpu_seconds);
+        self.span.record("duration_ms", duration.as_secs_f64() * 1e3);
+        self.metrics.finished(self.door.as_str(), self.route, outcome, duration);
     }
 }
 

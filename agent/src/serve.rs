@@ -1,6 +1,16 @@
 //! Binds the three listeners and runs them until shutdown; also the one-second stream re-check tick.
+//!
+//! ```text
+//!  bind http, admin, grpc (a taken port fails start-up, naming the flag)
+//!  serve ─┬─ http  (axum: doors::http + doors::ws)   ─┐
+//!         ├─ admin (runtime admin router + /usage /status)  ├─ until SIGTERM / SIGINT (runtime::shutdown)
+//!         ├─ grpc  (tonic: doors::grpc)              ─┘
+//!         └─ tick: every 1 s Gateway::enforce_streams (expiry, suspension between config changes)
+//! ```
+use crate::doors::admin::AdminAccess;
 use crate::gateway::Gateway;
 use anyhow::Context;
+use infergate_runtime::shutdown::Shutdown;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +22,13 @@ pub struct Listeners {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub tls: Option<(PathBuf, PathBuf)>,
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Listeners {
+    pub fn new(http: SocketAddr, grpc: SocketAddr, admin: SocketAddr, common: &crate::cli::CommonArgs) -> Self {
+        Listeners { http, grpc, admin, tls: common.tls(), admin_token_file: common.admin_token_file.clone() }
+    }
 }
 
 /// Binds every listener first (so a port clash fails fast), then serves until ctrl-c / SIGTERM.
@@ -25,12 +42,11 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
             key.display()
         );
     }
+    let access = AdminAccess::from_flags(listeners.admin_token_file.as_deref(), listeners.admin)?;
     let http = tokio::net::TcpListener::bind(listeners.http)
         .await
         .with_context(|| format!("cannot listen on --http-addr {}", listeners.http))?;
-    let admin = tokio::net::TcpListener::bind(listeners.admin)
-        .await
-        .with_context(|| format!("cannot listen on --admin-addr {}", listeners.admin))?;
+    let admin = infergate_runtime::admin::bind(listeners.admin, "--admin-addr").await?;
     let grpc = tokio::net::TcpListener::bind(listeners.grpc)
         .await
         .with_context(|| format!("cannot listen on --grpc-addr {}", listeners.grpc))?;
@@ -47,32 +63,18 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
             }
         })
     };
+    let shutdown = Shutdown::on_signals();
     let stream = axum::routing::get(crate::doors::ws::upgrade);
     let http_app = crate::doors::http::router(Arc::clone(&gateway), stream).into_make_service();
-    let admin_app = crate::doors::admin::router(Arc::clone(&gateway));
+    let admin_app = crate::doors::admin::router(Arc::clone(&gateway), access);
     let grpc_service = crate::doors::grpc::service(Arc::clone(&gateway));
     let result = tokio::select! {
-        r = axum::serve(http, http_app).with_graceful_shutdown(shutdown()) => r.context("http listener failed"),
-        r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown()) => r.context("admin listener failed"),
+        r = axum::serve(http, http_app).with_graceful_shutdown(shutdown.clone().wait()) => r.context("http listener failed"),
+        r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown.clone().wait()) => r.context("admin listener failed"),
         r = tonic::transport::Server::builder()
             .add_service(grpc_service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), shutdown()) => r.context("grpc listener failed"),
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), shutdown.wait()) => r.context("grpc listener failed"),
     };
     tick.abort();
     result
-}
-
-async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

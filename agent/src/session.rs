@@ -28,6 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 /// A result to send to the client.
 #[derive(Clone, Debug, PartialEq)]
@@ -334,6 +335,7 @@ impl Session {
         let mut wav = BytesMut::with_capacity(44 + pcm.len());
         wav.extend_from_slice(&wav_header(pcm.len() as u32));
         wav.extend_from_slice(&pcm);
+        let (span, traceparent) = self.outcome.backend_span(self.backend.kind());
         let request = BackendRequest {
             feature: self.grant.feature,
             model: Backends::backend_model(&self.grant.endpoint.shard),
@@ -342,9 +344,10 @@ impl Session {
             content_type: "audio/wav".into(),
             fields: self.fields.clone(),
             request_id: self.outcome.request_id.clone(),
+            traceparent,
         };
         let timer = std::time::Instant::now();
-        let response = self.backend.call(request).await.map_err(|e| e.to_refusal())?;
+        let response = self.backend.call(request).instrument(span.clone()).await.map_err(|e| e.to_refusal())?;
         self.gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
         if let Some(charge) = self.segment_charge.take() {
             let settled = self.gateway.settle(charge, response.measured_gpu_seconds);

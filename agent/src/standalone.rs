@@ -33,6 +33,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let mut state = State {
         files: args.files.clone(),
         keys_out: args.keys_out.clone(),
+        keys_out_written: false,
         secrets: BTreeMap::new(),
         printed: BTreeSet::new(),
         options: SnapshotOptions { environment: args.common.environment },
@@ -45,8 +46,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         let interval = args.poll_interval;
         tokio::spawn(async move { state.watch(&gateway, interval).await })
     };
-    let listeners =
-        Listeners { http: args.http_addr, grpc: args.grpc_addr, admin: args.admin_addr, tls: args.common.tls() };
+    let listeners = Listeners::new(args.http_addr, args.grpc_addr, args.admin_addr, &args.common);
     let result = crate::serve::serve(gateway, listeners).await;
     watcher.abort();
     result
@@ -55,6 +55,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
 struct State {
     files: Vec<PathBuf>,
     keys_out: Option<PathBuf>,
+    /// Whether this process has created `keys_out` (later writes replace the agent's own file).
+    keys_out_written: bool,
     /// Key Secrets by policy, as the operator would keep them in the cluster.
     secrets: BTreeMap<NamespacedName, Secret>,
     /// Key ids already shown, so each key is printed once.
@@ -65,7 +67,18 @@ struct State {
 }
 
 impl State {
+    /// Reloads the manifests; a change that does not validate leaves the running config in place and is named by
+    /// `/readyz` until a good change replaces it.
     fn reload(&mut self, gateway: &Gateway) -> anyhow::Result<()> {
+        let result = self.load_and_apply(gateway);
+        match &result {
+            Ok(()) => gateway.set_config_problem(None),
+            Err(err) => gateway.set_config_problem(Some(format!("{err:#}").replace('\n', " "))),
+        }
+        result
+    }
+
+    fn load_and_apply(&mut self, gateway: &Gateway) -> anyhow::Result<()> {
         self.fingerprint = fingerprint(&self.files);
         let set = if self.files.is_empty() {
             manifests::load_str(QUICKSTART, "embedded examples/quickstart.yaml")?
@@ -83,13 +96,7 @@ impl State {
         };
         let desired = compile(&world, &mut OsKeys);
         for (policy, outcome) in &desired.policies {
-            for record in &outcome.audit {
-                if let Ok(line) =
-                    serde_json::to_string(&serde_json::json!({"audit": true, "source": "operator", "record": record}))
-                {
-                    eprintln!("{line}");
-                }
-            }
+            outcome.audit.iter().for_each(infergate_compile::AuditRecord::log);
             if outcome.shard.is_none() {
                 let why: Vec<String> = outcome
                     .status
@@ -143,8 +150,9 @@ impl State {
                     .iter()
                     .map(|(p, k)| (p, serde_json::json!({"keyId": k.id().to_string(), "key": k.expose()})))
                     .collect();
-                write_private(path, &serde_json::to_vec_pretty(&doc)?)
+                write_private(path, &serde_json::to_vec_pretty(&doc)?, !self.keys_out_written)
                     .with_context(|| format!("cannot write --keys-out {}", path.display()))?;
+                self.keys_out_written = true;
                 for (policy, key) in &current {
                     if self.printed.insert(key.id().to_string()) {
                         tracing::info!(policy = %policy, key_id = %key.id(), path = %path.display(), "key issued; written to --keys-out");
@@ -220,15 +228,44 @@ fn walk(path: &Path, out: &mut Vec<(PathBuf, Option<SystemTime>, u64)>) {
     }
 }
 
-/// Writes a file readable by its owner only, replacing it atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+/// Writes the keys file, readable by its owner only.
+///
+/// Every write goes to a fresh sibling created with `O_EXCL` (so a file or symlink planted at a predictable
+/// temporary name is never written through) and mode 0600. The first write of the process then links it into
+/// place, which fails when anything, a symlink included, already sits at `path`: the agent never overwrites a
+/// file it did not create. Later writes rename over the file the agent created, which replaces a symlink put
+/// there meanwhile instead of following it.
+fn write_private(path: &Path, bytes: &[u8], first: bool) -> anyhow::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("keys");
+    let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // `create_new` is O_CREAT|O_EXCL, which fails on an existing symlink without following it: the same
+        // guarantee O_NOFOLLOW gives, without an architecture-specific flag value.
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    let placed = written.map_err(anyhow::Error::from).and_then(|()| {
+        if first {
+            std::fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    anyhow::anyhow!(
+                        "{} already exists; the agent only writes a keys file it creates itself: remove it or pass \
+                         another --keys-out path",
+                        path.display()
+                    )
+                } else {
+                    e.into()
+                }
+            })
+        } else {
+            std::fs::rename(&tmp, path).map_err(Into::into)
+        }
+    });
+    let _ = std::fs::remove_file(&tmp);
+    placed
 }

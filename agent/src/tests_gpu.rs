@@ -3,7 +3,7 @@ use crate::backend::{Backend, BackendError, BackendRequest, BackendResponse, Bac
 use crate::gateway::{Credential, Gateway, Settings};
 use crate::gpu::{Gpu, GpuRefill, Mode, tier_policies};
 use crate::oneshot::{self, OneShot};
-use crate::outcome::{Door, RequestOutcome};
+use crate::outcome::Door;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use infergate_crds::endpoint::{BuiltinModel, Feature};
@@ -163,7 +163,7 @@ async fn saturated_endpoint_degrades_to_its_fallback_then_refuses() {
                 fields: vec![],
                 without_audio: false,
             };
-            let mut outcome = RequestOutcome::new(Door::Http, "/v1/audio/embeddings");
+            let mut outcome = gateway.begin(Door::Http, "/v1/audio/embeddings", None);
             oneshot::run(&gateway, identity, req, &mut outcome)
                 .await
                 .map(|o| (String::from_utf8(o.body.to_vec()).unwrap(), o.fallback))

@@ -93,8 +93,9 @@ impl EndpointLookup for BTreeMap<NamespacedName, InferenceEndpoint> {
     }
 }
 
-/// The outcome for one ApiKeyPolicy.
-#[derive(Clone, Debug, PartialEq)]
+/// The outcome for one ApiKeyPolicy. Its `Debug` shows the key Secret's name and the key id it carries, never
+/// the Secret's data (which holds the plaintext key).
+#[derive(Clone, PartialEq)]
 pub struct PolicyOutcome {
     /// The key Secret to server-side-apply, or `None` when nothing may be written (e.g. the Secret name is
     /// taken by an object the operator does not own: then status says so and nothing is touched).
@@ -107,6 +108,33 @@ pub struct PolicyOutcome {
     pub audit: Vec<AuditRecord>,
     /// When this policy must be looked at again even if nothing changes (rotation, end of overlap, expiry).
     pub next_wake: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for PolicyOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key_secret = self.key_secret.as_ref().map(|secret| {
+            let key_id = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(infergate_crds::secret_keys::API_KEY))
+                .and_then(|b| std::str::from_utf8(&b.0).ok())
+                .and_then(|s| infergate_crds::key::ApiKey::parse(s.trim()).ok())
+                .map(|k| k.id().to_string());
+            format!(
+                "Secret {} (key {})",
+                secret.metadata.name.as_deref().unwrap_or("?"),
+                key_id.as_deref().unwrap_or("none")
+            )
+        });
+        f.debug_struct("PolicyOutcome")
+            .field("key_secret", &key_secret)
+            .field("shard", &self.shard)
+            .field("status", &self.status)
+            .field("events", &self.events)
+            .field("audit", &self.audit)
+            .field("next_wake", &self.next_wake)
+            .finish()
+    }
 }
 
 /// The outcome for one InferenceEndpoint.
@@ -149,6 +177,25 @@ pub struct AuditRecord {
     pub requested_by: Option<String>,
 }
 
+impl AuditRecord {
+    /// Writes the record as an audit line: a `tracing` event with `audit = true` and snake_case fields, the one
+    /// format the operator, standalone mode and the agent's gate share (`event` names what happened).
+    pub fn log(&self) {
+        tracing::info!(
+            target: "infergate::audit",
+            audit = true,
+            at = %self.at.to_rfc3339(),
+            event = self.action,
+            action = self.action,
+            policy = %self.policy,
+            key_id = self.key_id.as_ref().map(|k| k.as_str()),
+            reason = self.reason.as_deref(),
+            requested_by = self.requested_by.as_deref(),
+            "audit"
+        );
+    }
+}
+
 /// Whole-world inputs, for `render`, standalone mode and tests.
 pub struct World<'a> {
     pub tiers: &'a [RateTier],
@@ -178,6 +225,7 @@ mod policy;
 pub mod publish;
 #[cfg(test)]
 mod tests;
+pub mod validate;
 
 pub use endpoint::{FALLBACK_RESOLVED, compile_endpoint, compile_tier};
 pub use policy::{REFERENCES_RESOLVED, compile_policy};

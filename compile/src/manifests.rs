@@ -83,6 +83,9 @@ pub enum ManifestError {
     Invalid { origin: Origin, message: String },
     #[error("{path}: no .yaml, .yml or .json files found")]
     Empty { path: PathBuf },
+    /// What the API server would refuse at `kubectl apply`: unknown fields, schema and CEL rules.
+    #[error("{}\n({} problem(s) the API server would reject at kubectl apply; fix the fields named)", problems.join("\n"), problems.len())]
+    Rejected { problems: Vec<String> },
 }
 
 impl ManifestError {
@@ -93,18 +96,30 @@ impl ManifestError {
             ManifestError::Yaml { .. } => "yaml",
             ManifestError::Invalid { .. } => "invalid",
             ManifestError::Empty { .. } => "empty",
+            ManifestError::Rejected { .. } => "rejected",
         }
     }
 }
 
-/// Loads and types every infergate object under `paths`.
+/// Loads, validates (as the API server would: [`crate::validate`]) and types every infergate object under `paths`.
 pub fn load_paths(paths: &[PathBuf]) -> Result<ManifestSet, ManifestError> {
-    into_set(load_documents(paths)?)
+    into_set(validated(load_documents(paths)?)?)
 }
 
-/// Loads one YAML string (`origin` names it in errors).
+/// Loads and validates one YAML string (`origin` names it in errors).
 pub fn load_str(yaml: &str, origin: &str) -> Result<ManifestSet, ManifestError> {
-    into_set(documents_from_str(yaml, origin)?)
+    into_set(validated(documents_from_str(yaml, origin)?)?)
+}
+
+/// Every document that the API server would accept, or every problem of those it would not. Standalone mode
+/// loads through this, so a typo such as `suspend: true` (for `suspended`) is an error, never ignored.
+pub fn validated(docs: Vec<Document>) -> Result<Vec<Document>, ManifestError> {
+    let problems: Vec<String> = docs
+        .iter()
+        .filter_map(|doc| crate::validate::validate_object(&doc.value).err().map(|errors| (doc, errors)))
+        .flat_map(|(doc, errors)| errors.into_iter().map(move |e| format!("{}: {e}", doc.origin)))
+        .collect();
+    if problems.is_empty() { Ok(docs) } else { Err(ManifestError::Rejected { problems }) }
 }
 
 /// The infergate documents under `paths`, untyped (what `validate` checks against the schemas).

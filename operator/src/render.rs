@@ -45,7 +45,7 @@ pub fn render(files: &[PathBuf], now: Option<&str>) -> anyhow::Result<()> {
     let docs = manifests::load_documents(files)?;
     let problems: Vec<String> = docs
         .iter()
-        .filter_map(|d| crate::validate::validate_object(&d.value).err().map(|e| (d, e)))
+        .filter_map(|d| infergate_compile::validate::validate_object(&d.value).err().map(|e| (d, e)))
         .flat_map(|(d, errors)| errors.into_iter().map(move |e| format!("{}: {e}", d.origin)))
         .collect();
     if !problems.is_empty() {

@@ -15,6 +15,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// The `tracing` target of audit lines (the operator's, standalone mode's and the agent's alike).
+pub const AUDIT_TARGET: &str = "infergate::audit";
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -83,20 +86,29 @@ fn default_filter() -> EnvFilter {
 /// Installs the process-wide subscriber. With an OTLP endpoint it must run inside a tokio runtime (the gRPC
 /// exporter's channel needs one); [`crate::main`] arranges that.
 pub fn init(component: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard, TelemetryError> {
-    let fmt = match args.log_format {
-        // Flattened so that audit lines carry `"audit":true` at the top level; the span list is left out so that
-        // a line's fields are exactly the ones its event declares.
-        LogFormat::Json => tracing_subscriber::fmt::layer()
+    // Flattened so that audit lines carry `"audit":true` at the top level; the span list is left out so that a
+    // line's fields are exactly the ones its event declares.
+    let json = || {
+        tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
             .with_writer(std::io::stderr)
-            .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .boxed(),
+    };
+    let fmt = match args.log_format {
+        LogFormat::Json => json().boxed(),
+        // Text is for people, but audit lines are records a pipeline collects: they stay one JSON object per
+        // line in either format.
+        LogFormat::Text => {
+            let is_audit = |meta: &tracing::Metadata<'_>| meta.target() == AUDIT_TARGET;
+            let text = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(tracing_subscriber::filter::filter_fn(move |meta| !is_audit(meta)));
+            let audit = json().with_filter(tracing_subscriber::filter::filter_fn(is_audit));
+            text.and_then(audit).boxed()
+        }
     };
     let (otel, provider) = match &args.otlp_endpoint {
         Some(endpoint) => {

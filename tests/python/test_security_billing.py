@@ -112,7 +112,7 @@ def usage_of(a, key_id: str) -> float:
     return next((k["gpuSeconds"] for k in keys if k["keyId"] == key_id), 0.0)
 
 
-@security_item(10)
+@security_item(10, built=True)
 def test_backend_timeout_after_dispatch_is_charged(tmp_path):
     slow = SlowUpstream(delay=4.0)
     a = Agent(world(slow.url, timeout="1s"), tmp=tmp_path)

@@ -77,14 +77,14 @@ def start_standalone(tmp: Path, manifest: str, *extra: str, keys_out: Path | Non
 # --- item 17 --------------------------------------------------------------------------------------------------
 
 
-@security_item(17)
+@security_item(17, built=True)
 def test_unknown_field_at_start_is_an_error_naming_it(tmp_path):
     rc, out = start_standalone(tmp_path, TYPO)
     assert rc not in (None, 0), f"the agent served a manifest with an unknown field:\n{out[-600:]}"
     assert "suspend" in out, out[-600:]
 
 
-@security_item(17)
+@security_item(17, built=True)
 @pytest.mark.parametrize("manifest,expect", [(CEL_INVALID, "overlap"), (SCHEMA_INVALID, "burstGpuSeconds")],
                          ids=["cel", "schema"])
 def test_value_the_crd_rejects_is_an_error_at_start(tmp_path, manifest, expect):
@@ -93,7 +93,7 @@ def test_value_the_crd_rejects_is_an_error_at_start(tmp_path, manifest, expect):
     assert expect in out, out[-600:]
 
 
-@security_item(17)
+@security_item(17, built=True)
 def test_invalid_edit_on_reload_keeps_last_good_config_and_readyz_says_why(tmp_path):
     a = Agent(VALID, tmp=tmp_path)
     try:
@@ -120,7 +120,7 @@ def test_invalid_edit_on_reload_keeps_last_good_config_and_readyz_says_why(tmp_p
 # --- item 18 --------------------------------------------------------------------------------------------------
 
 
-@security_item(18)
+@security_item(18, built=True)
 def test_keys_out_refuses_an_existing_file(tmp_path):
     target = tmp_path / "keys.json"
     target.write_text("precious\n")
@@ -130,7 +130,7 @@ def test_keys_out_refuses_an_existing_file(tmp_path):
     assert target.read_text() == "precious\n"
 
 
-@security_item(18)
+@security_item(18, built=True)
 @pytest.mark.parametrize("where", ["path", "temporary sibling"])
 def test_keys_out_does_not_follow_symlinks(tmp_path, where):
     victim = tmp_path / "victim.txt"
@@ -154,7 +154,7 @@ def test_keys_out_is_created_owner_only(tmp_path):
         a.stop()
 
 
-@security_item(18)
+@security_item(18, built=True)
 @pytest.mark.parametrize("flag,missing", [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")])
 def test_lone_tls_flag_is_an_error(tmp_path, flag, missing):
     pem = tmp_path / "x.pem"
@@ -167,7 +167,7 @@ def test_lone_tls_flag_is_an_error(tmp_path, flag, missing):
 # --- item 7 (admin listener) ----------------------------------------------------------------------------------
 
 
-@security_item(7)
+@security_item(7, built=True)
 def test_admin_usage_and_status_need_the_bearer_token(tmp_path):
     token_file = tmp_path / "admin-token"
     token_file.write_text("s3cr3t-admin-token\n")

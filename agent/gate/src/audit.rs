@@ -1,9 +1,9 @@
-//! JSON audit lines on stderr (`"audit":true`): refusals (sampled per key, so a flood cannot fill the disk),
-//! enforced revocations, and closed streams. Key ids only; never a key, ticket, audio or transcript.
+//! Audit lines: refusals (sampled per key, so a flood cannot fill the disk), enforced revocations, applied configs
+//! and closed streams. Each is one `tracing` event with `audit = true` and snake_case fields, the format the
+//! operator's audit lines share (the process's subscriber writes them as one JSON object per line). Key ids only;
+//! never a key, ticket, audio or transcript.
 use crate::snapshot::{KeyMap, KeyRef};
 use chrono::Utc;
-use serde::Serialize;
-use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,36 +13,20 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// Bounds the sampler's memory under a flood of distinct keys.
 const MAX_TRACKED_KEYS: usize = 10_000;
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Line<'a> {
     audit: bool,
     at: String,
     event: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     key_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     door: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     endpoint: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     stream_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     gpu_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     audio_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     revision: Option<&'a str>,
-    #[serde(skip_serializing_if = "is_zero")]
     dropped_before: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 struct Window {
@@ -172,9 +156,21 @@ impl Line<'_> {
 }
 
 fn write_line(line: &Line<'_>) {
-    if let Ok(mut json) = serde_json::to_vec(line) {
-        json.push(b'\n');
-        // One write per line so concurrent lines do not interleave.
-        let _ = std::io::stderr().lock().write_all(&json);
-    }
+    tracing::info!(
+        target: "infergate::audit",
+        audit = line.audit,
+        at = %line.at,
+        event = line.event,
+        key_id = line.key_id.as_deref(),
+        code = line.code,
+        door = line.door,
+        endpoint = line.endpoint,
+        request_id = line.request_id,
+        stream_id = line.stream_id,
+        gpu_seconds = line.gpu_seconds,
+        audio_seconds = line.audio_seconds,
+        revision = line.revision,
+        dropped_before = (line.dropped_before > 0).then_some(line.dropped_before),
+        "audit"
+    );
 }

@@ -68,6 +68,13 @@ impl EndpointBuilder {
         self.0.backend = BackendSpec { builtin: Some(model), upstream: None };
         self
     }
+    /// Forwards to this OpenAI-compatible base URL (a loopback fixture server).
+    pub fn upstream(mut self, base_url: &str) -> Self {
+        if let Some(upstream) = self.0.backend.upstream.as_mut() {
+            upstream.url = base_url.into();
+        }
+        self
+    }
     pub fn fallback(mut self, name: &str) -> Self {
         self.0.fallback = Some(NamespacedName::new("default", name));
         self

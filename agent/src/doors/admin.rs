@@ -1,41 +1,116 @@
-//! The admin listener (separate port, not for clients): `/metrics`, `/healthz`, `/readyz`, and `/usage`
-//! (per-key GPU-seconds and open streams by key id, which metric labels deliberately do not carry), and
+//! The admin listener (separate port, not for clients): the runtime's `/metrics`, `/healthz`, `/readyz`, plus
+//! `/usage` (per-key GPU-seconds and open streams by key id, which metric labels deliberately do not carry) and
 //! `/status` (config revision, CPU/GPU mode and each tier's current refill factor). Reads the gateway's state
 //! only; no client request passes through here.
+//!
+//! ```text
+//!  /metrics /healthz /readyz ─▶ always open (probes, scrapes)
+//!  /usage /status ─▶ AdminAccess: Token (Bearer, constant-time) | Loopback (listener on 127.0.0.0/8 or ::1) | Closed
+//! ```
 use crate::gateway::Gateway;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
+use subtle::ConstantTimeEq as _;
 
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/usage", get(usage))
-        .route("/status", get(status))
-        .with_state(gateway)
+/// Who may read `/usage` and `/status`: they name key ids and usage, which a tenant's neighbour should not see.
+#[derive(Clone)]
+pub enum AdminAccess {
+    /// `Authorization: Bearer <token>` with the token from `--admin-token-file`.
+    Token(Arc<str>),
+    /// No token configured, but the listener is on loopback: only this host reaches it.
+    Loopback,
+    /// No token and a routable listener: the two routes refuse, saying how to open them.
+    Closed,
 }
 
-async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
-    gateway.metrics.queue_depth.set(gateway.limiter.queue_depth());
-    gateway.metrics.open_streams.set(gateway.streams.len() as i64);
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], gateway.metrics.render()).into_response()
-}
+impl AdminAccess {
+    /// From the flags: a token file wins; otherwise the listener address decides.
+    pub fn from_flags(token_file: Option<&std::path::Path>, admin: std::net::SocketAddr) -> anyhow::Result<Self> {
+        if let Some(path) = token_file {
+            let token = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read --admin-token-file {}: {e}; mount the admin token Secret there",
+                    path.display()
+                )
+            })?;
+            let token = token.trim();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "--admin-token-file {} holds {} characters; use a random token of at least 16",
+                path.display(),
+                token.len()
+            );
+            return Ok(AdminAccess::Token(token.into()));
+        }
+        Ok(if admin.ip().is_loopback() { AdminAccess::Loopback } else { AdminAccess::Closed })
+    }
 
-/// Ready once a config snapshot has been applied: before that every key would be refused as unknown.
-async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
-    if gateway.is_ready() {
-        (StatusCode::OK, format!("ok revision={}", gateway.snapshot().revision)).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no gateway config applied yet").into_response()
+    fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+        match self {
+            AdminAccess::Loopback => Ok(()),
+            AdminAccess::Closed => Err((
+                StatusCode::FORBIDDEN,
+                "this route names key ids: start the agent with --admin-token-file, or bind --admin-addr to loopback\n",
+            )
+                .into_response()),
+            AdminAccess::Token(expected) => {
+                let presented = headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                    .map(str::trim)
+                    .unwrap_or("");
+                if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err((
+                        StatusCode::UNAUTHORIZED,
+                        [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                        "send Authorization: Bearer <the token in --admin-token-file>\n",
+                    )
+                        .into_response())
+                }
+            }
+        }
     }
 }
 
-async fn usage(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+#[derive(Clone)]
+struct AdminState {
+    gateway: Arc<Gateway>,
+    access: AdminAccess,
+}
+
+pub fn router(gateway: Arc<Gateway>, access: AdminAccess) -> Router {
+    let readiness = {
+        let gateway = Arc::clone(&gateway);
+        move || gateway.readiness()
+    };
+    let before_scrape: infergate_runtime::admin::BeforeScrape = {
+        let gateway = Arc::clone(&gateway);
+        Arc::new(move || {
+            gateway.metrics.queue_depth.set(gateway.limiter.queue_depth());
+            gateway.metrics.open_streams.set(gateway.streams.len() as i64);
+        })
+    };
+    let base =
+        infergate_runtime::admin::router(gateway.metrics.registry.clone(), Arc::new(readiness), Some(before_scrape));
+    let guarded = Router::new()
+        .route("/usage", get(usage))
+        .route("/status", get(status))
+        .with_state(AdminState { gateway, access });
+    base.merge(guarded)
+}
+
+async fn usage(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = state.access.check(&headers) {
+        return refused;
+    }
+    let gateway = &state.gateway;
     let streams = gateway.streams.per_key();
     let keys: Vec<_> = gateway
         .usage()
@@ -44,13 +119,18 @@ async fn usage(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
             serde_json::json!({"keyId": key.to_string(), "gpuSeconds": gpu_seconds, "openStreams": streams.get(&key).copied().unwrap_or(0)})
         })
         .collect();
-    Json(serde_json::json!({"revision": gateway.snapshot().revision, "keys": keys}))
+    Json(serde_json::json!({"revision": gateway.snapshot().revision, "keys": keys})).into_response()
 }
 
-async fn status(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+async fn status(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = state.access.check(&headers) {
+        return refused;
+    }
+    let gateway = &state.gateway;
     let gpu = gateway
         .gpu()
         .map(|g| g.status_json())
         .unwrap_or_else(|| serde_json::json!({"mode": "cpu", "refillFactors": {}}));
     Json(serde_json::json!({"revision": gateway.snapshot().revision, "ready": gateway.is_ready(), "gpu": gpu}))
+        .into_response()
 }

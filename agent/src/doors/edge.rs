@@ -55,6 +55,16 @@ pub fn metadata_key(md: &tonic::metadata::MetadataMap) -> Option<&str> {
     presented_key(value("authorization"), value("x-api-key"))
 }
 
+/// The client's W3C `traceparent` header, if any (parsed, and ignored when malformed, by the request record).
+pub fn traceparent(headers: &HeaderMap) -> Option<&str> {
+    header(headers, infergate_runtime::trace::TRACEPARENT)
+}
+
+/// The client's `traceparent` from gRPC metadata.
+pub fn metadata_traceparent(md: &tonic::metadata::MetadataMap) -> Option<&str> {
+    md.get(infergate_runtime::trace::TRACEPARENT).and_then(|v| v.to_str().ok())
+}
+
 /// The browser `Origin` header, if any.
 pub fn origin(headers: &HeaderMap) -> Option<&str> {
     header(headers, http::header::ORIGIN.as_str())

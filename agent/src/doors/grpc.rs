@@ -61,7 +61,8 @@ impl Inference for GrpcDoor {
         &self,
         request: tonic::Request<pb::TranscribeRequest>,
     ) -> Result<tonic::Response<pb::TranscribeResponse>, Status> {
-        let mut outcome = RequestOutcome::new(Door::Grpc, "Inference/Transcribe");
+        let mut outcome =
+            self.gateway.begin(Door::Grpc, "Inference/Transcribe", edge::metadata_traceparent(request.metadata()));
         let identity = self.authenticate(&request, &mut outcome)?;
         let req = request.into_inner();
         let mut fields = vec![("response_format".to_string(), "json".to_string())];
@@ -106,7 +107,8 @@ impl Inference for GrpcDoor {
         &self,
         request: tonic::Request<pb::ListModelsRequest>,
     ) -> Result<tonic::Response<pb::ListModelsResponse>, Status> {
-        let mut outcome = RequestOutcome::new(Door::Grpc, "Inference/ListModels");
+        let mut outcome =
+            self.gateway.begin(Door::Grpc, "Inference/ListModels", edge::metadata_traceparent(request.metadata()));
         let identity = self.authenticate(&request, &mut outcome)?;
         let models = oneshot::models(&self.gateway, &identity)
             .into_iter()
@@ -125,7 +127,11 @@ impl Inference for GrpcDoor {
         &self,
         request: tonic::Request<Streaming<pb::StreamRequest>>,
     ) -> Result<tonic::Response<Self::StreamTranscribeStream>, Status> {
-        let mut outcome = RequestOutcome::new(Door::Grpc, "Inference/StreamTranscribe");
+        let mut outcome = self.gateway.begin(
+            Door::Grpc,
+            "Inference/StreamTranscribe",
+            edge::metadata_traceparent(request.metadata()),
+        );
         let gateway = Arc::clone(&self.gateway);
         let connection = gateway.connection(Door::Grpc).map_err(|r| {
             gateway.refused(&r, &mut outcome);

@@ -132,7 +132,7 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&st
 }
 
 async fn transcriptions(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, multipart: Multipart) -> Response {
-    let mut outcome = RequestOutcome::new(Door::Http, "/v1/audio/transcriptions");
+    let mut outcome = gateway.begin(Door::Http, "/v1/audio/transcriptions", edge::traceparent(&headers));
     let result = transcribe(&gateway, &headers, multipart, &mut outcome).await;
     edge::http_finish(result, &outcome.request_id)
 }
@@ -189,7 +189,7 @@ fn served_response(served: &Served) -> Response {
 }
 
 async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let mut outcome = RequestOutcome::new(Door::Http, "/v1/models");
+    let mut outcome = gateway.begin(Door::Http, "/v1/models", edge::traceparent(&headers));
     let result = edge::authenticate(&gateway, edge::header_key(&headers), &mut outcome).map(|identity| {
         let data: Vec<_> = oneshot::models(&gateway, &identity)
             .into_iter()
@@ -203,7 +203,7 @@ async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
 }
 
 async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let mut outcome = RequestOutcome::new(Door::Http, "/v1/tickets");
+    let mut outcome = gateway.begin(Door::Http, "/v1/tickets", edge::traceparent(&headers));
     let result = edge::authenticate(&gateway, edge::header_key(&headers), &mut outcome).and_then(|identity| {
         let ticket = oneshot::issue_ticket(&gateway, &identity, edge::origin(&headers), &mut outcome)?;
         let body = serde_json::json!({"ticket": ticket, "expires_in_seconds": gateway.tickets.ttl().as_secs(), "key_id": identity.key.to_string()});
@@ -235,7 +235,7 @@ async fn builtin_feature(gateway: Arc<Gateway>, request: axum::extract::Request,
         Feature::Verify => "/v1/audio/verify",
         _ => "/v1/audio/vad",
     };
-    let mut outcome = RequestOutcome::new(Door::Http, route);
+    let mut outcome = gateway.begin(Door::Http, route, edge::traceparent(request.headers()));
     let result = run_builtin(&gateway, request, feature, &mut outcome).await;
     edge::http_finish(result, &outcome.request_id)
 }

@@ -55,7 +55,7 @@ pub async fn upgrade(
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let mut outcome = RequestOutcome::new(Door::WebSocket, "/v1/stream");
+    let mut outcome = gateway.begin(Door::WebSocket, "/v1/stream", edge::traceparent(&headers));
     let query_key = query.get("api_key").or_else(|| query.get("key"));
     if query_key.is_some() && !gateway.settings.allow_query_keys {
         let refusal = Refusal::new(

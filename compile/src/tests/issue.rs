@@ -169,3 +169,14 @@ fn restart_with_only_the_secret_regenerates_nothing() {
     assert_eq!(after.status.current_key_id, Some(kid(1)));
     assert_eq!((after.events, after.audit), (vec![], vec![]));
 }
+
+#[test]
+fn debug_of_an_outcome_shows_the_key_id_never_the_key() {
+    let mut c = Cluster::new();
+    let mut p = mk_policy("app").build();
+    let out = c.reconcile(&mut p, t0());
+    let k1 = key(1, Environment::Live);
+    let printed = format!("{out:?}");
+    assert!(printed.contains(&format!("Secret app-key (key {})", k1.id())), "{printed}");
+    assert!(!printed.contains(k1.expose()), "the plaintext key is in Debug output");
+}

@@ -163,6 +163,43 @@ impl GenerationFilter {
 
 /// Starts the reflectors and the three controllers; returns when `shutdown` fires (controllers drain first).
 /// `on_synced` is called once every store has listed.
+/// Runs each reconcile inside one `reconcile` span: `kind`, `object` (`namespace/name`) and `generation` up
+/// front, `outcome` (`ok` or the error's stable category) when it ends. Every write, Event and audit line of the
+/// reconcile happens inside it.
+fn traced<K, Fut>(
+    kind: &'static str,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Result<Action, ReconcileError>>
+where
+    K: Resource + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
+    use tracing::Instrument as _;
+    move |object, ctx| {
+        let name = match object.meta().namespace.as_deref() {
+            Some(namespace) => format!("{namespace}/{}", object.name_any()),
+            None => object.name_any(),
+        };
+        let span = tracing::info_span!(
+            "reconcile",
+            kind,
+            object = %name,
+            generation = object.meta().generation,
+            outcome = tracing::field::Empty,
+        );
+        let run = reconcile(object, ctx);
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let result = run.await;
+                recorded.record("outcome", result.as_ref().map_or_else(ReconcileError::category, |_| "ok"));
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
 pub async fn run_controllers(
     client: Client,
     namespace: String,
@@ -294,7 +331,7 @@ pub async fn run_controllers(
                     .collect::<Vec<_>>()
             })
             .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile_policy, error_policy(), ctx.clone())
+            .run(traced("ApiKeyPolicy", reconcile_policy), error_policy(), ctx.clone())
             .for_each(|_| future::ready(()))
     };
     let endpoint_controller = {
@@ -323,7 +360,7 @@ pub async fn run_controllers(
                     .collect::<Vec<_>>()
             })
             .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile_endpoint, error_policy(), ctx.clone())
+            .run(traced("InferenceEndpoint", reconcile_endpoint), error_policy(), ctx.clone())
             .for_each(|_| future::ready(()))
     };
     let tier_controller = {
@@ -332,7 +369,7 @@ pub async fn run_controllers(
             // A tier's status counts the policies that use it.
             .watches_shared_stream(policy_sub, |p: Arc<ApiKeyPolicy>| [ObjectRef::new(&p.spec.tier)])
             .graceful_shutdown_on(shutdown)
-            .run(reconcile_tier, error_policy(), ctx.clone())
+            .run(traced("RateTier", reconcile_tier), error_policy(), ctx.clone())
             .for_each(|_| future::ready(()))
     };
     tokio::join!(policy_controller, endpoint_controller, tier_controller);

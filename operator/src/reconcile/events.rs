@@ -2,11 +2,11 @@
 //!
 //! ```text
 //!  Outcome.events ─▶ publish_events ─▶ events.k8s.io/v1 Event (per spec, in the object's namespace)
-//!  Outcome.audit  ─▶ audit          ─▶ one JSON log line with `audit=true`
+//!  Outcome.audit  ─▶ AuditRecord::log ─▶ one JSON log line with `audit=true`
 //! ```
 //! Both carry key ids only, never key material (the compile step never puts a key in them).
 use super::context::Context;
-use infergate_compile::{AuditRecord, EventSpec, ObjectRef};
+use infergate_compile::{EventSpec, ObjectRef};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -56,18 +56,4 @@ fn object_reference(r: &ObjectRef) -> ObjectReference {
         uid: r.uid.clone(),
         ..Default::default()
     }
-}
-
-pub(super) fn audit(record: &AuditRecord) {
-    // One JSON object per line in the operator's log stream; `audit=true` lets log pipelines route it.
-    tracing::info!(
-        audit = true,
-        action = record.action,
-        at = %record.at.to_rfc3339(),
-        policy = %record.policy,
-        key_id = record.key_id.as_ref().map(|k| k.as_str()),
-        reason = record.reason.as_deref(),
-        requested_by = record.requested_by.as_deref(),
-        "audit"
-    );
 }

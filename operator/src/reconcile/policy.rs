@@ -5,7 +5,6 @@
 //!                                               ─▶ status (SSA) ─▶ Events · audit ─▶ requeue at next_wake
 //! ```
 use super::context::{Context, EndpointSnapshot, namespaced_name, secret_differs};
-use super::events::audit;
 use super::{ReconcileError, requeue_at};
 use crate::kube_apply;
 use chrono::Utc;
@@ -87,7 +86,7 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
         );
     }
     ctx.publish_events(&outcome.events).await;
-    outcome.audit.iter().for_each(audit);
+    outcome.audit.iter().for_each(infergate_compile::AuditRecord::log);
     Ok(requeue_at(outcome.next_wake))
 }
 
