@@ -114,6 +114,15 @@ pub struct CommonArgs {
     /// Lifetime of a stream ticket from POST /v1/tickets.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ticket_ttl: Duration,
+    /// Unredeemed stream tickets one key may hold at once; the next `POST /v1/tickets` gets 429 + Retry-After.
+    #[arg(long, default_value_t = 16)]
+    pub max_live_tickets_per_key: usize,
+    /// One-shot requests (uploads, embeddings) one key may have in flight on this agent; more get 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_in_flight_per_key: u32,
+    /// One-shot requests this agent serves at once, over all keys; more get 429.
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
     /// Bearer token file for the admin listener's `/usage` and `/status` (per-key usage by key id). Without it
     /// those two routes answer only on a loopback `--admin-addr`; `/metrics`, `/healthz`, `/readyz` stay open.
     #[arg(long)]
@@ -132,6 +141,9 @@ impl CommonArgs {
             body_timeout: self.body_timeout,
             max_upload_bytes: self.max_upload_bytes,
             ticket_ttl: self.ticket_ttl,
+            max_live_tickets_per_key: self.max_live_tickets_per_key,
+            max_in_flight_per_key: self.max_in_flight_per_key,
+            max_in_flight: self.max_in_flight,
             segment_seconds: self.segment_seconds,
             ..Settings::default()
         }

@@ -41,6 +41,12 @@ pub struct Settings {
     /// Largest one-shot upload.
     pub max_upload_bytes: usize,
     pub ticket_ttl: Duration,
+    /// Unredeemed stream tickets one key may hold at once.
+    pub max_live_tickets_per_key: usize,
+    /// One-shot requests one key may have in flight on this agent.
+    pub max_in_flight_per_key: u32,
+    /// One-shot requests this agent serves at once.
+    pub max_in_flight: usize,
     /// Stream audio is sent to the backend in segments of this many seconds (results come back per segment).
     pub segment_seconds: f64,
     /// How long a revoked stream may spend flushing its pending result before it is closed anyway.
@@ -57,6 +63,9 @@ impl Default for Settings {
             body_timeout: Duration::from_secs(30),
             max_upload_bytes: 25 * 1024 * 1024,
             ticket_ttl: Duration::from_secs(30),
+            max_live_tickets_per_key: 16,
+            max_in_flight_per_key: 64,
+            max_in_flight: 4096,
             segment_seconds: 5.0,
             flush_deadline: Duration::from_millis(700),
         }
@@ -73,7 +82,9 @@ pub struct Gateway {
     pub backends: Backends,
     pub tickets: Tickets,
     connections: AtomicUsize,
-    per_key_connections: Mutex<KeyMap<u32>>,
+    per_key_connections: Arc<KeySlots>,
+    /// One-shot requests in flight, per key and agent-wide (`--max-in-flight-per-key`, `--max-in-flight`).
+    in_flight: Arc<KeySlots>,
     /// GPU-seconds charged per key since start: per-key usage without key ids in metric labels.
     usage: Mutex<KeyMap<f64>>,
     ready: AtomicBool,
@@ -87,10 +98,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(settings: Settings, limiter: Arc<Limiter>, backends: Backends) -> Arc<Self> {
+        let per_key_connections = KeySlots::new(settings.max_connections_per_key, usize::MAX);
+        let in_flight = KeySlots::new(settings.max_in_flight_per_key, settings.max_in_flight);
         let empty = Arc::new(Snapshot::empty());
         let (revision, _) = watch::channel(Arc::clone(&empty));
         Arc::new(Gateway {
-            tickets: Tickets::new(settings.ticket_ttl),
+            tickets: Tickets::new(settings.ticket_ttl, settings.max_live_tickets_per_key),
             settings,
             snapshot: ArcSwap::new(empty),
             limiter,
@@ -99,7 +112,8 @@ impl Gateway {
             audit: Audit::default(),
             backends,
             connections: AtomicUsize::new(0),
-            per_key_connections: Mutex::default(),
+            per_key_connections,
+            in_flight,
             usage: Mutex::default(),
             ready: AtomicBool::new(false),
             config_problem: Mutex::default(),
@@ -292,23 +306,96 @@ impl Gateway {
     }
 
     /// Takes one of the key's connection slots (the agent-wide per-key cap).
-    pub fn key_connection(self: &Arc<Self>, key: KeyRef) -> Result<KeyConnectionGuard, Refusal> {
-        let mut per_key = self.per_key_connections.lock().unwrap_or_else(|p| p.into_inner());
-        let open = per_key.entry(key).or_insert(0);
-        if *open >= self.settings.max_connections_per_key {
-            return Err(Refusal::new(
+    pub fn key_connection(&self, key: KeyRef) -> Result<KeyConnectionGuard, Refusal> {
+        self.per_key_connections.take(key).map_err(|_| {
+            Refusal::new(
                 RefusalCode::ConnectionCap,
                 format!(
                     "key {key} holds this agent's maximum of {} connections per key; close some",
                     self.settings.max_connections_per_key
                 ),
             )
-            .with_retry_after(1.0));
-        }
-        *open += 1;
-        Ok(KeyConnectionGuard { gateway: Arc::clone(self), key })
+            .with_retry_after(1.0)
+        })
+    }
+
+    /// Takes an in-flight slot for a one-shot request: per key, so one key's burst of slow uploads cannot hold
+    /// every backend connection, and agent-wide. Refused with 429 and a short Retry-After.
+    pub fn one_shot_slot(&self, key: KeyRef) -> Result<KeySlot, Refusal> {
+        self.in_flight.take(key).map_err(|full| {
+            let message = match full {
+                SlotsFull::Key => format!(
+                    "key {key} already has {} requests in flight on this agent, the most it may; wait for one to \
+                     finish",
+                    self.settings.max_in_flight_per_key
+                ),
+                SlotsFull::Total => format!(
+                    "this agent already serves {} one-shot requests, the most it may; retry shortly",
+                    self.settings.max_in_flight
+                ),
+            };
+            Refusal::new(RefusalCode::RateLimited, message).with_retry_after(1.0)
+        })
     }
 }
+
+/// Counters per key with a cap, and a cap on their sum: a key's open connections, or its requests in flight.
+pub struct KeySlots {
+    per_key_cap: u32,
+    total_cap: usize,
+    held: Mutex<(KeyMap<u32>, usize)>,
+}
+
+/// Which cap a [`KeySlots::take`] ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotsFull {
+    Key,
+    Total,
+}
+
+impl KeySlots {
+    pub fn new(per_key_cap: u32, total_cap: usize) -> Arc<Self> {
+        Arc::new(KeySlots { per_key_cap, total_cap, held: Mutex::default() })
+    }
+
+    pub fn take(self: &Arc<Self>, key: KeyRef) -> Result<KeySlot, SlotsFull> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let (per_key, total) = &mut *held;
+        if *total >= self.total_cap {
+            return Err(SlotsFull::Total);
+        }
+        let mine = per_key.entry(key).or_insert(0);
+        if *mine >= self.per_key_cap {
+            return Err(SlotsFull::Key);
+        }
+        *mine += 1;
+        *total += 1;
+        Ok(KeySlot { slots: Arc::clone(self), key })
+    }
+}
+
+/// One taken slot; dropping it gives the slot back.
+pub struct KeySlot {
+    slots: Arc<KeySlots>,
+    key: KeyRef,
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        let (per_key, total) = &mut *held;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_key.get_mut(&self.key) {
+            *mine -= 1;
+            if *mine == 0 {
+                per_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A key's long-lived connection slot.
+pub type KeyConnectionGuard = KeySlot;
 
 /// A settled charge.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -337,28 +424,21 @@ impl Drop for ConnectionGuard {
     }
 }
 
-pub struct KeyConnectionGuard {
-    gateway: Arc<Gateway>,
-    key: KeyRef,
-}
-
-impl Drop for KeyConnectionGuard {
-    fn drop(&mut self) {
-        let mut per_key = self.gateway.per_key_connections.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(open) = per_key.get_mut(&self.key) {
-            *open -= 1;
-            if *open == 0 {
-                per_key.remove(&self.key);
-            }
-        }
-    }
-}
-
 /// Single-use stream tickets, so browsers (which cannot set WebSocket headers) never put a key in a URL.
 /// Stored by digest: a ticket is as secret as a key while it lives.
 pub struct Tickets {
     ttl: Duration,
-    live: Mutex<std::collections::HashMap<[u8; 32], TicketEntry>>,
+    /// Live tickets a key may hold at once (`--max-live-tickets-per-key`).
+    per_key_cap: usize,
+    live: Mutex<LiveTickets>,
+}
+
+#[derive(Default)]
+struct LiveTickets {
+    by_ticket: std::collections::HashMap<[u8; 32], TicketEntry>,
+    /// Per key digest: (expiry, ticket digest) of its live tickets, oldest first (the TTL is one value, so
+    /// insertion order is expiry order). Bounded by `per_key_cap` per key.
+    by_key: std::collections::HashMap<[u8; 32], std::collections::VecDeque<(Instant, [u8; 32])>>,
 }
 
 #[derive(Clone)]
@@ -372,8 +452,8 @@ struct TicketEntry {
 const MAX_LIVE_TICKETS: usize = 100_000;
 
 impl Tickets {
-    fn new(ttl: Duration) -> Self {
-        Tickets { ttl, live: Mutex::default() }
+    fn new(ttl: Duration, per_key_cap: usize) -> Self {
+        Tickets { ttl, per_key_cap, live: Mutex::default() }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -386,18 +466,40 @@ impl Tickets {
         let mut bytes = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut bytes);
         let ticket = format!("tk_{}", hex::encode(bytes));
+        let ticket_digest = KeyDigest::of(&ticket).0;
         let now = Instant::now();
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.len() >= MAX_LIVE_TICKETS {
-            live.retain(|_, t| t.expires > now);
-            if live.len() >= MAX_LIVE_TICKETS {
+        let LiveTickets { by_ticket, by_key } = &mut *live;
+        let mine = by_key.entry(identity.digest.0).or_default();
+        while mine.front().is_some_and(|(expires, _)| *expires <= now) {
+            if let Some((_, expired)) = mine.pop_front() {
+                by_ticket.remove(&expired);
+            }
+        }
+        if mine.len() >= self.per_key_cap {
+            let wait = mine.front().map_or(self.ttl, |(expires, _)| expires.saturating_duration_since(now));
+            return Err(Refusal::new(
+                RefusalCode::RateLimited,
+                format!(
+                    "this key holds {} unredeemed stream tickets, the most it may; redeem or let one expire, or \
+                     raise --max-live-tickets-per-key",
+                    mine.len()
+                ),
+            )
+            .with_retry_after(wait.as_secs_f64().max(1.0)));
+        }
+        if by_ticket.len() >= MAX_LIVE_TICKETS {
+            by_ticket.retain(|_, t| t.expires > now);
+            if by_ticket.len() >= MAX_LIVE_TICKETS {
                 return Err(Refusal::new(RefusalCode::ServerBusy, "too many unredeemed stream tickets; retry shortly")
                     .with_retry_after(5.0));
             }
         }
-        live.insert(
-            KeyDigest::of(&ticket).0,
-            TicketEntry { digest: identity.digest, environment: identity.environment, expires: now + self.ttl },
+        let expires = now + self.ttl;
+        mine.push_back((expires, ticket_digest));
+        by_ticket.insert(
+            ticket_digest,
+            TicketEntry { digest: identity.digest, environment: identity.environment, expires },
         );
         Ok(ticket)
     }
@@ -410,8 +512,18 @@ impl Tickets {
                 "stream ticket is unknown, already used or expired; get a new one from POST /v1/tickets",
             )
         };
-        let entry =
-            self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&KeyDigest::of(ticket).0).ok_or_else(bad)?;
+        let ticket_digest = KeyDigest::of(ticket).0;
+        let entry = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = live.by_ticket.remove(&ticket_digest).ok_or_else(bad)?;
+            if let Some(mine) = live.by_key.get_mut(&entry.digest.0) {
+                mine.retain(|(_, t)| *t != ticket_digest);
+                if mine.is_empty() {
+                    live.by_key.remove(&entry.digest.0);
+                }
+            }
+            entry
+        };
         if entry.expires <= Instant::now() {
             return Err(bad());
         }

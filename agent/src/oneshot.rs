@@ -63,6 +63,8 @@ pub async fn run(
     outcome.identity(&identity);
     let grant = admission::authorize(&snapshot, identity, &request).inspect_err(|r| gateway.refused(r, outcome))?;
     outcome.grant(&grant);
+    // Held until this request's future ends (served, refused, or dropped when the client goes away).
+    let _in_flight = gateway.one_shot_slot(grant.key()).inspect_err(|r| gateway.refused(r, outcome))?;
     let info = size_audio(&grant, &req).inspect_err(|r| gateway.refused(r, outcome))?;
     let queued_at = std::time::Instant::now();
     let (grant, charge, fallback) =

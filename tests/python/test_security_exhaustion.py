@@ -177,7 +177,7 @@ def test_thousands_of_stalled_keyless_grpc_calls_are_bounded(agent, pb):  # noqa
 # --- item 13 --------------------------------------------------------------------------------------------------
 
 
-@security_item(13)
+@security_item(13, built=True)
 def test_per_key_in_flight_cap_on_one_shot_routes(tmp_path):
     slow = SlowUpstream(delay=2.0)
     a = Agent(manifests(slow.url), extra_args=["--max-in-flight-per-key", "2"], tmp=tmp_path)
@@ -213,7 +213,7 @@ spec:
 """
 
 
-@security_item(13)
+@security_item(13, built=True)
 def test_oversized_json_body_is_refused_from_its_length(upstream, tmp_path):
     text = manifests(upstream) + EMBED_WORLD
     text = text.replace("scopes: [{endpoint: transcribe}]\n  allowedOrigins",
@@ -238,7 +238,7 @@ def test_oversized_json_body_is_refused_from_its_length(upstream, tmp_path):
 # --- item 14 --------------------------------------------------------------------------------------------------
 
 
-@security_item(14)
+@security_item(14, built=True)
 def test_ticket_minting_is_capped_per_key(upstream, tmp_path):
     a = Agent(manifests(upstream), extra_args=["--max-live-tickets-per-key", "5"], tmp=tmp_path)
     try:
@@ -257,7 +257,7 @@ def test_ticket_minting_is_capped_per_key(upstream, tmp_path):
         a.stop()
 
 
-@security_item(14)
+@security_item(14, built=True)
 def test_ticket_mint_flood_with_default_settings_is_limited(agent):
     codes = set()
     headers = {"authorization": f"Bearer {agent.key('tiny')}"}

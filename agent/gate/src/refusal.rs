@@ -24,6 +24,7 @@
 //! | `server_busy`         | 503  | UNAVAILABLE         | 4295            | the agent's global connection cap is reached    |
 //! | `oversized_chunk`     | 413  | INVALID_ARGUMENT    | 4130            | an audio chunk exceeds the endpoint's maximum   |
 //! | `audio_too_long`      | 413  | INVALID_ARGUMENT    | 4131            | audio beyond the endpoint's max audio seconds   |
+//! | `body_too_large`      | 413  | INVALID_ARGUMENT    | 4132            | a request body declares more than its route takes |
 //! | `too_many_messages`   | 429  | RESOURCE_EXHAUSTED  | 4296            | stream sent more messages/s than allowed        |
 //! | `idle_timeout`        | 408  | DEADLINE_EXCEEDED   | 4080            | stream sent nothing for the idle timeout        |
 //! | `session_too_long`    | 408  | DEADLINE_EXCEEDED   | 4081            | stream reached the maximum session duration     |
@@ -97,6 +98,7 @@ codes! {
     ServerBusy => ("server_busy", 503, Unavailable, 4295),
     OversizedChunk => ("oversized_chunk", 413, InvalidArgument, 4130),
     AudioTooLong => ("audio_too_long", 413, InvalidArgument, 4131),
+    BodyTooLarge => ("body_too_large", 413, InvalidArgument, 4132),
     TooManyMessages => ("too_many_messages", 429, ResourceExhausted, 4296),
     IdleTimeout => ("idle_timeout", 408, DeadlineExceeded, 4080),
     SessionTooLong => ("session_too_long", 408, DeadlineExceeded, 4081),

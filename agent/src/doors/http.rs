@@ -256,7 +256,7 @@ async fn run_builtin(
         .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
     let read = async {
         if is_json {
-            read_builtin_json(request, gateway.settings.max_upload_bytes).await
+            read_builtin_json(request).await
         } else {
             let multipart = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await.map_err(|e| {
                 Refusal::bad_request(format!(
@@ -303,14 +303,29 @@ async fn run_builtin(
     Ok(response)
 }
 
+/// Largest JSON body on the built-in routes: a 256-float embedding and a reference are a few KiB of JSON; the
+/// upload limit is for audio, which JSON bodies do not carry.
+const MAX_BUILTIN_JSON_BYTES: usize = 64 * 1024;
+
 /// A JSON built-in request: `{"model", "embedding"?, "reference_embedding"?}`. Audio goes in multipart.
-async fn read_builtin_json(request: axum::extract::Request, max_bytes: usize) -> Result<Upload, Refusal> {
-    let body = axum::body::to_bytes(request.into_body(), max_bytes).await.map_err(|_| {
+async fn read_builtin_json(request: axum::extract::Request) -> Result<Upload, Refusal> {
+    let max_bytes = MAX_BUILTIN_JSON_BYTES;
+    let too_large = || {
         Refusal::new(
-            RefusalCode::AudioTooLong,
-            format!("request body exceeds the agent's maximum of {max_bytes} bytes"),
+            RefusalCode::BodyTooLarge,
+            format!("a JSON request body on this route may be at most {max_bytes} bytes; send audio as multipart/form-data"),
         )
-    })?;
+    };
+    // Refused from the declared length, before a byte of the body is read or buffered.
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_bytes as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(request.into_body(), max_bytes).await.map_err(|_| too_large())?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Refusal::bad_request(format!("request body is not valid JSON ({e})")))?;
     let object = value.as_object().ok_or_else(|| Refusal::bad_request("request body must be a JSON object"))?;
