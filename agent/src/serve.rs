@@ -16,6 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// HTTP/2 streams one gRPC connection may have open at once.
+const GRPC_MAX_CONCURRENT_STREAMS: u32 = 256;
+
 #[derive(Clone, Debug)]
 pub struct Listeners {
     pub http: SocketAddr,
@@ -72,6 +75,12 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
         r = axum::serve(http, http_app).with_graceful_shutdown(shutdown.clone().wait()) => r.context("http listener failed"),
         r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown.clone().wait()) => r.context("admin listener failed"),
         r = tonic::transport::Server::builder()
+            // Bounds per connection and for idle peers: a client cannot open unbounded streams on one connection,
+            // and a dead peer's connection is found and dropped.
+            .max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), shutdown.wait()) => r.context("grpc listener failed"),
     };

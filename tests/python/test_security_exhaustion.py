@@ -134,7 +134,7 @@ def test_large_message_before_authentication_is_refused(agent):
 UNARY = "/infergate.v1.Inference/Transcribe"
 
 
-@security_item(12)
+@security_item(12, built=True)
 def test_grpc_unary_without_key_is_refused_before_its_message_arrives(agent):
     h2 = H2Raw(agent.grpc_port, ABUSER)
     try:
@@ -145,7 +145,7 @@ def test_grpc_unary_without_key_is_refused_before_its_message_arrives(agent):
         h2.close()
 
 
-@security_item(12)
+@security_item(12, built=True)
 def test_thousands_of_stalled_keyless_grpc_calls_are_bounded(agent, pb):  # noqa: F811
     rss_before = rss_bytes(agent.proc.pid)
     conns = [H2Raw(agent.grpc_port, ABUSER) for _ in range(8)]

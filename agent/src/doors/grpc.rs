@@ -9,7 +9,7 @@
 //!                      ─▶ Session::open ─▶ Session::drive(GrpcTransport: messages ⇄ Inbound / results)
 //! ```
 use super::edge;
-use crate::gateway::Gateway;
+use crate::gateway::{Credential, Gateway};
 use crate::oneshot::{self, OneShot};
 use crate::outcome::{Door, RequestOutcome};
 use crate::session::{Event, Gone, Inbound, Ready, Session, Transport};
@@ -28,10 +28,43 @@ pub mod pb {
 }
 
 use pb::inference_server::{Inference, InferenceServer};
+use tonic::service::interceptor::InterceptedService;
 use pb::{stream_request, stream_response};
 
-pub fn service(gateway: Arc<Gateway>) -> InferenceServer<GrpcDoor> {
-    InferenceServer::new(GrpcDoor { gateway }).max_decoding_message_size(edge::MAX_STREAM_MESSAGE_BYTES)
+/// The gRPC service behind a key check on the request headers.
+pub type Service = tonic::service::interceptor::InterceptedService<InferenceServer<GrpcDoor>, KeyCheck>;
+
+/// The service, with every call's key checked from its metadata before any message is decoded, so a call without
+/// a valid key holds no buffer and no task (the handlers check the key again, with the rest of the request). The
+/// message limit is the larger of the upload limit (unary) and the stream message limit.
+pub fn service(gateway: Arc<Gateway>) -> Service {
+    let max_message = (gateway.settings.max_upload_bytes + 1024).max(edge::MAX_STREAM_MESSAGE_BYTES);
+    let check = KeyCheck { gateway: Arc::clone(&gateway) };
+    InterceptedService::new(InferenceServer::new(GrpcDoor { gateway }).max_decoding_message_size(max_message), check)
+}
+
+/// Refuses a call whose metadata carries no genuine key, before its first message is read.
+#[derive(Clone)]
+pub struct KeyCheck {
+    gateway: Arc<Gateway>,
+}
+
+impl tonic::service::Interceptor for KeyCheck {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let presented = edge::metadata_key(request.metadata());
+        let refusal = match presented {
+            Some(key) => match self.gateway.authenticate(&self.gateway.snapshot(), &Credential::Key(key)) {
+                Ok(_) => return Ok(request),
+                Err(refusal) => refusal,
+            },
+            None => Refusal::missing_key(),
+        };
+        // The method is not known here: the route label is the service's.
+        let mut outcome =
+            self.gateway.begin(Door::Grpc, "Inference/*", edge::metadata_traceparent(request.metadata()));
+        self.gateway.refused(&refusal, &mut outcome);
+        Err(edge::grpc_status(&refusal, &outcome.request_id))
+    }
 }
 
 pub struct GrpcDoor {
