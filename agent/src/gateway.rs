@@ -497,10 +497,8 @@ impl Tickets {
         }
         let expires = now + self.ttl;
         mine.push_back((expires, ticket_digest));
-        by_ticket.insert(
-            ticket_digest,
-            TicketEntry { digest: identity.digest, environment: identity.environment, expires },
-        );
+        by_ticket
+            .insert(ticket_digest, TicketEntry { digest: identity.digest, environment: identity.environment, expires });
         Ok(ticket)
     }
 

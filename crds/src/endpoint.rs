@@ -191,15 +191,21 @@ pub struct CostModel {
     /// Estimated GPU-seconds per second of audio.
     #[schemars(range(min = 0.0, max = 100.0))]
     pub gpu_seconds_per_audio_second: f64,
-    /// The least a request is charged, whatever its length.
-    #[serde(default)]
+    /// The least a request is charged, whatever its length (default 0.01): a flood of near-empty requests still
+    /// costs GPU-seconds, and a request never bills as free.
+    #[serde(default = "default_minimum_gpu_seconds")]
     #[schemars(range(min = 0.0, max = 3600.0))]
     pub minimum_gpu_seconds: f64,
 }
 
+// Ten milliseconds of GPU time: about what the smallest real request costs to schedule.
+fn default_minimum_gpu_seconds() -> f64 {
+    0.01
+}
+
 impl Default for CostModel {
     fn default() -> Self {
-        Self { gpu_seconds_per_audio_second: 0.05, minimum_gpu_seconds: 0.0 }
+        Self { gpu_seconds_per_audio_second: 0.05, minimum_gpu_seconds: default_minimum_gpu_seconds() }
     }
 }
 

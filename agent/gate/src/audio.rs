@@ -87,6 +87,7 @@ pub struct Wav<'a> {
     pub channels: u16,
     pub sample_rate: u32,
     pub byte_rate: u32,
+    pub block_align: u16,
     pub bits_per_sample: u16,
     pub data: &'a [u8],
 }
@@ -119,6 +120,7 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Wav<'_>, &'static str> {
                 channels: u16_at(f + 2),
                 sample_rate: u32_at(f + 4),
                 byte_rate: u32_at(f + 8),
+                block_align: u16_at(f + 12),
                 bits_per_sample: u16_at(f + 14),
                 data: &bytes[body..body + len],
             });
@@ -128,14 +130,40 @@ pub fn parse_wav(bytes: &[u8]) -> Result<Wav<'_>, &'static str> {
     Err("no data chunk")
 }
 
-/// Duration from a RIFF/WAVE header: the `data` chunk size over the `fmt ` chunk's byte rate.
+/// WAVE format tags whose frames are fixed-size samples: integer PCM, IEEE float, and the extensible wrapper.
+const UNCOMPRESSED_FORMATS: [u16; 3] = [1, 3, 0xFFFE];
+
+/// Duration from a RIFF/WAVE header, measured, not declared: for uncompressed audio the `data` chunk size over
+/// sample rate x channels x bytes per sample. A header whose `byteRate` or `blockAlign` disagrees with that is
+/// refused, since a forged byte rate would otherwise bill 2 s of audio as 2 ms. Compressed WAVE payloads (ADPCM,
+/// ...) fall back to the declared byte rate.
 pub fn wav_seconds(bytes: &[u8]) -> Result<f64, Refusal> {
     let bad = |what: &str| Refusal::bad_request(format!("invalid WAV file: {what}; re-encode it as 16-bit PCM WAV"));
     let wav = parse_wav(bytes).map_err(bad)?;
-    if wav.byte_rate == 0 {
-        return Err(bad("byte rate is zero"));
+    if !UNCOMPRESSED_FORMATS.contains(&wav.format_tag) {
+        if wav.byte_rate == 0 {
+            return Err(bad("byte rate is zero"));
+        }
+        return Ok(wav.data.len() as f64 / f64::from(wav.byte_rate));
     }
-    Ok(wav.data.len() as f64 / f64::from(wav.byte_rate))
+    if wav.channels == 0 || wav.sample_rate == 0 || wav.bits_per_sample == 0 {
+        return Err(bad("the fmt chunk declares zero channels, sample rate or bits per sample"));
+    }
+    let frame = u32::from(wav.channels) * u32::from(wav.bits_per_sample).div_ceil(8);
+    if u32::from(wav.block_align) != frame {
+        return Err(bad(&format!(
+            "blockAlign is {} but {} channel(s) of {}-bit samples make {frame}-byte frames",
+            wav.block_align, wav.channels, wav.bits_per_sample
+        )));
+    }
+    let expected_rate = u64::from(wav.sample_rate) * u64::from(frame);
+    if u64::from(wav.byte_rate) != expected_rate {
+        return Err(bad(&format!(
+            "byteRate is {} but sampleRate {} x blockAlign {frame} is {expected_rate}",
+            wav.byte_rate, wav.sample_rate
+        )));
+    }
+    Ok(wav.data.len() as f64 / expected_rate as f64)
 }
 
 /// A WAV header for `data_len` bytes of 16 kHz mono PCM16, so stream segments can go to WAV-only upstreams.
@@ -174,5 +202,23 @@ mod tests {
             check_codec(&inspect(b"fLaC", "x").unwrap(), &[Codec::Wav]).unwrap_err().code,
             RefusalCode::UnsupportedCodec
         );
+    }
+
+    #[test]
+    fn a_wav_header_that_disagrees_with_its_format_is_refused() {
+        let forged = |offset: usize, value: &[u8]| {
+            let mut wav = wav_header(64_000).to_vec();
+            wav.extend(vec![0u8; 64_000]);
+            wav[offset..offset + value.len()].copy_from_slice(value);
+            wav_seconds(&wav).unwrap_err()
+        };
+        let byte_rate = forged(28, &(32_000u32 * 1000).to_le_bytes());
+        assert_eq!(byte_rate.code, RefusalCode::BadRequest);
+        assert!(byte_rate.message.contains("byteRate is 32000000 but sampleRate 16000 x blockAlign 2 is 32000"));
+        let block_align = forged(32, &200u16.to_le_bytes());
+        assert!(
+            block_align.message.contains("blockAlign is 200 but 1 channel(s) of 16-bit samples make 2-byte frames")
+        );
+        assert!(forged(22, &0u16.to_le_bytes()).message.contains("zero channels"));
     }
 }

@@ -28,8 +28,8 @@ pub mod pb {
 }
 
 use pb::inference_server::{Inference, InferenceServer};
-use tonic::service::interceptor::InterceptedService;
 use pb::{stream_request, stream_response};
+use tonic::service::interceptor::InterceptedService;
 
 /// The gRPC service behind a key check on the request headers.
 pub type Service = tonic::service::interceptor::InterceptedService<InferenceServer<GrpcDoor>, KeyCheck>;
@@ -60,8 +60,7 @@ impl tonic::service::Interceptor for KeyCheck {
             None => Refusal::missing_key(),
         };
         // The method is not known here: the route label is the service's.
-        let mut outcome =
-            self.gateway.begin(Door::Grpc, "Inference/*", edge::metadata_traceparent(request.metadata()));
+        let mut outcome = self.gateway.begin(Door::Grpc, "Inference/*", edge::metadata_traceparent(request.metadata()));
         self.gateway.refused(&refusal, &mut outcome);
         Err(edge::grpc_status(&refusal, &outcome.request_id))
     }

@@ -313,7 +313,9 @@ async fn read_builtin_json(request: axum::extract::Request) -> Result<Upload, Re
     let too_large = || {
         Refusal::new(
             RefusalCode::BodyTooLarge,
-            format!("a JSON request body on this route may be at most {max_bytes} bytes; send audio as multipart/form-data"),
+            format!(
+                "a JSON request body on this route may be at most {max_bytes} bytes; send audio as multipart/form-data"
+            ),
         )
     };
     // Refused from the declared length, before a byte of the body is read or buffered.
