@@ -61,7 +61,8 @@ pub async fn run(
     let snapshot = gateway.snapshot();
     let request = Request { model: req.model, feature: req.feature, origin: req.origin };
     outcome.identity(&identity);
-    let grant = admission::authorize(&snapshot, identity, &request).inspect_err(|r| gateway.refused(r, outcome))?;
+    let grant = admission::decide(&snapshot, &identity, &request, chrono::Utc::now())
+        .inspect_err(|r| gateway.refused(r, outcome))?;
     outcome.grant(&grant);
     // Held until this request's future ends (served, refused, or dropped when the client goes away).
     let _in_flight = gateway.one_shot_slot(grant.key()).inspect_err(|r| gateway.refused(r, outcome))?;

@@ -23,7 +23,7 @@ use infergate_gate::audio::{pcm16_seconds, wav_header};
 use infergate_gate::audit::StreamClosedEvent;
 use infergate_gate::limiter::{Charge, Limiter, StreamSlot};
 use infergate_gate::refusal::{Refusal, RefusalCode};
-use infergate_gate::streams::StreamHandle;
+use infergate_gate::streams::{StreamHandle, StreamScope};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,7 +115,7 @@ impl Session {
         let snapshot = gateway.snapshot();
         let key = identity.key;
         outcome.identity(&identity);
-        let grant = admission::authorize(&snapshot, identity, request)
+        let grant = admission::decide(&snapshot, &identity, request, chrono::Utc::now())
             .inspect_err(|refusal| gateway.refused(refusal, &mut outcome))?;
         outcome.grant(&grant);
         let mut refused = |refusal: Refusal| {
@@ -126,12 +126,17 @@ impl Session {
         let backend = gateway.backends.for_endpoint(&grant.endpoint.shard).map_err(&mut refused)?;
         let slot = gateway.limiter.open_stream(&grant).await.map_err(&mut refused)?;
         gateway.admitted(&grant);
-        let handle = gateway.streams.register(
+        let handle = gateway.streams.register_scoped(
             key,
             grant.identity.digest,
             grant.identity.environment,
             &grant.endpoint.label,
             outcome.door.as_str(),
+            StreamScope {
+                model: request.model.to_string(),
+                feature: request.feature,
+                origin: request.origin.map(str::to_string),
+            },
         );
         gateway.metrics.open_streams.inc();
         let now = Instant::now();
@@ -181,7 +186,19 @@ impl Session {
                 }
                 inbound = transport.recv() => match inbound {
                     Inbound::Closed => return,
-                    inbound => self.on_inbound(inbound).await,
+                    inbound => {
+                        // The frame's work may wait on the limiter's queue or a backend call: revocation must not
+                        // wait for either, so it races the work (dropping it keeps what was charged so far).
+                        let revoked = self.handle.signal();
+                        tokio::select! {
+                            biased;
+                            reason = revoked.closed() => {
+                                self.set_close_reason(reason.code.as_str());
+                                return transport.refuse(&reason).await;
+                            }
+                            step = self.on_inbound(inbound) => step,
+                        }
+                    }
                 },
             };
             match step {

@@ -77,7 +77,7 @@ def live(upstream, tmp_path):
 # --- item 4 ---------------------------------------------------------------------------------------------------
 
 
-@security_item(4)
+@security_item(4, built=True)
 def test_stream_closes_when_its_key_loses_the_scope(live):
     a = live
     with connect(a.ws, additional_headers=auth(a.key("victim"))) as ws:
@@ -87,7 +87,7 @@ def test_stream_closes_when_its_key_loses_the_scope(live):
         assert closed and closed[0] == 4030, f"stream after losing its scope: {closed or 'still open'}"
 
 
-@security_item(4)
+@security_item(4, built=True)
 def test_stream_closes_when_its_endpoint_is_deleted(live):
     a = live
     with connect(a.ws, additional_headers=auth(a.key("victim"))) as ws:
@@ -99,7 +99,7 @@ def test_stream_closes_when_its_endpoint_is_deleted(live):
         assert closed and closed[0] == 4040, f"stream after its endpoint was deleted: {closed or 'still open'}"
 
 
-@security_item(4)
+@security_item(4, built=True)
 def test_stream_closes_when_its_origin_is_no_longer_allowed(live):
     a = live
     with connect(a.ws, additional_headers=auth(a.key("app")), origin="https://app.example.com") as ws:
@@ -113,7 +113,7 @@ def test_stream_closes_when_its_origin_is_no_longer_allowed(live):
 # --- item 3 ---------------------------------------------------------------------------------------------------
 
 
-@security_item(3)
+@security_item(3, built=True)
 def test_endpoints_added_while_a_stream_waits_never_widen_its_scope(live):
     a = live
     # "app" may use `transcribe` only. Authenticate (header) but do not start; then add an endpoint whose name sorts
@@ -141,7 +141,7 @@ spec:
 # --- item 5 ---------------------------------------------------------------------------------------------------
 
 
-@security_item(5)
+@security_item(5, built=True)
 def test_test_key_cannot_call_a_live_endpoint(upstream, tmp_path):
     text = manifests(upstream).replace("  features: [transcribe]\n  backend: {upstream: {url: \"" + upstream + "\"}}\n  cost",
                                        "  features: [transcribe]\n  environment: live\n  backend: {upstream: {url: \""
@@ -157,7 +157,7 @@ def test_test_key_cannot_call_a_live_endpoint(upstream, tmp_path):
         a.stop()
 
 
-@security_item(5)
+@security_item(5, built=True)
 def test_rotation_overlap_shares_one_budget(upstream, tmp_path):
     # Tier "tiny": burst 0.2 GPU-s; 2 s of audio at 0.1 GPU-s per second spends all of it.
     text = manifests(upstream)
@@ -187,7 +187,7 @@ def test_rotation_overlap_shares_one_budget(upstream, tmp_path):
 # --- item 15 --------------------------------------------------------------------------------------------------
 
 
-@security_item(15)
+@security_item(15, built=True)
 def test_revocation_does_not_wait_for_a_slow_backend(tmp_path):
     slow = SlowUpstream(delay=8.0)
     text = manifests(slow.url, idle_timeout="60s")

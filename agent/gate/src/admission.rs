@@ -145,6 +145,20 @@ fn identify_with_env(
     Ok(Identity { key, digest: *digest, environment, policy: Arc::clone(policy) })
 }
 
+/// [`identify`] the caller again and [`authorize`] the request, both against `snapshot`: the one decision a
+/// request or stream start gets, whatever snapshot its earlier authentication saw. A request authenticated before
+/// a slow upload, or a WebSocket authenticated before its `start`, is decided on the config of the moment, never
+/// on a mix of two.
+pub fn decide(
+    snapshot: &Snapshot,
+    identity: &Identity,
+    request: &Request<'_>,
+    now: DateTime<Utc>,
+) -> Result<Grant, Refusal> {
+    let current = identify(snapshot, &identity.digest, identity.environment, now)?;
+    authorize(snapshot, current, request)
+}
+
 /// Scope (endpoint by model, feature) and Origin: everything about *what* the key may do.
 pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
     let Some(endpoint) = snapshot.endpoint_by_model(request.model) else {
@@ -164,6 +178,21 @@ pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>)
                 endpoint.shard.model,
                 request.feature.as_str(),
                 endpoint.features.iter().map(Feature::as_str).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if !endpoint.shard.environment.admits(identity.environment) {
+        return Err(Refusal::new(
+            RefusalCode::WrongEnvironment,
+            format!(
+                "endpoint {} admits {} keys only; this is a {} key ({}...)",
+                endpoint.label,
+                match endpoint.shard.environment {
+                    infergate_crds::endpoint::EndpointEnvironment::Live => "live (sk_live_...)",
+                    _ => "test (sk_test_...)",
+                },
+                identity.environment.as_str(),
+                identity.environment.prefix()
             ),
         ));
     }

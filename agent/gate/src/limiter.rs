@@ -20,10 +20,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Which bucket: one per key and endpoint. `endpoint` is [`crate::snapshot::EndpointConfig::bucket_id`].
+/// Which bucket: one per policy and endpoint, so every key of a policy (the current key and a retiring one
+/// during a rotation overlap) spends from one budget. `policy` is [`crate::snapshot::PolicyConfig::bucket_id`],
+/// `endpoint` is [`crate::snapshot::EndpointConfig::bucket_id`]; both are stable across snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BucketKey {
-    pub key: KeyRef,
+    pub policy: u64,
     pub endpoint: u64,
 }
 
@@ -112,7 +114,7 @@ impl Default for InMemoryStore {
 
 impl InMemoryStore {
     fn shard(bucket: &BucketKey) -> usize {
-        ((bucket.key.0 ^ bucket.endpoint) as usize) % SHARDS
+        ((bucket.policy ^ bucket.endpoint) as usize) % SHARDS
     }
 
     fn with_bucket<T>(&self, bucket: BucketKey, params: BucketParams, now: f64, f: impl FnOnce(&mut Bucket) -> T) -> T {
@@ -256,7 +258,7 @@ impl Limiter {
     }
 
     pub fn bucket(grant: &Grant) -> BucketKey {
-        BucketKey { key: grant.key(), endpoint: grant.endpoint.bucket_id }
+        BucketKey { policy: grant.identity.policy.bucket_id, endpoint: grant.endpoint.bucket_id }
     }
 
     pub fn params(&self, grant: &Grant) -> BucketParams {

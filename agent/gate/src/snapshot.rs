@@ -112,6 +112,9 @@ pub struct KeyRecord {
 #[derive(Debug)]
 pub struct PolicyConfig {
     pub name: NamespacedName,
+    /// Stable across snapshots and key rotations (hash of `namespace/name`): the policy's buckets and stream
+    /// slots are keyed by it, so a rotated key, or both keys of an overlap window, share one budget.
+    pub bucket_id: u64,
     pub environment: Environment,
     pub tier: TierLimits,
     pub suspended: bool,
@@ -167,6 +170,11 @@ pub struct Snapshot {
     pub options: SnapshotOptions,
 }
 
+/// A stable 64-bit id for a `namespace/name` label (the first 8 bytes of its SHA-256).
+fn stable_id(label: &str) -> u64 {
+    u64::from_be_bytes(KeyDigest::of(label).0[..8].try_into().expect("8 bytes"))
+}
+
 impl Snapshot {
     pub fn empty() -> Self {
         Self::build(&[], SnapshotOptions::default()).0
@@ -203,7 +211,7 @@ impl Snapshot {
             by_model.insert(e.model.clone(), index);
             by_name.insert(e.endpoint.clone(), index);
             let label = e.endpoint.to_string();
-            let bucket_id = u64::from_be_bytes(KeyDigest::of(&label).0[..8].try_into().expect("8 bytes"));
+            let bucket_id = stable_id(&label);
             endpoints.push(Arc::new(EndpointConfig {
                 index,
                 bucket_id,
@@ -234,6 +242,7 @@ impl Snapshot {
                 })
                 .collect();
             policies.push(Arc::new(PolicyConfig {
+                bucket_id: stable_id(&p.policy.to_string()),
                 name: p.policy.clone(),
                 environment: p.environment,
                 tier: p.tier.clone(),

@@ -2,16 +2,18 @@
 //!
 //! ```text
 //!  stream task ──register(digest, endpoint)──▶ Registry ◀──enforce(&snapshot, now)── snapshot swap / 1 s tick
-//!       ▲                                          │ key revoked / expired / suspended / gone
+//!       ▲                                          │ key revoked / expired / suspended / gone, or (scoped)
+//!       │                                          │ scope, endpoint or Origin no longer allowed
 //!       └──────────── watch: Some(Refusal) ◀───────┘
 //!  stream task: flush the pending result, then close with the refusal's code ("key revoked", ...)
 //! ```
 //! The registry holds digests and key refs, never plaintext keys. Its lock is held only to copy entries,
 //! never across I/O or while notifying.
-use crate::admission;
+use crate::admission::{self, Request};
 use crate::refusal::Refusal;
 use crate::snapshot::{KeyRef, Snapshot};
 use chrono::{DateTime, Utc};
+use infergate_crds::endpoint::Feature;
 use infergate_crds::key::{Environment, KeyDigest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +25,19 @@ struct Entry {
     digest: KeyDigest,
     environment: Environment,
     endpoint: String,
+    /// What the stream was admitted for; re-authorized on every check when present.
+    scope: Option<StreamScope>,
     door: &'static str,
     close: watch::Sender<Option<Refusal>>,
+}
+
+/// What an open stream was admitted to do: re-checked against each new snapshot, so a stream whose key loses the
+/// scope, whose endpoint is deleted, or whose Origin is no longer allowed closes with that refusal's code.
+#[derive(Clone, Debug)]
+pub struct StreamScope {
+    pub model: String,
+    pub feature: Feature,
+    pub origin: Option<String>,
 }
 
 /// What [`Registry::enforce`] closed, for audit lines.
@@ -68,6 +81,28 @@ impl StreamHandle {
     }
 }
 
+impl StreamHandle {
+    /// A second view of the close signal, to race work that holds the session (a queued charge, a backend call).
+    pub fn signal(&self) -> CloseSignal {
+        CloseSignal(self.close.clone())
+    }
+}
+
+/// The close signal of one stream, detached from its [`StreamHandle`].
+pub struct CloseSignal(watch::Receiver<Option<Refusal>>);
+
+impl CloseSignal {
+    /// Resolves with the reason once the stream must close (at once if it already must).
+    pub async fn closed(mut self) -> Refusal {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().expect("waited for Some"),
+            Err(_) => {
+                Refusal::new(crate::refusal::RefusalCode::BackendUnavailable, "the agent is shutting down; reconnect")
+            }
+        }
+    }
+}
+
 impl Drop for StreamHandle {
     fn drop(&mut self) {
         self.registry.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
@@ -85,9 +120,27 @@ impl Registry {
     ) -> StreamHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = watch::channel(None);
-        let entry = Entry { key, digest, environment, endpoint: endpoint.to_string(), door, close: tx };
+        let entry = Entry { key, digest, environment, endpoint: endpoint.to_string(), scope: None, door, close: tx };
         self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, entry);
         StreamHandle { registry: Arc::clone(self), id, close: rx }
+    }
+
+    /// [`register`](Self::register), with the scope the stream was admitted for re-checked on every
+    /// [`enforce`](Self::enforce), not only its key.
+    pub fn register_scoped(
+        self: &Arc<Self>,
+        key: KeyRef,
+        digest: KeyDigest,
+        environment: Environment,
+        endpoint: &str,
+        door: &'static str,
+        scope: StreamScope,
+    ) -> StreamHandle {
+        let handle = self.register(key, digest, environment, endpoint, door);
+        if let Some(entry) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&handle.id) {
+            entry.scope = Some(scope);
+        }
+        handle
     }
 
     pub fn len(&self) -> usize {
@@ -118,7 +171,16 @@ impl Registry {
             if e.close.borrow().is_some() {
                 continue;
             }
-            if let Err(refusal) = admission::identify(snapshot, &e.digest, e.environment, now) {
+            let checked =
+                admission::identify(snapshot, &e.digest, e.environment, now).and_then(|identity| match &e.scope {
+                    None => Ok(()),
+                    Some(scope) => {
+                        let request =
+                            Request { model: &scope.model, feature: scope.feature, origin: scope.origin.as_deref() };
+                        admission::authorize(snapshot, identity, &request).map(|_| ())
+                    }
+                });
+            if let Err(refusal) = checked {
                 let reason = refusal.code.as_str();
                 e.close.send_replace(Some(refusal));
                 closed.push(Enforced {

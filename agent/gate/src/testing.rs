@@ -79,6 +79,11 @@ impl EndpointBuilder {
         self.0.fallback = Some(NamespacedName::new("default", name));
         self
     }
+    /// Which key environments the endpoint admits.
+    pub fn environment(mut self, environment: infergate_crds::endpoint::EndpointEnvironment) -> Self {
+        self.0.environment = environment;
+        self
+    }
     pub fn features(mut self, f: &[Feature]) -> Self {
         self.0.features = f.to_vec();
         self

@@ -324,3 +324,110 @@ async fn a_swap_that_revokes_a_key_signals_only_its_streams() {
     drop(victim);
     assert_eq!(registry.len(), 1);
 }
+
+#[test]
+fn a_test_key_cannot_call_a_live_endpoint() {
+    use infergate_crds::endpoint::EndpointEnvironment;
+    let s = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").environment(EndpointEnvironment::Live).shard(),
+            mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    let refusal = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap_err();
+    assert_eq!(refusal.code, RefusalCode::WrongEnvironment);
+    assert_eq!(
+        refusal.message,
+        "endpoint default/transcribe admits live (sk_live_...) keys only; this is a test key (sk_test_...)"
+    );
+}
+
+#[test]
+fn a_decision_reads_one_snapshot_whatever_the_identity_saw() {
+    use crate::admission::decide;
+    // `app` may transcribe on `transcribe` only. It authenticates against `before`; then an endpoint whose name
+    // sorts first is added, shifting every position. The decision on `after` must not widen the scope.
+    let before = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_endpoint("other", "whisper-other").shard(),
+            mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    let identity = authenticate(&before, key(1).expose(), t0()).unwrap();
+    let after = Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_endpoint("other", "whisper-other").shard(),
+            mk_endpoint("aaa", "whisper-aaa").shard(),
+            mk_endpoint("p-extra", "whisper-p-extra").shard(),
+            mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0;
+    for model in ["whisper-aaa", "whisper-p-extra", "whisper-other"] {
+        let request = Request { model, feature: Feature::Transcribe, origin: None };
+        assert_eq!(code(decide(&after, &identity, &request, t0())), RefusalCode::OutOfScope, "{model}");
+    }
+    assert_eq!(decide(&after, &identity, &TRANSCRIBE, t0()).unwrap().endpoint.label, "default/transcribe");
+}
+
+#[test]
+fn both_keys_of_a_rotation_overlap_spend_one_bucket() {
+    let s = world();
+    let limiter = Limiter::new(Arc::new(InMemoryStore::default()));
+    let current = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    let retiring = admit(&s, key(2).expose(), &TRANSCRIBE, t0()).unwrap();
+    assert_eq!(Limiter::bucket(&current), Limiter::bucket(&retiring));
+    // The tier's burst is 1 GPU-s: the current key spends it, the retiring key finds it empty.
+    limiter.try_charge_at(&current, 1.0, 0.0).unwrap();
+    assert_eq!(code(limiter.try_charge_at(&retiring, 0.5, 0.0)), RefusalCode::RateLimited);
+}
+
+#[tokio::test]
+async fn a_stream_that_loses_its_scope_endpoint_or_origin_is_signalled_with_that_code() {
+    use crate::streams::{Registry, StreamScope};
+    let k = key(1);
+    let world = |scoped: bool, endpoint: bool, origin: &str| {
+        let mut shards = vec![];
+        if endpoint {
+            shards.push(mk_endpoint("transcribe", "whisper-1").shard());
+        }
+        let mut policy = mk_policy("app").key(&k).origins(&[origin]);
+        if scoped {
+            policy = policy.scope("transcribe", "whisper-1", &[Feature::Transcribe]);
+        }
+        shards.push(policy.shard());
+        Snapshot::build(&shards, SnapshotOptions::default()).0
+    };
+    let cases = [
+        (world(false, true, "https://app.example.com"), RefusalCode::OutOfScope),
+        (world(true, false, "https://app.example.com"), RefusalCode::UnknownModel),
+        (world(true, true, "https://other.example.com"), RefusalCode::OriginNotAllowed),
+    ];
+    for (after, expected) in cases {
+        let registry = Arc::new(Registry::default());
+        let mut stream = registry.register_scoped(
+            KeyRef::of(&k.digest()),
+            k.digest(),
+            Environment::Test,
+            "default/transcribe",
+            "websocket",
+            StreamScope {
+                model: "whisper-1".into(),
+                feature: Feature::Transcribe,
+                origin: Some("https://app.example.com".into()),
+            },
+        );
+        assert_eq!(registry.enforce(&world(true, true, "https://app.example.com"), t0()), vec![]);
+        let enforced = registry.enforce(&after, t0());
+        assert_eq!(enforced.len(), 1, "{expected:?}");
+        assert_eq!(enforced[0].reason, expected.as_str());
+        assert_eq!(stream.closed().await.code, expected);
+    }
+}

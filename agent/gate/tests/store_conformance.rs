@@ -2,10 +2,9 @@
 //! Each store gets one `#[test]` per check (`in_memory::refuses_with_exact_wait_then_admits`), so a failure
 //! names the check and the store. A new store (Redis) plugs in with one line in the `conformance!` list at the end.
 use infergate_gate::limiter::{BucketKey, BucketParams, CounterStore, InMemoryStore};
-use infergate_gate::snapshot::KeyRef;
 
 fn b(key: u64) -> BucketKey {
-    BucketKey { key: KeyRef(key), endpoint: 7 }
+    BucketKey { policy: key, endpoint: 7 }
 }
 const P: BucketParams = BucketParams { rate_per_second: 0.5, capacity: 2.0 };
 
@@ -39,7 +38,7 @@ fn adjust_refunds_and_never_exceeds_capacity(s: &impl CounterStore) {
 fn buckets_are_independent(s: &impl CounterStore) {
     assert_eq!(s.try_take(b(4), 2.0, P, 0.0).unwrap(), Ok(()));
     assert_eq!(s.balance(b(5), P, 0.0).unwrap(), 2.0);
-    let other_endpoint = BucketKey { key: KeyRef(4), endpoint: 8 };
+    let other_endpoint = BucketKey { policy: 4, endpoint: 8 };
     assert_eq!(s.balance(other_endpoint, P, 0.0).unwrap(), 2.0);
 }
 
