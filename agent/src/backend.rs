@@ -105,16 +105,41 @@ pub trait BlockingModel: Send + Sync + 'static {
 }
 
 /// Runs a [`BlockingModel`] on tokio's blocking pool and reports its compute time for settlement.
-pub struct Blocking<M>(pub Arc<M>);
+pub struct Blocking<M> {
+    model: Arc<M>,
+    /// Bounds the jobs running on blocking threads: a job keeps its permit until the model returns, even when its
+    /// client has gone, so abandoned work cannot pile up behind the requests still waiting.
+    jobs: Arc<tokio::sync::Semaphore>,
+}
+
+impl<M> Blocking<M> {
+    /// `jobs` is shared by every built-in model of the agent (they compete for the same cores).
+    pub fn new(model: Arc<M>, jobs: Arc<tokio::sync::Semaphore>) -> Self {
+        Blocking { model, jobs }
+    }
+}
+
+/// Built-in jobs that may run at once: one per core (they are CPU- or GPU-bound), at least two.
+pub fn builtin_job_permits() -> Arc<tokio::sync::Semaphore> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Arc::new(tokio::sync::Semaphore::new(cores.max(2)))
+}
 
 impl<M: BlockingModel> Backend for Blocking<M> {
     fn kind(&self) -> &'static str {
-        self.0.kind()
+        self.model.kind()
     }
     fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
-        let model = Arc::clone(&self.0);
+        let model = Arc::clone(&self.model);
+        let jobs = Arc::clone(&self.jobs);
         Box::pin(async move {
+            // Waiting here is cancel-safe: a client that leaves before its turn costs no model time.
+            let permit = jobs
+                .acquire_owned()
+                .await
+                .map_err(|_| BackendError::Unavailable("the agent is shutting down".into()))?;
             tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let started = Instant::now();
                 let mut response = model.run(&request)?;
                 response.measured_gpu_seconds.get_or_insert(started.elapsed().as_secs_f64());
@@ -136,11 +161,22 @@ pub struct Upstream {
     client: reqwest::Client,
     url: String,
     timeout: Duration,
+    /// The URL names a private address by IP and the endpoint did not opt in: refused without connecting.
+    private_literal: bool,
 }
 
 impl Upstream {
-    pub fn new(client: reqwest::Client, base_url: &str, timeout: Duration) -> Self {
-        Upstream { client, url: format!("{}/audio/transcriptions", base_url.trim_end_matches('/')), timeout }
+    /// `allow_private`: the endpoint's `allowPrivateNetwork`. Without it an IP-literal URL must be public here,
+    /// and `client` must be one whose resolver answers public addresses only ([`crate::egress::PublicOnly`]).
+    pub fn new(client: reqwest::Client, base_url: &str, timeout: Duration, allow_private: bool) -> Self {
+        let url = format!("{}/audio/transcriptions", base_url.trim_end_matches('/'));
+        let private_literal = !allow_private
+            && reqwest::Url::parse(&url)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()))
+                .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|ip| !crate::egress::is_public(ip));
+        Upstream { client, url, timeout, private_literal }
     }
 }
 
@@ -153,7 +189,11 @@ impl Backend for Upstream {
         let client = self.client.clone();
         let url = self.url.clone();
         let timeout = self.timeout;
+        let private_literal = self.private_literal;
         Box::pin(async move {
+            if private_literal {
+                return Err(BackendError::Unreachable(crate::egress::private_target_message("url")));
+            }
             let part = reqwest::multipart::Part::stream(reqwest::Body::from(request.audio))
                 .file_name(request.filename)
                 .mime_str(&request.content_type)
@@ -172,7 +212,9 @@ impl Backend for Upstream {
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))?
                 .map_err(|e| {
-                    if e.is_connect() {
+                    if let Some(private) = private_target_in(&e) {
+                        BackendError::Unreachable(private)
+                    } else if e.is_connect() {
                         BackendError::Unreachable(format!("upstream unreachable ({})", reqwest_reason(&e)))
                     } else {
                         BackendError::Failed(format!("upstream request failed ({})", reqwest_reason(&e)))
@@ -250,6 +292,19 @@ async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<By
     Ok(body.freeze())
 }
 
+/// The [`crate::egress::PublicOnly`] refusal inside a connect error, if that is what it is.
+fn private_target_in(e: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text.contains("allowPrivateNetwork") {
+            return Some(text);
+        }
+        source = cause.source();
+    }
+    None
+}
+
 fn reqwest_reason(e: &reqwest::Error) -> &'static str {
     if e.is_connect() {
         "connection refused or unreachable"
@@ -277,25 +332,33 @@ fn upstream_message(body: &[u8], status: reqwest::StatusCode) -> String {
 /// Chooses the backend for an endpoint: upstream from its shard, built-ins from what the agent registered.
 #[derive(Clone)]
 pub struct Backends {
+    /// For endpoints that did not opt in to private addresses: its resolver answers public addresses only.
+    public_client: reqwest::Client,
+    /// For endpoints with `allowPrivateNetwork`.
     client: reqwest::Client,
     builtin: Arc<HashMap<BuiltinModel, Arc<dyn Backend>>>,
 }
 
 impl Backends {
     pub fn new(builtin: HashMap<BuiltinModel, Arc<dyn Backend>>) -> Self {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            // An upstream's redirect could aim the agent at any address (the node's metadata service, another
-            // in-cluster API): the agent connects only where an InferenceEndpoint says. 3xx is a backend error.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("the TLS provider is installed before the HTTP client is built");
-        Backends { client, builtin: Arc::new(builtin) }
+        let builder = || {
+            reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(30))
+                // An upstream's redirect could aim the agent at any address (the node's metadata service, another
+                // in-cluster API): the agent connects only where an InferenceEndpoint says. 3xx is a backend error.
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let built = "the TLS provider is installed before the HTTP client is built";
+        let client = builder().build().expect(built);
+        let public_client = builder().dns_resolver(Arc::new(crate::egress::PublicOnly)).build().expect(built);
+        Backends { public_client, client, builtin: Arc::new(builtin) }
     }
 
     pub fn for_endpoint(&self, shard: &EndpointShard) -> Result<Arc<dyn Backend>, Refusal> {
         if let Some(up) = &shard.backend.upstream {
-            return Ok(Arc::new(Upstream::new(self.client.clone(), &up.url, up.timeout.0)));
+            let client = if up.allow_private_network { &self.client } else { &self.public_client };
+            let upstream = Upstream::new(client.clone(), &up.url, up.timeout.0, up.allow_private_network);
+            return Ok(Arc::new(upstream));
         }
         if let Some(model) = shard.backend.builtin {
             return self.builtin.get(&model).cloned().ok_or_else(|| {

@@ -95,13 +95,20 @@ pub fn load(dir: &ModelsDir) -> HashMap<BuiltinModel, Arc<dyn Backend>> {
             Err(message)
         }
     };
+    let jobs = crate::backend::builtin_job_permits();
     let mut out: HashMap<BuiltinModel, Arc<dyn Backend>> = HashMap::new();
     out.insert(
         BuiltinModel::SpeakerEncoder,
-        Arc::new(Blocking(Arc::new(Builtin { kind: "speaker-encoder", speaker: speaker.clone(), vad: vad.clone() }))),
+        Arc::new(Blocking::new(
+            Arc::new(Builtin { kind: "speaker-encoder", speaker: speaker.clone(), vad: vad.clone() }),
+            Arc::clone(&jobs),
+        )),
     );
     let no_speaker = Err("the vad endpoint does not compute embeddings; use a speaker-encoder endpoint".to_string());
-    out.insert(BuiltinModel::Vad, Arc::new(Blocking(Arc::new(Builtin { kind: "vad", speaker: no_speaker, vad }))));
+    out.insert(
+        BuiltinModel::Vad,
+        Arc::new(Blocking::new(Arc::new(Builtin { kind: "vad", speaker: no_speaker, vad }), jobs)),
+    );
     out
 }
 

@@ -123,6 +123,22 @@ pub struct CommonArgs {
     /// One-shot requests this agent serves at once, over all keys; more get 429.
     #[arg(long, default_value_t = 4096)]
     pub max_in_flight: usize,
+    /// WebSockets one client IP may hold open before they authenticate; more upgrades get 429.
+    #[arg(long, default_value_t = 32)]
+    pub max_unauthenticated_per_ip: u32,
+    /// A request head (HTTP/1.1) must arrive within this; slower sockets are closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub keep_alive_timeout: Duration,
+    /// TCP connections the HTTP/WebSocket listener holds at once (upgraded WebSockets count under
+    /// --max-connections instead); more are closed at accept.
+    #[arg(long, default_value_t = 16_384)]
+    pub max_http_connections: usize,
+    /// TCP connections one client IP may hold on the HTTP/WebSocket listener.
+    #[arg(long, default_value_t = 512)]
+    pub max_http_connections_per_ip: u32,
     /// Bearer token file for the admin listener's `/usage` and `/status` (per-key usage by key id). Without it
     /// those two routes answer only on a loopback `--admin-addr`; `/metrics`, `/healthz`, `/readyz` stay open.
     #[arg(long)]
@@ -144,6 +160,13 @@ impl CommonArgs {
             max_live_tickets_per_key: self.max_live_tickets_per_key,
             max_in_flight_per_key: self.max_in_flight_per_key,
             max_in_flight: self.max_in_flight,
+            max_unauthenticated_per_ip: self.max_unauthenticated_per_ip,
+            listener: crate::doors::listener::ConnectionLimits {
+                header_read_timeout: self.header_read_timeout,
+                keep_alive_timeout: self.keep_alive_timeout,
+                max_connections: self.max_http_connections,
+                max_connections_per_ip: self.max_http_connections_per_ip,
+            },
             segment_seconds: self.segment_seconds,
             ..Settings::default()
         }

@@ -47,6 +47,10 @@ pub struct Settings {
     pub max_in_flight_per_key: u32,
     /// One-shot requests this agent serves at once.
     pub max_in_flight: usize,
+    /// WebSockets from one client IP that may be open without having authenticated.
+    pub max_unauthenticated_per_ip: u32,
+    /// Bounds of the HTTP/WebSocket listener before authentication.
+    pub listener: crate::doors::listener::ConnectionLimits,
     /// Stream audio is sent to the backend in segments of this many seconds (results come back per segment).
     pub segment_seconds: f64,
     /// How long a revoked stream may spend flushing its pending result before it is closed anyway.
@@ -66,6 +70,13 @@ impl Default for Settings {
             max_live_tickets_per_key: 16,
             max_in_flight_per_key: 64,
             max_in_flight: 4096,
+            max_unauthenticated_per_ip: 32,
+            listener: crate::doors::listener::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(10),
+                keep_alive_timeout: Duration::from_secs(60),
+                max_connections: 16_384,
+                max_connections_per_ip: 512,
+            },
             segment_seconds: 5.0,
             flush_deadline: Duration::from_millis(700),
         }
@@ -85,6 +96,8 @@ pub struct Gateway {
     per_key_connections: Arc<KeySlots>,
     /// One-shot requests in flight, per key and agent-wide (`--max-in-flight-per-key`, `--max-in-flight`).
     in_flight: Arc<KeySlots>,
+    /// WebSockets that have not authenticated yet, per client IP (`--max-unauthenticated-per-ip`).
+    unauthenticated: Arc<KeySlots>,
     /// GPU-seconds charged per key since start: per-key usage without key ids in metric labels.
     usage: Mutex<KeyMap<f64>>,
     ready: AtomicBool,
@@ -100,6 +113,7 @@ impl Gateway {
     pub fn new(settings: Settings, limiter: Arc<Limiter>, backends: Backends) -> Arc<Self> {
         let per_key_connections = KeySlots::new(settings.max_connections_per_key, usize::MAX);
         let in_flight = KeySlots::new(settings.max_in_flight_per_key, settings.max_in_flight);
+        let unauthenticated = KeySlots::new(settings.max_unauthenticated_per_ip, usize::MAX);
         let empty = Arc::new(Snapshot::empty());
         let (revision, _) = watch::channel(Arc::clone(&empty));
         Arc::new(Gateway {
@@ -114,6 +128,7 @@ impl Gateway {
             connections: AtomicUsize::new(0),
             per_key_connections,
             in_flight,
+            unauthenticated,
             usage: Mutex::default(),
             ready: AtomicBool::new(false),
             config_problem: Mutex::default(),
@@ -335,6 +350,31 @@ impl Gateway {
                 ),
             };
             Refusal::new(RefusalCode::RateLimited, message).with_retry_after(1.0)
+        })
+    }
+}
+
+impl Gateway {
+    /// Takes one of a client IP's slots for a WebSocket that has not authenticated yet; given back when it does
+    /// (or closes). Refused with 429 once the IP holds `--max-unauthenticated-per-ip` of them.
+    pub fn unauthenticated_slot(&self, ip: std::net::IpAddr) -> Result<KeySlot, Refusal> {
+        // The slots are keyed by a 64-bit hash of the address: a collision only makes two addresses share a cap.
+        let hashed = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            ip.hash(&mut hasher);
+            KeyRef(hasher.finish())
+        };
+        self.unauthenticated.take(hashed).map_err(|_| {
+            Refusal::new(
+                RefusalCode::ConnectionCap,
+                format!(
+                    "this address holds {} WebSockets that have not authenticated, the most it may; send the key \
+                     with the upgrade (Authorization header or a ticket) or authenticate the open ones",
+                    self.settings.max_unauthenticated_per_ip
+                ),
+            )
+            .with_retry_after(1.0)
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod builtin;
 pub mod cli;
 pub mod cluster;
 pub mod doors;
+pub mod egress;
 pub mod gateway;
 pub mod gpu;
 pub mod metrics;

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub backend_seconds: Histogram,
     pub refunded_gpu_seconds: Counter,
     pub requests: RequestMetrics,
+    /// TCP connections the HTTP/WebSocket listener closed at accept, by cap (`listener_full`, `per_ip_full`).
+    pub http_connections_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,6 +66,12 @@ impl Metrics {
         infergate_runtime::admin::register_build_info(&registry, "infergate-agent", env!("CARGO_PKG_VERSION"))
             .expect("build_info registers once");
         let requests = RequestMetrics::register(&registry);
+        let http_connections_refused = IntCounterVec::new(
+            Opts::new("http_connections_refused_total", "TCP connections closed at accept by a listener cap"),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(http_connections_refused.clone())).expect("metric names are unique");
         let admissions = IntCounterVec::new(
             Opts::new("admissions_total", "Admission decisions by outcome, refusal code, tier and endpoint"),
             &["decision", "reason", "tier", "endpoint"],
@@ -136,6 +144,7 @@ impl Metrics {
             backend_seconds,
             refunded_gpu_seconds,
             requests,
+            http_connections_refused,
         }
     }
 

@@ -138,10 +138,15 @@ pub async fn run(
 fn size_audio(grant: &Grant, req: &OneShot<'_>) -> Result<audio::AudioInfo, Refusal> {
     let limits = &grant.endpoint.shard.limits;
     let info = if req.without_audio {
-        audio::AudioInfo { codec: Codec::Pcm16, seconds: 0.0, exact: true }
+        audio::AudioInfo { codec: Codec::Pcm16, seconds: 0.0, measure: audio::Measure::Exact }
     } else {
-        let info = audio::inspect(&req.audio, &req.filename)?;
+        let mut info = audio::inspect(&req.audio, &req.filename)?;
         audio::check_codec(&info, &limits.codecs)?;
+        if info.measure == audio::Measure::Unknown {
+            // The container does not say how long it is: pre-charge the most this endpoint accepts; the settlement
+            // against the measured time returns what was not used.
+            info.seconds = limits.max_audio_seconds;
+        }
         info
     };
     if info.seconds > limits.max_audio_seconds {

@@ -68,11 +68,12 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
     };
     let shutdown = Shutdown::on_signals();
     let stream = axum::routing::get(crate::doors::ws::upgrade);
-    let http_app = crate::doors::http::router(Arc::clone(&gateway), stream).into_make_service();
+    let http_app = crate::doors::http::router(Arc::clone(&gateway), stream);
+    let refused = gateway.metrics.http_connections_refused.clone();
     let admin_app = crate::doors::admin::router(Arc::clone(&gateway), access);
     let grpc_service = crate::doors::grpc::service(Arc::clone(&gateway));
     let result = tokio::select! {
-        r = axum::serve(http, http_app).with_graceful_shutdown(shutdown.clone().wait()) => r.context("http listener failed"),
+        r = crate::doors::listener::serve(http, http_app, gateway.settings.listener, refused, shutdown.clone()) => r.context("http listener failed"),
         r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown.clone().wait()) => r.context("admin listener failed"),
         r = tonic::transport::Server::builder()
             // Bounds per connection and for idle peers: a client cannot open unbounded streams on one connection,

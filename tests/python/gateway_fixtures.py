@@ -97,7 +97,7 @@ metadata: {{name: transcribe, namespace: default}}
 spec:
   model: whisper-1
   features: [transcribe]
-  backend: {{upstream: {{url: "{upstream_url}"}}}}
+  backend: {{upstream: {{url: "{upstream_url}", allowPrivateNetwork: true}}}}
   cost: {{gpuSecondsPerAudioSecond: 0.1}}
   limits: {{maxChunkBytes: 8192, maxMessagesPerSecond: 200, idleTimeout: {idle_timeout}, maxAudioSeconds: 30}}
 ---
@@ -107,7 +107,7 @@ metadata: {{name: other, namespace: default}}
 spec:
   model: whisper-other
   features: [transcribe]
-  backend: {{upstream: {{url: "{upstream_url}"}}}}
+  backend: {{upstream: {{url: "{upstream_url}", allowPrivateNetwork: true}}}}
 {policy("app", "roomy", chr(10) + "  allowedOrigins: [https://app.example.com]")}{policy("victim", "roomy")}{policy("tiny", "tiny")}{policy("paused", "roomy", chr(10) + "  suspended: true")}{policy("old", "roomy", chr(10) + '  expiresAt: "2020-01-01T00:00:00Z"')}"""
 
 

@@ -215,7 +215,7 @@ metadata: {{name: primary, namespace: default}}
 spec:
   model: whisper-1
   features: [transcribe]
-  backend: {{upstream: {{url: "{upstream_url}"}}}}
+  backend: {{upstream: {{url: "{upstream_url}", allowPrivateNetwork: true}}}}
   cost: {{gpuSecondsPerAudioSecond: 0.1}}
   fallback: spare
 ---
@@ -225,7 +225,7 @@ metadata: {{name: spare, namespace: default}}
 spec:
   model: whisper-spare
   features: [transcribe]
-  backend: {{upstream: {{url: "{upstream_url}"}}}}
+  backend: {{upstream: {{url: "{upstream_url}", allowPrivateNetwork: true}}}}
   cost: {{gpuSecondsPerAudioSecond: 0.1}}
 ---
 apiVersion: infergate.dev/v1alpha1

@@ -9,6 +9,7 @@ header and, after a failure, from the admin `/usage` entry of the key.
 """
 from __future__ import annotations
 
+import subprocess
 import httpx
 import pytest
 
@@ -28,7 +29,7 @@ metadata: {{name: stt, namespace: default}}
 spec:
   model: whisper-1
   features: [transcribe]
-  backend: {{upstream: {{url: "{upstream_url}", timeout: {timeout}}}}}
+  backend: {{upstream: {{url: "{upstream_url}", timeout: {timeout}, allowPrivateNetwork: true}}}}
   cost: {{gpuSecondsPerAudioSecond: 0.1}}
   limits: {{maxAudioSeconds: 30, codecs: [pcm16, wav, flac, mp3, ogg, webm]}}
 ---
@@ -80,7 +81,7 @@ def test_wav_header_disagreeing_with_its_format_is_refused(billing_agent, field,
     assert field in error["message"].lower().replace("byterate", "byte rate").replace("blockalign", "block align")
 
 
-@security_item(9)
+@security_item(9, built=True)
 def test_compressed_upload_declaring_more_than_the_limit_is_refused(billing_agent):
     # 2 KiB that declare 60 s: a flat 4,000 bytes/s estimate calls it half a second.
     r = upload(billing_agent, flac_declaring(60.0), "a.flac")
@@ -88,7 +89,7 @@ def test_compressed_upload_declaring_more_than_the_limit_is_refused(billing_agen
         r.status_code, r.headers.get("x-infergate-gpu-seconds"))
 
 
-@security_item(9)
+@security_item(9, built=True)
 def test_compressed_upload_is_charged_its_declared_length(billing_agent):
     r = upload(billing_agent, flac_declaring(20.0), "a.flac")
     assert r.status_code == 200, r.text
@@ -126,3 +127,14 @@ def test_backend_timeout_after_dispatch_is_charged(tmp_path):
     finally:
         a.stop()
         slow.stop()
+
+
+@security_item(9, built=True)
+@pytest.mark.parametrize("suffix", ["ogg", "flac"])
+def test_real_compressed_audio_is_charged_its_length(billing_agent, tmp_path, suffix):
+    # Made by sox, as a client would send it: 3 s of 16 kHz audio at 0.1 GPU-s per second of audio.
+    path = tmp_path / f"three-seconds.{suffix}"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(path), "synth", "3", "sine", "440"], check=True)
+    r = upload(billing_agent, path.read_bytes(), path.name)
+    assert r.status_code == 200, r.text
+    assert charged(r) == pytest.approx(0.3, abs=0.01)

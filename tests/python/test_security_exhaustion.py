@@ -47,7 +47,7 @@ def keyed_models(a, timeout=5.0):
 # --- item 11 --------------------------------------------------------------------------------------------------
 
 
-@security_item(11)
+@security_item(11, built=True)
 def test_slow_header_sockets_do_not_starve_keyed_clients_and_are_closed(upstream, tmp_path):
     a = Agent(manifests(upstream), extra_args=["--header-read-timeout", "2s"], tmp=tmp_path)
     slow: list[socket.socket] = []
@@ -68,7 +68,7 @@ def test_slow_header_sockets_do_not_starve_keyed_clients_and_are_closed(upstream
         a.stop()
 
 
-@security_item(11)
+@security_item(11, built=True)
 def test_idle_keep_alive_socket_is_closed(upstream, tmp_path):
     a = Agent(manifests(upstream), extra_args=["--keep-alive-timeout", "1s"], tmp=tmp_path)
     try:
@@ -85,7 +85,7 @@ def ws_from(source_ip: str, url: str, port: int, **kwargs):
     return connect(url, sock=connect_from(source_ip, port), **kwargs)
 
 
-@security_item(11)
+@security_item(11, built=True)
 def test_unauthenticated_websocket_flood_is_capped_per_ip(upstream, tmp_path):
     a = Agent(manifests(upstream), extra_args=["--max-unauthenticated-per-ip", "4", "--auth-timeout", "10s"],
               tmp=tmp_path)
@@ -116,7 +116,7 @@ def test_unauthenticated_websocket_flood_is_capped_per_ip(upstream, tmp_path):
         a.stop()
 
 
-@security_item(11)
+@security_item(11, built=True)
 def test_large_message_before_authentication_is_refused(agent):
     with ws_from(ABUSER, agent.ws, agent.http_port) as ws:
         try:

@@ -143,9 +143,9 @@ spec:
 
 @security_item(5, built=True)
 def test_test_key_cannot_call_a_live_endpoint(upstream, tmp_path):
-    text = manifests(upstream).replace("  features: [transcribe]\n  backend: {upstream: {url: \"" + upstream + "\"}}\n  cost",
+    text = manifests(upstream).replace("  features: [transcribe]\n  backend: {upstream: {url: \"" + upstream + "\", allowPrivateNetwork: true}}\n  cost",
                                        "  features: [transcribe]\n  environment: live\n  backend: {upstream: {url: \""
-                                       + upstream + "\"}}\n  cost", 1)
+                                       + upstream + "\", allowPrivateNetwork: true}}\n  cost", 1)
     assert "environment: live" in text
     a = Agent(text, tmp=tmp_path)
     try:

@@ -81,3 +81,27 @@ def test_upstream_response_size_is_capped(tmp_path):
     finally:
         a.stop()
         huge.stop()
+
+
+@security_item(16, built=True)
+def test_loopback_upstream_needs_the_opt_in(tmp_path, canary):
+    # The same endpoint with and without allowPrivateNetwork: without it the agent never connects to loopback.
+    # (Host names that resolve to private addresses are refused by the agent's resolver: a Rust test in egress.rs.)
+    url = canary.url
+    text = world(url, timeout="3s").replace(", allowPrivateNetwork: true", "")
+    assert "allowPrivateNetwork" not in text
+    a = Agent(text, tmp=tmp_path)
+    try:
+        r = transcribe(a)
+        assert canary.hits == 0, "the agent connected to a loopback upstream the endpoint did not opt in to"
+        assert (r.status_code, r.json()["error"]["code"]) == (502, "backend_error"), r.text
+        assert "allowPrivateNetwork" in r.json()["error"]["message"]
+    finally:
+        a.stop()
+    (tmp_path / "opted-in").mkdir()
+    a = Agent(world(url, timeout="3s"), tmp=tmp_path / "opted-in")
+    try:
+        assert transcribe(a).status_code == 200
+        assert canary.hits == 1
+    finally:
+        a.stop()

@@ -45,7 +45,7 @@ metadata: {{name: stt, namespace: {TEAM}}}
 spec:
   model: whisper-1
   features: [transcribe]
-  backend: {{upstream: {{url: "{upstream_url}"}}}}
+  backend: {{upstream: {{url: "{upstream_url}", allowPrivateNetwork: true}}}}
   limits: {{idleTimeout: 60s}}
 ---
 apiVersion: infergate.dev/v1alpha1

@@ -1,21 +1,35 @@
 //! Audio sizing: how many seconds a request holds, which sets its pre-charge and its `maxAudioSeconds` check.
-//! Raw PCM16 and WAV are measured exactly from their headers; compressed formats cannot be measured without
-//! decoding, so they are estimated at [`COMPRESSED_BYTES_PER_SECOND`] (a low bitrate, so the estimate errs
-//! high) and settled against the backend's measured time.
+//!
+//! ```text
+//!  RIFF/WAVE ─▶ data bytes / (sample rate x block align)      Measure::Exact   (a disagreeing header is a 400)
+//!  .pcm      ─▶ bytes / 32,000                                 Measure::Exact
+//!  FLAC, MP3, Ogg, WebM/Matroska ─▶ symphonia reads the container's own length (STREAMINFO, Xing/VBRI or
+//!            frame headers, granule positions, segment info), decoding no audio   Measure::Declared
+//!            └─ no length in the container ─▶ Measure::Unknown: the caller pre-charges the endpoint's maximum
+//! ```
+//! Every request is then settled against the backend's measured time.
 use crate::refusal::{Refusal, RefusalCode};
 use infergate_crds::endpoint::Codec;
 
 /// Raw stream audio: 16 kHz mono little-endian 16-bit.
 pub const PCM16_BYTES_PER_SECOND: f64 = 32_000.0;
-/// 32 kbit/s, the low end of speech codecs.
-pub const COMPRESSED_BYTES_PER_SECOND: f64 = 4_000.0;
+
+/// How an [`AudioInfo`]'s length was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// Counted from the samples (PCM, WAV).
+    Exact,
+    /// What the compressed container says about itself.
+    Declared,
+    /// The container does not say; `seconds` is 0 and the caller must assume the endpoint's maximum.
+    Unknown,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AudioInfo {
     pub codec: Codec,
     pub seconds: f64,
-    /// False for compressed formats, whose length is an estimate.
-    pub exact: bool,
+    pub measure: Measure,
 }
 
 /// Identifies the format from the bytes (magic numbers first, then the file name) and sizes it.
@@ -24,7 +38,7 @@ pub fn inspect(bytes: &[u8], filename: &str) -> Result<AudioInfo, Refusal> {
         return Err(Refusal::bad_request("the audio file is empty; send a WAV, raw PCM16 or compressed audio file"));
     }
     if bytes.starts_with(b"RIFF") {
-        return wav_seconds(bytes).map(|seconds| AudioInfo { codec: Codec::Wav, seconds, exact: true });
+        return wav_seconds(bytes).map(|seconds| AudioInfo { codec: Codec::Wav, seconds, measure: Measure::Exact });
     }
     let compressed = if bytes.starts_with(b"fLaC") {
         Some(Codec::Flac)
@@ -38,16 +52,72 @@ pub fn inspect(bytes: &[u8], filename: &str) -> Result<AudioInfo, Refusal> {
         None
     };
     if let Some(codec) = compressed {
-        return Ok(AudioInfo { codec, seconds: bytes.len() as f64 / COMPRESSED_BYTES_PER_SECOND, exact: false });
+        return Ok(match declared_seconds(bytes, codec) {
+            Some(seconds) => AudioInfo { codec, seconds, measure: Measure::Declared },
+            None => AudioInfo { codec, seconds: 0.0, measure: Measure::Unknown },
+        });
     }
     let lower = filename.to_ascii_lowercase();
     if lower.ends_with(".pcm") || lower.ends_with(".raw") || lower.ends_with(".s16le") {
-        return Ok(AudioInfo { codec: Codec::Pcm16, seconds: pcm16_seconds(bytes.len()), exact: true });
+        return Ok(AudioInfo { codec: Codec::Pcm16, seconds: pcm16_seconds(bytes.len()), measure: Measure::Exact });
     }
     Err(Refusal::new(
         RefusalCode::UnsupportedCodec,
         "unrecognised audio format: send WAV, FLAC, MP3, Ogg or WebM, or raw 16 kHz mono PCM16 with a .pcm file name",
     ))
+}
+
+/// The length a compressed container declares, read by symphonia's demuxers without decoding audio. `None` when
+/// the container does not say (a stream without a length header) or cannot be read.
+fn declared_seconds(bytes: &[u8], codec: Codec) -> Option<f64> {
+    if codec == Codec::Flac {
+        return flac_streaminfo_seconds(bytes);
+    }
+    use symphonia::core::formats::FormatOptions;
+    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::meta::MetadataOptions;
+    use symphonia::core::probe::Hint;
+    let mut hint = Hint::new();
+    hint.with_extension(match codec {
+        Codec::Flac => "flac",
+        Codec::Mp3 => "mp3",
+        Codec::Ogg => "ogg",
+        Codec::Webm => "webm",
+        Codec::Pcm16 | Codec::Wav => return None,
+    });
+    let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes.to_vec())), Default::default());
+    let probed = symphonia::default::get_probe()
+        .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
+        .ok()?;
+    let track = probed.format.default_track()?;
+    let params = &track.codec_params;
+    let frames = params.n_frames?;
+    let seconds = match (params.time_base, params.sample_rate) {
+        (Some(base), _) => {
+            let time = base.calc_time(frames);
+            time.seconds as f64 + time.frac
+        }
+        (None, Some(rate)) if rate > 0 => frames as f64 / f64::from(rate),
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then_some(seconds)
+}
+
+/// FLAC's length from STREAMINFO, the first metadata block (the spec requires it there): total samples over the
+/// sample rate. Read directly, because it must count even when no audio frame follows (a header that declares an
+/// hour in 2 KiB is billed as an hour, or refused as too long). `None` when the stream leaves the total unset.
+fn flac_streaminfo_seconds(bytes: &[u8]) -> Option<f64> {
+    // "fLaC", then a 4-byte block header (type 0 = STREAMINFO, length 34), then the 34-byte body.
+    let header = bytes.get(4..8)?;
+    if header[0] & 0x7F != 0 || u32::from_be_bytes([0, header[1], header[2], header[3]]) != 34 {
+        return None;
+    }
+    let body = bytes.get(8..42)?;
+    // Bytes 10..18 of the body: sample rate (20 bits), channels-1 (3), bits-1 (5), total samples (36).
+    let packed = u64::from_be_bytes(body[10..18].try_into().ok()?);
+    let sample_rate = (packed >> 44) as u32;
+    let total_samples = packed & ((1 << 36) - 1);
+    (sample_rate > 0 && total_samples > 0).then(|| total_samples as f64 / f64::from(sample_rate))
 }
 
 pub fn pcm16_seconds(bytes: usize) -> f64 {
@@ -193,7 +263,10 @@ mod tests {
     fn wav_and_pcm_are_measured_exactly() {
         let mut wav = wav_header(64_000).to_vec();
         wav.extend(vec![0u8; 64_000]);
-        assert_eq!(inspect(&wav, "a.wav").unwrap(), AudioInfo { codec: Codec::Wav, seconds: 2.0, exact: true });
+        assert_eq!(
+            inspect(&wav, "a.wav").unwrap(),
+            AudioInfo { codec: Codec::Wav, seconds: 2.0, measure: Measure::Exact }
+        );
         assert_eq!(inspect(&[0u8; 16_000], "a.pcm").unwrap().seconds, 0.5);
         assert_eq!(inspect(b"OggS....", "a.ogg").unwrap().codec, Codec::Ogg);
         assert_eq!(inspect(b"hello", "a.txt").unwrap_err().code, RefusalCode::UnsupportedCodec);
@@ -220,5 +293,29 @@ mod tests {
             block_align.message.contains("blockAlign is 200 but 1 channel(s) of 16-bit samples make 2-byte frames")
         );
         assert!(forged(22, &0u16.to_le_bytes()).message.contains("zero channels"));
+    }
+
+    /// A FLAC stream whose STREAMINFO declares `seconds` of 16 kHz mono 16-bit audio and holds no frames.
+    fn flac_declaring(seconds: f64) -> Vec<u8> {
+        let total = (seconds * 16_000.0) as u64;
+        let packed: u64 = (16_000u64 << 44) | (15 << 36) | total;
+        let mut info = vec![0x10, 0x00, 0x10, 0x00, 0, 0, 0, 0, 0, 0];
+        info.extend_from_slice(&packed.to_be_bytes());
+        info.extend_from_slice(&[0; 16]);
+        let mut flac = b"fLaC".to_vec();
+        flac.extend_from_slice(&[0x00, 0x00, 0x00, 34]);
+        flac.extend_from_slice(&info);
+        flac.extend_from_slice(&[0x81, 0x00, 0x04, 0x00]);
+        flac.extend_from_slice(&[0; 1024]);
+        flac
+    }
+
+    #[test]
+    fn a_compressed_upload_is_sized_by_what_its_container_declares() {
+        let info = inspect(&flac_declaring(20.0), "a.flac").unwrap();
+        assert_eq!(info, AudioInfo { codec: Codec::Flac, seconds: 20.0, measure: Measure::Declared });
+        // An Ogg page that says nothing about its length: the caller must assume the endpoint's maximum.
+        let info = inspect(b"OggS\0\x02garbage", "a.ogg").unwrap();
+        assert_eq!(info, AudioInfo { codec: Codec::Ogg, seconds: 0.0, measure: Measure::Unknown });
     }
 }

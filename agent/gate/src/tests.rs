@@ -385,7 +385,7 @@ fn both_keys_of_a_rotation_overlap_spend_one_bucket() {
     let retiring = admit(&s, key(2).expose(), &TRANSCRIBE, t0()).unwrap();
     assert_eq!(Limiter::bucket(&current), Limiter::bucket(&retiring));
     // The tier's burst is 1 GPU-s: the current key spends it, the retiring key finds it empty.
-    limiter.try_charge_at(&current, 1.0, 0.0).unwrap();
+    let _spent = limiter.try_charge_at(&current, 1.0, 0.0).unwrap();
     assert_eq!(code(limiter.try_charge_at(&retiring, 0.5, 0.0)), RefusalCode::RateLimited);
 }
 

@@ -7,9 +7,11 @@
 //!  ws    (axum upgrade at /v1/stream)                  ┘         refusal ─▶ protocol form)
 //!          one-shot ─▶ oneshot::run          stream ─▶ Session::open ─▶ Session::drive(transport)
 //!  admin (axum, separate port: /metrics /healthz /readyz /usage /status)
+//!  listener: the HTTP/WebSocket accept loop (connection caps, header-read and keep-alive timeouts)
 //! ```
 pub mod admin;
 pub mod edge;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod ws;

@@ -15,7 +15,8 @@
 //! agent runs with `--allow-query-keys`; they are never logged either way. This door only translates: the
 //! auth/start handshake into [`Session::open`], then frames into [`Inbound`] for [`Session::drive`].
 use super::edge;
-use crate::gateway::{ConnectionGuard, Credential, Gateway};
+use super::listener::PeerAddr;
+use crate::gateway::{ConnectionGuard, Credential, Gateway, KeySlot};
 use crate::outcome::{Door, RequestOutcome};
 use crate::session::{Event, Gone, Inbound, Ready, Session, Transport};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -53,6 +54,7 @@ pub async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    peer: Option<axum::Extension<PeerAddr>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let mut outcome = gateway.begin(Door::WebSocket, "/v1/stream", edge::traceparent(&headers));
@@ -87,17 +89,32 @@ pub async fn upgrade(
     } else {
         Ok(None)
     };
+    // A socket that has not shown a key yet holds one of its client IP's few unauthenticated slots until it does,
+    // so one address cannot fill the agent with idle upgrades.
+    let unauthenticated = match (&initial, peer) {
+        (Ok(None), Some(axum::Extension(PeerAddr(addr)))) => match gateway.unauthenticated_slot(addr.ip()) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                gateway.refused(&refusal, &mut outcome);
+                return edge::http_refusal(&refusal, &outcome.request_id);
+            }
+        },
+        _ => None,
+    };
     let origin = edge::origin(&headers).map(str::to_string);
     let header = http::HeaderValue::from_str(&outcome.request_id).ok();
-    let mut response = ws
-        .max_message_size(edge::MAX_STREAM_MESSAGE_BYTES)
-        .max_frame_size(edge::MAX_STREAM_MESSAGE_BYTES)
-        .on_upgrade(move |socket| run(gateway, WsTransport(socket), connection, initial, origin, outcome));
+    let mut response =
+        ws.max_message_size(edge::MAX_STREAM_MESSAGE_BYTES).max_frame_size(edge::MAX_STREAM_MESSAGE_BYTES).on_upgrade(
+            move |socket| run(gateway, WsTransport(socket), connection, initial, unauthenticated, origin, outcome),
+        );
     if let Some(v) = header {
         response.headers_mut().insert(edge::REQUEST_ID_HEADER, v);
     }
     response
 }
+
+/// Largest text message before a stream has started (auth and start messages).
+const MAX_CONTROL_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// Phase 1, before the auth deadline: authenticate (if the upgrade carried no credential) and start. Then
 /// the session drives the stream.
@@ -106,6 +123,7 @@ async fn run(
     mut socket: WsTransport,
     _connection: ConnectionGuard,
     initial: Result<Option<Identity>, Refusal>,
+    mut unauthenticated: Option<KeySlot>,
     origin: Option<String>,
     mut outcome: RequestOutcome,
 ) {
@@ -131,6 +149,12 @@ async fn run(
             Ok(Some(Ok(m))) => m,
         };
         let text = match message {
+            // Control messages are a few hundred bytes; before a stream starts nothing larger is read further.
+            Message::Text(t) if t.len() > MAX_CONTROL_MESSAGE_BYTES => {
+                let reason =
+                    format!("control messages before a stream starts are at most {MAX_CONTROL_MESSAGE_BYTES} bytes");
+                return socket.close(CloseFrame { code: 1009, reason: Utf8Bytes::from(reason) }).await;
+            }
             Message::Text(t) => t,
             Message::Binary(_) => {
                 let refusal =
@@ -153,7 +177,10 @@ async fn run(
                 let result = gateway.authenticate_recorded(&Credential::Key(&key), &mut outcome);
                 drop(key);
                 match result {
-                    Ok(i) => identity = Some(i),
+                    Ok(i) => {
+                        identity = Some(i);
+                        drop(unauthenticated.take());
+                    }
                     Err(refusal) => return socket.refuse(&refusal).await,
                 }
             }
