@@ -38,6 +38,8 @@ pub use infergate_gate::snapshot;
 
 #[cfg(test)]
 mod tests_gpu;
+#[cfg(test)]
+mod tests_oneshot;
 
 /// The gateway with the in-memory counter store, the built-in models from the models directory, and the GPU
 /// limit policy (NVML sampling, or CPU mode with nominal factors: one log line, never a failure).

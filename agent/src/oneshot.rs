@@ -71,10 +71,12 @@ pub async fn run(
     let (grant, charge, fallback) =
         pre_charge(gateway, &snapshot, grant, info.seconds).await.inspect_err(|r| gateway.refused(r, outcome))?;
     outcome.grant(&grant);
+    // From here the pre-charge is settled exactly once, also when the client goes away and this future is dropped.
+    let mut pending = PendingCharge { gateway, grant: &grant, charge: Some(charge), dispatched: None };
     let backend = match gateway.backends.for_endpoint(&grant.endpoint.shard) {
         Ok(backend) => backend,
         Err(refusal) => {
-            gateway.limiter.refund(charge);
+            pending.refund();
             gateway.refused(&refusal, outcome);
             return Err(refusal);
         }
@@ -99,13 +101,13 @@ pub async fn run(
         traceparent,
     };
     let timer = std::time::Instant::now();
+    pending.dispatched = Some(timer);
     let result = backend.call(call).instrument(span.clone()).await;
     gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
     match result {
         Ok(response) => {
-            let charged = gateway.settle(charge, response.measured_gpu_seconds).charged;
+            let charged = pending.settle(response.measured_gpu_seconds);
             span.record("gpu_seconds", charged);
-            gateway.charged(&grant, charged);
             outcome.gpu_seconds = charged;
             Ok(Served {
                 body: response.body,
@@ -119,17 +121,54 @@ pub async fn run(
         Err(err) => {
             if err.reached_backend() {
                 // The backend ran (or hung) on the request: it pays for the time it held the backend.
-                let charged = gateway.settle(charge, Some(timer.elapsed().as_secs_f64())).charged;
+                let charged = pending.settle(Some(timer.elapsed().as_secs_f64()));
                 span.record("gpu_seconds", charged);
-                gateway.charged(&grant, charged);
                 outcome.gpu_seconds = charged;
             } else {
                 // Nothing ran: the pre-charge goes back.
-                gateway.limiter.refund(charge);
+                pending.refund();
             }
             let refusal = err.to_refusal();
             gateway.refused(&refusal, outcome);
             Err(refusal)
+        }
+    }
+}
+
+/// A pre-charge not yet settled. Dropped unsettled (the client went away and the request's future with it), it
+/// settles itself: refunded when the backend was never called, else charged the time since dispatch, since the
+/// backend may have worked on the request until then.
+struct PendingCharge<'a> {
+    gateway: &'a Gateway,
+    grant: &'a Grant,
+    charge: Option<Charge>,
+    /// When the backend call began.
+    dispatched: Option<std::time::Instant>,
+}
+
+impl PendingCharge<'_> {
+    /// Settles against the measured GPU time; returns what was charged.
+    fn settle(&mut self, measured_gpu_seconds: Option<f64>) -> f64 {
+        let Some(charge) = self.charge.take() else { return 0.0 };
+        let charged = self.gateway.settle(charge, measured_gpu_seconds).charged;
+        self.gateway.charged(self.grant, charged);
+        charged
+    }
+
+    fn refund(&mut self) {
+        if let Some(charge) = self.charge.take() {
+            self.gateway.limiter.refund(charge);
+        }
+    }
+}
+
+impl Drop for PendingCharge<'_> {
+    fn drop(&mut self) {
+        match self.dispatched {
+            Some(at) => {
+                self.settle(Some(at.elapsed().as_secs_f64()));
+            }
+            None => self.refund(),
         }
     }
 }
