@@ -6,8 +6,8 @@
 //!  file change (mtime poll) / SIGHUP / next scheduled wake-up ─▶ the same again; open streams of keys that are
 //!  now revoked, expired or suspended are closed by gateway.apply
 //! ```
-//! The key Secrets the operator would keep in Kubernetes are kept in memory and passed back to every compile,
-//! so keys survive reloads and a revocation added to a file revokes the key that was printed.
+//! The key Secrets and shards the operator would keep in Kubernetes are kept in memory and passed back to every
+//! compile, so keys survive reloads and a revocation added to a file revokes the key that was printed.
 use crate::cli::StandaloneArgs;
 use crate::gateway::Gateway;
 use crate::serve::Listeners;
@@ -16,6 +16,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use infergate_compile::manifests;
 use infergate_compile::{OsKeys, World, compile};
+use infergate_crds::gateway::Shard;
 use infergate_crds::key::ApiKey;
 use infergate_crds::{NamespacedName, secret_keys};
 use k8s_openapi::api::core::v1::Secret;
@@ -35,6 +36,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         keys_out: args.keys_out.clone(),
         keys_out_written: false,
         secrets: BTreeMap::new(),
+        shards: Vec::new(),
         printed: BTreeSet::new(),
         options: SnapshotOptions { environment: args.common.environment },
         fingerprint: Vec::new(),
@@ -59,6 +61,8 @@ struct State {
     keys_out_written: bool,
     /// Key Secrets by policy, as the operator would keep them in the cluster.
     secrets: BTreeMap<NamespacedName, Secret>,
+    /// The shards of the last compile: the record of retiring and revoked keys, as the operator's shards are.
+    shards: Vec<Shard>,
     /// Key ids already shown, so each key is printed once.
     printed: BTreeSet<String>,
     options: SnapshotOptions,
@@ -91,6 +95,8 @@ impl State {
             endpoints: &set.endpoints,
             policies: &set.policies,
             key_secrets: &secrets,
+            shards: &self.shards,
+            operator_namespace: None,
             agents: &[],
             now: Utc::now(),
         };
@@ -125,6 +131,7 @@ impl State {
         }
         tracing::info!(revision = %snapshot.revision, keys = snapshot.key_count(), endpoints = snapshot.endpoints().len(), "config applied");
         self.next_wake = desired.next_wake;
+        self.shards = desired.shards;
         gateway.apply(snapshot);
         Ok(())
     }

@@ -1,15 +1,24 @@
-//! The key Secret is the operator's only durable state about the keys it issued. This module reads that state
-//! back (tolerating hand edits: anything unreadable is treated as absent) and writes it out again.
+//! What the operator knows about the keys it issued, read back from the two objects it writes, each trusted for
+//! what only the operator could have put there.
 //!
 //! ```text
-//!  Secret <policy.spec.secretName>  (policy namespace, controller ownerReference -> the ApiKeyPolicy)
+//!  Secret <policy.spec.secretName>  (policy namespace: the tenant can edit it)
 //!    data:        api-key = <current plaintext>   key-id = kid_…
-//!    annotations: current-key-id, current-issued-at,
-//!                 previous-key-id, previous-key-digest, previous-issued-at, previous-retires-at,
-//!                 rotation-handled, revoked-key-digests   (ids and digests only, never a plaintext)
+//!    annotations: current-key-id, current-issued-at, rotation-handled          ─▶ read back
+//!                 previous-key-id, previous-key-digest, previous-issued-at,
+//!                 previous-retires-at, revoked-key-digests                     ─▶ written for people, never trusted
+//!  policy shard  (operator namespace: only the operator writes it)
+//!    keys[state=retiring] (digest, validFrom, validUntil), revoked[] (digest)  ─▶ read back
 //! ```
+//! A hand edit of the Secret can therefore change at most the policy's own current key (and when it rotates).
+//! Whatever the gateway accepts besides it (the retiring key) or refuses (revoked digests) comes from the shard.
+//! The one thing the Secret's copy still does is narrow: a retiring key is kept only while the Secret names it
+//! too, so an edit can withdraw the policy's own retiring key early, never add or extend one. Anything
+//! unreadable is treated as absent (ids and digests only, never a plaintext, outside `api-key`).
 use chrono::{DateTime, SecondsFormat, Utc};
+use infergate_crds::gateway::PolicyShard;
 use infergate_crds::key::{ApiKey, KeyDigest, KeyId};
+use infergate_crds::policy::KeyState;
 use infergate_crds::{ApiKeyPolicy, annotations, labels, secret_keys};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -30,26 +39,29 @@ pub(crate) struct RetiringKey {
     pub retires_at: DateTime<Utc>,
 }
 
-/// What the Secret says about this policy's keys.
+/// What the key Secret and the published shard, together, say about this policy's keys.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct KeyBook {
     pub current: Option<CurrentKey>,
+    /// From the shard, and only while the Secret names the same digest.
     pub previous: Option<RetiringKey>,
     /// The `rotate-requested-at` value already honoured.
     pub rotation_handled: Option<String>,
-    /// Digests of revoked keys still listed in `spec.revocations`, sorted by key id.
+    /// Digests of revoked keys still listed in `spec.revocations`, sorted by key id; from the shard only.
     pub revoked: Vec<KeyDigest>,
 }
 
 impl KeyBook {
     /// `now` stands in for an issued-at that was lost (the annotation is written back on the next apply).
-    pub fn read(secret: &Secret, now: DateTime<Utc>) -> Self {
-        let ann = secret.metadata.annotations.clone().unwrap_or_default();
+    /// `shard` must be this policy's own (the caller checks the owner).
+    pub fn read(secret: Option<&Secret>, shard: Option<&PolicyShard>, now: DateTime<Utc>) -> Self {
+        let ann = secret.and_then(|s| s.metadata.annotations.clone()).unwrap_or_default();
         let time = |k: &str| ann.get(k).and_then(|v| parse_time(v));
-        let created = secret.metadata.creation_timestamp.as_ref().map(|t| infergate_crds::conditions::from_jiff(t.0));
+        let created = secret
+            .and_then(|s| s.metadata.creation_timestamp.as_ref())
+            .map(|t| infergate_crds::conditions::from_jiff(t.0));
         let current = secret
-            .data
-            .as_ref()
+            .and_then(|s| s.data.as_ref())
             .and_then(|d| d.get(secret_keys::API_KEY))
             .and_then(|b| std::str::from_utf8(&b.0).ok())
             .and_then(|s| ApiKey::parse(s.trim()).ok())
@@ -61,19 +73,17 @@ impl KeyBook {
                     time(annotations::CURRENT_ISSUED_AT).filter(|_| recorded_for_this_key).or(created).unwrap_or(now);
                 CurrentKey { key, issued_at }
             });
-        let previous = (|| {
-            let digest = KeyDigest::from_hex(ann.get(annotations::PREVIOUS_KEY_DIGEST)?)?;
-            if ann.get(annotations::PREVIOUS_KEY_ID).map(String::as_str) != Some(digest.key_id().as_str()) {
-                return None;
-            }
-            let retires_at = time(annotations::PREVIOUS_RETIRES_AT)?;
-            let issued_at = time(annotations::PREVIOUS_ISSUED_AT).unwrap_or(retires_at);
-            Some(RetiringKey { digest, issued_at, retires_at })
-        })();
-        let mut revoked: Vec<KeyDigest> = ann
-            .get(annotations::REVOKED_KEY_DIGESTS)
-            .map(|v| v.split(',').filter_map(|d| KeyDigest::from_hex(d.trim())).collect())
-            .unwrap_or_default();
+        // The Secret's copy of the retiring key: a digest and an id that agree, or nothing.
+        let named_by_secret = ann
+            .get(annotations::PREVIOUS_KEY_DIGEST)
+            .and_then(|d| KeyDigest::from_hex(d))
+            .filter(|d| ann.get(annotations::PREVIOUS_KEY_ID).map(String::as_str) == Some(d.key_id().as_str()));
+        let previous = shard
+            .and_then(|s| s.keys.iter().find(|k| k.state == KeyState::Retiring))
+            .and_then(|k| Some(RetiringKey { digest: k.digest, issued_at: k.valid_from, retires_at: k.valid_until? }))
+            .filter(|p| named_by_secret == Some(p.digest));
+        let mut revoked: Vec<KeyDigest> =
+            shard.map(|s| s.revoked.iter().map(|r| r.digest).collect()).unwrap_or_default();
         sort_dedup(&mut revoked);
         KeyBook { current, previous, rotation_handled: ann.get(annotations::ROTATION_HANDLED).cloned(), revoked }
     }
@@ -87,7 +97,8 @@ impl KeyBook {
         self.revoked.iter().any(|d| &d.key_id() == id)
     }
 
-    /// The key Secret that records this book. Only called with a current key.
+    /// The key Secret that records this book (the retiring and revoked state as a copy for people). Only called
+    /// with a current key.
     pub fn to_secret(&self, policy: &ApiKeyPolicy) -> Secret {
         let current = self.current.as_ref().expect("a key Secret is only written with a current key");
         let mut ann = BTreeMap::new();

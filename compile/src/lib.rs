@@ -6,7 +6,7 @@
 //!  manifests (files, standalone/render) ─┐
 //!  reflector stores (operator) ──────────┤
 //!                                        ▼
-//!  ApiKeyPolicy + its RateTier + its InferenceEndpoints + its existing key Secret + now
+//!  ApiKeyPolicy + its RateTier + its InferenceEndpoints + its existing key Secret + its published shard + now
 //!        │ compile_policy (per object, so a reconcile costs O(1) at any number of policies)
 //!        ▼
 //!  desired key Secret (plaintext, policy namespace) · policy Shard (digests only) · status · events · audit · wake-up
@@ -67,8 +67,15 @@ pub struct PolicyInputs<'a> {
     pub tier: Option<&'a RateTier>,
     /// Every InferenceEndpoint (the function resolves the scopes itself and reports the missing ones).
     pub endpoints: &'a dyn EndpointLookup,
-    /// The key Secret named by `spec.secretName` in the policy's namespace, if it exists.
+    /// The object named by `spec.secretName` in the policy's namespace, if it exists, whatever its labels: one
+    /// this policy does not own is a conflict, never overwritten.
     pub existing_secret: Option<&'a Secret>,
+    /// The policy's gateway-config shard as last published, if any. It lives in the operator's namespace, which
+    /// tenants cannot write, so it is the record of the retiring key and the revoked digests (see `keybook`).
+    pub published_shard: Option<&'a PolicyShard>,
+    /// The operator's own namespace: a policy there gets no key Secret (nothing is written next to the shards).
+    /// `None` where there is no such namespace (standalone mode).
+    pub operator_namespace: Option<&'a str>,
     pub agents: &'a [AgentReport],
     pub now: DateTime<Utc>,
 }
@@ -97,8 +104,9 @@ impl EndpointLookup for BTreeMap<NamespacedName, InferenceEndpoint> {
 /// the Secret's data (which holds the plaintext key).
 #[derive(Clone, PartialEq)]
 pub struct PolicyOutcome {
-    /// The key Secret to server-side-apply, or `None` when nothing may be written (e.g. the Secret name is
-    /// taken by an object the operator does not own: then status says so and nothing is touched).
+    /// The key Secret to write (created when none exists, server-side-applied over this policy's own), or
+    /// `None` when nothing may be written: the Secret name is taken by an object this policy does not own, or
+    /// the policy is in the operator's namespace. Then status says so and nothing is touched.
     pub key_secret: Option<Secret>,
     /// The policy's gateway-config shard; `None` while the policy is not Ready (missing tier, ...): then no key
     /// of it is accepted, which is the safe default.
@@ -202,6 +210,11 @@ pub struct World<'a> {
     pub endpoints: &'a [InferenceEndpoint],
     pub policies: &'a [ApiKeyPolicy],
     pub key_secrets: &'a [Secret],
+    /// The shards of the previous compile, fed back like `key_secrets` (the operator's own record of retiring
+    /// and revoked keys); empty on a fresh start.
+    pub shards: &'a [Shard],
+    /// See [`PolicyInputs::operator_namespace`].
+    pub operator_namespace: Option<&'a str>,
     pub agents: &'a [AgentReport],
     pub now: DateTime<Utc>,
 }
@@ -245,7 +258,10 @@ pub mod reasons {
     pub const KEY_REVOKED: &str = "KeyRevoked";
     pub const REVOCATION_UNMATCHED: &str = "RevocationUnmatched";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
+    pub const OPERATOR_NAMESPACE: &str = "OperatorNamespace";
     pub const TIER_NOT_FOUND: &str = "TierNotFound";
+    /// The tier names `spec.allowedNamespaces` and the policy's namespace is not among them.
+    pub const TIER_NOT_ALLOWED: &str = "TierNotAllowed";
     pub const ENDPOINT_NOT_FOUND: &str = "EndpointNotFound";
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
     pub const FEATURE_NOT_OFFERED: &str = "FeatureNotOffered";
@@ -266,7 +282,9 @@ pub mod reasons {
         KEY_REVOKED,
         REVOCATION_UNMATCHED,
         SECRET_CONFLICT,
+        OPERATOR_NAMESPACE,
         TIER_NOT_FOUND,
+        TIER_NOT_ALLOWED,
         ENDPOINT_NOT_FOUND,
         NAMESPACE_NOT_ALLOWED,
         FEATURE_NOT_OFFERED,
@@ -315,6 +333,14 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
         .iter()
         .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), s)))
         .collect();
+    let published: BTreeMap<&NamespacedName, &PolicyShard> = world
+        .shards
+        .iter()
+        .filter_map(|s| match s {
+            Shard::Policy(p) => Some((&p.policy, p)),
+            Shard::Endpoint(_) => None,
+        })
+        .collect();
 
     let mut tier_users: BTreeMap<&str, u32> = BTreeMap::new();
     let mut endpoint_users: BTreeMap<NamespacedName, u32> = BTreeMap::new();
@@ -355,11 +381,14 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
     policies.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
     for policy in policies {
         let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+        let owner = NamespacedName::new(namespace, policy.metadata.name.clone().unwrap_or_default());
         let inputs = PolicyInputs {
             policy,
             tier: tiers.get(policy.spec.tier.as_str()).copied(),
             endpoints: &endpoints,
             existing_secret: secrets.get(&(namespace, policy.spec.secret_name.as_str())).copied(),
+            published_shard: published.get(&owner).copied(),
+            operator_namespace: world.operator_namespace,
             agents: world.agents,
             now: world.now,
         };
@@ -370,7 +399,7 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
         if let Some(t) = outcome.next_wake {
             out.next_wake = Some(out.next_wake.map_or(t, |w: DateTime<Utc>| w.min(t)));
         }
-        out.policies.insert(NamespacedName::new(namespace, policy.metadata.name.clone().unwrap_or_default()), outcome);
+        out.policies.insert(owner, outcome);
     }
     out
 }

@@ -54,8 +54,10 @@ pub mod labels {
 pub mod annotations {
     /// Set (to any new value, conventionally an RFC 3339 time) to force a rotation. Each distinct value rotates once.
     pub const ROTATE_REQUESTED_AT: &str = "infergate.dev/rotate-requested-at";
-    // The key Secret's own bookkeeping: the operator's durable state about the keys it issued.
-    // Digests and ids only; the plaintext is in the Secret's data.
+    // The key Secret's bookkeeping (digests and ids only; the plaintext is in the Secret's data). The Secret is in
+    // the tenant's namespace, so the operator reads back only what concerns the current key (current-*,
+    // rotation-handled); the previous-* and revoked-key-digests values are a copy for people, and the record the
+    // gateway config is built from is the policy's shard in the operator's namespace (compile's `keybook`).
     pub const CURRENT_KEY_ID: &str = "infergate.dev/current-key-id";
     pub const CURRENT_ISSUED_AT: &str = "infergate.dev/current-issued-at";
     pub const PREVIOUS_KEY_ID: &str = "infergate.dev/previous-key-id";
@@ -66,7 +68,7 @@ pub mod annotations {
     /// When the retiring key was issued (RFC 3339), so status and config can show its validity window.
     pub const PREVIOUS_ISSUED_AT: &str = "infergate.dev/previous-issued-at";
     /// Comma-separated SHA-256 digests (hex) of this policy's keys that were revoked while still listed in
-    /// `spec.revocations`: the gateway keeps answering "key revoked" for them after the plaintext is gone.
+    /// `spec.revocations` (a copy of the policy shard's `revoked` list; never read back).
     pub const REVOKED_KEY_DIGESTS: &str = "infergate.dev/revoked-key-digests";
     /// On a gateway-config shard Secret: the shard's content revision ([`crate::gateway::Shard::revision`]).
     pub const SHARD_REVISION: &str = "infergate.dev/shard-revision";

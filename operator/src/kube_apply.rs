@@ -1,10 +1,12 @@
-//! The only writes the operator makes, each one request: server-side apply of a Secret, server-side apply of a
-//! `status`, delete of a Secret. All applies use the fixed field manager [`FIELD_MANAGER`] with `force`, because
-//! the operator is the sole owner of these fields and must win over a stale owner after a hand edit.
+//! The only writes the operator makes, each one request: create of a key Secret, server-side apply of a Secret,
+//! server-side apply of a `status`, delete of a Secret. All use the fixed field manager [`FIELD_MANAGER`]; the
+//! applies use `force`, because the operator is the sole owner of these fields and must win over a stale owner
+//! after a hand edit. A key Secret is created, never applied, the first time: an apply would take over an
+//! object of that name that appeared in the meantime, a create fails with `409 AlreadyExists` instead.
 //! The exact requests are pinned by `operator/tests/kube_requests.rs` (tower-test).
 use infergate_crds::FIELD_MANAGER;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,15 +19,27 @@ fn apply_params() -> PatchParams {
 /// Server-side-applies a Secret built by `compile`/`publish`. Server-owned metadata is dropped first: a
 /// resourceVersion would turn the apply into a compare-and-swap, and managedFields must not be sent at all.
 pub async fn apply_secret(api: &Api<Secret>, secret: &Secret) -> Result<Secret, kube::Error> {
-    let mut secret = secret.clone();
+    let secret = without_server_metadata(secret);
     let name = secret.metadata.name.clone().unwrap_or_default();
+    api.patch(&name, &apply_params(), &Patch::Apply(&secret)).await
+}
+
+fn without_server_metadata(secret: &Secret) -> Secret {
+    let mut secret = secret.clone();
     let meta = &mut secret.metadata;
     meta.resource_version = None;
     meta.uid = None;
     meta.creation_timestamp = None;
     meta.managed_fields = None;
     meta.generation = None;
-    api.patch(&name, &apply_params(), &Patch::Apply(&secret)).await
+    secret
+}
+
+/// Creates a key Secret that does not exist yet (the first write for a policy). Fails with `409 AlreadyExists`
+/// when an object of that name exists, whoever owns it: it is never taken over.
+pub async fn create_secret(api: &Api<Secret>, secret: &Secret) -> Result<Secret, kube::Error> {
+    let params = PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.to_string()) };
+    api.create(&params, &without_server_metadata(secret)).await
 }
 
 /// Server-side-applies `status` on the `/status` subresource. The body names only `apiVersion`, `kind` and

@@ -66,6 +66,8 @@ pub fn render_set(set: &ManifestSet, now: DateTime<Utc>, keys: &mut dyn KeySourc
         endpoints: &set.endpoints,
         policies: &set.policies,
         key_secrets: &[],
+        shards: &[],
+        operator_namespace: Some(operator_namespace),
         agents: &[],
         now,
     };

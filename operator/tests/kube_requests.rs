@@ -147,6 +147,48 @@ async fn key_secret_is_server_side_applied_without_server_owned_metadata() {
 }
 
 #[tokio::test]
+async fn a_new_key_secret_is_created_not_applied() {
+    let (client, mut handle) = mock_client();
+    let api: Api<Secret> = Api::namespaced(client, "checkout");
+    let task = tokio::spawn(async move { kube_apply::create_secret(&api, &key_secret()).await });
+    let reply = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "checkout-key", "namespace": "checkout", "resourceVersion": "1"}});
+    let (method, uri, body, content_type) = expect_request(&mut handle, 201, reply).await;
+    assert_eq!(method, Method::POST);
+    assert_eq!(uri, "/api/v1/namespaces/checkout/secrets?&fieldManager=infergate-operator");
+    assert_eq!(content_type, "application/json");
+    assert_eq!(
+        body,
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "checkout-key",
+                "namespace": "checkout",
+                "labels": {"infergate.dev/component": "api-key"},
+            },
+            "data": {"key-id": "a2lkXzAxMjM0NTY3ODlhYmNkZWY="},
+            "type": "Opaque",
+        })
+    );
+    assert_eq!(task.await.unwrap().unwrap().metadata.resource_version.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn creating_over_an_existing_secret_fails_with_already_exists() {
+    let (client, mut handle) = mock_client();
+    let api: Api<Secret> = Api::namespaced(client, "checkout");
+    let task = tokio::spawn(async move { kube_apply::create_secret(&api, &key_secret()).await });
+    let reply = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409,
+                       "message": "secrets \"checkout-key\" already exists"});
+    let (method, ..) = expect_request(&mut handle, 409, reply).await;
+    assert_eq!(method, Method::POST);
+    match task.await.unwrap() {
+        Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (409, "AlreadyExists")),
+        other => panic!("expected 409 AlreadyExists, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn shard_delete_treats_not_found_as_done() {
     let (client, mut handle) = mock_client();
     let api: Api<Secret> = Api::namespaced(client, "infergate-system");

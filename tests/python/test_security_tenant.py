@@ -85,7 +85,7 @@ def wait_api_key(kubectl, ns, secret, timeout=30):
 # --- item 1 ---------------------------------------------------------------------------------------------------
 
 
-@security_item(1)
+@security_item(1, built=True)
 def test_existing_unlabelled_secret_is_a_conflict_not_overwritten(kubectl, world):
     kubectl("apply", "-f", "-", input=ns_yaml("team-c1") + """---
 apiVersion: v1
@@ -121,7 +121,7 @@ data: {api-key: aHVudGVyMi1ub3QtYW4taW5mZXJnYXRlLWtleQ==, password: ZGItcGFzc3dv
     assert kubectl.get_json("secret", "-n", "team-c1", "payments-db") is not None
 
 
-@security_item(1)
+@security_item(1, built=True)
 def test_policy_in_the_operator_namespace_is_refused(kubectl, world):
     # Its Secret would live next to the gateway-config shards (and, in a real install, the Helm release and TLS
     # Secrets): an ApiKeyPolicy there must not make the operator write anything.
@@ -158,7 +158,7 @@ def _all_ids(shard: dict | None) -> set[str]:
     return shard_key_ids(shard) | {r["keyId"] for r in (shard or {}).get("revoked", [])}
 
 
-@security_item(2)
+@security_item(2, built=True)
 def test_hand_edited_revoked_digests_cannot_revoke_another_tenants_key(kubectl, world):
     victim_ns, attacker_ns, victim_key, _ = _victim_and_attacker(kubectl, "r")
     victim_kid = key_id(victim_key)
@@ -177,7 +177,7 @@ def test_hand_edited_revoked_digests_cannot_revoke_another_tenants_key(kubectl, 
         "the attacker's shard now revokes the victim's key id")
 
 
-@security_item(2)
+@security_item(2, built=True)
 def test_hand_edited_previous_digest_cannot_add_a_key_or_shadow_another(kubectl, world):
     victim_ns, attacker_ns, victim_key, _ = _victim_and_attacker(kubectl, "p")
     victim_kid = key_id(victim_key)
@@ -199,7 +199,7 @@ def test_hand_edited_previous_digest_cannot_add_a_key_or_shadow_another(kubectl,
 # --- item 5 (tiers) -------------------------------------------------------------------------------------------
 
 
-@security_item(5)
+@security_item(5, built=True)
 def test_tier_allowed_namespaces_is_enforced(kubectl, world):
     kubectl("apply", "-f", "-", input=ns_yaml("gold-team", "other-team") + """---
 apiVersion: infergate.dev/v1alpha1
@@ -215,7 +215,7 @@ spec: {gpuSecondsPerMinute: 6000, burstGpuSeconds: 6000, allowedNamespaces: [gol
     assert policy_shard(kubectl, "other-team", "sneaky") is None
 
 
-@security_item(2)
+@security_item(2, built=True)
 def test_victim_key_keeps_working_at_the_gateway_after_the_attackers_edit(kubectl, world, standin, tmp_path):
     # The consequence at a real cluster-mode agent: today the forged revoked digest (same key-id prefix) makes the
     # agent answer `key_revoked` for the victim's key.

@@ -77,9 +77,10 @@ fn identify_with_env(
     now: DateTime<Utc>,
 ) -> Result<Identity, Refusal> {
     let key = KeyRef::of(digest);
-    let record = match snapshot.key(key) {
-        Some(r) if r.digest.ct_eq(digest) => r,
-        _ => {
+    // By the full digest: another policy's record that shares this key's id bits can never stand in for it.
+    let record = match snapshot.key_by_digest(digest) {
+        Some(r) => r,
+        None => {
             return Err(Refusal::new(
                 RefusalCode::UnknownKey,
                 "API key not recognised: it was never issued, or its policy was deleted; use the key from the policy's Secret",

@@ -1,13 +1,14 @@
 //! The immutable gateway config an agent runs: built once from the operator's shards, swapped atomically.
 //!
 //! ```text
-//!  shards (policy, endpoint) ──build──▶ Snapshot { keys: digest prefix ─▶ KeyRecord ─▶ policy index,
+//!  shards (policy, endpoint) ──build──▶ Snapshot { keys: digest prefix ─▶ [KeyRecord] ─▶ policy index,
 //!                                                  endpoints by model, policies, revision }
 //!                          readers: arc_swap load (no lock) ─▶ admission::admit(&snapshot, ...)
 //! ```
-//! Keys are indexed by the first 8 bytes of their SHA-256 digest (the bits of the [`KeyId`]): digests are
-//! uniform, so those bytes are already a perfect hash and the map uses an identity hasher. The full digest is
-//! then compared in constant time.
+//! Keys are indexed by their full SHA-256 digest: the map is keyed by the first 8 bytes (the bits of the
+//! [`KeyId`]; digests are uniform, so those bytes are already a perfect hash and the map uses an identity hasher),
+//! and each slot holds every record sharing those bytes, matched on the whole digest in constant time. A record
+//! that merely shares a key id (anyone can write a digest with a known id's bits) never shadows another key.
 use chrono::{DateTime, Utc};
 use infergate_crds::NamespacedName;
 use infergate_crds::endpoint::Feature;
@@ -163,11 +164,24 @@ pub struct BuildWarning(pub String);
 pub struct Snapshot {
     /// Hash over the shard revisions, published on the agent's Lease.
     pub revision: String,
-    keys: KeyMap<KeyRecord>,
+    /// Records by digest prefix; almost always one per slot, more only when digests share their first 8 bytes.
+    keys: KeyMap<Vec<KeyRecord>>,
     policies: Vec<Arc<PolicyConfig>>,
     endpoints: Vec<Arc<EndpointConfig>>,
     by_model: HashMap<String, u32>,
     pub options: SnapshotOptions,
+}
+
+/// Adds `record` to its slot, replacing (and returning) a record with the same full digest.
+fn insert_key(keys: &mut KeyMap<Vec<KeyRecord>>, record: KeyRecord) -> Option<KeyRecord> {
+    let slot = keys.entry(KeyRef::of(&record.digest)).or_default();
+    match slot.iter_mut().find(|r| r.digest.ct_eq(&record.digest)) {
+        Some(same) => Some(std::mem::replace(same, record)),
+        None => {
+            slot.push(record);
+            None
+        }
+    }
 }
 
 /// A stable 64-bit id for a `namespace/name` label (the first 8 bytes of its SHA-256).
@@ -258,7 +272,7 @@ impl Snapshot {
                     policy: index,
                     status: KeyStatus::Active { valid_from: k.valid_from, valid_until: k.valid_until },
                 };
-                if let Some(previous) = keys.insert(KeyRef::of(&k.digest), record) {
+                if let Some(previous) = insert_key(&mut keys, record) {
                     warnings.push(BuildWarning(format!(
                         "key {} appears twice (policy {}); keeping the later entry",
                         k.key_id, policies[previous.policy as usize].name
@@ -267,22 +281,23 @@ impl Snapshot {
             }
             // Revocations win over any active entry for the same digest: refusing is the safe side.
             for r in &p.revoked {
-                keys.insert(
-                    KeyRef::of(&r.digest),
-                    KeyRecord {
-                        digest: r.digest,
-                        policy: index,
-                        status: KeyStatus::Revoked { revoked_at: r.revoked_at },
-                    },
-                );
+                let status = KeyStatus::Revoked { revoked_at: r.revoked_at };
+                insert_key(&mut keys, KeyRecord { digest: r.digest, policy: index, status });
             }
         }
         let revision = infergate_crds::gateway::revision_of(revisions.join(",").as_bytes());
         (Snapshot { revision, keys, policies, endpoints, by_model, options }, warnings)
     }
 
+    /// The record of the key with exactly this digest (compared in constant time), if any.
+    pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<&KeyRecord> {
+        self.keys.get(&KeyRef::of(digest))?.iter().find(|r| r.digest.ct_eq(digest))
+    }
+
+    /// The first record whose digest starts with these bits. Ambiguous when two digests share them, so a caller
+    /// that holds the digest authenticates with [`key_by_digest`](Self::key_by_digest) instead.
     pub fn key(&self, key: KeyRef) -> Option<&KeyRecord> {
-        self.keys.get(&key)
+        self.keys.get(&key)?.first()
     }
     pub fn policy(&self, index: u32) -> &Arc<PolicyConfig> {
         &self.policies[index as usize]
@@ -300,7 +315,7 @@ impl Snapshot {
         self.by_model.get(model).map(|i| &self.endpoints[*i as usize])
     }
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.keys.values().map(Vec::len).sum()
     }
 
     /// Revoked key ids, most recent first, for the agent's Lease.
@@ -308,8 +323,9 @@ impl Snapshot {
         let mut revoked: Vec<(DateTime<Utc>, KeyRef)> = self
             .keys
             .iter()
+            .flat_map(|(k, records)| records.iter().map(move |r| (*k, r)))
             .filter_map(|(k, r)| match r.status {
-                KeyStatus::Revoked { revoked_at } => Some((revoked_at, *k)),
+                KeyStatus::Revoked { revoked_at } => Some((revoked_at, k)),
                 KeyStatus::Active { .. } => None,
             })
             .collect();
@@ -320,5 +336,47 @@ impl Snapshot {
     /// The limits for a policy's key on one endpoint (tier defaults merged with the endpoint override).
     pub fn limits(&self, policy: &PolicyConfig, endpoint: &EndpointConfig) -> EndpointLimits {
         policy.tier.for_endpoint(&endpoint.shard.endpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{key, mk_policy, t0};
+    use infergate_crds::gateway::RevokedKey;
+
+    /// A digest sharing only `of`'s first 8 bytes, i.e. its key id: anyone who has seen the id can write one.
+    fn same_key_id(of: &KeyDigest) -> KeyDigest {
+        let mut twin = *of;
+        twin.0[8..].iter_mut().for_each(|b| *b = !*b);
+        twin
+    }
+
+    fn snapshot_with_forged_twins() -> (Snapshot, KeyDigest) {
+        let victim = key(1);
+        let Shard::Policy(mut attacker) = mk_policy("zz-mallory").key(&key(2)).shard() else {
+            unreachable!("a policy builder builds policy shards")
+        };
+        let twin = same_key_id(&victim.digest());
+        attacker.revoked.push(RevokedKey { key_id: victim.id(), digest: twin, revoked_at: t0() });
+        let shards = [mk_policy("app").key(&victim).shard(), Shard::Policy(attacker)];
+        (Snapshot::build(&shards, SnapshotOptions::default()).0, twin)
+    }
+
+    #[test]
+    fn a_record_sharing_a_key_id_does_not_shadow_the_key() {
+        let (snapshot, _) = snapshot_with_forged_twins();
+        let record = snapshot.key_by_digest(&key(1).digest()).expect("the victim's key is still indexed");
+        assert_eq!(record.digest, key(1).digest());
+        assert!(matches!(record.status, KeyStatus::Active { .. }), "{:?}", record.status);
+        assert_eq!(snapshot.policy(record.policy).name, NamespacedName::new("default", "app"));
+    }
+
+    #[test]
+    fn records_sharing_a_key_id_are_both_kept() {
+        let (snapshot, twin) = snapshot_with_forged_twins();
+        assert_eq!(snapshot.key_count(), 3);
+        let forged = snapshot.key_by_digest(&twin).expect("the forged record is indexed under its own digest");
+        assert_eq!(snapshot.policy(forged.policy).name, NamespacedName::new("default", "zz-mallory"));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!  PolicyInputs ─▶ references      resolve tier, endpoints, features (ReferencesResolved)
+//!               ─▶ placement       policy in the operator's namespace? write nothing, say why, stop
 //!               ─▶ ownership       Secret name taken by someone else? write nothing, say why, stop
+//!               ─▶ key book        current key from the Secret, retiring + revoked from the published shard
 //!               ─▶ lifecycle       retire the retiring key · issue / replace revoked / rotate the current one
 //!               ─▶ revocations     status records, KeyRevoked / RevocationUnmatched on first sight
 //!               ─▶ key entries     current + retiring (digests), revoked digests
@@ -10,7 +12,7 @@
 //!               ─▶ next wake-up    rotation, end of overlap, expiry
 //!               ─▶ PolicyOutcome
 //! ```
-//! The order is fixed: never touch a Secret that is not ours; decide the keys before recording revocations
+//! The order is fixed: never write where tenants' keys do not belong, never touch a Secret that is not ours; decide the keys before recording revocations
 //! (a replaced key is revoked by the lifecycle step); build status last from what the steps decided.
 mod entries;
 mod lifecycle;
@@ -31,6 +33,9 @@ use std::collections::BTreeSet;
 
 pub use readiness::REFERENCES_RESOLVED;
 
+/// How often a policy whose Secret name is taken looks again (the name may have been given back).
+const CONFLICT_RECHECK_SECS: i64 = 60;
+
 pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> PolicyOutcome {
     let policy = inputs.policy;
     let now = inputs.now;
@@ -43,13 +48,23 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
     let references = references::resolve_references(policy, inputs);
     let resolved_condition = readiness::references_condition(&references, spec, generation, now);
 
+    if let Some(namespace) = in_operator_namespace(inputs) {
+        let ready = readiness::operator_namespace_condition(namespace, generation, now);
+        return write_nothing(inputs, ready, previous_status, resolved_condition, log, None);
+    }
     if secret_is_foreign(inputs) {
-        return secret_conflict(inputs, &owner, previous_status, resolved_condition, log);
+        let ready = readiness::secret_conflict_condition(&owner.namespace, spec, generation, now);
+        // The operator does not watch Secrets it did not label: look again now and then, so that deleting the
+        // conflicting one is noticed without another change to the policy.
+        let recheck = now + chrono::Duration::seconds(CONFLICT_RECHECK_SECS);
+        return write_nothing(inputs, ready, previous_status, resolved_condition, log, Some(recheck));
     }
 
     let expired = spec.expires_at.is_some_and(|t| t <= now);
     let revoked_ids: BTreeSet<&str> = spec.revocations.iter().map(|r| r.key_id.as_str()).collect();
-    let mut book = inputs.existing_secret.map(|s| KeyBook::read(s, now)).unwrap_or_default();
+    // Only this policy's own shard is its record (the caller looks it up by name; the JSON names the owner).
+    let published_shard = inputs.published_shard.filter(|s| s.policy == owner);
+    let mut book = KeyBook::read(inputs.existing_secret, published_shard, now);
     let request = lifecycle::Request {
         spec,
         now,
@@ -104,22 +119,30 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
     }
 }
 
-/// Ownership: the Secret named by `spec.secretName` exists and is not ours.
+/// Placement: the policy sits in the operator's own namespace (next to the gateway-config shards, and in a real
+/// install the Helm release and TLS Secrets), where the operator writes no key Secret for anyone.
+fn in_operator_namespace<'a>(inputs: &PolicyInputs<'a>) -> Option<&'a str> {
+    let namespace = inputs.policy.metadata.namespace.as_deref()?;
+    inputs.operator_namespace.filter(|ns| *ns == namespace)
+}
+
+/// Ownership: the object named by `spec.secretName` exists and is not ours (labels play no part).
 fn secret_is_foreign(inputs: &PolicyInputs<'_>) -> bool {
     inputs.existing_secret.is_some_and(|s| !owned_by(s, inputs.policy))
 }
 
-/// The outcome when the Secret name is taken: write nothing, publish nothing, say why. Revocation records are
-/// carried over unchanged so that giving the name back loses none of them.
-fn secret_conflict(
+/// The outcome when nothing may be written (the Secret name is taken, or the namespace is the operator's):
+/// write nothing, publish nothing, say why in `ready`. Revocation records are carried over unchanged so that
+/// resolving the problem loses none of them.
+fn write_nothing(
     inputs: &PolicyInputs<'_>,
-    owner: &NamespacedName,
+    ready: Condition,
     previous_status: ApiKeyPolicyStatus,
     resolved_condition: Condition,
     mut log: Log,
+    next_wake: Option<DateTime<Utc>>,
 ) -> PolicyOutcome {
     let generation = inputs.policy.metadata.generation;
-    let ready = readiness::secret_conflict_condition(&owner.namespace, &inputs.policy.spec, generation, inputs.now);
     log.ready_transition(&previous_status.conditions, &ready);
     let status = ApiKeyPolicyStatus {
         observed_generation: generation,
@@ -130,7 +153,7 @@ fn secret_conflict(
         revocations: previous_status.revocations,
         config_revision: None,
     };
-    PolicyOutcome { key_secret: None, shard: None, status, events: log.events, audit: log.audit, next_wake: None }
+    PolicyOutcome { key_secret: None, shard: None, status, events: log.events, audit: log.audit, next_wake }
 }
 
 /// The policy's gateway-config shard: digests only, never a key.

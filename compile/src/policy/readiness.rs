@@ -111,3 +111,12 @@ pub(super) fn secret_conflict_condition(
     );
     conditions::condition(READY, false, reasons::SECRET_CONFLICT, message, generation, now)
 }
+
+/// `Ready` for a policy in the operator's own namespace: no key Secret is written there.
+pub(super) fn operator_namespace_condition(namespace: &str, generation: Option<i64>, now: DateTime<Utc>) -> Condition {
+    let message = format!(
+        "namespace {namespace} is the infergate operator's own namespace, which holds the gateway config: the \
+         operator writes no key Secret there. Create the ApiKeyPolicy in an application namespace"
+    );
+    conditions::condition(READY, false, reasons::OPERATOR_NAMESPACE, message, generation, now)
+}

@@ -25,6 +25,16 @@ pub(super) fn resolve_references(policy: &ApiKeyPolicy, inputs: &PolicyInputs<'_
             message: format!("RateTier {:?} not found: create it or change spec.tier", spec.tier),
         });
     };
+    if !tier.spec.allows_namespace(&own_namespace) {
+        return Err(Problem {
+            reason: reasons::TIER_NOT_ALLOWED,
+            message: format!(
+                "RateTier {:?} does not allow namespace {own_namespace:?}: add it to the tier's \
+                 spec.allowedNamespaces or pick another tier",
+                spec.tier
+            ),
+        });
+    }
     let mut missing = vec![];
     let mut not_allowed = vec![];
     let mut not_offered = vec![];

@@ -8,6 +8,7 @@ mod references;
 mod revocation;
 mod rotation;
 mod suspension;
+mod tenant;
 mod world;
 
 use super::*;
@@ -195,12 +196,16 @@ impl EndpointBuilder {
     }
 }
 
-/// A tiny cluster: the objects a policy references plus the durable state (key Secret, policy status) that
-/// the reconciler would have written back after each compile.
+/// The operator's namespace in these tests.
+const OPERATOR_NS: &str = "infergate-system";
+
+/// A tiny cluster: the objects a policy references plus the durable state (key Secret, published shard, policy
+/// status) that the reconciler would have written back after each compile.
 struct Cluster {
     tier: Option<RateTier>,
     endpoints: BTreeMap<NamespacedName, InferenceEndpoint>,
     secret: Option<Secret>,
+    shard: Option<PolicyShard>,
     agents: Vec<AgentReport>,
     keys: InsecureSequentialKeys,
 }
@@ -212,6 +217,7 @@ impl Cluster {
             tier: Some(mk_tier("free")),
             endpoints: [(NamespacedName::new("speech", "whisper"), whisper)].into_iter().collect(),
             secret: None,
+            shard: None,
             agents: vec![],
             keys: InsecureSequentialKeys::starting_at(1),
         }
@@ -223,13 +229,16 @@ impl Cluster {
             tier: self.tier.as_ref(),
             endpoints: &self.endpoints,
             existing_secret: self.secret.as_ref(),
+            published_shard: self.shard.as_ref(),
+            operator_namespace: Some(OPERATOR_NS),
             agents: &self.agents,
             now,
         };
         compile_policy(&inputs, keys)
     }
 
-    /// Compiles and writes the outcome back (Secret applied, status applied), as the reconciler does.
+    /// Compiles and writes the outcome back (Secret applied, shard applied or deleted, status applied), as the
+    /// reconciler does.
     fn reconcile(&mut self, policy: &mut ApiKeyPolicy, now: DateTime<Utc>) -> PolicyOutcome {
         let mut keys = std::mem::replace(&mut self.keys, InsecureSequentialKeys::starting_at(0));
         let out = self.compile_with(policy, now, &mut keys);
@@ -237,6 +246,7 @@ impl Cluster {
         if let Some(s) = &out.key_secret {
             self.secret = Some(s.clone());
         }
+        self.shard = out.shard.clone();
         policy.status = Some(out.status.clone());
         out
     }

@@ -78,3 +78,23 @@ fn a_feature_the_endpoint_does_not_offer_is_refused() {
     assert_eq!(reason, "FeatureNotOffered");
     assert!(message.contains("embed on speech/whisper"), "{message}");
 }
+
+#[test]
+fn a_tier_that_does_not_allow_the_namespace_fails_closed() {
+    let mut c = Cluster::new();
+    let mut gold = mk_tier("free");
+    gold.spec.allowed_namespaces = Some(vec!["gold-team".into()]);
+    c.tier = Some(gold);
+    let mut p = mk_policy("app").build();
+    let out = c.reconcile(&mut p, t0());
+    assert_eq!(out.shard, None, "no key of the policy is accepted");
+    let (status, reason, message) = ready_of(&out.status);
+    assert_eq!(
+        (status.as_str(), reason.as_str(), message.as_str()),
+        (
+            "False",
+            "TierNotAllowed",
+            "RateTier \"free\" does not allow namespace \"acme\": add it to the tier's spec.allowedNamespaces or pick another tier"
+        )
+    );
+}

@@ -65,8 +65,16 @@ fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
     let tiers = vec![mk_tier("free")];
     let endpoints = vec![mk_endpoint("speech", "whisper").build(), mk_endpoint("speech", "unused").build()];
     let policies = vec![mk_policy("a").rotation(24, 1).build(), mk_policy("b").tier("missing").build()];
-    let world =
-        World { tiers: &tiers, endpoints: &endpoints, policies: &policies, key_secrets: &[], agents: &[], now: t0() };
+    let world = World {
+        tiers: &tiers,
+        endpoints: &endpoints,
+        policies: &policies,
+        key_secrets: &[],
+        shards: &[],
+        operator_namespace: Some(OPERATOR_NS),
+        agents: &[],
+        now: t0(),
+    };
     let desired = compile(&world, &mut InsecureSequentialKeys::starting_at(1));
     assert_eq!(desired.tiers["free"].policies, 1);
     assert_eq!(desired.endpoints[&NamespacedName::new("speech", "whisper")].status.policies, 2);
@@ -76,9 +84,9 @@ fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
     assert_eq!(desired.next_wake, Some(t0() + hours(24)));
     assert!(desired.policies[&NamespacedName::new("acme", "b")].key_secret.is_some());
 
-    // Fed its own Secrets back, the world compiles to the same keys without generating any.
+    // Fed its own Secrets and shards back, the world compiles to the same keys without generating any.
     let secrets: Vec<Secret> = desired.policies.values().filter_map(|o| o.key_secret.clone()).collect();
-    let world2 = World { key_secrets: &secrets, ..world };
+    let world2 = World { key_secrets: &secrets, shards: &desired.shards, ..world };
     let again = compile(&world2, &mut NoKeys);
     assert_eq!(again.shards, desired.shards);
 }

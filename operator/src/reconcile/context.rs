@@ -4,13 +4,14 @@
 //! ```text
 //!  reflector stores ─▶ Context ─▶ reconcile_{policy,endpoint,tier}
 //!                                    └─▶ sync_shard (apply if changed / delete if present) · write_status (SSA)
+//!  shard store (+ pending shard writes) ─▶ published_policy_shard: the operator's record of a policy's keys
 //! ```
 use super::ReconcileError;
 use super::pending::PendingWrites;
 use crate::kube_apply;
 use crate::metrics::{Metrics, ReconcileTimer};
 use infergate_compile::{AgentReport, EndpointLookup};
-use infergate_crds::gateway::{self, Shard, ShardKind};
+use infergate_crds::gateway::{self, PolicyShard, Shard, ShardKind};
 use infergate_crds::key::KeyId;
 use infergate_crds::{ApiKeyPolicy, ApiKeyPolicyStatus, InferenceEndpoint, NamespacedName, RateTier};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -42,6 +43,9 @@ pub struct Context {
     pub(super) synced: watch::Receiver<bool>,
     pub(super) pending_secrets: Arc<PendingWrites<Arc<Secret>>>,
     pub(super) pending_status: Arc<PendingWrites<ApiKeyPolicyStatus>>,
+    /// Shard applies (`Some`) and deletes (`None`) the shard store may not show yet: a policy's shard is the
+    /// record of its retiring and revoked keys, so a reconcile must never read one older than its last write.
+    pub(super) pending_shards: Arc<PendingWrites<Option<Arc<Secret>>>>,
     /// Keys per policy by state (current, retiring, revoked), summed into the `keys` gauge.
     pub(super) key_counts: Mutex<HashMap<NamespacedName, [i64; 3]>>,
 }
@@ -92,28 +96,52 @@ impl Context {
         }
     }
 
-    /// Writes `desired` (a shard Secret) unless the store already holds the same content.
+    /// The shard Secret `name` as last written: a write the store has not caught up with yet, else the store.
+    /// Returns the store's resource version too, which a new pending write starts from.
+    fn shard_view(&self, name: &str) -> (Option<Arc<Secret>>, Option<String>) {
+        let stored = self.shards.get(&ObjectRef::new(name).within(&self.namespace));
+        let stored_version = stored.as_ref().and_then(|s| s.resource_version());
+        let view = self.pending_shards.view((self.namespace.clone(), name.to_string()), stored_version.clone());
+        (view.unwrap_or(stored), stored_version)
+    }
+
+    /// The policy shard this operator last published for `owner`, if any. It lives in the operator's namespace,
+    /// which tenants cannot write, so it is what `compile_policy` trusts about retiring and revoked keys.
+    pub(super) fn published_policy_shard(&self, owner: &NamespacedName) -> Option<PolicyShard> {
+        let (secret, _) = self.shard_view(&gateway::shard_secret_name(ShardKind::Policy, owner));
+        let secret = secret?;
+        match Shard::from_json(&secret.data.as_ref()?.get(gateway::SHARD_DATA_KEY)?.0) {
+            Ok(Shard::Policy(shard)) => Some(shard),
+            _ => None,
+        }
+    }
+
+    /// Writes `desired` (a shard Secret) unless it already holds the same content.
     async fn apply_shard(&self, desired: &Secret) -> Result<(), ReconcileError> {
         let name = desired.metadata.name.clone().unwrap_or_default();
-        let existing = self.shards.get(&ObjectRef::new(&name).within(&self.namespace));
+        let (existing, stored_version) = self.shard_view(&name);
         if existing.as_deref().is_some_and(|e| !secret_differs(desired, e)) {
             return Ok(());
         }
-        kube_apply::apply_secret(&self.shards_api(), desired)
+        let written = kube_apply::apply_secret(&self.shards_api(), desired)
             .await
-            .map(|_| ())
-            .map_err(|source| ReconcileError::ShardWrite { secret: name, source })
+            .map_err(|source| ReconcileError::ShardWrite { secret: name.clone(), source })?;
+        self.pending_shards.record((self.namespace.clone(), name), stored_version, Some(Arc::new(written)));
+        Ok(())
     }
 
     pub(super) async fn delete_shard(&self, kind: ShardKind, owner: &NamespacedName) -> Result<(), ReconcileError> {
         let name = gateway::shard_secret_name(kind, owner);
-        if self.shards.get(&ObjectRef::new(&name).within(&self.namespace)).is_none() {
+        let (existing, stored_version) = self.shard_view(&name);
+        if existing.is_none() {
             return Ok(());
         }
         tracing::info!(shard = %name, owner = %owner, kind = kind.as_str(), "deleting gateway-config shard");
         kube_apply::delete_secret(&self.shards_api(), &name)
             .await
-            .map_err(|source| ReconcileError::ShardDelete { secret: name, source })
+            .map_err(|source| ReconcileError::ShardDelete { secret: name.clone(), source })?;
+        self.pending_shards.record((self.namespace.clone(), name), stored_version, None);
+        Ok(())
     }
 
     /// Server-side-applies `status` on `obj`'s `/status`; returns the object as written.

@@ -215,6 +215,7 @@ pub async fn run_controllers(
 
     let pending_secrets: Arc<PendingWrites<Arc<Secret>>> = Arc::default();
     let pending_status: Arc<PendingWrites<ApiKeyPolicyStatus>> = Arc::default();
+    let pending_shards: Arc<PendingWrites<Option<Arc<Secret>>>> = Arc::default();
     let (policies, policy_sub) = {
         let (tx, pending) = (cleanup_tx.clone(), pending_status.clone());
         shared_reflector(&mut tasks, Api::<ApiKeyPolicy>::all(client.clone()), watcher::Config::default(), move |ev| {
@@ -233,6 +234,8 @@ pub async fn run_controllers(
     };
     let (tiers, tier_sub) =
         shared_reflector(&mut tasks, Api::<RateTier>::all(client.clone()), watcher::Config::default(), |_| {});
+    // Only the Secrets the operator labelled are cached (not every Secret in the cluster). The cache is a
+    // shortcut, never the word on absence: a name it lacks is looked up directly before a first write.
     let key_selector = format!("{}={}", infergate_crds::labels::COMPONENT, infergate_crds::labels::API_KEY);
     let (key_secrets, key_secret_sub) = {
         let pending = pending_secrets.clone();
@@ -251,16 +254,22 @@ pub async fn run_controllers(
     );
     // Shards feed no controller, only lookups: a plain reflector.
     let (shards, shard_writer) = reflector::store::<Secret>();
-    tasks.spawn(
-        watcher(
-            Api::<Secret>::namespaced(client.clone(), &namespace),
-            watcher::Config::default().labels(gateway::SHARD_SELECTOR),
-        )
-        .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect(shard_writer)
-        .for_each(|_| future::ready(())),
-    );
+    {
+        let pending = pending_shards.clone();
+        tasks.spawn(
+            watcher(
+                Api::<Secret>::namespaced(client.clone(), &namespace),
+                watcher::Config::default().labels(gateway::SHARD_SELECTOR),
+            )
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(shard_writer)
+            .for_each(move |ev| {
+                pending.forget_on(&ev);
+                future::ready(())
+            }),
+        );
+    }
 
     let (synced_tx, synced_rx) = watch::channel(false);
     let ctx = Arc::new(Context {
@@ -277,6 +286,7 @@ pub async fn run_controllers(
         synced: synced_rx,
         pending_secrets,
         pending_status,
+        pending_shards,
         key_counts: Mutex::default(),
     });
 

@@ -4,7 +4,8 @@
 //! ```text
 //!  one watch per kind ─▶ reflector store ─┬─▶ ApiKeyPolicy controller ◀─ tier / endpoint / key Secret / agent
 //!  (policies, tiers, endpoints,           │     │                          Lease changes, mapped to policies
-//!   key Secrets, shards, agent Leases)    │     ├─ SSA key Secret (policy namespace, owner-referenced)
+//!   key Secrets, shards, agent Leases)    │     ├─ key Secret (policy namespace, owner-referenced): create, then SSA;
+//!                                         │     │  never written over a Secret it does not own
 //!                                         │     ├─ SSA shard Secret (operator namespace) or delete it
 //!                                         │     ├─ SSA /status · Events · audit log lines
 //!                                         │     └─ requeue at next_wake (rotation, end of overlap, expiry)
@@ -55,6 +56,12 @@ fn requeue_at(next_wake: Option<chrono::DateTime<chrono::Utc>>) -> kube::runtime
 pub enum ReconcileError {
     #[error("{kind} {name} has no namespace; it cannot be reconciled")]
     MissingNamespace { kind: &'static str, name: String },
+    #[error("reading Secret {secret} (named by spec.secretName) failed: {source}")]
+    KeySecretRead {
+        secret: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing the key Secret {secret} failed: {source}")]
     KeySecret {
         secret: String,
@@ -88,6 +95,7 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             ReconcileError::MissingNamespace { .. } => "invalid_object",
+            ReconcileError::KeySecretRead { .. } => "key_secret_read",
             ReconcileError::KeySecret { .. } => "key_secret_write",
             ReconcileError::ShardWrite { .. } => "shard_write",
             ReconcileError::ShardDelete { .. } => "shard_delete",

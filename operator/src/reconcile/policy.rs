@@ -1,9 +1,15 @@
 //! The ApiKeyPolicy reconcile: read the policy's world from the stores, compile, apply in a safe order.
 //!
 //! ```text
-//!  stores (+ pending writes) ─▶ compile_policy ─▶ key Secret (SSA, first) ─▶ shard (apply / delete)
-//!                                               ─▶ status (SSA) ─▶ Events · audit ─▶ requeue at next_wake
+//!  key Secret: store, pending write, else GET by name ─┐
+//!  policy shard: pending write, else store ────────────┼─▶ compile_policy ─▶ key Secret (create, or SSA; first)
+//!  tier, endpoints, agent Leases: stores ──────────────┘                  ─▶ shard (apply / delete)
+//!                                                   ─▶ status (SSA) ─▶ Events · audit ─▶ requeue at next_wake
 //! ```
+//! The key-Secret cache holds only Secrets the operator labelled, so a name it lacks is fetched by name before
+//! anything is written: an unlabelled Secret of that name is then a conflict, never overwritten. A policy in the
+//! operator's namespace is not looked up at all (compile refuses it). The published shard is the operator's
+//! record of the policy's retiring and revoked keys (tenants cannot write the operator's namespace).
 use super::context::{Context, EndpointSnapshot, namespaced_name, secret_differs};
 use super::{ReconcileError, requeue_at};
 use crate::kube_apply;
@@ -34,13 +40,17 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
     }
     let secret_ref = ObjectRef::<Secret>::new(&policy.spec.secret_name).within(&namespace);
     let stored_secret = ctx.key_secrets.get(&secret_ref);
-    let existing_secret = ctx
+    let mut existing_secret = ctx
         .pending_secrets
         .view(
             (namespace.clone(), policy.spec.secret_name.clone()),
             stored_secret.as_ref().and_then(|s| s.resource_version()),
         )
         .or(stored_secret.clone());
+    if existing_secret.is_none() && namespace != ctx.namespace {
+        existing_secret = fetch_secret(&ctx, &namespace, &policy.spec.secret_name).await?.map(Arc::new);
+    }
+    let published_shard = ctx.published_policy_shard(&owner);
     // The inputs borrow from the stores' snapshots; scoped so nothing borrowed lives across an await.
     let outcome = {
         let tier = ctx.tiers.get(&ObjectRef::new(&policy.spec.tier));
@@ -51,6 +61,8 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
             tier: tier.as_deref(),
             endpoints: &endpoints,
             existing_secret: existing_secret.as_deref(),
+            published_shard: published_shard.as_ref(),
+            operator_namespace: Some(&ctx.namespace),
             agents: &agents,
             now: Utc::now(),
         };
@@ -59,12 +71,17 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
 
     // Order matters: the key Secret first, so a key is never in the gateway config before the application can
     // read it, and a failed Secret write never leaves a config pointing at a key nobody holds.
+    // The first write is a create: should an object of that name appear after the lookup, the create fails
+    // (the retry finds it and reports the conflict) instead of taking it over.
     if let Some(desired) = &outcome.key_secret {
         if existing_secret.as_deref().is_none_or(|e| secret_differs(desired, e)) {
             let secret_name = desired.metadata.name.clone().unwrap_or_default();
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            let written = kube_apply::apply_secret(&api, desired)
-                .await
+            let write = match existing_secret {
+                None => kube_apply::create_secret(&api, desired).await,
+                Some(_) => kube_apply::apply_secret(&api, desired).await,
+            };
+            let written = write
                 .map_err(|source| ReconcileError::KeySecret { secret: format!("{namespace}/{secret_name}"), source })?;
             ctx.pending_secrets.record(
                 (namespace.clone(), secret_name),
@@ -88,6 +105,14 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
     ctx.publish_events(&outcome.events).await;
     outcome.audit.iter().for_each(infergate_compile::AuditRecord::log);
     Ok(requeue_at(outcome.next_wake))
+}
+
+/// The object named `name` in `namespace`, labelled or not, straight from the API server.
+async fn fetch_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Secret>, ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    api.get_opt(name)
+        .await
+        .map_err(|source| ReconcileError::KeySecretRead { secret: format!("{namespace}/{name}"), source })
 }
 
 /// Keys of the published shard by state: current, retiring, revoked (all zero when nothing is published).
