@@ -40,9 +40,17 @@ pub struct ClusterArgs {
     /// The namespace of the gateway-config Secrets and of this agent's Lease (the operator's namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     pub namespace: String,
-    /// This node's name: the agent's Lease is `infergate-agent-<node-name>`.
+    /// This node's name: the agent's Lease is `infergate-agent-<node-name>`, and the node's labels decide which
+    /// endpoints (by their `nodeSelector`) this agent serves.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
+    /// Where the gateway-config Secrets are read (the operator's `--config-namespace`). Default: `--namespace`.
+    #[arg(long)]
+    pub config_namespace: Option<String>,
+    /// This pod's IP, published on the agent's Lease so the operator can list it in the Services of the endpoints
+    /// it serves (the chart sets it from `status.podIP`).
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
     #[arg(long, default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
     #[arg(long, default_value = "0.0.0.0:8080")]

@@ -34,11 +34,19 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
-    let leases: Api<Lease> = Api::namespaced(client, &args.namespace);
-    let options = SnapshotOptions { environment: args.common.environment };
+    let config_namespace = args.config_namespace.as_deref().unwrap_or(&args.namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), config_namespace);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &args.namespace);
+    let options = SnapshotOptions {
+        environment: args.common.environment,
+        node_name: Some(args.node_name.clone()),
+        service_namespace: Some(args.namespace.clone()),
+    };
     let config = tokio::spawn(watch_config(Arc::clone(&gateway), secrets, options));
-    let publisher = tokio::spawn(publish_lease(Arc::clone(&gateway), leases, args.node_name.clone()));
+    let address = args.pod_ip.map(
+        |ip| serde_json::json!({"ip": ip.to_string(), "http": args.http_addr.port(), "grpc": args.grpc_addr.port()}),
+    );
+    let publisher = tokio::spawn(publish_lease(Arc::clone(&gateway), leases, args.node_name.clone(), address));
     let listeners = Listeners::new(args.http_addr, args.grpc_addr, args.admin_addr, &args.common);
     let result = crate::serve::serve(gateway, listeners).await;
     config.abort();
@@ -145,6 +153,8 @@ pub fn lease_body(node: &str, namespace: Option<&str>, snapshot: &Snapshot) -> s
             lease::CONFIG_REVISION: snapshot.revision,
             lease::CONFIG_APPLIED_AT: now,
             lease::ENFORCED_REVOCATIONS: revocations.join(","),
+            lease::SERVES: serde_json::to_string(&snapshot.endpoints().iter().map(|e| e.label.as_str()).collect::<Vec<_>>())
+                .unwrap_or_default(),
         },
     });
     if let Some(ns) = namespace {
@@ -158,12 +168,15 @@ pub fn lease_body(node: &str, namespace: Option<&str>, snapshot: &Snapshot) -> s
     })
 }
 
-async fn publish_lease(gateway: Arc<Gateway>, leases: Api<Lease>, node: String) {
+async fn publish_lease(gateway: Arc<Gateway>, leases: Api<Lease>, node: String, address: Option<serde_json::Value>) {
     let name = agent_lease_name(&node);
     let mut changes = gateway.subscribe();
     loop {
         if gateway.is_ready() {
             let mut body = lease_body(&node, None, &gateway.snapshot());
+            if let Some(address) = &address {
+                body["metadata"]["annotations"][lease::ADDRESS] = address.to_string().into();
+            }
             if let Some(gpu) = gateway.gpu() {
                 // CPU/GPU mode and each tier's current refill factor, refreshed with every renewal.
                 body["metadata"]["annotations"][GPU_LIMITS_ANNOTATION] = gpu.status_json().to_string().into();

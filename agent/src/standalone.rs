@@ -38,7 +38,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         secrets: BTreeMap::new(),
         shards: Vec::new(),
         printed: BTreeSet::new(),
-        options: SnapshotOptions { environment: args.common.environment },
+        options: SnapshotOptions { environment: args.common.environment, ..SnapshotOptions::default() },
         fingerprint: Vec::new(),
         next_wake: None,
     };

@@ -119,6 +119,8 @@ pub fn compile_endpoint(
         limits: spec.limits.clone(),
         fallback: fallback.filter(|_| fallback_ok == Some(true)),
         node_selector: spec.node_selector.clone(),
+        // Filled by the caller that knows the nodes (the operator); standalone serves everything.
+        serving_nodes: None,
         verify_threshold: spec.verify_threshold,
     });
     EndpointOutcome {

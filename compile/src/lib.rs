@@ -49,7 +49,7 @@ impl KeySource for OsKeys {
 }
 
 /// What one agent reports on its Lease, as far as the operator cares.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AgentReport {
     pub node: String,
     pub config_revision: Option<String>,
@@ -57,6 +57,10 @@ pub struct AgentReport {
     pub enforced_revocations: Vec<KeyId>,
     /// When the agent last renewed its Lease; stale agents are not counted.
     pub renewed_at: Option<DateTime<Utc>>,
+    /// Where the agent listens (its pod IP and ports), when it says.
+    pub address: Option<placement::AgentAddress>,
+    /// The endpoints (`namespace/name`) it serves: those whose `nodeSelector` its node matches.
+    pub serves: Vec<String>,
 }
 
 /// Everything `compile_policy` needs about one ApiKeyPolicy. Lookups are done by the caller (reflector
@@ -234,6 +238,7 @@ mod endpoint;
 mod events;
 mod keybook;
 pub mod manifests;
+pub mod placement;
 mod policy;
 pub mod publish;
 #[cfg(test)]

@@ -83,6 +83,7 @@ mod tests {
             limits: Default::default(),
             fallback: None,
             node_selector: None,
+            serving_nodes: None,
             verify_threshold: None,
         })
     }

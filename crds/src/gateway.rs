@@ -160,6 +160,11 @@ pub struct EndpointShard {
     pub fallback: Option<NamespacedName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// With a `node_selector`: the nodes whose labels match it, as the operator last saw them; only agents on these
+    /// nodes serve the endpoint (the agents read no Node objects themselves). Absent with a selector (a shard
+    /// from a writer that does not know the nodes): agents in cluster mode serve it nowhere (fail closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_nodes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_threshold: Option<f64>,
 }
@@ -248,6 +253,32 @@ pub fn shard_secret_name(kind: ShardKind, owner: &NamespacedName) -> String {
     format!("infergate-cfg-{}-{}", kind.as_str(), hex::encode(&digest[..8]))
 }
 
+/// The Service through which clients reach an endpoint that has a `nodeSelector` (in the operator's namespace;
+/// its EndpointSlices list the agents that serve the endpoint). A DNS-1035 label of at most 63 characters.
+pub fn endpoint_service_name(endpoint: &NamespacedName) -> String {
+    let digest = Sha256::digest(endpoint.to_string().as_bytes());
+    let name: String = endpoint
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(40)
+        .collect();
+    format!("ig-{}-{}", name.trim_matches('-'), hex::encode(&digest[..4]))
+}
+
+/// Whether a node with `labels` matches `selector` (no selector: every node).
+pub fn selector_matches(selector: Option<&BTreeMap<String, String>>, labels: &BTreeMap<String, String>) -> bool {
+    selector.is_none_or(|required| required.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// Whether the agent on `node` serves this endpoint. `node` is `None` in standalone mode, which serves everything.
+pub fn served_on(shard: &EndpointShard, node: Option<&str>) -> bool {
+    match (&shard.node_selector, node) {
+        (None, _) | (Some(_), None) => true,
+        (Some(_), Some(node)) => shard.serving_nodes.as_ref().is_some_and(|nodes| nodes.iter().any(|n| n == node)),
+    }
+}
+
 /// First 16 hex characters of SHA-256.
 pub fn revision_of(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..8])
@@ -263,6 +294,12 @@ pub mod lease {
     /// [`MAX_PUBLISHED_REVOCATIONS`]); the operator counts agents per revocation from it.
     pub const ENFORCED_REVOCATIONS: &str = "infergate.dev/enforced-revocations";
     pub const MAX_PUBLISHED_REVOCATIONS: usize = 200;
+    /// Annotation: the agent's pod address and ports, JSON `{"ip":"10.0.3.7","http":8080,"grpc":50051}`; the
+    /// operator lists it in the Services of the endpoints this agent serves.
+    pub const ADDRESS: &str = "infergate.dev/address";
+    /// Annotation: JSON list of the endpoints (`namespace/name`) this agent serves: those whose `nodeSelector`
+    /// matches its node's labels.
+    pub const SERVES: &str = "infergate.dev/serves";
     pub const AGENT_LEASE_PREFIX: &str = "infergate-agent-";
     /// Label on every agent Lease so the operator can list them.
     pub const AGENT_LEASE_LABEL: &str = "infergate.dev/component=agent";

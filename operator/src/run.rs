@@ -18,9 +18,14 @@ use tokio::sync::watch;
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The operator's own namespace: gateway-config shards and the leader Lease live here.
+    /// The operator's own namespace: the leader Lease and the agents' Leases live here, and the gateway-config
+    /// shards too unless `--config-namespace` names another.
     #[arg(long, env = "POD_NAMESPACE", default_value = "infergate-system")]
     pub namespace: String,
+    /// Where the gateway-config shards are written (the agents read only this namespace). Default: `--namespace`.
+    /// The chart sets a dedicated one, so an internet-facing agent cannot read the release namespace's Secrets.
+    #[arg(long)]
+    pub config_namespace: Option<String>,
     /// Serves /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub admin_addr: std::net::SocketAddr,
@@ -65,11 +70,13 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
 
     let reporter = Reporter { controller: "infergate-operator".into(), instance: Some(args.pod_name.clone()) };
     let start_controllers = {
+        let config_namespace = args.config_namespace.clone().unwrap_or_else(|| args.namespace.clone());
         let (client, namespace, metrics, role) =
             (client.clone(), args.namespace.clone(), metrics.clone(), role.clone());
         move |shutdown: watch::Receiver<bool>| {
             let (client, namespace, metrics, role, reporter) =
                 (client.clone(), namespace.clone(), metrics.clone(), role.clone(), reporter.clone());
+            let config_namespace = config_namespace.clone();
             role.set(Role::LeaderSyncing);
             metrics.leader.set(1);
             let on_synced = {
@@ -80,6 +87,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             tokio::spawn(crate::reconcile::run_controllers(
                 client,
                 namespace,
+                config_namespace,
                 metrics,
                 reporter,
                 shutdown.wait(),

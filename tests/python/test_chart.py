@@ -61,8 +61,13 @@ def allowed_grants(fullname: str, config_ns: str = f"{NAMESPACE}-config") -> set
     # Gateway-config shards, in the config namespace only: watch, apply, and delete orphans.
     grant(operator, config_ns, "", ["secrets"], ("get", "list", "watch", "create", "patch", "delete"))
     grant(operator, "cluster", "events.k8s.io", ["events"], ("create",))
+    # Node labels, matched against endpoints' nodeSelectors: each endpoint shard names the nodes that serve it.
+    grant(operator, "cluster", "", ["nodes"], ("get", "list", "watch"))
     # Operator, own namespace: leader election (create, then replace) and reading the agents' Leases.
     grant(operator, NAMESPACE, "coordination.k8s.io", ["leases"], ("get", "list", "watch", "create", "update"))
+    # Operator, own namespace: one selector-less Service per endpoint with a nodeSelector, and its EndpointSlices.
+    grant(operator, NAMESPACE, "", ["services"], ("get", "list", "create", "patch", "delete"))
+    grant(operator, NAMESPACE, "discovery.k8s.io", ["endpointslices"], ("get", "list", "create", "patch", "delete"))
     # Agent: read gateway-config Secrets in the config namespace only; write its own Lease (name pinned by the
     # policy) in the release namespace, where it reads no Secret.
     grant(agent, config_ns, "", ["secrets"], ("get", "list", "watch"))

@@ -62,7 +62,7 @@ spec:
 class ClusterAgent:
     """`infergate-agent cluster` against the stand-in, as a DaemonSet pod would run it."""
 
-    def __init__(self, kubeconfig, workdir, node="node-a"):
+    def __init__(self, kubeconfig, workdir, node="node-a", extra_args=()):
         self.http_port, self.grpc_port, self.admin_port = free_port(), free_port(), free_port()
         self.http = f"http://127.0.0.1:{self.http_port}"
         self.ws = f"ws://127.0.0.1:{self.http_port}/v1/stream"
@@ -74,7 +74,7 @@ class ClusterAgent:
         self.proc = subprocess.Popen(
             [str(binary("infergate-agent")), "cluster", "--namespace", NS, "--node-name", node,
              "--http-addr", f"127.0.0.1:{self.http_port}", "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
-             "--admin-addr", f"127.0.0.1:{self.admin_port}"],
+             "--admin-addr", f"127.0.0.1:{self.admin_port}", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def logs(self) -> str:

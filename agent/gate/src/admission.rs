@@ -163,6 +163,21 @@ pub fn decide(
 /// Scope (endpoint by model, feature) and Origin: everything about *what* the key may do.
 pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>) -> Result<Grant, Refusal> {
     let Some(endpoint) = snapshot.endpoint_by_model(request.model) else {
+        if let Some(endpoint) = snapshot.served_elsewhere(request.model) {
+            let service = infergate_crds::gateway::endpoint_service_name(endpoint);
+            let service = match &snapshot.options.service_namespace {
+                Some(namespace) => format!("{service}.{namespace}.svc"),
+                None => service,
+            };
+            return Err(Refusal::new(
+                RefusalCode::ServedElsewhere,
+                format!(
+                    "model {:?} is served by the agents on other nodes (endpoint {endpoint}, by its nodeSelector); send \
+                     its requests to the endpoint's Service {service}",
+                    truncated(request.model)
+                ),
+            ));
+        }
         return Err(Refusal::new(
             RefusalCode::UnknownModel,
             format!(

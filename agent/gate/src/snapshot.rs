@@ -154,6 +154,12 @@ pub struct EndpointConfig {
 pub struct SnapshotOptions {
     /// When set, only keys of this environment are accepted (a live-only production agent).
     pub environment: Option<Environment>,
+    /// This agent's node (cluster mode). An endpoint with a `nodeSelector` whose shard does not list this node
+    /// is served by other agents: requests for its model get `served_elsewhere`, naming the endpoint's Service.
+    /// `None` (standalone): every endpoint is served here.
+    pub node_name: Option<String>,
+    /// The namespace of the per-endpoint Services (the operator's), for the `served_elsewhere` message.
+    pub service_namespace: Option<String>,
 }
 
 /// A problem found while building; the offending shard part is skipped, the rest is served.
@@ -169,6 +175,8 @@ pub struct Snapshot {
     policies: Vec<Arc<PolicyConfig>>,
     endpoints: Vec<Arc<EndpointConfig>>,
     by_model: HashMap<String, u32>,
+    /// Models of endpoints whose `nodeSelector` excludes this agent's node, with the endpoint.
+    elsewhere: HashMap<String, NamespacedName>,
     pub options: SnapshotOptions,
 }
 
@@ -212,7 +220,13 @@ impl Snapshot {
         let mut endpoints = Vec::new();
         let mut by_model = HashMap::new();
         let mut by_name = HashMap::new();
+        let mut elsewhere: HashMap<String, NamespacedName> = HashMap::new();
         for e in endpoint_shards {
+            let here = infergate_crds::gateway::served_on(e, options.node_name.as_deref());
+            if !here {
+                elsewhere.entry(e.model.clone()).or_insert_with(|| e.endpoint.clone());
+                continue;
+            }
             let index = endpoints.len() as u32;
             if let Some(other) = by_model.get(&e.model) {
                 let other: &Arc<EndpointConfig> = &endpoints[*other as usize];
@@ -246,6 +260,8 @@ impl Snapshot {
                 .iter()
                 .filter_map(|s| match by_name.get(&s.endpoint) {
                     Some(i) => Some((*i, FeatureSet::of(&s.features))),
+                    // Served on other nodes: expected, not a problem.
+                    None if elsewhere.values().any(|e| *e == s.endpoint) => None,
                     None => {
                         warnings.push(BuildWarning(format!(
                             "policy {} names endpoint {} which has no shard here; that scope is inactive",
@@ -286,7 +302,9 @@ impl Snapshot {
             }
         }
         let revision = infergate_crds::gateway::revision_of(revisions.join(",").as_bytes());
-        (Snapshot { revision, keys, policies, endpoints, by_model, options }, warnings)
+        // A model served here is not "elsewhere", whatever other endpoints of it exist on other nodes.
+        elsewhere.retain(|model, _| !by_model.contains_key(model));
+        (Snapshot { revision, keys, policies, endpoints, by_model, elsewhere, options }, warnings)
     }
 
     /// The record of the key with exactly this digest (compared in constant time), if any.
@@ -310,6 +328,10 @@ impl Snapshot {
     }
     pub fn endpoints(&self) -> &[Arc<EndpointConfig>] {
         &self.endpoints
+    }
+    /// The endpoint that serves `model` on other nodes, when no endpoint here does.
+    pub fn served_elsewhere(&self, model: &str) -> Option<&NamespacedName> {
+        self.elsewhere.get(model)
     }
     pub fn endpoint_by_model(&self, model: &str) -> Option<&Arc<EndpointConfig>> {
         self.by_model.get(model).map(|i| &self.endpoints[*i as usize])

@@ -59,6 +59,7 @@ pub fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
         limits: RequestLimits::default(),
         fallback: None,
         node_selector: None,
+        serving_nodes: None,
         verify_threshold: None,
     })
 }
@@ -77,6 +78,12 @@ impl EndpointBuilder {
     }
     pub fn fallback(mut self, name: &str) -> Self {
         self.0.fallback = Some(NamespacedName::new("default", name));
+        self
+    }
+    /// Serve only on nodes with these labels, which the operator found on `nodes`.
+    pub fn node_selector(mut self, labels: &[(&str, &str)], nodes: &[&str]) -> Self {
+        self.0.node_selector = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        self.0.serving_nodes = Some(nodes.iter().map(|n| n.to_string()).collect());
         self
     }
     /// Which key environments the endpoint admits.

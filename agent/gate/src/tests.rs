@@ -125,7 +125,7 @@ fn origins_and_environments() {
             mk_endpoint("transcribe", "whisper-1").shard(),
             mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
-        SnapshotOptions { environment: Some(Environment::Live) },
+        SnapshotOptions { environment: Some(Environment::Live), ..SnapshotOptions::default() },
     )
     .0;
     assert_eq!(code(admit(&live_only, k.expose(), &TRANSCRIBE, t0())), RefusalCode::WrongEnvironment);
@@ -135,7 +135,7 @@ fn origins_and_environments() {
             mk_endpoint("transcribe", "whisper-1").shard(),
             mk_policy("app").live().key(&live_key).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
         ],
-        SnapshotOptions { environment: Some(Environment::Live) },
+        SnapshotOptions { environment: Some(Environment::Live), ..SnapshotOptions::default() },
     )
     .0;
     assert!(admit(&live, live_key.expose(), &TRANSCRIBE, t0()).is_ok());
@@ -430,4 +430,41 @@ async fn a_stream_that_loses_its_scope_endpoint_or_origin_is_signalled_with_that
         assert_eq!(enforced[0].reason, expected.as_str());
         assert_eq!(stream.closed().await.code, expected);
     }
+}
+
+#[test]
+fn an_agent_serves_only_the_endpoints_its_node_matches() {
+    use crate::admission::authorize;
+    // Two endpoints share a model under disjoint selectors, a third lives only on the other node.
+    let shards = vec![
+        mk_endpoint("stt-a", "whisper-1").node_selector(&[("gpu", "a100")], &["node-a"]).shard(),
+        mk_endpoint("stt-b", "whisper-1").node_selector(&[("gpu", "h100")], &["node-h"]).shard(),
+        mk_endpoint("big", "whisper-large").node_selector(&[("gpu", "h100")], &["node-h"]).shard(),
+        mk_policy("app")
+            .key(&key(1))
+            .scope("stt-a", "whisper-1", &[Feature::Transcribe])
+            .scope("stt-b", "whisper-1", &[Feature::Transcribe])
+            .scope("big", "whisper-large", &[Feature::Transcribe])
+            .shard(),
+    ];
+    let on = |node: &str| {
+        let options = SnapshotOptions {
+            node_name: Some(node.to_string()),
+            service_namespace: Some("infergate".into()),
+            ..SnapshotOptions::default()
+        };
+        let (snapshot, warnings) = Snapshot::build(&shards, options);
+        assert_eq!(warnings, vec![], "no model conflict and no inactive-scope warning on {node}");
+        snapshot
+    };
+    let (a100, h100) = (on("node-a"), on("node-h"));
+    assert_eq!(admit(&a100, key(1).expose(), &TRANSCRIBE, t0()).unwrap().endpoint.label, "default/stt-a");
+    assert_eq!(admit(&h100, key(1).expose(), &TRANSCRIBE, t0()).unwrap().endpoint.label, "default/stt-b");
+    let large = Request { model: "whisper-large", feature: Feature::Transcribe, origin: None };
+    assert!(admit(&h100, key(1).expose(), &large, t0()).is_ok());
+    let identity = authenticate(&a100, key(1).expose(), t0()).unwrap();
+    let refusal = authorize(&a100, identity, &large).unwrap_err();
+    assert_eq!(refusal.code, RefusalCode::ServedElsewhere);
+    let service = infergate_crds::gateway::endpoint_service_name(&NamespacedName::new("default", "big"));
+    assert!(refusal.message.contains(&format!("Service {service}.infergate.svc")), "{}", refusal.message);
 }

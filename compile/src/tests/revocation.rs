@@ -10,18 +10,21 @@ fn revoking_the_current_key_replaces_it_at_once() {
             config_revision: None,
             enforced_revocations: vec![KeyId(kid(1))],
             renewed_at: Some(t0() + hours(1)),
+            ..AgentReport::default()
         },
         AgentReport {
             node: "n2".into(),
             config_revision: None,
             enforced_revocations: vec![],
             renewed_at: Some(t0() + hours(1)),
+            ..AgentReport::default()
         },
         AgentReport {
             node: "stale".into(),
             config_revision: None,
             enforced_revocations: vec![KeyId(kid(1))],
             renewed_at: Some(t0()),
+            ..AgentReport::default()
         },
     ];
     let mut p = mk_policy("app").rotation(24, 1).build();

@@ -29,14 +29,18 @@ use tokio::sync::watch;
 /// Everything the reconcilers share.
 pub struct Context {
     pub client: Client,
-    /// The operator's namespace: shards live here.
+    /// The operator's namespace: its Lease and the agents' Leases.
     pub namespace: String,
+    /// Where the gateway-config shards live (`--config-namespace`, else `namespace`).
+    pub config_namespace: String,
     pub policies: Store<ApiKeyPolicy>,
     pub tiers: Store<RateTier>,
     pub endpoints: Store<InferenceEndpoint>,
     pub key_secrets: Store<Secret>,
     pub shards: Store<Secret>,
     pub agent_leases: Store<Lease>,
+    /// Nodes, labels only: which nodes serve an endpoint with a `nodeSelector`.
+    pub nodes: Store<k8s_openapi::api::core::v1::Node>,
     /// Who the operator's Events say reported them.
     pub reporter: Reporter,
     pub metrics: Metrics,
@@ -66,7 +70,7 @@ impl Context {
     }
 
     fn shards_api(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.namespace)
+        Api::namespaced(self.client.clone(), &self.config_namespace)
     }
 
     pub(super) fn agent_reports(&self) -> Vec<AgentReport> {
@@ -91,7 +95,9 @@ impl Context {
         shard: Option<Shard>,
     ) -> Result<(), ReconcileError> {
         match shard {
-            Some(shard) => self.apply_shard(&infergate_compile::publish::shard_secret(&shard, &self.namespace)).await,
+            Some(shard) => {
+                self.apply_shard(&infergate_compile::publish::shard_secret(&shard, &self.config_namespace)).await
+            }
             None => self.delete_shard(kind, owner).await,
         }
     }
@@ -99,9 +105,9 @@ impl Context {
     /// The shard Secret `name` as last written: a write the store has not caught up with yet, else the store.
     /// Returns the store's resource version too, which a new pending write starts from.
     fn shard_view(&self, name: &str) -> (Option<Arc<Secret>>, Option<String>) {
-        let stored = self.shards.get(&ObjectRef::new(name).within(&self.namespace));
+        let stored = self.shards.get(&ObjectRef::new(name).within(&self.config_namespace));
         let stored_version = stored.as_ref().and_then(|s| s.resource_version());
-        let view = self.pending_shards.view((self.namespace.clone(), name.to_string()), stored_version.clone());
+        let view = self.pending_shards.view((self.config_namespace.clone(), name.to_string()), stored_version.clone());
         (view.unwrap_or(stored), stored_version)
     }
 
@@ -126,7 +132,7 @@ impl Context {
         let written = kube_apply::apply_secret(&self.shards_api(), desired)
             .await
             .map_err(|source| ReconcileError::ShardWrite { secret: name.clone(), source })?;
-        self.pending_shards.record((self.namespace.clone(), name), stored_version, Some(Arc::new(written)));
+        self.pending_shards.record((self.config_namespace.clone(), name), stored_version, Some(Arc::new(written)));
         Ok(())
     }
 
@@ -140,7 +146,7 @@ impl Context {
         kube_apply::delete_secret(&self.shards_api(), &name)
             .await
             .map_err(|source| ReconcileError::ShardDelete { secret: name.clone(), source })?;
-        self.pending_shards.record((self.namespace.clone(), name), stored_version, None);
+        self.pending_shards.record((self.config_namespace.clone(), name), stored_version, None);
         Ok(())
     }
 
@@ -224,6 +230,11 @@ pub fn agent_report(lease: &Lease) -> AgentReport {
             })
             .unwrap_or_default(),
         renewed_at: spec.and_then(|s| s.renew_time.as_ref()).map(|t| infergate_crds::conditions::from_jiff(t.0)),
+        address: annotations.get(gateway::lease::ADDRESS).and_then(|json| serde_json::from_str(json).ok()),
+        serves: annotations
+            .get(gateway::lease::SERVES)
+            .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -323,6 +334,7 @@ mod tests {
                 config_revision: Some("abc123".into()),
                 enforced_revocations: vec![KeyId("kid_00000000000000aa".into()), KeyId("kid_00000000000000bb".into())],
                 renewed_at: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+                ..AgentReport::default()
             }
         );
     }

@@ -16,7 +16,7 @@ use futures::{StreamExt, future};
 use infergate_crds::gateway::{self, ShardKind};
 use infergate_crds::{ApiKeyPolicy, ApiKeyPolicyStatus, InferenceEndpoint, NamespacedName, RateTier};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
@@ -161,8 +161,6 @@ impl GenerationFilter {
     }
 }
 
-/// Starts the reflectors and the three controllers; returns when `shutdown` fires (controllers drain first).
-/// `on_synced` is called once every store has listed.
 /// Runs each reconcile inside one `reconcile` span: `kind`, `object` (`namespace/name`) and `generation` up
 /// front, `outcome` (`ok` or the error's stable category) when it ends. Every write, Event and audit line of the
 /// reconcile happens inside it.
@@ -200,9 +198,24 @@ where
     }
 }
 
+/// Remembers each object's labels: `changed` is true on first sight and when the labels differ, false for every
+/// other update (a Node's status heartbeat every few seconds must not re-reconcile endpoints).
+#[derive(Default)]
+struct LabelFilter(Mutex<HashMap<String, std::collections::BTreeMap<String, String>>>);
+
+impl LabelFilter {
+    fn changed<K: ResourceExt>(&self, obj: &K) -> bool {
+        let mut seen = self.0.lock().expect("label filter poisoned");
+        seen.insert(obj.name_any(), obj.labels().clone()).as_ref() != Some(obj.labels())
+    }
+}
+
+/// Starts the reflectors and the three controllers; returns when `shutdown` fires (controllers drain first).
+/// `on_synced` is called once every store has listed.
 pub async fn run_controllers(
     client: Client,
     namespace: String,
+    config_namespace: String,
     metrics: Metrics,
     reporter: Reporter,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
@@ -252,13 +265,29 @@ pub async fn run_controllers(
         watcher::Config::default().labels(gateway::lease::AGENT_LEASE_LABEL),
         |_| {},
     );
+    // Node labels only: status and spec are dropped before they reach the store (a Node's status is large and
+    // changes every few seconds).
+    let (nodes, node_sub) = {
+        let (reader, writer) = reflector::store_shared(SHARED_BUFFER);
+        let subscriber = writer.subscribe().expect("a shared store has a dispatcher");
+        let stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(|node| {
+                node.managed_fields_mut().clear();
+                node.status = None;
+                node.spec = None;
+            })
+            .reflect_shared(writer);
+        tasks.spawn(stream.for_each(|_| future::ready(())));
+        (reader, subscriber)
+    };
     // Shards feed no controller, only lookups: a plain reflector.
     let (shards, shard_writer) = reflector::store::<Secret>();
     {
         let pending = pending_shards.clone();
         tasks.spawn(
             watcher(
-                Api::<Secret>::namespaced(client.clone(), &namespace),
+                Api::<Secret>::namespaced(client.clone(), &config_namespace),
                 watcher::Config::default().labels(gateway::SHARD_SELECTOR),
             )
             .default_backoff()
@@ -275,12 +304,14 @@ pub async fn run_controllers(
     let ctx = Arc::new(Context {
         client: client.clone(),
         namespace: namespace.clone(),
+        config_namespace: config_namespace.clone(),
         policies: policies.clone(),
         tiers: tiers.clone(),
         endpoints: endpoints.clone(),
         key_secrets: key_secrets.clone(),
         shards: shards.clone(),
         agent_leases: agent_leases.clone(),
+        nodes: nodes.clone(),
         reporter,
         metrics,
         synced: synced_rx,
@@ -300,6 +331,8 @@ pub async fn run_controllers(
     };
     tasks.spawn(open_gate(stores, synced_tx, cleanup_tx.clone(), on_synced));
     tasks.spawn(run_cleanup(ctx.clone(), cleanup_rx));
+    // Services for endpoints with a nodeSelector, listing the agents that serve them.
+    tasks.spawn(super::placement::run(ctx.clone()));
 
     let config = ControllerConfig::default().concurrency(CONCURRENCY);
     // Tier and endpoint statuses count the policies that use them, so every policy event asks for a recount; at
@@ -356,6 +389,21 @@ pub async fn run_controllers(
                     .iter()
                     .map(|s| ObjectRef::new(&s.endpoint).within(s.namespace.as_deref().unwrap_or(&own)))
                     .collect::<Vec<_>>()
+            })
+            // Endpoints with a nodeSelector list the nodes that serve them: re-check them when a node's labels change.
+            .watches_shared_stream(node_sub, {
+                let (seen, selecting) = (LabelFilter::default(), endpoints.clone());
+                move |node: Arc<Node>| {
+                    if !seen.changed(node.as_ref()) {
+                        return Vec::new();
+                    }
+                    selecting
+                        .state()
+                        .iter()
+                        .filter(|e| e.spec.node_selector.is_some())
+                        .map(|e| ObjectRef::from_obj(e.as_ref()))
+                        .collect::<Vec<_>>()
+                }
             })
             // An endpoint's status reports whether its fallback exists: re-check the endpoints that name this one.
             // The last user of the handle takes it: a subscriber nobody polls would stall the watch.

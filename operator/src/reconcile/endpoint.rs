@@ -6,8 +6,8 @@ use super::policy::policies_scoping;
 use chrono::Utc;
 use infergate_crds::InferenceEndpoint;
 use infergate_crds::gateway::{Shard, ShardKind};
-use kube::Resource;
 use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 
 pub async fn reconcile_endpoint(endpoint: Arc<InferenceEndpoint>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -19,7 +19,13 @@ pub async fn reconcile_endpoint(endpoint: Arc<InferenceEndpoint>, ctx: Arc<Conte
     let endpoints = EndpointSnapshot::of(&ctx.endpoints);
     let users = policies_scoping(&ctx.policies, &owner).len() as u32;
     let outcome = infergate_compile::compile_endpoint(&endpoint, &endpoints, users, Utc::now());
-    ctx.sync_shard(ShardKind::Endpoint, &owner, outcome.shard.clone().map(Shard::Endpoint)).await?;
+    let shard = outcome.shard.clone().map(|mut shard| {
+        let nodes = ctx.nodes.state();
+        let labelled = nodes.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), n.labels()));
+        shard.serving_nodes = infergate_compile::placement::serving_nodes(shard.node_selector.as_ref(), labelled);
+        Shard::Endpoint(shard)
+    });
+    ctx.sync_shard(ShardKind::Endpoint, &owner, shard).await?;
     if endpoint.status.as_ref() != Some(&outcome.status) {
         ctx.write_status(endpoint.as_ref(), &outcome.status).await?;
     }

@@ -29,6 +29,7 @@ mod controller;
 mod endpoint;
 mod events;
 mod pending;
+mod placement;
 mod policy;
 mod tier;
 

@@ -47,7 +47,9 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
             stored_secret.as_ref().and_then(|s| s.resource_version()),
         )
         .or(stored_secret.clone());
-    if existing_secret.is_none() && namespace != ctx.namespace {
+    // Both operator-held namespaces are off limits to policies: the compile step refuses the one the policy is in.
+    let operator_namespace = if namespace == ctx.config_namespace { &ctx.config_namespace } else { &ctx.namespace };
+    if existing_secret.is_none() && namespace != *operator_namespace {
         existing_secret = fetch_secret(&ctx, &namespace, &policy.spec.secret_name).await?.map(Arc::new);
     }
     let published_shard = ctx.published_policy_shard(&owner);
@@ -62,7 +64,7 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
             endpoints: &endpoints,
             existing_secret: existing_secret.as_deref(),
             published_shard: published_shard.as_ref(),
-            operator_namespace: Some(&ctx.namespace),
+            operator_namespace: Some(operator_namespace),
             agents: &agents,
             now: Utc::now(),
         };
