@@ -88,9 +88,20 @@ pub struct CommonArgs {
     /// PEM certificate chain for the HTTP and gRPC listeners; needs `--tls-key`.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `--tls-cert`; needs `--tls-cert`.
+    /// PEM private key for `--tls-cert` (RSA, ECDSA or Ed25519); needs `--tls-cert`. Both files are re-read when
+    /// they change (a renewed Secret): new connections get the new pair, open ones keep theirs.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for client certificates (mutual TLS); re-read when it changes.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With `--tls-client-ca`: `required` fails the handshake without a valid client certificate; `optional`
+    /// verifies one when presented.
+    #[arg(long, value_enum, default_value_t = crate::doors::tls::ClientAuth::Required)]
+    pub tls_client_auth: crate::doors::tls::ClientAuth,
+    /// Lowest TLS version accepted: `1.3` (default) or `1.2` (with ECDHE + AEAD suites only).
+    #[arg(long, value_enum, default_value_t = crate::doors::tls::MinVersion::Tls13)]
+    pub tls_min_version: crate::doors::tls::MinVersion,
     /// Where built-in model weights live (`speaker/pretrained.pt`, `vad/silero_vad.onnx`). Unset: the
     /// packaged /var/lib/infergate/models when it exists, else ./.cache/models (the install scripts' target).
     #[arg(long, env = "INFERGATE_MODELS_DIR")]
@@ -179,8 +190,14 @@ impl CommonArgs {
             ..Settings::default()
         }
     }
-    pub fn tls(&self) -> Option<(PathBuf, PathBuf)> {
-        Some((self.tls_cert.clone()?, self.tls_key.clone()?))
+    pub fn tls(&self) -> Option<crate::doors::tls::TlsSettings> {
+        Some(crate::doors::tls::TlsSettings {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+            client_auth: self.tls_client_auth,
+            min_version: self.tls_min_version,
+        })
     }
 }
 

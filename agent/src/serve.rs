@@ -24,7 +24,7 @@ pub struct Listeners {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tls: Option<crate::doors::tls::TlsSettings>,
     pub admin_token_file: Option<PathBuf>,
 }
 
@@ -36,15 +36,11 @@ impl Listeners {
 
 /// Binds every listener first (so a port clash fails fast), then serves until ctrl-c / SIGTERM.
 pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Result<()> {
-    // Refuse rather than serve plaintext on a port the operator configured for TLS.
-    if let Some((cert, key)) = &listeners.tls {
-        anyhow::bail!(
-            "--tls-cert {} / --tls-key {} were given, but this agent version does not terminate TLS itself; \
-             terminate TLS in front of the agent (ingress, service mesh) and unset agent.tls.enabled",
-            cert.display(),
-            key.display()
-        );
-    }
+    // A bad pair fails start-up here, naming the file: never plaintext on a port configured for TLS.
+    let tls = match listeners.tls.clone() {
+        Some(settings) => Some(crate::doors::tls::Tls::start(settings, &gateway.metrics.registry)?),
+        None => None,
+    };
     let access = AdminAccess::from_flags(listeners.admin_token_file.as_deref(), listeners.admin)?;
     let http = tokio::net::TcpListener::bind(listeners.http)
         .await
@@ -53,7 +49,13 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
     let grpc = tokio::net::TcpListener::bind(listeners.grpc)
         .await
         .with_context(|| format!("cannot listen on --grpc-addr {}", listeners.grpc))?;
-    tracing::info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, admin = %admin.local_addr()?, "listening");
+    tracing::info!(
+        http = %http.local_addr()?,
+        grpc = %grpc.local_addr()?,
+        admin = %admin.local_addr()?,
+        tls = tls.is_some(),
+        "listening"
+    );
 
     let tick = {
         let gateway = Arc::clone(&gateway);
@@ -72,18 +74,31 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
     let refused = gateway.metrics.http_connections_refused.clone();
     let admin_app = crate::doors::admin::router(Arc::clone(&gateway), access);
     let grpc_service = crate::doors::grpc::service(Arc::clone(&gateway));
+    let grpc_server = tonic::transport::Server::builder()
+        // Bounds per connection and for idle peers: a client cannot open unbounded streams on one connection,
+        // and a dead peer's connection is found and dropped.
+        .max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .add_service(grpc_service);
+    let grpc_serving = async {
+        match &tls {
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+                grpc_server.serve_with_incoming_shutdown(incoming, shutdown.clone().wait()).await
+            }
+            Some(tls) => {
+                let handshake = gateway.settings.listener.header_read_timeout;
+                let incoming = crate::doors::tls::grpc_incoming(grpc, Arc::clone(tls), handshake);
+                grpc_server.serve_with_incoming_shutdown(incoming, shutdown.clone().wait()).await
+            }
+        }
+    };
     let result = tokio::select! {
-        r = crate::doors::listener::serve(http, http_app, gateway.settings.listener, refused, shutdown.clone()) => r.context("http listener failed"),
+        r = crate::doors::listener::serve(http, http_app, gateway.settings.listener, refused, shutdown.clone(), tls.clone()) => r.context("http listener failed"),
         r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown.clone().wait()) => r.context("admin listener failed"),
-        r = tonic::transport::Server::builder()
-            // Bounds per connection and for idle peers: a client cannot open unbounded streams on one connection,
-            // and a dead peer's connection is found and dropped.
-            .max_concurrent_streams(Some(GRPC_MAX_CONCURRENT_STREAMS))
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
-            .add_service(grpc_service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), shutdown.wait()) => r.context("grpc listener failed"),
+        r = grpc_serving => r.context("grpc listener failed"),
     };
     tick.abort();
     result

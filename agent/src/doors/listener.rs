@@ -145,13 +145,71 @@ impl Drop for InFlight {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`, within `limits`. `refused` counts connections closed at accept.
+/// One accepted connection's serving context.
+struct Conn {
+    app: Router,
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    limits: ConnectionLimits,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    origin: Instant,
+    shutdown: Shutdown,
+}
+
+impl Conn {
+    /// Serves HTTP on `io` (plain or TLS) until the client leaves, the keep-alive watchdog closes it, or shutdown.
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn { app, builder, limits, peer, activity, origin, shutdown } = self;
+        let service = {
+            let activity = Arc::clone(&activity);
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(PeerAddr(peer));
+                activity.in_flight.fetch_add(1, Ordering::AcqRel);
+                let guard = InFlight(Arc::clone(&activity));
+                let response = app.clone().oneshot(request.map(axum::body::Body::new));
+                async move {
+                    let response = response.await;
+                    drop(guard);
+                    response
+                }
+            })
+        };
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let check_every = (limits.keep_alive_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = tokio::time::sleep(check_every) => {
+                    let idle = activity.in_flight.load(Ordering::Acquire) == 0
+                        && activity.idle_for(origin) >= limits.keep_alive_timeout;
+                    if idle {
+                        // Nothing is being answered and nothing has moved: dropping the connection closes it.
+                        return;
+                    }
+                }
+                _ = shutdown.clone().wait(), if !draining => {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, within `limits`, over TLS when `tls` is set. `refused` counts
+/// connections closed at accept.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
     refused: prometheus::IntCounterVec,
     shutdown: Shutdown,
+    tls: Option<Arc<super::tls::Tls>>,
 ) -> std::io::Result<()> {
     let counts = Arc::new(Counts { total: AtomicUsize::new(0), per_ip: Mutex::default() });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -180,44 +238,20 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (app, builder, shutdown) = (app.clone(), Arc::clone(&builder), shutdown.clone());
+        let (app, builder, shutdown, tls) = (app.clone(), Arc::clone(&builder), shutdown.clone(), tls.clone());
         tokio::spawn(async move {
             let _admitted = admitted;
             let origin = Instant::now();
             let activity = Arc::new(Activity::default());
-            let io = TokioIo::new(Watched { inner: stream, activity: Arc::clone(&activity), origin });
-            let service = {
-                let activity = Arc::clone(&activity);
-                hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(PeerAddr(peer));
-                    activity.in_flight.fetch_add(1, Ordering::AcqRel);
-                    let guard = InFlight(Arc::clone(&activity));
-                    let response = app.clone().oneshot(request.map(axum::body::Body::new));
-                    async move {
-                        let response = response.await;
-                        drop(guard);
-                        response
-                    }
-                })
-            };
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(connection);
-            let check_every = (limits.keep_alive_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-            let mut draining = false;
-            loop {
-                tokio::select! {
-                    _ = connection.as_mut() => return,
-                    _ = tokio::time::sleep(check_every) => {
-                        let idle = activity.in_flight.load(Ordering::Acquire) == 0
-                            && activity.idle_for(origin) >= limits.keep_alive_timeout;
-                        if idle {
-                            // Nothing is being answered and nothing has moved: dropping the connection closes it.
-                            return;
-                        }
-                    }
-                    _ = shutdown.clone().wait(), if !draining => {
-                        draining = true;
-                        connection.as_mut().graceful_shutdown();
+            let watched = Watched { inner: stream, activity: Arc::clone(&activity), origin };
+            let conn = Conn { app, builder, limits, peer, activity, origin, shutdown };
+            match tls {
+                None => conn.serve(watched).await,
+                // The handshake gets the header-read timeout too: a client that stalls in it holds nothing longer.
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_read_timeout, tls.http_acceptor().accept(watched)).await {
+                        Ok(Ok(encrypted)) => conn.serve(encrypted).await,
+                        _ => {}
                     }
                 }
             }

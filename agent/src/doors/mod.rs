@@ -14,4 +14,5 @@ pub mod edge;
 pub mod grpc;
 pub mod http;
 pub mod listener;
+pub mod tls;
 pub mod ws;
