@@ -76,6 +76,10 @@ pub struct StandaloneArgs {
     pub http_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin_addr: SocketAddr,
+    /// Serve TLS with a throwaway certificate for localhost, generated at start; its path and SHA-256
+    /// fingerprint are printed, so `curl --cacert PATH https://127.0.0.1:8080/...` or wss:// works at once.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
     /// How often manifest files are checked for changes.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub poll_interval: Duration,

@@ -48,7 +48,14 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         let interval = args.poll_interval;
         tokio::spawn(async move { state.watch(&gateway, interval).await })
     };
-    let listeners = Listeners::new(args.http_addr, args.grpc_addr, args.admin_addr, &args.common);
+    let mut listeners = Listeners::new(args.http_addr, args.grpc_addr, args.admin_addr, &args.common);
+    if args.tls_self_signed {
+        let dir = std::env::temp_dir().join(format!("infergate-tls-{}", std::process::id()));
+        let (settings, fingerprint) = crate::doors::tls::self_signed(&dir)?;
+        // For the person who started the agent: where the certificate is, to trust it, and what it hashes to.
+        println!("TLS: self-signed certificate for localhost at {} (SHA-256 {fingerprint})", settings.cert.display());
+        listeners.tls = Some(settings);
+    }
     let result = crate::serve::serve(gateway, listeners).await;
     watcher.abort();
     result

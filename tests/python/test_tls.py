@@ -242,3 +242,30 @@ def test_mutual_tls_required(upstream, tmp_path, pki):
         assert r.status_code == 200
     finally:
         a.stop()
+
+
+def test_expiry_is_exported(upstream, tmp_path, pki):
+    a = tls_agent(upstream, tmp_path, pki)
+    try:
+        metrics = httpx.get(f"{a.admin}/metrics", timeout=5).text
+        line = next(l for l in metrics.splitlines() if l.startswith("infergate_tls_certificate_expiry_timestamp_seconds"))
+        expires = float(line.split()[-1])
+        assert time.time() + 86400 < expires < time.time() + 3 * 86400, "the test certificate lives 2 days"
+    finally:
+        a.stop()
+
+
+def test_standalone_self_signed_certificate_works_in_one_command(upstream, tmp_path):
+    a = Agent(manifests(upstream), tmp=tmp_path, extra_args=["--tls-self-signed"])
+    try:
+        line = next(l for l in a.logs().splitlines() if l.startswith("TLS: self-signed certificate"))
+        path = Path(line.split(" at ")[1].split(" (SHA-256 ")[0])
+        fingerprint = line.split("(SHA-256 ")[1].rstrip(")")
+        out = subprocess.run([OPENSSL, "x509", "-in", str(path), "-noout", "-fingerprint", "-sha256"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip().split("=")[1] == fingerprint
+        r = httpx.get(f"https://127.0.0.1:{a.http_port}/v1/models", headers={"authorization": f"Bearer {a.key('app')}"},
+                      verify=ssl.create_default_context(cafile=str(path)), timeout=5)
+        assert r.status_code == 200
+    finally:
+        a.stop()

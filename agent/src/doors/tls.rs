@@ -56,6 +56,8 @@ pub struct Tls {
     /// The bytes of cert, key and client CA last loaded successfully or tried, to notice a change.
     seen: Mutex<Vec<u8>>,
     reload_failures: prometheus::IntCounter,
+    /// The serving leaf certificate's notAfter, in Unix seconds.
+    expiry: prometheus::IntGauge,
 }
 
 const POLL: Duration = Duration::from_secs(2);
@@ -64,19 +66,27 @@ impl Tls {
     /// Loads the pair (an error names the file and what is wrong) and starts watching the files.
     pub fn start(settings: TlsSettings, registry: &prometheus::Registry) -> anyhow::Result<Arc<Tls>> {
         let files = read_files(&settings)?;
-        let (http, grpc) = build(&settings)?;
+        let (http, grpc, not_after) = build(&settings)?;
         let reload_failures = prometheus::IntCounter::new(
             "tls_reload_failures_total",
             "Certificate reloads that failed (unreadable files, key not matching); the previous pair keeps serving",
         )
         .expect("valid metric");
         registry.register(Box::new(reload_failures.clone())).context("registering the TLS metrics")?;
+        let expiry = prometheus::IntGauge::new(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate (the leaf of --tls-cert) expires, in Unix seconds",
+        )
+        .expect("valid metric");
+        expiry.set(not_after);
+        registry.register(Box::new(expiry.clone())).context("registering the TLS metrics")?;
         let tls = Arc::new(Tls {
             settings,
             http: ArcSwap::from_pointee(http),
             grpc: ArcSwap::from_pointee(grpc),
             seen: Mutex::new(files),
             reload_failures,
+            expiry,
         });
         let watcher = Arc::clone(&tls);
         tokio::spawn(async move {
@@ -107,9 +117,10 @@ impl Tls {
         }
         *seen = files;
         match build(&self.settings) {
-            Ok((http, grpc)) => {
+            Ok((http, grpc, not_after)) => {
                 self.http.store(Arc::new(http));
                 self.grpc.store(Arc::new(grpc));
+                self.expiry.set(not_after);
                 tracing::info!(cert = %self.settings.cert.display(), "TLS certificate reloaded; new connections use it");
             }
             Err(err) => {
@@ -129,12 +140,17 @@ fn read_files(settings: &TlsSettings) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The HTTP and gRPC server configs from the files.
-fn build(settings: &TlsSettings) -> anyhow::Result<(ServerConfig, ServerConfig)> {
+/// The HTTP and gRPC server configs from the files, and the leaf certificate's notAfter (Unix seconds).
+fn build(settings: &TlsSettings) -> anyhow::Result<(ServerConfig, ServerConfig, i64)> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .with_context(|| format!("cannot read the certificate chain in --tls-cert {}", settings.cert.display()))?;
     anyhow::ensure!(!chain.is_empty(), "--tls-cert {} holds no PEM certificate", settings.cert.display());
+    let not_after = x509_parser::parse_x509_certificate(&chain[0])
+        .map(|(_, leaf)| leaf.validity().not_after.timestamp())
+        .map_err(|e| {
+            anyhow::anyhow!("the first certificate in --tls-cert {} is not valid X.509: {e}", settings.cert.display())
+        })?;
     let key = PrivateKeyDer::from_pem_file(&settings.key).with_context(|| {
         format!("cannot read a PEM private key (PKCS#8, PKCS#1 or SEC1) in --tls-key {}", settings.key.display())
     })?;
@@ -173,7 +189,7 @@ fn build(settings: &TlsSettings) -> anyhow::Result<(ServerConfig, ServerConfig)>
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(config)
     };
-    Ok((config(&[b"h2", b"http/1.1"])?, config(&[b"h2"])?))
+    Ok((config(&[b"h2", b"http/1.1"])?, config(&[b"h2"])?, not_after))
 }
 
 /// A TLS connection for tonic's `serve_with_incoming`: the stream plus the `Connected` tonic asks of it.
@@ -247,4 +263,30 @@ pub fn grpc_incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A throwaway certificate for localhost (`--tls-self-signed` in standalone mode): an ECDSA P-256 key and a
+/// self-signed certificate for `localhost`, `127.0.0.1` and `::1`, written to `dir` (the key 0600). Returns the
+/// settings to serve it and the certificate's SHA-256 fingerprint (`AB:CD:...`) for the person to check.
+pub fn self_signed(dir: &std::path::Path) -> anyhow::Result<(TlsSettings, String)> {
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
+        .context("cannot generate a self-signed certificate")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (cert, key) = (dir.join("localhost.crt"), dir.join("localhost.key"));
+    std::fs::write(&cert, generated.cert.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&key)
+        .and_then(|mut f| f.write_all(generated.signing_key.serialize_pem().as_bytes()))
+        .with_context(|| format!("cannot write {}", key.display()))?;
+    let digest = sha2::Sha256::digest(generated.cert.der());
+    let fingerprint = digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+    let settings =
+        TlsSettings { cert, key, client_ca: None, client_auth: ClientAuth::Required, min_version: MinVersion::Tls13 };
+    Ok((settings, fingerprint))
 }
