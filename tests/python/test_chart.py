@@ -33,6 +33,7 @@ VALUES = {"default": None, "all-on": ALL_ON}
 # Objects whose types are themselves CRDs, so the upstream OpenAPI schemas do not cover them.
 NO_UPSTREAM_SCHEMA = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD; its schema ships with that operator",
+    ("cert-manager.io/v1", "Certificate"): "cert-manager CRD; its schema ships with cert-manager",
 }
 
 CRD_GROUP = "infergate.dev"
@@ -633,3 +634,22 @@ def test_bad_values_fail_with_a_clear_message(case, tmp_path):
     proc = run_helm(*template_args(path), check=False)
     assert proc.returncode != 0, f"helm template accepted bad values {values}"
     assert message in proc.stderr, f"expected {message!r} in:\n{proc.stderr}"
+
+
+def test_tls_values_reach_the_agent():
+    objs = render(ALL_ON)
+    c = container(objs, "DaemonSet", "infergate-all-on-agent")
+    for arg in ("--tls-cert=/etc/infergate/tls/tls.crt", "--tls-key=/etc/infergate/tls/tls.key",
+                "--tls-min-version=1.2", "--tls-client-ca=/etc/infergate/tls-client-ca/ca.crt",
+                "--tls-client-auth=optional"):
+        assert arg in c["args"], (arg, c["args"])
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["tls-client-ca"]["readOnly"] is True
+    cert = one(objs, "Certificate", "infergate-all-on-gateway")
+    assert cert["spec"]["secretName"] == "infergate-gateway-tls"
+    assert cert["spec"]["issuerRef"] == {"name": "internal-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert cert["spec"]["dnsNames"][0] == "infergate-all-on-gateway.infergate.svc"
+    # Off by default: no Certificate, TLS 1.3 only when enabled without a minVersion.
+    default = render(None, "--set", "agent.tls.enabled=true", "--set", "agent.tls.secretName=gw-tls")
+    assert not [o for o in default if o["kind"] == "Certificate"]
+    assert "--tls-min-version=1.3" in container(default, "DaemonSet", "infergate-agent")["args"]
