@@ -235,7 +235,12 @@ impl Gateway {
         credential: &Credential<'_>,
         outcome: &mut RequestOutcome,
     ) -> Result<Identity, Refusal> {
-        match self.authenticate(&self.snapshot(), credential) {
+        let authenticated = self.authenticate(&self.snapshot(), credential).and_then(|identity| {
+            // Mutual TLS, where the policy asks for it: the key alone is not enough.
+            admission::check_client_certificate(&identity.policy, outcome.client_cert.as_deref())?;
+            Ok(identity)
+        });
+        match authenticated {
             Ok(identity) => {
                 outcome.identity(&identity);
                 Ok(identity)

@@ -57,6 +57,8 @@ pub struct RequestOutcome {
     pub code: Option<RefusalCode>,
     /// GPU-seconds finally charged (after settlement; a stream's running total).
     pub gpu_seconds: f64,
+    /// The verified client certificate of the connection (mutual TLS), for policies that require one.
+    pub client_cert: Option<std::sync::Arc<infergate_gate::admission::ClientCert>>,
     /// The client's W3C trace context (or a new root): this request's spans join it, upstreams continue it.
     trace: TraceContext,
     span: tracing::Span,
@@ -92,6 +94,7 @@ impl RequestOutcome {
             endpoint: None,
             code: None,
             gpu_seconds: 0.0,
+            client_cert: None,
             trace,
             span,
             metrics,

@@ -62,6 +62,9 @@ pub struct PolicyShard {
     pub allowed_origins: Vec<String>,
     #[serde(default)]
     pub allow_client_embeddings: bool,
+    /// The policy's `requireClientCertificate`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_client_certificate: Option<crate::policy::ClientCertificateRequirement>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -69,6 +69,26 @@ pub struct ApiKeyPolicySpec {
     /// on the user's device.
     #[serde(default)]
     pub allow_client_embeddings: bool,
+    /// Require mutual TLS for this policy's keys: a request must also come over a connection with a client
+    /// certificate the agent verified (`--tls-client-ca`), and, when `subjects` or `sans` are listed, one whose
+    /// subject common name is in `subjects` or which carries one of `sans` (DNS name or URI). The key alone is then
+    /// not enough: refused with `client_certificate_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_client_certificate: Option<ClientCertificateRequirement>,
+}
+
+/// Which client certificates a policy accepts (`spec.requireClientCertificate`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificateRequirement {
+    /// Subject common names accepted, e.g. `checkout-service`. Empty with empty `sans`: any verified certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub subjects: Vec<String>,
+    /// Subject alternative names accepted (DNS names or URIs, e.g. `spiffe://cluster.local/ns/shop/sa/checkout`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub sans: Vec<String>,
 }
 
 /// One endpoint the key may call and the features it may use there.

@@ -269,3 +269,50 @@ def test_standalone_self_signed_certificate_works_in_one_command(upstream, tmp_p
         assert r.status_code == 200
     finally:
         a.stop()
+
+
+def test_a_policy_can_pin_the_client_certificate(upstream, tmp_path, pki, pb):  # noqa: F811
+    # Mutual TLS optional at the listener; the policy "app" requires CN=client, "victim" requires CN=someone-else.
+    text = manifests(upstream).replace(
+        "  allowedOrigins: [https://app.example.com]",
+        "  allowedOrigins: [https://app.example.com]\n  requireClientCertificate: {subjects: [client]}")
+    text = text.replace("metadata: {name: victim, namespace: default}\nspec:\n",
+                        "metadata: {name: victim, namespace: default}\nspec:\n"
+                        "  requireClientCertificate: {subjects: [someone-else], sans: [spiffe://x/y]}\n")
+    assert text.count("requireClientCertificate") == 2
+    a = Agent(text, tmp=tmp_path, extra_args=[
+        "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+        "--tls-client-ca", str(pki / "client-ca.pem"), "--tls-client-auth", "optional"])
+    try:
+        def context(cert: str | None):
+            c = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+            if cert:
+                c.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
+            return c
+
+        def models(policy, cert):
+            return httpx.get(f"{https(a)}/v1/models", headers={"authorization": f"Bearer {a.key(policy)}"},
+                             verify=context(cert), timeout=5)
+
+        r = models("app", None)
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "client_certificate_required"), r.text
+        assert "requires mutual TLS" in r.json()["error"]["message"]
+        assert models("app", "client").status_code == 200
+        r = models("victim", "client")
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "client_certificate_required"), r.text
+        assert "CN=someone-else" in r.json()["error"]["message"] and "CN=client" in r.json()["error"]["message"]
+        assert models("tiny", None).status_code == 200, "policies without the requirement are unaffected"
+        # gRPC carries the connection's certificate too.
+        root = (pki / "ca.pem").read_bytes()
+        bare = grpc.ssl_channel_credentials(root_certificates=root)
+        mutual = grpc.ssl_channel_credentials(root_certificates=root, private_key=(pki / "client.key").read_bytes(),
+                                              certificate_chain=(pki / "client.pem").read_bytes())
+        md = (("authorization", f"Bearer {a.key('app')}"),)
+        with grpc.secure_channel(f"127.0.0.1:{a.grpc_port}", bare) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                pb[1].InferenceStub(channel).ListModels(pb[0].ListModelsRequest(), metadata=md, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with grpc.secure_channel(f"127.0.0.1:{a.grpc_port}", mutual) as channel:
+            pb[1].InferenceStub(channel).ListModels(pb[0].ListModelsRequest(), metadata=md, timeout=10)
+    finally:
+        a.stop()

@@ -146,6 +146,51 @@ fn identify_with_env(
     Ok(Identity { key, digest: *digest, environment, policy: Arc::clone(policy) })
 }
 
+/// The identity in a client certificate the agent's TLS listener verified: the subject common name(s) and the
+/// subject alternative names (DNS names and URIs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCert {
+    pub common_names: Vec<String>,
+    pub sans: Vec<String>,
+}
+
+/// A policy with `requireClientCertificate` accepts its keys only over mutual TLS, from the identities it names.
+pub fn check_client_certificate(policy: &PolicyConfig, client: Option<&ClientCert>) -> Result<(), Refusal> {
+    let Some(required) = &policy.require_client_certificate else { return Ok(()) };
+    let Some(client) = client else {
+        return Err(Refusal::new(
+            RefusalCode::ClientCertificateRequired,
+            format!(
+                "policy {} requires mutual TLS: connect with a client certificate signed by the gateway's client CA",
+                policy.name
+            ),
+        ));
+    };
+    let open = required.subjects.is_empty() && required.sans.is_empty();
+    let named = client.common_names.iter().any(|cn| required.subjects.contains(cn))
+        || client.sans.iter().any(|san| required.sans.contains(san));
+    if open || named {
+        return Ok(());
+    }
+    let mut expected: Vec<String> = required.subjects.iter().map(|s| format!("CN={s}")).collect();
+    expected.extend(required.sans.iter().map(|s| format!("SAN {s}")));
+    Err(Refusal::new(
+        RefusalCode::ClientCertificateRequired,
+        format!(
+            "policy {} accepts client certificates for {} only; this one is for {}",
+            policy.name,
+            expected.join(", "),
+            client
+                .common_names
+                .iter()
+                .map(|cn| format!("CN={}", truncated(cn)))
+                .chain(client.sans.iter().map(|s| format!("SAN {}", truncated(s))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
 /// [`identify`] the caller again and [`authorize`] the request, both against `snapshot`: the one decision a
 /// request or stream start gets, whatever snapshot its earlier authentication saw. A request authenticated before
 /// a slow upload, or a WebSocket authenticated before its `start`, is decided on the config of the moment, never

@@ -25,6 +25,7 @@
 //! | `oversized_chunk`     | 413  | INVALID_ARGUMENT    | 4130            | an audio chunk exceeds the endpoint's maximum   |
 //! | `audio_too_long`      | 413  | INVALID_ARGUMENT    | 4131            | audio beyond the endpoint's max audio seconds   |
 //! | `body_too_large`      | 413  | INVALID_ARGUMENT    | 4132            | a request body declares more than its route takes |
+//! | `client_certificate_required` | 403 | PERMISSION_DENIED | 4035 | the policy requires mutual TLS: no verified client certificate, or another identity |
 //! | `served_elsewhere`    | 421  | UNAVAILABLE         | 4421            | the model is served by agents on other nodes: use its Service |
 //! | `too_many_messages`   | 429  | RESOURCE_EXHAUSTED  | 4296            | stream sent more messages/s than allowed        |
 //! | `idle_timeout`        | 408  | DEADLINE_EXCEEDED   | 4080            | stream sent nothing for the idle timeout        |
@@ -101,6 +102,7 @@ codes! {
     AudioTooLong => ("audio_too_long", 413, InvalidArgument, 4131),
     BodyTooLarge => ("body_too_large", 413, InvalidArgument, 4132),
     ServedElsewhere => ("served_elsewhere", 421, Unavailable, 4421),
+    ClientCertificateRequired => ("client_certificate_required", 403, PermissionDenied, 4035),
     TooManyMessages => ("too_many_messages", 429, ResourceExhausted, 4296),
     IdleTimeout => ("idle_timeout", 408, DeadlineExceeded, 4080),
     SessionTooLong => ("session_too_long", 408, DeadlineExceeded, 4081),

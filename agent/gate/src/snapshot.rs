@@ -124,6 +124,8 @@ pub struct PolicyConfig {
     pub scopes: Vec<(u32, FeatureSet)>,
     pub allowed_origins: Vec<String>,
     pub allow_client_embeddings: bool,
+    /// Mutual TLS for this policy's keys: which verified client certificates are accepted.
+    pub require_client_certificate: Option<infergate_crds::policy::ClientCertificateRequirement>,
 }
 
 impl PolicyConfig {
@@ -281,6 +283,7 @@ impl Snapshot {
                 scopes,
                 allowed_origins: p.allowed_origins.clone(),
                 allow_client_embeddings: p.allow_client_embeddings,
+                require_client_certificate: p.require_client_certificate.clone(),
             }));
             for k in &p.keys {
                 let record = KeyRecord {

@@ -116,10 +116,19 @@ pub fn mk_policy(name: &str) -> PolicyBuilder {
         scopes: vec![],
         allowed_origins: vec![],
         allow_client_embeddings: false,
+        require_client_certificate: None,
     })
 }
 
 impl PolicyBuilder {
+    /// Mutual TLS: accept only client certificates with one of these subject CNs or SANs.
+    pub fn client_certificate(mut self, subjects: &[&str], sans: &[&str]) -> Self {
+        self.0.require_client_certificate = Some(infergate_crds::policy::ClientCertificateRequirement {
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            sans: sans.iter().map(|s| s.to_string()).collect(),
+        });
+        self
+    }
     pub fn key(mut self, k: &ApiKey) -> Self {
         self.0.keys.push(KeyEntry {
             key_id: k.id(),

@@ -468,3 +468,25 @@ fn an_agent_serves_only_the_endpoints_its_node_matches() {
     let service = infergate_crds::gateway::endpoint_service_name(&NamespacedName::new("default", "big"));
     assert!(refusal.message.contains(&format!("Service {service}.infergate.svc")), "{}", refusal.message);
 }
+
+#[test]
+fn a_policy_that_pins_client_certificates_needs_one_of_its_identities() {
+    use crate::admission::{ClientCert, check_client_certificate};
+    let policy = mk_policy("app")
+        .key(&key(1))
+        .scope("transcribe", "whisper-1", &[Feature::Transcribe])
+        .client_certificate(&["checkout"], &["spiffe://c/s"]);
+    let s =
+        Snapshot::build(&[mk_endpoint("transcribe", "whisper-1").shard(), policy.shard()], SnapshotOptions::default())
+            .0;
+    let policy = &authenticate(&s, key(1).expose(), t0()).unwrap().policy;
+    let cert = |cn: &str, san: &str| ClientCert { common_names: vec![cn.into()], sans: vec![san.into()] };
+    assert_eq!(code(check_client_certificate(policy, None)), RefusalCode::ClientCertificateRequired);
+    assert!(check_client_certificate(policy, Some(&cert("checkout", "dns.example"))).is_ok());
+    assert!(check_client_certificate(policy, Some(&cert("other", "spiffe://c/s"))).is_ok());
+    let wrong = check_client_certificate(policy, Some(&cert("other", "dns.example"))).unwrap_err();
+    assert_eq!(
+        wrong.message,
+        "policy default/app accepts client certificates for CN=checkout, SAN spiffe://c/s only; this one is for CN=other, SAN dns.example"
+    );
+}

@@ -65,6 +65,14 @@ pub fn metadata_traceparent(md: &tonic::metadata::MetadataMap) -> Option<&str> {
     md.get(infergate_runtime::trace::TRACEPARENT).and_then(|v| v.to_str().ok())
 }
 
+/// The verified client certificate (mutual TLS) the listener attached to the request, if any.
+pub type ClientCertExt = Option<axum::Extension<std::sync::Arc<infergate_gate::admission::ClientCert>>>;
+
+/// Copies the connection's client certificate onto the request record, where authentication checks it.
+pub fn attach_client_cert(outcome: &mut RequestOutcome, cert: ClientCertExt) {
+    outcome.client_cert = cert.map(|axum::Extension(cert)| cert);
+}
+
 /// The browser `Origin` header, if any.
 pub fn origin(headers: &HeaderMap) -> Option<&str> {
     header(headers, http::header::ORIGIN.as_str())

@@ -77,6 +77,11 @@ impl GrpcDoor {
     }
 }
 
+/// The verified client certificate of the call's TLS connection (mutual TLS), if any.
+fn grpc_client_cert<T>(request: &tonic::Request<T>) -> Option<Arc<infergate_gate::admission::ClientCert>> {
+    request.extensions().get::<super::tls::GrpcPeer>().and_then(|peer| peer.client_cert.clone())
+}
+
 fn with_request_id<T>(message: T, request_id: &str) -> tonic::Response<T> {
     let mut response = tonic::Response::new(message);
     if let Ok(v) = MetadataValue::try_from(request_id) {
@@ -95,6 +100,7 @@ impl Inference for GrpcDoor {
     ) -> Result<tonic::Response<pb::TranscribeResponse>, Status> {
         let mut outcome =
             self.gateway.begin(Door::Grpc, "Inference/Transcribe", edge::metadata_traceparent(request.metadata()));
+        outcome.client_cert = grpc_client_cert(&request);
         let identity = self.authenticate(&request, &mut outcome)?;
         let req = request.into_inner();
         let mut fields = vec![("response_format".to_string(), "json".to_string())];
@@ -141,6 +147,7 @@ impl Inference for GrpcDoor {
     ) -> Result<tonic::Response<pb::ListModelsResponse>, Status> {
         let mut outcome =
             self.gateway.begin(Door::Grpc, "Inference/ListModels", edge::metadata_traceparent(request.metadata()));
+        outcome.client_cert = grpc_client_cert(&request);
         let identity = self.authenticate(&request, &mut outcome)?;
         let models = oneshot::models(&self.gateway, &identity)
             .into_iter()
@@ -164,6 +171,7 @@ impl Inference for GrpcDoor {
             "Inference/StreamTranscribe",
             edge::metadata_traceparent(request.metadata()),
         );
+        outcome.client_cert = grpc_client_cert(&request);
         let gateway = Arc::clone(&self.gateway);
         let connection = gateway.connection(Door::Grpc).map_err(|r| {
             gateway.refused(&r, &mut outcome);

@@ -131,8 +131,14 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&st
     Ok(upload)
 }
 
-async fn transcriptions(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, multipart: Multipart) -> Response {
+async fn transcriptions(
+    State(gateway): State<Arc<Gateway>>,
+    client_cert: edge::ClientCertExt,
+    headers: HeaderMap,
+    multipart: Multipart,
+) -> Response {
     let mut outcome = gateway.begin(Door::Http, "/v1/audio/transcriptions", edge::traceparent(&headers));
+    edge::attach_client_cert(&mut outcome, client_cert);
     let result = transcribe(&gateway, &headers, multipart, &mut outcome).await;
     edge::http_finish(result, &outcome.request_id)
 }
@@ -188,8 +194,9 @@ fn served_response(served: &Served) -> Response {
     response
 }
 
-async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+async fn models(State(gateway): State<Arc<Gateway>>, client_cert: edge::ClientCertExt, headers: HeaderMap) -> Response {
     let mut outcome = gateway.begin(Door::Http, "/v1/models", edge::traceparent(&headers));
+    edge::attach_client_cert(&mut outcome, client_cert);
     let result = edge::authenticate(&gateway, edge::header_key(&headers), &mut outcome).map(|identity| {
         let data: Vec<_> = oneshot::models(&gateway, &identity)
             .into_iter()
@@ -202,8 +209,13 @@ async fn models(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
     edge::http_finish(result, &outcome.request_id)
 }
 
-async fn tickets(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+async fn tickets(
+    State(gateway): State<Arc<Gateway>>,
+    client_cert: edge::ClientCertExt,
+    headers: HeaderMap,
+) -> Response {
     let mut outcome = gateway.begin(Door::Http, "/v1/tickets", edge::traceparent(&headers));
+    edge::attach_client_cert(&mut outcome, client_cert);
     let result = edge::authenticate(&gateway, edge::header_key(&headers), &mut outcome).and_then(|identity| {
         let ticket = oneshot::issue_ticket(&gateway, &identity, edge::origin(&headers), &mut outcome)?;
         let body = serde_json::json!({"ticket": ticket, "expires_in_seconds": gateway.tickets.ttl().as_secs(), "key_id": identity.key.to_string()});
@@ -236,6 +248,7 @@ async fn builtin_feature(gateway: Arc<Gateway>, request: axum::extract::Request,
         _ => "/v1/audio/vad",
     };
     let mut outcome = gateway.begin(Door::Http, route, edge::traceparent(request.headers()));
+    outcome.client_cert = request.extensions().get::<Arc<infergate_gate::admission::ClientCert>>().cloned();
     let result = run_builtin(&gateway, request, feature, &mut outcome).await;
     edge::http_finish(result, &outcome.request_id)
 }

@@ -154,6 +154,8 @@ struct Conn {
     activity: Arc<Activity>,
     origin: Instant,
     shutdown: Shutdown,
+    /// The client certificate the TLS handshake verified (mutual TLS), put into every request's extensions.
+    client_cert: Option<Arc<infergate_gate::admission::ClientCert>>,
 }
 
 impl Conn {
@@ -162,11 +164,14 @@ impl Conn {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { app, builder, limits, peer, activity, origin, shutdown } = self;
+        let Conn { app, builder, limits, peer, activity, origin, shutdown, client_cert } = self;
         let service = {
             let activity = Arc::clone(&activity);
             hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(PeerAddr(peer));
+                if let Some(cert) = &client_cert {
+                    request.extensions_mut().insert(Arc::clone(cert));
+                }
                 activity.in_flight.fetch_add(1, Ordering::AcqRel);
                 let guard = InFlight(Arc::clone(&activity));
                 let response = app.clone().oneshot(request.map(axum::body::Body::new));
@@ -244,13 +249,16 @@ pub async fn serve(
             let origin = Instant::now();
             let activity = Arc::new(Activity::default());
             let watched = Watched { inner: stream, activity: Arc::clone(&activity), origin };
-            let conn = Conn { app, builder, limits, peer, activity, origin, shutdown };
+            let mut conn = Conn { app, builder, limits, peer, activity, origin, shutdown, client_cert: None };
             match tls {
                 None => conn.serve(watched).await,
                 // The handshake gets the header-read timeout too: a client that stalls in it holds nothing longer.
                 Some(tls) => {
                     match tokio::time::timeout(limits.header_read_timeout, tls.http_acceptor().accept(watched)).await {
-                        Ok(Ok(encrypted)) => conn.serve(encrypted).await,
+                        Ok(Ok(encrypted)) => {
+                            conn.client_cert = super::tls::client_cert(encrypted.get_ref().1.peer_certificates());
+                            conn.serve(encrypted).await
+                        }
                         _ => {}
                     }
                 }

@@ -12,6 +12,7 @@
 //! symlink on renewal; polling file contents sees that without inotify.
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use infergate_gate::admission::ClientCert;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -192,13 +193,41 @@ fn build(settings: &TlsSettings) -> anyhow::Result<(ServerConfig, ServerConfig, 
     Ok((config(&[b"h2", b"http/1.1"])?, config(&[b"h2"])?, not_after))
 }
 
+/// The identity in the client certificate a handshake verified (mutual TLS): subject CN and SANs.
+pub fn client_cert(certificates: Option<&[CertificateDer<'_>]>) -> Option<Arc<ClientCert>> {
+    let leaf = certificates?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let common_names =
+        cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_string)).collect();
+    let sans = match cert.subject_alternative_name() {
+        Ok(Some(extension)) => extension
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+                x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(Arc::new(ClientCert { common_names, sans }))
+}
+
+/// What a gRPC call knows of its TLS connection: the verified client certificate, if any.
+#[derive(Clone, Debug)]
+pub struct GrpcPeer {
+    pub client_cert: Option<Arc<ClientCert>>,
+}
+
 /// A TLS connection for tonic's `serve_with_incoming`: the stream plus the `Connected` tonic asks of it.
 pub struct GrpcTlsStream(pub tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
 
 impl tonic::transport::server::Connected for GrpcTlsStream {
-    type ConnectInfo = Option<std::net::SocketAddr>;
+    type ConnectInfo = GrpcPeer;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.peer_addr().ok()
+        GrpcPeer { client_cert: client_cert(self.0.get_ref().1.peer_certificates()) }
     }
 }
 

@@ -55,9 +55,11 @@ pub async fn upgrade(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     peer: Option<axum::Extension<PeerAddr>>,
+    client_cert: edge::ClientCertExt,
     ws: WebSocketUpgrade,
 ) -> Response {
     let mut outcome = gateway.begin(Door::WebSocket, "/v1/stream", edge::traceparent(&headers));
+    edge::attach_client_cert(&mut outcome, client_cert);
     let query_key = query.get("api_key").or_else(|| query.get("key"));
     if query_key.is_some() && !gateway.settings.allow_query_keys {
         let refusal = Refusal::new(

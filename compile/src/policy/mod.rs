@@ -178,6 +178,7 @@ fn policy_shard(
         scopes: resolved.scopes.clone(),
         allowed_origins: spec.allowed_origins.clone(),
         allow_client_embeddings: spec.allow_client_embeddings,
+        require_client_certificate: spec.require_client_certificate.clone(),
     }
 }
 

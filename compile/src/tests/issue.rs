@@ -92,6 +92,7 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
         scopes,
         allowed_origins: vec![],
         allow_client_embeddings: false,
+        require_client_certificate: None,
     };
     let expected_status = ApiKeyPolicyStatus {
         observed_generation: Some(1),

@@ -64,6 +64,7 @@ fn mk_policy(name: &str) -> PolicyBuilder {
         expires_at: None,
         allowed_origins: vec![],
         allow_client_embeddings: false,
+        require_client_certificate: None,
     };
     let mut p = ApiKeyPolicy::new(name, spec);
     p.metadata.namespace = Some("acme".into());
