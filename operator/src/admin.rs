@@ -75,11 +75,22 @@ pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpL
     infergate_runtime::admin::bind(addr, "--admin-addr").await
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, over TLS when `tls` is set.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    tls: Option<Arc<infergate_runtime::tls::Tls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    match tls {
+        None => axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await,
+        Some(tls) => {
+            let listener = infergate_runtime::tls::TlsListener {
+                inner: listener,
+                tls,
+                handshake: std::time::Duration::from_secs(5),
+            };
+            axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+        }
+    }
 }

@@ -29,6 +29,16 @@ pub struct RunArgs {
     /// Serves /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub admin_addr: std::net::SocketAddr,
+    /// Serve the admin port over TLS with this PEM certificate chain (re-read when it changes); needs `--tls-key`.
+    /// The API-server client is unaffected: it keeps trusting the cluster CA.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Lowest TLS version on the admin port: `1.3` (default) or `1.2`.
+    #[arg(long, value_enum, default_value_t = infergate_runtime::tls::MinVersion::Tls13)]
+    pub tls_min_version: infergate_runtime::tls::MinVersion,
     /// Hold a Lease so that only one replica writes. Disable only for a single replica.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -57,7 +67,20 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let admin_state = AdminState { metrics: metrics.clone(), role: role.clone() };
     let listener = admin::bind(args.admin_addr).await?;
-    let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let settings = infergate_runtime::tls::TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: None,
+                client_auth: infergate_runtime::tls::ClientAuth::Required,
+                min_version: args.tls_min_version,
+            };
+            Some(infergate_runtime::tls::Tls::start(settings, &metrics.registry)?)
+        }
+        _ => None,
+    };
+    let admin = tokio::spawn(admin::serve(listener, admin_state, tls, async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
     tracing::info!(

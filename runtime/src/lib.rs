@@ -9,6 +9,7 @@
 //!               └─ body ─▶ admin::router           (/metrics /healthz /readyz + build_info)
 //!                        ─▶ shutdown::Shutdown      (SIGTERM / SIGINT fan-out for graceful drain)
 //!  doors ─▶ trace::TraceContext                    (W3C traceparent in, child traceparent out to upstreams)
+//!  listeners ─▶ tls::Tls                            (rustls configs from PEM files, reloaded on change)
 //! ```
 //! Nothing here knows about keys, policies or requests: it is infrastructure with no product logic, so both
 //! binaries can depend on it without depending on each other.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod crypto;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 use std::future::Future;

@@ -316,3 +316,22 @@ def test_a_policy_can_pin_the_client_certificate(upstream, tmp_path, pki, pb):  
             pb[1].InferenceStub(channel).ListModels(pb[0].ListModelsRequest(), metadata=md, timeout=10)
     finally:
         a.stop()
+
+
+def test_the_operator_admin_port_serves_tls(standin, start_operator, pki):
+    op = start_operator("op-tls", extra_args=("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")))
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    url = f"https://127.0.0.1:{op.admin_port}"
+    deadline = time.monotonic() + 30
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            status = httpx.get(f"{url}/healthz", verify=context, timeout=2).status_code
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    assert status == 200
+    metrics = httpx.get(f"{url}/metrics", verify=context, timeout=5).text
+    assert "infergate_operator_tls_certificate_expiry_timestamp_seconds" in metrics
+    out = s_client(op.admin_port, pki / "ca.pem")
+    assert "TLSv1.3" in out, out[-600:]
