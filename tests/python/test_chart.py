@@ -653,3 +653,15 @@ def test_tls_values_reach_the_agent():
     default = render(None, "--set", "agent.tls.enabled=true", "--set", "agent.tls.secretName=gw-tls")
     assert not [o for o in default if o["kind"] == "Certificate"]
     assert "--tls-min-version=1.3" in container(default, "DaemonSet", "infergate-agent")["args"]
+
+
+def test_operator_tls_switches_probes_and_the_test_to_https():
+    objs = render(ALL_ON)
+    c = container(objs, "Deployment", "infergate-all-on-operator")
+    assert "--tls-cert=/etc/infergate/tls/tls.crt" in c["args"] and "--tls-key=/etc/infergate/tls/tls.key" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS" and c["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert any(m["mountPath"] == "/etc/infergate/tls" and m["readOnly"] for m in c["volumeMounts"])
+    pod = next(o for o in objs if o["kind"] == "Pod")
+    assert any(a.startswith("https://") for a in pod["spec"]["containers"][0]["command"])
+    monitor = one(objs, "ServiceMonitor", "infergate-all-on-operator")
+    assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
