@@ -107,6 +107,13 @@ def test_every_door_speaks_tls_13(upstream, tmp_path, pki, pb):  # noqa: F811
             models = stub.ListModels(pb[0].ListModelsRequest(), metadata=(("authorization", f"Bearer {key}"),),
                                      timeout=10)
             assert "whisper-1" in [m.id for m in models.models]
+        # grpcurl with the CA, as an operator would debug it.
+        from test_gateway_grpc import PROTO_DIR, ROOT as GRPC_ROOT
+        exe = shutil.which("grpcurl") or str(GRPC_ROOT / ".venv" / "bin" / "grpcurl")
+        out = subprocess.run([exe, "-cacert", ca, "-import-path", str(PROTO_DIR), "-proto", "infergate/v1/inference.proto",
+                              "-H", f"authorization: Bearer {key}", "-d", "{}", f"127.0.0.1:{a.grpc_port}",
+                              "infergate.v1.Inference/ListModels"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "whisper-1" in out.stdout, out.stderr
         # Plain HTTP on the TLS port is not served.
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{a.http_port}/v1/models", timeout=3)
