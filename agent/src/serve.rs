@@ -72,7 +72,7 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
     let stream = axum::routing::get(crate::doors::ws::upgrade);
     let http_app = crate::doors::http::router(Arc::clone(&gateway), stream);
     let refused = gateway.metrics.http_connections_refused.clone();
-    let admin_app = crate::doors::admin::router(Arc::clone(&gateway), access);
+    let admin_app = crate::doors::admin::router(Arc::clone(&gateway), access, tls.clone());
     let grpc_service = crate::doors::grpc::service(Arc::clone(&gateway));
     let grpc_server = tonic::transport::Server::builder()
         // Bounds per connection and for idle peers: a client cannot open unbounded streams on one connection,

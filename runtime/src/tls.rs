@@ -11,7 +11,7 @@
 //! ALPN: `h2` and `http/1.1` on the HTTP listener, `h2` on gRPC. A Kubernetes Secret volume swaps a `..data`
 //! symlink on renewal; polling file contents sees that without inotify.
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -51,8 +51,11 @@ pub struct TlsSettings {
 /// The current server configs, one per listener (they differ only in ALPN), reloaded from the files.
 pub struct Tls {
     settings: TlsSettings,
-    http: ArcSwap<ServerConfig>,
-    grpc: ArcSwap<ServerConfig>,
+    /// `None` until a valid pair has been loaded (then the TLS ports refuse handshakes and `problem` says why).
+    http: ArcSwapOption<ServerConfig>,
+    grpc: ArcSwapOption<ServerConfig>,
+    /// Why no valid pair is serving, while none is.
+    problem: Mutex<Option<String>>,
     /// The bytes of cert, key and client CA last loaded successfully or tried, to notice a change.
     seen: Mutex<Vec<u8>>,
     reload_failures: prometheus::IntCounter,
@@ -63,10 +66,10 @@ pub struct Tls {
 const POLL: Duration = Duration::from_secs(2);
 
 impl Tls {
-    /// Loads the pair (an error names the file and what is wrong) and starts watching the files.
+    /// Loads the pair and starts watching the files. A pair that cannot be loaded yet (cert-manager has not
+    /// issued it, a bad key) does not stop the process: the TLS ports refuse handshakes, [`problem`](Self::problem)
+    /// says why (the agent's `/readyz` reports it), and the first valid pair that appears is served.
     pub fn start(settings: TlsSettings, registry: &prometheus::Registry) -> anyhow::Result<Arc<Tls>> {
-        let files = read_files(&settings)?;
-        let (http, grpc, not_after) = build(&settings)?;
         let reload_failures = prometheus::IntCounter::new(
             "tls_reload_failures_total",
             "Certificate reloads that failed (unreadable files, key not matching); the previous pair keeps serving",
@@ -78,16 +81,25 @@ impl Tls {
             "When the serving certificate (the leaf of --tls-cert) expires, in Unix seconds",
         )
         .expect("valid metric");
-        expiry.set(not_after);
         registry.register(Box::new(expiry.clone())).context("registering the TLS metrics")?;
         let tls = Arc::new(Tls {
+            http: ArcSwapOption::empty(),
+            grpc: ArcSwapOption::empty(),
+            problem: Mutex::new(None),
+            seen: Mutex::new(read_files(&settings).unwrap_or_default()),
             settings,
-            http: ArcSwap::from_pointee(http),
-            grpc: ArcSwap::from_pointee(grpc),
-            seen: Mutex::new(files),
             reload_failures,
             expiry,
         });
+        match build(&tls.settings) {
+            Ok(built) => tls.serve(built),
+            Err(err) => {
+                tls.reload_failures.inc();
+                let why = format!("{err:#}");
+                tracing::error!(error = %why, "no valid TLS certificate pair yet; the TLS ports refuse handshakes until one appears");
+                *tls.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
+        }
         let watcher = Arc::clone(&tls);
         tokio::spawn(async move {
             loop {
@@ -98,12 +110,27 @@ impl Tls {
         Ok(tls)
     }
 
-    pub fn http_acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.http.load_full())
+    /// Why no certificate pair is serving, when none is (never once a valid pair has loaded: a later bad
+    /// replacement keeps the old pair serving).
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn grpc_acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.grpc.load_full())
+    /// The acceptor for the next HTTP connection; `None` while no valid pair exists.
+    pub fn http_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.http.load_full().map(tokio_rustls::TlsAcceptor::from)
+    }
+
+    /// The acceptor for the next gRPC connection; `None` while no valid pair exists.
+    pub fn grpc_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.grpc.load_full().map(tokio_rustls::TlsAcceptor::from)
+    }
+
+    fn serve(&self, (http, grpc, not_after): (ServerConfig, ServerConfig, i64)) {
+        self.http.store(Some(Arc::new(http)));
+        self.grpc.store(Some(Arc::new(grpc)));
+        self.expiry.set(not_after);
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn reload_if_changed(&self) {
@@ -117,10 +144,8 @@ impl Tls {
         }
         *seen = files;
         match build(&self.settings) {
-            Ok((http, grpc, not_after)) => {
-                self.http.store(Arc::new(http));
-                self.grpc.store(Arc::new(grpc));
-                self.expiry.set(not_after);
+            Ok(built) => {
+                self.serve(built);
                 tracing::info!(cert = %self.settings.cert.display(), "TLS certificate reloaded; new connections use it");
             }
             Err(err) => {
@@ -236,7 +261,8 @@ impl axum::serve::Listener for TlsListener {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            if let Ok(Ok(tls)) = tokio::time::timeout(self.handshake, self.tls.http_acceptor().accept(stream)).await {
+            let Some(acceptor) = self.tls.http_acceptor() else { continue };
+            if let Ok(Ok(tls)) = tokio::time::timeout(self.handshake, acceptor.accept(stream)).await {
                 return (tls, addr);
             }
         }

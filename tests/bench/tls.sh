@@ -106,7 +106,7 @@ sleep 0.5
 
 handshakes() { # port mode(-new|-reuse) -> connections/s
   "${CLIENT_PIN[@]}" openssl s_time -connect "127.0.0.1:$1" -CAfile "$WORK/ca.pem" -tls1_3 "$2" -time "$SECONDS_PER" 2>/dev/null \
-    | awk '{ for (i = 2; i <= NF; i++) if ($i == "connections/user") v = $(i - 1) } END { print v + 0 }'
+    | awk '/real seconds/ { v = $1 / $4 } END { printf "%.0f\n", v }'
 }
 rps() { # url keyfile
   BENCH_KEY_FILE=$2 "${CLIENT_PIN[@]}" wrk -t1 -c"$CONNS" -d"${SECONDS_PER}s" -s "$ROOT/tests/bench/wrk-auth.lua" "$1" \

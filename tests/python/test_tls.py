@@ -19,7 +19,7 @@ from openai import OpenAI
 from websockets.sync.client import connect
 
 from gateway_fixtures import *  # noqa: F401,F403
-from gateway_fixtures import Agent, manifests, wav
+from gateway_fixtures import AGENT_BIN, Agent, free_port, manifests, wav
 from test_gateway_grpc import pb, stream_requests  # noqa: F401 - fixture
 from test_gateway_ws import auth, start
 
@@ -37,7 +37,7 @@ def make_ca(d: Path, name: str) -> None:
             f"{name}.pem", cwd=d)
 
 
-def issue(d: Path, ca: str, name: str, *, server: bool, serial: int) -> None:
+def issue(d: Path, ca: str, name: str, *, server: bool, serial: int, days: str = "2") -> None:
     """An ECDSA P-256 certificate `name.pem` (+ `name.key`) signed by `ca`."""
     openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=d)
     openssl("req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr", cwd=d)
@@ -45,7 +45,7 @@ def issue(d: Path, ca: str, name: str, *, server: bool, serial: int) -> None:
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n" if server
                    else "extendedKeyUsage=clientAuth\n")
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-set_serial",
-            str(serial), "-days", "2", "-extfile", ext.name, "-out", f"{name}.pem", cwd=d)
+            str(serial), "-days", days, "-extfile", ext.name, "-out", f"{name}.pem", cwd=d)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,8 @@ def pki(tmp_path_factory):
     issue(d, "client-ca", "client", server=False, serial=3003)
     make_ca(d, "rogue-ca")
     issue(d, "rogue-ca", "rogue", server=False, serial=4004)
+    # `-days 0`: valid until the moment it was signed, so expired by the time a test uses it.
+    issue(d, "client-ca", "expired", server=False, serial=5005, days="0")
     return d
 
 
@@ -129,8 +131,10 @@ def test_openssl_sees_tls_13_with_alpn_and_tls_12_is_refused(upstream, tmp_path,
         assert "Verify return code: 0 (ok)" in out, out[-800:]
         out = s_client(a.grpc_port, pki / "ca.pem", "-alpn", "h2")
         assert "TLSv1.3" in out and "ALPN protocol: h2" in out, out[-800:]
-        out = s_client(a.http_port, pki / "ca.pem", "-tls1_2")
-        assert "Cipher is (NONE)" in out or "alert protocol version" in out or "no protocols available" in out, out[-800:]
+        for old in ("-tls1_2", "-tls1_1"):
+            out = s_client(a.http_port, pki / "ca.pem", old)
+            assert "Cipher is (NONE)" in out or "alert protocol version" in out or "no protocols available" in out, (
+                old, out[-800:])
     finally:
         a.stop()
     (tmp_path / "v12").mkdir()
@@ -242,7 +246,8 @@ def test_mutual_tls_required(upstream, tmp_path, pki):
                 c.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
             return c
 
-        for who in (None, "rogue"):
+        time.sleep(1.1)  # the expired certificate's notAfter is now in the past
+        for who in (None, "rogue", "expired"):
             with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
                 httpx.get(url, headers=headers, verify=context(who), timeout=5)
         r = httpx.get(url, headers=headers, verify=context("client"), timeout=5)
@@ -342,3 +347,56 @@ def test_the_operator_admin_port_serves_tls(standin, start_operator, pki):
     assert "infergate_operator_tls_certificate_expiry_timestamp_seconds" in metrics
     out = s_client(op.admin_port, pki / "ca.pem")
     assert "TLSv1.3" in out, out[-600:]
+
+
+@pytest.mark.parametrize("algorithm", ["rsa:2048", "ed25519"])
+def test_rsa_and_ed25519_keys_are_served(upstream, tmp_path, algorithm):
+    openssl("req", "-x509", "-newkey", algorithm, "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", cwd=tmp_path)
+    (tmp_path / "agent").mkdir()
+    a = Agent(manifests(upstream), tmp=tmp_path / "agent",
+              extra_args=["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")])
+    try:
+        out = s_client(a.http_port, tmp_path / "cert.pem")
+        assert "TLSv1.3" in out and "Verify return code: 0 (ok)" in out, out[-800:]
+    finally:
+        a.stop()
+
+
+def test_no_valid_pair_yet_is_not_ready_then_served_when_it_appears(upstream, tmp_path, pki):
+    # cert-manager has not issued the certificate yet: the agent starts, says why it is not ready, and serves the
+    # pair as soon as it appears.
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    (tmp_path / "agent").mkdir()
+    manifest = tmp_path / "agent" / "world.yaml"
+    manifest.write_text(manifests(upstream))
+    admin, http, grpc_port = free_port(), free_port(), free_port()
+    proc = subprocess.Popen([str(AGENT_BIN), "standalone", "-f", str(manifest), "--keys-out", str(tmp_path / "keys.json"),
+                             "--http-addr", f"127.0.0.1:{http}", "--grpc-addr", f"127.0.0.1:{grpc_port}",
+                             "--admin-addr", f"127.0.0.1:{admin}", "--tls-cert", str(cert), "--tls-key", str(key)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def readyz():
+            try:
+                r = httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=1)
+                return r.status_code, r.text
+            except httpx.HTTPError:
+                return None, ""
+
+        deadline = time.monotonic() + 10
+        while readyz()[0] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status, text = readyz()
+        assert status == 503 and "no valid TLS certificate pair" in text, (status, text)
+        shutil.copy(pki / "server.key", key)
+        shutil.copy(pki / "server.pem", cert)
+        deadline = time.monotonic() + 10
+        while readyz()[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert readyz()[0] == 200
+        r = httpx.get(f"https://127.0.0.1:{http}/v1/models", verify=ssl.create_default_context(cafile=str(pki / "ca.pem")),
+                      headers={"authorization": "Bearer nope"}, timeout=5)
+        assert r.status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)

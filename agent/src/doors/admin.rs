@@ -85,10 +85,14 @@ struct AdminState {
     access: AdminAccess,
 }
 
-pub fn router(gateway: Arc<Gateway>, access: AdminAccess) -> Router {
+/// `tls`: the doors' certificates; while no valid pair exists the agent is not ready, saying why.
+pub fn router(gateway: Arc<Gateway>, access: AdminAccess, tls: Option<Arc<crate::doors::tls::Tls>>) -> Router {
     let readiness = {
         let gateway = Arc::clone(&gateway);
-        move || gateway.readiness()
+        move || match tls.as_ref().and_then(|tls| tls.problem()) {
+            Some(problem) => Err(format!("no valid TLS certificate pair: {problem}")),
+            None => gateway.readiness(),
+        }
     };
     let before_scrape: infergate_runtime::admin::BeforeScrape = {
         let gateway = Arc::clone(&gateway);

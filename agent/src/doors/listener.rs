@@ -254,7 +254,9 @@ pub async fn serve(
                 None => conn.serve(watched).await,
                 // The handshake gets the header-read timeout too: a client that stalls in it holds nothing longer.
                 Some(tls) => {
-                    match tokio::time::timeout(limits.header_read_timeout, tls.http_acceptor().accept(watched)).await {
+                    // No valid certificate pair yet: nothing to handshake with, the connection is closed.
+                    let Some(acceptor) = tls.http_acceptor() else { return };
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(watched)).await {
                         Ok(Ok(encrypted)) => {
                             conn.client_cert = super::tls::client_cert(encrypted.get_ref().1.peer_certificates());
                             conn.serve(encrypted).await

@@ -101,7 +101,9 @@ pub fn grpc_incoming(
             if tx.is_closed() {
                 return;
             }
-            let (acceptor, sender) = (tls.grpc_acceptor(), tx.clone());
+            // No valid certificate pair yet: the connection is closed.
+            let Some(acceptor) = tls.grpc_acceptor() else { continue };
+            let sender = tx.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(tls)) = tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                     let _ = sender.send(Ok(GrpcTlsStream(tls))).await;
