@@ -17,7 +17,7 @@ HELM="$ROOT/.tools/bin/helm"
 CACHE="$ROOT/.cache/helm"
 mkdir -p "$ROOT/.tools/bin" "$CACHE"
 
-if [ -x "$HELM" ] && "$HELM" version --short 2>/dev/null | grep -q "^$WANT_VERSION"; then
+if [ -x "$HELM" ] && [[ "$("$HELM" version --short 2>/dev/null || true)" == "$WANT_VERSION"* ]]; then
   exit 0
 fi
 

