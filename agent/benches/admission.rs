@@ -16,6 +16,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use futures::FutureExt;
 use infergate_crds::NamespacedName;
 use infergate_crds::endpoint::Feature;
 use infergate_crds::gateway::{KeyEntry, PolicyShard, SHARD_SCHEMA_VERSION, ScopeEntry, Shard, TierLimits};
@@ -76,6 +77,7 @@ fn tier() -> TierLimits {
         target_utilization_percent: 85,
         min_factor: 1.0,
         max_factor: 1.0,
+        on_store_failure: Default::default(),
         endpoint_overrides: BTreeMap::new(),
     }
 }
@@ -146,7 +148,11 @@ fn bench(c: &mut Criterion) {
         let request = Request { model: MODEL, feature: Feature::Transcribe, origin: None };
         let decide = |key: &str| {
             let grant = admit(&snapshot, key, &request, Utc::now()).expect("bench key is admitted");
-            limiter.try_charge(&grant, 0.001).expect("bench limits never refuse")
+            limiter
+                .try_charge(&grant, 0.001)
+                .now_or_never()
+                .expect("in memory: ready")
+                .expect("bench limits never refuse")
         };
         fx.keys.iter().for_each(|k| {
             let _ = decide(k);
@@ -225,7 +231,7 @@ fn breakdown(c: &mut Criterion) {
     stage!("4_admit", |key| admit(&snapshot, key, &request, now).is_ok());
     stage!("5_admit_and_charge", |key| {
         let grant = admit(&snapshot, key, &request, now).expect("admitted");
-        limiter.try_charge(&grant, 0.001).is_ok()
+        limiter.try_charge(&grant, 0.001).now_or_never().expect("in memory: ready").is_ok()
     });
     group.finish();
 }

@@ -70,6 +70,11 @@ pub struct StandaloneArgs {
     /// Write the issued keys here (JSON, mode 0600) instead of printing them to stdout.
     #[arg(long)]
     pub keys_out: Option<PathBuf>,
+    /// Keep the issued keys (and the record of retiring and revoked ones) in this file (mode 0600, replaced
+    /// atomically), so a restart keeps every key. Agents started with the same file (and the same
+    /// `--counter-store`) serve the same keys from one shared budget.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -167,7 +172,85 @@ pub struct CommonArgs {
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
     #[command(flatten)]
+    pub counter_store: CounterStoreArgs,
+    #[command(flatten)]
     pub telemetry: infergate_runtime::telemetry::TelemetryArgs,
+}
+
+/// Where GPU-second buckets and stream slots are counted: in this agent's memory, or shared by every agent on
+/// Redis/Valkey so a key's budget and stream cap hold across the fleet (docs/redis.md).
+#[derive(Args, Debug, Clone)]
+pub struct CounterStoreArgs {
+    /// `memory` (each agent counts alone) or `redis://[user@]host:port/db` / `rediss://...` (TLS). The URL is
+    /// never logged; prefer the env var (from a Secret) to the flag.
+    #[arg(long = "counter-store", env = "INFERGATE_COUNTER_STORE", default_value = "memory", hide_env_values = true)]
+    pub url: String,
+    /// `leased` (default): agents take small blocks of GPU-seconds from the shared bucket and spend them
+    /// locally (no round trip per request; at most one block per agent per key left unused until returned).
+    /// `exact`: one Lua round trip per admission.
+    #[arg(long = "counter-store-mode", value_enum, default_value_t = CounterStoreMode::Leased)]
+    pub mode: CounterStoreMode,
+    /// File holding the Redis password (AUTH). Also read from INFERGATE_COUNTER_STORE_PASSWORD.
+    #[arg(long = "counter-store-password-file")]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA bundle that signs a `rediss://` server's certificate (a private CA).
+    #[arg(long = "counter-store-ca-file")]
+    pub ca_file: Option<PathBuf>,
+    /// Every counter-store call runs under this; past it the tier's onStoreFailure policy decides.
+    #[arg(long = "counter-store-timeout-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub timeout_ms: u64,
+    /// A stream slot outlives its agent's last heartbeat by at most this long (a crashed agent's streams free
+    /// their slots within it).
+    #[arg(long = "stream-slot-ttl-seconds", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub slot_ttl_seconds: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterStoreMode {
+    Leased,
+    Exact,
+}
+
+impl CounterStoreArgs {
+    /// The Redis settings, or `None` for the in-memory store.
+    pub fn redis(&self) -> anyhow::Result<Option<infergate_redis::Settings>> {
+        use anyhow::Context;
+        if self.url == "memory" {
+            anyhow::ensure!(
+                self.password_file.is_none() && self.ca_file.is_none(),
+                "--counter-store-password-file and --counter-store-ca-file need a redis:// or rediss:// --counter-store"
+            );
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            self.url.starts_with("redis://") || self.url.starts_with("rediss://"),
+            "--counter-store must be `memory`, a redis:// or a rediss:// URL"
+        );
+        let mode = match self.mode {
+            CounterStoreMode::Leased => infergate_redis::Mode::Leased,
+            CounterStoreMode::Exact => infergate_redis::Mode::Exact,
+        };
+        let mut settings = infergate_redis::Settings::new(self.url.clone(), mode);
+        settings.timeout = Duration::from_millis(self.timeout_ms);
+        settings.slot_ttl = Duration::from_secs(self.slot_ttl_seconds);
+        settings.password = match &self.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --counter-store-password-file {}", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => std::env::var("INFERGATE_COUNTER_STORE_PASSWORD").ok().filter(|p| !p.is_empty()),
+        };
+        if let Some(path) = &self.ca_file {
+            anyhow::ensure!(self.url.starts_with("rediss://"), "--counter-store-ca-file needs a rediss:// URL");
+            settings.ca_pem = Some(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read --counter-store-ca-file {}", path.display()))?,
+            );
+        }
+        Ok(Some(settings))
+    }
 }
 
 impl CommonArgs {

@@ -211,11 +211,18 @@ impl Gateway {
             return Err("no gateway config applied yet".into());
         }
         let revision = &self.snapshot().revision;
+        // A shared counter store that is down degrades every agent at once; failing readiness would take them all
+        // out of the Service together, so the agent stays ready and says so (the tiers' onStoreFailure decides).
+        let degraded = if self.limiter.store().is_up() {
+            ""
+        } else {
+            " (degraded: counter store unreachable; tiers apply their onStoreFailure policy)"
+        };
         match self.config_problem.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
-            None => Ok(format!("ok revision={revision}")),
-            Some(problem) => {
-                Ok(format!("ok revision={revision} (serving the last good config; latest change rejected: {problem})"))
-            }
+            None => Ok(format!("ok revision={revision}{degraded}")),
+            Some(problem) => Ok(format!(
+                "ok revision={revision} (serving the last good config; latest change rejected: {problem}){degraded}"
+            )),
         }
     }
 
@@ -285,8 +292,10 @@ impl Gateway {
     /// Records GPU-seconds charged to a key (after settlement, or per stream chunk).
     pub fn charged(&self, grant: &Grant, gpu_seconds: f64) {
         self.metrics.charged(grant.tier(), &grant.endpoint.label, gpu_seconds);
+        let key = grant.key();
+        self.limiter.store().record_usage(key.0, gpu_seconds);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        *usage.entry(grant.key()).or_insert(0.0) += gpu_seconds;
+        *usage.entry(key).or_insert(0.0) += gpu_seconds;
     }
 
     /// The one settlement path, for one-shot requests and stream segments alike: settles the pre-charge
@@ -300,11 +309,19 @@ impl Gateway {
         Settled { charged, delta }
     }
 
+    /// GPU-seconds charged per key by this agent.
     pub fn usage(&self) -> Vec<(KeyRef, f64)> {
         let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<_> = usage.iter().map(|(k, v)| (*k, *v)).collect();
         out.sort_by_key(|(k, _)| *k);
         out
+    }
+
+    /// GPU-seconds charged per key by every agent sharing the counter store (`None` with the in-memory store,
+    /// or while the shared store cannot answer).
+    pub async fn global_usage(&self) -> Option<Vec<(KeyRef, f64)>> {
+        let usage = self.limiter.store().usage().await.ok()??;
+        Some(usage.into_iter().map(|(k, v)| (KeyRef(k), v)).collect())
     }
 
     /// Takes one of the agent's long-lived connection slots.

@@ -41,14 +41,21 @@ mod tests_gpu;
 #[cfg(test)]
 mod tests_oneshot;
 
-/// The gateway with the in-memory counter store, the built-in models from the models directory, and the GPU
-/// limit policy (NVML sampling, or CPU mode with nominal factors: one log line, never a failure).
+/// The gateway with its counter store (in memory, or shared on Redis), the built-in models from the models
+/// directory, and the GPU limit policy (NVML sampling, or CPU mode with nominal factors: one log line, never a
+/// failure).
 pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<gateway::Gateway>> {
     let gpu = std::sync::Arc::new(gpu::Gpu::start());
-    let limiter = std::sync::Arc::new(infergate_gate::limiter::Limiter::with_refill(
-        std::sync::Arc::new(infergate_gate::limiter::InMemoryStore::default()),
-        gpu.refill(),
-    ));
+    let store: std::sync::Arc<dyn infergate_gate::limiter::CounterStore> = match common.counter_store.redis()? {
+        None => std::sync::Arc::new(infergate_gate::limiter::InMemoryStore::default()),
+        Some(settings) => {
+            let mode = settings.mode;
+            let store = infergate_redis::RedisStore::start(settings)?;
+            tracing::info!(mode = ?mode, "counter store: shared on Redis");
+            store
+        }
+    };
+    let limiter = std::sync::Arc::new(infergate_gate::limiter::Limiter::with_refill(store, gpu.refill()));
     let models_dir = builtin::ModelsDir::resolve(common.models_dir.as_deref());
     let backends = backend::Backends::new(builtin::load(&models_dir));
     let gateway = gateway::Gateway::new(common.settings(), limiter, backends);

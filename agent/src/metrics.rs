@@ -58,6 +58,9 @@ pub struct Metrics {
     pub requests: RequestMetrics,
     /// TCP connections the HTTP/WebSocket listener closed at accept, by cap (`listener_full`, `per_ip_full`).
     pub http_connections_refused: IntCounterVec,
+    counter_store_up: IntGauge,
+    counter_store_agents: IntGauge,
+    counter_store_fallback: IntGaugeVec,
 }
 
 impl Metrics {
@@ -113,8 +116,28 @@ impl Metrics {
             "GPU-seconds returned when the measured time was below the pre-charge",
         )
         .expect("valid metric");
+        let counter_store_up = IntGauge::new(
+            "counter_store_up",
+            "1 while the counter store answers (always 1 in memory); 0: tiers apply their onStoreFailure policy",
+        )
+        .expect("valid metric");
+        let counter_store_agents =
+            IntGauge::new("counter_store_agents", "Agents sharing the counter store, as last seen")
+                .expect("valid metric");
+        // A gauge mirroring the limiter's monotonic counts (read at scrape), so it behaves as a counter.
+        let counter_store_fallback = IntGaugeVec::new(
+            Opts::new(
+                "counter_store_fallback_decisions",
+                "Admissions and stream slots decided without the shared counter store since start, by policy",
+            ),
+            &["policy"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(admissions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(counter_store_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(counter_store_agents.clone()),
+            Box::new(counter_store_fallback.clone()),
+            Box::new(admissions.clone()),
             Box::new(gpu_seconds.clone()),
             Box::new(open_streams.clone()),
             Box::new(open_connections.clone()),
@@ -145,6 +168,21 @@ impl Metrics {
             refunded_gpu_seconds,
             requests,
             http_connections_refused,
+            counter_store_up,
+            counter_store_agents,
+            counter_store_fallback,
+        }
+    }
+
+    /// Reads the counter store's health and the limiter's fallback counts (at scrape time).
+    pub fn observe_counter_store(&self, limiter: &infergate_gate::limiter::Limiter) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let store = limiter.store();
+        self.counter_store_up.set(i64::from(store.is_up()));
+        self.counter_store_agents.set(i64::from(store.agents()));
+        let f = limiter.store_failures();
+        for (policy, n) in [("local", &f.local), ("failOpen", &f.fail_open), ("failClosed", &f.fail_closed)] {
+            self.counter_store_fallback.with_label_values(&[policy]).set(n.load(Relaxed) as i64);
         }
     }
 

@@ -209,7 +209,7 @@ async fn pre_charge(
     audio_seconds: f64,
 ) -> Result<(Grant, Charge, Option<String>), Refusal> {
     let estimate = Limiter::estimate(&grant, audio_seconds);
-    let first = gateway.limiter.try_charge(&grant, estimate);
+    let first = gateway.limiter.try_charge(&grant, estimate).await;
     let saturated = matches!(&first, Err(refusal) if refusal.code == RefusalCode::RateLimited);
     let fallback = grant
         .endpoint
@@ -217,15 +217,16 @@ async fn pre_charge(
         .fallback
         .as_ref()
         .and_then(|name| snapshot.endpoints().iter().find(|e| e.shard.endpoint == *name));
-    let mut taken = None;
-    let route = infergate_gpu::route(saturated, fallback, |endpoint| {
-        taken = fallback_charge(gateway, snapshot, &grant, endpoint, audio_seconds);
-        taken.is_none()
-    });
+    // `route` asks about the fallback exactly when the primary is saturated and a fallback exists: charge it then.
+    let mut taken = match (saturated, fallback) {
+        (true, Some(endpoint)) => fallback_charge(gateway, snapshot, &grant, endpoint, audio_seconds).await,
+        _ => None,
+    };
+    let route = infergate_gpu::route(saturated, fallback, |_| taken.is_none());
     match route {
         infergate_gpu::Route::Primary => first.map(|charge| (grant, charge, None)),
         infergate_gpu::Route::Fallback(_) => {
-            let (served, charge) = taken.expect("the route is Fallback only when the fallback paid");
+            let (served, charge) = taken.take().expect("the route is Fallback only when the fallback paid");
             let label = served.endpoint.shard.endpoint.to_string();
             Ok((served, charge, Some(label)))
         }
@@ -240,7 +241,7 @@ async fn pre_charge(
 /// Degradation: charges the request on the primary's fallback when it offers the feature and its bucket
 /// (same key, same tier) can pay. The caller's scope is not re-checked on the fallback: the endpoint's owner
 /// chose it as this endpoint's overflow, and the key still pays from its own bucket on it.
-fn fallback_charge(
+async fn fallback_charge(
     gateway: &Gateway,
     snapshot: &Snapshot,
     grant: &Grant,
@@ -256,7 +257,7 @@ fn fallback_charge(
         feature: grant.feature,
         limits: snapshot.limits(&grant.identity.policy, endpoint),
     };
-    let charge = gateway.limiter.try_charge(&candidate, Limiter::estimate(&candidate, audio_seconds)).ok()?;
+    let charge = gateway.limiter.try_charge(&candidate, Limiter::estimate(&candidate, audio_seconds)).await.ok()?;
     Some((candidate, charge))
 }
 

@@ -330,8 +330,12 @@ impl Session {
         self.gateway.charged(&self.grant, charge.gpu_seconds);
         self.outcome.gpu_seconds += charge.gpu_seconds;
         match &mut self.segment_charge {
-            Some(segment) => segment.absorb(charge),
-            None => self.segment_charge = Some(charge),
+            Some(segment) if segment.origin == charge.origin => segment.absorb(charge),
+            // The counter store went down (or came back) mid-segment: the chunks charged to the other counters
+            // stay charged at their estimate; the segment's measured time settles the rest.
+            _ => {
+                let _earlier = self.segment_charge.replace(charge);
+            }
         }
         self.audio_seconds += seconds;
         self.buffer.extend_from_slice(&chunk);

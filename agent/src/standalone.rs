@@ -7,7 +7,9 @@
 //!  now revoked, expired or suspended are closed by gateway.apply
 //! ```
 //! The key Secrets and shards the operator would keep in Kubernetes are kept in memory and passed back to every
-//! compile, so keys survive reloads and a revocation added to a file revokes the key that was printed.
+//! compile, so keys survive reloads and a revocation added to a file revokes the key that was printed. With
+//! `--state-file` they are also kept in one file (0600, replaced atomically, read under a lock before every
+//! compile): a restart keeps every key, and agents started with the same file serve the same keys.
 use crate::cli::StandaloneArgs;
 use crate::gateway::Gateway;
 use crate::serve::Listeners;
@@ -33,6 +35,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let gateway = crate::build_gateway(&args.common)?;
     let mut state = State {
         files: args.files.clone(),
+        state_file: args.state_file.clone(),
         keys_out: args.keys_out.clone(),
         keys_out_written: false,
         secrets: BTreeMap::new(),
@@ -63,6 +66,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
 
 struct State {
     files: Vec<PathBuf>,
+    /// Where the key Secrets and shards persist across restarts (and between agents sharing it).
+    state_file: Option<PathBuf>,
     keys_out: Option<PathBuf>,
     /// Whether this process has created `keys_out` (later writes replace the agent's own file).
     keys_out_written: bool,
@@ -89,8 +94,53 @@ impl State {
         result
     }
 
+    /// The watched paths: the manifests, and the state file another agent may rewrite.
+    fn watched(&self) -> Vec<PathBuf> {
+        self.files.iter().cloned().chain(self.state_file.clone()).collect()
+    }
+
     fn load_and_apply(&mut self, gateway: &Gateway) -> anyhow::Result<()> {
-        self.fingerprint = fingerprint(&self.files);
+        // Agents sharing a state file compile one at a time, each from the latest file: a key one of them
+        // issues is the key the others serve.
+        let _lock = match &self.state_file {
+            Some(path) => {
+                let lock = state::lock(path)?;
+                if let Some(saved) = state::read(path)? {
+                    let first = self.shards.is_empty() && self.secrets.is_empty();
+                    self.secrets = saved
+                        .secrets
+                        .into_iter()
+                        .map(|k| (NamespacedName::new(k.namespace, k.name), k.secret))
+                        .collect();
+                    self.shards = saved.shards;
+                    if first && self.keys_out.is_none() {
+                        // Printed when they were issued (by this agent before a restart, or by another one).
+                        self.printed.extend(self.current_keys().values().map(|k| k.id().to_string()));
+                    }
+                }
+                Some(lock)
+            }
+            None => None,
+        };
+        let result = self.compile_and_apply(gateway);
+        if let Some(path) = &self.state_file {
+            let secrets = self
+                .secrets
+                .iter()
+                .map(|(p, secret)| state::KeySecret {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    secret: secret.clone(),
+                })
+                .collect();
+            let saved = state::Saved { secrets, shards: self.shards.clone() };
+            state::write(path, &saved)?;
+        }
+        self.fingerprint = fingerprint(&self.watched());
+        result
+    }
+
+    fn compile_and_apply(&mut self, gateway: &Gateway) -> anyhow::Result<()> {
         let set = if self.files.is_empty() {
             manifests::load_str(QUICKSTART, "embedded examples/quickstart.yaml")?
         } else {
@@ -143,8 +193,8 @@ impl State {
         Ok(())
     }
 
-    /// Prints each new key once, or rewrites `--keys-out` with every current key.
-    fn announce_keys(&mut self) -> anyhow::Result<()> {
+    /// The current key of every policy.
+    fn current_keys(&self) -> BTreeMap<String, ApiKey> {
         let mut current = BTreeMap::new();
         for (policy, secret) in &self.secrets {
             let Some(key) = secret
@@ -158,6 +208,12 @@ impl State {
             };
             current.insert(policy.to_string(), key);
         }
+        current
+    }
+
+    /// Prints each new key once, or rewrites `--keys-out` with every current key.
+    fn announce_keys(&mut self) -> anyhow::Result<()> {
+        let current = self.current_keys();
         match &self.keys_out {
             Some(path) => {
                 let doc: BTreeMap<&String, serde_json::Value> = current
@@ -207,7 +263,7 @@ impl State {
                 _ = hup => true,
             };
             let due = self.next_wake.is_some_and(|at| Utc::now() >= at);
-            if !forced && !due && fingerprint(&self.files) == self.fingerprint {
+            if !forced && !due && fingerprint(&self.watched()) == self.fingerprint {
                 continue;
             }
             if let Err(err) = self.reload(gateway) {
@@ -215,6 +271,74 @@ impl State {
                 tracing::error!(error = %format!("{err:#}"), "manifests could not be applied; keeping the previous config");
             }
         }
+    }
+}
+
+/// `--state-file`: the key Secrets and shards the operator would keep in Kubernetes, as one JSON file.
+mod state {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct Saved {
+        pub secrets: Vec<KeySecret>,
+        pub shards: Vec<Shard>,
+    }
+
+    /// A policy's key Secret.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct KeySecret {
+        pub namespace: String,
+        pub name: String,
+        pub secret: Secret,
+    }
+
+    /// An exclusive lock on `PATH.lock`, held while one agent reads, compiles and writes.
+    pub fn lock(path: &Path) -> anyhow::Result<std::fs::File> {
+        let lock_path =
+            path.with_file_name(format!("{}.lock", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let file = options
+            .open(&lock_path)
+            .with_context(|| format!("cannot open the --state-file lock {}", lock_path.display()))?;
+        file.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        Ok(file)
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<Option<Saved>> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read --state-file {}", path.display())),
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            anyhow::ensure!(
+                mode & 0o077 == 0,
+                "--state-file {} holds API keys and is readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+        }
+        let saved = serde_json::from_slice(&bytes).with_context(|| {
+            format!("--state-file {} is not an infergate state file; move it away to start afresh", path.display())
+        })?;
+        Ok(Some(saved))
+    }
+
+    pub fn write(path: &Path, saved: &Saved) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(saved)?;
+        if std::fs::read(path).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
+        write_private(path, &bytes, false).with_context(|| format!("cannot write --state-file {}", path.display()))
     }
 }
 

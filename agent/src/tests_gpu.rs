@@ -5,6 +5,7 @@ use crate::gpu::{Gpu, GpuRefill, Mode, tier_policies};
 use crate::oneshot::{self, OneShot};
 use crate::outcome::Door;
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use infergate_crds::endpoint::{BuiltinModel, Feature};
 use infergate_gate::admission::{Request, admit};
@@ -57,7 +58,7 @@ fn admitted_gpu_seconds_per_tier_follow_the_utilisation_ramp() {
     let mut factors_seen = [[1.0f64; 2]; 3];
     // Drain the bursts first so every phase measures the refill rate, not the initial balance.
     for grant in [&free, &premium] {
-        while limiter.try_charge_at(grant, 0.05, 0.0).is_ok() {}
+        while limiter.try_charge_at(grant, 0.05, 0.0).now_or_never().expect("in memory: ready").is_ok() {}
     }
     for n in 0..3 * steps_per_phase {
         let sample = telemetry.sample().unwrap();
@@ -65,7 +66,7 @@ fn admitted_gpu_seconds_per_tier_follow_the_utilisation_ramp() {
         let now = (n + 1) as f64 * step.as_secs_f64();
         let phase = (n / steps_per_phase) as usize;
         for (t, grant) in [&free, &premium].into_iter().enumerate() {
-            while limiter.try_charge_at(grant, 0.05, now).is_ok() {
+            while limiter.try_charge_at(grant, 0.05, now).now_or_never().expect("in memory: ready").is_ok() {
                 admitted[phase][t] += 0.05;
             }
             factors_seen[phase][t] = limiter.refill_factor(grant.tier(), grant.identity.policy.tier.priority);

@@ -111,6 +111,9 @@ pub struct TierLimits {
     pub target_utilization_percent: u32,
     pub min_factor: f64,
     pub max_factor: f64,
+    /// What the agent does with this tier while a shared counter store is unreachable.
+    #[serde(default, skip_serializing_if = "crate::tier::OnStoreFailure::is_default")]
+    pub on_store_failure: crate::tier::OnStoreFailure,
     /// Per-endpoint overrides (already merged with the tier's defaults).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoint_overrides: BTreeMap<String, EndpointLimits>,
@@ -338,6 +341,7 @@ mod tests {
             target_utilization_percent: 80,
             min_factor: 0.5,
             max_factor: 1.0,
+            on_store_failure: Default::default(),
             endpoint_overrides: [("speech/whisper".to_string(), limits)].into(),
         };
         assert_eq!(tier.for_endpoint(&NamespacedName::new("speech", "whisper")), limits);

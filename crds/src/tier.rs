@@ -61,6 +61,38 @@ pub struct RateTierSpec {
         inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
     )]
     pub allowed_namespaces: Option<Vec<String>>,
+    /// What agents sharing a counter store (Redis) do with this tier's keys while the store is unreachable:
+    /// `local` (default) enforces this tier's limits divided by the number of agents from each agent's own
+    /// memory; `failOpen` admits without counting; `failClosed` refuses with 503 until the store is back.
+    /// Agents with the in-memory store never consult it.
+    #[serde(default, skip_serializing_if = "OnStoreFailure::is_default")]
+    pub on_store_failure: OnStoreFailure,
+}
+
+/// A tier's behaviour while the shared counter store is unreachable.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnStoreFailure {
+    /// Each agent enforces `limit / agents` (rate, burst and streams, streams rounded up) from its own memory.
+    #[default]
+    Local,
+    /// Admit without counting: availability over the budget.
+    FailOpen,
+    /// Refuse with 503 `backend_unavailable` and a Retry-After: the budget over availability.
+    FailClosed,
+}
+
+impl OnStoreFailure {
+    pub fn is_default(&self) -> bool {
+        *self == OnStoreFailure::Local
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OnStoreFailure::Local => "local",
+            OnStoreFailure::FailOpen => "failOpen",
+            OnStoreFailure::FailClosed => "failClosed",
+        }
+    }
 }
 
 impl RateTierSpec {

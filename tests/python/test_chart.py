@@ -623,6 +623,41 @@ BAD_VALUES = {
                                     "agent.admin.token.secretName: Does not match pattern"),
     "admin-token-empty-key": ({"agent": {"admin": {"token": {"secretName": "t", "key": ""}}}},
                               "agent.admin.token.key"),
+    "counter-store-url-and-existing-secret": (
+        {"agent": {"counterStore": {"redis": {"url": "redis://valkey.redis:6379/0",
+                                              "existingSecret": {"name": "redis-url"}}}}},
+        "agent.counterStore.redis.url and agent.counterStore.redis.existingSecret.name are both set"),
+    "counter-store-url-with-a-password": (
+        {"agent": {"counterStore": {"redis": {"url": "redis://default:hunter2@valkey.redis:6379/0"}}}},
+        "agent.counterStore.redis.url carries a password"),
+    "counter-store-auth-without-a-store": ({"agent": {"counterStore": {"redis": {"auth": {"secretName": "pw"}}}}},
+                                           "agent.counterStore.redis.auth.secretName is set but no Redis store"),
+    "counter-store-ca-without-a-store": ({"agent": {"counterStore": {"redis": {"tls": {"caSecretName": "ca"}}}}},
+                                         "agent.counterStore.redis.tls.caSecretName is set but no Redis store"),
+    "counter-store-ca-without-tls": (
+        {"agent": {"counterStore": {"redis": {"url": "redis://valkey.redis:6379/0", "tls": {"caSecretName": "ca"}}}}},
+        "agent.counterStore.redis.tls.caSecretName is set but agent.counterStore.redis.url is redis:// (no TLS)"),
+    "counter-store-not-a-redis-url": ({"agent": {"counterStore": {"redis": {"url": "valkey.redis:6379"}}}},
+                                      "agent.counterStore.redis.url: Does not match pattern"),
+    "counter-store-bad-mode": ({"agent": {"counterStore": {"mode": "eventual"}}},
+                               "agent.counterStore.mode must be one of the following"),
+    "counter-store-zero-timeout": ({"agent": {"counterStore": {"timeoutMs": 0}}},
+                                   "agent.counterStore.timeoutMs: Must be greater than or equal to 1"),
+    "counter-store-zero-slot-ttl": ({"agent": {"counterStore": {"streamSlotTtlSeconds": 0}}},
+                                    "agent.counterStore.streamSlotTtlSeconds: Must be greater than or equal to 1"),
+    "counter-store-password-value": ({"agent": {"counterStore": {"redis": {"password": "hunter2"}}}},
+                                     "agent.counterStore.redis: Additional property password is not allowed"),
+    "counter-store-bad-secret-name": ({"agent": {"counterStore": {"redis": {"existingSecret": {"name": "Redis URL"}}}}},
+                                      "agent.counterStore.redis.existingSecret.name: Does not match pattern"),
+    "counter-store-port-out-of-range": ({"agent": {"counterStore": {"redis": {"port": 70000}}}},
+                                        "agent.counterStore.redis.port: Must be less than or equal to 65535"),
+    "agent-egress-without-network-policy": ({"networkPolicy": {"enabled": False, "agentEgress": {"enabled": True}}},
+                                            "networkPolicy.agentEgress.enabled is true but networkPolicy.enabled is "
+                                            "false"),
+    "agent-egress-unknown-key": ({"networkPolicy": {"agentEgress": {"redisPort": 6379}}},
+                                 "networkPolicy.agentEgress: Additional property redisPort is not allowed"),
+    "agent-egress-bad-cidr": ({"networkPolicy": {"agentEgress": {"apiServer": {"cidrs": ["api.example.com"]}}}},
+                              "networkPolicy.agentEgress.apiServer.cidrs.0: Does not match pattern"),
 }
 
 
@@ -665,3 +700,182 @@ def test_operator_tls_switches_probes_and_the_test_to_https():
     assert any(a.startswith("https://") for a in pod["spec"]["containers"][0]["command"])
     monitor = one(objs, "ServiceMonitor", "infergate-all-on-operator")
     assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
+
+
+# --- counter store (docs/redis.md) ------------------------------------------------------------------------------
+
+
+COUNTER_STORE_FLAGS = ("--counter-store", "--stream-slot-ttl-seconds")
+COUNTER_STORE_VOLUMES = {"counter-store-auth", "counter-store-ca"}
+
+
+def render_with(tmp_path: Path, values: dict) -> tuple[dict, ...]:
+    """Renders with a values file built from `values` (one file per distinct content, since render is cached)."""
+    text = yaml.safe_dump(values)
+    path = tmp_path / f"values-{abs(hash(text))}.yaml"
+    path.write_text(text)
+    return render(path)
+
+
+def agent_pod(objs, values: Path | None = None) -> dict:
+    name = f"{fullname(values)}-agent"
+    return one(objs, "DaemonSet", name)["spec"]["template"]["spec"]
+
+
+def counter_store_args(c: dict) -> list[str]:
+    return [a for a in c["args"] if a.startswith(COUNTER_STORE_FLAGS)]
+
+
+def store_env(c: dict) -> list[dict]:
+    return [e for e in c["env"] if e["name"] == "INFERGATE_COUNTER_STORE"]
+
+
+def agent_egress(objs, values: Path | None = None) -> list[dict]:
+    spec = one(objs, "NetworkPolicy", f"{fullname(values)}-agent")["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"], spec["policyTypes"]
+    return spec["egress"]
+
+
+def rule_ports(rule: dict) -> set[tuple]:
+    return {(p["port"], p.get("protocol", "TCP")) for p in rule["ports"]}
+
+
+def test_default_agent_counts_in_memory_with_no_counter_store_flags():
+    objs = render(None)
+    pod = agent_pod(objs)
+    c = pod["containers"][0]
+    assert counter_store_args(c) == [], c["args"]
+    assert store_env(c) == []
+    assert not COUNTER_STORE_VOLUMES & {v["name"] for v in pod["volumes"]}
+    assert not COUNTER_STORE_VOLUMES & {m["name"] for m in c["volumeMounts"]}
+    # Egress unrestricted by default: the agent NetworkPolicy has no egress section at all.
+    spec = one(objs, "NetworkPolicy", "infergate-agent")["spec"]
+    assert spec["policyTypes"] == ["Ingress"] and "egress" not in spec
+
+
+def test_counter_store_tuning_alone_does_not_switch_the_store_on(tmp_path):
+    objs = render_with(tmp_path, {"agent": {"counterStore": {"mode": "exact", "timeoutMs": 500,
+                                                             "streamSlotTtlSeconds": 60}}})
+    c = agent_pod(objs)["containers"][0]
+    assert counter_store_args(c) == [] and store_env(c) == []
+
+
+def test_a_plain_redis_url_is_passed_in_the_environment_with_the_default_tuning(tmp_path):
+    url = "redis://infergate@valkey.redis.svc:6379/2"
+    pod = agent_pod(render_with(tmp_path, {"agent": {"counterStore": {"redis": {"url": url}}}}))
+    c = pod["containers"][0]
+    assert counter_store_args(c) == ["--counter-store-mode=leased", "--counter-store-timeout-ms=100",
+                                     "--stream-slot-ttl-seconds=15"]
+    assert store_env(c) == [{"name": "INFERGATE_COUNTER_STORE", "value": url}]
+    assert not [a for a in c["args"] if url in a], "the URL travels in the environment only"
+    assert not COUNTER_STORE_VOLUMES & {v["name"] for v in pod["volumes"]}
+
+
+def test_all_on_agent_reads_the_url_password_and_ca_from_secrets():
+    values = yaml.safe_load(ALL_ON.read_text())["agent"]["counterStore"]
+    pod = agent_pod(render(ALL_ON), ALL_ON)
+    c = pod["containers"][0]
+    assert counter_store_args(c) == [
+        f"--counter-store-mode={values['mode']}", f"--counter-store-timeout-ms={values['timeoutMs']}",
+        f"--stream-slot-ttl-seconds={values['streamSlotTtlSeconds']}",
+        "--counter-store-password-file=/etc/infergate/counter-store-auth/password",
+        "--counter-store-ca-file=/etc/infergate/counter-store-ca/ca.crt"]
+    secret = values["redis"]["existingSecret"]
+    assert store_env(c) == [{"name": "INFERGATE_COUNTER_STORE", "valueFrom": {
+        "secretKeyRef": {"name": secret["name"], "key": secret["key"]}}}]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for name, source, flag in (("counter-store-auth", values["redis"]["auth"], "--counter-store-password-file="),
+                               ("counter-store-ca", values["redis"]["tls"], "--counter-store-ca-file=")):
+        assert mounts[name]["readOnly"] is True
+        secret = volumes[name]["secret"]
+        assert secret["secretName"] == source.get("secretName", source.get("caSecretName"))
+        assert secret["defaultMode"] == 0o440
+        [item] = secret["items"]
+        assert item["key"] == source["key"]
+        # The flag names exactly the file the mount puts there.
+        path = next(a.removeprefix(flag) for a in c["args"] if a.startswith(flag))
+        assert path == f"{mounts[name]['mountPath']}/{item['path']}", (path, mounts[name], item)
+
+
+@pytest.mark.parametrize("redis,flags,volumes", [
+    ({"existingSecret": {"name": "redis-url"}}, [], set()),
+    ({"existingSecret": {"name": "redis-url"}, "auth": {"secretName": "redis-pw"}},
+     ["--counter-store-password-file=/etc/infergate/counter-store-auth/password"], {"counter-store-auth"}),
+    ({"url": "rediss://redis.example.com:6380/0", "tls": {"caSecretName": "redis-ca"}},
+     ["--counter-store-ca-file=/etc/infergate/counter-store-ca/ca.crt"], {"counter-store-ca"}),
+], ids=["secret-url", "secret-url-and-password", "rediss-with-private-ca"])
+def test_password_and_ca_files_are_mounted_only_when_named(tmp_path, redis, flags, volumes):
+    pod = agent_pod(render_with(tmp_path, {"agent": {"counterStore": {"mode": "exact", "redis": redis}}}))
+    c = pod["containers"][0]
+    assert counter_store_args(c) == ["--counter-store-mode=exact", "--counter-store-timeout-ms=100",
+                                     "--stream-slot-ttl-seconds=15", *flags]
+    assert COUNTER_STORE_VOLUMES & {v["name"] for v in pod["volumes"]} == volumes
+    assert COUNTER_STORE_VOLUMES & {m["name"] for m in c["volumeMounts"]} == volumes
+    [env] = store_env(c)
+    if "existingSecret" in redis:
+        assert env["valueFrom"]["secretKeyRef"] == {"name": "redis-url", "key": "url"}
+    else:
+        assert env["value"] == redis["url"]
+
+
+def test_a_url_with_a_password_is_refused_without_echoing_it(tmp_path):
+    path = tmp_path / "password.yaml"
+    path.write_text(yaml.safe_dump({"agent": {"counterStore": {"redis": {
+        "url": "rediss://default:n0t-in-logs@redis.example.com:6380/0"}}}}))
+    proc = run_helm(*template_args(path), check=False)
+    assert proc.returncode != 0 and "carries a password" in proc.stderr, proc.stderr
+    assert "n0t-in-logs" not in proc.stderr + proc.stdout
+
+
+def test_all_on_agent_egress_allows_dns_the_api_server_upstreams_and_the_redis_peers():
+    given = yaml.safe_load(ALL_ON.read_text())
+    eg, redis = given["networkPolicy"]["agentEgress"], given["agent"]["counterStore"]["redis"]
+    rules = agent_egress(render(ALL_ON), ALL_ON)
+    dns, api, store, *rest = rules
+    assert rule_ports(dns) == {(53, "UDP"), (53, "TCP")} and dns["to"] == eg["dnsPeers"]
+    assert rule_ports(api) == {(eg["apiServer"]["port"], "TCP"), (6443, "TCP")}
+    assert api["to"] == [{"ipBlock": {"cidr": cidr}} for cidr in eg["apiServer"]["cidrs"]]
+    assert rule_ports(store) == {(redis["port"], "TCP")} and store["to"] == redis["networkPolicyPeers"]
+    assert rest == eg["upstreams"] + eg["extraRules"]
+    # Egress rules only on the agent: the operator's policy stays ingress-only.
+    operator = one(render(ALL_ON), "NetworkPolicy", "infergate-all-on-operator")["spec"]
+    assert operator["policyTypes"] == ["Ingress"] and "egress" not in operator
+
+
+def test_agent_egress_defaults_open_the_ports_to_any_destination_and_redis_only_with_a_store(tmp_path):
+    memory = agent_egress(render_with(tmp_path, {"networkPolicy": {"agentEgress": {"enabled": True}}}))
+    assert [rule_ports(r) for r in memory] == [{(53, "UDP"), (53, "TCP")}, {(443, "TCP"), (6443, "TCP")}]
+    assert not [r for r in memory if "to" in r], "empty peer lists mean any destination on the port"
+
+    objs = render_with(tmp_path, {"networkPolicy": {"agentEgress": {"enabled": True, "apiServer": {"port": 6443}}},
+                                  "agent": {"counterStore": {"redis": {"existingSecret": {"name": "redis-url"}}}}})
+    rules = agent_egress(objs)
+    assert [rule_ports(r) for r in rules] == [{(53, "UDP"), (53, "TCP")}, {(6443, "TCP")}, {(6379, "TCP")}]
+    assert "to" not in rules[2]
+    policy = one(objs, "NetworkPolicy", "infergate-agent")
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+
+
+def test_redis_peers_are_ignored_while_egress_is_open(tmp_path):
+    objs = render_with(tmp_path, {"agent": {"counterStore": {"redis": {
+        "url": "redis://valkey.redis:6379/0",
+        "networkPolicyPeers": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "redis"}}}]}}}})
+    spec = one(objs, "NetworkPolicy", "infergate-agent")["spec"]
+    assert spec["policyTypes"] == ["Ingress"] and "egress" not in spec
+
+
+def test_new_values_are_documented_in_install_md():
+    """Each key of the counter-store and agent-egress blocks has a row in docs/install.md's values table."""
+    table = (ROOT / "docs" / "install.md").read_text()
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def leaves(prefix: str, node) -> list[str]:
+        if isinstance(node, dict) and node:
+            return [leaf for key, value in node.items() for leaf in leaves(f"{prefix}.{key}", value)]
+        return [prefix]
+
+    keys = (leaves("agent.counterStore", defaults["agent"]["counterStore"])
+            + leaves("networkPolicy.agentEgress", defaults["networkPolicy"]["agentEgress"]))
+    missing = [k for k in keys if f"`{k}`" not in table]
+    assert not missing, f"docs/install.md has no row for {missing}"

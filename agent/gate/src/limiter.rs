@@ -15,8 +15,11 @@
 use crate::admission::Grant;
 use crate::refusal::{Refusal, RefusalCode};
 use crate::snapshot::{KeyMap, KeyRef};
+use infergate_crds::tier::OnStoreFailure;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,8 +48,14 @@ pub struct StoreError {
     pub transient: bool,
 }
 
+/// What a store call returns: boxed so the trait stays object-safe (the agent picks the store at start-up).
+/// For the in-memory store the future is ready at once; the box is the only cost (~20 ns).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
 /// Balances and stream counts. Times are seconds on the caller's monotonic clock, so implementations stay
-/// deterministic under test. Every method is synchronous and must not block on a lock held across I/O.
+/// deterministic under test (a shared store may use its server's clock instead: agents' clocks differ).
+/// Calls that decide admission are async (a shared store may ask its server); settlements and releases never
+/// wait: a shared store applies them in order before its next decision for the bucket, or soon after.
 pub trait CounterStore: Send + Sync + 'static {
     /// Takes `amount` when the balance covers `min(amount, capacity)`; otherwise takes nothing and returns
     /// `Ok(Err(seconds))`: how long until it would.
@@ -56,15 +65,32 @@ pub trait CounterStore: Send + Sync + 'static {
         amount: f64,
         params: BucketParams,
         now: f64,
-    ) -> Result<Result<(), f64>, StoreError>;
-    /// Unconditionally removes `amount` (negative: refunds), never above capacity. Returns the new balance.
-    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<f64, StoreError>;
-    /// The balance now (after refill), for diagnostics and tests.
-    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> Result<f64, StoreError>;
+    ) -> StoreFuture<'_, Result<(), f64>>;
+    /// Unconditionally removes `amount` (negative: refunds), never above capacity. Never waits.
+    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64);
+    /// The balance now (after refill and every earlier `adjust`), for diagnostics and tests.
+    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> StoreFuture<'_, f64>;
     /// Takes one stream slot when fewer than `cap` are held.
-    fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> Result<bool, StoreError>;
-    fn release_stream(&self, bucket: BucketKey) -> Result<(), StoreError>;
-    fn open_streams(&self, bucket: BucketKey) -> Result<u32, StoreError>;
+    fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> StoreFuture<'_, bool>;
+    /// Gives one slot back. Never waits.
+    fn release_stream(&self, bucket: BucketKey);
+    fn open_streams(&self, bucket: BucketKey) -> StoreFuture<'_, u32>;
+    /// Agents sharing this store, as last seen (1 for an in-process store): the divisor of a tier's `local`
+    /// failure policy.
+    fn agents(&self) -> u32 {
+        1
+    }
+    /// Whether the store answered its last call or probe. Stores that cannot fail are always up.
+    fn is_up(&self) -> bool {
+        true
+    }
+    /// Adds settled GPU-seconds to a key's usage (`key` is the key's [`crate::snapshot::KeyRef`]) where every
+    /// agent sees it. Never waits. In-process stores keep no usage: the agent counts its own.
+    fn record_usage(&self, _key: u64, _gpu_seconds: f64) {}
+    /// Usage by key across every agent sharing the store, or `None` when the store keeps none.
+    fn usage(&self) -> StoreFuture<'_, Option<Vec<(u64, f64)>>> {
+        ready(None)
+    }
 }
 
 const EPSILON: f64 = 1e-9;
@@ -97,7 +123,8 @@ pub fn seconds_until(balance: f64, threshold: f64, rate: f64) -> f64 {
 
 const SHARDS: usize = 64;
 
-/// The in-process store: sharded mutexes held for a few arithmetic operations, never across I/O.
+/// The in-process store: sharded mutexes held for a few arithmetic operations, never across I/O. Also the
+/// fallback a [`Limiter`] counts in while a shared store is down (a tier's `local` failure policy).
 pub struct InMemoryStore {
     buckets: Vec<Mutex<HashMap<BucketKey, Bucket>>>,
     streams: Vec<Mutex<HashMap<BucketKey, u32>>>,
@@ -124,6 +151,65 @@ impl InMemoryStore {
         *entry = entry.refilled(params, now);
         f(entry)
     }
+
+    /// [`CounterStore::try_take`], synchronously.
+    pub fn take_now(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<(), f64> {
+        self.with_bucket(bucket, params, now, |b| {
+            let threshold = amount.min(params.capacity).max(0.0);
+            let wait = seconds_until(b.balance, threshold, params.rate_per_second);
+            if wait == 0.0 {
+                b.balance -= amount;
+                Ok(())
+            } else {
+                Err(wait)
+            }
+        })
+    }
+
+    /// [`CounterStore::adjust`], returning the new balance.
+    pub fn adjust_now(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> f64 {
+        self.with_bucket(bucket, params, now, |b| {
+            b.balance = (b.balance - amount).min(params.capacity);
+            b.balance
+        })
+    }
+
+    pub fn balance_now(&self, bucket: BucketKey, params: BucketParams, now: f64) -> f64 {
+        self.with_bucket(bucket, params, now, |b| b.balance)
+    }
+
+    pub fn acquire_now(&self, bucket: BucketKey, cap: u32) -> bool {
+        let mut map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
+        let open = map.entry(bucket).or_insert(0);
+        if *open < cap {
+            *open += 1;
+            true
+        } else {
+            if *open == 0 {
+                map.remove(&bucket);
+            }
+            false
+        }
+    }
+
+    pub fn release_now(&self, bucket: BucketKey) {
+        let mut map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = map.get_mut(&bucket) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                map.remove(&bucket);
+            }
+        }
+    }
+
+    pub fn open_now(&self, bucket: BucketKey) -> u32 {
+        let map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&bucket).copied().unwrap_or(0)
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(Ok(value)))
 }
 
 impl CounterStore for InMemoryStore {
@@ -133,55 +219,28 @@ impl CounterStore for InMemoryStore {
         amount: f64,
         params: BucketParams,
         now: f64,
-    ) -> Result<Result<(), f64>, StoreError> {
-        Ok(self.with_bucket(bucket, params, now, |b| {
-            let threshold = amount.min(params.capacity).max(0.0);
-            let wait = seconds_until(b.balance, threshold, params.rate_per_second);
-            if wait == 0.0 {
-                b.balance -= amount;
-                Ok(())
-            } else {
-                Err(wait)
-            }
-        }))
+    ) -> StoreFuture<'_, Result<(), f64>> {
+        ready(self.take_now(bucket, amount, params, now))
     }
 
-    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Result<f64, StoreError> {
-        Ok(self.with_bucket(bucket, params, now, |b| {
-            b.balance = (b.balance - amount).min(params.capacity);
-            b.balance
-        }))
+    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) {
+        self.adjust_now(bucket, amount, params, now);
     }
 
-    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> Result<f64, StoreError> {
-        Ok(self.with_bucket(bucket, params, now, |b| b.balance))
+    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> StoreFuture<'_, f64> {
+        ready(self.balance_now(bucket, params, now))
     }
 
-    fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> Result<bool, StoreError> {
-        let mut map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
-        let open = map.entry(bucket).or_insert(0);
-        if *open < cap {
-            *open += 1;
-            Ok(true)
-        } else {
-            Ok(false)
-        }
+    fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> StoreFuture<'_, bool> {
+        ready(self.acquire_now(bucket, cap))
     }
 
-    fn release_stream(&self, bucket: BucketKey) -> Result<(), StoreError> {
-        let mut map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(open) = map.get_mut(&bucket) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                map.remove(&bucket);
-            }
-        }
-        Ok(())
+    fn release_stream(&self, bucket: BucketKey) {
+        self.release_now(bucket)
     }
 
-    fn open_streams(&self, bucket: BucketKey) -> Result<u32, StoreError> {
-        let map = self.streams[Self::shard(&bucket)].lock().unwrap_or_else(|p| p.into_inner());
-        Ok(map.get(&bucket).copied().unwrap_or(0))
+    fn open_streams(&self, bucket: BucketKey) -> StoreFuture<'_, u32> {
+        ready(self.open_now(bucket))
     }
 }
 
@@ -199,6 +258,17 @@ pub trait RefillFactor: Send + Sync + 'static {
 pub struct Nominal;
 impl RefillFactor for Nominal {}
 
+/// Which counters a charge or a stream slot was taken from, so it is settled or released in the same place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The configured store (in memory, or shared across agents).
+    Store,
+    /// This agent's own memory, while a shared store is unreachable and the tier's policy is `local`.
+    Local,
+    /// Not counted: the store was unreachable and the tier's policy is `failOpen`.
+    Unmetered,
+}
+
 /// A pre-charge to settle when the work is done.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[must_use = "settle the charge with the measured GPU time, or refund it"]
@@ -206,11 +276,14 @@ pub struct Charge {
     pub bucket: BucketKey,
     pub params: BucketParams,
     pub gpu_seconds: f64,
+    pub origin: Origin,
 }
 
 impl Charge {
     /// Folds a later charge on the same bucket into this one, so the chunks of a stream segment settle once
     /// against the segment's measured time. The later bucket shape wins (the refill rate follows GPU load).
+    /// Charges from different counters (the store went down mid-segment) are not folded: the caller settles
+    /// the earlier one first.
     pub fn absorb(&mut self, later: Charge) {
         debug_assert_eq!(self.bucket, later.bucket, "charges of one segment share a bucket");
         self.gpu_seconds += later.gpu_seconds;
@@ -218,13 +291,24 @@ impl Charge {
     }
 }
 
+/// Decisions taken without the shared store, by tier policy, for the agent's metrics.
+#[derive(Default)]
+pub struct StoreFailureCounts {
+    pub local: AtomicU64,
+    pub fail_open: AtomicU64,
+    pub fail_closed: AtomicU64,
+}
+
 pub struct Limiter {
     store: Arc<dyn CounterStore>,
+    /// Where a tier with `onStoreFailure: local` counts while the store is unreachable.
+    fallback: InMemoryStore,
     refill: Arc<dyn RefillFactor>,
     epoch: Instant,
     /// Requests waiting per key, bounded by the tier's queue depth.
     waiting: Mutex<KeyMap<u32>>,
     queue_depth: AtomicI64,
+    failures: StoreFailureCounts,
 }
 
 impl Limiter {
@@ -233,7 +317,15 @@ impl Limiter {
     }
 
     pub fn with_refill(store: Arc<dyn CounterStore>, refill: Arc<dyn RefillFactor>) -> Self {
-        Limiter { store, refill, epoch: Instant::now(), waiting: Mutex::default(), queue_depth: AtomicI64::new(0) }
+        Limiter {
+            store,
+            fallback: InMemoryStore::default(),
+            refill,
+            epoch: Instant::now(),
+            waiting: Mutex::default(),
+            queue_depth: AtomicI64::new(0),
+            failures: StoreFailureCounts::default(),
+        }
     }
 
     /// The hook the GPU-telemetry crate drives; 1.0 without it.
@@ -250,6 +342,11 @@ impl Limiter {
 
     pub fn store(&self) -> &Arc<dyn CounterStore> {
         &self.store
+    }
+
+    /// Decisions taken by failure policy while the store was unreachable.
+    pub fn store_failures(&self) -> &StoreFailureCounts {
+        &self.failures
     }
 
     /// Requests currently waiting in any queue.
@@ -281,50 +378,83 @@ impl Limiter {
         audio_seconds.max(0.0) * grant.endpoint.shard.cost.gpu_seconds_per_audio_second
     }
 
+    /// This agent's share of a bucket while the shared store is down: the tier's limits divided by the agents.
+    fn local_share(&self, params: BucketParams) -> BucketParams {
+        let agents = f64::from(self.store.agents().max(1));
+        BucketParams { rate_per_second: params.rate_per_second / agents, capacity: params.capacity / agents }
+    }
+
     /// Takes `gpu_seconds` now or refuses with an honest retry-after. The hot path: one store call.
-    pub fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
+    pub async fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
         let bucket = Self::bucket(grant);
         let params = self.params(grant);
-        match self.store.try_take(bucket, gpu_seconds, params, now).map_err(store_refusal)? {
-            Ok(()) => Ok(Charge { bucket, params, gpu_seconds }),
+        let (taken, origin, params) = match self.store.try_take(bucket, gpu_seconds, params, now).await {
+            Ok(taken) => (taken, Origin::Store, params),
+            Err(err) => match grant.identity.policy.tier.on_store_failure {
+                OnStoreFailure::Local => {
+                    self.failures.local.fetch_add(1, Ordering::Relaxed);
+                    let share = self.local_share(params);
+                    (self.fallback.take_now(bucket, gpu_seconds, share, now), Origin::Local, share)
+                }
+                OnStoreFailure::FailOpen => {
+                    self.failures.fail_open.fetch_add(1, Ordering::Relaxed);
+                    (Ok(()), Origin::Unmetered, params)
+                }
+                OnStoreFailure::FailClosed => {
+                    self.failures.fail_closed.fetch_add(1, Ordering::Relaxed);
+                    return Err(store_refusal(err));
+                }
+            },
+        };
+        match taken {
+            Ok(()) => Ok(Charge { bucket, params, gpu_seconds, origin }),
             Err(wait) => Err(rate_limited(grant, gpu_seconds, wait)),
         }
     }
 
-    pub fn try_charge(&self, grant: &Grant, gpu_seconds: f64) -> Result<Charge, Refusal> {
-        self.try_charge_at(grant, gpu_seconds, self.now())
+    pub async fn try_charge(&self, grant: &Grant, gpu_seconds: f64) -> Result<Charge, Refusal> {
+        self.try_charge_at(grant, gpu_seconds, self.now()).await
+    }
+
+    fn adjust(&self, charge: &Charge, amount: f64) {
+        match charge.origin {
+            Origin::Store => self.store.adjust(charge.bucket, amount, charge.params, self.now()),
+            Origin::Local => {
+                self.fallback.adjust_now(charge.bucket, amount, charge.params, self.now());
+            }
+            Origin::Unmetered => {}
+        }
     }
 
     /// Settles a pre-charge against the measured GPU time: refunds the difference or charges the extra.
-    /// Returns the GPU-seconds finally charged.
+    /// Returns the GPU-seconds finally charged. Never waits (settlement runs in drop guards).
     pub fn settle(&self, charge: Charge, measured_gpu_seconds: Option<f64>) -> f64 {
         let Some(measured) = measured_gpu_seconds.filter(|m| m.is_finite() && *m >= 0.0) else {
             return charge.gpu_seconds;
         };
         let delta = measured - charge.gpu_seconds;
         if delta.abs() > EPSILON {
-            // A store error here loses one adjustment; the pre-charge stands, which errs towards the tenant.
-            let _ = self.store.adjust(charge.bucket, delta, charge.params, self.now());
+            self.adjust(&charge, delta);
         }
         measured
     }
 
     /// Gives a pre-charge back in full (the request failed before any GPU work).
     pub fn refund(&self, charge: Charge) {
-        let _ = self.store.adjust(charge.bucket, -charge.gpu_seconds, charge.params, self.now());
+        self.adjust(&charge, -charge.gpu_seconds);
     }
 
     /// Like [`try_charge`](Self::try_charge), but waits in the key's queue (bounded depth, tier timeout) when
     /// the bucket will be able to pay soon. A wait that cannot end before the timeout is refused at once.
     pub async fn charge(&self, grant: &Grant, gpu_seconds: f64) -> Result<Charge, Refusal> {
-        let first = match self.try_charge(grant, gpu_seconds) {
+        let first = match self.try_charge(grant, gpu_seconds).await {
             Ok(charge) => return Ok(charge),
             Err(refusal) => refusal,
         };
         let tier = &grant.identity.policy.tier;
         let timeout = Duration::from_millis(tier.queue_timeout_ms);
         let wait = first.retry_after_seconds.unwrap_or(f64::INFINITY);
-        if tier.queue_max_depth == 0 || wait > timeout.as_secs_f64() {
+        if first.code != RefusalCode::RateLimited || tier.queue_max_depth == 0 || wait > timeout.as_secs_f64() {
             return Err(first);
         }
         let _slot = self.enter_queue(grant)?;
@@ -333,8 +463,9 @@ impl Limiter {
         loop {
             let until = (tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.001))).min(deadline);
             tokio::time::sleep_until(until).await;
-            match self.try_charge(grant, gpu_seconds) {
+            match self.try_charge(grant, gpu_seconds).await {
                 Ok(charge) => return Ok(charge),
+                Err(refusal) if refusal.code != RefusalCode::RateLimited => return Err(refusal),
                 Err(refusal) if tokio::time::Instant::now() >= deadline => {
                     return Err(Refusal {
                         code: RefusalCode::QueueTimeout,
@@ -352,11 +483,30 @@ impl Limiter {
     }
 
     /// Takes a stream slot for the grant's (key, endpoint), or refuses with `stream_cap`.
-    pub fn try_open_stream(self: &Arc<Self>, grant: &Grant) -> Result<StreamSlot, Refusal> {
+    pub async fn try_open_stream(self: &Arc<Self>, grant: &Grant) -> Result<StreamSlot, Refusal> {
         let bucket = Self::bucket(grant);
         let cap = grant.limits.max_concurrent_streams;
-        if self.store.acquire_stream(bucket, cap).map_err(store_refusal)? {
-            Ok(StreamSlot { limiter: Arc::clone(self), bucket })
+        let (acquired, origin) = match self.store.acquire_stream(bucket, cap).await {
+            Ok(acquired) => (acquired, Origin::Store),
+            Err(err) => match grant.identity.policy.tier.on_store_failure {
+                OnStoreFailure::Local => {
+                    self.failures.local.fetch_add(1, Ordering::Relaxed);
+                    // Rounded up: a cap of 1 over three agents must still let one stream in somewhere.
+                    let share = cap.div_ceil(self.store.agents().max(1));
+                    (self.fallback.acquire_now(bucket, share), Origin::Local)
+                }
+                OnStoreFailure::FailOpen => {
+                    self.failures.fail_open.fetch_add(1, Ordering::Relaxed);
+                    (cap > 0, Origin::Unmetered)
+                }
+                OnStoreFailure::FailClosed => {
+                    self.failures.fail_closed.fetch_add(1, Ordering::Relaxed);
+                    return Err(store_refusal(err));
+                }
+            },
+        };
+        if acquired {
+            Ok(StreamSlot { limiter: Arc::clone(self), bucket, origin })
         } else {
             let message = if cap == 0 {
                 format!(
@@ -376,12 +526,13 @@ impl Limiter {
     /// [`try_open_stream`](Self::try_open_stream), waiting in the key's queue up to the tier's timeout for a
     /// slot to free up.
     pub async fn open_stream(self: &Arc<Self>, grant: &Grant) -> Result<StreamSlot, Refusal> {
-        let first = match self.try_open_stream(grant) {
+        let first = match self.try_open_stream(grant).await {
             Ok(slot) => return Ok(slot),
             Err(refusal) => refusal,
         };
         let tier = &grant.identity.policy.tier;
-        if tier.queue_max_depth == 0 || grant.limits.max_concurrent_streams == 0 {
+        if first.code != RefusalCode::StreamCap || tier.queue_max_depth == 0 || grant.limits.max_concurrent_streams == 0
+        {
             return Err(first);
         }
         let _slot = self.enter_queue(grant)?;
@@ -389,7 +540,7 @@ impl Limiter {
         // Slots free up when another stream ends; polling at 20 ms keeps this path simple and it is not hot.
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Ok(slot) = self.try_open_stream(grant) {
+            if let Ok(slot) = self.try_open_stream(grant).await {
                 return Ok(slot);
             }
         }
@@ -439,15 +590,20 @@ impl Drop for QueueSlot<'_> {
     }
 }
 
-/// A held stream slot; released when dropped.
+/// A held stream slot; released when dropped (at once: a shared store's release does not wait for I/O).
 pub struct StreamSlot {
     limiter: Arc<Limiter>,
     bucket: BucketKey,
+    origin: Origin,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let _ = self.limiter.store.release_stream(self.bucket);
+        match self.origin {
+            Origin::Store => self.limiter.store.release_stream(self.bucket),
+            Origin::Local => self.limiter.fallback.release_now(self.bucket),
+            Origin::Unmetered => {}
+        }
     }
 }
 
@@ -467,7 +623,10 @@ fn rate_limited(grant: &Grant, gpu_seconds: f64, wait: f64) -> Refusal {
 }
 
 fn store_refusal(err: StoreError) -> Refusal {
-    let mut r = Refusal::new(RefusalCode::BackendUnavailable, "rate-limit counters are unavailable; retry shortly");
+    let mut r = Refusal::new(
+        RefusalCode::BackendUnavailable,
+        "the shared rate-limit counters are unreachable and this key's tier refuses while they are (onStoreFailure: failClosed); retry shortly",
+    );
     if err.transient {
         r = r.with_retry_after(1.0);
     }

@@ -31,6 +31,7 @@ pub fn tier(name: &str) -> TierLimits {
         target_utilization_percent: 85,
         min_factor: 0.25,
         max_factor: 1.0,
+        on_store_failure: Default::default(),
         endpoint_overrides: BTreeMap::new(),
     }
 }

@@ -195,16 +195,16 @@ fn revision_is_order_independent() {
     assert_ne!(one.revision, Snapshot::empty().revision);
 }
 
-#[test]
-fn precharge_settle_and_retry_after() {
+#[tokio::test]
+async fn precharge_settle_and_retry_after() {
     let s = world();
     let limiter = Limiter::new(Arc::new(InMemoryStore::default()));
     let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
     // 6 GPU-s/min = 0.1/s, burst 1. Five seconds of audio at 0.1 GPU-s per second = 0.5 GPU-s.
     assert_eq!(Limiter::estimate(&g, 5.0), 0.5);
-    let c1 = limiter.try_charge_at(&g, 0.5, 0.0).unwrap();
-    let _c2 = limiter.try_charge_at(&g, 0.5, 0.0).unwrap();
-    let refused = limiter.try_charge_at(&g, 0.5, 0.0).unwrap_err();
+    let c1 = limiter.try_charge_at(&g, 0.5, 0.0).await.unwrap();
+    let _c2 = limiter.try_charge_at(&g, 0.5, 0.0).await.unwrap();
+    let refused = limiter.try_charge_at(&g, 0.5, 0.0).await.unwrap_err();
     assert_eq!(refused.code, RefusalCode::RateLimited);
     assert!((refused.retry_after_seconds.unwrap() - 5.0).abs() < 1e-9);
     assert_eq!(refused.retry_after_header(), Some(5));
@@ -212,12 +212,12 @@ fn precharge_settle_and_retry_after() {
     assert_eq!(limiter.settle(c1, Some(0.2)), 0.2);
     let bucket = Limiter::bucket(&g);
     let params = limiter.params(&g);
-    let balance = limiter.store().balance(bucket, params, limiter.now()).unwrap();
+    let balance = limiter.store().balance(bucket, params, limiter.now()).await.unwrap();
     assert!((balance - 0.3).abs() < 0.01, "balance {balance}");
 }
 
-#[test]
-fn tier_overrides_apply_per_endpoint() {
+#[tokio::test]
+async fn tier_overrides_apply_per_endpoint() {
     let mut t = tier("pro");
     t.endpoint_overrides.insert(
         "default/transcribe".into(),
@@ -235,10 +235,10 @@ fn tier_overrides_apply_per_endpoint() {
     assert_eq!(g.limits.max_concurrent_streams, 1);
     let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
     assert_eq!(limiter.params(&g).rate_per_second, 1.0);
-    let slot = limiter.try_open_stream(&g).unwrap();
-    assert_eq!(limiter.try_open_stream(&g).map(|_| ()).unwrap_err().code, RefusalCode::StreamCap);
+    let slot = limiter.try_open_stream(&g).await.unwrap();
+    assert_eq!(limiter.try_open_stream(&g).await.map(|_| ()).unwrap_err().code, RefusalCode::StreamCap);
     drop(slot);
-    assert!(limiter.try_open_stream(&g).is_ok());
+    assert!(limiter.try_open_stream(&g).await.is_ok());
 }
 
 #[tokio::test]
@@ -258,8 +258,8 @@ async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
     .0;
     let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
     let limiter = Limiter::new(Arc::new(InMemoryStore::default()));
-    let _first = limiter.try_charge(&g, 0.1).unwrap();
-    assert_eq!(limiter.try_charge(&g, 0.1).unwrap_err().code, RefusalCode::RateLimited);
+    let _first = limiter.try_charge(&g, 0.1).await.unwrap();
+    assert_eq!(limiter.try_charge(&g, 0.1).await.unwrap_err().code, RefusalCode::RateLimited);
     // About 0.1 s of refill needed, well inside the 5 s queue timeout: the queued call is admitted.
     let (queued, second) = tokio::join!(limiter.charge(&g, 0.1), async {
         tokio::task::yield_now().await;
@@ -273,7 +273,7 @@ async fn queue_absorbs_a_short_wait_and_refuses_a_long_one() {
         Err(r) => assert_eq!(r.code, RefusalCode::QueueFull),
     }
     // 100 GPU-s in debt: the bucket cannot pay within the 5 s queue timeout, so no waiting, an honest wait.
-    let _ = limiter.store().adjust(Limiter::bucket(&g), 100.0, limiter.params(&g), limiter.now());
+    limiter.store().adjust(Limiter::bucket(&g), 100.0, limiter.params(&g), limiter.now());
     let long = limiter.charge(&g, 0.1).await.unwrap_err();
     assert_eq!(long.code, RefusalCode::RateLimited);
     assert!(long.retry_after_seconds.unwrap() > 99.0);
@@ -377,16 +377,16 @@ fn a_decision_reads_one_snapshot_whatever_the_identity_saw() {
     assert_eq!(decide(&after, &identity, &TRANSCRIBE, t0()).unwrap().endpoint.label, "default/transcribe");
 }
 
-#[test]
-fn both_keys_of_a_rotation_overlap_spend_one_bucket() {
+#[tokio::test]
+async fn both_keys_of_a_rotation_overlap_spend_one_bucket() {
     let s = world();
     let limiter = Limiter::new(Arc::new(InMemoryStore::default()));
     let current = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
     let retiring = admit(&s, key(2).expose(), &TRANSCRIBE, t0()).unwrap();
     assert_eq!(Limiter::bucket(&current), Limiter::bucket(&retiring));
     // The tier's burst is 1 GPU-s: the current key spends it, the retiring key finds it empty.
-    let _spent = limiter.try_charge_at(&current, 1.0, 0.0).unwrap();
-    assert_eq!(code(limiter.try_charge_at(&retiring, 0.5, 0.0)), RefusalCode::RateLimited);
+    let _spent = limiter.try_charge_at(&current, 1.0, 0.0).await.unwrap();
+    assert_eq!(code(limiter.try_charge_at(&retiring, 0.5, 0.0).await), RefusalCode::RateLimited);
 }
 
 #[tokio::test]
@@ -489,4 +489,124 @@ fn a_policy_that_pins_client_certificates_needs_one_of_its_identities() {
         wrong.message,
         "policy default/app accepts client certificates for CN=checkout, SAN spiffe://c/s only; this one is for CN=other, SAN dns.example"
     );
+}
+
+/// A shared store that is down: every decision fails as a Redis timeout would.
+struct DownStore;
+impl crate::limiter::CounterStore for DownStore {
+    fn try_take(
+        &self,
+        _: crate::limiter::BucketKey,
+        _: f64,
+        _: crate::limiter::BucketParams,
+        _: f64,
+    ) -> crate::limiter::StoreFuture<'_, Result<(), f64>> {
+        Box::pin(async { Err(crate::limiter::StoreError { message: "timed out".into(), transient: true }) })
+    }
+    fn adjust(&self, _: crate::limiter::BucketKey, _: f64, _: crate::limiter::BucketParams, _: f64) {
+        panic!("a charge taken while the store is down is never settled against it");
+    }
+    fn balance(
+        &self,
+        _: crate::limiter::BucketKey,
+        _: crate::limiter::BucketParams,
+        _: f64,
+    ) -> crate::limiter::StoreFuture<'_, f64> {
+        Box::pin(async { Err(crate::limiter::StoreError { message: "timed out".into(), transient: true }) })
+    }
+    fn acquire_stream(&self, _: crate::limiter::BucketKey, _: u32) -> crate::limiter::StoreFuture<'_, bool> {
+        Box::pin(async { Err(crate::limiter::StoreError { message: "timed out".into(), transient: true }) })
+    }
+    fn release_stream(&self, _: crate::limiter::BucketKey) {
+        panic!("a slot taken while the store is down is never released to it");
+    }
+    fn open_streams(&self, _: crate::limiter::BucketKey) -> crate::limiter::StoreFuture<'_, u32> {
+        Box::pin(async { Ok(0) })
+    }
+    fn agents(&self) -> u32 {
+        4
+    }
+    fn is_up(&self) -> bool {
+        false
+    }
+}
+
+fn world_with_failure(policy: infergate_crds::tier::OnStoreFailure) -> Snapshot {
+    let mut t = tier("shared");
+    t.gpu_seconds_per_minute = 60.0;
+    t.burst_gpu_seconds = 4.0;
+    t.max_concurrent_streams = 2;
+    t.on_store_failure = policy;
+    Snapshot::build(
+        &[
+            mk_endpoint("transcribe", "whisper-1").shard(),
+            mk_policy("app").tier(t).key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard(),
+        ],
+        SnapshotOptions::default(),
+    )
+    .0
+}
+
+#[tokio::test]
+async fn store_down_local_policy_enforces_this_agents_share() {
+    use crate::limiter::Origin;
+    let s = world_with_failure(infergate_crds::tier::OnStoreFailure::Local);
+    let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    let limiter = Arc::new(Limiter::new(Arc::new(DownStore)));
+    // Burst 4 over 4 agents: this agent may spend 1 GPU-s, refilling at 1/s / 4.
+    let c = limiter.try_charge_at(&g, 1.0, 0.0).await.unwrap();
+    assert_eq!(c.origin, Origin::Local);
+    let refused = limiter.try_charge_at(&g, 1.0, 0.0).await.unwrap_err();
+    assert_eq!(refused.code, RefusalCode::RateLimited);
+    assert!((refused.retry_after_seconds.unwrap() - 4.0).abs() < 1e-9);
+    // Settlement goes back to the local counters (DownStore panics if it were asked).
+    limiter.settle(c, Some(0.5));
+    assert!(limiter.try_charge_at(&g, 0.5, 0.0).await.is_ok());
+    // Streams: a cap of 2 over 4 agents rounds up to 1 here.
+    let slot = limiter.try_open_stream(&g).await.unwrap();
+    assert_eq!(limiter.try_open_stream(&g).await.map(|_| ()).unwrap_err().code, RefusalCode::StreamCap);
+    drop(slot);
+    assert!(limiter.try_open_stream(&g).await.is_ok());
+    assert!(limiter.store_failures().local.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+}
+
+#[tokio::test]
+async fn store_down_fail_open_admits_without_counting() {
+    let s = world_with_failure(infergate_crds::tier::OnStoreFailure::FailOpen);
+    let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    let limiter = Arc::new(Limiter::new(Arc::new(DownStore)));
+    for _ in 0..100 {
+        let c = limiter.try_charge_at(&g, 1.0, 0.0).await.unwrap();
+        assert_eq!(c.origin, crate::limiter::Origin::Unmetered);
+        limiter.settle(c, Some(2.0));
+    }
+    let slots: Vec<_> = futures_join(&limiter, &g, 5).await;
+    assert!(slots.iter().all(|s| s.is_ok()));
+}
+
+#[tokio::test]
+async fn store_down_fail_closed_refuses_with_503_and_retry_after() {
+    let s = world_with_failure(infergate_crds::tier::OnStoreFailure::FailClosed);
+    let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    let limiter = Arc::new(Limiter::new(Arc::new(DownStore)));
+    let refused = limiter.try_charge_at(&g, 0.1, 0.0).await.unwrap_err();
+    assert_eq!(refused.code, RefusalCode::BackendUnavailable);
+    assert_eq!(refused.retry_after_header(), Some(1));
+    assert!(refused.message.contains("failClosed"), "{}", refused.message);
+    let stream = limiter.try_open_stream(&g).await.map(|_| ()).unwrap_err();
+    assert_eq!(stream.code, RefusalCode::BackendUnavailable);
+    // A queued charge does not wait on a store failure: it is refused at once.
+    assert_eq!(limiter.charge(&g, 0.1).await.unwrap_err().code, RefusalCode::BackendUnavailable);
+}
+
+async fn futures_join(
+    limiter: &Arc<Limiter>,
+    g: &crate::admission::Grant,
+    n: usize,
+) -> Vec<Result<crate::limiter::StreamSlot, crate::refusal::Refusal>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(limiter.try_open_stream(g).await);
+    }
+    out
 }

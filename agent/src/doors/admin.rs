@@ -98,6 +98,7 @@ pub fn router(gateway: Arc<Gateway>, access: AdminAccess, tls: Option<Arc<crate:
         let gateway = Arc::clone(&gateway);
         Arc::new(move || {
             gateway.metrics.queue_depth.set(gateway.limiter.queue_depth());
+            gateway.metrics.observe_counter_store(&gateway.limiter);
             gateway.metrics.open_streams.set(gateway.streams.len() as i64);
         })
     };
@@ -116,14 +117,26 @@ async fn usage(State(state): State<AdminState>, headers: HeaderMap) -> Response 
     }
     let gateway = &state.gateway;
     let streams = gateway.streams.per_key();
-    let keys: Vec<_> = gateway
-        .usage()
+    let local = gateway.usage();
+    // With a shared counter store, usage is the fleet's (every agent's settled GPU-seconds); this agent's own
+    // share stays visible as `agentGpuSeconds`. Open streams are this agent's.
+    let (scope, usage) = match gateway.global_usage().await {
+        Some(global) => ("global", global),
+        None => ("agent", local.clone()),
+    };
+    let local: std::collections::HashMap<_, _> = local.into_iter().collect();
+    let keys: Vec<_> = usage
         .into_iter()
         .map(|(key, gpu_seconds)| {
-            serde_json::json!({"keyId": key.to_string(), "gpuSeconds": gpu_seconds, "openStreams": streams.get(&key).copied().unwrap_or(0)})
+            serde_json::json!({
+                "keyId": key.to_string(),
+                "gpuSeconds": gpu_seconds,
+                "agentGpuSeconds": local.get(&key).copied().unwrap_or(0.0),
+                "openStreams": streams.get(&key).copied().unwrap_or(0),
+            })
         })
         .collect();
-    Json(serde_json::json!({"revision": gateway.snapshot().revision, "keys": keys})).into_response()
+    Json(serde_json::json!({"revision": gateway.snapshot().revision, "scope": scope, "keys": keys})).into_response()
 }
 
 async fn status(State(state): State<AdminState>, headers: HeaderMap) -> Response {

@@ -119,3 +119,31 @@ namespace cut so the name stays a 63-character DNS label) or the release namespa
 {{- .Release.Namespace -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+The agent's counter store: "redis" when agent.counterStore.redis names a store (url or existingSecret.name), empty
+for the in-memory store (no counter-store flag or env is rendered then). Fails on values that contradict each
+other. Never prints the URL: it may carry a password.
+*/}}
+{{- define "infergate.agent.counterStore" -}}
+{{- $r := .Values.agent.counterStore.redis -}}
+{{- if and $r.url $r.existingSecret.name -}}
+{{- fail "agent.counterStore.redis.url and agent.counterStore.redis.existingSecret.name are both set: give the Redis URL one way (existingSecret is preferred, the URL may then carry a password)" -}}
+{{- end -}}
+{{- if regexMatch "^rediss?://[^/]*:[^/]*@" $r.url -}}
+{{- fail "agent.counterStore.redis.url carries a password, which would be stored in the Helm release and the pod spec: put the URL in a Secret (agent.counterStore.redis.existingSecret) or only the password (agent.counterStore.redis.auth.secretName)" -}}
+{{- end -}}
+{{- if or $r.url $r.existingSecret.name -}}
+{{- if and $r.tls.caSecretName (hasPrefix "redis://" $r.url) -}}
+{{- fail "agent.counterStore.redis.tls.caSecretName is set but agent.counterStore.redis.url is redis:// (no TLS): use rediss:// to verify the server with that CA" -}}
+{{- end -}}
+redis
+{{- else -}}
+{{- if $r.auth.secretName -}}
+{{- fail "agent.counterStore.redis.auth.secretName is set but no Redis store is configured: set agent.counterStore.redis.existingSecret.name (or .url)" -}}
+{{- end -}}
+{{- if $r.tls.caSecretName -}}
+{{- fail "agent.counterStore.redis.tls.caSecretName is set but no Redis store is configured: set agent.counterStore.redis.existingSecret.name (or .url)" -}}
+{{- end -}}
+{{- end -}}
+{{- end }}

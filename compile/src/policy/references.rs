@@ -121,6 +121,7 @@ fn tier_limits(tier: &RateTier, scopes: &[ScopeEntry]) -> TierLimits {
         target_utilization_percent: t.gpu_utilization.target_percent,
         min_factor: t.gpu_utilization.min_factor,
         max_factor: t.gpu_utilization.max_factor,
+        on_store_failure: t.on_store_failure,
         endpoint_overrides,
     }
 }

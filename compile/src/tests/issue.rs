@@ -74,6 +74,7 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
             target_utilization_percent: 85,
             min_factor: 0.25,
             max_factor: 1.0,
+            on_store_failure: Default::default(),
             endpoint_overrides: [(
                 "speech/whisper".to_string(),
                 infergate_crds::gateway::EndpointLimits {
