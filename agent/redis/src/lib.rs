@@ -10,7 +10,8 @@
 //!  both:    refused ──▶ the refusal is cached until its refill time (a refused key does not hammer Redis)
 //!           adjust (settle/refund) ──▶ local; applied with the bucket's next script call or the 100 ms flush
 //!  streams: acquire ──▶ SLOTS.lua: drop expired members, add one if fewer than cap (member = agent:n, TTL)
-//!           release ──▶ queued and sent at once by the flusher; heartbeat every ttl/3 keeps held members alive
+//!           release ──▶ queued and sent at once by the flusher; a heartbeat every ttl/3 (at most 1 s) keeps
+//!           held members and this agent's entry in the agents set alive
 //!  down:    any error or timeout marks the store down; calls fail at once (the Limiter applies the tier's
 //!           onStoreFailure) and a 500 ms PING probe brings it back without a restart
 //! ```
@@ -344,7 +345,17 @@ impl Inner {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if self.up.swap(false, Ordering::AcqRel) {
             tracing::warn!(reason = why, "counter store unreachable; tiers apply their onStoreFailure policy");
+            self.forget_denials();
             self.wake.notify_one();
+        }
+    }
+
+    /// Cached refusals describe the store as it was; after it went away or came back, the tier's failure policy
+    /// or the store itself decides again.
+    fn forget_denials(&self) {
+        for shard in &self.locals {
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            map.values_mut().for_each(|l| l.denied_until = 0.0);
         }
     }
 
@@ -654,12 +665,14 @@ impl Inner {
 /// Flush every 100 ms (or at once when a slot is released), heartbeat every ttl/3, probe every 500 ms while down.
 async fn background(inner: Arc<Inner>) {
     let flush_every = Duration::from_millis(100);
-    let heartbeat_every = (inner.settings.slot_ttl / 3).max(Duration::from_millis(200));
+    // Also how soon an idle agent notices the store went away (readiness, metrics): at least once a second.
+    let heartbeat_every = (inner.settings.slot_ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(1));
     let mut last_heartbeat: Option<Instant> = None;
     loop {
         if !inner.up.load(Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if inner.probe().await {
+                inner.forget_denials();
                 inner.up.store(true, Ordering::Release);
                 tracing::info!("counter store reachable again; shared limits apply");
                 last_heartbeat = None;
