@@ -342,18 +342,29 @@ impl Gateway {
         Ok(ConnectionGuard { gateway: Arc::clone(self), door })
     }
 
-    /// Takes one of the key's connection slots (the agent-wide per-key cap).
-    pub fn key_connection(&self, key: KeyRef) -> Result<KeyConnectionGuard, Refusal> {
-        self.per_key_connections.take(key).map_err(|_| {
+    /// Takes one of the key's connection slots: the per-key cap on this agent and, with a shared counter store,
+    /// the same cap across every agent sharing it (a slot with a heartbeat, like a stream slot). While the shared
+    /// store is unreachable only this agent's cap applies.
+    pub async fn key_connection(&self, key: KeyRef) -> Result<KeyConnectionGuard, Refusal> {
+        let cap = self.settings.max_connections_per_key;
+        let full = |scope: &str| {
             Refusal::new(
                 RefusalCode::ConnectionCap,
-                format!(
-                    "key {key} holds this agent's maximum of {} connections per key; close some",
-                    self.settings.max_connections_per_key
-                ),
+                format!("key {key} holds the maximum of {cap} connections per key {scope}; close some"),
             )
             .with_retry_after(1.0)
-        })
+        };
+        let local = self.per_key_connections.take(key).map_err(|_| full("on this agent"))?;
+        let store = self.limiter.store();
+        if !store.is_shared() {
+            return Ok(KeyConnectionGuard { _local: local, global: None });
+        }
+        let bucket = infergate_gate::limiter::BucketKey { policy: key.0, endpoint: CONNECTIONS_BUCKET };
+        match store.acquire_stream(bucket, cap).await {
+            Ok(true) => Ok(KeyConnectionGuard { _local: local, global: Some((Arc::clone(store), bucket)) }),
+            Ok(false) => Err(full("across the agents sharing the counter store")),
+            Err(_) => Ok(KeyConnectionGuard { _local: local, global: None }),
+        }
     }
 
     /// Takes an in-flight slot for a one-shot request: per key, so one key's burst of slow uploads cannot hold
@@ -456,8 +467,23 @@ impl Drop for KeySlot {
     }
 }
 
-/// A key's long-lived connection slot.
-pub type KeyConnectionGuard = KeySlot;
+/// The shared-store "endpoint" under which a key's connection slots are counted (stream slots use real endpoint
+/// bucket ids, which are hashes of `namespace/name` and never this value).
+const CONNECTIONS_BUCKET: u64 = u64::MAX;
+
+/// A key's long-lived connection slot: on this agent, and across agents when the counter store is shared.
+pub struct KeyConnectionGuard {
+    _local: KeySlot,
+    global: Option<(Arc<dyn infergate_gate::limiter::CounterStore>, infergate_gate::limiter::BucketKey)>,
+}
+
+impl Drop for KeyConnectionGuard {
+    fn drop(&mut self) {
+        if let Some((store, bucket)) = self.global.take() {
+            store.release_stream(bucket);
+        }
+    }
+}
 
 /// A settled charge.
 #[derive(Clone, Copy, Debug, PartialEq)]

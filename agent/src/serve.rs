@@ -101,5 +101,7 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
         r = grpc_serving => r.context("grpc listener failed"),
     };
     tick.abort();
+    // Unused GPU-second leases go back to a shared store, and this agent's slots are released, before it exits.
+    let _ = tokio::time::timeout(Duration::from_secs(2), gateway.limiter.store().flush()).await;
     result
 }

@@ -122,7 +122,7 @@ impl Session {
             gateway.refused(&refusal, &mut outcome);
             refusal
         };
-        let key_connection = gateway.key_connection(key).map_err(&mut refused)?;
+        let key_connection = gateway.key_connection(key).await.map_err(&mut refused)?;
         let backend = gateway.backends.for_endpoint(&grant.endpoint.shard).map_err(&mut refused)?;
         let slot = gateway.limiter.open_stream(&grant).await.map_err(&mut refused)?;
         gateway.admitted(&grant);

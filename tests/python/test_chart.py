@@ -8,9 +8,12 @@ Run: bash tests/tools/install-helm.sh && .venv/bin/python -m pytest -q tests/pyt
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import shutil
 import subprocess
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import pytest
 import yaml
 
 import chart_checks as cc
+from conftest import binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "infergate"
@@ -34,6 +38,8 @@ VALUES = {"default": None, "all-on": ALL_ON}
 NO_UPSTREAM_SCHEMA = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD; its schema ships with that operator",
     ("cert-manager.io/v1", "Certificate"): "cert-manager CRD; its schema ships with cert-manager",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "Prometheus Operator CRD; its rules are checked by promtool "
+                                                    "in test_chart_dashboards.py",
 }
 
 CRD_GROUP = "infergate.dev"
@@ -196,14 +202,25 @@ def in_config_namespace(obj: dict, values: Path | None) -> bool:
     return (obj["kind"], suffix) in CONFIG_NAMESPACE_OBJECTS
 
 
+def dashboard_namespace(values: Path | None) -> str:
+    """Where the Grafana dashboard ConfigMap goes: monitoring.dashboard.namespace, else the release namespace."""
+    given = yaml.safe_load(values.read_text()) if values else {}
+    return given.get("monitoring", {}).get("dashboard", {}).get("namespace") or NAMESPACE
+
+
 @values_params
 def test_namespaced_objects_land_in_the_release_namespace(values):
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "ValidatingAdmissionPolicy",
                       "ValidatingAdmissionPolicyBinding", "Namespace"}
+    dashboard = ("ConfigMap", f"{fullname(values)}-dashboard")
     wrong = [cc.name_of(o) for o in render(values)
              if o["kind"] not in cluster_scoped and not in_config_namespace(o, values)
+             and (o["kind"], o["metadata"]["name"]) != dashboard
              and o["metadata"].get("namespace") != NAMESPACE]
     assert not wrong, f"not in namespace {NAMESPACE}: {wrong}"
+    for o in render(values):
+        if (o["kind"], o["metadata"]["name"]) == dashboard:
+            assert o["metadata"]["namespace"] == dashboard_namespace(values)
 
 
 @values_params
@@ -658,6 +675,44 @@ BAD_VALUES = {
                                  "networkPolicy.agentEgress: Additional property redisPort is not allowed"),
     "agent-egress-bad-cidr": ({"networkPolicy": {"agentEgress": {"apiServer": {"cidrs": ["api.example.com"]}}}},
                               "networkPolicy.agentEgress.apiServer.cidrs.0: Does not match pattern"),
+    "extra-args-repeat-a-value-flag": ({"agent": {"extraArgs": ["--max-connections=5"]}},
+                                       "agent.extraArgs passes --max-connections, which the chart already controls "
+                                       "(agent.limits.maxConnections)"),
+    "extra-args-repeat-a-fixed-flag": ({"agent": {"extraArgs": ["--grpc-addr", "0.0.0.0:1"]}},
+                                       "agent.extraArgs passes --grpc-addr, which the chart already controls "
+                                       "(agent.ports.grpc)"),
+    "operator-extra-args-repeat-a-flag": ({"operator": {"extraArgs": ["--log-format", "text"]}},
+                                          "operator.extraArgs passes --log-format, which the chart already controls "
+                                          "(operator.logFormat)"),
+    "extra-env-repeats-log-level": ({"agent": {"logLevel": "debug", "extraEnv": [{"name": "RUST_LOG", "value": "x"}]}},
+                                    "agent.extraEnv sets RUST_LOG, which the chart already sets (agent.logLevel)"),
+    "operator-extra-env-repeats-otlp": ({"operator": {"otlpEndpoint": "http://otel:4317",
+                                                      "extraEnv": [{"name": "INFERGATE_OTLP_ENDPOINT", "value": "x"}]}},
+                                        "operator.extraEnv sets INFERGATE_OTLP_ENDPOINT"),
+    "extra-env-counter-store": ({"agent": {"extraEnv": [{"name": "INFERGATE_COUNTER_STORE", "value": "redis://r:6379"}]}},
+                                "agent.extraEnv sets INFERGATE_COUNTER_STORE, which the chart already sets "
+                                "(agent.counterStore.redis)"),
+    "extra-volume-name-clash": ({"agent": {"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}},
+                                "agent.extraVolumes has a volume named tmp, a name the chart uses itself"),
+    "extra-mount-without-path": ({"operator": {"extraVolumeMounts": [{"name": "x"}]}},
+                                 "operator.extraVolumeMounts.0: mountPath is required"),
+    "two-operator-writers": ({"operator": {"leaderElection": False}},
+                             "operator.leaderElection is false with operator.replicas 2"),
+    "bad-duration": ({"agent": {"timeouts": {"auth": "5"}}}, "agent.timeouts.auth: Does not match pattern"),
+    "zero-cap": ({"agent": {"limits": {"maxConnections": 0}}},
+                 "agent.limits.maxConnections: Must be greater than or equal to 1"),
+    "fractional-cap": ({"agent": {"limits": {"maxInFlight": 1.5}}}, "agent.limits.maxInFlight: Invalid type"),
+    "unknown-limit": ({"agent": {"limits": {"maxStreams": 5}}},
+                      "agent.limits: Additional property maxStreams is not allowed"),
+    "bad-environment": ({"agent": {"environment": "prod"}}, "agent.environment must be one of the following"),
+    "bad-log-format": ({"agent": {"logFormat": "logfmt"}}, "agent.logFormat must be one of the following"),
+    "bad-otlp-endpoint": ({"agent": {"otlpEndpoint": "otel:4317"}}, "agent.otlpEndpoint: Does not match pattern"),
+    "bad-lease-name": ({"operator": {"leaseName": "Leader Lease"}}, "operator.leaseName: Does not match pattern"),
+    "crds-unknown-key": ({"crds": {"upgrade": True}}, "crds: Additional property upgrade is not allowed"),
+    "rules-unknown-key": ({"monitoring": {"rules": {"severity": "page"}}},
+                          "monitoring.rules: Additional property severity is not allowed"),
+    "dashboard-bad-namespace": ({"monitoring": {"dashboard": {"namespace": "Grafana"}}},
+                                "monitoring.dashboard.namespace: Does not match pattern"),
 }
 
 
@@ -876,6 +931,243 @@ def test_new_values_are_documented_in_install_md():
         return [prefix]
 
     keys = (leaves("agent.counterStore", defaults["agent"]["counterStore"])
-            + leaves("networkPolicy.agentEgress", defaults["networkPolicy"]["agentEgress"]))
+            + leaves("networkPolicy.agentEgress", defaults["networkPolicy"]["agentEgress"])
+            + leaves("agent.limits", defaults["agent"]["limits"])
+            + leaves("agent.timeouts", defaults["agent"]["timeouts"])
+            + leaves("crds", defaults["crds"]) + leaves("monitoring", defaults["monitoring"])
+            + [f"agent.{k}" for k in AGENT_SETTINGS] + [f"operator.{k}" for k in OPERATOR_SETTINGS]
+            + [f"{c}.{k}" for c in ("agent", "operator") for k in ("extraArgs", "extraVolumes", "extraVolumeMounts")])
     missing = [k for k in keys if f"`{k}`" not in table]
     assert not missing, f"docs/install.md has no row for {missing}"
+
+
+def values_rows(path: Path) -> list[str]:
+    """The rows of the values table: from its header to the first line that is not a table row."""
+    lines = path.read_text().splitlines()
+    start = lines.index("| value | default | what it does |")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def test_readme_values_table_is_the_one_in_install_md():
+    rows = values_rows(ROOT / "docs" / "install.md")
+    assert rows, "docs/install.md has no values table"
+    readme = values_rows(ROOT / "README.md")
+    assert readme == rows, "README.md's values table differs from docs/install.md's; keep them identical"
+
+
+# --- every binary setting from values (docs/install.md) -------------------------------------------------------
+
+
+# value under agent. / operator. -> the flag it is passed as (only when set).
+AGENT_SETTINGS = {
+    "logFormat": "--log-format", "otlpEndpoint": "--otlp-endpoint", "environment": "--environment",
+    "allowQueryKeys": "--allow-query-keys", "segmentSeconds": "--segment-seconds", "logLevel": "RUST_LOG",
+}
+AGENT_LIMITS = {
+    "maxConnections": "--max-connections", "maxConnectionsPerKey": "--max-connections-per-key",
+    "maxUnauthenticatedPerIp": "--max-unauthenticated-per-ip", "maxHttpConnections": "--max-http-connections",
+    "maxHttpConnectionsPerIp": "--max-http-connections-per-ip", "maxInFlight": "--max-in-flight",
+    "maxInFlightPerKey": "--max-in-flight-per-key", "maxUploadBytes": "--max-upload-bytes",
+    "maxLiveTicketsPerKey": "--max-live-tickets-per-key",
+}
+AGENT_TIMEOUTS = {"auth": "--auth-timeout", "body": "--body-timeout", "headerRead": "--header-read-timeout",
+                  "keepAlive": "--keep-alive-timeout", "ticketTtl": "--ticket-ttl"}
+OPERATOR_SETTINGS = {"otlpEndpoint": "--otlp-endpoint", "leaderElection": "--leader-election",
+                     "leaseName": "--lease-name", "logLevel": "RUST_LOG"}
+# Flags of the binaries that no value sets, and why. Every other flag `--help` lists must be rendered by all-on.
+NOT_FROM_VALUES = {
+    "--help": "clap", "--version": "clap",
+    "--pod-ip": "POD_IP from the pod's status, as an environment variable",
+    "--pod-name": "POD_NAME from the pod's name, as an environment variable",
+    "--counter-store": "INFERGATE_COUNTER_STORE from agent.counterStore.redis, as an environment variable (the URL "
+                       "may carry a password)",
+}
+
+
+def flag_names(args: list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in args if a.startswith("--")}
+
+
+def help_flags(binary_name: str, subcommand: str) -> set[str]:
+    out = subprocess.run([str(binary(binary_name)), subcommand, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return set(re.findall(r"^\s+(?:-\w, )?(--[a-z0-9-]+)", out.stdout, re.M))
+
+
+def expected_flag(flag: str, value) -> str:
+    if isinstance(value, bool):
+        return flag if flag == "--allow-query-keys" else f"{flag}={str(value).lower()}"
+    return f"{flag}={value}"
+
+
+def test_binary_settings_are_not_passed_unless_set():
+    objs = render(None)
+    agent = container(objs, "DaemonSet", "infergate-agent")
+    operator = container(objs, "Deployment", "infergate-operator")
+    agent_flags = set(AGENT_LIMITS.values()) | set(AGENT_TIMEOUTS.values()) | set(AGENT_SETTINGS.values())
+    assert not flag_names(agent["args"]) & agent_flags, agent["args"]
+    assert not flag_names(operator["args"]) & (set(OPERATOR_SETTINGS.values()) | {"--tls-min-version"})
+    for c in (agent, operator):
+        assert "RUST_LOG" not in env_sources(c)
+        assert not [v for v in c.get("volumeMounts", []) if v["name"].startswith("extra")]
+
+
+def test_all_on_passes_every_binary_setting_as_its_flag():
+    given = yaml.safe_load(ALL_ON.read_text())
+    objs = render(ALL_ON)
+    for kind, component, settings in (("DaemonSet", "agent", AGENT_SETTINGS), ("Deployment", "operator",
+                                                                                 OPERATOR_SETTINGS)):
+        c = container(objs, kind, f"infergate-all-on-{component}")
+        values = given[component]
+        expected = {flag: values[key] for key, flag in settings.items() if flag != "RUST_LOG"}
+        if component == "agent":
+            expected |= {flag: values["limits"][key] for key, flag in AGENT_LIMITS.items()}
+            expected |= {flag: values["timeouts"][key] for key, flag in AGENT_TIMEOUTS.items()}
+        else:
+            expected["--tls-min-version"] = values["tls"]["minVersion"]
+        for flag, value in expected.items():
+            assert expected_flag(flag, value) in c["args"], (flag, value, c["args"])
+        assert env_sources(c)["RUST_LOG"] == values["logLevel"]
+        # The escape hatches: extraArgs come last, as given; extra volumes are mounted as given.
+        assert c["args"][-len(values["extraArgs"]):] == values["extraArgs"]
+        pod = one(objs, kind, f"infergate-all-on-{component}")["spec"]["template"]["spec"]
+        for volume in values["extraVolumes"]:
+            assert volume in pod["volumes"]
+        for mount in values["extraVolumeMounts"]:
+            assert mount in c["volumeMounts"]
+
+
+def test_set_values_are_rendered_as_integers_and_plain_flags():
+    objs = render(None, "--set", "agent.limits.maxUploadBytes=104857600", "--set", "agent.segmentSeconds=3",
+                  "--set", "agent.allowQueryKeys=false", "--set", "operator.replicas=1",
+                  "--set", "operator.leaderElection=false")
+    args = container(objs, "DaemonSet", "infergate-agent")["args"]
+    assert "--max-upload-bytes=104857600" in args and "--segment-seconds=3" in args
+    assert "--allow-query-keys" not in args
+    assert "--leader-election=false" in container(objs, "Deployment", "infergate-operator")["args"]
+    # RUST_LOG through extraEnv stays possible while logLevel is unset.
+    objs = render(None, "--set", "agent.extraEnv[0].name=RUST_LOG", "--set", "agent.extraEnv[0].value=debug")
+    assert env_sources(container(objs, "DaemonSet", "infergate-agent"))["RUST_LOG"] == "debug"
+
+
+@pytest.mark.parametrize("kind,component,binary_name,subcommand", [
+    ("DaemonSet", "agent", "infergate-agent", "cluster"),
+    ("Deployment", "operator", "infergate-operator", "run"),
+])
+def test_every_flag_of_the_binaries_is_reachable_from_values(kind, component, binary_name, subcommand):
+    """A flag added to the binary without a chart value fails here: add the value (or list it in NOT_FROM_VALUES)."""
+    flags = help_flags(binary_name, subcommand)
+    assert len(flags) > 5, flags
+    rendered = flag_names(container(render(ALL_ON), kind, f"infergate-all-on-{component}")["args"])
+    missing = flags - rendered - set(NOT_FROM_VALUES)
+    assert not missing, f"{binary_name} {subcommand} takes {sorted(missing)}, which no chart value sets"
+
+
+@pytest.mark.parametrize("kind,component,binary_name", [
+    ("DaemonSet", "agent", "infergate-agent"),
+    ("Deployment", "operator", "infergate-operator"),
+])
+def test_rendered_flags_are_accepted_by_the_binaries(kind, component, binary_name, tmp_path):
+    """The all-on args (less extraArgs, which name a made-up flag) parse: the binaries get past argument parsing
+    and fail later for want of a cluster, instead of exiting with clap's usage error (exit code 2)."""
+    given = yaml.safe_load(ALL_ON.read_text())[component]
+    c = container(render(ALL_ON), kind, f"infergate-all-on-{component}")
+    args = c["args"][:-len(given["extraArgs"])]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none"),
+           "POD_NAMESPACE": NAMESPACE, "NODE_NAME": "gpu-node-1", "POD_NAME": "op-1", "POD_IP": "10.0.0.1"}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in args]
+    proc = subprocess.Popen([str(binary(binary_name)), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    assert proc.returncode != 2 and "try '--help'" not in out, f"{binary_name} refused the rendered args:\n{out}"
+
+
+# --- CRDs -------------------------------------------------------------------------------------------------------
+
+
+def generated_crds() -> dict[str, dict]:
+    crds = {}
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        crds[crd["metadata"]["name"]] = crd
+    return crds
+
+
+def test_crds_are_release_templates_kept_on_uninstall_and_equal_to_the_generated_files():
+    rendered = [o for o in render(None) if o["kind"] == "CustomResourceDefinition"]
+    # --include-crds adds nothing: Helm's install-only crds/ directory is hidden by .helmignore, or every CRD would
+    # come twice (and a plain `helm install` would fail on the second, unmanaged copy).
+    assert sorted(c["metadata"]["name"] for c in rendered) == sorted(generated_crds())
+    for crd in rendered:
+        meta = crd["metadata"]
+        assert meta["annotations"] == {"helm.sh/resource-policy": "keep"}, meta
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        stripped = {**crd, "metadata": {"name": meta["name"]}}
+        assert stripped == generated_crds()[meta["name"]], f"{meta['name']} differs from charts/infergate/crds/"
+
+
+def test_crds_can_be_left_to_someone_else_or_left_unkept():
+    assert not [o for o in render(None, "--set", "crds.install=false") if o["kind"] == "CustomResourceDefinition"]
+    unkept = [o for o in render(None, "--set", "crds.keep=false") if o["kind"] == "CustomResourceDefinition"]
+    assert len(unkept) == 3 and not [c for c in unkept if "annotations" in c["metadata"]]
+
+
+def test_the_packaged_chart_carries_the_crds_as_templates_only(tmp_path):
+    run_helm("package", str(CHART), "--destination", str(tmp_path))
+    [package] = tmp_path.glob("infergate-*.tgz")
+    with tarfile.open(package) as tar:
+        names = tar.getnames()
+        linked = {n for n in names if n.startswith("infergate/files/crds/")}
+        assert {n.rsplit("/", 1)[1] for n in linked} == {p.name for p in (CHART / "crds").glob("*.yaml")}
+        assert all(tar.getmember(n).isfile() for n in linked), "helm package must resolve the files/crds link"
+    assert not [n for n in names if n.startswith("infergate/crds/")], names
+    out = run_helm("template", RELEASE, str(package), "--namespace", NAMESPACE, "--kube-version", K8S_VERSION,
+                   "--include-crds").stdout
+    kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
+    assert kinds.count("CustomResourceDefinition") == 3
+
+
+# --- dashboard and alert rules (their contents: test_chart_dashboards.py) ---------------------------------------
+
+
+def test_monitoring_objects_are_off_by_default():
+    objs = render(None)
+    assert not [o for o in objs if o["kind"] == "PrometheusRule"]
+    assert not [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")]
+
+
+def test_prometheus_rule_needs_the_api_or_force():
+    enabled = ("--set", "monitoring.rules.enabled=true")
+    assert not [o for o in render(None, *enabled) if o["kind"] == "PrometheusRule"]
+    served = render(None, *enabled, "--api-versions", "monitoring.coreos.com/v1/PrometheusRule")
+    assert [o["metadata"]["name"] for o in served if o["kind"] == "PrometheusRule"] == ["infergate"]
+    forced = render(None, *enabled, "--set", "monitoring.rules.force=true")
+    assert [o["metadata"]["name"] for o in forced if o["kind"] == "PrometheusRule"] == ["infergate"]
+    # Off wins over an API that is there.
+    assert not [o for o in render(None, "--api-versions", "monitoring.coreos.com/v1/PrometheusRule")
+                if o["kind"] == "PrometheusRule"]
+
+
+def test_all_on_dashboard_configmap_and_prometheus_rule():
+    given = yaml.safe_load(ALL_ON.read_text())["monitoring"]
+    objs = render(ALL_ON)
+    cm = one(objs, "ConfigMap", "infergate-all-on-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == given["dashboard"]["annotations"]
+    assert json.loads(cm["data"]["infergate.json"]) == json.loads(
+        (CHART / "files" / "dashboards" / "infergate.json").read_text())
+    rule = one(objs, "PrometheusRule", "infergate-all-on")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    source = yaml.safe_load((CHART / "files" / "prometheus" / "rules.yaml").read_text())["groups"]
+    assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in source]
+    for group, source_group in zip(rule["spec"]["groups"], source):
+        for r, s in zip(group["rules"], source_group["rules"], strict=True):
+            assert r["expr"] == s["expr"]
+            if "alert" in r:
+                assert r["labels"] == {**s["labels"], **given["rules"]["alertLabels"]}
+                assert r["annotations"]["runbook_url"] == f"{given['rules']['runbookBaseUrl']}#{r['alert'].lower()}"

@@ -294,6 +294,27 @@ def test_a_killed_agents_stream_slots_return_within_the_slot_ttl(fleet, upstream
     doomed.stop()
 
 
+def test_the_per_key_connection_cap_holds_across_agents(fleet, upstream, redis, tmp_path_factory):
+    state = Path(fleet[0].proc.args[fleet[0].proc.args.index("--state-file") + 1])
+    pair = [start_agent(upstream, redis, state, tmp_path_factory, f"c{i}", extra=["--max-connections-per-key", "1"])
+            for i in (1, 2)]
+    try:
+        key = pair[0].key("streams")  # the stream cap (2) is not what refuses here: the connection cap (1) is
+        first, r1 = open_stream(pair[0], key)
+        assert r1["type"] == "ready"
+        second, r2 = open_stream(pair[1], key)
+        assert r2["type"] == "error" and r2["error"]["code"] == "connection_cap"
+        assert "across the agents" in r2["error"]["message"]
+        assert close_code(second) == 4294
+        first.close()
+        third = wait_until(lambda: (lambda s: s if s[1]["type"] == "ready" else s[0].close())(open_stream(pair[1], key)),
+                           timeout=5, what="the released connection slot")
+        third[0].close()
+    finally:
+        for a in pair:
+            a.stop()
+
+
 def drain(agent, key, client):
     """Spends the key's whole budget (the tier's burst) through one agent."""
     while upload(client, agent, key).status_code == 200:

@@ -80,6 +80,10 @@ pub trait CounterStore: Send + Sync + 'static {
     fn agents(&self) -> u32 {
         1
     }
+    /// Whether other agents count in this store too (caps that are per agent in memory become global).
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// Whether the store answered its last call or probe. Stores that cannot fail are always up.
     fn is_up(&self) -> bool {
         true
@@ -87,6 +91,10 @@ pub trait CounterStore: Send + Sync + 'static {
     /// Adds settled GPU-seconds to a key's usage (`key` is the key's [`crate::snapshot::KeyRef`]) where every
     /// agent sees it. Never waits. In-process stores keep no usage: the agent counts its own.
     fn record_usage(&self, _key: u64, _gpu_seconds: f64) {}
+    /// Sends what is queued (settlements, unused leases, released slots, usage) before the agent exits.
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        ready(())
+    }
     /// Usage by key across every agent sharing the store, or `None` when the store keeps none.
     fn usage(&self) -> StoreFuture<'_, Option<Vec<(u64, f64)>>> {
         ready(None)

@@ -4,9 +4,10 @@
 //! ```text
 //!  exact:   try_take ──▶ BUCKET.lua (server time, refill, take)           one round trip per admission
 //!  leased:  try_take ──▶ local lease covers it? ── yes ─▶ spend locally     no I/O on the hot path
-//!                                               └─ no ──▶ BUCKET.lua takes `need` + a block sized to the key's
-//!                                                         recent spend on this agent; unused lease returns
-//!                                                         after `lease_ttl` (or is lost with a crashed agent)
+//!                                               └─ no ──▶ BUCKET.lua takes `need`, plus for a key active on
+//!                                                         this agent a block of 0.1 s of its rate (<= 2% of
+//!                                                         burst); unused lease returns after `lease_ttl` (or
+//!                                                         is lost with a crashed agent)
 //!  both:    refused ──▶ the refusal is cached until its refill time (a refused key does not hammer Redis)
 //!           adjust (settle/refund) ──▶ local; applied with the bucket's next script call or the 100 ms flush
 //!  streams: acquire ──▶ SLOTS.lua: drop expired members, add one if fewer than cap (member = agent:n, TTL)
@@ -93,10 +94,10 @@ fn default_agent_id() -> String {
 pub struct ConfigError(String);
 
 const EPSILON: f64 = 1e-9;
-/// A lease block is at most this share of the bucket's burst: what one agent can strand.
+/// A lease block is at most this share of the bucket's burst: what one agent can strand per key...
 const BLOCK_SHARE_OF_BURST: f64 = 0.02;
-/// ...and about this much of the key's recent spend on this agent.
-const BLOCK_SECONDS_OF_SPEND: f64 = 0.1;
+/// ...and at most this many seconds of the tier's refill rate.
+const BLOCK_SECONDS_OF_RATE: f64 = 0.1;
 const SHARDS: usize = 64;
 
 /// Per-bucket state this agent keeps.
@@ -115,10 +116,9 @@ struct Local {
     shared_seen_at: f64,
     denied_until: f64,
     denied_need: f64,
-    /// Spend since the last top-up and the smoothed spend rate that sizes lease blocks.
-    spent: f64,
+    /// When this agent last took from the shared bucket for this key: a key that did within `lease_ttl` is
+    /// active and gets lease blocks; a cold key takes only what each request needs.
     last_topup: Option<Instant>,
-    rate_estimate: f64,
     /// Stream-slot members this agent holds, and released members not yet removed in Redis.
     held: Vec<String>,
     releases: Vec<String>,
@@ -138,6 +138,7 @@ struct Inner {
     heartbeat_script: redis::Script,
     agents_script: redis::Script,
     errors: AtomicU64,
+    calls: AtomicU64,
 }
 
 /// The Redis counter store. Dropping it stops its background task.
@@ -276,6 +277,7 @@ impl RedisStore {
             heartbeat_script: redis::Script::new(HEARTBEAT_LUA),
             agents_script: redis::Script::new(AGENTS_LUA),
             errors: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
         });
         let task = tokio::spawn(background(Arc::clone(&inner)));
         Ok(Arc::new(RedisStore { inner, task }))
@@ -285,14 +287,14 @@ impl RedisStore {
         self.inner.settings.mode
     }
 
+    /// Round trips to Redis since start (scripts, pipelines, probes).
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
     /// Calls that failed (error or timeout) since start.
     pub fn errors(&self) -> u64 {
         self.inner.errors.load(Ordering::Relaxed)
-    }
-
-    /// Sends every queued adjustment, lease return, release and usage now (tests and shutdown).
-    pub async fn flush(&self) {
-        self.inner.flush(true).await;
     }
 }
 
@@ -327,6 +329,7 @@ impl Inner {
         invocation: impl FnOnce(ConnectionManager) -> futures_like::BoxFut<'a, T>,
     ) -> Result<T, StoreError> {
         let Some(conn) = self.conn.load_full() else { return Err(self.unavailable()) };
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let result = tokio::time::timeout(self.settings.timeout, invocation((*conn).clone())).await;
         match result {
             Ok(Ok(value)) => Ok(value),
@@ -399,6 +402,7 @@ impl Inner {
         now: f64,
     ) -> Result<Result<(), f64>, StoreError> {
         let leased = self.settings.mode == Mode::Leased;
+        let lease_ttl = self.settings.lease_ttl;
         let threshold = amount.min(params.capacity).max(0.0);
         // Decide locally what can be decided locally.
         let plan = self.with_local(bucket, |l| {
@@ -406,7 +410,6 @@ impl Inner {
             l.last_now = now;
             if leased && l.lease + EPSILON >= amount {
                 l.lease -= amount;
-                l.spent += amount;
                 return Err(Ok(()));
             }
             let lease = if leased { l.lease } else { 0.0 };
@@ -415,11 +418,12 @@ impl Inner {
                 return Err(Err(l.denied_until - now));
             }
             let take = amount - lease;
-            let block = if leased {
-                (l.rate_estimate * BLOCK_SECONDS_OF_SPEND)
-                    .min(params.capacity * BLOCK_SHARE_OF_BURST)
-                    .min(params.rate_per_second * BLOCK_SECONDS_OF_SPEND)
-                    .max(0.0)
+            // The block adapts to the key: nothing for a cold key (its first request takes what it needs, so a
+            // quiet key never strands budget), a tenth of a second of its tier's rate (at most 2% of burst) for a
+            // key this agent served within the lease TTL.
+            let active = l.last_topup.is_some_and(|t| t.elapsed() < lease_ttl);
+            let block = if leased && active {
+                (params.rate_per_second * BLOCK_SECONDS_OF_RATE).min(params.capacity * BLOCK_SHARE_OF_BURST).max(0.0)
             } else {
                 0.0
             };
@@ -449,14 +453,8 @@ impl Inner {
                     if leased {
                         l.lease += granted - amount;
                         let at = Instant::now();
-                        if let Some(last) = l.last_topup {
-                            let elapsed = at.duration_since(last).as_secs_f64().max(1e-3);
-                            let rate = (l.spent + amount) / elapsed;
-                            l.rate_estimate = 0.5 * l.rate_estimate + 0.5 * rate;
-                        }
                         l.last_topup = Some(at);
                         l.leased_at = Some(at);
-                        l.spent = 0.0;
                     }
                     l.denied_until = 0.0;
                     Ok(())
@@ -733,6 +731,18 @@ impl CounterStore for RedisStore {
 
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    /// Every queued adjustment, unused lease (returned early), release and usage, now.
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.flush(true).await;
+            Ok(())
+        })
     }
 
     fn record_usage(&self, key: u64, gpu_seconds: f64) {

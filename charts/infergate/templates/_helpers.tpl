@@ -147,3 +147,60 @@ redis
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+Optional flags: each (list "--flag" value) becomes an args item "--flag=value" when the value is set, and nothing
+when it is null or "" (the binary default then applies). Whole numbers print as integers (Helm reads numbers as
+floats). A boolean true with no value wanted is written (list "--flag" true "switch"). Call with a list of those.
+*/}}
+{{- define "infergate.optionalFlags" -}}
+{{- range . -}}
+{{- $flag := index . 0 -}}
+{{- $v := index . 1 -}}
+{{- if and (eq (len .) 3) (kindIs "bool" $v) -}}
+{{- if $v }}
+- {{ $flag | quote }}
+{{- end -}}
+{{- else if not (or (kindIs "invalid" $v) (and (kindIs "string" $v) (eq $v ""))) -}}
+{{- if and (kindIs "float64" $v) (eq $v (float64 (int64 $v))) -}}
+{{- $v = int64 $v -}}
+{{- end }}
+- {{ printf "%s=%v" $flag $v | quote }}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Refuses extraArgs that name a flag the chart passes or has a value for, so no flag reaches the binary twice (clap
+would refuse the second one at start, or an env-backed flag would silently win). Call with (dict "args" list
+"owned" (dict "--flag" "where the chart sets it") "what" "agent.extraArgs").
+*/}}
+{{- define "infergate.checkExtraArgs" -}}
+{{- range .args -}}
+{{- $name := regexReplaceAll "=.*$" (toString .) "" -}}
+{{- if hasKey $.owned $name -}}
+{{- fail (printf "%s passes %s, which the chart already controls (%s): set it there instead of in %s" $.what $name (get $.owned $name) $.what) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Refuses extraEnv entries named like a variable the chart sets. Call with (dict "env" list "owned" (dict "NAME"
+"where the chart sets it") "what" "agent.extraEnv").
+*/}}
+{{- define "infergate.checkExtraEnv" -}}
+{{- range .env -}}
+{{- if hasKey $.owned .name -}}
+{{- fail (printf "%s sets %s, which the chart already sets (%s): use that value instead" $.what .name (get $.owned .name)) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* Refuses extraVolumes named like one of the chart's volumes. Call with (dict "volumes" list "owned" list "what" "agent.extraVolumes"). */}}
+{{- define "infergate.checkExtraVolumes" -}}
+{{- range .volumes -}}
+{{- if has .name $.owned -}}
+{{- fail (printf "%s has a volume named %s, a name the chart uses itself (%s): rename it" $.what .name (join ", " $.owned)) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
