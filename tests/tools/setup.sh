@@ -11,6 +11,7 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v sox >/dev/null || need_apt+=(sox)
 command -v redis-server >/dev/null || need_apt+=(redis-server)  # the shared counter store tests (a real server on loopback)
+command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool checks the chart's alert rules
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
