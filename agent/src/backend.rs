@@ -44,6 +44,18 @@ pub struct BackendResponse {
     pub text: Option<String>,
     /// GPU time the work really took, if the backend knows it. `None` keeps the pre-charge.
     pub measured_gpu_seconds: Option<f64>,
+    /// Audio seconds the backend says it billed (OpenAI's `usage: {"type":"duration","seconds":N}`): without a
+    /// measured GPU time, the charge settles on these seconds at the endpoint's cost model.
+    pub billed_audio_seconds: Option<f64>,
+}
+
+impl BackendResponse {
+    /// What settles the charge: the measured GPU time, else the billed audio seconds at the endpoint's cost
+    /// model, else nothing (the pre-charge stands).
+    pub fn settlement(&self, grant: &infergate_gate::admission::Grant) -> Option<f64> {
+        self.measured_gpu_seconds
+            .or_else(|| self.billed_audio_seconds.map(|s| infergate_gate::limiter::Limiter::estimate(grant, s)))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +71,13 @@ pub enum BackendError {
     /// The request never reached the backend (connection refused, DNS): nothing ran, nothing is charged.
     #[error("the model backend is unreachable: {0}")]
     Unreachable(String),
+    /// The upstream refused the agent's own credential (401/403): a configuration problem of the endpoint, not
+    /// the client's; nothing ran, nothing is charged.
+    #[error("the upstream refused the agent's credential: {0}")]
+    Rejected(String),
+    /// The upstream is rate limiting the agent (429): nothing ran; its Retry-After, if any, is passed on.
+    #[error("the upstream is over capacity (it answered 429)")]
+    Throttled(Option<f64>),
 }
 
 impl BackendError {
@@ -69,6 +88,8 @@ impl BackendError {
             BackendError::Timeout(_) => "timeout",
             BackendError::Unavailable(_) => "unavailable",
             BackendError::Unreachable(_) => "unreachable",
+            BackendError::Rejected(_) => "rejected",
+            BackendError::Throttled(_) => "throttled",
         }
     }
 
@@ -86,6 +107,14 @@ impl BackendError {
                 Refusal::new(RefusalCode::BackendError, format!("{self}; retry later")).with_retry_after(1.0)
             }
             BackendError::Unavailable(_) => Refusal::new(RefusalCode::BackendUnavailable, self.to_string()),
+            BackendError::Rejected(_) => Refusal::new(
+                RefusalCode::BackendError,
+                format!("{self}; the endpoint's backend.upstream.auth needs fixing by its owner"),
+            ),
+            BackendError::Throttled(retry_after) => {
+                Refusal::new(RefusalCode::BackendUnavailable, format!("{self}; retry after the given seconds"))
+                    .with_retry_after(retry_after.unwrap_or(1.0))
+            }
         }
     }
 }
@@ -161,6 +190,8 @@ pub struct Upstream {
     client: reqwest::Client,
     url: String,
     timeout: Duration,
+    /// The upstream's own credential (`backend.upstream.auth`): header name and value. Never logged.
+    credential: Option<(http::HeaderName, http::HeaderValue)>,
     /// The URL names a private address by IP and the endpoint did not opt in: refused without connecting.
     private_literal: bool,
 }
@@ -176,7 +207,18 @@ impl Upstream {
                 .and_then(|u| u.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()))
                 .and_then(|h| h.parse::<std::net::IpAddr>().ok())
                 .is_some_and(|ip| !crate::egress::is_public(ip));
-        Upstream { client, url, timeout, private_literal }
+        Upstream { client, url, timeout, credential: None, private_literal }
+    }
+
+    /// Sends `credential` (the endpoint's resolved `backend.upstream.auth`) on every request.
+    pub fn with_credential(mut self, credential: Option<&infergate_crds::gateway::UpstreamCredential>) -> Self {
+        self.credential = credential.and_then(|c| {
+            let name = http::HeaderName::from_bytes(c.header.as_bytes()).ok()?;
+            let mut value = http::HeaderValue::from_str(&c.value).ok()?;
+            value.set_sensitive(true);
+            Some((name, value))
+        });
+        self
     }
 }
 
@@ -190,6 +232,7 @@ impl Backend for Upstream {
         let url = self.url.clone();
         let timeout = self.timeout;
         let private_literal = self.private_literal;
+        let credential = self.credential.clone();
         Box::pin(async move {
             if private_literal {
                 return Err(BackendError::Unreachable(crate::egress::private_target_message("url")));
@@ -202,12 +245,14 @@ impl Backend for Upstream {
             for (name, value) in request.fields {
                 form = form.text(name, value);
             }
-            let send = client
+            let mut post = client
                 .post(&url)
                 .header("x-request-id", &request.request_id)
-                .header(infergate_runtime::trace::TRACEPARENT, &request.traceparent)
-                .multipart(form)
-                .send();
+                .header(infergate_runtime::trace::TRACEPARENT, &request.traceparent);
+            if let Some((name, value)) = credential {
+                post = post.header(name, value);
+            }
+            let send = post.multipart(form).send();
             let response = tokio::time::timeout(timeout, send)
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))?
@@ -221,6 +266,13 @@ impl Backend for Upstream {
                     }
                 })?;
             let status = response.status();
+            // Seconds (the form OpenAI-compatible servers send); an HTTP date is read as "soon".
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(1.0))
+                .map(|s| s.min(3600.0));
             let measured = response
                 .headers()
                 .get(MEASURED_GPU_SECONDS_HEADER)
@@ -242,6 +294,16 @@ impl Backend for Upstream {
             let body = tokio::time::timeout(timeout, read_capped(response, MAX_UPSTREAM_RESPONSE_BYTES))
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))??;
+            if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+                return Err(BackendError::Rejected(format!(
+                    "it answered HTTP {}: {}",
+                    status.as_u16(),
+                    upstream_message(&body, status)
+                )));
+            }
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Err(BackendError::Throttled(retry_after));
+            }
             if status.is_client_error() {
                 // The upstream's own error message says what is wrong with the audio; pass it on, bounded.
                 return Err(BackendError::BadInput(upstream_message(&body, status)));
@@ -249,16 +311,23 @@ impl Backend for Upstream {
             if !status.is_success() {
                 return Err(BackendError::Failed(format!("upstream answered HTTP {}", status.as_u16())));
             }
-            let text = if content_type.starts_with("application/json") {
-                serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("text")?.as_str().map(str::to_string))
+            let json = content_type
+                .starts_with("application/json")
+                .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                .flatten();
+            let text = if let Some(v) = &json {
+                v.get("text").and_then(|t| t.as_str()).map(str::to_string)
             } else if content_type.starts_with("text/plain") {
                 Some(String::from_utf8_lossy(&body).into_owned())
             } else {
                 None
             };
-            Ok(BackendResponse { content_type, body, text, measured_gpu_seconds: measured })
+            let billed_audio_seconds = json
+                .as_ref()
+                .and_then(|v| v.pointer("/usage/seconds"))
+                .and_then(|s| s.as_f64())
+                .filter(|s| s.is_finite() && *s >= 0.0);
+            Ok(BackendResponse { content_type, body, text, measured_gpu_seconds: measured, billed_audio_seconds })
         })
     }
 }
@@ -357,7 +426,8 @@ impl Backends {
     pub fn for_endpoint(&self, shard: &EndpointShard) -> Result<Arc<dyn Backend>, Refusal> {
         if let Some(up) = &shard.backend.upstream {
             let client = if up.allow_private_network { &self.client } else { &self.public_client };
-            let upstream = Upstream::new(client.clone(), &up.url, up.timeout.0, up.allow_private_network);
+            let upstream = Upstream::new(client.clone(), &up.url, up.timeout.0, up.allow_private_network)
+                .with_credential(shard.upstream_credential.as_ref());
             return Ok(Arc::new(upstream));
         }
         if let Some(model) = shard.backend.builtin {

@@ -227,6 +227,7 @@ impl BlockingModel for Builtin {
             // The Blocking wrapper measures the wall time of this call (CPU); the CUDA path's own timing is
             // folded into the same wall clock because it blocks until its events complete.
             measured_gpu_seconds: None,
+            billed_audio_seconds: None,
         })
     }
 }

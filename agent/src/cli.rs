@@ -171,6 +171,11 @@ pub struct CommonArgs {
     /// those two routes answer only on a loopback `--admin-addr`; `/metrics`, `/healthz`, `/readyz` stay open.
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// Share of successful requests written to the access log (one JSON line each, target
+    /// `infergate::access`: request id, key id, endpoint, door, audio seconds, GPU-seconds, duration; never
+    /// content). 0 turns it off; refusals always have their audit line instead.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_share)]
+    pub access_log_sample: f64,
     #[command(flatten)]
     pub counter_store: CounterStoreArgs,
     #[command(flatten)]
@@ -274,6 +279,7 @@ impl CommonArgs {
                 max_connections_per_ip: self.max_http_connections_per_ip,
             },
             segment_seconds: self.segment_seconds,
+            access_log_sample: self.access_log_sample,
             ..Settings::default()
         }
     }
@@ -290,6 +296,13 @@ impl CommonArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<infergate_crds::GoDuration>().map(|d| d.0).map_err(|e| e.to_string())
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("a share between 0 and 1, e.g. 0.1 for one request in ten".into()),
+    }
 }
 
 fn parse_environment(s: &str) -> Result<Environment, String> {

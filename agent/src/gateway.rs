@@ -55,6 +55,8 @@ pub struct Settings {
     pub segment_seconds: f64,
     /// How long a revoked stream may spend flushing its pending result before it is closed anyway.
     pub flush_deadline: Duration,
+    /// Share of successful requests written to the access log (0 = none, 1 = all).
+    pub access_log_sample: f64,
 }
 
 impl Default for Settings {
@@ -68,6 +70,7 @@ impl Default for Settings {
             max_upload_bytes: 25 * 1024 * 1024,
             ticket_ttl: Duration::from_secs(30),
             max_live_tickets_per_key: 16,
+            access_log_sample: 1.0,
             max_in_flight_per_key: 64,
             max_in_flight: 4096,
             max_unauthenticated_per_ip: 32,
@@ -196,7 +199,7 @@ impl Gateway {
 
     /// Starts a request's record and span (see [`RequestOutcome`]); `traceparent` is the client's, if sent.
     pub fn begin(&self, door: crate::outcome::Door, route: &'static str, traceparent: Option<&str>) -> RequestOutcome {
-        RequestOutcome::new(door, route, traceparent, self.metrics.requests.clone())
+        RequestOutcome::new(door, route, traceparent, self.metrics.requests.clone(), self.settings.access_log_sample)
     }
 
     /// Records (or clears, with `None`) why the latest config change was rejected.
@@ -228,7 +231,9 @@ impl Gateway {
 
     pub fn authenticate(&self, snapshot: &Snapshot, credential: &Credential<'_>) -> Result<Identity, Refusal> {
         match credential {
-            Credential::Key(key) => admission::authenticate(snapshot, key, Utc::now()),
+            // Every door trims the credential the same way, whether it came from a header, the query string
+            // or a WebSocket auth message.
+            Credential::Key(key) => admission::authenticate(snapshot, key.trim(), Utc::now()),
             Credential::Identity { digest, environment } => {
                 admission::identify(snapshot, digest, *environment, Utc::now())
             }
@@ -261,7 +266,7 @@ impl Gateway {
                         | RefusalCode::MissingKey
                 ) {
                     outcome.key = Some(match credential {
-                        Credential::Key(key) => KeyRef::of(&KeyDigest::of(key)),
+                        Credential::Key(key) => KeyRef::of(&KeyDigest::of(key.trim())),
                         Credential::Identity { digest, .. } => KeyRef::of(digest),
                     });
                 }

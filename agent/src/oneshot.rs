@@ -67,6 +67,7 @@ pub async fn run(
     // Held until this request's future ends (served, refused, or dropped when the client goes away).
     let _in_flight = gateway.one_shot_slot(grant.key()).inspect_err(|r| gateway.refused(r, outcome))?;
     let info = size_audio(&grant, &req).inspect_err(|r| gateway.refused(r, outcome))?;
+    outcome.audio_seconds = info.seconds;
     let queued_at = std::time::Instant::now();
     let (grant, charge, fallback) =
         pre_charge(gateway, &snapshot, grant, info.seconds).await.inspect_err(|r| gateway.refused(r, outcome))?;
@@ -106,7 +107,7 @@ pub async fn run(
     gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
     match result {
         Ok(response) => {
-            let charged = pending.settle(response.measured_gpu_seconds);
+            let charged = pending.settle(response.settlement(&grant));
             span.record("gpu_seconds", charged);
             outcome.gpu_seconds = charged;
             Ok(Served {

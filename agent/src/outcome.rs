@@ -57,6 +57,10 @@ pub struct RequestOutcome {
     pub code: Option<RefusalCode>,
     /// GPU-seconds finally charged (after settlement; a stream's running total).
     pub gpu_seconds: f64,
+    /// Seconds of audio the request carried (a stream's running total).
+    pub audio_seconds: f64,
+    /// Share of successful requests written to the access log (0 = none, 1 = all).
+    access_log_sample: f64,
     /// The verified client certificate of the connection (mutual TLS), for policies that require one.
     pub client_cert: Option<std::sync::Arc<infergate_gate::admission::ClientCert>>,
     /// The client's W3C trace context (or a new root): this request's spans join it, upstreams continue it.
@@ -67,7 +71,13 @@ pub struct RequestOutcome {
 
 impl RequestOutcome {
     /// Starts the record and its span. `traceparent` is the client's header (HTTP) or metadata (gRPC), if any.
-    pub fn new(door: Door, route: &'static str, traceparent: Option<&str>, metrics: RequestMetrics) -> Self {
+    pub fn new(
+        door: Door,
+        route: &'static str,
+        traceparent: Option<&str>,
+        metrics: RequestMetrics,
+        access_log_sample: f64,
+    ) -> Self {
         let request_id = request_id();
         let trace = traceparent.and_then(TraceContext::parse).unwrap_or_else(TraceContext::new_root);
         let span = tracing::info_span!(
@@ -94,6 +104,8 @@ impl RequestOutcome {
             endpoint: None,
             code: None,
             gpu_seconds: 0.0,
+            audio_seconds: 0.0,
+            access_log_sample,
             client_cert: None,
             trace,
             span,
@@ -165,6 +177,30 @@ impl Drop for RequestOutcome {
         self.span.record("gpu_seconds", self.gpu_seconds);
         self.span.record("duration_ms", duration.as_secs_f64() * 1e3);
         self.metrics.finished(self.door.as_str(), self.route, outcome, duration);
+        if self.code.is_none() && self.access_log_sample > 0.0 && rand::random::<f64>() < self.access_log_sample {
+            self.access_log(duration);
+        }
+    }
+}
+
+impl RequestOutcome {
+    /// One JSON line per successful request (target `infergate::access`): who, where, how much, how long. Key id,
+    /// labels and numbers only: never a key, ticket, audio byte or transcript. Refusals have their audit line.
+    fn access_log(&self, duration: Duration) {
+        let key_id = self.key.map(|k| k.to_string());
+        tracing::info!(
+            target: "infergate::access",
+            request_id = %self.request_id,
+            key_id = key_id.as_deref().unwrap_or(""),
+            endpoint = self.endpoint.as_deref().unwrap_or(""),
+            door = self.door.as_str(),
+            route = self.route,
+            audio_seconds = self.audio_seconds,
+            gpu_seconds = self.gpu_seconds,
+            outcome = "ok",
+            duration_ms = duration.as_secs_f64() * 1e3,
+            "access"
+        );
     }
 }
 

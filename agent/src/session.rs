@@ -338,6 +338,7 @@ impl Session {
             }
         }
         self.audio_seconds += seconds;
+        self.outcome.audio_seconds = self.audio_seconds;
         self.buffer.extend_from_slice(&chunk);
         if pcm16_seconds(self.buffer.len()) >= self.gateway.settings.segment_seconds {
             return self.flush_segment().await.map(|e| e.map(|(event, _)| event));
@@ -371,7 +372,7 @@ impl Session {
         let response = self.backend.call(request).instrument(span.clone()).await.map_err(|e| e.to_refusal())?;
         self.gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
         if let Some(charge) = self.segment_charge.take() {
-            let settled = self.gateway.settle(charge, response.measured_gpu_seconds);
+            let settled = self.gateway.settle(charge, response.settlement(&self.grant));
             self.gateway.charged(&self.grant, settled.delta.max(0.0));
             self.outcome.gpu_seconds += settled.delta;
         }

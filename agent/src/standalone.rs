@@ -152,6 +152,7 @@ impl State {
             endpoints: &set.endpoints,
             policies: &set.policies,
             key_secrets: &secrets,
+            upstream_secrets: &set.secrets,
             shards: &self.shards,
             operator_namespace: None,
             agents: &[],

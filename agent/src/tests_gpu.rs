@@ -112,7 +112,13 @@ impl Backend for Named {
     fn call(&self, _request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
         let body = Bytes::from_static(self.0.as_bytes());
         Box::pin(async move {
-            Ok(BackendResponse { content_type: "text/plain".into(), body, text: None, measured_gpu_seconds: None })
+            Ok(BackendResponse {
+                content_type: "text/plain".into(),
+                body,
+                text: None,
+                measured_gpu_seconds: None,
+                billed_audio_seconds: None,
+            })
         })
     }
 }

@@ -4,16 +4,64 @@ use super::events::Log;
 use super::{EndpointLookup, EndpointOutcome, ObjectRef, reasons};
 use chrono::{DateTime, Utc};
 use infergate_crds::conditions::{self, READY};
-use infergate_crds::gateway::{EndpointShard, SHARD_SCHEMA_VERSION};
+use infergate_crds::gateway::{EndpointShard, SHARD_SCHEMA_VERSION, UPSTREAM_CREDENTIAL_LABEL, UpstreamCredential};
 use infergate_crds::{InferenceEndpoint, InferenceEndpointStatus, NamespacedName, RateTier, RateTierStatus};
+use k8s_openapi::api::core::v1::Secret;
 
 /// Condition type on endpoints with a `spec.fallback`: the fallback endpoint exists.
 pub const FALLBACK_RESOLVED: &str = "FallbackResolved";
+
+/// The credential `backend.upstream.auth` names, from the labelled Secrets the caller sees: `Ok(None)` when the
+/// endpoint names none, `Err(why)` (a message that says what to fix) when it cannot be resolved.
+pub fn upstream_credential(
+    endpoint: &InferenceEndpoint,
+    secrets: &[Secret],
+) -> Result<Option<UpstreamCredential>, String> {
+    let Some(auth) = endpoint.spec.backend.upstream.as_ref().and_then(|u| u.auth.as_ref()) else {
+        return Ok(None);
+    };
+    let namespace = endpoint.metadata.namespace.as_deref().unwrap_or_default();
+    let secret = secrets
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref().unwrap_or_default() == namespace
+                && s.metadata.name.as_deref() == Some(auth.secret_name.as_str())
+        })
+        .ok_or_else(|| {
+            format!(
+                "upstream credential Secret {namespace}/{} not found: create it with the data key {:?} and the label \
+                 {UPSTREAM_CREDENTIAL_LABEL}=true (only Secrets so labelled are read)",
+                auth.secret_name, auth.key
+            )
+        })?;
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&auth.key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string())
+        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&auth.key)).map(|v| v.trim().to_string()))
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "upstream credential Secret {namespace}/{} has no non-empty data key {:?}",
+                auth.secret_name, auth.key
+            )
+        })?;
+    if value.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "upstream credential in Secret {namespace}/{} key {:?} holds control characters; it cannot be sent as a header",
+            auth.secret_name, auth.key
+        ));
+    }
+    let value = if auth.header.eq_ignore_ascii_case("authorization") { format!("Bearer {value}") } else { value };
+    Ok(Some(UpstreamCredential { header: auth.header.to_ascii_lowercase(), value }))
+}
 
 pub fn compile_endpoint(
     endpoint: &InferenceEndpoint,
     endpoints: &dyn EndpointLookup,
     policies_using: u32,
+    credential: Result<Option<UpstreamCredential>, String>,
     now: DateTime<Utc>,
 ) -> EndpointOutcome {
     let spec = &endpoint.spec;
@@ -79,7 +127,9 @@ pub fn compile_endpoint(
         }
     };
 
-    let ready = if winner != at {
+    let ready = if let Err(why) = &credential {
+        conditions::condition(READY, false, reasons::UPSTREAM_CREDENTIAL_MISSING, why.clone(), generation, now)
+    } else if winner != at {
         conditions::condition(
             READY,
             false,
@@ -122,6 +172,7 @@ pub fn compile_endpoint(
         // Filled by the caller that knows the nodes (the operator); standalone serves everything.
         serving_nodes: None,
         verify_threshold: spec.verify_threshold,
+        upstream_credential: credential.ok().flatten(),
     });
     EndpointOutcome {
         shard,

@@ -214,6 +214,8 @@ pub struct World<'a> {
     pub endpoints: &'a [InferenceEndpoint],
     pub policies: &'a [ApiKeyPolicy],
     pub key_secrets: &'a [Secret],
+    /// Secrets labelled `infergate.dev/upstream-credential: "true"`, where `backend.upstream.auth` points.
+    pub upstream_secrets: &'a [Secret],
     /// The shards of the previous compile, fed back like `key_secrets` (the operator's own record of retiring
     /// and revoked keys); empty on a fresh start.
     pub shards: &'a [Shard],
@@ -235,6 +237,7 @@ pub struct Desired {
 }
 
 mod endpoint;
+pub use endpoint::upstream_credential;
 mod events;
 mod keybook;
 pub mod manifests;
@@ -273,6 +276,7 @@ pub mod reasons {
     pub const EXPIRED: &str = "Expired";
     pub const SUSPENDED: &str = "Suspended";
     pub const FALLBACK_NOT_FOUND: &str = "FallbackNotFound";
+    pub const UPSTREAM_CREDENTIAL_MISSING: &str = "UpstreamCredentialMissing";
     pub const MODEL_CONFLICT: &str = "ModelConflict";
     pub const NOT_READY: &str = "NotReady";
 
@@ -376,7 +380,8 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
     }
     for (at, endpoint) in &endpoints {
         let users = endpoint_users.get(at).copied().unwrap_or(0);
-        let outcome = compile_endpoint(endpoint, &endpoints, users, world.now);
+        let credential = upstream_credential(endpoint, world.upstream_secrets);
+        let outcome = compile_endpoint(endpoint, &endpoints, users, credential, world.now);
         if let Some(shard) = &outcome.shard {
             out.shards.push(Shard::Endpoint(shard.clone()));
         }

@@ -41,6 +41,10 @@ pub enum InfergateKind {
     RateTier,
     InferenceEndpoint,
     ApiKeyPolicy,
+    /// A core `v1` Secret labelled `infergate.dev/upstream-credential: "true"`: an upstream's credential that an
+    /// endpoint's `backend.upstream.auth` names (standalone mode reads it from the files, as the operator reads it
+    /// from the cluster). Other Secrets are skipped like any foreign kind.
+    Secret,
 }
 
 impl InfergateKind {
@@ -49,6 +53,7 @@ impl InfergateKind {
             InfergateKind::RateTier => "RateTier",
             InfergateKind::InferenceEndpoint => "InferenceEndpoint",
             InfergateKind::ApiKeyPolicy => "ApiKeyPolicy",
+            InfergateKind::Secret => "Secret",
         }
     }
     pub fn namespaced(self) -> bool {
@@ -70,6 +75,8 @@ pub struct ManifestSet {
     pub tiers: Vec<RateTier>,
     pub endpoints: Vec<InferenceEndpoint>,
     pub policies: Vec<ApiKeyPolicy>,
+    /// Upstream-credential Secrets (labelled `infergate.dev/upstream-credential: "true"`).
+    pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,8 +190,20 @@ pub fn documents_from_str(yaml: &str, source: &str) -> Result<Vec<Document>, Man
             return Err(invalid("apiVersion and kind are required".into()));
         }
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let upstream_credential = api_version == "v1"
+            && kind_name == "Secret"
+            && value.pointer(&format!(
+                "/metadata/labels/{}",
+                infergate_crds::gateway::UPSTREAM_CREDENTIAL_LABEL.replace('/', "~1")
+            )) == Some(&serde_json::Value::String("true".into()));
+        if upstream_credential {
+            let mut value = value;
+            normalise_namespace(&mut value, InfergateKind::Secret);
+            docs.push(Document { origin, kind: InfergateKind::Secret, value });
+            continue;
+        }
         if group != GROUP {
-            continue; // Namespaces, Deployments, ...: not ours to interpret
+            continue; // Namespaces, Deployments, other Secrets...: not ours to interpret
         }
         let Some(kind) = InfergateKind::from_kind(kind_name) else {
             return Err(invalid(format!(
@@ -246,6 +265,7 @@ pub fn into_set(docs: Vec<Document>) -> Result<ManifestSet, ManifestError> {
             InfergateKind::RateTier => set.tiers.push(typed(&doc, &shown)?),
             InfergateKind::InferenceEndpoint => set.endpoints.push(typed(&doc, &shown)?),
             InfergateKind::ApiKeyPolicy => set.policies.push(typed(&doc, &shown)?),
+            InfergateKind::Secret => set.secrets.push(typed(&doc, &shown)?),
         }
     }
     Ok(set)

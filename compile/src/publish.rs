@@ -85,6 +85,7 @@ mod tests {
             node_selector: None,
             serving_nodes: None,
             verify_threshold: None,
+            upstream_credential: None,
         })
     }
 

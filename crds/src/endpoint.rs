@@ -178,6 +178,37 @@ pub struct UpstreamSpec {
     #[serde(default = "default_upstream_timeout")]
     #[x_kube(validation = Rule::new("duration(self) <= duration('1h')").message("upstream.timeout must be at most 1h"))]
     pub timeout: GoDuration,
+    /// The upstream's own credential, sent on every request the agent forwards (the client's key never is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<UpstreamAuth>,
+}
+
+/// Where the upstream's credential is kept: a key of a Secret in the endpoint's namespace. The Secret must carry
+/// the label `infergate.dev/upstream-credential: "true"` (the operator watches only Secrets so labelled, never a
+/// namespace's other Secrets). The value is copied into the endpoint's gateway-config Secret for the agents and
+/// never logged; a rotated value reaches the agents like any config change.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamAuth {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// The data key holding the credential.
+    #[serde(default = "default_auth_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// The header to send it in. `Authorization` (default) sends `Bearer <value>`; any other header (e.g.
+    /// `x-api-key`) sends the value as it is.
+    #[serde(default = "default_auth_header")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9-]{1,64}$"))]
+    pub header: String,
+}
+
+fn default_auth_key() -> String {
+    "token".into()
+}
+fn default_auth_header() -> String {
+    "Authorization".into()
 }
 
 fn default_upstream_timeout() -> GoDuration {

@@ -173,7 +173,27 @@ pub struct EndpointShard {
     pub serving_nodes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_threshold: Option<f64>,
+    /// The upstream's credential, resolved from `backend.upstream.auth` (header name and the exact value to send).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_credential: Option<UpstreamCredential>,
 }
+
+/// A header the agent adds to every upstream request. The value is a secret: never in Debug output or logs.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamCredential {
+    pub header: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for UpstreamCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredential").field("header", &self.header).field("value", &"<redacted>").finish()
+    }
+}
+
+/// The label an upstream-credential Secret carries, so the operator can watch exactly those Secrets.
+pub const UPSTREAM_CREDENTIAL_LABEL: &str = "infergate.dev/upstream-credential";
 
 impl Shard {
     pub fn owner(&self) -> &NamespacedName {

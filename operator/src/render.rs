@@ -66,6 +66,7 @@ pub fn render_set(set: &ManifestSet, now: DateTime<Utc>, keys: &mut dyn KeySourc
         endpoints: &set.endpoints,
         policies: &set.policies,
         key_secrets: &[],
+        upstream_secrets: &set.secrets,
         shards: &[],
         operator_namespace: Some(operator_namespace),
         agents: &[],

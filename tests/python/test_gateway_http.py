@@ -125,6 +125,8 @@ def test_retry_after_is_honest(agent):
     assert refused.json()["error"] == {
         "code": "rate_limited",
         "message": refused.json()["error"]["message"],
+        "type": "rate_limit_error",
+        "param": None,
         "retry_after_seconds": retry_after,
     }
     assert retry_after >= 1

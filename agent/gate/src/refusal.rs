@@ -114,6 +114,32 @@ codes! {
     UnsupportedCodec => ("unsupported_codec", 415, InvalidArgument, 4150),
     BackendError => ("backend_error", 502, Unavailable, 4502),
     BackendUnavailable => ("backend_unavailable", 503, Unavailable, 4503),
+    NotFound => ("not_found", 404, NotFound, 4044),
+    MethodNotAllowed => ("method_not_allowed", 405, InvalidArgument, 4050),
+}
+
+impl RefusalCode {
+    /// OpenAI's error `type` for this code (by its HTTP class, as OpenAI assigns them).
+    pub fn openai_type(self) -> &'static str {
+        match self.http_status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            500..=599 => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The request parameter the refusal is about, when there is one (OpenAI's `param`).
+    pub fn param(self) -> Option<&'static str> {
+        use RefusalCode::*;
+        match self {
+            UnknownModel | UnsupportedFeature | ServedElsewhere => Some("model"),
+            AudioTooLong | BodyTooLarge | UnsupportedCodec => Some("file"),
+            _ => None,
+        }
+    }
 }
 
 /// The gRPC status codes refusals use, by their wire numbers. The gRPC door turns them into `tonic::Code`;
@@ -146,8 +172,15 @@ impl Refusal {
     }
 
     /// The JSON error body every HTTP response and WebSocket error message uses.
+    /// `{"error":{"message","type","param","code","retry_after_seconds"?}}`: OpenAI's error shape (its SDKs read
+    /// `message`, `type`, `param` and `code`), with infergate's stable code in `code`.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut error = serde_json::json!({ "code": self.code.as_str(), "message": self.message });
+        let mut error = serde_json::json!({
+            "message": self.message,
+            "type": self.code.openai_type(),
+            "param": self.code.param(),
+            "code": self.code.as_str(),
+        });
         if let Some(secs) = self.retry_after_header() {
             error["retry_after_seconds"] = secs.into();
         }
@@ -211,8 +244,12 @@ mod tests {
         assert_eq!(r.retry_after_header(), Some(3));
         assert_eq!(
             r.to_json(),
-            serde_json::json!({"error": {"code": "rate_limited", "message": "x", "retry_after_seconds": 3}})
+            serde_json::json!({"error": {"code": "rate_limited", "message": "x", "type": "rate_limit_error", "param": null, "retry_after_seconds": 3}})
         );
+        let model = Refusal::new(RefusalCode::UnknownModel, "no such model").to_json();
+        assert_eq!(model["error"]["type"], "not_found_error");
+        assert_eq!(model["error"]["param"], "model");
+        assert_eq!(Refusal::missing_key().to_json()["error"]["type"], "authentication_error");
         assert_eq!(r.code.grpc_code(), GrpcCode::ResourceExhausted);
     }
 

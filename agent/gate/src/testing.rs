@@ -54,6 +54,7 @@ pub fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
                 timeout: GoDuration::from_secs(5),
                 // Loopback fixture upstream.
                 allow_private_network: true,
+                auth: None,
             }),
         },
         cost: CostModel { gpu_seconds_per_audio_second: 0.1, minimum_gpu_seconds: 0.0 },
@@ -62,6 +63,7 @@ pub fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
         node_selector: None,
         serving_nodes: None,
         verify_threshold: None,
+        upstream_credential: None,
     })
 }
 

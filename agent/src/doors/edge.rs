@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use infergate_gate::admission::Identity;
 use infergate_gate::refusal::{GrpcCode, Refusal, RefusalCode};
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -44,15 +45,34 @@ pub fn presented_key<'a>(authorization: Option<&'a str>, api_key: Option<&'a str
     api_key.map(str::trim)
 }
 
+/// A credential header's value as text. A value with bytes outside visible ASCII (a homoglyph such as a Cyrillic
+/// `ѕ` pasted into `sk_live_`, a stray non-breaking space) is still a credential the client meant to send: it is
+/// read lossily and then refused as `malformed_key`, never mistaken for a missing one.
+fn credential_text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
 /// The presented key from HTTP headers.
-pub fn header_key(headers: &HeaderMap) -> Option<&str> {
-    presented_key(header(headers, http::header::AUTHORIZATION.as_str()), header(headers, "x-api-key"))
+pub fn header_key(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+    let value = |name: &str| headers.get(name).map(|v| credential_text(v.as_bytes()));
+    presented(value(http::header::AUTHORIZATION.as_str()), value("x-api-key"))
 }
 
 /// The presented key from gRPC metadata.
-pub fn metadata_key(md: &tonic::metadata::MetadataMap) -> Option<&str> {
-    let value = |name: &str| md.get(name).and_then(|v| v.to_str().ok());
-    presented_key(value("authorization"), value("x-api-key"))
+pub fn metadata_key(md: &tonic::metadata::MetadataMap) -> Option<Cow<'_, str>> {
+    let value = |name: &str| md.get(name).map(|v| credential_text(v.as_bytes()));
+    presented(value("authorization"), value("x-api-key"))
+}
+
+/// [`presented_key`] over borrowed (visible ASCII) or lossily read header text.
+fn presented<'a>(authorization: Option<Cow<'a, str>>, api_key: Option<Cow<'a, str>>) -> Option<Cow<'a, str>> {
+    match (authorization, api_key) {
+        (Some(Cow::Borrowed(a)), _) => presented_key(Some(a), None).map(Cow::Borrowed),
+        (Some(Cow::Owned(a)), _) => presented_key(Some(&a), None).map(|k| Cow::Owned(k.to_string())),
+        (None, Some(Cow::Borrowed(k))) => presented_key(None, Some(k)).map(Cow::Borrowed),
+        (None, Some(Cow::Owned(k))) => presented_key(None, Some(&k)).map(|v| Cow::Owned(v.to_string())),
+        (None, None) => None,
+    }
 }
 
 /// The client's W3C `traceparent` header, if any (parsed, and ignored when malformed, by the request record).

@@ -52,7 +52,7 @@ pub struct KeyCheck {
 impl tonic::service::Interceptor for KeyCheck {
     fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let presented = edge::metadata_key(request.metadata());
-        let refusal = match presented {
+        let refusal = match presented.as_deref() {
             Some(key) => match self.gateway.authenticate(&self.gateway.snapshot(), &Credential::Key(key)) {
                 Ok(_) => return Ok(request),
                 Err(refusal) => refusal,
@@ -72,7 +72,7 @@ pub struct GrpcDoor {
 
 impl GrpcDoor {
     fn authenticate<T>(&self, request: &tonic::Request<T>, outcome: &mut RequestOutcome) -> Result<Identity, Status> {
-        edge::authenticate(&self.gateway, edge::metadata_key(request.metadata()), outcome)
+        edge::authenticate(&self.gateway, edge::metadata_key(request.metadata()).as_deref(), outcome)
             .map_err(|refusal| edge::grpc_status(&refusal, &outcome.request_id))
     }
 }

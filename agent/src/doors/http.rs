@@ -53,10 +53,54 @@ pub fn router(gateway: Arc<Gateway>, stream: axum::routing::MethodRouter<Arc<Gat
         .route("/v1/audio/verify", post(verify))
         .route("/v1/audio/vad", post(vad))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .route("/v1/tickets", post(tickets))
         .route("/v1/stream", stream)
+        // Anything else gets the same JSON error (with x-request-id) as every refusal, not the framework's text.
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(upload_limit))
         .with_state(gateway)
+}
+
+async fn unknown_route(State(gateway): State<Arc<Gateway>>, uri: axum::http::Uri) -> Response {
+    let mut outcome = gateway.begin(Door::Http, "unmatched", None);
+    let refusal = Refusal::new(
+        RefusalCode::NotFound,
+        format!(
+            "no route {}; the API is POST /v1/audio/transcriptions, GET /v1/models, POST /v1/tickets and the /v1/stream WebSocket",
+            truncated_path(uri.path())
+        ),
+    );
+    outcome.refused(&refusal);
+    edge::http_refusal(&refusal, &outcome.request_id)
+}
+
+async fn wrong_method(
+    State(gateway): State<Arc<Gateway>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    let mut outcome = gateway.begin(Door::Http, "unmatched", None);
+    let refusal = Refusal::new(
+        RefusalCode::MethodNotAllowed,
+        format!(
+            "{} is not served on {}; see the route's documentation for its method",
+            method,
+            truncated_path(uri.path())
+        ),
+    );
+    outcome.refused(&refusal);
+    edge::http_refusal(&refusal, &outcome.request_id)
+}
+
+/// A client's path in a message, bounded (it is echoed back, never logged).
+fn truncated_path(path: &str) -> String {
+    let mut p: String = path.chars().filter(|c| !c.is_control()).take(120).collect();
+    if path.len() > p.len() {
+        p.push('…');
+    }
+    p
 }
 
 struct Upload {
@@ -134,23 +178,35 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&st
 async fn transcriptions(
     State(gateway): State<Arc<Gateway>>,
     client_cert: edge::ClientCertExt,
-    headers: HeaderMap,
-    multipart: Multipart,
+    request: axum::extract::Request,
 ) -> Response {
+    let headers = request.headers().clone();
     let mut outcome = gateway.begin(Door::Http, "/v1/audio/transcriptions", edge::traceparent(&headers));
     edge::attach_client_cert(&mut outcome, client_cert);
-    let result = transcribe(&gateway, &headers, multipart, &mut outcome).await;
+    let result = transcribe(&gateway, &headers, request, &mut outcome).await;
     edge::http_finish(result, &outcome.request_id)
+}
+
+/// The multipart body of an upload, or a refusal that says what to send (the framework's own rejection is
+/// plain text and would come before authentication).
+async fn multipart_of(request: axum::extract::Request) -> Result<Multipart, Refusal> {
+    use axum::extract::FromRequest;
+    Multipart::from_request(request, &()).await.map_err(|_| {
+        Refusal::bad_request(
+            "the body must be multipart/form-data with a `file` part (the audio) and a `model` field, as the OpenAI API takes it",
+        )
+    })
 }
 
 async fn transcribe(
     gateway: &Arc<Gateway>,
     headers: &HeaderMap,
-    multipart: Multipart,
+    request: axum::extract::Request,
     outcome: &mut RequestOutcome,
 ) -> Result<Response, Refusal> {
     // Authenticate before reading the body: a refused caller costs no upload.
-    let identity = edge::authenticate(gateway, edge::header_key(headers), outcome)?;
+    let identity = edge::authenticate(gateway, edge::header_key(headers).as_deref(), outcome)?;
+    let multipart = multipart_of(request).await.inspect_err(|r| gateway.refused(r, outcome))?;
     let read = read_upload(multipart, gateway.settings.max_upload_bytes, PASSTHROUGH_FIELDS);
     let upload = edge::within_body_timeout(gateway.settings.body_timeout, read)
         .await
@@ -197,7 +253,7 @@ fn served_response(served: &Served) -> Response {
 async fn models(State(gateway): State<Arc<Gateway>>, client_cert: edge::ClientCertExt, headers: HeaderMap) -> Response {
     let mut outcome = gateway.begin(Door::Http, "/v1/models", edge::traceparent(&headers));
     edge::attach_client_cert(&mut outcome, client_cert);
-    let result = edge::authenticate(&gateway, edge::header_key(&headers), &mut outcome).map(|identity| {
+    let result = edge::authenticate(&gateway, edge::header_key(&headers).as_deref(), &mut outcome).map(|identity| {
         let data: Vec<_> = oneshot::models(&gateway, &identity)
             .into_iter()
             .map(|m| {
@@ -209,6 +265,33 @@ async fn models(State(gateway): State<Arc<Gateway>>, client_cert: edge::ClientCe
     edge::http_finish(result, &outcome.request_id)
 }
 
+/// `GET /v1/models/{id}`: one model the key may use, in OpenAI's shape; 404 `unknown_model` otherwise (a model
+/// the key may not use looks the same as one that does not exist).
+async fn model(
+    State(gateway): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    client_cert: edge::ClientCertExt,
+    headers: HeaderMap,
+) -> Response {
+    let mut outcome = gateway.begin(Door::Http, "/v1/models/{id}", edge::traceparent(&headers));
+    edge::attach_client_cert(&mut outcome, client_cert);
+    let result = edge::authenticate(&gateway, edge::header_key(&headers).as_deref(), &mut outcome).and_then(|identity| {
+        let found = oneshot::models(&gateway, &identity).into_iter().find(|m| m.id == id);
+        match found {
+            Some(m) => Ok(Json(serde_json::json!({"id": m.id, "object": "model", "created": 0, "owned_by": "infergate", "features": m.features, "endpoint": m.endpoint})).into_response()),
+            None => {
+                let refusal = Refusal::new(
+                    RefusalCode::UnknownModel,
+                    format!("the model `{}` does not exist or this key may not use it; GET /v1/models lists the ones it may", truncated_path(&id)),
+                );
+                gateway.refused(&refusal, &mut outcome);
+                Err(refusal)
+            }
+        }
+    });
+    edge::http_finish(result, &outcome.request_id)
+}
+
 async fn tickets(
     State(gateway): State<Arc<Gateway>>,
     client_cert: edge::ClientCertExt,
@@ -216,7 +299,7 @@ async fn tickets(
 ) -> Response {
     let mut outcome = gateway.begin(Door::Http, "/v1/tickets", edge::traceparent(&headers));
     edge::attach_client_cert(&mut outcome, client_cert);
-    let result = edge::authenticate(&gateway, edge::header_key(&headers), &mut outcome).and_then(|identity| {
+    let result = edge::authenticate(&gateway, edge::header_key(&headers).as_deref(), &mut outcome).and_then(|identity| {
         let ticket = oneshot::issue_ticket(&gateway, &identity, edge::origin(&headers), &mut outcome)?;
         let body = serde_json::json!({"ticket": ticket, "expires_in_seconds": gateway.tickets.ttl().as_secs(), "key_id": identity.key.to_string()});
         let mut response = (StatusCode::CREATED, Json(body)).into_response();
@@ -262,7 +345,7 @@ async fn run_builtin(
     outcome: &mut RequestOutcome,
 ) -> Result<Response, Refusal> {
     let headers = request.headers().clone();
-    let identity = edge::authenticate(gateway, edge::header_key(&headers), outcome)?;
+    let identity = edge::authenticate(gateway, edge::header_key(&headers).as_deref(), outcome)?;
     let is_json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -86,8 +86,8 @@ pub async fn upgrade(
                 Err(r)
             }
         }
-    } else if let Some(key) = edge::header_key(&headers).or(query_key.map(String::as_str)) {
-        gateway.authenticate_recorded(&Credential::Key(key), &mut outcome).map(Some)
+    } else if let Some(key) = edge::header_key(&headers).or(query_key.map(|k| std::borrow::Cow::Borrowed(k.as_str()))) {
+        gateway.authenticate_recorded(&Credential::Key(&key), &mut outcome).map(Some)
     } else {
         Ok(None)
     };

@@ -158,6 +158,7 @@ fn mk_endpoint(ns: &str, name: &str) -> EndpointBuilder {
                     model: None,
                     timeout: GoDuration::from_secs(120),
                     allow_private_network: false,
+                    auth: None,
                 }),
             },
             cost: Default::default(),

@@ -13,12 +13,12 @@ fn endpoints_report_missing_fallbacks_and_model_conflicts() {
         })
         .collect();
 
-    let a = compile_endpoint(&older, &all, 3, t0());
+    let a = compile_endpoint(&older, &all, 3, Ok(None), t0());
     assert_eq!(a.shard.as_ref().unwrap().model, "whisper-1");
     assert_eq!(a.status.policies, 3);
     assert_eq!(a.events, vec![]);
 
-    let b = compile_endpoint(&newer, &all, 0, t0());
+    let b = compile_endpoint(&newer, &all, 0, Ok(None), t0());
     assert_eq!(b.shard, None);
     let ready = b.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.reason, "ModelConflict");
@@ -34,9 +34,9 @@ fn endpoints_report_missing_fallbacks_and_model_conflicts() {
         [(NamespacedName::new("speech", "a"), pinned_a), (NamespacedName::new("other", "b"), pinned_b.clone())]
             .into_iter()
             .collect();
-    assert!(compile_endpoint(&pinned_b, &pinned, 0, t0()).shard.is_some());
+    assert!(compile_endpoint(&pinned_b, &pinned, 0, Ok(None), t0()).shard.is_some());
 
-    let c = compile_endpoint(&with_fallback, &all, 0, t0());
+    let c = compile_endpoint(&with_fallback, &all, 0, Ok(None), t0());
     assert_eq!(c.shard.as_ref().unwrap().fallback, None, "served, without the missing fallback");
     let fb = c.status.conditions.iter().find(|c| c.type_ == FALLBACK_RESOLVED).unwrap();
     assert_eq!((fb.status.as_str(), fb.reason.as_str()), ("False", "FallbackNotFound"));
@@ -44,7 +44,7 @@ fn endpoints_report_missing_fallbacks_and_model_conflicts() {
     assert_eq!(c.events.iter().map(|e| (e.reason, e.warning)).collect::<Vec<_>>(), vec![("FallbackNotFound", true)]);
     let mut reconciled = with_fallback.clone();
     reconciled.status = Some(c.status.clone());
-    assert_eq!(compile_endpoint(&reconciled, &all, 0, t0() + secs(9)).status, c.status, "no churn");
+    assert_eq!(compile_endpoint(&reconciled, &all, 0, Ok(None), t0() + secs(9)).status, c.status, "no churn");
 }
 
 #[test]
@@ -70,6 +70,7 @@ fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
         endpoints: &endpoints,
         policies: &policies,
         key_secrets: &[],
+        upstream_secrets: &[],
         shards: &[],
         operator_namespace: Some(OPERATOR_NS),
         agents: &[],

@@ -37,6 +37,8 @@ pub struct Context {
     pub tiers: Store<RateTier>,
     pub endpoints: Store<InferenceEndpoint>,
     pub key_secrets: Store<Secret>,
+    /// Secrets labelled as upstream credentials (`backend.upstream.auth`).
+    pub upstream_secrets: Store<Secret>,
     pub shards: Store<Secret>,
     pub agent_leases: Store<Lease>,
     /// Nodes, labels only: which nodes serve an endpoint with a `nodeSelector`.

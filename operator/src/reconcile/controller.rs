@@ -90,6 +90,7 @@ struct Stores {
     tiers: Store<RateTier>,
     endpoints: Store<InferenceEndpoint>,
     key_secrets: Store<Secret>,
+    upstream_secrets: Store<Secret>,
     shards: Store<Secret>,
     agent_leases: Store<Lease>,
 }
@@ -101,6 +102,7 @@ impl Stores {
         wait_until_listed(&self.tiers, "ratetiers").await?;
         wait_until_listed(&self.endpoints, "inferenceendpoints").await?;
         wait_until_listed(&self.key_secrets, "key secrets").await?;
+        wait_until_listed(&self.upstream_secrets, "upstream credential secrets").await?;
         wait_until_listed(&self.shards, "gateway-config shards").await?;
         wait_until_listed(&self.agent_leases, "agent leases").await
     }
@@ -259,6 +261,14 @@ pub async fn run_controllers(
             move |ev| pending.forget_on(&ev),
         )
     };
+    // Upstream credentials: only Secrets their owners labelled for it, never a namespace's other Secrets.
+    let upstream_selector = format!("{}=true", gateway::UPSTREAM_CREDENTIAL_LABEL);
+    let (upstream_secrets, upstream_secret_sub) = shared_reflector(
+        &mut tasks,
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&upstream_selector),
+        |_| {},
+    );
     let (agent_leases, lease_sub) = shared_reflector(
         &mut tasks,
         Api::<Lease>::namespaced(client.clone(), &namespace),
@@ -309,6 +319,7 @@ pub async fn run_controllers(
         tiers: tiers.clone(),
         endpoints: endpoints.clone(),
         key_secrets: key_secrets.clone(),
+        upstream_secrets: upstream_secrets.clone(),
         shards: shards.clone(),
         agent_leases: agent_leases.clone(),
         nodes: nodes.clone(),
@@ -326,6 +337,7 @@ pub async fn run_controllers(
         tiers: tiers.clone(),
         endpoints: endpoints.clone(),
         key_secrets,
+        upstream_secrets: upstream_secrets.clone(),
         shards,
         agent_leases,
     };
@@ -389,6 +401,29 @@ pub async fn run_controllers(
                     .iter()
                     .map(|s| ObjectRef::new(&s.endpoint).within(s.namespace.as_deref().unwrap_or(&own)))
                     .collect::<Vec<_>>()
+            })
+            // A rotated (or new, or deleted) upstream credential reaches the endpoints that name it.
+            .watches_shared_stream(upstream_secret_sub, {
+                let naming = endpoints.clone();
+                move |secret: Arc<Secret>| {
+                    let ns = secret.namespace();
+                    let name = secret.name_any();
+                    naming
+                        .state()
+                        .iter()
+                        .filter(|e| {
+                            e.namespace() == ns
+                                && e.spec
+                                    .backend
+                                    .upstream
+                                    .as_ref()
+                                    .and_then(|u| u.auth.as_ref())
+                                    .map(|a| a.secret_name.as_str())
+                                    == Some(name.as_str())
+                        })
+                        .map(|e| ObjectRef::from_obj(e.as_ref()))
+                        .collect::<Vec<_>>()
+                }
             })
             // Endpoints with a nodeSelector list the nodes that serve them: re-check them when a node's labels change.
             .watches_shared_stream(node_sub, {

@@ -18,7 +18,9 @@ pub async fn reconcile_endpoint(endpoint: Arc<InferenceEndpoint>, ctx: Arc<Conte
     }
     let endpoints = EndpointSnapshot::of(&ctx.endpoints);
     let users = policies_scoping(&ctx.policies, &owner).len() as u32;
-    let outcome = infergate_compile::compile_endpoint(&endpoint, &endpoints, users, Utc::now());
+    let credentials: Vec<_> = ctx.upstream_secrets.state().iter().map(|s| s.as_ref().clone()).collect();
+    let credential = infergate_compile::upstream_credential(&endpoint, &credentials);
+    let outcome = infergate_compile::compile_endpoint(&endpoint, &endpoints, users, credential, Utc::now());
     let shard = outcome.shard.clone().map(|mut shard| {
         let nodes = ctx.nodes.state();
         let labelled = nodes.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), n.labels()));
