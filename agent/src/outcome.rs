@@ -191,13 +191,13 @@ impl RequestOutcome {
         tracing::info!(
             target: "infergate::access",
             request_id = %self.request_id,
-            key_id = key_id.as_deref().unwrap_or(""),
-            endpoint = self.endpoint.as_deref().unwrap_or(""),
-            door = self.door.as_str(),
-            route = self.route,
+            key_id = %key_id.as_deref().unwrap_or(""),
+            endpoint = %self.endpoint.as_deref().unwrap_or(""),
+            door = %self.door.as_str(),
+            route = %self.route,
             audio_seconds = self.audio_seconds,
             gpu_seconds = self.gpu_seconds,
-            outcome = "ok",
+            outcome = %"ok",
             duration_ms = duration.as_secs_f64() * 1e3,
             "access"
         );

@@ -179,7 +179,14 @@ impl State {
         self.secrets.retain(|p, _| desired.policies.contains_key(p));
         for (endpoint, outcome) in &desired.endpoints {
             if outcome.shard.is_none() {
-                tracing::warn!(endpoint = %endpoint, "endpoint is not ready; requests to it are refused");
+                let why: Vec<String> = outcome
+                    .status
+                    .conditions
+                    .iter()
+                    .filter(|c| c.status == "False")
+                    .map(|c| format!("{}: {}", c.type_, c.message))
+                    .collect();
+                tracing::warn!(endpoint = %endpoint, problems = %why.join("; "), "endpoint is not ready; requests to it are refused");
             }
         }
         self.announce_keys()?;

@@ -313,7 +313,9 @@ pub enum AudioRetention {
 pub struct InferenceEndpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    // Keyed by `type`, as metav1 conditions are in Kubernetes' own APIs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// How many ApiKeyPolicies grant access to this endpoint.
     #[serde(default)]

@@ -49,8 +49,15 @@ pub struct ApiKeyPolicySpec {
     pub rotation: Option<Rotation>,
     /// Keys to revoke, by key id (see `status.keys`). A revoked key stops working at the next reconcile and
     /// its open streams are closed; a revoked current key is replaced by a new one immediately.
+    // A list-map keyed by `keyId`: server-side apply merges items by key, so GitOps and `kubectl infergate keys
+    // revoke` (its own field manager) each own their revocations. The API server refuses duplicate keys of a
+    // list-map by itself; the CEL rule stays because infergate's own validator (standalone mode, `validate`, the
+    // test API stand-in) checks schema and CEL, not list-map keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s.keyId == r.keyId))").message("revocations: each keyId may be listed once").reason(Reason::FieldValueDuplicate))]
+    #[x_kube(
+        validation = Rule::new("self.all(r, self.exists_one(s, s.keyId == r.keyId))").message("revocations: each keyId may be listed once").reason(Reason::FieldValueDuplicate),
+        merge_strategy = ListMerge::Map(vec!["keyId".into()])
+    )]
     #[schemars(length(max = 256))]
     pub revocations: Vec<Revocation>,
     /// Takes every key of this policy out of service without revoking it; set back to false to restore.
@@ -146,7 +153,9 @@ pub struct Revocation {
 pub struct ApiKeyPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    // Keyed by `type`, as metav1 conditions are in Kubernetes' own APIs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The key id now written in the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -115,3 +115,36 @@ fn local_manifests_without_uids_own_their_secrets_by_name() {
     assert_eq!(ready_of(&again.status).1, "KeysActive");
     assert_eq!(again.events, vec![]);
 }
+
+#[test]
+fn an_upstream_credential_comes_from_its_labelled_secret_in_the_endpoints_namespace() {
+    use infergate_crds::endpoint::UpstreamAuth;
+    use k8s_openapi::ByteString;
+    let mut e = mk_endpoint("speech", "whisper").0;
+    let auth = |header: &str| UpstreamAuth { secret_name: "cred".into(), key: "token".into(), header: header.into() };
+    e.spec.backend.upstream.as_mut().unwrap().auth = Some(auth("Authorization"));
+    let secret = |ns: &str| Secret {
+        metadata: ObjectMeta { name: Some("cred".into()), namespace: Some(ns.into()), ..Default::default() },
+        data: Some([("token".to_string(), ByteString(b" s3cret\n".to_vec()))].into()),
+        ..Default::default()
+    };
+    let found = crate::upstream_credential(&e, &[secret("other"), secret("speech")]).unwrap().unwrap();
+    assert_eq!((found.header.as_str(), found.value.as_str()), ("authorization", "Bearer s3cret"));
+    assert!(!format!("{found:?}").contains("s3cret"), "Debug output hides the value");
+    e.spec.backend.upstream.as_mut().unwrap().auth = Some(auth("x-api-key"));
+    let raw = crate::upstream_credential(&e, &[secret("speech")]).unwrap().unwrap();
+    assert_eq!((raw.header.as_str(), raw.value.as_str()), ("x-api-key", "s3cret"));
+    // Another namespace's Secret of the same name is never used.
+    let missing = crate::upstream_credential(&e, &[secret("other")]).unwrap_err();
+    assert!(
+        missing.contains("speech/cred not found") && missing.contains("infergate.dev/upstream-credential"),
+        "{missing}"
+    );
+    // Not ready, no shard, and the condition says why.
+    let all: BTreeMap<NamespacedName, InferenceEndpoint> =
+        [(NamespacedName::new("speech", "whisper"), e.clone())].into();
+    let outcome = compile_endpoint(&e, &all, 0, Err(missing), t0());
+    assert!(outcome.shard.is_none());
+    let ready = outcome.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "UpstreamCredentialMissing"));
+}
