@@ -66,7 +66,9 @@ pub fn router(state: AdminState) -> axum::Router {
         let role = role.get();
         if role.ready() { Ok(role.as_str().to_string()) } else { Err(role.as_str().to_string()) }
     };
-    infergate_runtime::admin::router(state.metrics.registry.clone(), Arc::new(readiness), None)
+    let metrics = state.metrics.clone();
+    let before_scrape: infergate_runtime::admin::BeforeScrape = Arc::new(move || metrics.observe_revocations());
+    infergate_runtime::admin::router(state.metrics.registry.clone(), Arc::new(readiness), Some(before_scrape))
 }
 
 /// Binds the admin address up front, so a taken port fails start-up with a clear message instead of a silent

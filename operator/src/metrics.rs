@@ -1,7 +1,8 @@
 //! The operator's Prometheus metrics, all under `infergate_operator_`. Label values come from fixed sets
 //! (`kind` is one of three CRD kinds, `category` comes from [`crate::reconcile::ReconcileError::category`],
 //! `state` is a key state): never an object name, a key id or an error string, so cardinality stays bounded.
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Clone)]
@@ -14,6 +15,13 @@ pub struct Metrics {
     pub keys: IntGaugeVec,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: IntGauge,
+    /// Revocation propagation, read at scrape time from the policies' status (see [`Metrics::observe_revocations`]).
+    revocations_unenforced: IntGauge,
+    revocation_oldest_unenforced: Gauge,
+    revocation_agents_enforcing: IntGauge,
+    revocation_agents_total: IntGauge,
+    /// The leader's policy cache, once its controllers run.
+    policies: Arc<Mutex<Option<kube::runtime::reflector::Store<infergate_crds::ApiKeyPolicy>>>>,
 }
 
 impl Metrics {
@@ -39,6 +47,24 @@ impl Metrics {
                 .expect("valid metric");
         let leader = IntGauge::new("leader", "1 while this replica is the leader and runs the controllers")
             .expect("valid metric");
+        let revocations_unenforced = IntGauge::new(
+            "revocations_unenforced",
+            "Revocations (matching an issued key) that not every reporting agent enforces yet",
+        )
+        .expect("valid metric");
+        let revocation_oldest_unenforced = Gauge::new(
+            "revocation_oldest_unenforced_seconds",
+            "Age of the oldest revocation not every reporting agent enforces yet (0: none)",
+        )
+        .expect("valid metric");
+        let revocation_agents_enforcing = IntGauge::new(
+            "revocation_agents_enforcing",
+            "Agents enforcing every revocation (the fewest over pending revocations; all reporting agents when none is pending)",
+        )
+        .expect("valid metric");
+        let revocation_agents_total =
+            IntGauge::new("revocation_agents_total", "Agents reporting the config revision they run")
+                .expect("valid metric");
         infergate_runtime::admin::register_build_info(&registry, "operator", env!("CARGO_PKG_VERSION"))
             .expect("build_info is registered once");
         for collector in [
@@ -47,10 +73,59 @@ impl Metrics {
             Box::new(reconcile_duration.clone()),
             Box::new(keys.clone()),
             Box::new(leader.clone()),
+            Box::new(revocations_unenforced.clone()),
+            Box::new(revocation_oldest_unenforced.clone()),
+            Box::new(revocation_agents_enforcing.clone()),
+            Box::new(revocation_agents_total.clone()),
         ] {
             registry.register(collector).expect("each metric is registered once");
         }
-        Self { registry, reconciles, reconcile_errors, reconcile_duration, keys, leader }
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            keys,
+            leader,
+            revocations_unenforced,
+            revocation_oldest_unenforced,
+            revocation_agents_enforcing,
+            revocation_agents_total,
+            policies: Arc::default(),
+        }
+    }
+
+    /// Called by the leader once its policy cache exists: the revocation gauges are read from it.
+    pub fn watch_policies(&self, store: kube::runtime::reflector::Store<infergate_crds::ApiKeyPolicy>) {
+        *self.policies.lock().unwrap_or_else(|p| p.into_inner()) = Some(store);
+    }
+
+    /// Revocation propagation from the policies' status (what the operator last wrote there): how many
+    /// revocations some reporting agent still lacks, how old the oldest is, and agents enforcing / reporting.
+    /// A standby (no cache) reports zeros.
+    pub fn observe_revocations(&self) {
+        let store = self.policies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (mut pending, mut oldest, mut enforcing, mut total) = (0i64, None, None::<u32>, 0u32);
+        if let Some(store) = store {
+            for policy in store.state() {
+                for r in policy.status.iter().flat_map(|s| s.revocations.iter()).filter(|r| r.matched) {
+                    let reporting = r.agents_total.unwrap_or(0);
+                    total = total.max(reporting);
+                    let agents = r.agents_enforcing.unwrap_or(0);
+                    if agents < reporting {
+                        pending += 1;
+                        enforcing = Some(enforcing.map_or(agents, |e| e.min(agents)));
+                        oldest =
+                            Some(oldest.map_or(r.revoked_at, |o: chrono::DateTime<chrono::Utc>| o.min(r.revoked_at)));
+                    }
+                }
+            }
+        }
+        self.revocations_unenforced.set(pending);
+        let age = oldest.map_or(0.0, |at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1e3);
+        self.revocation_oldest_unenforced.set(age);
+        self.revocation_agents_total.set(i64::from(total));
+        self.revocation_agents_enforcing.set(i64::from(enforcing.unwrap_or(total)));
     }
 
     /// Counts a reconcile and returns a guard that records its duration when dropped, whatever the outcome.

@@ -134,6 +134,15 @@ UNIT_TESTS = [
          "exp_alerts": [{"exp_labels": {**NS, "pod": "a", "tier": "free", "severity": "warning"}}]},
     ]},
     {"interval": "1m", "input_series": [
+        # A revocation pending for 30 s (fine), then one that stays unenforced.
+        {"series": 'infergate_operator_revocation_oldest_unenforced_seconds{namespace="infergate",pod="op-1"}',
+         "values": "0 30 0x3 0 60 120 180 240 300 360 420"},
+    ], "alert_rule_test": [
+        {"eval_time": "4m", "alertname": "InfergateRevocationNotEnforced", "exp_alerts": []},
+        {"eval_time": "10m", "alertname": "InfergateRevocationNotEnforced",
+         "exp_alerts": [{"exp_labels": {**NS, "severity": "critical"}}]},
+    ]},
+    {"interval": "1m", "input_series": [
         {"series": 'infergate_counter_store_up{namespace="infergate",pod="a"}', "values": "1x5 0x10"},
         {"series": 'infergate_counter_store_up{namespace="infergate",pod="b"}', "values": "1x15"},
     ], "alert_rule_test": [

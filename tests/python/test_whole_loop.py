@@ -142,6 +142,11 @@ def test_kubectl_to_client_and_revocation_closes_the_stream(standin, kubectl, st
 
         revs = wait_for("status.revocations to count the agent", reached, timeout=90)
         assert revs[0]["requestedBy"] == "e2e@infergate.dev"
+        # ... and exports it for the dashboard and the InfergateRevocationNotEnforced alert.
+        wait_for("the revocation gauges", lambda: operator.metric("infergate_operator_revocation_agents_total") == 1
+                 and operator.metric("infergate_operator_revocation_agents_enforcing") == 1
+                 and operator.metric("infergate_operator_revocations_unenforced") == 0
+                 and operator.metric("infergate_operator_revocation_oldest_unenforced_seconds") == 0, timeout=30)
 
         # The replacement key works through the same agent, and no key appears in any log.
         new_secret = wait_for("the replacement key", lambda: (

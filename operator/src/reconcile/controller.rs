@@ -238,6 +238,7 @@ pub async fn run_controllers(
             on_owner_event(&tx, ShardKind::Policy, ev)
         })
     };
+    metrics.watch_policies(policies.clone());
     let (endpoints, endpoint_sub) = {
         let tx = cleanup_tx.clone();
         shared_reflector(
