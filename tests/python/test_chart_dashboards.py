@@ -128,6 +128,11 @@ UNIT_TESTS = [
         {"series": 'infergate_gpu_refill_factor{namespace="infergate",pod="a",tier="capped"}', "values": "0.7x130"},
         {"series": 'infergate_gpu_refill_factor{namespace="infergate",pod="a",tier="busy"}',
          "values": "1x60 " + " ".join(["0.6 0.8"] * 35)},
+        # Each tier's floor (gpuUtilization.minFactor), exported beside its factor.
+        {"series": 'infergate_gpu_refill_factor_min{namespace="infergate",pod="a",tier="free"}', "values": "0.5x130"},
+        {"series": 'infergate_gpu_refill_factor_min{namespace="infergate",pod="a",tier="pro"}', "values": "0.25x130"},
+        {"series": 'infergate_gpu_refill_factor_min{namespace="infergate",pod="a",tier="capped"}', "values": "0.25x130"},
+        {"series": 'infergate_gpu_refill_factor_min{namespace="infergate",pod="a",tier="busy"}', "values": "0.6x130"},
     ], "alert_rule_test": [
         {"eval_time": "80m", "alertname": "InfergateGpuRefillFactorPinned", "exp_alerts": []},
         {"eval_time": "100m", "alertname": "InfergateGpuRefillFactorPinned",

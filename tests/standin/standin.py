@@ -7,8 +7,10 @@ No kube-apiserver can be installed here, so this serves the part of the API that
 - get / list / watch (resourceVersion, bookmarks, label and field selectors), create, replace (with
   resourceVersion conflicts), delete (finalizers, owner-reference garbage collection);
 - patches: JSON merge, strategic merge (treated as merge: enough for `kubectl annotate/label/apply` on the kinds
-  used here), JSON patch (RFC 6902), and server-side apply with a managedFields-free notion of ownership: a field
-  the same manager applied before and now omits is removed;
+  used here), JSON patch (RFC 6902), and server-side apply: a field the same manager applied before and now omits is
+  removed unless another manager applied it too; lists the CRD schemas declare `x-kubernetes-list-type: map` (read
+  from `<operator> crds`) merge by item key and are owned per item; `metadata.managedFields` lists one Apply entry
+  per manager (writes that are not applies add none);
 - a separate `/status` subresource for the infergate CRDs: writes to the main resource keep status, writes to
   `/status` change only status; `metadata.generation` moves when the spec changes;
 - admission: every infergate custom resource written through the main resource is checked by
@@ -16,7 +18,8 @@ No kube-apiserver can be installed here, so this serves the part of the API that
   422 Invalid Status that `kubectl` prints.
 
 Not a general API server: no RBAC, no admission webhooks, no field-manager conflicts, no pagination (lists return
-every item at once, which the API allows), no strategic-merge list semantics.
+every item at once, which the API allows), no strategic-merge list semantics, no list-maps outside the infergate
+CRDs (built-in kinds' lists merge atomically).
 
 Cost matters (tests/bench/operator_scale.py drives ~40,000 requests through it): stored objects are never changed in
 place, so writes copy only the levels they touch and watch events are encoded once and shared by every watcher;
@@ -302,43 +305,176 @@ def json_patch(doc, ops):
     return doc
 
 
-def leaf_paths(obj, prefix=()):
-    """Paths of the leaves of an applied configuration; lists are atomic (as the CRDs here declare none as maps)."""
+class Shape:
+    """Where a CRD schema declares `x-kubernetes-list-type: map`, as a tree over an object's fields: `fields` by
+    name, `values` for a map's values (additionalProperties), `items` for a list's items, and `keys` (the
+    list-map keys) when the list at this place is a list-map. Only the branches that lead to a list-map exist, so
+    objects of kinds without one (and every other branch) cost nothing extra."""
+
+    __slots__ = ("fields", "values", "items", "keys")
+
+    def __init__(self, fields, values, items, keys):
+        self.fields, self.values, self.items, self.keys = fields, values, items, keys
+
+    def child(self, name):
+        return self.fields.get(name) or self.values
+
+    @staticmethod
+    def of(schema):
+        """The shape of an openAPIV3Schema, or None when nothing below it is a list-map."""
+        if not isinstance(schema, dict):
+            return None
+        fields = {n: sh for n, sub in (schema.get("properties") or {}).items() if (sh := Shape.of(sub))}
+        values, items = Shape.of(schema.get("additionalProperties")), Shape.of(schema.get("items"))
+        keys = None
+        if schema.get("x-kubernetes-list-type") == "map":
+            keys = tuple(schema.get("x-kubernetes-list-map-keys") or ())
+        if not (fields or values or items or keys is not None):
+            return None
+        return Shape(fields, values, items, keys)
+
+
+def _child_shape(shape, name):
+    return shape.child(name) if shape is not None else None
+
+
+def _is_list_map(shape) -> bool:
+    return shape is not None and shape.keys is not None
+
+
+class ItemKey(tuple):
+    """A list-map item in a field path: its key fields and their values, e.g. `(("keyId", "kid_..."),)`. A tuple, so
+    it never equals a field name."""
+
+    __slots__ = ()
+
+
+def _key_value(v):
+    return v if v is None or isinstance(v, (str, int, float, bool)) else dumps(v).decode()
+
+
+def item_key(shape, item) -> ItemKey:
+    item = item if isinstance(item, dict) else {}
+    return ItemKey((k, _key_value(item.get(k))) for k in shape.keys)
+
+
+def _matches(item, key: ItemKey) -> bool:
+    return isinstance(item, dict) and all(_key_value(item.get(k)) == v for k, v in key)
+
+
+def leaf_paths(obj, shape=None, prefix=()):
+    """Paths of the leaves of an applied configuration. Lists are atomic leaves, except where `shape` says the list
+    is a list-map: then each item is a path of its own (ending in its ItemKey), and so is each field inside it, so
+    that ownership is per item as with a real server."""
     if isinstance(obj, dict) and obj:
         for k, v in obj.items():
-            yield from leaf_paths(v, prefix + (k,))
+            yield from leaf_paths(v, _child_shape(shape, k), prefix + (k,))
+    elif isinstance(obj, list) and _is_list_map(shape):
+        for item in obj:
+            key = item_key(shape, item)
+            yield prefix + (key,)
+            for k, v in (item.items() if isinstance(item, dict) else ()):
+                if k not in shape.keys:
+                    yield from leaf_paths(v, _child_shape(shape.items, k), prefix + (key, k))
     else:
         yield prefix
 
 
-def deep_merge(target, applied):
+def deep_merge(target, applied, shape=None):
+    """`applied` over `target`: maps merge by field, list-maps by item key (items are merged field by field, new
+    items appended in the applied order), every other list is replaced whole."""
     if isinstance(applied, dict) and isinstance(target, dict):
         out = dict(target)
         for k, v in applied.items():
-            out[k] = deep_merge(target.get(k), v)
+            out[k] = deep_merge(target.get(k), v, _child_shape(shape, k))
+        return out
+    if isinstance(applied, list) and isinstance(target, list) and _is_list_map(shape):
+        out = list(target)
+        at = {item_key(shape, item): i for i, item in enumerate(out)}
+        for item in applied:
+            key = item_key(shape, item)
+            if key in at:
+                out[at[key]] = deep_merge(out[at[key]], item, shape.items)
+            else:
+                at[key] = len(out)
+                out.append(clone(item))
         return out
     return clone(applied)
 
 
+def _find(container, seg):
+    """`(index or key, value)` of path segment `seg` in `container`, or None."""
+    if isinstance(seg, ItemKey):
+        if isinstance(container, list):
+            for i, item in enumerate(container):
+                if _matches(item, seg):
+                    return i, item
+        return None
+    if isinstance(container, dict) and seg in container:
+        return seg, container[seg]
+    return None
+
+
 def remove_path(obj, path):
-    """Removes `path` from `obj`, copying each map on the way down first: below the top level, `obj` may share maps
-    with a stored object (see deep_merge), and stored objects are never changed in place."""
+    """Removes `path` (a field, or a whole list-map item) from `obj`, copying each map and list on the way down
+    first: below the top level, `obj` may share them with a stored object (see deep_merge), and stored objects are
+    never changed in place."""
     cur = obj
     trail = []
     for seg in path[:-1]:
-        if not isinstance(cur, dict) or not isinstance(cur.get(seg), dict):
+        found = _find(cur, seg)
+        if found is None or not isinstance(found[1], (dict, list)):
             return
-        cur[seg] = dict(cur[seg])
-        trail.append((cur, seg))
-        cur = cur[seg]
-    if isinstance(cur, dict):
-        cur.pop(path[-1], None)
-    # Drop maps that became empty, as a real server does for fields nobody owns any more.
-    for parent_map, seg in reversed(trail):
-        if parent_map[seg] == {}:
-            del parent_map[seg]
+        at, child = found
+        child = dict(child) if isinstance(child, dict) else list(child)
+        cur[at] = child
+        trail.append((cur, at))
+        cur = child
+    found = _find(cur, path[-1])
+    if found is None:
+        return
+    del cur[found[0]]
+    # Drop maps and lists that became empty, as a real server does for fields nobody owns any more.
+    for parent, at in reversed(trail):
+        if parent[at] in ({}, []):
+            del parent[at]
         else:
             break
+
+
+def fields_v1(config, shape=None):
+    """An applied configuration as metav1 FieldsV1 (what a managedFields entry says the manager owns): `f:<field>`
+    for fields, `k:<key JSON>` with `.` for list-map items; lists that are not list-maps are owned whole."""
+    if isinstance(config, dict):
+        return {f"f:{k}": fields_v1(v, _child_shape(shape, k)) for k, v in config.items()}
+    if isinstance(config, list) and _is_list_map(shape):
+        out = {}
+        for item in config:
+            if not isinstance(item, dict):
+                continue
+            key = json.dumps({k: item.get(k) for k in sorted(shape.keys)}, separators=(",", ":"))
+            out[f"k:{key}"] = {".": {}, **fields_v1(item, shape.items)}
+        return out
+    return {}
+
+
+def load_shapes(operator: str | None) -> dict[tuple, Shape]:
+    """The list-map shapes of the infergate CRDs, by (group, version, plural), from `<operator> crds`: the very
+    schemas the validator checks against."""
+    if not operator or yaml is None:
+        return {}
+    import subprocess
+    out = subprocess.run([operator, "crds"], check=True, capture_output=True, text=True, timeout=120).stdout
+    shapes = {}
+    for crd in yaml.load_all(out, Loader=_YAML_LOADER):
+        if not crd:
+            continue
+        spec = crd["spec"]
+        for version in spec["versions"]:
+            shape = Shape.of(((version.get("schema") or {}).get("openAPIV3Schema")))
+            if shape is not None:
+                shapes[(spec["group"], version["name"], spec["names"]["plural"])] = shape
+    return shapes
 
 
 # --- validation ------------------------------------------------------------------------------------------------
@@ -419,8 +555,10 @@ class Watcher:
 # --- the store -------------------------------------------------------------------------------------------------
 
 class Store:
-    def __init__(self, validator: Validator):
+    def __init__(self, validator: Validator, shapes: dict[tuple, Shape] | None = None):
         self.rv = 1
+        # Where each kind's schema declares list-maps (see Shape); kinds absent here merge every list atomically.
+        self.shapes = shapes or {}
         self.objects: dict[tuple, dict[tuple, dict]] = {k.key: {} for k in KINDS}
         # Last configuration each server-side-apply manager applied, per object and subresource.
         self.applied: dict[tuple, dict[tuple, dict]] = {}
@@ -543,12 +681,18 @@ class Store:
                 merged["status"] = new["status"]
             else:
                 merged.pop("status", None)
+            # A status apply records its manager too.
+            if "managedFields" in meta:
+                merged["metadata"]["managedFields"] = meta["managedFields"]
             new = merged
         elif kind.status:
             if "status" in old:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
+        # A write that does not send managedFields keeps them, as on a real server.
+        if "managedFields" not in new["metadata"] and "managedFields" in old["metadata"]:
+            new["metadata"]["managedFields"] = old["metadata"]["managedFields"]
         # Server-owned metadata cannot be changed by clients.
         for field in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"):
             if field in old["metadata"]:
@@ -617,8 +761,10 @@ class Store:
 
     async def apply(self, kind: Kind, ns: str | None, name: str, applied: dict, manager: str,
                     subresource: str | None) -> tuple[dict, bool]:
-        """Server-side apply without managedFields: merge the applied configuration, and remove what the same
-        manager applied last time but not this time (unless another manager applied it too)."""
+        """Server-side apply: merge the applied configuration (list-maps by item key, see Shape), and remove what the
+        same manager applied last time but not this time, unless another manager applied it too: for a list-map
+        that is per item, so items of other managers stay. Ownership is the last configuration each manager applied
+        (not computed from managedFields); the object's managedFields are written from it, Apply entries only."""
         applied = dict(applied)
         applied["metadata"] = dict(applied.get("metadata") or {})
         applied["metadata"]["name"] = name
@@ -626,6 +772,7 @@ class Store:
             applied["metadata"]["namespace"] = ns
         sub = subresource or ""
         key = (kind.key, ns or "", name)
+        shape = self.shapes.get(kind.key)
         existing = self.objects[kind.key].get((ns or "", name))
         scope = (lambda o: {"status": o.get("status")} if "status" in o else {}) if sub == "status" else (
             lambda o: {k: v for k, v in o.items() if not (kind.status and k == "status")})
@@ -634,26 +781,52 @@ class Store:
             config["metadata"] = {k: v for k, v in applied["metadata"].items()
                                   if k in ("name", "namespace", "labels", "annotations", "ownerReferences",
                                            "finalizers")}
+        managers = {**self.applied.get(key, {}), (manager, sub): config}
         if existing is None:
             if sub == "status":
                 raise not_found(kind, name)
             body = clone(config)
+            body["metadata"]["managedFields"] = self._managed_fields(kind, managers, [])
             created = await self.create(kind, ns, body)
-            self.applied.setdefault(key, {})[(manager, sub)] = config
+            self.applied[key] = managers
             return created, True
         previous = self.applied.get(key, {}).get((manager, sub), {})
-        merged = deep_merge(existing, config)
-        kept = {p for (m, s), cfg in self.applied.get(key, {}).items() if (m, s) != (manager, sub)
-                for p in leaf_paths(cfg)}
-        now_paths = set(leaf_paths(config))
-        for path in leaf_paths(previous):
+        merged = deep_merge(existing, config, shape)
+        kept = {p for (m, s), cfg in managers.items() if (m, s) != (manager, sub) for p in leaf_paths(cfg, shape)}
+        now_paths = set(leaf_paths(config, shape))
+        for path in leaf_paths(previous, shape):
             if path and path not in now_paths and path not in kept and path[0] != "apiVersion" and path[0] != "kind":
                 if path[:2] in (("metadata", "name"), ("metadata", "namespace")):
                     continue
                 remove_path(merged, path)
+        merged["metadata"] = dict(merged["metadata"])
+        merged["metadata"]["managedFields"] = self._managed_fields(
+            kind, managers, existing["metadata"].get("managedFields") or [])
         result = await self.update(kind, ns, name, merged, subresource, check_rv=False)
-        self.applied.setdefault(key, {})[(manager, sub)] = config
+        self.applied[key] = managers
         return result, False
+
+    def _managed_fields(self, kind: Kind, managers: dict, before: list) -> list:
+        """One Apply entry per manager and subresource. An entry keeps its time while its fields do not change, so
+        a repeated identical apply stays a no-op write."""
+        shape = self.shapes.get(kind.key)
+        times = {(e.get("manager"), e.get("subresource", "")): (e.get("fieldsV1"), e.get("time")) for e in before}
+        out = []
+        for (manager, sub), cfg in managers.items():
+            owned = {k: v for k, v in cfg.items() if k not in ("apiVersion", "kind")}
+            if "metadata" in owned:
+                owned["metadata"] = {k: v for k, v in owned["metadata"].items() if k not in ("name", "namespace")}
+                if not owned["metadata"]:
+                    del owned["metadata"]
+            fields = fields_v1(owned, shape)
+            old_fields, old_time = times.get((manager, sub), (None, None))
+            entry = {"manager": manager, "operation": "Apply", "apiVersion": kind.api_version,
+                     "time": old_time if old_fields == fields and old_time else now_rfc3339(),
+                     "fieldsType": "FieldsV1", "fieldsV1": fields}
+            if sub:
+                entry["subresource"] = sub
+            out.append(entry)
+        return out
 
 
 # --- HTTP ------------------------------------------------------------------------------------------------------
@@ -966,7 +1139,7 @@ async def main():
 
     validator = Validator(args.operator)
     await validator.start()
-    store = Store(validator)
+    store = Store(validator, load_shapes(args.operator))
     server = Server(store)
 
     # aiohttp's low-level server: the stand-in routes every path itself, and skipping the Application's router and

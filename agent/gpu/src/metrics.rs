@@ -27,6 +27,7 @@ const SOURCES: [UtilizationSource; 5] = [
 pub struct GpuMetrics {
     limits: Arc<DynamicLimits>,
     refill_factor: GaugeVec,
+    refill_factor_min: GaugeVec,
     node_utilization: GaugeVec,
     telemetry_state: GaugeVec,
     utilization_source: GaugeVec,
@@ -46,6 +47,11 @@ impl GpuMetrics {
             refill_factor: gauge(
                 "gpu_refill_factor",
                 "Factor applied to each tier's refill rate by GPU utilisation (1 = nominal)",
+                &["tier"],
+            )?,
+            refill_factor_min: gauge(
+                "gpu_refill_factor_min",
+                "Each tier's lowest refill factor (its gpuUtilization.minFactor): a factor at it is pinned",
                 &["tier"],
             )?,
             node_utilization: gauge(
@@ -77,9 +83,10 @@ impl GpuMetrics {
         Ok(metrics)
     }
 
-    fn gauges(&self) -> [&GaugeVec; 9] {
+    fn gauges(&self) -> [&GaugeVec; 10] {
         [
             &self.refill_factor,
+            &self.refill_factor_min,
             &self.node_utilization,
             &self.telemetry_state,
             &self.utilization_source,
@@ -99,6 +106,7 @@ impl GpuMetrics {
         }
         for tier in &snapshot.tiers {
             self.refill_factor.with_label_values(&[tier.name.as_str()]).set(tier.factor);
+            self.refill_factor_min.with_label_values(&[tier.name.as_str()]).set(tier.min_factor);
         }
         for (stage, value) in [
             ("raw", snapshot.raw_utilization),
