@@ -44,7 +44,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     };
     let config = tokio::spawn(watch_config(Arc::clone(&gateway), secrets, options));
     let address = args.pod_ip.map(
-        |ip| serde_json::json!({"ip": ip.to_string(), "http": args.http_addr.port(), "grpc": args.grpc_addr.port()}),
+        |ip| serde_json::json!({"ip": ip.to_string(), "http": args.http_addr.port(), "grpc": args.grpc_addr.port(), "admin": args.admin_addr.port()}),
     );
     let publisher = tokio::spawn(publish_lease(Arc::clone(&gateway), leases, args.node_name.clone(), address));
     let listeners = Listeners::new(args.http_addr, args.grpc_addr, args.admin_addr, &args.common);

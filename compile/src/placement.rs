@@ -31,6 +31,9 @@ pub struct AgentAddress {
     pub ip: String,
     pub http: u16,
     pub grpc: u16,
+    /// The admin port (`/usage`, `/status`); absent on Leases of agents older than the field.
+    #[serde(default)]
+    pub admin: Option<u16>,
 }
 
 /// One endpoint's Service and its slices.
@@ -170,7 +173,7 @@ mod tests {
     fn agent(node: &str, ip: &str, http: u16, serves: &[&str], renewed: DateTime<Utc>) -> AgentReport {
         AgentReport {
             node: node.into(),
-            address: Some(AgentAddress { ip: ip.into(), http, grpc: 50051 }),
+            address: Some(AgentAddress { ip: ip.into(), http, grpc: 50051, admin: None }),
             serves: serves.iter().map(|s| s.to_string()).collect(),
             renewed_at: Some(renewed),
             ..AgentReport::default()

@@ -108,7 +108,8 @@ pub struct UsageArgs {
     /// File holding the agents' admin bearer token (the chart's agent.admin token).
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
-    /// The agents' admin port, used with the address on their Leases (the chart's agent.ports.admin).
+    /// The agents' admin port for agents whose Lease does not publish one (agents publish theirs; the chart's
+    /// agent.ports.admin).
     #[arg(long, default_value_t = 9090)]
     pub admin_port: u16,
     /// Namespace of the operator and of the agents' Leases.

@@ -147,7 +147,8 @@ async fn agent_urls(cluster: &Cluster, args: &UsageArgs) -> Result<Vec<String>, 
         .filter_map(|l| infergate_operator::reconcile::agent_report(l).address)
         .map(|a| {
             let host = if a.ip.contains(':') { format!("[{}]", a.ip) } else { a.ip };
-            format!("http://{host}:{}", args.admin_port)
+            // The port the agent publishes on its Lease; --admin-port for agents that do not publish one.
+            format!("http://{host}:{}", a.admin.unwrap_or(args.admin_port))
         })
         .collect();
     urls.sort();
