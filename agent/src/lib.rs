@@ -31,6 +31,7 @@ pub mod oneshot;
 pub mod outcome;
 pub mod serve;
 pub mod session;
+pub mod slots;
 pub mod standalone;
 
 /// The config snapshot lives in the gate crate; the config sources (`standalone`, `cluster`) name it here.

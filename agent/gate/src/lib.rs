@@ -18,6 +18,7 @@ pub mod admission;
 pub mod audio;
 pub mod audit;
 pub mod limiter;
+mod memory;
 pub mod refusal;
 pub mod snapshot;
 pub mod streams;
@@ -27,3 +28,5 @@ pub mod testing;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_store_failure;

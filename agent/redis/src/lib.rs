@@ -28,70 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// How admissions use the shared bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Blocks of GPU-seconds taken from the shared bucket and spent locally.
-    Leased,
-    /// One Lua round trip per admission.
-    Exact,
-}
-
-/// Whose clock refills buckets. Agents' monotonic clocks differ, so a real deployment uses the server's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Clock {
-    Server,
-    /// The `now` each call passes in: deterministic tests of one store.
-    Caller,
-}
-
-#[derive(Clone)]
-pub struct Settings {
-    /// `redis://[user@]host:port/db` or `rediss://...`. May carry a password: never logged.
-    pub url: String,
-    pub mode: Mode,
-    pub password: Option<String>,
-    /// PEM roots for `rediss://` servers signed by a private CA.
-    pub ca_pem: Option<Vec<u8>>,
-    /// Every Redis call runs under this.
-    pub timeout: Duration,
-    /// How long a stream slot outlives its agent's last heartbeat.
-    pub slot_ttl: Duration,
-    /// How long an unused lease is kept before it is returned.
-    pub lease_ttl: Duration,
-    /// This agent's name in slot members and the agents set.
-    pub agent_id: String,
-    pub clock: Clock,
-    /// Key prefix; distinct prefixes keep deployments (or tests) sharing one server apart.
-    pub prefix: String,
-}
-
-impl Settings {
-    pub fn new(url: impl Into<String>, mode: Mode) -> Self {
-        Settings {
-            url: url.into(),
-            mode,
-            password: None,
-            ca_pem: None,
-            timeout: Duration::from_millis(100),
-            slot_ttl: Duration::from_secs(15),
-            lease_ttl: Duration::from_secs(1),
-            agent_id: default_agent_id(),
-            clock: Clock::Server,
-            prefix: "ig".into(),
-        }
-    }
-}
-
-fn default_agent_id() -> String {
-    let host = std::env::var("NODE_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "agent".into());
-    format!("{host}:{}", std::process::id())
-}
-
-/// Set-up errors: the URL or TLS material is unusable. The message never repeats the URL (it may hold a password).
-#[derive(Debug, thiserror::Error)]
-#[error("--counter-store: {0}")]
-pub struct ConfigError(String);
+mod counter_store;
+mod scripts;
+mod settings;
+use scripts::{AGENTS_LUA, BUCKET_LUA, HEARTBEAT_LUA, SLOTS_LUA};
+pub use settings::{Clock, ConfigError, Mode, Settings};
 
 const EPSILON: f64 = 1e-9;
 /// A lease block is at most this share of the bucket's burst: what one agent can strand per key...
@@ -152,81 +93,6 @@ impl Drop for RedisStore {
         self.task.abort();
     }
 }
-
-const BUCKET_LUA: &str = r#"
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local rate = tonumber(ARGV[2])
-local cap = tonumber(ARGV[3])
-local pending = tonumber(ARGV[4])
-local need = tonumber(ARGV[5])
-local take = tonumber(ARGV[6])
-local want = tonumber(ARGV[7])
-local h = redis.call('HMGET', KEYS[1], 'b', 't')
-local bal = tonumber(h[1])
-local ts = tonumber(h[2])
-if bal == nil or ts == nil then bal = cap; ts = now end
-if now > ts then
-  bal = math.min(cap, bal + (now - ts) * rate)
-  ts = now
-end
-bal = math.min(cap, bal - pending)
-local granted = -1
-local wait = 0
-if take >= 0 then
-  if bal + 1e-9 >= need then
-    granted = math.max(take, math.min(want, bal))
-    bal = bal - granted
-  elseif rate > 0 then
-    wait = (need - bal) / rate
-  else
-    wait = -1
-  end
-end
-redis.call('HSET', KEYS[1], 'b', string.format('%.17g', bal), 't', string.format('%.17g', ts))
-local ttl = 86400
-if rate > 0 then ttl = math.min(86400, (cap - bal) / rate + 60) end
-redis.call('EXPIRE', KEYS[1], math.ceil(ttl))
-return {string.format('%.17g', granted), string.format('%.17g', bal), string.format('%.17g', wait)}
-"#;
-
-/// ARGV: member ('' = count only), cap, ttl ms, then members to remove first.
-const SLOTS_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 4, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local open = redis.call('ZCARD', KEYS[1])
-if ARGV[1] == '' then return open end
-if open < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
-  return -1
-end
-return open
-"#;
-
-/// ARGV: ttl ms, members to keep alive.
-const HEARTBEAT_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) + 1000)
-return 1
-"#;
-
-/// ARGV: agent id, ttl ms. Returns the agents alive.
-const AGENTS_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 1000)
-return redis.call('ZCARD', KEYS[1])
-"#;
 
 /// What BUCKET.lua answered.
 struct BucketReply {
@@ -692,80 +558,4 @@ async fn background(inner: Arc<Inner>) {
 /// A boxed future without pulling in the `futures` crate.
 mod futures_like {
     pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = redis::RedisResult<T>> + Send + 'a>>;
-}
-
-impl CounterStore for RedisStore {
-    fn try_take(
-        &self,
-        bucket: BucketKey,
-        amount: f64,
-        params: BucketParams,
-        now: f64,
-    ) -> StoreFuture<'_, Result<(), f64>> {
-        Box::pin(self.inner.try_take(bucket, amount, params, now))
-    }
-
-    fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) {
-        self.inner.adjust(bucket, amount, params, now)
-    }
-
-    fn balance(&self, bucket: BucketKey, params: BucketParams, now: f64) -> StoreFuture<'_, f64> {
-        Box::pin(self.inner.balance(bucket, params, now))
-    }
-
-    fn acquire_stream(&self, bucket: BucketKey, cap: u32) -> StoreFuture<'_, bool> {
-        Box::pin(self.inner.acquire_stream(bucket, cap))
-    }
-
-    fn release_stream(&self, bucket: BucketKey) {
-        self.inner.release_stream(bucket)
-    }
-
-    fn open_streams(&self, bucket: BucketKey) -> StoreFuture<'_, u32> {
-        Box::pin(async move { Ok(self.inner.slots(bucket, None, 0).await?.max(0) as u32) })
-    }
-
-    fn agents(&self) -> u32 {
-        self.inner.agents.load(Ordering::Relaxed).max(1)
-    }
-
-    fn is_up(&self) -> bool {
-        self.inner.up.load(Ordering::Acquire)
-    }
-
-    fn is_shared(&self) -> bool {
-        true
-    }
-
-    /// Every queued adjustment, unused lease (returned early), release and usage, now.
-    fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            self.inner.flush(true).await;
-            Ok(())
-        })
-    }
-
-    fn record_usage(&self, key: u64, gpu_seconds: f64) {
-        let mut usage = self.inner.usage.lock().unwrap_or_else(|p| p.into_inner());
-        *usage.entry(key).or_insert(0.0) += gpu_seconds;
-    }
-
-    fn usage(&self) -> StoreFuture<'_, Option<Vec<(u64, f64)>>> {
-        Box::pin(async move {
-            self.inner.flush(false).await;
-            let key = format!("{}:usage", self.inner.settings.prefix);
-            let all: HashMap<String, String> = self
-                .inner
-                .call(move |mut conn| {
-                    Box::pin(async move { redis::cmd("HGETALL").arg(key).query_async(&mut conn).await })
-                })
-                .await?;
-            let mut out: Vec<(u64, f64)> = all
-                .into_iter()
-                .filter_map(|(k, v)| Some((u64::from_str_radix(&k, 16).ok()?, v.parse().ok()?)))
-                .collect();
-            out.sort_by_key(|(k, _)| *k);
-            Ok(Some(out))
-        })
-    }
 }
