@@ -115,7 +115,7 @@ impl ApiKey {
         let (signed, checksum) = presented.split_at(KEY_LEN - CHECKSUM_LEN);
         let crc = crc32fast::hash(signed.as_bytes());
         let mut expected = [0u8; CHECKSUM_LEN];
-        base62_fixed_into(&crc.to_be_bytes(), &mut expected);
+        base62_u32_into(crc, &mut expected);
         if expected != checksum.as_bytes() {
             return Err(KeyFormatError::BadChecksum);
         }
@@ -227,6 +227,16 @@ fn base62_fixed(bytes: &[u8], len: usize) -> String {
     String::from_utf8(out).expect("base62 alphabet is ASCII")
 }
 
+/// The checksum's digits: the same as [`base62_fixed_into`] of its 4 big-endian bytes, by machine division
+/// (divisions by the constant 62 compile to multiplies). The admission hot path checks every presented key with it;
+/// the byte-wise long division took ~0.4 us of the ~0.45 us format check.
+fn base62_u32_into(mut value: u32, out: &mut [u8]) {
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(value % 62) as usize];
+        value /= 62;
+    }
+}
+
 fn base62_fixed_into(bytes: &[u8], out: &mut [u8]) {
     // Schoolbook long division of a big-endian number by 62, least significant digit first.
     let mut num = [0u8; 32];
@@ -277,6 +287,16 @@ mod tests {
         assert_eq!(ApiKey::check_format(&s[..KEY_LEN - 1]), Err(KeyFormatError::WrongLength));
         let bad_char = format!("{}-{}", &s[..20], &s[21..]);
         assert_eq!(ApiKey::check_format(&bad_char), Err(KeyFormatError::BadCharacter));
+    }
+
+    proptest! {
+        #[test]
+        fn checksum_digits_match_the_long_division(v in any::<u32>()) {
+            let (mut fast, mut slow) = ([0u8; CHECKSUM_LEN], [0u8; CHECKSUM_LEN]);
+            base62_u32_into(v, &mut fast);
+            base62_fixed_into(&v.to_be_bytes(), &mut slow);
+            prop_assert_eq!(fast, slow);
+        }
     }
 
     #[test]
