@@ -177,7 +177,9 @@ impl Drop for RequestOutcome {
         self.span.record("gpu_seconds", self.gpu_seconds);
         self.span.record("duration_ms", duration.as_secs_f64() * 1e3);
         self.metrics.finished(self.door.as_str(), self.route, outcome, duration);
-        if self.code.is_none() && self.access_log_sample > 0.0 && rand::random::<f64>() < self.access_log_sample {
+        let sampled = self.access_log_sample >= 1.0
+            || (self.access_log_sample > 0.0 && rand::random::<f64>() < self.access_log_sample);
+        if self.code.is_none() && sampled {
             self.access_log(duration);
         }
     }

@@ -162,14 +162,8 @@ impl State {
         for (policy, outcome) in &desired.policies {
             outcome.audit.iter().for_each(infergate_compile::AuditRecord::log);
             if outcome.shard.is_none() {
-                let why: Vec<String> = outcome
-                    .status
-                    .conditions
-                    .iter()
-                    .filter(|c| c.status == "False")
-                    .map(|c| format!("{}: {}", c.type_, c.message))
-                    .collect();
-                tracing::warn!(policy = %policy, problems = %why.join("; "), "policy is not ready; its keys are refused");
+                let why = failing(&outcome.status.conditions);
+                tracing::warn!(policy = %policy, problems = %why, "policy is not ready; its keys are refused");
             }
             if let Some(secret) = &outcome.key_secret {
                 self.secrets.insert(policy.clone(), secret.clone());
@@ -179,14 +173,8 @@ impl State {
         self.secrets.retain(|p, _| desired.policies.contains_key(p));
         for (endpoint, outcome) in &desired.endpoints {
             if outcome.shard.is_none() {
-                let why: Vec<String> = outcome
-                    .status
-                    .conditions
-                    .iter()
-                    .filter(|c| c.status == "False")
-                    .map(|c| format!("{}: {}", c.type_, c.message))
-                    .collect();
-                tracing::warn!(endpoint = %endpoint, problems = %why.join("; "), "endpoint is not ready; requests to it are refused");
+                let why = failing(&outcome.status.conditions);
+                tracing::warn!(endpoint = %endpoint, problems = %why, "endpoint is not ready; requests to it are refused");
             }
         }
         self.announce_keys()?;
@@ -280,6 +268,13 @@ impl State {
             }
         }
     }
+}
+
+/// The conditions that are `False`, as `Type: message; ...`: why an object is not served.
+fn failing(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
+    let why: Vec<String> =
+        conditions.iter().filter(|c| c.status == "False").map(|c| format!("{}: {}", c.type_, c.message)).collect();
+    why.join("; ")
 }
 
 /// `--state-file`: the key Secrets and shards the operator would keep in Kubernetes, as one JSON file.

@@ -13,16 +13,16 @@ pub const FALLBACK_RESOLVED: &str = "FallbackResolved";
 
 /// The credential `backend.upstream.auth` names, from the labelled Secrets the caller sees: `Ok(None)` when the
 /// endpoint names none, `Err(why)` (a message that says what to fix) when it cannot be resolved.
-pub fn upstream_credential(
+pub fn upstream_credential<'a>(
     endpoint: &InferenceEndpoint,
-    secrets: &[Secret],
+    secrets: impl IntoIterator<Item = &'a Secret>,
 ) -> Result<Option<UpstreamCredential>, String> {
     let Some(auth) = endpoint.spec.backend.upstream.as_ref().and_then(|u| u.auth.as_ref()) else {
         return Ok(None);
     };
     let namespace = endpoint.metadata.namespace.as_deref().unwrap_or_default();
     let secret = secrets
-        .iter()
+        .into_iter()
         .find(|s| {
             s.metadata.namespace.as_deref().unwrap_or_default() == namespace
                 && s.metadata.name.as_deref() == Some(auth.secret_name.as_str())

@@ -59,7 +59,8 @@ impl CounterStore for RedisStore {
 
     fn usage(&self) -> StoreFuture<'_, Option<Vec<(u64, f64)>>> {
         Box::pin(async move {
-            self.inner.flush(false).await;
+            // Only this agent's unsent usage: a /usage read need not return leases or send settlements.
+            self.inner.flush_usage().await;
             let key = format!("{}:usage", self.inner.settings.prefix);
             let all: HashMap<String, String> = self
                 .inner

@@ -468,6 +468,14 @@ impl Inner {
                 let _ = self.slots(bucket, None, 0).await;
             }
         }
+        self.flush_usage().await;
+    }
+
+    /// Sends the usage recorded since the last flush (one pipeline); kept for the next one if it fails.
+    async fn flush_usage(&self) {
+        if !self.up.load(Ordering::Acquire) {
+            return;
+        }
         let usage: Vec<(u64, f64)> = {
             let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
             usage.drain().collect()

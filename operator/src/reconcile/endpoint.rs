@@ -18,8 +18,8 @@ pub async fn reconcile_endpoint(endpoint: Arc<InferenceEndpoint>, ctx: Arc<Conte
     }
     let endpoints = EndpointSnapshot::of(&ctx.endpoints);
     let users = policies_scoping(&ctx.policies, &owner).len() as u32;
-    let credentials: Vec<_> = ctx.upstream_secrets.state().iter().map(|s| s.as_ref().clone()).collect();
-    let credential = infergate_compile::upstream_credential(&endpoint, &credentials);
+    let credentials = ctx.upstream_secrets.state();
+    let credential = infergate_compile::upstream_credential(&endpoint, credentials.iter().map(|s| s.as_ref()));
     let outcome = infergate_compile::compile_endpoint(&endpoint, &endpoints, users, credential, Utc::now());
     let shard = outcome.shard.clone().map(|mut shard| {
         let nodes = ctx.nodes.state();
