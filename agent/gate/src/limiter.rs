@@ -146,8 +146,8 @@ pub struct Charge {
 impl Charge {
     /// Folds a later charge on the same bucket into this one, so the chunks of a stream segment settle once
     /// against the segment's measured time. The later bucket shape wins (the refill rate follows GPU load).
-    /// Charges from different counters (the store went down mid-segment) are not folded: the caller settles
-    /// the earlier one first.
+    /// Charges from different counters (the store went down mid-segment) are not folded: the caller keeps the
+    /// earlier one at its estimate and settles only the later one.
     pub fn absorb(&mut self, later: Charge) {
         debug_assert_eq!(self.bucket, later.bucket, "charges of one segment share a bucket");
         self.gpu_seconds += later.gpu_seconds;
