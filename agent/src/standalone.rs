@@ -1,6 +1,7 @@
 //! `infergate-agent standalone`: the operator's pure `compile` over local manifests, served on localhost.
 //!
 //! ```text
+//!  start: built-in endpoints in the manifests ─▶ models::autofetch (missing weights only; --no-fetch-models)
 //!  -f files (or the embedded quickstart) ─▶ manifests::load_paths ─▶ compile(World, key Secrets kept in memory)
 //!     ─▶ new keys printed once (or --keys-out, 0600) ─▶ Snapshot::build(shards) ─▶ gateway.apply
 //!  file change (mtime poll) / SIGHUP / next scheduled wake-up ─▶ the same again; open streams of keys that are
@@ -32,6 +33,10 @@ use std::time::SystemTime;
 pub const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    if args.fetch_models {
+        let models_dir = crate::builtin::ModelsDir::resolve(args.common.models_dir.as_deref());
+        crate::models::autofetch(&needed_models(&args.files), &models_dir).await;
+    }
     let gateway = crate::build_gateway(&args.common)?;
     let mut state = State {
         files: args.files.clone(),
@@ -62,6 +67,22 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let result = crate::serve::serve(gateway, listeners).await;
     watcher.abort();
     result
+}
+
+/// The models the built-in endpoints in the manifests load. Manifests that do not load need nothing here: the
+/// first reload reports them.
+fn needed_models(files: &[PathBuf]) -> BTreeSet<&'static str> {
+    let set = if files.is_empty() {
+        manifests::load_str(QUICKSTART, "embedded examples/quickstart.yaml")
+    } else {
+        manifests::load_paths(files)
+    };
+    let Ok(set) = set else { return BTreeSet::new() };
+    set.endpoints
+        .iter()
+        .filter_map(|e| e.spec.backend.builtin)
+        .flat_map(|b| crate::models::models_for(b).iter().copied())
+        .collect()
 }
 
 struct State {

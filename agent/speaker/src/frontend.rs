@@ -111,10 +111,20 @@ pub struct MelFrontend {
     /// Real DFT of a 400-sample frame as a `[2 * N_BINS][N_FFT]` matrix: rows `k` hold `cos(2 pi k n / 400)`,
     /// rows `N_BINS + k` the sines (their sign does not matter for the power).
     dft: TransposedMatrix,
-    /// librosa's float32 Slaney filterbank as `[MEL_BANDS][N_BINS]`.
+    /// librosa's float32 Slaney filterbank as `[n_mels][N_BINS]`.
     pub mel_basis: Vec<f32>,
     /// Non-zero bin range of each band, to skip the zeros.
     band_bins: Vec<(usize, usize)>,
+    n_mels: usize,
+}
+
+/// What a frame reads beyond the ends of the signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Zeros (Resemblyzer's librosa call on a pre-padded signal).
+    Zero,
+    /// `numpy.pad(mode="reflect")` by half a frame, as `torch.stft(center=True)` and Whisper's front end do.
+    Reflect,
 }
 
 impl Default for MelFrontend {
@@ -125,6 +135,11 @@ impl Default for MelFrontend {
 
 impl MelFrontend {
     pub fn new() -> Self {
+        Self::with_bands(MEL_BANDS)
+    }
+
+    /// The same STFT with `n_mels` Slaney bands (Whisper uses 80).
+    pub fn with_bands(n_mels: usize) -> Self {
         let window = (0..N_FFT).map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos()).collect();
         let mut dft = vec![0.0f32; 2 * N_BINS * N_FFT];
         for k in 0..N_BINS {
@@ -136,8 +151,8 @@ impl MelFrontend {
             }
         }
         let dft = TransposedMatrix::new(&dft, 2 * N_BINS, N_FFT);
-        let mel_basis = slaney_mel_basis();
-        let band_bins = (0..MEL_BANDS)
+        let mel_basis = slaney_mel_basis(n_mels);
+        let band_bins = (0..n_mels)
             .map(|m| {
                 let row = &mel_basis[m * N_BINS..(m + 1) * N_BINS];
                 let first = row.iter().position(|&w| w != 0.0).unwrap_or(0);
@@ -145,7 +160,7 @@ impl MelFrontend {
                 (first, last)
             })
             .collect();
-        Self { window, dft, mel_basis, band_bins }
+        Self { window, dft, mel_basis, band_bins, n_mels }
     }
 
     /// The DFT matrix the CUDA path multiplies windowed frames by: `[N_FFT][2 * N_BINS]`, column `k` holds the
@@ -154,21 +169,37 @@ impl MelFrontend {
         self.dft.transposed()
     }
 
-    /// Mel power frames `[n_frames][MEL_BANDS]` of `samples` (zero outside the slice).
+    /// Mel power frames `[n_frames][n_mels]` of `samples` (zero outside the slice).
     pub fn mel_frames(&self, samples: &[f32], n_frames: usize) -> Vec<f32> {
+        self.mel_frames_padded(samples, n_frames, Padding::Zero)
+    }
+
+    /// Mel power frames `[n_frames][n_mels]`; frame `t` is centred on sample `t * HOP`.
+    pub fn mel_frames_padded(&self, samples: &[f32], n_frames: usize, padding: Padding) -> Vec<f32> {
+        let n_mels = self.n_mels;
+        let len = samples.len() as isize;
         let mut frames = vec![0.0f32; n_frames * N_FFT];
         for (t, frame) in frames.chunks_exact_mut(N_FFT).enumerate() {
             let first = (t * HOP) as isize - (N_FFT / 2) as isize;
             for (i, slot) in frame.iter_mut().enumerate() {
-                let at = first + i as isize;
-                let x = if at >= 0 && (at as usize) < samples.len() { f64::from(samples[at as usize]) } else { 0.0 };
+                let mut at = first + i as isize;
+                if padding == Padding::Reflect && len > 1 {
+                    // Reflect about the end samples (without repeating them), as numpy's "reflect" mode.
+                    if at < 0 {
+                        at = -at;
+                    }
+                    if at >= len {
+                        at = 2 * (len - 1) - at;
+                    }
+                }
+                let x = if at >= 0 && at < len { f64::from(samples[at as usize]) } else { 0.0 };
                 *slot = (x * self.window[i]) as f32;
             }
         }
         // The DFT of every frame as one GEMM: [frames][400] x [400][402].
         let mut spectrum = vec![0.0f32; n_frames * 2 * N_BINS];
         gemm_bt(&frames, n_frames, &self.dft, &mut spectrum, Init::Accumulate);
-        let mut out = vec![0.0f32; n_frames * MEL_BANDS];
+        let mut out = vec![0.0f32; n_frames * n_mels];
         let mut power = [0.0f64; N_BINS];
         for (t, spec) in spectrum.chunks_exact(2 * N_BINS).enumerate() {
             let (re, im) = spec.split_at(N_BINS);
@@ -178,7 +209,7 @@ impl MelFrontend {
             for (m, &(lo, hi)) in self.band_bins.iter().enumerate() {
                 let weights = &self.mel_basis[m * N_BINS + lo..m * N_BINS + hi];
                 let energy: f64 = weights.iter().zip(&power[lo..hi]).map(|(&w, &p)| f64::from(w) * p).sum();
-                out[t * MEL_BANDS + m] = energy as f32;
+                out[t * n_mels + m] = energy as f32;
             }
         }
         out
@@ -200,19 +231,19 @@ fn mel_to_hz(mel: f64) -> f64 {
     if mel >= min_log_mel { 1000.0 * (logstep * (mel - min_log_mel)).exp() } else { f_sp * mel }
 }
 
-/// `librosa.filters.mel(sr=16000, n_fft=400, n_mels=40, fmin=0, fmax=8000, htk=False, norm="slaney")`,
-/// including its float32 rounding points.
-fn slaney_mel_basis() -> Vec<f32> {
+/// `librosa.filters.mel(sr=16000, n_fft=400, n_mels, fmin=0, fmax=8000, htk=False, norm="slaney")`,
+/// including its float32 rounding points. Whisper's `mel_filters.npz` is this call with 80 bands.
+fn slaney_mel_basis(n_mels: usize) -> Vec<f32> {
     let fmax = SAMPLE_RATE as f64 / 2.0;
-    let n_points = MEL_BANDS + 2;
+    let n_points = n_mels + 2;
     let max_mel = hz_to_mel(fmax);
     // np.linspace(0, max_mel, n): i * step, with the end point set exactly.
     let step = max_mel / (n_points - 1) as f64;
     let mel_f: Vec<f64> =
         (0..n_points).map(|i| if i == n_points - 1 { max_mel } else { i as f64 * step }).map(mel_to_hz).collect();
     let fft_freqs: Vec<f64> = (0..N_BINS).map(|k| k as f64 * SAMPLE_RATE as f64 / N_FFT as f64).collect();
-    let mut basis = vec![0.0f32; MEL_BANDS * N_BINS];
-    for m in 0..MEL_BANDS {
+    let mut basis = vec![0.0f32; n_mels * N_BINS];
+    for m in 0..n_mels {
         let lower_width = mel_f[m + 1] - mel_f[m];
         let upper_width = mel_f[m + 2] - mel_f[m + 1];
         let enorm = 2.0 / (mel_f[m + 2] - mel_f[m]);

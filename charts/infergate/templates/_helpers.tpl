@@ -204,3 +204,53 @@ Refuses extraEnv entries named like a variable the chart sets. Call with (dict "
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+How the built-in model weights reach the agents (models.delivery: none, fetch, pvc or image), after checking the
+values that go with it; docs/models.md. Fails on values that contradict each other, so a forgotten delivery never
+leaves a claim or an image quietly unused.
+*/}}
+{{- define "infergate.models.delivery" -}}
+{{- $m := .Values.models -}}
+{{- $d := $m.delivery | default "none" -}}
+{{- if and (eq $d "pvc") (not $m.pvc.claimName) -}}
+{{- fail "models.delivery is pvc but models.pvc.claimName is empty: name the PersistentVolumeClaim (in the release namespace) that holds the model files, see docs/models.md" -}}
+{{- end -}}
+{{- if and (eq $d "image") (not $m.image.reference) -}}
+{{- fail "models.delivery is image but models.image.reference is empty: name the OCI image that holds the model files, see docs/models.md" -}}
+{{- end -}}
+{{- if and (eq $d "image") (semverCompare "<1.33.0-0" .Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "models.delivery image needs Kubernetes 1.33 or newer (image volumes, ImageVolume feature gate), this is %s: use delivery pvc or fetch, or pass --kube-version when rendering offline" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- if and $m.pvc.claimName (not (has $d (list "pvc" "fetch"))) -}}
+{{- fail (printf "models.pvc.claimName is set but models.delivery is %s: set delivery to pvc (mount the claim read-only) or fetch (fetch into the claim), or clear the claim name" $d) -}}
+{{- end -}}
+{{- if and $m.image.reference (ne $d "image") -}}
+{{- fail (printf "models.image.reference is set but models.delivery is %s: set delivery to image, or clear the reference" $d) -}}
+{{- end -}}
+{{- if and $m.image.subPath (ne $d "image") -}}
+{{- fail (printf "models.image.subPath is set but models.delivery is %s: it applies to delivery image only" $d) -}}
+{{- end -}}
+{{- if and $m.pvc.subPath (not $m.pvc.claimName) -}}
+{{- fail "models.pvc.subPath is set but models.pvc.claimName is empty: name the claim it is a directory of" -}}
+{{- end -}}
+{{- if regexMatch "^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@" ($m.fetch.indexUrl | default "") -}}
+{{- fail "models.fetch.indexUrl carries credentials, which would be stored in the Helm release and the pod spec: put the URL in a Secret and pass it as PIP_INDEX_URL with a secretKeyRef in models.fetch.extraEnv" -}}
+{{- end -}}
+{{- if eq $d "fetch" -}}
+{{- $owned := dict "INFERGATE_MODELS_DIR" "the chart passes --models-dir" -}}
+{{- if $m.fetch.indexUrl }}{{ $_ := set $owned "PIP_INDEX_URL" "models.fetch.indexUrl, passed as --index-url" }}{{ end -}}
+{{- if .Values.agent.logLevel }}{{ $_ := set $owned "RUST_LOG" "agent.logLevel" }}{{ end -}}
+{{- if .Values.agent.otlpEndpoint }}{{ $_ := set $owned "INFERGATE_OTLP_ENDPOINT" "agent.otlpEndpoint, passed as --otlp-endpoint" }}{{ end -}}
+{{- include "infergate.checkExtraEnv" (dict "env" $m.fetch.extraEnv "owned" $owned "what" "models.fetch.extraEnv") -}}
+{{- end -}}
+{{- $d -}}
+{{- end }}
+
+{{/* TCP port of the package index models fetch downloads from: the one in models.fetch.indexUrl, else 443 (https). */}}
+{{- define "infergate.models.indexPort" -}}
+{{- $url := .Values.models.fetch.indexUrl | default "https://pypi.org/simple" -}}
+{{- $u := urlParse $url -}}
+{{- $port := regexFind ":[0-9]+$" $u.host | trimPrefix ":" -}}
+{{- if $port -}}{{ $port }}{{- else if eq $u.scheme "http" -}}80{{- else -}}443{{- end -}}
+{{- end }}

@@ -1,0 +1,281 @@
+//! The CPU reference backend: plain Rust over sgemm, f32 throughout.
+use std::sync::Arc;
+
+use ndarray::{ArrayView2, ArrayViewMut2, s};
+
+use crate::error::WhisperError;
+use crate::linalg::{dot, gelu, gemm, matmul_bt, softmax};
+use crate::model::{AlignPass, Decoder, Dims, WhisperBackend, WhisperWeights};
+
+pub struct CpuWhisper {
+    weights: Arc<WhisperWeights>,
+}
+
+impl CpuWhisper {
+    pub fn new(weights: Arc<WhisperWeights>) -> Self {
+        Self { weights }
+    }
+}
+
+impl WhisperBackend for CpuWhisper {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn dims(&self) -> Dims {
+        self.weights.dims
+    }
+
+    fn encode(&self, mel: &[f32]) -> Result<Box<dyn Decoder + '_>, WhisperError> {
+        let encoded = encode(&self.weights, mel)?;
+        Ok(Box::new(CpuDecoder::new(&self.weights, &encoded)))
+    }
+}
+
+/// Same-padded 1-D convolution (kernel 3) over time-major input `x` `[t_in][c_in]`, as im2col + one GEMM.
+fn conv3(x: &[f32], t_in: usize, c_in: usize, w: &[f32], b: &[f32], c_out: usize, stride: usize) -> Vec<f32> {
+    let t_out = t_in.div_ceil(stride);
+    // Column layout (c, k) matches the weight's `[c_out][c_in][3]` flattening.
+    let mut cols = vec![0.0f32; t_out * c_in * 3];
+    for t in 0..t_out {
+        let row = &mut cols[t * c_in * 3..(t + 1) * c_in * 3];
+        for k in 0..3 {
+            let src = (t * stride + k) as isize - 1;
+            if src < 0 || src as usize >= t_in {
+                continue;
+            }
+            let src = &x[src as usize * c_in..(src as usize + 1) * c_in];
+            for c in 0..c_in {
+                row[c * 3 + k] = src[c];
+            }
+        }
+    }
+    let mut out = vec![0.0; t_out * c_out];
+    matmul_bt(&cols, t_out, c_in * 3, w, c_out, Some(b), &mut out);
+    out
+}
+
+/// Multi-head attention of `q` `[tq][d]` over `k`, `v` `[tk][d]` (row strides given), into `out` `[tq][d]`.
+/// `causal_offset`: query `i` sees keys `0..=offset + i` (decoder self-attention); `None` sees all.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    q: ArrayView2<'_, f32>,
+    k: ArrayView2<'_, f32>,
+    v: ArrayView2<'_, f32>,
+    heads: usize,
+    causal_offset: Option<usize>,
+    out: &mut [f32],
+    mut keep: impl FnMut(usize, &[f32]),
+) {
+    let (tq, d) = q.dim();
+    let tk = k.dim().0;
+    let hd = d / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut scores = vec![0.0f32; tq * tk];
+    let mut out_view = ArrayViewMut2::from_shape((tq, d), &mut out[..tq * d]).expect("attention output shape");
+    for h in 0..heads {
+        let cols = s![.., h * hd..(h + 1) * hd];
+        {
+            let mut sv = ArrayViewMut2::from_shape((tq, tk), &mut scores[..]).expect("scores shape");
+            gemm(scale, &q.slice(cols), &k.slice(cols).t(), 0.0, &mut sv);
+        }
+        keep(h, &scores);
+        for (i, row) in scores.chunks_exact_mut(tk).enumerate() {
+            if let Some(offset) = causal_offset {
+                row[offset + i + 1..].fill(f32::NEG_INFINITY);
+            }
+            softmax(row);
+        }
+        let sv = ArrayView2::from_shape((tq, tk), &scores[..]).expect("scores shape");
+        gemm(1.0, &sv, &v.slice(cols), 0.0, &mut out_view.slice_mut(cols));
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+/// Encoder output `[n_audio_ctx][d]` for one window of `[n_mels][2 × n_audio_ctx]` log-mel.
+pub(crate) fn encode(w: &WhisperWeights, mel: &[f32]) -> Result<Vec<f32>, WhisperError> {
+    let Dims { n_mels, n_audio_ctx, d_model: d, n_heads, .. } = w.dims;
+    let frames = 2 * n_audio_ctx;
+    if mel.len() != n_mels * frames {
+        return Err(WhisperError::BadInput(format!(
+            "a window holds {n_mels} x {frames} mel values, got {}",
+            mel.len()
+        )));
+    }
+    // [n_mels][frames] -> time-major [frames][n_mels].
+    let mut x = vec![0.0f32; frames * n_mels];
+    for m in 0..n_mels {
+        for t in 0..frames {
+            x[t * n_mels + m] = mel[m * frames + t];
+        }
+    }
+    let mut h = conv3(&x, frames, n_mels, &w.conv1_w, &w.conv1_b, d, 1);
+    gelu(&mut h);
+    let mut x = conv3(&h, frames, d, &w.conv2_w, &w.conv2_b, d, 2);
+    gelu(&mut x);
+    add(&mut x, &w.encoder_positions);
+    let t = n_audio_ctx;
+    let mut attn = vec![0.0f32; t * d];
+    for layer in &w.encoder {
+        let qkv = layer.qkv.forward(&layer.attn_ln.forward(&x), t);
+        let qkv = ArrayView2::from_shape((t, 3 * d), &qkv[..]).expect("qkv shape");
+        attention(
+            qkv.slice(s![.., 0..d]),
+            qkv.slice(s![.., d..2 * d]),
+            qkv.slice(s![.., 2 * d..3 * d]),
+            n_heads,
+            None,
+            &mut attn,
+            |_, _| {},
+        );
+        add(&mut x, &layer.attn_out.forward(&attn, t));
+        let mut f = layer.fc1.forward(&layer.ffn_ln.forward(&x), t);
+        gelu(&mut f);
+        add(&mut x, &layer.fc2.forward(&f, t));
+    }
+    Ok(w.encoder_ln.forward(&x))
+}
+
+/// Per layer: the cross-attention keys and values over the window (`[n_audio_ctx][2d]`: K | V).
+struct CrossKv {
+    kv: Vec<f32>,
+}
+
+pub(crate) struct CpuDecoder<'w> {
+    w: &'w WhisperWeights,
+    cross: Vec<CrossKv>,
+    /// Per layer: self-attention K | V of every fed token, `[tokens][2d]`.
+    cache: Vec<Vec<f32>>,
+    fed: usize,
+}
+
+impl<'w> CpuDecoder<'w> {
+    fn new(w: &'w WhisperWeights, encoded: &[f32]) -> Self {
+        let t = w.dims.n_audio_ctx;
+        let cross = w.decoder.iter().map(|l| CrossKv { kv: l.cross_kv.forward(encoded, t) }).collect();
+        Self { w, cross, cache: vec![Vec::new(); w.decoder.len()], fed: 0 }
+    }
+
+    /// Runs `tokens` at positions `fed..`, appending to `cache`; returns the final hidden states `[n][d]`.
+    /// `keep(layer, head, scores [n][frames])` sees each cross-attention head's scaled scores before the softmax.
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut [Vec<f32>],
+        fed: usize,
+        mut keep: impl FnMut(usize, usize, &[f32]),
+    ) -> Result<Vec<f32>, WhisperError> {
+        let Dims { d_model: d, n_heads, n_vocab, n_text_ctx, n_audio_ctx, .. } = self.w.dims;
+        let n = tokens.len();
+        if fed + n > n_text_ctx {
+            return Err(WhisperError::BadInput(format!("a window decodes at most {n_text_ctx} tokens")));
+        }
+        let mut x = vec![0.0f32; n * d];
+        for (i, &tok) in tokens.iter().enumerate() {
+            let tok = tok as usize;
+            if tok >= n_vocab {
+                return Err(WhisperError::BadInput(format!("token {tok} is outside the vocabulary")));
+            }
+            let row = &mut x[i * d..(i + 1) * d];
+            row.copy_from_slice(&self.w.token_embedding[tok * d..(tok + 1) * d]);
+            add(row, &self.w.decoder_positions[(fed + i) * d..(fed + i + 1) * d]);
+        }
+        let mut attn = vec![0.0f32; n * d];
+        for (li, layer) in self.w.decoder.iter().enumerate() {
+            // Self-attention over the cache plus the new tokens.
+            let qkv = layer.self_qkv.forward(&layer.self_ln.forward(&x), n);
+            let kv = &mut cache[li];
+            for row in qkv.chunks_exact(3 * d) {
+                kv.extend_from_slice(&row[d..3 * d]);
+            }
+            let total = fed + n;
+            let kv_view = ArrayView2::from_shape((total, 2 * d), &kv[..]).expect("cache shape");
+            let q = ArrayView2::from_shape((n, 3 * d), &qkv[..]).expect("qkv shape");
+            attention(
+                q.slice(s![.., 0..d]),
+                kv_view.slice(s![.., 0..d]),
+                kv_view.slice(s![.., d..2 * d]),
+                n_heads,
+                Some(fed),
+                &mut attn,
+                |_, _| {},
+            );
+            add(&mut x, &layer.self_out.forward(&attn, n));
+            // Cross-attention over the window.
+            let q = layer.cross_q.forward(&layer.cross_ln.forward(&x), n);
+            let q = ArrayView2::from_shape((n, d), &q[..]).expect("q shape");
+            let ckv = ArrayView2::from_shape((n_audio_ctx, 2 * d), &self.cross[li].kv[..]).expect("cross shape");
+            attention(
+                q,
+                ckv.slice(s![.., 0..d]),
+                ckv.slice(s![.., d..2 * d]),
+                n_heads,
+                None,
+                &mut attn,
+                |h, weights| keep(li, h, weights),
+            );
+            add(&mut x, &layer.cross_out.forward(&attn, n));
+            let mut f = layer.fc1.forward(&layer.ffn_ln.forward(&x), n);
+            gelu(&mut f);
+            add(&mut x, &layer.fc2.forward(&f, n));
+        }
+        Ok(self.w.decoder_ln.forward(&x))
+    }
+
+    fn logits(&self, hidden: &[f32]) -> Vec<f32> {
+        let Dims { d_model: d, n_vocab, .. } = self.w.dims;
+        let emb = &self.w.token_embedding;
+        (0..n_vocab).map(|j| dot(hidden, &emb[j * d..(j + 1) * d])).collect()
+    }
+}
+
+impl Decoder for CpuDecoder<'_> {
+    fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, WhisperError> {
+        if tokens.is_empty() {
+            return Err(WhisperError::BadInput("a decoder step needs at least one token".into()));
+        }
+        let mut cache = std::mem::take(&mut self.cache);
+        let result = self.forward(tokens, &mut cache, self.fed, |_, _, _| {});
+        self.cache = cache;
+        let hidden = result?;
+        self.fed += tokens.len();
+        let d = self.w.dims.d_model;
+        Ok(self.logits(&hidden[(tokens.len() - 1) * d..]))
+    }
+
+    fn reset(&mut self) {
+        self.cache.iter_mut().for_each(Vec::clear);
+        self.fed = 0;
+    }
+
+    fn align(
+        &mut self,
+        tokens: &[u32],
+        heads: &[(usize, usize)],
+        n_frames: usize,
+        text_vocab: usize,
+    ) -> Result<AlignPass, WhisperError> {
+        let Dims { d_model: d, n_audio_ctx, .. } = self.w.dims;
+        let n_frames = n_frames.min(n_audio_ctx);
+        let mut scores = vec![Vec::new(); heads.len()];
+        let mut scratch = vec![Vec::new(); self.w.decoder.len()];
+        let hidden = self.forward(tokens, &mut scratch, 0, |layer, head, raw| {
+            if let Some(i) = heads.iter().position(|&(l, h)| l == layer && h == head) {
+                scores[i] = raw.chunks_exact(n_audio_ctx).flat_map(|row| row[..n_frames].iter().copied()).collect();
+            }
+        })?;
+        let emb = &self.w.token_embedding;
+        let next_prob = (0..tokens.len().saturating_sub(1))
+            .map(|i| {
+                let h = &hidden[i * d..(i + 1) * d];
+                let mut logits: Vec<f32> = (0..text_vocab).map(|j| dot(h, &emb[j * d..(j + 1) * d])).collect();
+                softmax(&mut logits);
+                logits.get(tokens[i + 1] as usize).copied().unwrap_or(0.0)
+            })
+            .collect();
+        Ok(AlignPass { scores, next_prob })
+    }
+}
