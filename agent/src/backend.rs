@@ -9,7 +9,7 @@
 //! ```
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use infergate_crds::endpoint::{BuiltinModel, Feature};
+use infergate_crds::endpoint::{BuiltinModel, Feature, WhisperSize};
 use infergate_crds::gateway::EndpointShard;
 use infergate_gate::refusal::{Refusal, RefusalCode};
 use std::collections::HashMap;
@@ -62,6 +62,9 @@ impl BackendResponse {
 pub enum BackendError {
     #[error("the model backend rejected the input: {0}")]
     BadInput(String),
+    /// The upload is in a format the built-in decoder does not read (415); the message lists what it reads.
+    #[error("{0}")]
+    UnsupportedMedia(String),
     #[error("the model backend failed: {0}")]
     Failed(String),
     #[error("the model backend did not answer within {0:?}")]
@@ -84,6 +87,7 @@ impl BackendError {
     pub fn category(&self) -> &'static str {
         match self {
             BackendError::BadInput(_) => "bad_input",
+            BackendError::UnsupportedMedia(_) => "unsupported_media",
             BackendError::Failed(_) => "failed",
             BackendError::Timeout(_) => "timeout",
             BackendError::Unavailable(_) => "unavailable",
@@ -103,6 +107,7 @@ impl BackendError {
     pub fn to_refusal(&self) -> Refusal {
         match self {
             BackendError::BadInput(_) => Refusal::new(RefusalCode::BadRequest, self.to_string()),
+            BackendError::UnsupportedMedia(_) => Refusal::new(RefusalCode::UnsupportedCodec, self.to_string()),
             BackendError::Failed(_) | BackendError::Timeout(_) | BackendError::Unreachable(_) => {
                 Refusal::new(RefusalCode::BackendError, format!("{self}; retry later")).with_retry_after(1.0)
             }
@@ -237,13 +242,28 @@ impl Backend for Upstream {
             if private_literal {
                 return Err(BackendError::Unreachable(crate::egress::private_target_message("url")));
             }
+            let field = |name: &str| request.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            if field("stream") == Some("true") {
+                return Err(BackendError::BadInput(
+                    "stream=true is served by built-in whisper endpoints; this endpoint forwards to an upstream: \
+                     omit `stream`, or use the WebSocket or gRPC stream"
+                        .into(),
+                ));
+            }
+            // `/v1/audio/translations` arrives with the door's task field: forward it to the same API path.
+            let url = match field(crate::transcriber::FIELD_TASK) {
+                Some("translate") => format!("{}/translations", url.trim_end_matches("/transcriptions")),
+                _ => url,
+            };
             let part = reqwest::multipart::Part::stream(reqwest::Body::from(request.audio))
                 .file_name(request.filename)
                 .mime_str(&request.content_type)
                 .map_err(|_| BackendError::BadInput("invalid audio content type".into()))?;
             let mut form = reqwest::multipart::Form::new().part("file", part).text("model", request.model);
             for (name, value) in request.fields {
-                form = form.text(name, value);
+                if name != crate::transcriber::FIELD_TASK {
+                    form = form.text(name, value);
+                }
             }
             let mut post = client
                 .post(&url)
@@ -406,6 +426,8 @@ pub struct Backends {
     /// For endpoints with `allowPrivateNetwork`.
     client: reqwest::Client,
     builtin: Arc<HashMap<BuiltinModel, Arc<dyn Backend>>>,
+    /// `builtin: whisper` by size.
+    whisper: Arc<HashMap<WhisperSize, Arc<dyn Backend>>>,
 }
 
 impl Backends {
@@ -420,7 +442,13 @@ impl Backends {
         let built = "the TLS provider is installed before the HTTP client is built";
         let client = builder().build().expect(built);
         let public_client = builder().dns_resolver(Arc::new(crate::egress::PublicOnly)).build().expect(built);
-        Backends { public_client, client, builtin: Arc::new(builtin) }
+        Backends { public_client, client, builtin: Arc::new(builtin), whisper: Arc::default() }
+    }
+
+    /// Registers the built-in Whisper sizes this agent runs.
+    pub fn with_whisper(mut self, whisper: HashMap<WhisperSize, Arc<dyn Backend>>) -> Self {
+        self.whisper = Arc::new(whisper);
+        self
     }
 
     pub fn for_endpoint(&self, shard: &EndpointShard) -> Result<Arc<dyn Backend>, Refusal> {
@@ -429,6 +457,13 @@ impl Backends {
             let upstream = Upstream::new(client.clone(), &up.url, up.timeout.0, up.allow_private_network)
                 .with_credential(shard.upstream_credential.as_ref());
             return Ok(Arc::new(upstream));
+        }
+        if shard.backend.builtin == Some(BuiltinModel::Whisper) {
+            let size = shard.backend.size.unwrap_or_default();
+            return self.whisper.get(&size).cloned().ok_or_else(|| {
+                BackendError::Unavailable(format!("built-in whisper {} is not loaded on this agent", size.as_str()))
+                    .to_refusal()
+            });
         }
         if let Some(model) = shard.backend.builtin {
             return self.builtin.get(&model).cloned().ok_or_else(|| {

@@ -13,7 +13,7 @@
 //! or logged: embeddings live only in the response.
 use crate::backend::{Backend, BackendError, BackendRequest, BackendResponse, Blocking, BlockingModel};
 use bytes::Bytes;
-use infergate_crds::endpoint::{BuiltinModel, Feature};
+use infergate_crds::endpoint::{BuiltinModel, Feature, WhisperSize};
 use infergate_speaker::{EMBEDDING_DIM, SpeakerEncoder};
 use infergate_vad::{SegmentParams, SileroVad};
 use std::collections::HashMap;
@@ -110,6 +110,21 @@ pub fn load(dir: &ModelsDir) -> HashMap<BuiltinModel, Arc<dyn Backend>> {
         Arc::new(Blocking::new(Arc::new(Builtin { kind: "vad", speaker: no_speaker, vad }), jobs)),
     );
     out
+}
+
+/// Both Whisper sizes: each loaded when its files are there (CUDA when it works), else a backend answering 503
+/// with the command that fetches it.
+pub fn load_whisper(dir: &ModelsDir) -> HashMap<WhisperSize, Arc<dyn Backend>> {
+    let jobs = crate::backend::builtin_job_permits();
+    [WhisperSize::TinyEn, WhisperSize::Base]
+        .into_iter()
+        .map(|size| {
+            let model = crate::transcriber::load(&dir.path, size);
+            let backend: Arc<dyn Backend> =
+                Arc::new(Blocking::new(Arc::new(crate::transcriber::Transcriber { model }), Arc::clone(&jobs)));
+            (size, backend)
+        })
+        .collect()
 }
 
 /// One built-in endpoint kind: what it can compute, or why not.

@@ -35,6 +35,7 @@ pub mod serve;
 pub mod session;
 pub mod slots;
 pub mod standalone;
+pub mod transcriber;
 
 /// The config snapshot lives in the gate crate; the config sources (`standalone`, `cluster`) name it here.
 pub use infergate_gate::snapshot;
@@ -60,7 +61,7 @@ pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<
     };
     let limiter = std::sync::Arc::new(infergate_gate::limiter::Limiter::with_refill(store, gpu.refill()));
     let models_dir = builtin::ModelsDir::resolve(common.models_dir.as_deref());
-    let backends = backend::Backends::new(builtin::load(&models_dir));
+    let backends = backend::Backends::new(builtin::load(&models_dir)).with_whisper(builtin::load_whisper(&models_dir));
     let gateway = gateway::Gateway::new(common.settings(), limiter, backends);
     gateway.attach_gpu(gpu);
     Ok(gateway)

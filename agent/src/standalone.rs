@@ -80,8 +80,8 @@ fn needed_models(files: &[PathBuf]) -> BTreeSet<&'static str> {
     let Ok(set) = set else { return BTreeSet::new() };
     set.endpoints
         .iter()
-        .filter_map(|e| e.spec.backend.builtin)
-        .flat_map(|b| crate::models::models_for(b).iter().copied())
+        .filter_map(|e| e.spec.backend.builtin.map(|b| (b, e.spec.backend.size)))
+        .flat_map(|(b, size)| crate::models::models_for(b, size).iter().copied())
         .collect()
 }
 

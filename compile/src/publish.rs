@@ -77,6 +77,7 @@ mod tests {
             environment: Default::default(),
             backend: infergate_crds::endpoint::BackendSpec {
                 builtin: Some(infergate_crds::endpoint::BuiltinModel::Vad),
+                size: None,
                 upstream: None,
             },
             cost: Default::default(),

@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 #[x_kube(validation = Rule::new("has(self.backend.builtin) || !self.features.exists(f, f == 'embed' || f == 'verify' || f == 'vad')").message("features embed, verify and vad are served by the built-in backends only: set backend.builtin"))]
 #[x_kube(validation = Rule::new("!has(self.backend.builtin) || self.backend.builtin != 'vad' || self.features.all(f, f == 'vad')").message("the built-in vad backend serves only the vad feature"))]
 #[x_kube(validation = Rule::new("!has(self.backend.builtin) || self.backend.builtin != 'speaker-encoder' || self.features.all(f, f == 'embed' || f == 'verify' || f == 'vad')").message("the built-in speaker-encoder backend serves embed, verify (and vad as a pre-step), not transcribe"))]
+#[x_kube(validation = Rule::new("!has(self.backend.builtin) || self.backend.builtin != 'whisper' || self.features.all(f, f == 'transcribe')").message("the built-in whisper backend serves only the transcribe feature"))]
 pub struct InferenceEndpointSpec {
     /// The model name clients ask for (the `model` field of OpenAI-compatible requests, `model` in gRPC and
     /// WebSocket start messages). Unique among the endpoints an agent serves.
@@ -136,10 +137,15 @@ impl Feature {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.builtin) != has(self.upstream)").message("backend: set exactly one of builtin or upstream"))]
+#[x_kube(validation = Rule::new("!has(self.size) || (has(self.builtin) && self.builtin == 'whisper')").message("backend.size applies to builtin: whisper only"))]
 pub struct BackendSpec {
-    /// A model the agent runs itself: `speaker-encoder` (embed, verify) or `vad`.
+    /// A model the agent runs itself: `whisper` (transcribe), `speaker-encoder` (embed, verify) or `vad`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<BuiltinModel>,
+    /// Which Whisper for `builtin: whisper`: `tiny.en` (English, the default) or `base` (99 languages, and
+    /// translation to English).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<WhisperSize>,
     /// An OpenAI-compatible server the agent forwards to (for `transcribe`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamSpec>,
@@ -150,6 +156,26 @@ pub struct BackendSpec {
 pub enum BuiltinModel {
     SpeakerEncoder,
     Vad,
+    Whisper,
+}
+
+/// The built-in Whisper sizes (weights fetched and digest-checked by `infergate-agent models fetch`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
+pub enum WhisperSize {
+    #[default]
+    #[serde(rename = "tiny.en")]
+    TinyEn,
+    #[serde(rename = "base")]
+    Base,
+}
+
+impl WhisperSize {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhisperSize::TinyEn => "tiny.en",
+            WhisperSize::Base => "base",
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -290,6 +316,8 @@ pub enum Codec {
     Mp3,
     Ogg,
     Webm,
+    /// MP4/M4A (AAC), what iOS and many recorders write.
+    Mp4,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]

@@ -46,6 +46,8 @@ pub fn inspect(bytes: &[u8], filename: &str) -> Result<AudioInfo, Refusal> {
         Some(Codec::Ogg)
     } else if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
         Some(Codec::Webm)
+    } else if bytes.get(4..8) == Some(b"ftyp") {
+        Some(Codec::Mp4)
     } else if bytes.starts_with(b"ID3") || (bytes.len() > 1 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0) {
         Some(Codec::Mp3)
     } else {
@@ -63,7 +65,7 @@ pub fn inspect(bytes: &[u8], filename: &str) -> Result<AudioInfo, Refusal> {
     }
     Err(Refusal::new(
         RefusalCode::UnsupportedCodec,
-        "unrecognised audio format: send WAV, FLAC, MP3, Ogg or WebM, or raw 16 kHz mono PCM16 with a .pcm file name",
+        "unrecognised audio format: send WAV, FLAC, MP3, MP4/M4A, Ogg or WebM, or raw 16 kHz mono PCM16 with a .pcm file name",
     ))
 }
 
@@ -83,6 +85,7 @@ fn declared_seconds(bytes: &[u8], codec: Codec) -> Option<f64> {
         Codec::Mp3 => "mp3",
         Codec::Ogg => "ogg",
         Codec::Webm => "webm",
+        Codec::Mp4 => "mp4",
         Codec::Pcm16 | Codec::Wav => return None,
     });
     let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes.to_vec())), Default::default());
@@ -148,6 +151,7 @@ pub fn codec_name(c: Codec) -> &'static str {
         Codec::Mp3 => "mp3",
         Codec::Ogg => "ogg",
         Codec::Webm => "webm",
+        Codec::Mp4 => "mp4",
     }
 }
 

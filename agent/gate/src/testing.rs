@@ -48,6 +48,7 @@ pub fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
         environment: Default::default(),
         backend: BackendSpec {
             builtin: None,
+            size: None,
             upstream: Some(UpstreamSpec {
                 url: "http://127.0.0.1:1/v1".into(),
                 model: None,
@@ -69,7 +70,7 @@ pub fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
 
 impl EndpointBuilder {
     pub fn builtin(mut self, model: infergate_crds::endpoint::BuiltinModel) -> Self {
-        self.0.backend = BackendSpec { builtin: Some(model), upstream: None };
+        self.0.backend = BackendSpec { builtin: Some(model), size: None, upstream: None };
         self
     }
     /// Forwards to this OpenAI-compatible base URL (a loopback fixture server).

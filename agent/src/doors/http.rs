@@ -49,6 +49,7 @@ pub fn router(gateway: Arc<Gateway>, stream: axum::routing::MethodRouter<Arc<Gat
     let upload_limit = gateway.settings.max_upload_bytes + 64 * 1024;
     Router::new()
         .route("/v1/audio/transcriptions", post(transcriptions))
+        .route("/v1/audio/translations", post(translations))
         .route("/v1/audio/embeddings", post(embeddings))
         .route("/v1/audio/verify", post(verify))
         .route("/v1/audio/vad", post(vad))
@@ -109,7 +110,7 @@ struct Upload {
     fields: Vec<(String, String)>,
 }
 
-/// Fields the agent passes through to the backend as they are. `model` is replaced; `stream` is not supported.
+/// Fields the agent passes through to the backend as they are. `model` is replaced.
 const PASSTHROUGH_FIELDS: &[&str] = &[
     "language",
     "prompt",
@@ -118,6 +119,8 @@ const PASSTHROUGH_FIELDS: &[&str] = &[
     "timestamp_granularities[]",
     "include[]",
     "chunking_strategy",
+    // Server-sent events from built-in whisper endpoints; an upstream endpoint refuses it with the alternative.
+    "stream",
 ];
 
 async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&str]) -> Result<Upload, Refusal> {
@@ -154,14 +157,6 @@ async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&st
                 upload.file = Some((bytes, filename, content_type));
             }
             "model" => upload.model = Some(field.text().await.map_err(multipart_err)?),
-            "stream" => {
-                let v = field.text().await.map_err(multipart_err)?;
-                if v == "true" {
-                    return Err(Refusal::bad_request(
-                        "stream=true is not supported on this endpoint; use the WebSocket or gRPC stream",
-                    ));
-                }
-            }
             other if accepted.contains(&other) => {
                 let v = field.text().await.map_err(multipart_err)?;
                 upload.fields.push((name, v));
@@ -183,7 +178,20 @@ async fn transcriptions(
     let headers = request.headers().clone();
     let mut outcome = gateway.begin(Door::Http, "/v1/audio/transcriptions", edge::traceparent(&headers));
     edge::attach_client_cert(&mut outcome, client_cert);
-    let result = transcribe(&gateway, &headers, request, &mut outcome).await;
+    let result = transcribe(&gateway, &headers, request, &mut outcome, false).await;
+    edge::http_finish(result, &outcome.request_id)
+}
+
+/// OpenAI's `/v1/audio/translations`: speech in any language to English text (multilingual models).
+async fn translations(
+    State(gateway): State<Arc<Gateway>>,
+    client_cert: edge::ClientCertExt,
+    request: axum::extract::Request,
+) -> Response {
+    let headers = request.headers().clone();
+    let mut outcome = gateway.begin(Door::Http, "/v1/audio/translations", edge::traceparent(&headers));
+    edge::attach_client_cert(&mut outcome, client_cert);
+    let result = transcribe(&gateway, &headers, request, &mut outcome, true).await;
     edge::http_finish(result, &outcome.request_id)
 }
 
@@ -203,6 +211,7 @@ async fn transcribe(
     headers: &HeaderMap,
     request: axum::extract::Request,
     outcome: &mut RequestOutcome,
+    translate: bool,
 ) -> Result<Response, Refusal> {
     // Authenticate before reading the body: a refused caller costs no upload.
     let identity = edge::authenticate(gateway, edge::header_key(headers).as_deref(), outcome)?;
@@ -219,6 +228,12 @@ async fn transcribe(
         .file
         .ok_or_else(|| Refusal::bad_request("missing form field `file` (the audio)"))
         .inspect_err(|r| gateway.refused(r, outcome))?;
+    let mut fields = upload.fields;
+    // The task comes from the route, never from a form field a client could set.
+    fields.retain(|(name, _)| name != crate::transcriber::FIELD_TASK);
+    if translate {
+        fields.push((crate::transcriber::FIELD_TASK.to_string(), "translate".to_string()));
+    }
     let request = OneShot {
         model: &model,
         feature: Feature::Transcribe,
@@ -226,7 +241,7 @@ async fn transcribe(
         audio: bytes,
         filename,
         content_type,
-        fields: upload.fields,
+        fields,
         without_audio: false,
     };
     let served = oneshot::run(gateway, identity, request, outcome).await?;

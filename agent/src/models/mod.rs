@@ -18,7 +18,7 @@ mod tests;
 
 use crate::builtin::ModelsDir;
 use crate::cli::{ModelsCommand, ModelsSelection};
-use infergate_crds::endpoint::BuiltinModel;
+use infergate_crds::endpoint::{BuiltinModel, WhisperSize};
 use install::{FileProblem, WheelFile};
 use reqwest::Url;
 use std::collections::BTreeSet;
@@ -132,8 +132,12 @@ impl ModelsError {
 
 /// The model names a built-in endpoint needs. Exhaustive on purpose: a new built-in does not compile until it
 /// says which weights it loads.
-pub fn models_for(builtin: BuiltinModel) -> &'static [&'static str] {
+pub fn models_for(builtin: BuiltinModel, size: Option<WhisperSize>) -> &'static [&'static str] {
     match builtin {
+        BuiltinModel::Whisper => match size.unwrap_or_default() {
+            WhisperSize::TinyEn => &["whisper-tiny.en"],
+            WhisperSize::Base => &["whisper-base"],
+        },
         // The speaker endpoint trims silence with the VAD when its weights are there.
         BuiltinModel::SpeakerEncoder => &["speaker-encoder", "vad"],
         BuiltinModel::Vad => &["vad"],

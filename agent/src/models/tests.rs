@@ -5,6 +5,7 @@ use super::*;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use infergate_crds::endpoint::WhisperSize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -519,8 +520,10 @@ fn catalog_entries_are_well_formed() {
     for name in catalog::DEFAULT_MODELS {
         assert!(names.contains(name), "{name}");
     }
-    for builtin in [BuiltinModel::SpeakerEncoder, BuiltinModel::Vad] {
-        assert!(models_for(builtin).iter().all(|n| names.contains(n)), "{builtin:?}");
+    for builtin in [BuiltinModel::SpeakerEncoder, BuiltinModel::Vad, BuiltinModel::Whisper] {
+        for size in [None, Some(WhisperSize::TinyEn), Some(WhisperSize::Base)] {
+            assert!(models_for(builtin, size).iter().all(|n| names.contains(n)), "{builtin:?}");
+        }
     }
 }
 

@@ -153,6 +153,7 @@ fn mk_endpoint(ns: &str, name: &str) -> EndpointBuilder {
             features: vec![Feature::Transcribe],
             backend: BackendSpec {
                 builtin: None,
+                size: None,
                 upstream: Some(UpstreamSpec {
                     url: "http://whisper:8000/v1".into(),
                     model: None,

@@ -1,0 +1,232 @@
+//! Containers and codecs through symphonia, one packet at a time into the [`Sink`].
+//!
+//! ```text
+//!  bytes ─▶ probe (magic bytes, then the hint) ─▶ FormatReader ─▶ first decodable audio track
+//!        ─▶ declared length > cap? 413 before any decoding
+//!        ─▶ packets ─▶ symphonia decoder, or OpusTrack for Opus ─▶ Sink (trim, mixdown, cap, 16 kHz)
+//! ```
+//! Damage is handled the way players do: a packet the codec rejects is skipped, and a stream that ends early
+//! (a truncated upload) yields the audio before the cut. It is `Corrupt` only when nothing, or less than half
+//! of what was read, decodes.
+use crate::error::AudioError;
+use crate::opus::{OPUS_RATE, OpusTrack};
+use crate::sink::{Sink, Trim};
+use crate::{Decoded, Hint, Limits};
+use std::io::Cursor;
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{
+    CODEC_TYPE_AAC, CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecParameters, Decoder, DecoderOptions,
+};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::{FormatOptions, FormatReader, Packet, Track};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+
+/// Slack on a container's declared length before refusing without decoding: an estimate (CBR MP3 sized from
+/// the file length) may run a little long, and the decode-time check still holds the real cap.
+const DECLARED_SLACK_SECONDS: f64 = 1.0;
+/// See [`container_trim`].
+const AAC_PRIMING_FRAMES: u64 = 1024;
+
+/// What happened to one packet.
+pub(crate) enum Outcome {
+    Decoded,
+    /// The codec refused it as damaged; counted, skipped.
+    Rejected,
+}
+
+enum TrackDecoder {
+    Symphonia {
+        decoder: Box<dyn Decoder>,
+        buffer: Option<SampleBuffer<f32>>,
+    },
+    /// Boxed: the Opus decoder state is tens of KB.
+    Opus(Box<OpusTrack>),
+}
+
+pub(crate) fn decode_container(bytes: &[u8], hint: &Hint<'_>, limits: &Limits) -> Result<Decoded, AudioError> {
+    // symphonia wants an owned 'static source; the copy is of the compressed upload only.
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let mut probe_hint = symphonia::core::probe::Hint::new();
+    if let Some(extension) = hint.extension() {
+        probe_hint.with_extension(&extension);
+    }
+    if let Some(content_type) = hint.content_type {
+        probe_hint.mime_type(content_type);
+    }
+    // Gapless: drop encoder delay and padding (LAME tag, Ogg granules) so durations match the source.
+    let options = FormatOptions { enable_gapless: true, ..Default::default() };
+    let probed = symphonia::default::get_probe()
+        .format(&probe_hint, source, &options, &MetadataOptions::default())
+        .map_err(probe_error)?;
+    let mut format = probed.format;
+    let track = pick_track(format.tracks())?;
+    let (track_id, params) = (track.id, track.codec_params.clone());
+    check_declared_length(&params, limits)?;
+
+    let declared_channels = params.channels.or(params.channel_layout.map(|l| l.into_channels()));
+    let mut channels = declared_channels.map(|c| c.count() as u16);
+    let (mut decoder, codec, trim) = if params.codec == CODEC_TYPE_OPUS {
+        let opus = OpusTrack::new(&params)?;
+        channels = Some(opus.channels());
+        let trim = Trim { start: opus.pre_skip(), length: None };
+        (TrackDecoder::Opus(Box::new(opus)), "opus", trim)
+    } else {
+        let decoder = symphonia::default::get_codecs()
+            .make(&params, &DecoderOptions::default())
+            .map_err(|e| codec_error(e, "the audio codec could not be set up"))?;
+        let codec = symphonia::default::get_codecs().get_codec(params.codec).map_or("unknown", |d| d.short_name);
+        (TrackDecoder::Symphonia { decoder, buffer: None }, codec, container_trim(&params))
+    };
+
+    let mut sink: Option<Sink> = None;
+    let (mut decoded, mut rejected) = (0u64, 0u64);
+    while let Some(packet) = next_packet(format.as_mut(), decoded)? {
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let outcome = match &mut decoder {
+            TrackDecoder::Opus(opus) => {
+                let sink = sink.get_or_insert_with(|| Sink::new(OPUS_RATE, limits.max_seconds, trim));
+                opus.decode(&packet, sink)?
+            }
+            TrackDecoder::Symphonia { decoder, buffer } => {
+                let new_sink = |rate| Sink::new(rate, limits.max_seconds, trim);
+                decode_packet(decoder.as_mut(), buffer, &packet, &mut sink, &mut channels, new_sink)?
+            }
+        };
+        match outcome {
+            Outcome::Decoded => decoded += 1,
+            Outcome::Rejected => rejected += 1,
+        }
+    }
+    if rejected > decoded {
+        return Err(AudioError::corrupt(format!("{rejected} of {} {codec} packets are damaged", rejected + decoded)));
+    }
+    let sink = sink.ok_or(AudioError::Empty)?;
+    let (source_seconds, sink_rate) = (sink.seconds(), sink.rate());
+    let samples = sink.finish();
+    if samples.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    Ok(Decoded {
+        duration_seconds: source_seconds,
+        samples,
+        source_rate: params.sample_rate.unwrap_or(sink_rate),
+        channels: channels.unwrap_or(1),
+        codec,
+    })
+}
+
+/// The next packet, or `None` at the end of the stream. A stream that stops early or breaks after some audio
+/// decoded ends there (truncated uploads keep what arrived); one that breaks before any is `Corrupt`.
+fn next_packet(format: &mut dyn FormatReader, decoded_so_far: u64) -> Result<Option<Packet>, AudioError> {
+    match format.next_packet() {
+        Ok(packet) => Ok(Some(packet)),
+        Err(SymphoniaError::IoError(_)) | Err(SymphoniaError::ResetRequired) => Ok(None),
+        Err(SymphoniaError::Unsupported(what)) => Err(AudioError::unsupported(format!("container feature: {what}"))),
+        Err(SymphoniaError::DecodeError(_) | SymphoniaError::LimitError(_)) if decoded_so_far > 0 => Ok(None),
+        Err(e) => Err(AudioError::corrupt(format!("the container could not be read: {e}"))),
+    }
+}
+
+fn decode_packet(
+    decoder: &mut dyn Decoder,
+    buffer: &mut Option<SampleBuffer<f32>>,
+    packet: &Packet,
+    sink: &mut Option<Sink>,
+    channels: &mut Option<u16>,
+    new_sink: impl FnOnce(u32) -> Sink,
+) -> Result<Outcome, AudioError> {
+    let audio = match decoder.decode(packet) {
+        Ok(audio) => audio,
+        Err(SymphoniaError::DecodeError(_) | SymphoniaError::IoError(_)) => return Ok(Outcome::Rejected),
+        Err(e) => return Err(codec_error(e, "the audio codec failed")),
+    };
+    let spec = *audio.spec();
+    let frames = audio.frames();
+    if frames == 0 {
+        return Ok(Outcome::Decoded);
+    }
+    let sink = match sink {
+        Some(sink) if sink.rate() != spec.rate => {
+            return Err(AudioError::unsupported(format!(
+                "the sample rate changes mid-stream ({} Hz to {} Hz)",
+                sink.rate(),
+                spec.rate
+            )));
+        }
+        Some(sink) => sink,
+        None if spec.rate == 0 => return Err(AudioError::corrupt("the stream declares a sample rate of 0 Hz")),
+        None => sink.insert(new_sink(spec.rate)),
+    };
+    channels.get_or_insert(spec.channels.count() as u16);
+    let buffer = match buffer {
+        Some(buffer) if buffer.capacity() >= frames => buffer,
+        _ => buffer.insert(SampleBuffer::new(audio.capacity() as u64, spec)),
+    };
+    buffer.copy_interleaved_ref(audio);
+    sink.push_interleaved(buffer.samples(), spec.channels.count())?;
+    Ok(Outcome::Decoded)
+}
+
+/// Warm-up and padding that symphonia leaves in. MP4 states AAC's priming only in an edit list, which
+/// symphonia 0.5 does not read: its declared length (`mdhd`) is then priming + audio, and the priming is the
+/// 1024 frames of AAC-LC's MDCT overlap that FFmpeg and most encoders write (Apple's 2112 would leave ~23 ms).
+fn container_trim(params: &CodecParameters) -> Trim {
+    if params.codec == CODEC_TYPE_AAC && params.delay.is_none() {
+        let length = params.n_frames.map(|n| n.saturating_sub(AAC_PRIMING_FRAMES));
+        return Trim { start: AAC_PRIMING_FRAMES, length };
+    }
+    Trim::default()
+}
+
+/// The first track whose codec decodes here; video and subtitle tracks (MP4, WebM) are passed over.
+fn pick_track(tracks: &[Track]) -> Result<&Track, AudioError> {
+    let registry = symphonia::default::get_codecs();
+    tracks
+        .iter()
+        .find(|t| t.codec_params.codec == CODEC_TYPE_OPUS || registry.get_codec(t.codec_params.codec).is_some())
+        .ok_or_else(|| {
+            let what = if tracks.iter().all(|t| t.codec_params.codec == CODEC_TYPE_NULL) {
+                "the container has no audio track in a known codec (ALAC, AC-3, Speex and video-only files do \
+                 not decode)"
+            } else {
+                "no audio track is in a codec this server decodes"
+            };
+            AudioError::unsupported(what)
+        })
+}
+
+/// Refuses, before decoding, a file whose container states a length well past the cap.
+fn check_declared_length(params: &CodecParameters, limits: &Limits) -> Result<(), AudioError> {
+    let Some(frames) = params.n_frames else { return Ok(()) };
+    // Matroska counts `n_frames` in its time base (milliseconds), not in samples: the time base converts both.
+    let seconds = match (params.time_base, params.sample_rate) {
+        (Some(time_base), _) => {
+            let time = time_base.calc_time(frames);
+            time.seconds as f64 + time.frac
+        }
+        (None, Some(rate)) if rate > 0 => frames as f64 / f64::from(rate),
+        _ => return Ok(()),
+    };
+    if seconds > limits.max_seconds + DECLARED_SLACK_SECONDS {
+        return Err(AudioError::TooLong { seconds, max: limits.max_seconds });
+    }
+    Ok(())
+}
+
+fn probe_error(error: SymphoniaError) -> AudioError {
+    match error {
+        SymphoniaError::Unsupported(_) => AudioError::unsupported("the file is not in a recognised audio format"),
+        // The format was recognised but its header ran out or made no sense.
+        e => AudioError::corrupt(format!("the header could not be read: {e}")),
+    }
+}
+
+fn codec_error(error: SymphoniaError, context: &str) -> AudioError {
+    match error {
+        SymphoniaError::Unsupported(what) => AudioError::unsupported(format!("codec feature: {what}")),
+        e => AudioError::corrupt(format!("{context}: {e}")),
+    }
+}

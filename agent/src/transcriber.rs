@@ -1,0 +1,192 @@
+//! The built-in Whisper speech-to-text backend (`backend: {builtin: whisper, size: tiny.en | base}`).
+//!
+//! ```text
+//!  upload ─▶ infergate_audio::decode (wav, flac, mp3, m4a, ogg, webm ─▶ 16 kHz mono) ─▶ Whisper::transcribe
+//!         ─▶ formats::render (json, text, srt, vtt, verbose_json) or server-sent events (stream=true)
+//!  settlement: the model's measured compute time (thread CPU time on the CPU, wall time around the GPU calls)
+//! ```
+//! Streams reach this backend segment by segment as 16 kHz PCM16 WAV (session.rs), like any other backend. The
+//! request's form fields are parsed here and refused with the field to fix; nothing of the audio or the text is
+//! logged.
+use crate::backend::{BackendError, BackendRequest, BackendResponse, BlockingModel};
+use bytes::Bytes;
+use infergate_crds::endpoint::{Feature, WhisperSize};
+use infergate_whisper::formats::{self, RenderOptions, ResponseFormat};
+use infergate_whisper::{ModelSize, Options, Task, Whisper};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Field the HTTP door sets on `/v1/audio/translations` (never taken from the client's form).
+pub const FIELD_TASK: &str = "infergate_task";
+/// Longest upload decoded, whatever the endpoint allows: bounds the samples held in memory (2 h = 460 MB f32).
+const MAX_DECODE_SECONDS: f64 = 2.0 * 3600.0;
+
+pub fn model_size(size: WhisperSize) -> ModelSize {
+    match size {
+        WhisperSize::TinyEn => ModelSize::TinyEn,
+        WhisperSize::Base => ModelSize::Base,
+    }
+}
+
+/// Loads one size (CUDA when it works, else CPU); a missing or damaged file gives the message a request sees.
+pub fn load(models_dir: &Path, size: WhisperSize) -> Result<Arc<Whisper>, String> {
+    match Whisper::load_prefer_cuda(models_dir, model_size(size)) {
+        Ok(model) => {
+            match model.cuda_fallback_reason() {
+                Some(reason) => tracing::info!(
+                    size = size.as_str(),
+                    backend = model.backend_name(),
+                    reason,
+                    "whisper loaded on the CPU"
+                ),
+                None => tracing::info!(size = size.as_str(), backend = model.backend_name(), "whisper loaded"),
+            }
+            Ok(Arc::new(model))
+        }
+        Err(err) => {
+            let message = format!(
+                "whisper {} weights unavailable under {} ({err}); fetch them with `infergate-agent models fetch --model whisper-{}`",
+                size.as_str(),
+                models_dir.display(),
+                size.as_str()
+            );
+            tracing::warn!(category = err.category(), size = size.as_str(), "whisper weights unavailable");
+            Err(message)
+        }
+    }
+}
+
+pub struct Transcriber {
+    pub model: Result<Arc<Whisper>, String>,
+}
+
+/// A request's options, parsed from the OpenAI form fields.
+struct Asked {
+    options: Options,
+    format: ResponseFormat,
+    words: bool,
+    segments: bool,
+    stream: bool,
+}
+
+fn parse_fields(fields: &[(String, String)]) -> Result<Asked, BackendError> {
+    let bad = |m: String| BackendError::BadInput(m);
+    let mut options = Options::default();
+    let mut format = ResponseFormat::Json;
+    let (mut words, mut segments, mut stream) = (false, false, false);
+    for (name, value) in fields {
+        match name.as_str() {
+            "language" if !value.trim().is_empty() => options.language = Some(value.trim().to_ascii_lowercase()),
+            "prompt" => options.prompt = Some(value.clone()),
+            "temperature" => {
+                let t: f32 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("`temperature` must be a number between 0 and 1, got {value:?}")))?;
+                options.temperature = Some(t);
+            }
+            "response_format" => format = ResponseFormat::parse(value.trim()).map_err(bad)?,
+            "timestamp_granularities[]" | "timestamp_granularities" => match value.trim() {
+                "word" => words = true,
+                "segment" => segments = true,
+                other => {
+                    return Err(bad(format!("`timestamp_granularities[]` takes `word` or `segment`, got {other:?}")));
+                }
+            },
+            "stream" => stream = value.trim() == "true",
+            FIELD_TASK if value == "translate" => options.task = Task::Translate,
+            _ => {}
+        }
+    }
+    if (words || segments) && format != ResponseFormat::VerboseJson {
+        return Err(bad("`timestamp_granularities[]` needs `response_format=verbose_json`".into()));
+    }
+    if !words && !segments {
+        segments = true;
+    }
+    options.word_timestamps = words;
+    Ok(Asked { options, format, words, segments, stream })
+}
+
+impl BlockingModel for Transcriber {
+    fn kind(&self) -> &'static str {
+        "whisper"
+    }
+
+    fn run(&self, request: &BackendRequest) -> Result<BackendResponse, BackendError> {
+        if request.feature != Feature::Transcribe {
+            return Err(BackendError::Unavailable("the built-in whisper model serves only transcribe".into()));
+        }
+        let model = self.model.as_deref().map_err(|m| BackendError::Unavailable(m.clone()))?;
+        let asked = parse_fields(&request.fields)?;
+        let hint =
+            infergate_audio::Hint { filename: Some(&request.filename), content_type: Some(&request.content_type) };
+        let decoded =
+            infergate_audio::decode(&request.audio, hint, infergate_audio::Limits { max_seconds: MAX_DECODE_SECONDS })
+                .map_err(|e| match e.http_status() {
+                    415 => BackendError::UnsupportedMedia(e.to_string()),
+                    _ => BackendError::BadInput(e.to_string()),
+                })?;
+        let transcript = model.transcribe(&decoded.samples, &asked.options).map_err(|e| {
+            if e.is_bad_input() {
+                BackendError::BadInput(e.to_string())
+            } else {
+                BackendError::Failed(e.category().to_string())
+            }
+        })?;
+        let task = match asked.options.task {
+            Task::Transcribe => "transcribe",
+            Task::Translate => "translate",
+        };
+        let (content_type, body) = if asked.stream {
+            // Server-sent events as OpenAI's streaming transcription sends them: one delta per segment, then done.
+            let mut body = String::new();
+            for segment in &transcript.segments {
+                let delta = if body.is_empty() { segment.text.trim_start() } else { segment.text.as_str() };
+                body.push_str(&formats::sse_delta(delta));
+            }
+            body.push_str(&formats::sse_done(&transcript.text, transcript.duration));
+            ("text/event-stream".to_string(), body)
+        } else {
+            let opts = RenderOptions { task, words: asked.words, segments: asked.segments };
+            (asked.format.content_type().to_string(), formats::render(&transcript, asked.format, &opts))
+        };
+        Ok(BackendResponse {
+            content_type,
+            body: Bytes::from(body),
+            text: Some(transcript.text.clone()),
+            measured_gpu_seconds: Some(transcript.compute.as_secs_f64()),
+            billed_audio_seconds: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn form_fields_are_parsed_and_refused_with_the_fix() {
+        let asked = parse_fields(&fields(&[
+            ("language", "EN"),
+            ("response_format", "verbose_json"),
+            ("timestamp_granularities[]", "word"),
+            ("temperature", "0.2"),
+        ]))
+        .unwrap();
+        assert_eq!(asked.options.language.as_deref(), Some("en"));
+        assert!(asked.words && asked.options.word_timestamps && !asked.segments);
+        assert_eq!(asked.options.temperature, Some(0.2));
+        let err = parse_fields(&fields(&[("timestamp_granularities[]", "word")])).err().unwrap();
+        assert!(err.to_string().contains("verbose_json"), "{err}");
+        let err = parse_fields(&fields(&[("temperature", "hot")])).err().unwrap();
+        assert!(err.to_string().contains("temperature"), "{err}");
+        let err = parse_fields(&fields(&[("response_format", "xml")])).err().unwrap();
+        assert!(err.to_string().contains("verbose_json"), "{err}");
+        assert_eq!(parse_fields(&fields(&[(FIELD_TASK, "translate")])).unwrap().options.task, Task::Translate);
+    }
+}
