@@ -55,8 +55,37 @@ impl ModelsDir {
     }
 }
 
+/// What start-up loaded: the backends, and each model's state for `/readyz` and the Lease.
+pub struct Loaded {
+    pub builtin: HashMap<BuiltinModel, Arc<dyn Backend>>,
+    pub whisper: HashMap<WhisperSize, Arc<dyn Backend>>,
+    pub status: std::collections::BTreeMap<String, String>,
+}
+
+/// Every built-in model: speaker encoder, VAD and both Whisper sizes.
+pub fn load_all(dir: &ModelsDir) -> Loaded {
+    let mut status = std::collections::BTreeMap::new();
+    let builtin = load_with_status(dir, &mut status);
+    let whisper = load_whisper(dir, &mut status);
+    Loaded { builtin, whisper, status }
+}
+
+fn state<T>(result: &Result<T, String>) -> String {
+    match result {
+        Ok(_) => "ready".into(),
+        Err(why) => format!("missing: {why}"),
+    }
+}
+
 /// Loads what is there and registers both built-ins; a model whose weights are missing answers 503.
 pub fn load(dir: &ModelsDir) -> HashMap<BuiltinModel, Arc<dyn Backend>> {
+    load_with_status(dir, &mut Default::default())
+}
+
+fn load_with_status(
+    dir: &ModelsDir,
+    status: &mut std::collections::BTreeMap<String, String>,
+) -> HashMap<BuiltinModel, Arc<dyn Backend>> {
     tracing::info!(models_dir = %dir.path.display(), source = dir.source, "built-in model weights directory");
     let speaker_path = dir.path.join(SPEAKER_WEIGHTS);
     let vad_path = dir.path.join(VAD_WEIGHTS);
@@ -95,6 +124,8 @@ pub fn load(dir: &ModelsDir) -> HashMap<BuiltinModel, Arc<dyn Backend>> {
             Err(message)
         }
     };
+    status.insert("speaker-encoder".into(), state(&speaker));
+    status.insert("vad".into(), state(&vad));
     let jobs = crate::backend::builtin_job_permits();
     let mut out: HashMap<BuiltinModel, Arc<dyn Backend>> = HashMap::new();
     out.insert(
@@ -114,12 +145,16 @@ pub fn load(dir: &ModelsDir) -> HashMap<BuiltinModel, Arc<dyn Backend>> {
 
 /// Both Whisper sizes: each loaded when its files are there (CUDA when it works), else a backend answering 503
 /// with the command that fetches it.
-pub fn load_whisper(dir: &ModelsDir) -> HashMap<WhisperSize, Arc<dyn Backend>> {
+pub fn load_whisper(
+    dir: &ModelsDir,
+    status: &mut std::collections::BTreeMap<String, String>,
+) -> HashMap<WhisperSize, Arc<dyn Backend>> {
     let jobs = crate::backend::builtin_job_permits();
     [WhisperSize::TinyEn, WhisperSize::Base]
         .into_iter()
         .map(|size| {
             let model = crate::transcriber::load(&dir.path, size);
+            status.insert(format!("whisper-{}", size.as_str()), state(&model));
             let backend: Arc<dyn Backend> =
                 Arc::new(Blocking::new(Arc::new(crate::transcriber::Transcriber { model }), Arc::clone(&jobs)));
             (size, backend)

@@ -139,6 +139,8 @@ async fn watch_config(gateway: Arc<Gateway>, secrets: Api<Secret>, options: Snap
 
 /// Lease annotation with the agent's GPU mode and per-tier refill factors (JSON, from [`crate::gpu::Gpu::status_json`]).
 pub const GPU_LIMITS_ANNOTATION: &str = "infergate.dev/gpu-limits";
+/// Lease annotation with each built-in model's state (JSON object: model name to `ready` or `missing: ...`).
+pub const MODELS_ANNOTATION: &str = "infergate.dev/models";
 
 /// The Lease body this agent publishes.
 pub fn lease_body(node: &str, namespace: Option<&str>, snapshot: &Snapshot) -> serde_json::Value {
@@ -177,6 +179,7 @@ async fn publish_lease(gateway: Arc<Gateway>, leases: Api<Lease>, node: String, 
             if let Some(address) = &address {
                 body["metadata"]["annotations"][lease::ADDRESS] = address.to_string().into();
             }
+            body["metadata"]["annotations"][MODELS_ANNOTATION] = gateway.models_json().to_string().into();
             if let Some(gpu) = gateway.gpu() {
                 // CPU/GPU mode and each tier's current refill factor, refreshed with every renewal.
                 body["metadata"]["annotations"][GPU_LIMITS_ANNOTATION] = gpu.status_json().to_string().into();

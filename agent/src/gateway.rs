@@ -113,6 +113,8 @@ pub struct Gateway {
     revision: watch::Sender<Arc<Snapshot>>,
     /// The GPU limit policy, when the agent runs one: follows every snapshot's tiers.
     gpu: std::sync::OnceLock<Arc<crate::gpu::Gpu>>,
+    /// Each built-in model's state (`ready`, or `missing: <why>`), for `/readyz` and the agent Lease.
+    models: std::sync::OnceLock<std::collections::BTreeMap<String, String>>,
 }
 
 impl Gateway {
@@ -140,6 +142,7 @@ impl Gateway {
             config_problem: Mutex::default(),
             revision,
             gpu: std::sync::OnceLock::new(),
+            models: std::sync::OnceLock::new(),
         })
     }
 
@@ -155,6 +158,16 @@ impl Gateway {
 
     pub fn gpu(&self) -> Option<&Arc<crate::gpu::Gpu>> {
         self.gpu.get()
+    }
+
+    /// Records the built-in models' states (once, at start-up).
+    pub fn attach_models(&self, models: std::collections::BTreeMap<String, String>) {
+        let _ = self.models.set(models);
+    }
+
+    /// `{"whisper-tiny.en": "ready", "whisper-base": "missing: ..."}`; empty before start-up sets it.
+    pub fn models_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.models.get().cloned().unwrap_or_default()).unwrap_or_default()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -224,10 +237,13 @@ impl Gateway {
         } else {
             " (degraded: counter store unreachable; tiers apply their onStoreFailure policy)"
         };
+        // A missing model answers 503 on its own endpoints; it is no reason to take the node's other endpoints out
+        // of the Service, so it is reported on a second line, not as unreadiness.
+        let models = format!("models {}", self.models_json());
         match self.config_problem.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
-            None => Ok(format!("ok revision={revision}{degraded}")),
+            None => Ok(format!("ok revision={revision}{degraded}\n{models}")),
             Some(problem) => Ok(format!(
-                "ok revision={revision} (serving the last good config; latest change rejected: {problem}){degraded}"
+                "ok revision={revision} (serving the last good config; latest change rejected: {problem}){degraded}\n{models}"
             )),
         }
     }

@@ -61,8 +61,10 @@ pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<
     };
     let limiter = std::sync::Arc::new(infergate_gate::limiter::Limiter::with_refill(store, gpu.refill()));
     let models_dir = builtin::ModelsDir::resolve(common.models_dir.as_deref());
-    let backends = backend::Backends::new(builtin::load(&models_dir)).with_whisper(builtin::load_whisper(&models_dir));
+    let loaded = builtin::load_all(&models_dir);
+    let backends = backend::Backends::new(loaded.builtin).with_whisper(loaded.whisper);
     let gateway = gateway::Gateway::new(common.settings(), limiter, backends);
+    gateway.attach_models(loaded.status);
     gateway.attach_gpu(gpu);
     Ok(gateway)
 }
