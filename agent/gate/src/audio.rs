@@ -215,6 +215,16 @@ pub fn wav_seconds(bytes: &[u8]) -> Result<f64, Refusal> {
     let bad = |what: &str| Refusal::bad_request(format!("invalid WAV file: {what}; re-encode it as 16-bit PCM WAV"));
     let wav = parse_wav(bytes).map_err(bad)?;
     if !UNCOMPRESSED_FORMATS.contains(&wav.format_tag) {
+        // IMA ADPCM (tag 0x11) says its length in blocks; some encoders (ffmpeg) leave its byteRate at zero.
+        if wav.format_tag == 0x11 && wav.byte_rate == 0 && wav.channels > 0 && wav.sample_rate > 0 {
+            let header = 4 * usize::from(wav.channels);
+            let block = usize::from(wav.block_align);
+            if block > header {
+                let per_block = (block - header) * 2 / usize::from(wav.channels) + 1;
+                let blocks = wav.data.len().div_ceil(block);
+                return Ok((blocks * per_block) as f64 / f64::from(wav.sample_rate));
+            }
+        }
         if wav.byte_rate == 0 {
             return Err(bad("byte rate is zero"));
         }
