@@ -34,6 +34,27 @@ pub struct BackendRequest {
     pub request_id: String,
     /// W3C `traceparent` for the upstream: the request's trace, with the `backend` span as parent.
     pub traceparent: String,
+    /// A stream segment: return word times if the backend has them (the stream's final result carries them).
+    pub want_words: bool,
+}
+
+/// One word with its times in seconds from the start of the audio the backend received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimedWord {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+/// Where a stream cuts the audio it has buffered before sending it to the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Send everything buffered (backends without a voice-activity detector).
+    All,
+    /// Send the first this-many bytes (a pause in the speech); keep the rest for the next segment.
+    At(usize),
+    /// No pause yet: keep buffering (the stream still cuts at twice its segment length).
+    Wait,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +68,8 @@ pub struct BackendResponse {
     /// Audio seconds the backend says it billed (OpenAI's `usage: {"type":"duration","seconds":N}`): without a
     /// measured GPU time, the charge settles on these seconds at the endpoint's cost model.
     pub billed_audio_seconds: Option<f64>,
+    /// Word times, when the request wanted them and the backend knows them.
+    pub words: Vec<TimedWord>,
 }
 
 impl BackendResponse {
@@ -129,6 +152,10 @@ pub trait Backend: Send + Sync + 'static {
     /// `upstream`, `speaker-encoder`, `vad`: for logs and metrics.
     fn kind(&self) -> &'static str;
     fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>>;
+    /// Where a stream should cut `pcm16le` (16 kHz mono) into a segment. Cheap and synchronous (a VAD pass).
+    fn cut(&self, _pcm16le: &[u8]) -> Cut {
+        Cut::All
+    }
 }
 
 /// A synchronous model (CPU reference, CUDA via a blocking driver call). Wrapped by [`Blocking`].
@@ -136,6 +163,10 @@ pub trait BlockingModel: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Runs the model. Leave `measured_gpu_seconds` as `None` to have the wall time of `run` measured.
     fn run(&self, request: &BackendRequest) -> Result<BackendResponse, BackendError>;
+    /// See [`Backend::cut`].
+    fn cut(&self, _pcm16le: &[u8]) -> Cut {
+        Cut::All
+    }
 }
 
 /// Runs a [`BlockingModel`] on tokio's blocking pool and reports its compute time for settlement.
@@ -162,6 +193,9 @@ pub fn builtin_job_permits() -> Arc<tokio::sync::Semaphore> {
 impl<M: BlockingModel> Backend for Blocking<M> {
     fn kind(&self) -> &'static str {
         self.model.kind()
+    }
+    fn cut(&self, pcm16le: &[u8]) -> Cut {
+        self.model.cut(pcm16le)
     }
     fn call(&self, request: BackendRequest) -> BoxFuture<'static, Result<BackendResponse, BackendError>> {
         let model = Arc::clone(&self.model);
@@ -347,7 +381,14 @@ impl Backend for Upstream {
                 .and_then(|v| v.pointer("/usage/seconds"))
                 .and_then(|s| s.as_f64())
                 .filter(|s| s.is_finite() && *s >= 0.0);
-            Ok(BackendResponse { content_type, body, text, measured_gpu_seconds: measured, billed_audio_seconds })
+            Ok(BackendResponse {
+                content_type,
+                body,
+                text,
+                measured_gpu_seconds: measured,
+                billed_audio_seconds,
+                words: Vec::new(),
+            })
         })
     }
 }

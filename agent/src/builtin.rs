@@ -66,7 +66,9 @@ pub struct Loaded {
 pub fn load_all(dir: &ModelsDir) -> Loaded {
     let mut status = std::collections::BTreeMap::new();
     let builtin = load_with_status(dir, &mut status);
-    let whisper = load_whisper(dir, &mut status);
+    // Whisper streams cut at pauses with their own VAD instance (stateless per call; 2 MB).
+    let vad = SileroVad::load(&dir.path.join(VAD_WEIGHTS)).ok().map(Arc::new);
+    let whisper = load_whisper(dir, vad, &mut status);
     Loaded { builtin, whisper, status }
 }
 
@@ -147,6 +149,7 @@ fn load_with_status(
 /// with the command that fetches it.
 pub fn load_whisper(
     dir: &ModelsDir,
+    vad: Option<Arc<SileroVad>>,
     status: &mut std::collections::BTreeMap<String, String>,
 ) -> HashMap<WhisperSize, Arc<dyn Backend>> {
     let jobs = crate::backend::builtin_job_permits();
@@ -155,8 +158,10 @@ pub fn load_whisper(
         .map(|size| {
             let model = crate::transcriber::load(&dir.path, size);
             status.insert(format!("whisper-{}", size.as_str()), state(&model));
-            let backend: Arc<dyn Backend> =
-                Arc::new(Blocking::new(Arc::new(crate::transcriber::Transcriber { model }), Arc::clone(&jobs)));
+            let backend: Arc<dyn Backend> = Arc::new(Blocking::new(
+                Arc::new(crate::transcriber::Transcriber { model, vad: vad.clone() }),
+                Arc::clone(&jobs),
+            ));
             (size, backend)
         })
         .collect()
@@ -278,6 +283,7 @@ impl BlockingModel for Builtin {
             // folded into the same wall clock because it blocks until its events complete.
             measured_gpu_seconds: None,
             billed_audio_seconds: None,
+            words: Vec::new(),
         })
     }
 }
@@ -401,6 +407,7 @@ mod tests {
             fields: vec![],
             request_id: "r".into(),
             traceparent: String::new(),
+            want_words: false,
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let err = rt.block_on(backends[&BuiltinModel::SpeakerEncoder].call(request)).unwrap_err();

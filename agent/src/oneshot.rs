@@ -100,6 +100,7 @@ pub async fn run(
         fields,
         request_id: outcome.request_id.clone(),
         traceparent,
+        want_words: false,
     };
     let timer = std::time::Instant::now();
     pending.dispatched = Some(timer);

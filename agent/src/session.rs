@@ -14,7 +14,7 @@
 //!                            ─ Closed (client gone) ─▶ return }
 //!  each segment: its chunk charges settle once, through Gateway::settle, against the measured GPU time
 //! ```
-use crate::backend::{Backend, BackendRequest, Backends};
+use crate::backend::{Backend, BackendRequest, Backends, Cut, TimedWord};
 use crate::gateway::{Gateway, KeyConnectionGuard};
 use crate::outcome::RequestOutcome;
 use bytes::{Bytes, BytesMut};
@@ -33,8 +33,21 @@ use tracing::Instrument as _;
 /// A result to send to the client.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    Partial { text: String, segment: u32, start_seconds: f64, end_seconds: f64 },
-    Final { text: String, segments: u32, audio_seconds: f64, gpu_seconds: f64 },
+    /// One segment's text; `words` (stream times) when the backend gives them (the built-in Whisper does).
+    Partial {
+        text: String,
+        segment: u32,
+        start_seconds: f64,
+        end_seconds: f64,
+        words: Vec<TimedWord>,
+    },
+    Final {
+        text: String,
+        segments: u32,
+        audio_seconds: f64,
+        gpu_seconds: f64,
+        words: Vec<TimedWord>,
+    },
 }
 
 /// What a door's client sent, translated from its protocol's frames.
@@ -99,6 +112,8 @@ pub struct Session {
     segment_charge: Option<Charge>,
     segments: u32,
     transcript: String,
+    /// Every segment's words, in stream time.
+    words: Vec<TimedWord>,
     closed_code: &'static str,
 }
 
@@ -159,6 +174,7 @@ impl Session {
             segment_charge: None,
             segments: 0,
             transcript: String::new(),
+            words: Vec::new(),
             closed_code: "client_closed",
         })
     }
@@ -340,18 +356,29 @@ impl Session {
         self.audio_seconds += seconds;
         self.outcome.audio_seconds = self.audio_seconds;
         self.buffer.extend_from_slice(&chunk);
-        if pcm16_seconds(self.buffer.len()) >= self.gateway.settings.segment_seconds {
-            return self.flush_segment().await.map(|e| e.map(|(event, _)| event));
+        let buffered = pcm16_seconds(self.buffer.len());
+        let segment = self.gateway.settings.segment_seconds;
+        if buffered >= segment {
+            // A backend with a voice-activity detector cuts at a pause, so no word is split between segments;
+            // without a pause the stream still cuts at twice the segment length.
+            let take = match self.backend.cut(&self.buffer) {
+                Cut::At(n) if n > 0 && n < self.buffer.len() => n - n % 2,
+                Cut::Wait if buffered < 2.0 * segment => return Ok(None),
+                _ => self.buffer.len(),
+            };
+            return self.flush_segment(take).await.map(|e| e.map(|(event, _)| event));
         }
         Ok(None)
     }
 
-    /// Sends the buffered audio to the backend. `None` when nothing is buffered.
-    async fn flush_segment(&mut self) -> Result<Option<(Event, String)>, Refusal> {
+    /// Sends the first `take` buffered bytes to the backend. `None` when nothing is buffered. The segment's
+    /// charge (every chunk so far) settles against what the backend measured for the audio it got: audio kept
+    /// for the next segment is refunded now and charged when that segment's time is measured.
+    async fn flush_segment(&mut self, take: usize) -> Result<Option<(Event, String)>, Refusal> {
         if self.buffer.is_empty() {
             return Ok(None);
         }
-        let pcm = self.buffer.split().freeze();
+        let pcm = self.buffer.split_to(take.min(self.buffer.len())).freeze();
         let start_seconds = self.flushed_seconds;
         let seconds = pcm16_seconds(pcm.len());
         let mut wav = BytesMut::with_capacity(44 + pcm.len());
@@ -367,6 +394,7 @@ impl Session {
             fields: self.fields.clone(),
             request_id: self.outcome.request_id.clone(),
             traceparent,
+            want_words: true,
         };
         let timer = std::time::Instant::now();
         let response = self.backend.call(request).instrument(span.clone()).await.map_err(|e| e.to_refusal())?;
@@ -377,6 +405,12 @@ impl Session {
             self.outcome.gpu_seconds += settled.delta;
         }
         let text = response.text.unwrap_or_default();
+        let words: Vec<TimedWord> = response
+            .words
+            .into_iter()
+            .map(|w| TimedWord { start: w.start + start_seconds, end: w.end + start_seconds, word: w.word })
+            .collect();
+        self.words.extend(words.iter().cloned());
         let segment = self.segments;
         self.segments += 1;
         self.flushed_seconds += seconds;
@@ -387,14 +421,14 @@ impl Session {
             self.transcript.push_str(text.trim());
         }
         Ok(Some((
-            Event::Partial { text: text.clone(), segment, start_seconds, end_seconds: start_seconds + seconds },
+            Event::Partial { text: text.clone(), segment, start_seconds, end_seconds: start_seconds + seconds, words },
             text,
         )))
     }
 
     /// Ends the stream normally: flushes what is buffered and returns the final result.
     async fn finish(&mut self) -> Result<Event, Refusal> {
-        self.flush_segment().await?;
+        self.flush_segment(usize::MAX).await?;
         self.closed_code = "completed";
         Ok(self.final_event())
     }
@@ -402,7 +436,7 @@ impl Session {
     /// For a stream being closed by the server (revocation, limits): flush within the deadline, best effort.
     async fn flush_before_close(&mut self, reason: &Refusal) -> Option<Event> {
         self.closed_code = reason.code.as_str();
-        match tokio::time::timeout(self.gateway.settings.flush_deadline, self.flush_segment()).await {
+        match tokio::time::timeout(self.gateway.settings.flush_deadline, self.flush_segment(usize::MAX)).await {
             Ok(Ok(_)) => Some(self.final_event()),
             _ => None,
         }
@@ -419,6 +453,7 @@ impl Session {
             segments: self.segments,
             audio_seconds: self.audio_seconds,
             gpu_seconds: self.outcome.gpu_seconds,
+            words: self.words.clone(),
         }
     }
 }

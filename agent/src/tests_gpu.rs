@@ -113,6 +113,7 @@ impl Backend for Named {
         let body = Bytes::from_static(self.0.as_bytes());
         Box::pin(async move {
             Ok(BackendResponse {
+                words: Vec::new(),
                 content_type: "text/plain".into(),
                 body,
                 text: None,

@@ -8,7 +8,7 @@
 //! Streams reach this backend segment by segment as 16 kHz PCM16 WAV (session.rs), like any other backend. The
 //! request's form fields are parsed here and refused with the field to fix; nothing of the audio or the text is
 //! logged.
-use crate::backend::{BackendError, BackendRequest, BackendResponse, BlockingModel};
+use crate::backend::{BackendError, BackendRequest, BackendResponse, BlockingModel, Cut, TimedWord};
 use bytes::Bytes;
 use infergate_crds::endpoint::{Feature, WhisperSize};
 use infergate_whisper::formats::{self, RenderOptions, ResponseFormat};
@@ -58,6 +58,34 @@ pub fn load(models_dir: &Path, size: WhisperSize) -> Result<Arc<Whisper>, String
 
 pub struct Transcriber {
     pub model: Result<Arc<Whisper>, String>,
+    /// Cuts stream segments at pauses when its weights are there (else streams cut at fixed lengths).
+    pub vad: Option<Arc<infergate_vad::SileroVad>>,
+}
+
+/// A stream segment is cut at a pause only after this much audio, so segments are not needlessly short.
+const MIN_SEGMENT_SAMPLES: usize = 16_000;
+/// A pause is at least this long (shorter gaps occur inside phrases, where a cut would clip a word).
+const MIN_PAUSE_MS: u32 = 300;
+/// Trailing silence must be this long before the buffer's end counts as a pause (speech may just be resuming).
+const MIN_TRAILING_PAUSE_SAMPLES: usize = 8_000;
+
+impl Transcriber {
+    /// The middle of the last pause that starts at least [`MIN_SEGMENT_SAMPLES`] into `pcm`, as a sample index.
+    fn pause(&self, pcm: &[f32]) -> Option<Option<usize>> {
+        let vad = self.vad.as_deref()?;
+        let params = infergate_vad::SegmentParams { min_silence_ms: MIN_PAUSE_MS, ..Default::default() };
+        let segments = vad.speech_segments(pcm, 16_000, &params).ok()?;
+        if segments.is_empty() {
+            return Some(Some(pcm.len())); // silence only: nothing would be split
+        }
+        let mut gaps: Vec<(usize, usize)> = segments.windows(2).map(|w| (w[0].end, w[1].start)).collect();
+        let last_end = segments[segments.len() - 1].end;
+        if pcm.len().saturating_sub(last_end) >= MIN_TRAILING_PAUSE_SAMPLES {
+            gaps.push((last_end, pcm.len()));
+        }
+        let pause = gaps.into_iter().rev().find(|&(start, end)| end > start && start >= MIN_SEGMENT_SAMPLES);
+        Some(pause.map(|(s, e)| (s + e) / 2))
+    }
 }
 
 /// A request's options, parsed from the OpenAI form fields.
@@ -118,7 +146,8 @@ impl BlockingModel for Transcriber {
             return Err(BackendError::Unavailable("the built-in whisper model serves only transcribe".into()));
         }
         let model = self.model.as_deref().map_err(|m| BackendError::Unavailable(m.clone()))?;
-        let asked = parse_fields(&request.fields)?;
+        let mut asked = parse_fields(&request.fields)?;
+        asked.options.word_timestamps |= request.want_words;
         let hint =
             infergate_audio::Hint { filename: Some(&request.filename), content_type: Some(&request.content_type) };
         let decoded =
@@ -157,7 +186,25 @@ impl BlockingModel for Transcriber {
             text: Some(transcript.text.clone()),
             measured_gpu_seconds: Some(transcript.compute.as_secs_f64()),
             billed_audio_seconds: None,
+            words: transcript
+                .segments
+                .iter()
+                .flat_map(|s| &s.words)
+                .map(|w| TimedWord { word: w.word.clone(), start: w.start, end: w.end })
+                .collect(),
         })
+    }
+
+    fn cut(&self, pcm16le: &[u8]) -> Cut {
+        let pcm: Vec<f32> =
+            pcm16le.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0).collect();
+        match self.pause(&pcm) {
+            // No VAD: fixed-length segments.
+            None => Cut::All,
+            Some(Some(at)) => Cut::At(at * 2),
+            // Speech without a pause yet (or none at all: then the stream's length cap flushes it).
+            Some(None) => Cut::Wait,
+        }
     }
 }
 

@@ -289,7 +289,8 @@ impl Transport for GrpcTransport {
 
 fn result_message(event: &Event) -> pb::StreamResponse {
     let result = match event {
-        Event::Partial { text, segment, start_seconds, end_seconds } => pb::TranscriptResult {
+        Event::Partial { text, segment, start_seconds, end_seconds, words } => pb::TranscriptResult {
+            words: pb_words(words),
             r#final: false,
             text: text.clone(),
             segment: *segment,
@@ -298,7 +299,8 @@ fn result_message(event: &Event) -> pb::StreamResponse {
             audio_seconds: *end_seconds,
             gpu_seconds: 0.0,
         },
-        Event::Final { text, segments, audio_seconds, gpu_seconds } => pb::TranscriptResult {
+        Event::Final { text, segments, audio_seconds, gpu_seconds, words } => pb::TranscriptResult {
+            words: pb_words(words),
             r#final: true,
             text: text.clone(),
             segment: *segments,
@@ -309,4 +311,8 @@ fn result_message(event: &Event) -> pb::StreamResponse {
         },
     };
     pb::StreamResponse { msg: Some(stream_response::Msg::Result(result)) }
+}
+
+fn pb_words(words: &[crate::backend::TimedWord]) -> Vec<pb::Word> {
+    words.iter().map(|w| pb::Word { word: w.word.trim().to_string(), start: w.start, end: w.end }).collect()
 }

@@ -276,11 +276,18 @@ impl Transport for WsTransport {
 
 fn event_json(event: &Event) -> serde_json::Value {
     match event {
-        Event::Partial { text, segment, start_seconds, end_seconds } => serde_json::json!({
+        Event::Partial { text, segment, start_seconds, end_seconds, words } => serde_json::json!({
             "type": "partial", "segment": segment, "text": text, "start": start_seconds, "end": end_seconds,
+            "words": words_json(words),
         }),
-        Event::Final { text, segments, audio_seconds, gpu_seconds } => serde_json::json!({
+        Event::Final { text, segments, audio_seconds, gpu_seconds, words } => serde_json::json!({
             "type": "final", "text": text, "segments": segments, "audio_seconds": audio_seconds, "gpu_seconds": gpu_seconds,
+            "words": words_json(words),
         }),
     }
+}
+
+/// `[{"word": "Hello,", "start": 0.0, "end": 0.46}, ...]` (trimmed words, stream seconds).
+fn words_json(words: &[crate::backend::TimedWord]) -> serde_json::Value {
+    words.iter().map(|w| serde_json::json!({"word": w.word.trim(), "start": w.start, "end": w.end})).collect()
 }
