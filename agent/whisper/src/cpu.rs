@@ -1,10 +1,8 @@
 //! The CPU reference backend: plain Rust over sgemm, f32 throughout.
 use std::sync::Arc;
 
-use ndarray::{ArrayView2, ArrayViewMut2, s};
-
 use crate::error::WhisperError;
-use crate::linalg::{dot, gelu, gemm, matmul_bt, softmax};
+use crate::linalg::{Mat, dot, gelu, matmul_bt, sgemm, softmax};
 use crate::model::{AlignPass, Decoder, Dims, WhisperBackend, WhisperWeights};
 
 pub struct CpuWhisper {
@@ -55,30 +53,37 @@ fn conv3(x: &[f32], t_in: usize, c_in: usize, w: &[f32], b: &[f32], c_out: usize
     out
 }
 
-/// Multi-head attention of `q` `[tq][d]` over `k`, `v` `[tk][d]` (row strides given), into `out` `[tq][d]`.
+/// Rows of a projection output: `rows` rows, `width` columns starting at column `col`, row stride `stride`.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    rows: usize,
+    stride: usize,
+    col: usize,
+}
+
+/// Multi-head attention of `q` over `k`, `v` (each `d` wide), into `out` `[tq][d]`.
 /// `causal_offset`: query `i` sees keys `0..=offset + i` (decoder self-attention); `None` sees all.
-#[allow(clippy::too_many_arguments)]
 fn attention(
-    q: ArrayView2<'_, f32>,
-    k: ArrayView2<'_, f32>,
-    v: ArrayView2<'_, f32>,
+    q: Rows<'_>,
+    k: Rows<'_>,
+    v: Rows<'_>,
+    d: usize,
     heads: usize,
     causal_offset: Option<usize>,
     out: &mut [f32],
     mut keep: impl FnMut(usize, &[f32]),
 ) {
-    let (tq, d) = q.dim();
-    let tk = k.dim().0;
+    let (tq, tk) = (q.rows, k.rows);
     let hd = d / heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut scores = vec![0.0f32; tq * tk];
-    let mut out_view = ArrayViewMut2::from_shape((tq, d), &mut out[..tq * d]).expect("attention output shape");
     for h in 0..heads {
-        let cols = s![.., h * hd..(h + 1) * hd];
-        {
-            let mut sv = ArrayViewMut2::from_shape((tq, tk), &mut scores[..]).expect("scores shape");
-            gemm(scale, &q.slice(cols), &k.slice(cols).t(), 0.0, &mut sv);
-        }
+        let off = h * hd;
+        let qh = Mat { data: &q.data[q.col + off..], rows: tq, cols: hd, rs: q.stride, cs: 1 };
+        // Kᵀ of this head: `hd` rows (stride 1 along the key vector), `tk` columns (stride: a key row).
+        let kt = Mat { data: &k.data[k.col + off..], rows: hd, cols: tk, rs: 1, cs: k.stride };
+        sgemm(scale, &qh, &kt, false, &mut scores, tk);
         keep(h, &scores);
         for (i, row) in scores.chunks_exact_mut(tk).enumerate() {
             if let Some(offset) = causal_offset {
@@ -86,8 +91,9 @@ fn attention(
             }
             softmax(row);
         }
-        let sv = ArrayView2::from_shape((tq, tk), &scores[..]).expect("scores shape");
-        gemm(1.0, &sv, &v.slice(cols), 0.0, &mut out_view.slice_mut(cols));
+        let p = Mat { data: &scores, rows: tq, cols: tk, rs: tk, cs: 1 };
+        let vh = Mat { data: &v.data[v.col + off..], rows: tk, cols: hd, rs: v.stride, cs: 1 };
+        sgemm(1.0, &p, &vh, false, &mut out[off..], d);
     }
 }
 
@@ -121,16 +127,8 @@ pub(crate) fn encode(w: &WhisperWeights, mel: &[f32]) -> Result<Vec<f32>, Whispe
     let mut attn = vec![0.0f32; t * d];
     for layer in &w.encoder {
         let qkv = layer.qkv.forward(&layer.attn_ln.forward(&x), t);
-        let qkv = ArrayView2::from_shape((t, 3 * d), &qkv[..]).expect("qkv shape");
-        attention(
-            qkv.slice(s![.., 0..d]),
-            qkv.slice(s![.., d..2 * d]),
-            qkv.slice(s![.., 2 * d..3 * d]),
-            n_heads,
-            None,
-            &mut attn,
-            |_, _| {},
-        );
+        let part = |col| Rows { data: &qkv, rows: t, stride: 3 * d, col };
+        attention(part(0), part(d), part(2 * d), d, n_heads, None, &mut attn, |_, _| {});
         add(&mut x, &layer.attn_out.forward(&attn, t));
         let mut f = layer.fc1.forward(&layer.ffn_ln.forward(&x), t);
         gelu(&mut f);
@@ -192,31 +190,15 @@ impl<'w> CpuDecoder<'w> {
                 kv.extend_from_slice(&row[d..3 * d]);
             }
             let total = fed + n;
-            let kv_view = ArrayView2::from_shape((total, 2 * d), &kv[..]).expect("cache shape");
-            let q = ArrayView2::from_shape((n, 3 * d), &qkv[..]).expect("qkv shape");
-            attention(
-                q.slice(s![.., 0..d]),
-                kv_view.slice(s![.., 0..d]),
-                kv_view.slice(s![.., d..2 * d]),
-                n_heads,
-                Some(fed),
-                &mut attn,
-                |_, _| {},
-            );
+            let q = Rows { data: &qkv, rows: n, stride: 3 * d, col: 0 };
+            let cached = |col| Rows { data: &kv[..], rows: total, stride: 2 * d, col };
+            attention(q, cached(0), cached(d), d, n_heads, Some(fed), &mut attn, |_, _| {});
             add(&mut x, &layer.self_out.forward(&attn, n));
             // Cross-attention over the window.
             let q = layer.cross_q.forward(&layer.cross_ln.forward(&x), n);
-            let q = ArrayView2::from_shape((n, d), &q[..]).expect("q shape");
-            let ckv = ArrayView2::from_shape((n_audio_ctx, 2 * d), &self.cross[li].kv[..]).expect("cross shape");
-            attention(
-                q,
-                ckv.slice(s![.., 0..d]),
-                ckv.slice(s![.., d..2 * d]),
-                n_heads,
-                None,
-                &mut attn,
-                |h, weights| keep(li, h, weights),
-            );
+            let q = Rows { data: &q, rows: n, stride: d, col: 0 };
+            let cross = |col| Rows { data: &self.cross[li].kv[..], rows: n_audio_ctx, stride: 2 * d, col };
+            attention(q, cross(0), cross(d), d, n_heads, None, &mut attn, |h, weights| keep(li, h, weights));
             add(&mut x, &layer.cross_out.forward(&attn, n));
             let mut f = layer.fc1.forward(&layer.ffn_ln.forward(&x), n);
             gelu(&mut f);
