@@ -55,20 +55,25 @@ impl ModelsDir {
     }
 }
 
-/// What start-up loaded: the backends, and each model's state for `/readyz` and the Lease.
+/// Each built-in model's state for `/readyz` and the Lease: `ready`, `installed (loads on first use)`, or
+/// `missing: <why>`. Shared: a model loaded on first use updates its entry.
+pub type ModelStates = Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>;
+
+/// What start-up loaded: the backends, and each model's state.
 pub struct Loaded {
     pub builtin: HashMap<BuiltinModel, Arc<dyn Backend>>,
     pub whisper: HashMap<WhisperSize, Arc<dyn Backend>>,
-    pub status: std::collections::BTreeMap<String, String>,
+    pub status: ModelStates,
 }
 
 /// Every built-in model: speaker encoder, VAD and both Whisper sizes.
 pub fn load_all(dir: &ModelsDir) -> Loaded {
-    let mut status = std::collections::BTreeMap::new();
-    let builtin = load_with_status(dir, &mut status);
+    let mut states = std::collections::BTreeMap::new();
+    let builtin = load_with_status(dir, &mut states);
+    let status: ModelStates = Arc::new(std::sync::Mutex::new(states));
     // Whisper streams cut at pauses with their own VAD instance (stateless per call; 2 MB).
     let vad = SileroVad::load(&dir.path.join(VAD_WEIGHTS)).ok().map(Arc::new);
-    let whisper = load_whisper(dir, vad, &mut status);
+    let whisper = load_whisper(dir, vad, &status);
     Loaded { builtin, whisper, status }
 }
 
@@ -145,23 +150,20 @@ fn load_with_status(
     out
 }
 
-/// Both Whisper sizes: each loaded when its files are there (CUDA when it works), else a backend answering 503
-/// with the command that fetches it.
+/// Both Whisper sizes, each loaded (digests checked, CUDA when it works) on its first request: an agent whose
+/// endpoints never name a size never pays for it (base is 300 MB of f32 weights). Until then `/readyz` says
+/// whether its files are installed.
 pub fn load_whisper(
     dir: &ModelsDir,
     vad: Option<Arc<SileroVad>>,
-    status: &mut std::collections::BTreeMap<String, String>,
+    status: &ModelStates,
 ) -> HashMap<WhisperSize, Arc<dyn Backend>> {
     let jobs = crate::backend::builtin_job_permits();
     [WhisperSize::TinyEn, WhisperSize::Base]
         .into_iter()
         .map(|size| {
-            let model = crate::transcriber::load(&dir.path, size);
-            status.insert(format!("whisper-{}", size.as_str()), state(&model));
-            let backend: Arc<dyn Backend> = Arc::new(Blocking::new(
-                Arc::new(crate::transcriber::Transcriber { model, vad: vad.clone() }),
-                Arc::clone(&jobs),
-            ));
+            let transcriber = crate::transcriber::Transcriber::new(dir.path.clone(), size, vad.clone(), status.clone());
+            let backend: Arc<dyn Backend> = Arc::new(Blocking::new(Arc::new(transcriber), Arc::clone(&jobs)));
             (size, backend)
         })
         .collect()

@@ -114,7 +114,7 @@ pub struct Gateway {
     /// The GPU limit policy, when the agent runs one: follows every snapshot's tiers.
     gpu: std::sync::OnceLock<Arc<crate::gpu::Gpu>>,
     /// Each built-in model's state (`ready`, or `missing: <why>`), for `/readyz` and the agent Lease.
-    models: std::sync::OnceLock<std::collections::BTreeMap<String, String>>,
+    models: std::sync::OnceLock<crate::builtin::ModelStates>,
 }
 
 impl Gateway {
@@ -160,14 +160,15 @@ impl Gateway {
         self.gpu.get()
     }
 
-    /// Records the built-in models' states (once, at start-up).
-    pub fn attach_models(&self, models: std::collections::BTreeMap<String, String>) {
+    /// Attaches the built-in models' states (once, at start-up; models loaded on first use update them).
+    pub fn attach_models(&self, models: crate::builtin::ModelStates) {
         let _ = self.models.set(models);
     }
 
     /// `{"whisper-tiny.en": "ready", "whisper-base": "missing: ..."}`; empty before start-up sets it.
     pub fn models_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.models.get().cloned().unwrap_or_default()).unwrap_or_default()
+        let states = self.models.get().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        serde_json::to_value(states.unwrap_or_default()).unwrap_or_default()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

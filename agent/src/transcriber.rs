@@ -50,16 +50,25 @@ pub fn load(models_dir: &Path, size: WhisperSize) -> Result<Arc<Whisper>, String
                 models_dir.display(),
                 size.as_str()
             );
-            tracing::warn!(category = err.category(), size = size.as_str(), "whisper weights unavailable");
+            // Absent files are the normal state of a size nobody fetched; a damaged file is worth a warning.
+            if err.category() == "weights_missing" {
+                tracing::info!(size = size.as_str(), "whisper weights not installed (its endpoints answer 503)");
+            } else {
+                tracing::warn!(category = err.category(), size = size.as_str(), "whisper weights unusable");
+            }
             Err(message)
         }
     }
 }
 
 pub struct Transcriber {
-    pub model: Result<Arc<Whisper>, String>,
+    dir: std::path::PathBuf,
+    size: WhisperSize,
+    /// Loaded by the first request (on a blocking thread); concurrent first requests wait for the one load.
+    model: std::sync::OnceLock<Result<Arc<Whisper>, String>>,
     /// Cuts stream segments at pauses when its weights are there (else streams cut at fixed lengths).
-    pub vad: Option<Arc<infergate_vad::SileroVad>>,
+    vad: Option<Arc<infergate_vad::SileroVad>>,
+    states: crate::builtin::ModelStates,
 }
 
 /// A stream segment is cut at a pause only after this much audio, so segments are not needlessly short.
@@ -70,6 +79,40 @@ const MIN_PAUSE_MS: u32 = 300;
 const MIN_TRAILING_PAUSE_SAMPLES: usize = 8_000;
 
 impl Transcriber {
+    pub fn new(
+        dir: std::path::PathBuf,
+        size: WhisperSize,
+        vad: Option<Arc<infergate_vad::SileroVad>>,
+        states: crate::builtin::ModelStates,
+    ) -> Self {
+        let installed = dir.join(model_size(size).dir()).join("model.bin").is_file();
+        let state = if installed {
+            "installed (digests checked when first used)".to_string()
+        } else {
+            format!("missing: run `infergate-agent models fetch --model whisper-{}`", size.as_str())
+        };
+        states.lock().unwrap_or_else(|e| e.into_inner()).insert(Self::name(size), state);
+        Self { dir, size, model: std::sync::OnceLock::new(), vad, states }
+    }
+
+    fn name(size: WhisperSize) -> String {
+        format!("whisper-{}", size.as_str())
+    }
+
+    /// The model, loading it on first use and recording the outcome for `/readyz`.
+    fn model(&self) -> Result<&Whisper, BackendError> {
+        let loaded = self.model.get_or_init(|| {
+            let result = load(&self.dir, self.size);
+            let state = match &result {
+                Ok(_) => "ready".to_string(),
+                Err(why) => format!("missing: {why}"),
+            };
+            self.states.lock().unwrap_or_else(|e| e.into_inner()).insert(Self::name(self.size), state);
+            result
+        });
+        loaded.as_deref().map_err(|m| BackendError::Unavailable(m.clone()))
+    }
+
     /// The middle of the last pause that starts at least [`MIN_SEGMENT_SAMPLES`] into `pcm`, as a sample index.
     fn pause(&self, pcm: &[f32]) -> Option<Option<usize>> {
         let vad = self.vad.as_deref()?;
@@ -145,7 +188,7 @@ impl BlockingModel for Transcriber {
         if request.feature != Feature::Transcribe {
             return Err(BackendError::Unavailable("the built-in whisper model serves only transcribe".into()));
         }
-        let model = self.model.as_deref().map_err(|m| BackendError::Unavailable(m.clone()))?;
+        let model = self.model()?;
         let mut asked = parse_fields(&request.fields)?;
         asked.options.word_timestamps |= request.want_words;
         let hint =

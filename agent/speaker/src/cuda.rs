@@ -144,7 +144,7 @@ pub fn cuda_available() -> Result<(), String> {
 }
 
 /// Runs `f`, turning a cudarc panic (missing symbol, library mismatch) into an error message.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+pub fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => {
@@ -415,7 +415,7 @@ impl Gpu {
 
 /// NVRTC target for the device, so the driver need not JIT from NVRTC's (old) default architecture. Unknown
 /// devices get NVRTC's default PTX, which newer drivers still JIT-compile.
-fn nvrtc_arch(major: i32, minor: i32) -> Option<&'static str> {
+pub fn nvrtc_arch(major: i32, minor: i32) -> Option<&'static str> {
     Some(match (major, minor) {
         (7, 0) => "compute_70",
         (7, 5) => "compute_75",

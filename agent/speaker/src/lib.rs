@@ -32,7 +32,7 @@ use std::time::Duration;
 
 pub use batcher::{BatchConfig, Batcher};
 pub use cpu::CpuEncoder;
-pub use cuda::{CudaEncoder, cuda_available};
+pub use cuda::{CudaEncoder, cuda_available, guarded as cuda_guarded, nvrtc_arch};
 pub use error::ModelError;
 pub use frontend::{Limits, Prepared};
 pub use weights::{EncoderWeights, PRETRAINED_SHA256};

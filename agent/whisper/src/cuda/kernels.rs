@@ -217,7 +217,7 @@ pub(super) struct Kernels {
 
 impl Kernels {
     pub(super) fn compile(ctx: &Arc<CudaContext>) -> Result<Self, String> {
-        let arch = ctx.compute_capability().ok().and_then(|(major, minor)| nvrtc_arch(major, minor));
+        let arch = ctx.compute_capability().ok().and_then(|(major, minor)| infergate_speaker::nvrtc_arch(major, minor));
         let opts = CompileOptions { use_fast_math: Some(false), arch, ..Default::default() };
         let ptx = compile_ptx_with_opts(SOURCE, opts).map_err(|e| format!("NVRTC compiling the kernels: {e}"))?;
         let module = ctx.load_module(ptx).map_err(|e| format!("loading the kernels: {e}"))?;
@@ -234,20 +234,6 @@ impl Kernels {
             softmax_pick: load("softmax_pick")?,
         })
     }
-}
-
-/// NVRTC target for the device, so the driver need not JIT from NVRTC's default architecture. Unknown devices
-/// get NVRTC's default PTX, which newer drivers still JIT-compile.
-fn nvrtc_arch(major: i32, minor: i32) -> Option<&'static str> {
-    Some(match (major, minor) {
-        (7, 0) => "compute_70",
-        (7, 5) => "compute_75",
-        (8, 0) => "compute_80",
-        (8, 6) => "compute_86",
-        (8, 9) => "compute_89",
-        (9, 0) => "compute_90",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -32,7 +32,6 @@ mod launch;
 mod ops;
 mod weights;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
@@ -53,17 +52,8 @@ pub fn cuda_available() -> Result<(), String> {
 
 /// Runs `f`, turning a cudarc panic (missing symbol, library mismatch) into an error message.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result.map_err(|e| format!("{what}: {e}")),
-        Err(panic) => {
-            let detail = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            Err(format!("{what}: CUDA library problem: {detail}"))
-        }
-    }
+    // The speaker encoder's guard (a CUDA library panic becomes an error), with the stage named on every error.
+    infergate_speaker::cuda_guarded(what, || f().map_err(|e| format!("{what}: {e}")))
 }
 
 /// One stream with its cuBLAS handle (not thread-safe, hence one per lane) and working memory, allocated on
