@@ -88,21 +88,27 @@ fn declared_seconds(bytes: &[u8], codec: Codec) -> Option<f64> {
         Codec::Mp4 => "mp4",
         Codec::Pcm16 | Codec::Wav => return None,
     });
-    let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes.to_vec())), Default::default());
-    let probed = symphonia::default::get_probe()
-        .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
-        .ok()?;
-    let track = probed.format.default_track()?;
-    let params = &track.codec_params;
-    let frames = params.n_frames?;
-    let seconds = match (params.time_base, params.sample_rate) {
-        (Some(base), _) => {
-            let time = base.calc_time(frames);
-            time.seconds as f64 + time.frac
+    // symphonia 0.5's demuxers still `expect`/assert on malformed input and overflow on hostile headers (found by
+    // the audio_inspect fuzz target; regressions in fuzz/artifacts/audio_inspect): a damaged upload must be billed
+    // at the endpoint's maximum (`None`), never crash the request. Nothing outside the closure is touched.
+    let probe = || -> Option<f64> {
+        let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes.to_vec())), Default::default());
+        let probed = symphonia::default::get_probe()
+            .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
+            .ok()?;
+        let track = probed.format.default_track()?;
+        let params = &track.codec_params;
+        let frames = params.n_frames?;
+        match (params.time_base, params.sample_rate) {
+            (Some(base), _) => {
+                let time = base.calc_time(frames);
+                Some(time.seconds as f64 + time.frac)
+            }
+            (None, Some(rate)) if rate > 0 => Some(frames as f64 / f64::from(rate)),
+            _ => None,
         }
-        (None, Some(rate)) if rate > 0 => frames as f64 / f64::from(rate),
-        _ => return None,
     };
+    let seconds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)).ok().flatten()?;
     (seconds.is_finite() && seconds >= 0.0).then_some(seconds)
 }
 

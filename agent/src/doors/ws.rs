@@ -34,9 +34,10 @@ use tokio::time::Instant;
 /// Normal close after `end`.
 pub const CLOSE_DONE: u16 = 1000;
 
+/// A client's JSON control message. Public for the fuzz target of this parser (fuzz/src/lib.rs).
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum Control {
+pub enum Control {
     Auth {
         key: String,
     },
