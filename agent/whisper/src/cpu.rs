@@ -250,12 +250,17 @@ impl Decoder for CpuDecoder<'_> {
             }
         })?;
         let emb = &self.w.token_embedding;
-        let next_prob = (0..tokens.len().saturating_sub(1))
-            .map(|i| {
-                let h = &hidden[i * d..(i + 1) * d];
-                let mut logits: Vec<f32> = (0..text_vocab).map(|j| dot(h, &emb[j * d..(j + 1) * d])).collect();
-                softmax(&mut logits);
-                logits.get(tokens[i + 1] as usize).copied().unwrap_or(0.0)
+        // Every position's text-vocabulary logits as one GEMM ([n][d] x [d][text_vocab]), not n row-dot passes
+        // over the 77 MB embedding: the alignment pass covers a whole window's tokens at once.
+        let rows = tokens.len().saturating_sub(1);
+        let mut logits = vec![0.0f32; rows * text_vocab];
+        matmul_bt(&hidden, rows, d, emb, text_vocab, None, &mut logits);
+        let next_prob = logits
+            .chunks_exact_mut(text_vocab.max(1))
+            .zip(&tokens[1..])
+            .map(|(row, &next)| {
+                softmax(row);
+                row.get(next as usize).copied().unwrap_or(0.0)
             })
             .collect();
         Ok(AlignPass { scores, next_prob })
