@@ -12,6 +12,7 @@ use crate::ct2;
 use crate::error::WhisperError;
 use crate::mel::Frontend;
 use crate::model::{Decoder, WhisperBackend, WhisperWeights};
+use crate::sampling::{Rng, argmax, compression_ratio, log_softmax, log_sum_exp, sample, softmax_at};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{ModelConfig, ModelFiles, ModelSize};
 use crate::{CHUNK_FRAMES, CpuWhisper, CudaWhisper, SAMPLE_RATE, Segment, Transcript, Word};
@@ -578,69 +579,6 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-fn log_sum_exp(v: &[f32]) -> f32 {
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
-    }
-    max + v.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
-}
-
-fn log_softmax(v: &[f32]) -> Vec<f32> {
-    let lse = log_sum_exp(v);
-    v.iter().map(|&x| x - lse).collect()
-}
-
-fn softmax_at(v: &[f32], i: usize) -> f32 {
-    (v[i] - log_sum_exp(v)).exp()
-}
-
-/// xorshift64*: small, seedable, good enough for choosing tokens.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn sample(logits: &[f32], temperature: f32, rng: &mut Rng) -> u32 {
-    let scaled: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
-    let lse = log_sum_exp(&scaled);
-    let mut u = rng.next_f64();
-    for (i, &l) in scaled.iter().enumerate() {
-        u -= f64::from((l - lse).exp());
-        if u <= 0.0 {
-            return i as u32;
-        }
-    }
-    argmax(logits)
-}
-
-/// `len(text) / len(zlib.compress(text))`: high for the repetition loops Whisper falls into.
-fn compression_ratio(text: &str) -> f32 {
-    use std::io::Write;
-    if text.is_empty() {
-        return 0.0;
-    }
-    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    let compressed = enc.write_all(text.as_bytes()).and_then(|()| enc.finish()).map(|c| c.len()).unwrap_or(text.len());
-    text.len() as f32 / compressed.max(1) as f32
-}
-
 /// Compute time as the limiter settles it: the thread's CPU time on the CPU backend (waiting for a core is not
 /// billed), wall time around the GPU backend's synchronous calls.
 struct ComputeClock {
@@ -658,25 +596,5 @@ impl ComputeClock {
             Some(t) => t.elapsed(),
             None => self.wall.elapsed(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compression_ratio_flags_repetition() {
-        assert!(compression_ratio("Hello, my name is Margaret.") < 1.5);
-        assert!(compression_ratio(&"thank you ".repeat(40)) > COMPRESSION_RATIO_THRESHOLD);
-    }
-
-    #[test]
-    fn sampling_is_seeded() {
-        let logits = vec![0.0f32, 1.0, 2.0, 0.5];
-        let a: Vec<u32> = (0..20).scan(Rng(7), |r, _| Some(sample(&logits, 1.0, r))).collect();
-        let b: Vec<u32> = (0..20).scan(Rng(7), |r, _| Some(sample(&logits, 1.0, r))).collect();
-        assert_eq!(a, b);
-        assert!(a.iter().any(|&t| t != 2), "temperature 1 explores");
     }
 }

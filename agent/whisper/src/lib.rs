@@ -26,6 +26,7 @@ pub mod formats;
 mod linalg;
 pub mod mel;
 pub mod model;
+mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
