@@ -429,16 +429,27 @@ pub mod session {
     }
 }
 
-/// Seeds built in code (the rest of the corpus is copied from fixtures and examples): `(target, file, bytes)`.
-/// The replay test checks that the committed corpus holds each of them unchanged.
-pub fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+/// Whole well-formed API keys as seeds. Never committed (a key-shaped string in the repository reads as a leaked
+/// secret to every scanner): the replay test feeds them from memory and tests/fuzz/run.sh writes them into the
+/// scratch corpus before fuzzing.
+pub fn runtime_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     use infergate_crds::key::{ApiKey, Environment};
-    use session::Frame;
     let test_key = ApiKey::from_entropy(Environment::Test, &[7; 32]).expose().to_string();
     let live_key = ApiKey::from_entropy(Environment::Live, &[9; 32]).expose().to_string();
     let mut bad_checksum = test_key.clone().into_bytes();
     let last = bad_checksum.len() - 1;
     bad_checksum[last] = if bad_checksum[last] == b'A' { b'B' } else { b'A' };
+    vec![
+        ("key_format", "test_key", test_key.into_bytes()),
+        ("key_format", "live_key", live_key.into_bytes()),
+        ("key_format", "bad_checksum", bad_checksum),
+    ]
+}
+
+/// Seeds built in code (the rest of the corpus is copied from fixtures and examples): `(target, file, bytes)`.
+/// The replay test checks that the committed corpus holds each of them unchanged.
+pub fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    use session::Frame;
     let mut entropy = vec![1u8];
     entropy.extend(0u8..32);
 
@@ -449,9 +460,6 @@ pub fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 
     let tiny = ct2::tiny_whisper();
     vec![
-        ("key_format", "test_key", test_key.into_bytes()),
-        ("key_format", "live_key", live_key.into_bytes()),
-        ("key_format", "bad_checksum", bad_checksum),
         ("key_format", "entropy", entropy),
         ("key_format", "digest_hex", "ab".repeat(32).into_bytes()),
         ("audio_decode", "pcm16_mono_16k.wav", wav(16_000, 1, 1_600)),

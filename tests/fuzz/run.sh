@@ -76,6 +76,11 @@ signature() {
         || echo unknown
 }
 
+# Whole API keys are seeds too, but never committed (they look like leaked secrets): written into the scratch
+# corpus (fuzz/target, git-ignored) from fuzz/src/lib.rs runtime_seeds().
+(cd "$FUZZ/.." && INFERGATE_FUZZ_SEED_DIR="$FUZZ/target/corpus" cargo test -q -p infergate-tests --test fuzz_replay \
+    write_runtime_seeds -- --ignored >/dev/null)
+
 found=0
 for target in "${TARGETS[@]}"; do
     bin=$BIN_DIR/$target

@@ -30,18 +30,24 @@ fn replay(target: &str, body: fn(&[u8])) {
     let corpus = files_under(&fuzz_dir().join("corpus").join(target));
     assert!(!corpus.is_empty(), "fuzz/corpus/{target} has no seeds");
     let regressions = files_under(&fuzz_dir().join("artifacts").join(target));
-    let failures: Vec<String> = corpus
+    let from_files = corpus
         .iter()
         .chain(&regressions)
-        .filter_map(|path| {
-            let bytes = std::fs::read(path).expect("corpus file is readable");
+        .map(|path| (path.display().to_string(), std::fs::read(path).expect("corpus file is readable")));
+    let in_memory = bodies::runtime_seeds()
+        .into_iter()
+        .filter(|(t, _, _)| *t == target)
+        .map(|(_, name, bytes)| (format!("runtime seed {name}"), bytes));
+    let failures: Vec<String> = from_files
+        .chain(in_memory)
+        .filter_map(|(path, bytes)| {
             std::panic::catch_unwind(|| body(&bytes)).err().map(|panic| {
                 let message = panic
                     .downcast_ref::<String>()
                     .map(String::as_str)
                     .or_else(|| panic.downcast_ref::<&str>().copied())
                     .unwrap_or("(non-string panic)");
-                format!("{}: {message}", path.display())
+                format!("{path}: {message}")
             })
         })
         .collect();
@@ -99,4 +105,16 @@ fn seeds_built_in_code_are_committed_unchanged() {
         "seeds differ from fuzz/src/lib.rs generated_seeds(): {stale:?}; rewrite them with \
          INFERGATE_WRITE_FUZZ_SEEDS=1 cargo test -p infergate-tests --test fuzz_replay"
     );
+}
+
+/// Writes the never-committed [`bodies::runtime_seeds`] into `$INFERGATE_FUZZ_SEED_DIR/<target>/` (run by
+/// tests/fuzz/run.sh before fuzzing).
+#[test]
+#[ignore = "run by tests/fuzz/run.sh"]
+fn write_runtime_seeds() {
+    let dir = PathBuf::from(std::env::var_os("INFERGATE_FUZZ_SEED_DIR").expect("INFERGATE_FUZZ_SEED_DIR is set"));
+    for (target, name, bytes) in bodies::runtime_seeds() {
+        std::fs::create_dir_all(dir.join(target)).unwrap();
+        std::fs::write(dir.join(target).join(name), bytes).unwrap();
+    }
 }
