@@ -166,17 +166,12 @@ impl<'w> CpuDecoder<'w> {
         fed: usize,
         mut keep: impl FnMut(usize, usize, &[f32]),
     ) -> Result<Vec<f32>, WhisperError> {
-        let Dims { d_model: d, n_heads, n_vocab, n_text_ctx, n_audio_ctx, .. } = self.w.dims;
+        let Dims { d_model: d, n_heads, n_audio_ctx, .. } = self.w.dims;
+        self.w.dims.check_tokens(tokens, fed)?;
         let n = tokens.len();
-        if fed + n > n_text_ctx {
-            return Err(WhisperError::BadInput(format!("a window decodes at most {n_text_ctx} tokens")));
-        }
         let mut x = vec![0.0f32; n * d];
         for (i, &tok) in tokens.iter().enumerate() {
             let tok = tok as usize;
-            if tok >= n_vocab {
-                return Err(WhisperError::BadInput(format!("token {tok} is outside the vocabulary")));
-            }
             let row = &mut x[i * d..(i + 1) * d];
             row.copy_from_slice(&self.w.token_embedding[tok * d..(tok + 1) * d]);
             add(row, &self.w.decoder_positions[(fed + i) * d..(fed + i + 1) * d]);

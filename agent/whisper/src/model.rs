@@ -25,6 +25,18 @@ impl Dims {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
     }
+
+    /// The refusals every decoder gives before any work: `tokens` after `fed` must fit the text context and
+    /// the vocabulary.
+    pub fn check_tokens(&self, tokens: &[u32], fed: usize) -> Result<(), WhisperError> {
+        if fed + tokens.len() > self.n_text_ctx {
+            return Err(WhisperError::BadInput(format!("a window decodes at most {} tokens", self.n_text_ctx)));
+        }
+        if let Some(&tok) = tokens.iter().find(|&&t| t as usize >= self.n_vocab) {
+            return Err(WhisperError::BadInput(format!("token {tok} is outside the vocabulary")));
+        }
+        Ok(())
+    }
 }
 
 /// `y = x · Wᵀ + b` with `W` as stored (`[out][in]`, row-major).

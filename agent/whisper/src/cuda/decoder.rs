@@ -32,14 +32,7 @@ impl<'m> CudaDecoder<'m> {
 
     /// The same refusals as the CPU decoder, before any GPU work.
     fn check(&self, tokens: &[u32], fed: usize) -> Result<(), WhisperError> {
-        let Dims { n_vocab, n_text_ctx, .. } = self.model.gpu.dims;
-        if fed + tokens.len() > n_text_ctx {
-            return Err(WhisperError::BadInput(format!("a window decodes at most {n_text_ctx} tokens")));
-        }
-        if let Some(&tok) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(WhisperError::BadInput(format!("token {tok} is outside the vocabulary")));
-        }
-        Ok(())
+        self.model.gpu.dims.check_tokens(tokens, fed)
     }
 }
 
