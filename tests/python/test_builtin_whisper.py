@@ -311,7 +311,8 @@ def check_stream_results(partials: list[str], final_text: str, words: list[tuple
     assert share_of_words(f"{first} {second}", final_text) >= 0.75, final_text
     # The final carries every word with stream times: in order, inside the audio, the second sentence after the
     # first one's pause.
-    assert " ".join(w for w, _, _ in words) == final_text.strip(), (words, final_text)
+    # (A word without a leading space, like ".5" after "23", joins its neighbour in the text.)
+    assert "".join(w for w, _, _ in words) == final_text.replace(" ", ""), (words, final_text)
     starts = [s for _, s, _ in words]
     assert starts == sorted(starts) and all(s <= e for _, s, e in words), words
     first_words = len(first.split())
