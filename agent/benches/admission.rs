@@ -128,6 +128,7 @@ fn fixture(s: &Scenario) -> (Fixture, Vec<Shard>) {
             allowed_origins: vec![],
             allow_client_embeddings: false,
             require_client_certificate: None,
+            redaction: None,
         }));
     }
     let draws = (0..DRAWS).map(|_| (rng.next() % s.keys as u64) as u32).collect();

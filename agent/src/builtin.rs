@@ -362,6 +362,35 @@ fn samples(bytes: &[u8], channels: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The PII NER model (`ner/rampart` under the models directory) for redaction rules that name people or
+/// places: loaded on the first such request, its state on `/readyz` like the other models'.
+pub fn ner_loader(dir: &ModelsDir, states: &ModelStates) -> Option<crate::redaction::NerLoader> {
+    const NAME: &str = "pii-ner";
+    let path = dir.path.join(infergate_ner::MODEL_DIR);
+    let state = if path.join("model_q4.onnx").is_file() {
+        "installed (loaded by the first rule that names PERSON, LOCATION, STREET_ADDRESS or ZIP_CODE)".to_string()
+    } else {
+        "missing: run `infergate-agent models fetch --model pii-ner`".to_string()
+    };
+    states.lock().unwrap_or_else(|e| e.into_inner()).insert(NAME.into(), state);
+    let states = Arc::clone(states);
+    Some(Box::new(move || {
+        let loaded = infergate_ner::NerModel::load(&path)
+            .map(|m| Arc::new(m) as Arc<dyn infergate_redact::EntityModel>)
+            .map_err(|e| e.to_string());
+        match &loaded {
+            Ok(_) => tracing::info!(model = NAME, "redaction NER model loaded"),
+            Err(_) => tracing::warn!(model = NAME, "redaction NER model unusable; rules that need it are refused"),
+        }
+        let state = match &loaded {
+            Ok(_) => "ready".to_string(),
+            Err(why) => format!("missing: {why}"),
+        };
+        states.lock().unwrap_or_else(|e| e.into_inner()).insert(NAME.into(), state);
+        loaded
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

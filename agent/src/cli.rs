@@ -253,6 +253,11 @@ pub struct CommonArgs {
     /// content). 0 turns it off; refusals always have their audit line instead.
     #[arg(long, default_value_t = 1.0, value_parser = parse_share)]
     pub access_log_sample: f64,
+    /// File holding the key of the `hash` redaction style (at least 16 bytes; a mounted Secret). Every agent
+    /// of a fleet needs the same key for hashes to correlate across them. Without it, `hash` is written as
+    /// `entity` (nothing to correlate with, and nothing readable either).
+    #[arg(long, env = "INFERGATE_REDACTION_HASH_KEY_FILE")]
+    pub redaction_hash_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub counter_store: CounterStoreArgs,
     #[command(flatten)]

@@ -115,6 +115,9 @@ pub struct Gateway {
     gpu: std::sync::OnceLock<Arc<crate::gpu::Gpu>>,
     /// Each built-in model's state (`ready`, or `missing: <why>`), for `/readyz` and the agent Lease.
     models: std::sync::OnceLock<crate::builtin::ModelStates>,
+    /// The redaction hash key and NER model (set once at start-up; without it, redaction uses patterns only
+    /// and refuses rules that need the model).
+    redaction: std::sync::OnceLock<Arc<crate::redaction::Engine>>,
 }
 
 impl Gateway {
@@ -143,6 +146,7 @@ impl Gateway {
             revision,
             gpu: std::sync::OnceLock::new(),
             models: std::sync::OnceLock::new(),
+            redaction: std::sync::OnceLock::new(),
         })
     }
 
@@ -163,6 +167,15 @@ impl Gateway {
     /// Attaches the built-in models' states (once, at start-up; models loaded on first use update them).
     pub fn attach_models(&self, models: crate::builtin::ModelStates) {
         let _ = self.models.set(models);
+    }
+
+    /// Attaches the redaction engine (once, at start-up).
+    pub fn attach_redaction(&self, engine: crate::redaction::Engine) {
+        let _ = self.redaction.set(Arc::new(engine));
+    }
+
+    pub fn redaction(&self) -> Arc<crate::redaction::Engine> {
+        self.redaction.get().cloned().unwrap_or_default()
     }
 
     /// `{"whisper-tiny.en": "ready", "whisper-base": "missing: ..."}`; empty before start-up sets it.

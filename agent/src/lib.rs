@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod models;
 pub mod oneshot;
 pub mod outcome;
+pub mod redaction;
 pub mod serve;
 pub mod session;
 pub mod slots;
@@ -64,6 +65,8 @@ pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<
     let loaded = builtin::load_all(&models_dir);
     let backends = backend::Backends::new(loaded.builtin).with_whisper(loaded.whisper);
     let gateway = gateway::Gateway::new(common.settings(), limiter, backends);
+    let hash_key = common.redaction_hash_key_file.as_deref().map(redaction::Engine::read_hash_key).transpose()?;
+    gateway.attach_redaction(redaction::Engine::new(hash_key, builtin::ner_loader(&models_dir, &loaded.status)));
     gateway.attach_models(loaded.status);
     gateway.attach_gpu(gpu);
     Ok(gateway)

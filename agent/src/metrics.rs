@@ -61,6 +61,10 @@ pub struct Metrics {
     counter_store_up: IntGauge,
     counter_store_agents: IntGauge,
     counter_store_fallback: IntGaugeVec,
+    /// Redacted spans by entity type (a fixed set of names: `CREDIT_CARD`, `PERSON`, ...).
+    redactions: IntCounterVec,
+    /// Time spent redacting one stream segment or one-shot answer (patterns + NER).
+    pub redaction_seconds: Histogram,
 }
 
 impl Metrics {
@@ -133,8 +137,20 @@ impl Metrics {
             &["policy"],
         )
         .expect("valid metric");
+        let redactions = IntCounterVec::new(
+            Opts::new("redactions_total", "Spans of personal data redacted from transcripts, by entity type"),
+            &["entity"],
+        )
+        .expect("valid metric");
+        let redaction_seconds = Histogram::with_opts(
+            HistogramOpts::new("redaction_seconds", "Time to redact one answer or stream segment")
+                .buckets(vec![0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(counter_store_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(redactions.clone()),
+            Box::new(redaction_seconds.clone()),
             Box::new(counter_store_agents.clone()),
             Box::new(counter_store_fallback.clone()),
             Box::new(admissions.clone()),
@@ -171,6 +187,14 @@ impl Metrics {
             counter_store_up,
             counter_store_agents,
             counter_store_fallback,
+            redactions,
+            redaction_seconds,
+        }
+    }
+
+    pub fn redacted(&self, counts: &crate::redaction::Counts) {
+        for (entity, n) in counts {
+            self.redactions.with_label_values(&[entity.name()]).inc_by(u64::from(*n));
         }
     }
 

@@ -17,6 +17,7 @@ use crate::backend::{BackendRequest, Backends};
 use crate::builtin;
 use crate::gateway::Gateway;
 use crate::outcome::RequestOutcome;
+use crate::redaction;
 use bytes::Bytes;
 use infergate_crds::endpoint::{Codec, Feature};
 use infergate_gate::admission::{self, Grant, Identity, Request};
@@ -49,6 +50,10 @@ pub struct Served {
     pub gpu_seconds: f64,
     /// `namespace/name` of the fallback endpoint that served the request, when the endpoint was saturated.
     pub fallback: Option<String>,
+    /// Redactions by entity type, when a redaction rule applied (`x-infergate-redactions`).
+    pub redactions: Option<crate::redaction::Counts>,
+    /// The redacted audio (16 kHz PCM16 WAV), when audio redaction applied to a JSON answer.
+    pub redacted_audio: Option<Vec<u8>>,
 }
 
 /// Scope, audio checks, pre-charge (queued, or on the fallback), backend call, settlement.
@@ -68,6 +73,11 @@ pub async fn run(
     let _in_flight = gateway.one_shot_slot(grant.key()).inspect_err(|r| gateway.refused(r, outcome))?;
     let info = size_audio(&grant, &req).inspect_err(|r| gateway.refused(r, outcome))?;
     outcome.audio_seconds = info.seconds;
+    // A malformed redaction ask is refused before anything is charged.
+    let ask = match req.feature {
+        Feature::Transcribe => redaction::oneshot::ask_of(&req.fields).inspect_err(|r| gateway.refused(r, outcome))?,
+        _ => redaction::Ask::default(),
+    };
     let queued_at = std::time::Instant::now();
     let (grant, charge, fallback) =
         pre_charge(gateway, &snapshot, grant, info.seconds).await.inspect_err(|r| gateway.refused(r, outcome))?;
@@ -85,6 +95,19 @@ pub async fn run(
     gateway.metrics.queue_wait.observe(queued_at.elapsed().as_secs_f64());
     gateway.admitted(&grant);
     let mut fields = req.fields;
+    // Decided on the endpoint that serves the request (the fallback may redact more than the primary).
+    let prepared = match req.feature {
+        Feature::Transcribe => match redaction::oneshot::prepare(&gateway.redaction(), &grant, &ask, &mut fields) {
+            Ok(prepared) => prepared,
+            Err(refusal) => {
+                pending.refund();
+                gateway.refused(&refusal, outcome);
+                return Err(refusal);
+            }
+        },
+        _ => None,
+    };
+    let upload = prepared.as_ref().map(|_| req.audio.clone());
     if req.feature == Feature::Verify {
         let threshold = grant.endpoint.shard.verify_threshold.unwrap_or(builtin::DEFAULT_VERIFY_THRESHOLD);
         fields.retain(|(n, _)| n != builtin::FIELD_THRESHOLD);
@@ -95,13 +118,14 @@ pub async fn run(
         feature: req.feature,
         model: Backends::backend_model(&grant.endpoint.shard),
         audio: req.audio,
-        filename: req.filename,
+        filename: req.filename.clone(),
         content_type: req.content_type,
         fields,
         request_id: outcome.request_id.clone(),
         traceparent,
         want_words: false,
     };
+    let filename = req.filename;
     let timer = std::time::Instant::now();
     pending.dispatched = Some(timer);
     let result = backend.call(call).instrument(span.clone()).await;
@@ -111,14 +135,28 @@ pub async fn run(
             let charged = pending.settle(response.settlement(&grant));
             span.record("gpu_seconds", charged);
             outcome.gpu_seconds = charged;
-            Ok(Served {
-                body: response.body,
-                content_type: response.content_type,
-                text: response.text,
+            let mut served = Served {
+                body: response.body.clone(),
+                content_type: response.content_type.clone(),
+                text: response.text.clone(),
                 audio_seconds: info.seconds,
                 gpu_seconds: charged,
                 fallback,
-            })
+                redactions: None,
+                redacted_audio: None,
+            };
+            if let (Some(prepared), Some(upload)) = (&prepared, &upload) {
+                // The backend's work is done and paid for; an answer that cannot be redacted is not sent.
+                let redone = redaction::oneshot::finish(prepared, &response, upload, &filename)
+                    .inspect_err(|r| gateway.refused(r, outcome))?;
+                gateway.metrics.redacted(&redone.counts);
+                served.body = redone.body;
+                served.content_type = redone.content_type;
+                served.text = Some(redone.text);
+                served.redactions = Some(redone.counts);
+                served.redacted_audio = redone.audio;
+            }
+            Ok(served)
         }
         Err(err) => {
             if err.reached_backend() {

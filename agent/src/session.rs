@@ -17,6 +17,8 @@
 use crate::backend::{Backend, BackendRequest, Backends, Cut, TimedWord};
 use crate::gateway::{Gateway, KeyConnectionGuard};
 use crate::outcome::RequestOutcome;
+use crate::redaction::stream::{Released, StreamRedaction};
+use crate::redaction::{self, Counts};
 use bytes::{Bytes, BytesMut};
 use infergate_gate::admission::{self, Grant, Identity, Request};
 use infergate_gate::audio::{pcm16_seconds, wav_header};
@@ -40,6 +42,10 @@ pub enum Event {
         start_seconds: f64,
         end_seconds: f64,
         words: Vec<TimedWord>,
+        /// With redaction on: what this event's text had redacted, by type (the final: the whole stream's).
+        redactions: Option<Counts>,
+        /// With audio redaction on: the audio released with this event, redacted.
+        audio: Option<RedactedAudio>,
     },
     Final {
         text: String,
@@ -47,7 +53,16 @@ pub enum Event {
         audio_seconds: f64,
         gpu_seconds: f64,
         words: Vec<TimedWord>,
+        redactions: Option<Counts>,
+        audio: Option<RedactedAudio>,
     },
+}
+
+/// Redacted 16 kHz mono PCM16 (little-endian) from `start_seconds` of the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedactedAudio {
+    pub pcm: Bytes,
+    pub start_seconds: f64,
 }
 
 /// What a door's client sent, translated from its protocol's frames.
@@ -114,6 +129,9 @@ pub struct Session {
     transcript: String,
     /// Every segment's words, in stream time.
     words: Vec<TimedWord>,
+    /// The stream's redaction (endpoint, policy and the start message's ask), when one applies.
+    redaction: Option<StreamRedaction>,
+    redactions: Counts,
     closed_code: &'static str,
 }
 
@@ -125,7 +143,7 @@ impl Session {
         identity: Identity,
         request: &Request<'_>,
         mut outcome: RequestOutcome,
-        fields: Vec<(String, String)>,
+        mut fields: Vec<(String, String)>,
     ) -> Result<Session, Refusal> {
         let snapshot = gateway.snapshot();
         let key = identity.key;
@@ -136,6 +154,15 @@ impl Session {
         let mut refused = |refusal: Refusal| {
             gateway.refused(&refusal, &mut outcome);
             refusal
+        };
+        let ask = redaction::Ask::from_fields(&fields).map_err(&mut refused)?;
+        fields.retain(|(name, _)| !redaction::oneshot::is_redaction_field(name));
+        let redaction = match redaction::rule_for(&grant, &ask).map_err(&mut refused)? {
+            Some(rule) => {
+                let redactor = gateway.redaction().redactor(&rule).map_err(&mut refused)?;
+                Some(StreamRedaction::new(redactor, rule.audio))
+            }
+            None => None,
         };
         let key_connection = gateway.key_connection(key).await.map_err(&mut refused)?;
         let backend = gateway.backends.for_endpoint(&grant.endpoint.shard).map_err(&mut refused)?;
@@ -175,6 +202,8 @@ impl Session {
             segments: 0,
             transcript: String::new(),
             words: Vec::new(),
+            redaction,
+            redactions: Counts::new(),
             closed_code: "client_closed",
         })
     }
@@ -404,40 +433,91 @@ impl Session {
             self.gateway.charged(&self.grant, settled.delta.max(0.0));
             self.outcome.gpu_seconds += settled.delta;
         }
-        let text = response.text.unwrap_or_default();
-        let words: Vec<TimedWord> = response
+        let mut text = response.text.unwrap_or_default();
+        let mut words: Vec<TimedWord> = response
             .words
             .into_iter()
             .map(|w| TimedWord { start: w.start + start_seconds, end: w.end + start_seconds, word: w.word })
             .collect();
-        self.words.extend(words.iter().cloned());
+        let end_seconds = start_seconds + seconds;
+        let (mut redactions, mut audio) = (None, None);
+        if let Some(redaction) = &mut self.redaction {
+            let timer = std::time::Instant::now();
+            let released = redaction.push(&text, words, &pcm, start_seconds, end_seconds);
+            self.gateway.metrics.redaction_seconds.observe(timer.elapsed().as_secs_f64());
+            let released = released.map_err(|e| redaction::failed(e.category()))?;
+            (text, words, redactions, audio) = self.take_released(released);
+        }
         let segment = self.segments;
         self.segments += 1;
         self.flushed_seconds += seconds;
-        if !text.is_empty() {
+        self.record(&text, &words);
+        Ok(Some((
+            Event::Partial { text: text.clone(), segment, start_seconds, end_seconds, words, redactions, audio },
+            text,
+        )))
+    }
+
+    /// Adds released text and words to the stream's transcript.
+    fn record(&mut self, text: &str, words: &[TimedWord]) {
+        self.words.extend(words.iter().cloned());
+        if !text.trim().is_empty() {
             if !self.transcript.is_empty() {
                 self.transcript.push(' ');
             }
             self.transcript.push_str(text.trim());
         }
-        Ok(Some((
-            Event::Partial { text: text.clone(), segment, start_seconds, end_seconds: start_seconds + seconds, words },
-            text,
-        )))
+    }
+
+    /// A redaction's release as event parts; its counts join the stream's.
+    fn take_released(&mut self, released: Released) -> (String, Vec<TimedWord>, Option<Counts>, Option<RedactedAudio>) {
+        self.gateway.metrics.redacted(&released.counts);
+        redaction::add_counts(&mut self.redactions, &released.counts);
+        let audio = released.audio.map(|(pcm, start_seconds)| RedactedAudio { pcm: Bytes::from(pcm), start_seconds });
+        (released.text, released.words, Some(released.counts), audio)
+    }
+
+    /// Releases what the redaction still holds back (the stream is ending): its text joins the final.
+    fn release_held(&mut self) -> Result<Option<RedactedAudio>, Refusal> {
+        let Some(redaction) = &mut self.redaction else { return Ok(None) };
+        let released = redaction.finish(self.flushed_seconds).map_err(|e| redaction::failed(e.category()))?;
+        let (text, words, _, audio) = self.take_released(released);
+        self.record(&text, &words);
+        Ok(audio)
     }
 
     /// Ends the stream normally: flushes what is buffered and returns the final result.
     async fn finish(&mut self) -> Result<Event, Refusal> {
-        self.flush_segment(usize::MAX).await?;
+        let flushed = self.flush_segment(usize::MAX).await?;
+        let audio = self.final_audio(flushed)?;
         self.closed_code = "completed";
-        Ok(self.final_event())
+        Ok(self.final_event(audio))
+    }
+
+    /// The last segment's partial is folded into the final: its redacted audio, and what the redaction still
+    /// held back, go out with the final, in order.
+    fn final_audio(&mut self, flushed: Option<(Event, String)>) -> Result<Option<RedactedAudio>, Refusal> {
+        let last = match flushed {
+            Some((Event::Partial { audio, .. }, _)) => audio,
+            _ => None,
+        };
+        let held = self.release_held()?;
+        Ok(match (last, held) {
+            (Some(a), Some(b)) => {
+                let mut pcm = BytesMut::with_capacity(a.pcm.len() + b.pcm.len());
+                pcm.extend_from_slice(&a.pcm);
+                pcm.extend_from_slice(&b.pcm);
+                Some(RedactedAudio { pcm: pcm.freeze(), start_seconds: a.start_seconds })
+            }
+            (a, b) => a.or(b),
+        })
     }
 
     /// For a stream being closed by the server (revocation, limits): flush within the deadline, best effort.
     async fn flush_before_close(&mut self, reason: &Refusal) -> Option<Event> {
         self.closed_code = reason.code.as_str();
         match tokio::time::timeout(self.gateway.settings.flush_deadline, self.flush_segment(usize::MAX)).await {
-            Ok(Ok(_)) => Some(self.final_event()),
+            Ok(Ok(flushed)) => self.final_audio(flushed).ok().map(|audio| self.final_event(audio)),
             _ => None,
         }
     }
@@ -447,13 +527,15 @@ impl Session {
         self.closed_code = code;
     }
 
-    fn final_event(&self) -> Event {
+    fn final_event(&self, audio: Option<RedactedAudio>) -> Event {
         Event::Final {
             text: self.transcript.clone(),
             segments: self.segments,
             audio_seconds: self.audio_seconds,
             gpu_seconds: self.outcome.gpu_seconds,
             words: self.words.clone(),
+            redactions: self.redaction.as_ref().map(|_| self.redactions.clone()),
+            audio,
         }
     }
 }

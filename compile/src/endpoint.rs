@@ -173,6 +173,7 @@ pub fn compile_endpoint(
         serving_nodes: None,
         verify_threshold: spec.verify_threshold,
         upstream_credential: credential.ok().flatten(),
+        redaction: spec.redaction.clone(),
     });
     EndpointOutcome {
         shard,

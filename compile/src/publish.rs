@@ -87,6 +87,7 @@ mod tests {
             serving_nodes: None,
             verify_threshold: None,
             upstream_credential: None,
+            redaction: None,
         })
     }
 

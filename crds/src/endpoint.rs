@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.model"}"#,
     printcolumn = r#"{"name":"Features","type":"string","jsonPath":".spec.features"}"#,
     printcolumn = r#"{"name":"Fallback","type":"string","jsonPath":".spec.fallback","priority":1}"#,
+    printcolumn = r#"{"name":"Redaction","type":"string","jsonPath":".spec.redaction.entities","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.fallback) || self.spec.fallback != self.metadata.name").message("spec.fallback must name a different InferenceEndpoint, not this one")
@@ -73,6 +74,10 @@ pub struct InferenceEndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = -1.0, max = 1.0))]
     pub verify_threshold: Option<f64>,
+    /// Personal data the agent redacts from this endpoint's transcripts (and audio) before anything leaves the
+    /// agent. Every caller gets at least this; an ApiKeyPolicy or a request can add to it, never take away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<crate::redaction::Redaction>,
 }
 
 /// Which key environments an endpoint admits. Kept apart from [`Environment`] (what a key *is*) because an

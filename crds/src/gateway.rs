@@ -65,6 +65,9 @@ pub struct PolicyShard {
     /// The policy's `requireClientCertificate`, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_client_certificate: Option<crate::policy::ClientCertificateRequirement>,
+    /// The policy's `spec.redaction`, applied on top of each endpoint's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<crate::redaction::Redaction>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,6 +179,9 @@ pub struct EndpointShard {
     /// The upstream's credential, resolved from `backend.upstream.auth` (header name and the exact value to send).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_credential: Option<UpstreamCredential>,
+    /// The endpoint's `spec.redaction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<crate::redaction::Redaction>,
 }
 
 /// A header the agent adds to every upstream request. The value is a secret: never in Debug output or logs.

@@ -19,6 +19,7 @@ pub mod endpoint;
 pub mod gateway;
 pub mod key;
 pub mod policy;
+pub mod redaction;
 pub mod tier;
 
 pub use duration::GoDuration;

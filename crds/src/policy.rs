@@ -82,6 +82,10 @@ pub struct ApiKeyPolicySpec {
     /// not enough: refused with `client_certificate_required`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_client_certificate: Option<ClientCertificateRequirement>,
+    /// Redaction this key's requests get on top of each endpoint's `spec.redaction`: more entity types, a
+    /// stronger style, audio redaction. It can only tighten what an endpoint enforces, never loosen it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<crate::redaction::Redaction>,
 }
 
 /// Which client certificates a policy accepts (`spec.requireClientCertificate`).

@@ -19,6 +19,7 @@ pub mod audio;
 pub mod audit;
 pub mod limiter;
 mod memory;
+pub mod redaction;
 pub mod refusal;
 pub mod snapshot;
 pub mod streams;

@@ -114,6 +114,10 @@ codes! {
     UnsupportedCodec => ("unsupported_codec", 415, InvalidArgument, 4150),
     BackendError => ("backend_error", 502, Unavailable, 4502),
     BackendUnavailable => ("backend_unavailable", 503, Unavailable, 4503),
+    // The response could not be redacted as the endpoint or key requires (an upstream answer in no shape the
+    // agent can redact, a redaction model missing, a redaction rule this agent does not know): nothing of it
+    // is sent (fail closed).
+    RedactionFailed => ("redaction_failed", 502, Unavailable, 4504),
     NotFound => ("not_found", 404, NotFound, 4044),
     MethodNotAllowed => ("method_not_allowed", 405, InvalidArgument, 4050),
 }

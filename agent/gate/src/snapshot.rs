@@ -126,6 +126,8 @@ pub struct PolicyConfig {
     pub allow_client_embeddings: bool,
     /// Mutual TLS for this policy's keys: which verified client certificates are accepted.
     pub require_client_certificate: Option<infergate_crds::policy::ClientCertificateRequirement>,
+    /// The policy's `spec.redaction`, parsed; applied on top of each endpoint's.
+    pub redaction: crate::redaction::Configured,
 }
 
 impl PolicyConfig {
@@ -149,6 +151,8 @@ pub struct EndpointConfig {
     /// `namespace/name`: the metric label and the key of tier overrides.
     pub label: String,
     pub features: FeatureSet,
+    /// The endpoint's `spec.redaction`, parsed.
+    pub redaction: crate::redaction::Configured,
 }
 
 /// Options that come from the agent, not from the config.
@@ -247,6 +251,7 @@ impl Snapshot {
                 bucket_id,
                 label,
                 features: FeatureSet::of(&e.features),
+                redaction: crate::redaction::Configured::parse(e.redaction.as_ref()),
                 shard: e.clone(),
             }));
         }
@@ -284,6 +289,7 @@ impl Snapshot {
                 allowed_origins: p.allowed_origins.clone(),
                 allow_client_embeddings: p.allow_client_embeddings,
                 require_client_certificate: p.require_client_certificate.clone(),
+                redaction: crate::redaction::Configured::parse(p.redaction.as_ref()),
             }));
             for k in &p.keys {
                 let record = KeyRecord {

@@ -65,6 +65,7 @@ pub fn mk_endpoint(name: &str, model: &str) -> EndpointBuilder {
         serving_nodes: None,
         verify_threshold: None,
         upstream_credential: None,
+        redaction: None,
     })
 }
 
@@ -121,6 +122,7 @@ pub fn mk_policy(name: &str) -> PolicyBuilder {
         allowed_origins: vec![],
         allow_client_embeddings: false,
         require_client_certificate: None,
+        redaction: None,
     })
 }
 

@@ -19,10 +19,20 @@ pub enum Entity {
     DateOfBirth,
     /// Deepgram's `numbers`: any run of three or more numerals, digits or spoken.
     Numbers,
+    // The NER layer's types (an [`EntityModel`](crate::EntityModel) finds them; no pattern does).
+    /// A person's given name or surname.
+    Person,
+    /// A city, town, state or province. Presidio's name for places; HIPAA Safe Harbor would let a state
+    /// stand, but one type for places keeps policies simple and errs towards hiding.
+    Location,
+    /// A street address: building number, street name, apartment or suite.
+    StreetAddress,
+    /// A postal code (US ZIP and ZIP+4).
+    ZipCode,
 }
 
 impl Entity {
-    pub const ALL: [Entity; 8] = [
+    pub const ALL: [Entity; 12] = [
         Entity::CreditCard,
         Entity::UsSsn,
         Entity::IbanCode,
@@ -31,6 +41,10 @@ impl Entity {
         Entity::IpAddress,
         Entity::DateOfBirth,
         Entity::Numbers,
+        Entity::Person,
+        Entity::Location,
+        Entity::StreetAddress,
+        Entity::ZipCode,
     ];
 
     /// The label in `[CREDIT_CARD]`, in policies, headers and metric labels.
@@ -44,26 +58,40 @@ impl Entity {
             Entity::IpAddress => "IP_ADDRESS",
             Entity::DateOfBirth => "DATE_OF_BIRTH",
             Entity::Numbers => "NUMBERS",
+            Entity::Person => "PERSON",
+            Entity::Location => "LOCATION",
+            Entity::StreetAddress => "STREET_ADDRESS",
+            Entity::ZipCode => "ZIP_CODE",
         }
     }
 
     /// Which label an overlap of two detections keeps: the more specific validator wins. An e-mail address
     /// or an IBAN can contain a Luhn-valid window of digits, never the reverse; a card window can contain a
     /// 3-2-4 group, and every numeric entity is also a run of numerals.
+    ///
+    /// The NER layer's types rank below every validated pattern (a checksum or a shape rule beats a
+    /// model's guess: the model calls some card numbers phone numbers) and above `NUMBERS` (a model that
+    /// says "street address" or "ZIP code" about "1234 Elm Street" or "62704" says more than "numerals").
+    /// Among them, a street address can hold a name ("12 Washington Street") and a place, so it ranks
+    /// above both; a ZIP code is the narrowest.
     pub(crate) const fn priority(self) -> u8 {
         match self {
-            Entity::EmailAddress => 7,
-            Entity::IbanCode => 6,
-            Entity::CreditCard => 5,
-            Entity::UsSsn => 4,
-            Entity::IpAddress => 3,
-            Entity::PhoneNumber => 2,
-            Entity::DateOfBirth => 1,
+            Entity::EmailAddress => 11,
+            Entity::IbanCode => 10,
+            Entity::CreditCard => 9,
+            Entity::UsSsn => 8,
+            Entity::IpAddress => 7,
+            Entity::PhoneNumber => 6,
+            Entity::DateOfBirth => 5,
+            Entity::ZipCode => 4,
+            Entity::StreetAddress => 3,
+            Entity::Person => 2,
+            Entity::Location => 1,
             Entity::Numbers => 0,
         }
     }
 
-    // u64: room for the NER layer's types (names, streets, cities, ...) next to these.
+    // u64: room for more types; `ALL` has 12.
     const fn bit(self) -> u64 {
         1 << self as u64
     }
@@ -92,10 +120,16 @@ impl FromStr for Entity {
 /// - `pci`: `CREDIT_CARD`. PCI DSS covers cardholder data only; an IBAN is a bank account, so it is in
 ///   `pii`, not here. Expiry dates and CVVs join `pci` when a recogniser for them exists.
 /// - `ssn`: `US_SSN`.
-/// - `pii`: every personal type: all of the above plus e-mail, phone, IP address, date of birth
-///   (and the NER layer's names and addresses when it lands). Not `NUMBERS`, which is not personal by itself.
-/// - `phi`: the HIPAA identifiers this layer covers: SSN, e-mail, phone, IP address, date of birth.
+/// - `pii`: every personal type: all of the above plus e-mail, phone, IP address, date of birth, and the
+///   NER layer's `PERSON`, `LOCATION`, `STREET_ADDRESS`, `ZIP_CODE`. Not `NUMBERS`, which is not personal
+///   by itself.
+/// - `phi`: the HIPAA Safe Harbor identifiers this crate covers: names, street addresses, cities (with
+///   states: see [`Entity::Location`]), ZIP codes, SSN, e-mail, phone, IP address, date of birth.
 /// - `numbers`: `NUMBERS`.
+///
+/// The NER types are found only when the [`Redactor`](crate::Redactor) has an
+/// [`EntityModel`](crate::EntityModel); without one, a policy naming them redacts their patterns-only
+/// share, which is nothing.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct EntitySet(u64);
 
@@ -110,15 +144,20 @@ impl EntitySet {
             | Entity::EmailAddress.bit()
             | Entity::PhoneNumber.bit()
             | Entity::IpAddress.bit()
-            | Entity::DateOfBirth.bit(),
+            | Entity::DateOfBirth.bit()
+            | EntitySet::NER.0,
     );
     pub const PHI: EntitySet = EntitySet(
         Entity::UsSsn.bit()
             | Entity::EmailAddress.bit()
             | Entity::PhoneNumber.bit()
             | Entity::IpAddress.bit()
-            | Entity::DateOfBirth.bit(),
+            | Entity::DateOfBirth.bit()
+            | EntitySet::NER.0,
     );
+    /// The types only an [`EntityModel`](crate::EntityModel) finds. Not a policy group.
+    pub const NER: EntitySet =
+        EntitySet(Entity::Person.bit() | Entity::Location.bit() | Entity::StreetAddress.bit() | Entity::ZipCode.bit());
     pub const NUMBERS: EntitySet = EntitySet(Entity::Numbers.bit());
     pub const ALL: EntitySet = EntitySet(EntitySet::PII.0 | EntitySet::NUMBERS.0);
 
@@ -142,6 +181,12 @@ impl EntitySet {
 
     pub const fn contains(self, entity: Entity) -> bool {
         self.0 & entity.bit() != 0
+    }
+
+    /// The types in both.
+    #[must_use]
+    pub const fn intersection(self, other: EntitySet) -> EntitySet {
+        EntitySet(self.0 & other.0)
     }
 
     /// Whether every type in `other` is also in `self`.

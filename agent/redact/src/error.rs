@@ -1,4 +1,5 @@
-//! Errors from reading a policy. Redaction itself cannot fail: any text has some redaction.
+//! Errors from reading a policy. The pattern layer cannot fail (any text has some redaction); an entity
+//! model can, and its error is [`crate::ModelError`].
 
 /// A policy named something this crate does not know. The messages echo the configured name (policy
 /// text, never transcript text).
@@ -6,7 +7,8 @@
 pub enum PolicyError {
     #[error(
         "unknown redaction entity or group `{0}`: use a group (pci, ssn, pii, phi, numbers) or an entity type \
-         such as CREDIT_CARD, US_SSN, IBAN_CODE, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS, DATE_OF_BIRTH, NUMBERS"
+         such as CREDIT_CARD, US_SSN, IBAN_CODE, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS, DATE_OF_BIRTH, NUMBERS, \
+         PERSON, LOCATION, STREET_ADDRESS, ZIP_CODE"
     )]
     UnknownEntity(String),
     #[error("unknown redaction style `{0}`: use entity, marker, mask, hash or remove")]

@@ -9,6 +9,9 @@ pub(crate) enum CueKind {
     Ssn,
     Phone,
     Birth,
+    /// "card", "visa", "credit", ...: a long run of digits after it is a card number even when ASR got a
+    /// digit wrong and Luhn fails.
+    Card,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +27,7 @@ pub(crate) enum Word {
 /// "oh" is zero because ASR writes "four oh four"; a lone "oh" is a run of one digit, which no recogniser
 /// takes. "to"/"for"/"won" are not digits: they are far more often the words themselves. "social" covers
 /// "social security number"; "date of birth" and "birth date" come in through "birth".
-const LEXICON: [(&[u8], Word); 31] = [
+const LEXICON: [(&[u8], Word); 39] = [
     (b"zero", Word::Digit(b'0')),
     (b"oh", Word::Digit(b'0')),
     (b"nought", Word::Digit(b'0')),
@@ -56,10 +59,18 @@ const LEXICON: [(&[u8], Word); 31] = [
     (b"birthday", Word::Cue(CueKind::Birth)),
     (b"birthdate", Word::Cue(CueKind::Birth)),
     (b"dob", Word::Cue(CueKind::Birth)),
+    (b"card", Word::Cue(CueKind::Card)),
+    (b"cards", Word::Cue(CueKind::Card)),
+    (b"visa", Word::Cue(CueKind::Card)),
+    (b"mastercard", Word::Cue(CueKind::Card)),
+    (b"amex", Word::Cue(CueKind::Card)),
+    (b"discover", Word::Cue(CueKind::Card)),
+    (b"credit", Word::Cue(CueKind::Card)),
+    (b"debit", Word::Cue(CueKind::Card)),
 ];
 
 /// The longest word in the table; longer words are not looked up at all.
-const LONGEST: usize = 9;
+const LONGEST: usize = 10;
 
 /// Filter bit for a word of `len` bytes from its lowercase first, second and last letters (a multiplicative
 /// hash into 1024 bits: about one ordinary word in twenty passes).

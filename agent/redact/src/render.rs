@@ -11,12 +11,20 @@ use crate::policy::{Policy, Style};
 /// giving a key holder a full digest to match offline.
 const HASH_HEX: usize = 8;
 
-pub(crate) fn render(text: &str, spans: &[Span], policy: Policy, key: Option<&HashKey>) -> String {
+/// The redacted text, and where each span's replacement sits in it (same order as `spans`).
+pub(crate) fn render(
+    text: &str,
+    spans: &[Span],
+    policy: Policy,
+    key: Option<&HashKey>,
+) -> (String, Vec<std::ops::Range<usize>>) {
     let mut out = String::with_capacity(text.len());
+    let mut outputs = Vec::with_capacity(spans.len());
     let mut markers = Markers::default();
     let mut copied = 0;
     for span in spans {
         out.push_str(&text[copied..span.start]);
+        let replaced_from = out.len();
         let name = span.entity.name();
         match (policy.style, key) {
             // Without a key there is nothing to correlate with; fall back to the next stronger style rather
@@ -38,6 +46,7 @@ pub(crate) fn render(text: &str, spans: &[Span], policy: Policy, key: Option<&Ha
             }
             (Style::Remove, _) => {}
         }
+        outputs.push(replaced_from..out.len());
         copied = span.end;
         // "my card is 4111... thanks" must not become "my card is  thanks".
         let after_space = out.is_empty() || out.ends_with(' ');
@@ -46,7 +55,7 @@ pub(crate) fn render(text: &str, spans: &[Span], policy: Policy, key: Option<&Ha
         }
     }
     out.push_str(&text[copied..]);
-    out
+    (out, outputs)
 }
 
 /// `marker` numbers, per entity type, in order of first appearance.

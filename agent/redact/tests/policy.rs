@@ -1,7 +1,8 @@
 //! Policy names, groups, and `tighten`: a key or a request can only add redaction.
 
 use infergate_redact::Entity::{
-    CreditCard, DateOfBirth, EmailAddress, IbanCode, IpAddress, Numbers, PhoneNumber, UsSsn,
+    CreditCard, DateOfBirth, EmailAddress, IbanCode, IpAddress, Location, Numbers, Person, PhoneNumber, StreetAddress,
+    UsSsn, ZipCode,
 };
 use infergate_redact::{Entity, EntitySet, Policy, PolicyError, Style};
 
@@ -13,8 +14,11 @@ fn set(entities: &[Entity]) -> EntitySet {
 fn groups() {
     assert_eq!(EntitySet::PCI, set(&[CreditCard]));
     assert_eq!(EntitySet::SSN, set(&[UsSsn]));
-    assert_eq!(EntitySet::PII, set(&[CreditCard, UsSsn, IbanCode, EmailAddress, PhoneNumber, IpAddress, DateOfBirth]));
-    assert_eq!(EntitySet::PHI, set(&[UsSsn, EmailAddress, PhoneNumber, IpAddress, DateOfBirth]));
+    let ner = [Person, Location, StreetAddress, ZipCode];
+    assert_eq!(EntitySet::NER, set(&ner));
+    let patterns = [CreditCard, UsSsn, IbanCode, EmailAddress, PhoneNumber, IpAddress, DateOfBirth];
+    assert_eq!(EntitySet::PII, set(&patterns).union(set(&ner)));
+    assert_eq!(EntitySet::PHI, set(&[UsSsn, EmailAddress, PhoneNumber, IpAddress, DateOfBirth]).union(set(&ner)));
     assert_eq!(EntitySet::NUMBERS, set(&[Numbers]));
     assert_eq!(EntitySet::ALL, set(&Entity::ALL));
 }
@@ -32,6 +36,14 @@ fn unknown_names_are_errors() {
     assert_eq!(error.category(), "unknown_entity");
     assert!(error.to_string().contains("use a group (pci, ssn, pii, phi, numbers)"));
     assert_eq!("blur".parse::<Style>(), Err(PolicyError::UnknownStyle("blur".to_owned())));
+}
+
+#[test]
+fn entities_parse_by_name() {
+    for entity in Entity::ALL {
+        assert_eq!(entity.name().parse::<Entity>(), Ok(entity));
+        assert!(PolicyError::UnknownEntity(String::new()).to_string().contains(entity.name()), "{entity}");
+    }
 }
 
 #[test]

@@ -110,6 +110,7 @@ impl Inference for GrpcDoor {
         if !req.prompt.is_empty() {
             fields.push(("prompt".into(), req.prompt));
         }
+        fields.extend(req.redact.map(redaction_fields).unwrap_or_default());
         let filename = if req.filename.is_empty() { "audio.wav".to_string() } else { req.filename };
         let one_shot = OneShot {
             model: &req.model,
@@ -131,6 +132,8 @@ impl Inference for GrpcDoor {
                 audio_seconds: served.audio_seconds,
                 gpu_seconds: served.gpu_seconds,
                 request_id: request_id.clone(),
+                redactions: served.redactions.as_ref().map(pb_counts).unwrap_or_default(),
+                redacted_audio: served.redacted_audio.unwrap_or_default().into(),
             },
             request_id,
         );
@@ -223,8 +226,9 @@ async fn run_stream(
                 .await;
         }
     };
-    let fields =
+    let mut fields =
         if start.language.is_empty() { vec![] } else { vec![("language".to_string(), start.language.clone())] };
+    fields.extend(start.redact.clone().map(redaction_fields).unwrap_or_default());
     let request = Request { model: &start.model, feature, origin: None };
     match Session::open(&gateway, identity, &request, outcome, fields).await {
         Ok(session) => session.drive(&mut transport).await,
@@ -277,7 +281,15 @@ impl Transport for GrpcTransport {
     }
 
     async fn event(&mut self, event: &Event) -> Result<(), Gone> {
-        self.send(result_message(event)).await
+        self.send(result_message(event)).await?;
+        let audio = match event {
+            Event::Partial { audio, .. } | Event::Final { audio, .. } => audio,
+        };
+        if let Some(audio) = audio {
+            let message = pb::RedactedAudio { pcm: audio.pcm.to_vec(), start_seconds: audio.start_seconds };
+            self.send(pb::StreamResponse { msg: Some(stream_response::Msg::Audio(message)) }).await?;
+        }
+        Ok(())
     }
 
     async fn refuse(&mut self, refusal: &Refusal) {
@@ -289,8 +301,9 @@ impl Transport for GrpcTransport {
 
 fn result_message(event: &Event) -> pb::StreamResponse {
     let result = match event {
-        Event::Partial { text, segment, start_seconds, end_seconds, words } => pb::TranscriptResult {
+        Event::Partial { text, segment, start_seconds, end_seconds, words, redactions, .. } => pb::TranscriptResult {
             words: pb_words(words),
+            redactions: redactions.as_ref().map(pb_counts).unwrap_or_default(),
             r#final: false,
             text: text.clone(),
             segment: *segment,
@@ -299,8 +312,9 @@ fn result_message(event: &Event) -> pb::StreamResponse {
             audio_seconds: *end_seconds,
             gpu_seconds: 0.0,
         },
-        Event::Final { text, segments, audio_seconds, gpu_seconds, words } => pb::TranscriptResult {
+        Event::Final { text, segments, audio_seconds, gpu_seconds, words, redactions, .. } => pb::TranscriptResult {
             words: pb_words(words),
+            redactions: redactions.as_ref().map(pb_counts).unwrap_or_default(),
             r#final: true,
             text: text.clone(),
             segment: *segments,
@@ -311,6 +325,20 @@ fn result_message(event: &Event) -> pb::StreamResponse {
         },
     };
     pb::StreamResponse { msg: Some(stream_response::Msg::Result(result)) }
+}
+
+/// The proto's redaction ask as the one-shot form fields every door's ask is read from.
+fn redaction_fields(redact: pb::Redaction) -> Vec<(String, String)> {
+    crate::redaction::AskOption::Full {
+        entities: redact.entities,
+        style: Some(redact.style).filter(|s| !s.is_empty()),
+        audio: Some(redact.audio).filter(|a| !a.is_empty()),
+    }
+    .into_fields()
+}
+
+fn pb_counts(counts: &crate::redaction::Counts) -> std::collections::HashMap<String, u32> {
+    counts.iter().map(|(e, n)| (e.name().to_string(), *n)).collect()
 }
 
 fn pb_words(words: &[crate::backend::TimedWord]) -> Vec<pb::Word> {

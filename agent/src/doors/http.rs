@@ -121,6 +121,10 @@ const PASSTHROUGH_FIELDS: &[&str] = &[
     "chunking_strategy",
     // Server-sent events from built-in whisper endpoints; an upstream endpoint refuses it with the alternative.
     "stream",
+    // infergate's own: more redaction than the endpoint and key give (never forwarded upstream).
+    crate::redaction::FIELD_REDACT,
+    crate::redaction::FIELD_STYLE,
+    crate::redaction::FIELD_AUDIO,
 ];
 
 async fn read_upload(mut multipart: Multipart, max_bytes: usize, accepted: &[&str]) -> Result<Upload, Refusal> {
@@ -262,8 +266,16 @@ fn served_response(served: &Served) -> Response {
     if let Some(v) = served.fallback.as_deref().and_then(|f| HeaderValue::from_str(f).ok()) {
         response.headers_mut().insert(edge::FALLBACK_HEADER, v);
     }
+    if let Some(v) =
+        served.redactions.as_ref().and_then(|c| HeaderValue::from_str(&crate::redaction::header_value(c)).ok())
+    {
+        response.headers_mut().insert(REDACTIONS_HEADER, v);
+    }
     response
 }
+
+/// Which entity types were redacted from the answer and how often: `CREDIT_CARD=1, PERSON=2`, or `none`.
+pub const REDACTIONS_HEADER: &str = "x-infergate-redactions";
 
 async fn models(State(gateway): State<Arc<Gateway>>, client_cert: edge::ClientCertExt, headers: HeaderMap) -> Response {
     let mut outcome = gateway.begin(Door::Http, "/v1/models", edge::traceparent(&headers));

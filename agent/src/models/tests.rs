@@ -534,7 +534,7 @@ fn default_selection_is_speaker_vad_and_whisper_tiny_en() {
     let err = select(catalog::CATALOG, &["whisper-huge".into()]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown model \"whisper-huge\"; known models: speaker-encoder, vad, whisper-tiny.en, whisper-base"
+        "unknown model \"whisper-huge\"; known models: speaker-encoder, vad, whisper-tiny.en, whisper-base, pii-ner"
     );
 }
 
@@ -548,6 +548,17 @@ fn whisper_tiny_en_pins_match_the_installed_files_when_present() {
     }
     let tiny = select(catalog::CATALOG, &["whisper-tiny.en".into()]).unwrap();
     assert_eq!(verify(&tiny, &dir), vec![("whisper-tiny.en", Ok(()))]);
+}
+
+#[test]
+fn pii_ner_pins_match_the_installed_files_when_present() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models");
+    if !dir.join("ner/rampart/model_q4.onnx").is_file() {
+        eprintln!("skipped: no {}", dir.join("ner/rampart").display());
+        return;
+    }
+    let ner = select(catalog::CATALOG, &["pii-ner".into()]).unwrap();
+    assert_eq!(verify(&ner, &dir), vec![("pii-ner", Ok(()))]);
 }
 
 // --- the command line -----------------------------------------------------------------------------------------

@@ -179,6 +179,7 @@ fn policy_shard(
         allowed_origins: spec.allowed_origins.clone(),
         allow_client_embeddings: spec.allow_client_embeddings,
         require_client_certificate: spec.require_client_certificate.clone(),
+        redaction: spec.redaction.clone(),
     }
 }
 

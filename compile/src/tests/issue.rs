@@ -94,6 +94,7 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
         allowed_origins: vec![],
         allow_client_embeddings: false,
         require_client_certificate: None,
+        redaction: None,
     };
     let expected_status = ApiKeyPolicyStatus {
         observed_generation: Some(1),

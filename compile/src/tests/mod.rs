@@ -65,6 +65,7 @@ fn mk_policy(name: &str) -> PolicyBuilder {
         allowed_origins: vec![],
         allow_client_embeddings: false,
         require_client_certificate: None,
+        redaction: None,
     };
     let mut p = ApiKeyPolicy::new(name, spec);
     p.metadata.namespace = Some("acme".into());
@@ -170,6 +171,7 @@ fn mk_endpoint(ns: &str, name: &str) -> EndpointBuilder {
             environment: Default::default(),
             allowed_namespaces: vec!["*".into()],
             verify_threshold: None,
+            redaction: None,
         },
     );
     e.metadata.namespace = Some(ns.into());

@@ -26,7 +26,10 @@ pub struct Detection {
 }
 
 impl Detection {
-    pub(crate) fn new(start: usize, end: usize, entity: Entity, score: f32, value: String) -> Detection {
+    /// A finding of `entity` at bytes `start..end` of the text, for recognisers and
+    /// [`EntityModel`](crate::EntityModel)s. `value` is what `marker` and `hash` compare: the normalised
+    /// value, so two spellings of one value get one marker (a model passes, say, the lowercased words).
+    pub fn new(start: usize, end: usize, entity: Entity, score: f32, value: String) -> Detection {
         Detection { start, end, entity, score, value }
     }
 
