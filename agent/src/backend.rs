@@ -307,7 +307,10 @@ impl Backend for Upstream {
                 post = post.header(name, value);
             }
             let send = post.multipart(form).send();
-            let response = tokio::time::timeout(timeout, send)
+            // One deadline for the whole exchange: an upstream that answers its headers in time and then stalls
+            // the body must not get a second full timeout.
+            let deadline = tokio::time::Instant::now() + timeout;
+            let response = tokio::time::timeout_at(deadline, send)
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))?
                 .map_err(|e| {
@@ -345,7 +348,7 @@ impl Backend for Upstream {
                     status.as_u16()
                 )));
             }
-            let body = tokio::time::timeout(timeout, read_capped(response, MAX_UPSTREAM_RESPONSE_BYTES))
+            let body = tokio::time::timeout_at(deadline, read_capped(response, MAX_UPSTREAM_RESPONSE_BYTES))
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))??;
             if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -369,6 +372,12 @@ impl Backend for Upstream {
                 .starts_with("application/json")
                 .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
                 .flatten();
+            if content_type.starts_with("application/json") && json.is_none() {
+                // A broken upstream, not an answer: relaying it would hand the client garbage under a 200.
+                return Err(BackendError::Failed(
+                    "upstream answered HTTP 200 with a body that is not the JSON its content type says".into(),
+                ));
+            }
             let text = if let Some(v) = &json {
                 v.get("text").and_then(|t| t.as_str()).map(str::to_string)
             } else if content_type.starts_with("text/plain") {

@@ -190,6 +190,9 @@ impl PendingCharge<'_> {
     /// Settles against the measured GPU time; returns what was charged.
     fn settle(&mut self, measured_gpu_seconds: Option<f64>) -> f64 {
         let Some(charge) = self.charge.take() else { return 0.0 };
+        // The endpoint's minimum holds however short the work was, failed or not (docs/security.md).
+        let minimum = self.grant.endpoint.shard.cost.minimum_gpu_seconds;
+        let measured_gpu_seconds = measured_gpu_seconds.map(|m| if m.is_finite() { m.max(minimum) } else { m });
         let charged = self.gateway.settle(charge, measured_gpu_seconds).charged;
         self.gateway.charged(self.grant, charged);
         charged

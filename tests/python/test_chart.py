@@ -445,6 +445,20 @@ def test_admin_token_is_mounted_and_passed_only_when_named():
                                                                                                        "/readyz"}
 
 
+def test_redaction_hash_key_is_mounted_and_passed_only_when_named():
+    c = container(render(None), "DaemonSet", "infergate-agent")
+    assert not [a for a in c["args"] if a.startswith("--redaction-hash-key-file")]
+    pod = one(render(None, "--set", "agent.redaction.hashKey.secretName=infergate-redaction"),
+              "DaemonSet", "infergate-agent")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert "--redaction-hash-key-file=/etc/infergate/redaction-hash-key/key" in c["args"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "redaction-hash-key")
+    assert mount == {"name": "redaction-hash-key", "mountPath": "/etc/infergate/redaction-hash-key", "readOnly": True}
+    secret = next(v for v in pod["volumes"] if v["name"] == "redaction-hash-key")["secret"]
+    assert secret == {"secretName": "infergate-redaction", "defaultMode": 0o440,
+                      "items": [{"key": "hash-key", "path": "key"}]}
+
+
 def test_agent_without_a_runtime_class_uses_only_device_plugin_gpus():
     objs = render(None, "--set", "agent.gpu.runtimeClassName=", "--set", "agent.gpu.count=1")
     pod = one(objs, "DaemonSet", "infergate-agent")["spec"]["template"]["spec"]

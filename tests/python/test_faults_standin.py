@@ -4,8 +4,8 @@ loses the API at once, so failing readiness would empty the Service), nothing is
 when the API returns.
 
 The setup is test_whole_loop.py's (stand-in + operator + `infergate-agent cluster`), with the agent's kubeconfig
-pointing at a TCP proxy in front of the stand-in. "Goes away" is the proxy shutting: open connections are closed
-and new ones refused, as when the API server's process is gone. The operator and kubectl keep the direct address,
+pointing at a TCP proxy in front of the stand-in. "Goes away" is the proxy cutting: open connections are closed
+and new ones reset, as when the API server's process is gone. The operator and kubectl keep the direct address,
 so the world moves on while the agent cannot see it: a revocation made during the outage must reach the agent
 after it. The outage is 60 s (issue 15); `INFERGATE_FAULT_OUTAGE_S` shortens it for a quick local run.
 
@@ -22,6 +22,7 @@ import base64
 import json
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -79,35 +80,36 @@ spec:
 
 
 class CutProxy:
-    """A TCP forwarder to 127.0.0.1:`target_port` that can be cut: `down()` closes every open connection and the
-    listening socket (new connections are refused); `up()` listens again on the same port."""
+    """A TCP forwarder to 127.0.0.1:`target_port` that can be cut: `down()` closes every open connection and
+    resets every new one at once (as a host whose API server process is gone answers); `up()` forwards again. The
+    port stays bound throughout, so nothing else can take it during the outage."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
-        self.port = None
         self.sockets: list[socket.socket] = []
         self.lock = threading.Lock()
-        self.listener = None
-        self.up()
+        self.is_down = False
+        self.closing = False
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def up(self):
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port or 0))
-        listener.listen(64)
-        listener.settimeout(0.1)
-        self.port = listener.getsockname()[1]
-        self.listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener):
-        while self.listener is listener:
+    def _accept(self):
+        while not self.closing:
             try:
-                client, _ = listener.accept()
+                client, _ = self.listener.accept()
             except socket.timeout:
                 continue
             except OSError:
                 return
+            if self.is_down:
+                # RST instead of FIN: the client sees "connection reset", as with nothing listening.
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:
@@ -135,8 +137,7 @@ class CutProxy:
                 pass
 
     def down(self):
-        listener, self.listener = self.listener, None
-        listener.close()
+        self.is_down = True
         with self.lock:
             sockets, self.sockets = self.sockets, []
         for s in sockets:
@@ -146,9 +147,13 @@ class CutProxy:
             except OSError:
                 pass
 
+    def up(self):
+        self.is_down = False
+
     def stop(self):
-        if self.listener:
-            self.down()
+        self.down()
+        self.closing = True
+        self.listener.close()
 
 
 def readyz(agent):

@@ -35,6 +35,14 @@ fn card_with_one_digit_changed_is_not_a_card() {
 }
 
 #[test]
+fn maestro_12_digit_cards_only_as_one_written_block() {
+    assert_eq!(only(CreditCard, "paid with 501800000009"), ["501800000009"]);
+    assert_eq!(only(CreditCard, "ref 501800000008"), Vec::<&str>::new(), "Luhn fails");
+    assert_eq!(only(CreditCard, "ref 301800000004"), Vec::<&str>::new(), "not a Maestro IIN");
+    assert_eq!(only(CreditCard, "call 5018 0000 0009"), Vec::<&str>::new(), "grouped: not card-shaped");
+}
+
+#[test]
 fn after_a_card_cue_a_misheard_card_number_still_counts() {
     // ASR dropped or doubled a digit: Luhn fails, the cue word says what it was.
     assert_eq!(only(CreditCard, "card 4111 1111 1111 1112"), ["4111 1111 1111 1112"]);

@@ -44,12 +44,15 @@ pub(crate) fn cards(scan: &Scan<'_>, found: &mut Vec<Detection>) {
     }
 }
 
+/// The shortest card: Maestro's 12 digits.
+const MAESTRO_DIGITS: usize = 12;
+
 /// A card number after a cue word, as ASR may write it: one digit dropped or added.
 const CUED_CARD_DIGITS: std::ops::RangeInclusive<usize> = 12..=20;
 
 fn cards_in_run(scan: &Scan<'_>, units: &[Unit], found: &mut Vec<Detection>) {
     {
-        if digit_count(units) < *CARD_DIGITS.start() {
+        if digit_count(units) < MAESTRO_DIGITS {
             return;
         }
         for first in 0..units.len() {
@@ -67,7 +70,14 @@ fn cards_in_run(scan: &Scan<'_>, units: &[Unit], found: &mut Vec<Detection>) {
                 let whole_run = first == 0 && last == units.len() - 1;
                 let spoken_edge = units[first].spoken || units[last].spoken;
                 let network_shaped = matches!(length, 15 | 16) && (b'2'..=b'6').contains(&digits[0]);
-                if CARD_DIGITS.contains(&length)
+                // Maestro issues 12-digit cards (IIN 5018, 5020, 5038, 56-58, 6304, 6759, 6761-6763): a
+                // 12-digit number counts only as one block of written digits starting 5 or 6, so phone
+                // numbers (grouped, or starting +1/+44) and spoken runs stay out of it.
+                let maestro = length == MAESTRO_DIGITS
+                    && first == last
+                    && !units[first].spoken
+                    && matches!(digits[0], b'5' | b'6');
+                if (CARD_DIGITS.contains(&length) || maestro)
                     && (whole_run || !spoken_edge || network_shaped)
                     && checks::luhn(digits)
                 {
