@@ -79,6 +79,7 @@ fn tier() -> TierLimits {
         max_factor: 1.0,
         on_store_failure: Default::default(),
         endpoint_overrides: BTreeMap::new(),
+        token_lifetime_seconds: None,
     }
 }
 

@@ -314,14 +314,14 @@ impl Backend for Upstream {
                 .await
                 .map_err(|_| BackendError::Timeout(timeout))?
                 .map_err(|e| {
-                    if let Some(private) = private_target_in(&e) {
-                        BackendError::Unreachable(private)
-                    } else if e.is_connect() {
-                        BackendError::Unreachable(format!("upstream unreachable ({})", reqwest_reason(&e)))
-                    } else {
-                        BackendError::Failed(format!("upstream request failed ({})", reqwest_reason(&e)))
-                    }
-                })?;
+                if let Some(private) = private_target_in(&e) {
+                    BackendError::Unreachable(private)
+                } else if e.is_connect() {
+                    BackendError::Unreachable(format!("upstream unreachable ({})", reqwest_reason(&e)))
+                } else {
+                    BackendError::Failed(format!("upstream request failed ({})", reqwest_reason(&e)))
+                }
+            })?;
             let status = response.status();
             // Seconds (the form OpenAI-compatible servers send); an HTTP date is read as "soon".
             let retry_after = response

@@ -258,6 +258,14 @@ pub struct CommonArgs {
     /// `entity` (nothing to correlate with, and nothing readable either).
     #[arg(long, env = "INFERGATE_REDACTION_HASH_KEY_FILE")]
     pub redaction_hash_key_file: Option<PathBuf>,
+    /// The issuer (`iss`) of the session tokens minted at POST /v1/oauth/token and accepted on every door,
+    /// and the base of /.well-known/openid-configuration's URLs. Default: `http(s)://<--http-addr>`. Every
+    /// agent behind one Service needs the same value, the URL clients reach them at.
+    #[arg(long, env = "INFERGATE_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+    /// The audience (`aud`) of the session tokens; a token request may name only this one.
+    #[arg(long, default_value = "infergate")]
+    pub token_audience: String,
     #[command(flatten)]
     pub counter_store: CounterStoreArgs,
     #[command(flatten)]
@@ -362,6 +370,7 @@ impl CommonArgs {
             },
             segment_seconds: self.segment_seconds,
             access_log_sample: self.access_log_sample,
+            token_audience: self.token_audience.clone(),
             ..Settings::default()
         }
     }

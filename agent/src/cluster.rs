@@ -30,7 +30,8 @@ const LEASE_RENEW: Duration = Duration::from_secs(10);
 const LEASE_DURATION_SECONDS: i32 = 30;
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let gateway = crate::build_gateway(&args.common)?;
+    let scheme = if args.common.tls_cert.is_some() { "https" } else { "http" };
+    let gateway = crate::build_gateway(&args.common, format!("{scheme}://{}", args.http_addr))?;
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;

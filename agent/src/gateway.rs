@@ -11,10 +11,11 @@
 use crate::backend::Backends;
 use crate::metrics::Metrics;
 use crate::outcome::{Door, RequestOutcome};
+use crate::tokens::TokenRefused;
 use arc_swap::ArcSwap;
 use chrono::Utc;
 use infergate_crds::key::{Environment, KeyDigest};
-use infergate_gate::admission::{self, Grant, Identity};
+use infergate_gate::admission::{self, Grant, Identity, TokenGrant};
 use infergate_gate::audit::{Audit, RefusalEvent};
 use infergate_gate::limiter::{Charge, Limiter};
 use infergate_gate::refusal::{Refusal, RefusalCode};
@@ -22,11 +23,12 @@ use infergate_gate::snapshot::{KeyMap, KeyRef, Snapshot};
 use infergate_gate::streams::Registry;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 pub(crate) use crate::slots::CONNECTIONS_BUCKET;
 pub use crate::slots::{KeyConnectionGuard, KeySlot, KeySlots, SlotsFull};
+pub use crate::tickets::Tickets;
 
 /// Agent-level settings (flags), as opposed to the config that arrives in shards.
 #[derive(Clone, Debug)]
@@ -60,6 +62,10 @@ pub struct Settings {
     pub flush_deadline: Duration,
     /// Share of successful requests written to the access log (0 = none, 1 = all).
     pub access_log_sample: f64,
+    /// The `iss` of the session tokens this agent mints and accepts (`--token-issuer`).
+    pub token_issuer: String,
+    /// The `aud` of the session tokens (`--token-audience`).
+    pub token_audience: String,
 }
 
 impl Default for Settings {
@@ -85,6 +91,8 @@ impl Default for Settings {
             },
             segment_seconds: 5.0,
             flush_deadline: Duration::from_millis(700),
+            token_issuer: "http://127.0.0.1:8080".into(),
+            token_audience: "infergate".into(),
         }
     }
 }
@@ -98,6 +106,8 @@ pub struct Gateway {
     pub audit: Audit,
     pub backends: Backends,
     pub tickets: Tickets,
+    /// Session tokens: the signing ring, the verifier and its cache.
+    pub tokens: crate::tokens::Tokens,
     connections: AtomicUsize,
     per_key_connections: Arc<KeySlots>,
     /// One-shot requests in flight, per key and agent-wide (`--max-in-flight-per-key`, `--max-in-flight`).
@@ -127,13 +137,20 @@ impl Gateway {
         let unauthenticated = KeySlots::new(settings.max_unauthenticated_per_ip, usize::MAX);
         let empty = Arc::new(Snapshot::empty());
         let (revision, _) = watch::channel(Arc::clone(&empty));
+        let metrics = Metrics::new();
+        let tokens = crate::tokens::Tokens::new(
+            settings.token_issuer.clone(),
+            settings.token_audience.clone(),
+            &metrics.registry,
+        );
         Arc::new(Gateway {
             tickets: Tickets::new(settings.ticket_ttl, settings.max_live_tickets_per_key),
+            tokens,
             settings,
             snapshot: ArcSwap::new(empty),
             limiter,
             streams: Arc::new(Registry::default()),
-            metrics: Metrics::new(),
+            metrics,
             audit: Audit::default(),
             backends,
             connections: AtomicUsize::new(0),
@@ -263,26 +280,46 @@ impl Gateway {
     }
 
     pub fn authenticate(&self, snapshot: &Snapshot, credential: &Credential<'_>) -> Result<Identity, Refusal> {
+        self.authenticate_at(snapshot, credential, Utc::now()).map_err(|refused| refused.refusal)
+    }
+
+    fn authenticate_at(
+        &self,
+        snapshot: &Snapshot,
+        credential: &Credential<'_>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Identity, TokenRefused> {
+        let plain = |refusal| TokenRefused { refusal, key: None, jti: None };
         match credential {
             // Every door trims the credential the same way, whether it came from a header, the query string
-            // or a WebSocket auth message.
-            Credential::Key(key) => admission::authenticate(snapshot, key.trim(), Utc::now()),
-            Credential::Identity { digest, environment } => {
-                admission::identify(snapshot, digest, *environment, Utc::now())
+            // or a WebSocket auth message; a token goes wherever a key goes.
+            Credential::Key(presented) if infergate_gate::token::looks_like_token(presented.trim()) => {
+                self.tokens.identify(snapshot, presented.trim(), now)
+            }
+            Credential::Key(key) => admission::authenticate(snapshot, key.trim(), now).map_err(plain),
+            Credential::Identity { digest, environment, token } => {
+                let mut identity = admission::identify(snapshot, digest, *environment, now).map_err(plain)?;
+                if let Some(token) = token {
+                    token.check_live(now).map_err(plain)?;
+                    identity.token = Some(Arc::clone(token));
+                }
+                Ok(identity)
             }
         }
     }
 
     /// [`authenticate`](Self::authenticate) against the current snapshot. Fills the outcome with the caller;
-    /// a refusal is recorded (with the key id when the key is genuine but refused, e.g. revoked).
+    /// a refusal is recorded (with the key id when the key is genuine but refused, e.g. revoked, and the token's
+    /// `jti` when a verified token's key was refused).
     pub fn authenticate_recorded(
         &self,
         credential: &Credential<'_>,
         outcome: &mut RequestOutcome,
     ) -> Result<Identity, Refusal> {
-        let authenticated = self.authenticate(&self.snapshot(), credential).and_then(|identity| {
+        let authenticated = self.authenticate_at(&self.snapshot(), credential, Utc::now()).and_then(|identity| {
             // Mutual TLS, where the policy asks for it: the key alone is not enough.
-            admission::check_client_certificate(&identity.policy, outcome.client_cert.as_deref())?;
+            admission::check_client_certificate(&identity.policy, outcome.client_cert.as_deref())
+                .map_err(|refusal| TokenRefused { refusal, key: Some(identity.key), jti: None })?;
             Ok(identity)
         });
         match authenticated {
@@ -290,19 +327,26 @@ impl Gateway {
                 outcome.identity(&identity);
                 Ok(identity)
             }
-            Err(refusal) => {
-                if !matches!(
+            Err(TokenRefused { refusal, key, jti }) => {
+                let genuine = !matches!(
                     refusal.code,
                     RefusalCode::MalformedKey
                         | RefusalCode::BadChecksum
                         | RefusalCode::UnknownKey
                         | RefusalCode::MissingKey
-                ) {
-                    outcome.key = Some(match credential {
-                        Credential::Key(key) => KeyRef::of(&KeyDigest::of(key.trim())),
-                        Credential::Identity { digest, .. } => KeyRef::of(digest),
-                    });
+                        | RefusalCode::BadToken
+                        | RefusalCode::TokenExpired
+                );
+                if let Some(jti) = &jti {
+                    outcome.token(jti);
                 }
+                outcome.key = match credential {
+                    _ if key.is_some() => key,
+                    Credential::Key(presented) if infergate_gate::token::looks_like_token(presented.trim()) => None,
+                    Credential::Key(presented) if genuine => Some(KeyRef::of(&KeyDigest::of(presented.trim()))),
+                    Credential::Identity { digest, .. } if genuine => Some(KeyRef::of(digest)),
+                    _ => outcome.key,
+                };
                 self.refused(&refusal, outcome);
                 Err(refusal)
             }
@@ -459,10 +503,11 @@ pub struct Settled {
     pub delta: f64,
 }
 
-/// How a caller proves who it is: a presented key, or an identity already established (a redeemed ticket).
+/// How a caller proves who it is: a presented key or session token (told apart by their form), or an identity
+/// already established (a redeemed ticket, with the token it was minted with, if any).
 pub enum Credential<'a> {
     Key(&'a str),
-    Identity { digest: KeyDigest, environment: Environment },
+    Identity { digest: KeyDigest, environment: Environment, token: Option<Arc<TokenGrant>> },
 }
 
 pub struct ConnectionGuard {
@@ -474,110 +519,5 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.gateway.connections.fetch_sub(1, Ordering::AcqRel);
         self.gateway.metrics.open_connections.with_label_values(&[self.door.as_str()]).dec();
-    }
-}
-
-/// Single-use stream tickets, so browsers (which cannot set WebSocket headers) never put a key in a URL.
-/// Stored by digest: a ticket is as secret as a key while it lives.
-pub struct Tickets {
-    ttl: Duration,
-    /// Live tickets a key may hold at once (`--max-live-tickets-per-key`).
-    per_key_cap: usize,
-    live: Mutex<LiveTickets>,
-}
-
-#[derive(Default)]
-struct LiveTickets {
-    by_ticket: std::collections::HashMap<[u8; 32], TicketEntry>,
-    /// Per key digest: (expiry, ticket digest) of its live tickets, oldest first (the TTL is one value, so
-    /// insertion order is expiry order). Bounded by `per_key_cap` per key.
-    by_key: std::collections::HashMap<[u8; 32], std::collections::VecDeque<(Instant, [u8; 32])>>,
-}
-
-#[derive(Clone)]
-struct TicketEntry {
-    digest: KeyDigest,
-    environment: Environment,
-    expires: Instant,
-}
-
-/// Bounds ticket memory: a key cannot mint more than this many live tickets in total across the agent.
-const MAX_LIVE_TICKETS: usize = 100_000;
-
-impl Tickets {
-    fn new(ttl: Duration, per_key_cap: usize) -> Self {
-        Tickets { ttl, per_key_cap, live: Mutex::default() }
-    }
-
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// Mints a ticket for an authenticated identity. The ticket carries the key's identity; scopes are checked
-    /// again, against the config of the moment, when it is redeemed.
-    pub fn issue(&self, identity: &Identity) -> Result<String, Refusal> {
-        let mut bytes = [0u8; 32];
-        rand::Rng::fill(&mut rand::rng(), &mut bytes);
-        let ticket = format!("tk_{}", hex::encode(bytes));
-        let ticket_digest = KeyDigest::of(&ticket).0;
-        let now = Instant::now();
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let LiveTickets { by_ticket, by_key } = &mut *live;
-        let mine = by_key.entry(identity.digest.0).or_default();
-        while mine.front().is_some_and(|(expires, _)| *expires <= now) {
-            if let Some((_, expired)) = mine.pop_front() {
-                by_ticket.remove(&expired);
-            }
-        }
-        if mine.len() >= self.per_key_cap {
-            let wait = mine.front().map_or(self.ttl, |(expires, _)| expires.saturating_duration_since(now));
-            return Err(Refusal::new(
-                RefusalCode::RateLimited,
-                format!(
-                    "this key holds {} unredeemed stream tickets, the most it may; redeem or let one expire, or \
-                     raise --max-live-tickets-per-key",
-                    mine.len()
-                ),
-            )
-            .with_retry_after(wait.as_secs_f64().max(1.0)));
-        }
-        if by_ticket.len() >= MAX_LIVE_TICKETS {
-            by_ticket.retain(|_, t| t.expires > now);
-            if by_ticket.len() >= MAX_LIVE_TICKETS {
-                return Err(Refusal::new(RefusalCode::ServerBusy, "too many unredeemed stream tickets; retry shortly")
-                    .with_retry_after(5.0));
-            }
-        }
-        let expires = now + self.ttl;
-        mine.push_back((expires, ticket_digest));
-        by_ticket
-            .insert(ticket_digest, TicketEntry { digest: identity.digest, environment: identity.environment, expires });
-        Ok(ticket)
-    }
-
-    /// Redeems a ticket once.
-    pub fn redeem(&self, ticket: &str) -> Result<Credential<'static>, Refusal> {
-        let bad = || {
-            Refusal::new(
-                RefusalCode::BadTicket,
-                "stream ticket is unknown, already used or expired; get a new one from POST /v1/tickets",
-            )
-        };
-        let ticket_digest = KeyDigest::of(ticket).0;
-        let entry = {
-            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = live.by_ticket.remove(&ticket_digest).ok_or_else(bad)?;
-            if let Some(mine) = live.by_key.get_mut(&entry.digest.0) {
-                mine.retain(|(_, t)| *t != ticket_digest);
-                if mine.is_empty() {
-                    live.by_key.remove(&entry.digest.0);
-                }
-            }
-            entry
-        };
-        if entry.expires <= Instant::now() {
-            return Err(bad());
-        }
-        Ok(Credential::Identity { digest: entry.digest, environment: entry.environment })
     }
 }

@@ -36,6 +36,8 @@ pub mod serve;
 pub mod session;
 pub mod slots;
 pub mod standalone;
+pub mod tickets;
+pub mod tokens;
 pub mod transcriber;
 
 /// The config snapshot lives in the gate crate; the config sources (`standalone`, `cluster`) name it here.
@@ -49,7 +51,11 @@ mod tests_oneshot;
 /// The gateway with its counter store (in memory, or shared on Redis), the built-in models from the models
 /// directory, and the GPU limit policy (NVML sampling, or CPU mode with nominal factors: one log line, never a
 /// failure).
-pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<gateway::Gateway>> {
+/// `default_issuer` is the session tokens' `iss` when `--token-issuer` is not given (the HTTP door's URL).
+pub fn build_gateway(
+    common: &cli::CommonArgs,
+    default_issuer: String,
+) -> anyhow::Result<std::sync::Arc<gateway::Gateway>> {
     let gpu = std::sync::Arc::new(gpu::Gpu::start());
     let store: std::sync::Arc<dyn infergate_gate::limiter::CounterStore> = match common.counter_store.redis()? {
         None => std::sync::Arc::new(infergate_gate::limiter::InMemoryStore::default()),
@@ -64,7 +70,9 @@ pub fn build_gateway(common: &cli::CommonArgs) -> anyhow::Result<std::sync::Arc<
     let models_dir = builtin::ModelsDir::resolve(common.models_dir.as_deref());
     let loaded = builtin::load_all(&models_dir);
     let backends = backend::Backends::new(loaded.builtin).with_whisper(loaded.whisper);
-    let gateway = gateway::Gateway::new(common.settings(), limiter, backends);
+    let mut settings = common.settings();
+    settings.token_issuer = common.token_issuer.clone().unwrap_or(default_issuer);
+    let gateway = gateway::Gateway::new(settings, limiter, backends);
     let hash_key = common.redaction_hash_key_file.as_deref().map(redaction::Engine::read_hash_key).transpose()?;
     gateway.attach_redaction(redaction::Engine::new(hash_key, builtin::ner_loader(&models_dir, &loaded.status)));
     gateway.attach_models(loaded.status);

@@ -50,6 +50,8 @@ pub struct RequestOutcome {
     started: Instant,
     /// Known once the key is genuine (also for refusals such as `key_revoked`).
     pub key: Option<KeyRef>,
+    /// The `jti` of the session token the caller presented (never the token itself).
+    pub token_jti: Option<String>,
     pub tier: Option<String>,
     /// The endpoint (`namespace/name`) that served or refused the request, once the model is resolved.
     pub endpoint: Option<String>,
@@ -87,6 +89,7 @@ impl RequestOutcome {
             request_id = %request_id,
             trace_id = %trace.trace_id_hex(),
             key_id = tracing::field::Empty,
+            token_jti = tracing::field::Empty,
             tier = tracing::field::Empty,
             endpoint = tracing::field::Empty,
             outcome = tracing::field::Empty,
@@ -100,6 +103,7 @@ impl RequestOutcome {
             request_id,
             started: Instant::now(),
             key: None,
+            token_jti: None,
             tier: None,
             endpoint: None,
             code: None,
@@ -134,6 +138,17 @@ impl RequestOutcome {
     /// The caller is known: key id and tier.
     pub fn identity(&mut self, identity: &Identity) {
         self.set_key(identity.key, &identity.policy.tier.name);
+        if let Some(token) = &identity.token {
+            self.token(&token.jti);
+        }
+    }
+
+    /// The caller presented a session token with this `jti`.
+    pub fn token(&mut self, jti: &str) {
+        if self.token_jti.as_deref() != Some(jti) {
+            self.span.record("token_jti", jti);
+            self.token_jti = Some(jti.to_owned());
+        }
     }
 
     /// The request is admitted (or refused after admission) on this endpoint.
@@ -194,6 +209,7 @@ impl RequestOutcome {
             target: "infergate::access",
             request_id = %self.request_id,
             key_id = %key_id.as_deref().unwrap_or(""),
+            token_jti = %self.token_jti.as_deref().unwrap_or(""),
             endpoint = %self.endpoint.as_deref().unwrap_or(""),
             door = %self.door.as_str(),
             route = %self.route,

@@ -65,12 +65,14 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
             loop {
                 every.tick().await;
                 gateway.enforce_streams();
+                gateway.tokens.purge_expired(chrono::Utc::now());
             }
         })
     };
     let shutdown = Shutdown::on_signals();
     let stream = axum::routing::get(crate::doors::ws::upgrade);
-    let http_app = crate::doors::http::router(Arc::clone(&gateway), stream);
+    let http_app = crate::doors::http::router(Arc::clone(&gateway), stream)
+        .merge(crate::doors::oauth::router(Arc::clone(&gateway)));
     let refused = gateway.metrics.http_connections_refused.clone();
     let admin_app = crate::doors::admin::router(Arc::clone(&gateway), access, tls.clone());
     let grpc_service = crate::doors::grpc::service(Arc::clone(&gateway));

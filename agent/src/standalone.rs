@@ -37,7 +37,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         let models_dir = crate::builtin::ModelsDir::resolve(args.common.models_dir.as_deref());
         crate::models::autofetch(&needed_models(&args.files), &models_dir).await;
     }
-    let gateway = crate::build_gateway(&args.common)?;
+    let scheme = if args.common.tls_cert.is_some() || args.tls_self_signed { "https" } else { "http" };
+    let gateway = crate::build_gateway(&args.common, format!("{scheme}://{}", args.http_addr))?;
     let mut state = State {
         files: args.files.clone(),
         state_file: args.state_file.clone(),
@@ -49,6 +50,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         options: SnapshotOptions { environment: args.common.environment, ..SnapshotOptions::default() },
         fingerprint: Vec::new(),
         next_wake: None,
+        ring: None,
+        ring_next_check: None,
     };
     state.reload(&gateway).context("cannot load the manifests")?;
     let watcher = {
@@ -101,6 +104,11 @@ struct State {
     options: SnapshotOptions,
     fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
     next_wake: Option<DateTime<Utc>>,
+    /// The session-token signing ring, as the operator keeps it in its Secret: in memory, and in the state file
+    /// when there is one (agents sharing the file sign with one ring and verify each other's tokens).
+    ring: Option<infergate_token::KeyRing>,
+    /// When the ring next needs a rotation step.
+    ring_next_check: Option<DateTime<Utc>>,
 }
 
 impl State {
@@ -134,6 +142,11 @@ impl State {
                         .map(|k| (NamespacedName::new(k.namespace, k.name), k.secret))
                         .collect();
                     self.shards = saved.shards;
+                    if let Some(stored) = &saved.signing {
+                        let ring = infergate_token::KeyRing::from_stored(stored)
+                            .map_err(|e| anyhow::anyhow!("--state-file {}: signing keys: {e}", path.display()))?;
+                        self.ring = Some(ring);
+                    }
                     if first && self.keys_out.is_none() {
                         // Printed when they were issued (by this agent before a restart, or by another one).
                         self.printed.extend(self.current_keys().values().map(|k| k.id().to_string()));
@@ -143,6 +156,7 @@ impl State {
             }
             None => None,
         };
+        self.rotate_ring(gateway)?;
         let result = self.compile_and_apply(gateway);
         if let Some(path) = &self.state_file {
             let secrets = self
@@ -154,11 +168,27 @@ impl State {
                     secret: secret.clone(),
                 })
                 .collect();
-            let saved = state::Saved { secrets, shards: self.shards.clone() };
+            let signing = self.ring.as_ref().map(infergate_token::KeyRing::to_stored);
+            let saved = state::Saved { secrets, shards: self.shards.clone(), signing };
             state::write(path, &saved)?;
         }
         self.fingerprint = fingerprint(&self.watched());
         result
+    }
+
+    /// One step of the signing-key schedule (bootstrapping the ring on first start), under the state-file lock
+    /// when there is one, so agents sharing the file rotate once between them.
+    fn rotate_ring(&mut self, gateway: &Gateway) -> anyhow::Result<()> {
+        let (ring, changed, next_check) =
+            crate::tokens::rotate(self.ring.take(), gateway.tokens.rotation(), Utc::now());
+        if changed {
+            let kids: Vec<&str> = ring.keys().iter().map(infergate_token::SigningKey::kid).collect();
+            tracing::info!(signing_keys = ?kids, "session-token signing keys updated");
+        }
+        gateway.tokens.set_ring(ring.clone())?;
+        self.ring = Some(ring);
+        self.ring_next_check = Some(next_check);
+        Ok(())
     }
 
     fn compile_and_apply(&mut self, gateway: &Gateway) -> anyhow::Result<()> {
@@ -279,7 +309,7 @@ impl State {
                 _ = tokio::time::sleep(interval) => false,
                 _ = hup => true,
             };
-            let due = self.next_wake.is_some_and(|at| Utc::now() >= at);
+            let due = [self.next_wake, self.ring_next_check].into_iter().flatten().any(|at| Utc::now() >= at);
             if !forced && !due && fingerprint(&self.watched()) == self.fingerprint {
                 continue;
             }
@@ -306,6 +336,10 @@ mod state {
     pub struct Saved {
         pub secrets: Vec<KeySecret>,
         pub shards: Vec<Shard>,
+        /// The session-token signing ring (private keys: the file is 0600 already for the API keys).
+        /// Absent in files written before tokens existed; the first start after that bootstraps one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub signing: Option<infergate_token::StoredRing>,
     }
 
     /// A policy's key Secret.

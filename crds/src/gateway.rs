@@ -120,6 +120,10 @@ pub struct TierLimits {
     /// Per-endpoint overrides (already merged with the tier's defaults).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoint_overrides: BTreeMap<String, EndpointLimits>,
+    // Absent when the tier leaves `tokenLifetime` unset, so shards of tiers without it keep their revision.
+    /// The tier's `tokenLifetime` in seconds; `None`: [`crate::tier::DEFAULT_TOKEN_LIFETIME_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_lifetime_seconds: Option<u64>,
 }
 
 /// The limits that can differ per endpoint. Keyed in [`TierLimits::endpoint_overrides`] by `namespace/name`.
@@ -369,6 +373,7 @@ mod tests {
             max_factor: 1.0,
             on_store_failure: Default::default(),
             endpoint_overrides: [("speech/whisper".to_string(), limits)].into(),
+            token_lifetime_seconds: None,
         };
         assert_eq!(tier.for_endpoint(&NamespacedName::new("speech", "whisper")), limits);
         for other in [("speech", "whisper-large"), ("speec", "h/whisper"), ("team", "whisper")] {

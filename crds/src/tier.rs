@@ -67,7 +67,16 @@ pub struct RateTierSpec {
     /// Agents with the in-memory store never consult it.
     #[serde(default, skip_serializing_if = "OnStoreFailure::is_default")]
     pub on_store_failure: OnStoreFailure,
+    /// How long the session tokens minted from this tier's keys (`POST /v1/oauth/token`) live, between `1m` and
+    /// `1h`; default `10m`. A token never outlives its key's validity or its policy's `expiresAt`, and revoking
+    /// the key refuses its tokens at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('1h')").message("tokenLifetime must be between 1m and 1h"))]
+    pub token_lifetime: Option<GoDuration>,
 }
+
+/// Token lifetime when a tier sets none.
+pub const DEFAULT_TOKEN_LIFETIME_SECONDS: u64 = 600;
 
 /// A tier's behaviour while the shared counter store is unreachable.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

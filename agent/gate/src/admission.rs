@@ -11,6 +11,7 @@
 //! keep, never from the plaintext key.
 use crate::refusal::{Refusal, RefusalCode};
 use crate::snapshot::{EndpointConfig, KeyRef, KeyStatus, PolicyConfig, Snapshot};
+pub use crate::token::TokenGrant;
 use chrono::{DateTime, Utc};
 use infergate_crds::endpoint::Feature;
 use infergate_crds::gateway::EndpointLimits;
@@ -34,6 +35,9 @@ pub struct Identity {
     pub digest: KeyDigest,
     pub environment: Environment,
     pub policy: Arc<PolicyConfig>,
+    /// Set when the caller presented a session token minted from the key (not the key itself): its narrower
+    /// scope applies on top of the policy's, and it ends at the token's expiry.
+    pub token: Option<Arc<TokenGrant>>,
 }
 
 /// An admitted request: the identity plus the endpoint, feature and limits that apply.
@@ -143,7 +147,7 @@ fn identify_with_env(
             ),
         ));
     }
-    Ok(Identity { key, digest: *digest, environment, policy: Arc::clone(policy) })
+    Ok(Identity { key, digest: *digest, environment, policy: Arc::clone(policy), token: None })
 }
 
 /// The identity in a client certificate the agent's TLS listener verified: the subject common name(s) and the
@@ -201,7 +205,11 @@ pub fn decide(
     request: &Request<'_>,
     now: DateTime<Utc>,
 ) -> Result<Grant, Refusal> {
-    let current = identify(snapshot, &identity.digest, identity.environment, now)?;
+    let mut current = identify(snapshot, &identity.digest, identity.environment, now)?;
+    if let Some(token) = &identity.token {
+        token.check_live(now)?;
+        current.token = Some(Arc::clone(token));
+    }
     authorize(snapshot, current, request)
 }
 
@@ -281,6 +289,9 @@ pub fn authorize(snapshot: &Snapshot, identity: Identity, request: &Request<'_>)
             ));
         }
         Some(_) => {}
+    }
+    if let Some(token) = &identity.token {
+        token.check_scope(&endpoint.shard.model, request.feature)?;
     }
     if let Some(origin) = request.origin
         && !policy.origin_allowed(origin)

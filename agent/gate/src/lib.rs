@@ -23,6 +23,7 @@ pub mod redaction;
 pub mod refusal;
 pub mod snapshot;
 pub mod streams;
+pub mod token;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

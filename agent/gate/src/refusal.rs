@@ -11,7 +11,9 @@
 //! | `key_suspended`       | 403  | PERMISSION_DENIED   | 4007            | the policy is suspended                         |
 //! | `key_not_yet_valid`   | 401  | UNAUTHENTICATED     | 4008            | key issued in the future (clock skew)           |
 //! | `bad_ticket`          | 401  | UNAUTHENTICATED     | 4009            | stream ticket unknown, used or expired          |
-//! | `out_of_scope`        | 403  | PERMISSION_DENIED   | 4030            | key may not use this endpoint or feature        |
+//! | `token_expired`       | 401  | UNAUTHENTICATED     | 4010            | session token past its `exp` (+ leeway)         |
+//! | `bad_token`           | 401  | UNAUTHENTICATED     | 4011            | session token malformed, altered, of an unknown signing key, a refused algorithm, or another issuer/audience |
+//! | `out_of_scope`        | 403  | PERMISSION_DENIED   | 4030            | key (or its token's scope) may not use this endpoint or feature |
 //! | `wrong_environment`   | 403  | PERMISSION_DENIED   | 4031            | a test key on a live-only gateway, or vice versa|
 //! | `origin_not_allowed`  | 403  | PERMISSION_DENIED   | 4032            | browser Origin not in the policy's allowlist    |
 //! | `query_key_refused`   | 400  | INVALID_ARGUMENT    | 4033            | key in the query string, not enabled            |
@@ -87,6 +89,8 @@ codes! {
     KeySuspended => ("key_suspended", 403, PermissionDenied, 4007),
     KeyNotYetValid => ("key_not_yet_valid", 401, Unauthenticated, 4008),
     BadTicket => ("bad_ticket", 401, Unauthenticated, 4009),
+    TokenExpired => ("token_expired", 401, Unauthenticated, 4010),
+    BadToken => ("bad_token", 401, Unauthenticated, 4011),
     OutOfScope => ("out_of_scope", 403, PermissionDenied, 4030),
     WrongEnvironment => ("wrong_environment", 403, PermissionDenied, 4031),
     OriginNotAllowed => ("origin_not_allowed", 403, PermissionDenied, 4032),

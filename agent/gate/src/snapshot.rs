@@ -30,6 +30,14 @@ impl KeyRef {
     pub fn key_id(self) -> KeyId {
         KeyId(self.to_string())
     }
+    /// The handle named by a key id, `kid_` + 16 lowercase hex (as a session token's `client_id` carries it).
+    pub fn parse(key_id: &str) -> Option<Self> {
+        let hex = key_id.strip_prefix("kid_")?;
+        if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok().map(KeyRef)
+    }
 }
 
 impl fmt::Display for KeyRef {
@@ -319,6 +327,19 @@ impl Snapshot {
     /// The record of the key with exactly this digest (compared in constant time), if any.
     pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<&KeyRecord> {
         self.keys.get(&KeyRef::of(digest))?.iter().find(|r| r.digest.ct_eq(digest))
+    }
+
+    /// The record of the key with these id bits in policy `policy` (`namespace/name`): how a session token, which
+    /// names its key by id and policy but never carries its digest, finds the key it was minted from. `None` when
+    /// no record, or more than one, matches (two keys of one policy sharing 64 digest bits: refuse, never guess).
+    pub fn key_in_policy(&self, key: KeyRef, policy: &str) -> Option<&KeyRecord> {
+        let (namespace, name) = policy.split_once('/')?;
+        let mut matching = self.keys.get(&key)?.iter().filter(|r| {
+            let owner = &self.policies[r.policy as usize].name;
+            owner.namespace == namespace && owner.name == name
+        });
+        let first = matching.next()?;
+        matching.next().is_none().then_some(first)
     }
 
     /// The first record whose digest starts with these bits. Ambiguous when two digests share them, so a caller

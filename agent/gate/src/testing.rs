@@ -33,6 +33,7 @@ pub fn tier(name: &str) -> TierLimits {
         max_factor: 1.0,
         on_store_failure: Default::default(),
         endpoint_overrides: BTreeMap::new(),
+        token_lifetime_seconds: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //!  http  (axum: /v1/audio/*, /v1/models, /v1/tickets) ─┐
 //!  grpc  (tonic: infergate.v1.Inference)               ├─▶ edge (credential, Origin, request id, limits,
 //!  ws    (axum upgrade at /v1/stream)                  ┘         refusal ─▶ protocol form)
+//!  oauth (axum, on the HTTP listener: POST /v1/oauth/token, /.well-known/{jwks.json,openid-configuration})
 //!          one-shot ─▶ oneshot::run          stream ─▶ Session::open ─▶ Session::drive(transport)
 //!  admin (axum, separate port: /metrics /healthz /readyz /usage /status)
 //!  listener: the HTTP/WebSocket accept loop (connection caps, header-read and keep-alive timeouts)
@@ -14,5 +15,6 @@ pub mod edge;
 pub mod grpc;
 pub mod http;
 pub mod listener;
+pub mod oauth;
 pub mod tls;
 pub mod ws;

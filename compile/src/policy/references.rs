@@ -123,5 +123,6 @@ fn tier_limits(tier: &RateTier, scopes: &[ScopeEntry]) -> TierLimits {
         max_factor: t.gpu_utilization.max_factor,
         on_store_failure: t.on_store_failure,
         endpoint_overrides,
+        token_lifetime_seconds: t.token_lifetime.map(|d| d.0.as_secs()),
     }
 }

@@ -85,6 +85,7 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
             )]
             .into_iter()
             .collect(),
+            token_lifetime_seconds: None,
         },
         keys: vec![current_entry(1, t0())],
         revoked: vec![],

@@ -138,6 +138,7 @@ fn mk_tier(name: &str) -> RateTier {
             gpu_utilization: Default::default(),
             allowed_namespaces: None,
             on_store_failure: Default::default(),
+            token_lifetime: None,
         },
     );
     t.metadata.generation = Some(1);
