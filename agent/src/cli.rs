@@ -258,6 +258,14 @@ pub struct CommonArgs {
     /// `entity` (nothing to correlate with, and nothing readable either).
     #[arg(long, env = "INFERGATE_REDACTION_HASH_KEY_FILE")]
     pub redaction_hash_key_file: Option<PathBuf>,
+    /// After SIGTERM, how long open streams get to receive their pending results and a going-away close
+    /// before the agent exits; keep it under the pod's terminationGracePeriodSeconds (chart default 30s).
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// `/readyz` says the config is stale once the Kubernetes API has been unreachable this long (the agent keeps
+    /// serving its last good config, and stays ready).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub config_stale_after: Duration,
     /// The issuer (`iss`) of the session tokens minted at POST /v1/oauth/token and accepted on every door,
     /// and the base of /.well-known/openid-configuration's URLs. Default: `http(s)://<--http-addr>`. Every
     /// agent behind one Service needs the same value, the URL clients reach them at.
@@ -369,6 +377,8 @@ impl CommonArgs {
                 max_connections_per_ip: self.max_http_connections_per_ip,
             },
             segment_seconds: self.segment_seconds,
+            shutdown_grace: self.shutdown_grace,
+            config_stale_after: self.config_stale_after,
             access_log_sample: self.access_log_sample,
             token_audience: self.token_audience.clone(),
             ..Settings::default()

@@ -3,6 +3,7 @@
 //! ```text
 //!  watcher(Secrets, label infergate.dev/component=gateway-config, --namespace only)
 //!     ─▶ shards by Secret name (last good version kept when one fails to parse) ─▶ Snapshot::build ─▶ apply
+//!                                                    └─ the signing shard, when it changed ─▶ Tokens::set_ring
 //!  every swap and every 10 s ─▶ server-side apply Lease infergate-agent-<node>
 //!        (config revision, applied-at, enforced revocation ids; label infergate.dev/component=agent)
 //! ```
@@ -94,6 +95,39 @@ impl ShardSet {
     pub fn shards(&self) -> Vec<Shard> {
         self.shards.values().cloned().collect()
     }
+
+    /// The session-token signing ring the operator publishes, if it has.
+    pub fn signing_ring(&self) -> Option<&infergate_token::StoredRing> {
+        self.shards.values().find_map(|shard| match shard {
+            Shard::Signing(signing) => Some(&signing.ring),
+            _ => None,
+        })
+    }
+}
+
+/// Installs the published ring when it differs from the one installed last (`installed`). Re-installing the same
+/// ring would only empty the verified-token cache. A ring that does not load keeps the previous one.
+fn install_ring(gateway: &Gateway, set: &ShardSet, installed: &mut Option<infergate_token::StoredRing>) {
+    let Some(stored) = set.signing_ring() else {
+        return;
+    };
+    if installed.as_ref() == Some(stored) {
+        return;
+    }
+    let loaded = infergate_token::KeyRing::from_stored(stored)
+        .map_err(|e| anyhow::anyhow!("{} ({})", e.category(), e))
+        .and_then(|ring| gateway.tokens.set_ring(ring));
+    match loaded {
+        Ok(()) => {
+            let kids: Vec<&str> = stored.keys.iter().map(|k| k.kid.as_str()).collect();
+            tracing::info!(signing_keys = ?kids, "session-token signing keys applied");
+            *installed = Some(stored.clone());
+        }
+        Err(err) => {
+            gateway.metrics.config_errors.inc();
+            tracing::warn!(error = %err, "the published signing-key ring does not load; keeping the previous one");
+        }
+    }
 }
 
 fn parse(secret: &Secret, gateway: &Gateway) -> Option<(String, Shard)> {
@@ -116,12 +150,17 @@ fn parse(secret: &Secret, gateway: &Gateway) -> Option<(String, Shard)> {
 
 async fn watch_config(gateway: Arc<Gateway>, secrets: Api<Secret>, options: SnapshotOptions) {
     let mut set = ShardSet::default();
+    let mut installed_ring = None;
     let mut events =
         watcher::watcher(secrets, watcher::Config::default().labels(SHARD_SELECTOR)).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
+                // Any event (a re-list after an outage starts with one) means the API server answers again.
+                gateway.config_source_up(true);
                 if set.on_event(event, &gateway) {
+                    // Keys first: a token minted from a new key may arrive with the config that announces it.
+                    install_ring(&gateway, &set, &mut installed_ring);
                     let (snapshot, warnings) = Snapshot::build(&set.shards(), options.clone());
                     for w in warnings {
                         tracing::warn!(problem = %w.0, "gateway config");
@@ -131,6 +170,7 @@ async fn watch_config(gateway: Arc<Gateway>, secrets: Api<Secret>, options: Snap
                 }
             }
             Err(err) => {
+                gateway.config_source_up(false);
                 gateway.metrics.config_errors.inc();
                 tracing::warn!(error = %err, "watching gateway-config Secrets failed; retrying with backoff");
             }
@@ -213,15 +253,61 @@ mod tests {
         }
     }
 
-    #[test]
-    fn watch_events_rebuild_only_on_change_and_keep_last_good_shards() {
-        let gateway = Gateway::new(
+    fn gateway() -> Gateway {
+        Gateway::new(
             Default::default(),
             Arc::new(infergate_gate::limiter::Limiter::new(
                 Arc::new(infergate_gate::limiter::InMemoryStore::default()),
             )),
             crate::backend::Backends::new(Default::default()),
-        );
+        )
+    }
+
+    fn signing_shard(ring: &infergate_token::KeyRing) -> Shard {
+        Shard::Signing(infergate_crds::gateway::SigningShard {
+            schema_version: infergate_crds::gateway::SHARD_SCHEMA_VERSION,
+            ring: ring.to_stored(),
+        })
+    }
+
+    #[test]
+    fn the_signing_shard_installs_the_ring_and_leaves_the_snapshot_alone() {
+        let gateway = gateway();
+        let endpoint = mk_endpoint("transcribe", "whisper-1").shard();
+        let policy = mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard();
+        let ring = infergate_token::KeyRing::bootstrap(Utc::now());
+        let mut set = ShardSet::default();
+        let mut installed = None;
+        for event in [Event::Init, Event::InitApply(secret("e", &endpoint)), Event::InitApply(secret("p", &policy))] {
+            set.on_event(event, &gateway);
+        }
+        set.on_event(Event::InitApply(secret(&signing_shard(&ring).secret_name(), &signing_shard(&ring))), &gateway);
+        assert!(set.on_event(Event::InitDone, &gateway));
+        install_ring(&gateway, &set, &mut installed);
+        assert_eq!(gateway.tokens.jwks(), ring.jwks());
+        let (with, _) = Snapshot::build(&set.shards(), SnapshotOptions::default());
+        let (without, _) = Snapshot::build(&[endpoint, policy], SnapshotOptions::default());
+        assert_eq!((with.key_count(), with.endpoints().len()), (without.key_count(), without.endpoints().len()));
+        assert_ne!(with.revision, without.revision, "the agent's revision names the ring it runs");
+        // A rotated ring is installed; a ring that does not load leaves the installed one in place.
+        let mut rotated = ring.clone();
+        let next = rotated.plan(Utc::now() + chrono::Duration::days(7), &Default::default());
+        rotated.apply(&next, Utc::now(), infergate_token::SigningKey::generate);
+        let name = signing_shard(&ring).secret_name();
+        assert!(set.on_event(Event::Apply(secret(&name, &signing_shard(&rotated))), &gateway));
+        install_ring(&gateway, &set, &mut installed);
+        assert_eq!(gateway.tokens.jwks().keys.len(), 2);
+        let mut broken = rotated.to_stored();
+        broken.keys[0].pkcs8 = "bm90IGEga2V5".into();
+        let broken = Shard::Signing(infergate_crds::gateway::SigningShard { schema_version: 1, ring: broken });
+        assert!(set.on_event(Event::Apply(secret(&name, &broken)), &gateway));
+        install_ring(&gateway, &set, &mut installed);
+        assert_eq!(gateway.tokens.jwks(), rotated.jwks());
+    }
+
+    #[test]
+    fn watch_events_rebuild_only_on_change_and_keep_last_good_shards() {
+        let gateway = gateway();
         let endpoint = mk_endpoint("transcribe", "whisper-1").shard();
         let policy = mk_policy("app").key(&key(1)).scope("transcribe", "whisper-1", &[Feature::Transcribe]).shard();
         let mut set = ShardSet::default();

@@ -60,6 +60,12 @@ pub struct Settings {
     pub segment_seconds: f64,
     /// How long a revoked stream may spend flushing its pending result before it is closed anyway.
     pub flush_deadline: Duration,
+    /// How long the config source (the Kubernetes API) may be unreachable before `/readyz` calls the config
+    /// stale. The agent keeps serving its last good config either way (fail static).
+    pub config_stale_after: Duration,
+    /// After SIGTERM: how long open streams get to receive their pending results and close (keep it under the
+    /// pod's terminationGracePeriodSeconds).
+    pub shutdown_grace: Duration,
     /// Share of successful requests written to the access log (0 = none, 1 = all).
     pub access_log_sample: f64,
     /// The `iss` of the session tokens this agent mints and accepts (`--token-issuer`).
@@ -91,6 +97,8 @@ impl Default for Settings {
             },
             segment_seconds: 5.0,
             flush_deadline: Duration::from_millis(700),
+            shutdown_grace: Duration::from_secs(25),
+            config_stale_after: Duration::from_secs(30),
             token_issuer: "http://127.0.0.1:8080".into(),
             token_audience: "infergate".into(),
         }
@@ -128,6 +136,10 @@ pub struct Gateway {
     /// The redaction hash key and NER model (set once at start-up; without it, redaction uses patterns only
     /// and refuses rules that need the model).
     redaction: std::sync::OnceLock<Arc<crate::redaction::Engine>>,
+    /// Set once at SIGTERM: open streams flush and close with `shutting_down`.
+    draining: watch::Sender<bool>,
+    /// Since when the config source has failed without a success since (cluster mode).
+    config_source_down_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Gateway {
@@ -164,6 +176,8 @@ impl Gateway {
             gpu: std::sync::OnceLock::new(),
             models: std::sync::OnceLock::new(),
             redaction: std::sync::OnceLock::new(),
+            draining: watch::channel(false).0,
+            config_source_down_since: Mutex::default(),
         })
     }
 
@@ -184,6 +198,27 @@ impl Gateway {
     /// Attaches the built-in models' states (once, at start-up; models loaded on first use update them).
     pub fn attach_models(&self, models: crate::builtin::ModelStates) {
         let _ = self.models.set(models);
+    }
+
+    /// Records whether the config source answered: the first failure starts the stale clock, a success stops it.
+    pub fn config_source_up(&self, up: bool) {
+        let mut since = self.config_source_down_since.lock().unwrap_or_else(|e| e.into_inner());
+        match (up, *since) {
+            (true, _) => *since = None,
+            (false, None) => *since = Some(std::time::Instant::now()),
+            (false, Some(_)) => {}
+        }
+    }
+
+    /// Starts the drain: every open stream flushes its pending result and closes with `shutting_down`.
+    pub fn begin_drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Resolves once the drain has begun. Cancel-safe.
+    pub async fn drained(&self) {
+        let mut rx = self.draining.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
     }
 
     /// Attaches the redaction engine (once, at start-up).
@@ -271,6 +306,16 @@ impl Gateway {
         // A missing model answers 503 on its own endpoints; it is no reason to take the node's other endpoints out
         // of the Service, so it is reported on a second line, not as unreadiness.
         let models = format!("models {}", self.models_json());
+        // Still ready (fail static: the last good config keeps serving, and taking every agent out of the Service
+        // at once during an API outage would be worse), but say so, for probes' logs and people.
+        let down_for = self.config_source_down_since.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed());
+        let degraded = match down_for {
+            Some(d) if d >= self.settings.config_stale_after => format!(
+                "{degraded} (stale: the config source has been unreachable for {}s; serving the last good config)",
+                d.as_secs()
+            ),
+            _ => degraded.to_string(),
+        };
         match self.config_problem.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
             None => Ok(format!("ok revision={revision}{degraded}\n{models}")),
             Some(problem) => Ok(format!(

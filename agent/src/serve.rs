@@ -97,10 +97,61 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
             }
         }
     };
+    // Every listener runs until shutdown and then finishes what it holds (tonic waits for its open RPCs); a
+    // listener that fails ends the agent at once.
+    let servers = async {
+        tokio::try_join!(
+            async {
+                crate::doors::listener::serve(
+                    http,
+                    http_app,
+                    gateway.settings.listener,
+                    refused,
+                    shutdown.clone(),
+                    tls.clone(),
+                )
+                .await
+                .context("http listener failed")
+            },
+            async {
+                axum::serve(admin, admin_app)
+                    .with_graceful_shutdown(shutdown.clone().wait())
+                    .await
+                    .context("admin listener failed")
+            },
+            async { grpc_serving.await.context("grpc listener failed") },
+        )
+        .map(|_| ())
+    };
+    tokio::pin!(servers);
+    let grace = gateway.settings.shutdown_grace;
     let result = tokio::select! {
-        r = crate::doors::listener::serve(http, http_app, gateway.settings.listener, refused, shutdown.clone(), tls.clone()) => r.context("http listener failed"),
-        r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown.clone().wait()) => r.context("admin listener failed"),
-        r = grpc_serving => r.context("grpc listener failed"),
+        // Shutdown first: the listeners see it too and may finish in the same poll, before the streams drained.
+        biased;
+        _ = shutdown.clone().wait() => {
+            // Streams (WebSocket sessions run outside the listener) get their pending result and a going-away
+            // close; then the listeners and the sessions finish, within the grace.
+            gateway.begin_drain();
+            let drained = async {
+                let r = (&mut servers).await;
+                while gateway.metrics.open_streams.get() > 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r
+            };
+            match tokio::time::timeout(grace, drained).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(
+                        open_streams = gateway.metrics.open_streams.get(),
+                        grace_seconds = grace.as_secs_f64(),
+                        "shutdown grace over with streams still open; exiting"
+                    );
+                    Ok(())
+                }
+            }
+        }
+        r = &mut servers => r,
     };
     tick.abort();
     // Unused GPU-second leases go back to a shared store, and this agent's slots are released, before it exits.

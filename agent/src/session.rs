@@ -220,10 +220,20 @@ impl Session {
         if transport.ready(ready).await.is_err() {
             return;
         }
+        // A handle of its own: the select below also borrows `self` mutably.
+        let gateway = Arc::clone(&self.gateway);
         loop {
             let deadline = self.deadline();
             let step = tokio::select! {
                 reason = self.revoked() => return self.close_after_flush(transport, &reason).await,
+                _ = gateway.drained() => {
+                    let refusal = Refusal::new(
+                        RefusalCode::ShuttingDown,
+                        "the agent is shutting down (its pod is terminating); open a new stream to continue on another agent",
+                    );
+                    self.gateway.refused(&refusal, &mut self.outcome);
+                    return self.close_after_flush(transport, &refusal).await;
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     let refusal = self.deadline_refusal();
                     self.gateway.refused(&refusal, &mut self.outcome);
@@ -430,7 +440,8 @@ impl Session {
         self.gateway.metrics.backend_seconds.observe(timer.elapsed().as_secs_f64());
         if let Some(charge) = self.segment_charge.take() {
             let settled = self.gateway.settle(charge, response.settlement(&self.grant));
-            self.gateway.charged(&self.grant, settled.delta.max(0.0));
+            // Refunds too: the key's usage must add up to what the final result tells the client.
+            self.gateway.charged(&self.grant, settled.delta);
             self.outcome.gpu_seconds += settled.delta;
         }
         let mut text = response.text.unwrap_or_default();
@@ -516,7 +527,13 @@ impl Session {
     /// For a stream being closed by the server (revocation, limits): flush within the deadline, best effort.
     async fn flush_before_close(&mut self, reason: &Refusal) -> Option<Event> {
         self.closed_code = reason.code.as_str();
-        match tokio::time::timeout(self.gateway.settings.flush_deadline, self.flush_segment(usize::MAX)).await {
+        // A draining agent gives the pending segment the shutdown grace (half of it: the close must fit too);
+        // a revocation keeps its short deadline, since the key must stop working promptly.
+        let deadline = match reason.code {
+            RefusalCode::ShuttingDown => self.gateway.settings.shutdown_grace / 2,
+            _ => self.gateway.settings.flush_deadline,
+        };
+        match tokio::time::timeout(deadline, self.flush_segment(usize::MAX)).await {
             Ok(Ok(flushed)) => self.final_audio(flushed).ok().map(|audio| self.final_event(audio)),
             _ => None,
         }

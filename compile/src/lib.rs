@@ -347,7 +347,7 @@ pub fn compile(world: &World<'_>, keys: &mut dyn KeySource) -> Desired {
         .iter()
         .filter_map(|s| match s {
             Shard::Policy(p) => Some((&p.policy, p)),
-            Shard::Endpoint(_) => None,
+            Shard::Endpoint(_) | Shard::Signing(_) => None,
         })
         .collect();
 

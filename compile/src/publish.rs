@@ -24,12 +24,13 @@ use std::collections::BTreeMap;
 
 /// The Secret that carries one shard, in the operator's namespace.
 pub fn shard_secret(shard: &Shard, operator_namespace: &str) -> Secret {
-    let owner = shard.owner();
     let mut lbl = BTreeMap::new();
     lbl.insert(labels::COMPONENT.to_string(), labels::GATEWAY_CONFIG.to_string());
     lbl.insert(labels::SHARD_KIND.to_string(), shard.kind().as_str().to_string());
-    lbl.insert(labels::OWNER_NAMESPACE.to_string(), label_value(&owner.namespace));
-    lbl.insert(labels::OWNER_NAME.to_string(), label_value(&owner.name));
+    if let Some(owner) = shard.owner() {
+        lbl.insert(labels::OWNER_NAMESPACE.to_string(), label_value(&owner.namespace));
+        lbl.insert(labels::OWNER_NAME.to_string(), label_value(&owner.name));
+    }
     lbl.insert(labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string());
     let json = shard.to_json();
     let mut ann = BTreeMap::new();

@@ -10,6 +10,7 @@
 //! ```text
 //!  operator ──writes──▶ Secret infergate-cfg-policy-<hash>   {"kind":"policy",...}
 //!                       Secret infergate-cfg-endpoint-<hash> {"kind":"endpoint",...}
+//!                       Secret infergate-cfg-signing-keys    {"kind":"signing",...}  (one per installation)
 //!  agent ──watches (label selector, one namespace)──▶ builds an immutable snapshot, swaps it atomically
 //!  agent ──writes──▶ Lease infergate-agent-<node> (config revision, revocations it enforces)
 //! ```
@@ -29,13 +30,29 @@ pub const SHARD_DATA_KEY: &str = "shard.json";
 /// The label selector agents use to watch shards.
 pub const SHARD_SELECTOR: &str = "infergate.dev/component=gateway-config";
 
-/// One shard: everything the gateway needs to know about one policy or one endpoint.
+/// One shard: everything the gateway needs to know about one policy or one endpoint, or the installation's
+/// session-token signing keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Shard {
     Policy(PolicyShard),
     Endpoint(EndpointShard),
+    Signing(SigningShard),
 }
+
+/// The session-token signing-key ring. The operator's record of it (read back on every start, never regenerated
+/// while it exists) and its publication to agents at once: agents mint tokens, so they need the private keys,
+/// and the Secret sits in the config namespace that only the operator writes and only agents read. Its `Debug`
+/// shows key ids and schedule only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningShard {
+    pub schema_version: u32,
+    pub ring: infergate_token::StoredRing,
+}
+
+/// The name of the Secret that holds the [`SigningShard`]: one per installation (per config namespace).
+pub const SIGNING_SHARD_SECRET: &str = "infergate-cfg-signing-keys";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -206,10 +223,12 @@ impl std::fmt::Debug for UpstreamCredential {
 pub const UPSTREAM_CREDENTIAL_LABEL: &str = "infergate.dev/upstream-credential";
 
 impl Shard {
-    pub fn owner(&self) -> &NamespacedName {
+    /// The object the shard describes; `None` for the signing shard, which belongs to the installation.
+    pub fn owner(&self) -> Option<&NamespacedName> {
         match self {
-            Shard::Policy(p) => &p.policy,
-            Shard::Endpoint(e) => &e.endpoint,
+            Shard::Policy(p) => Some(&p.policy),
+            Shard::Endpoint(e) => Some(&e.endpoint),
+            Shard::Signing(_) => None,
         }
     }
 
@@ -217,12 +236,16 @@ impl Shard {
         match self {
             Shard::Policy(_) => ShardKind::Policy,
             Shard::Endpoint(_) => ShardKind::Endpoint,
+            Shard::Signing(_) => ShardKind::Signing,
         }
     }
 
     /// The name of the Secret that holds this shard.
     pub fn secret_name(&self) -> String {
-        shard_secret_name(self.kind(), self.owner())
+        match self.owner() {
+            Some(owner) => shard_secret_name(self.kind(), owner),
+            None => SIGNING_SHARD_SECRET.to_string(),
+        }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -253,6 +276,7 @@ impl Shard {
 pub enum ShardKind {
     Policy,
     Endpoint,
+    Signing,
 }
 
 impl ShardKind {
@@ -260,6 +284,7 @@ impl ShardKind {
         match self {
             ShardKind::Policy => "policy",
             ShardKind::Endpoint => "endpoint",
+            ShardKind::Signing => "signing",
         }
     }
 }

@@ -91,7 +91,8 @@ pub fn render_desired(desired: &Desired, now: DateTime<Utc>, operator_namespace:
         }
     }
     for shard in &desired.shards {
-        let what = format!("gateway-config shard of {} {}", shard_kind_name(shard), shard.owner());
+        let owner = shard.owner().map(ToString::to_string).unwrap_or_default();
+        let what = format!("gateway-config shard of {} {owner}", shard_kind_name(shard));
         doc(&mut out, &what, readable_shard_secret(shard, operator_namespace));
     }
     for (name, status) in &desired.tiers {
@@ -134,6 +135,7 @@ fn shard_kind_name(shard: &Shard) -> &'static str {
     match shard {
         Shard::Policy(_) => "ApiKeyPolicy",
         Shard::Endpoint(_) => "InferenceEndpoint",
+        Shard::Signing(_) => "the installation (signing keys)",
     }
 }
 

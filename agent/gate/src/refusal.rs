@@ -122,6 +122,9 @@ codes! {
     // agent can redact, a redaction model missing, a redaction rule this agent does not know): nothing of it
     // is sent (fail closed).
     RedactionFailed => ("redaction_failed", 502, Unavailable, 4504),
+    // The agent is draining (SIGTERM): streams get their pending result, then this going-away close (WebSocket's
+    // own 1001); clients reconnect, and the Service sends them to another agent.
+    ShuttingDown => ("shutting_down", 503, Unavailable, 1001),
     NotFound => ("not_found", 404, NotFound, 4044),
     MethodNotAllowed => ("method_not_allowed", 405, InvalidArgument, 4050),
 }

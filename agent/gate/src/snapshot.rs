@@ -226,6 +226,8 @@ impl Snapshot {
             match shard {
                 Shard::Endpoint(e) => endpoint_shards.push(e),
                 Shard::Policy(p) => policy_shards.push(p),
+                // The agent's token signer reads it (`Tokens::set_ring`); it still counts in the revision below.
+                Shard::Signing(_) => {}
             }
         }
         endpoint_shards.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));

@@ -187,21 +187,7 @@ impl Tokens {
     }
 }
 
-/// Plans and applies one rotation step on `ring` (or bootstraps one): what a config source runs on a timer.
-/// Returns the ring, whether it changed, and when it next needs a look.
-pub fn rotate(ring: Option<KeyRing>, policy: &RotationPolicy, now: DateTime<Utc>) -> (KeyRing, bool, DateTime<Utc>) {
-    let (mut ring, mut changed) = match ring {
-        Some(ring) => (ring, false),
-        None => (KeyRing::bootstrap(now), true),
-    };
-    let plan = ring.plan(now, policy);
-    if !plan.is_empty() {
-        ring.apply(&plan, now, infergate_token::SigningKey::generate);
-        changed = true;
-    }
-    let next_check = ring.plan(now, policy).next_check;
-    (ring, changed, next_check)
-}
+pub use infergate_token::rotate;
 
 #[cfg(test)]
 mod tests {
@@ -210,21 +196,6 @@ mod tests {
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
-    }
-
-    #[test]
-    fn rotate_bootstraps_once_then_waits_for_the_schedule() {
-        let policy = RotationPolicy::default();
-        let (ring, changed, next) = rotate(None, &policy, t0());
-        assert!(changed);
-        assert_eq!(ring.keys().len(), 1);
-        assert_eq!(next, t0() + chrono::Duration::days(7) - chrono::Duration::hours(1));
-        let (same, changed, _) = rotate(Some(ring.clone()), &policy, t0() + chrono::Duration::days(1));
-        assert!(!changed);
-        assert_eq!(same.jwks(), ring.jwks());
-        let (rotated, changed, _) = rotate(Some(ring), &policy, next);
-        assert!(changed);
-        assert_eq!(rotated.keys().len(), 2);
     }
 
     #[test]

@@ -180,6 +180,23 @@ impl KeyRing {
     }
 }
 
+/// One reconcile of the ring at `now`: bootstrap it when there is none, else plan and apply. Returns the ring,
+/// whether it changed (and must be stored and published again), and when it next needs a look. What the operator
+/// runs against its Secret and standalone mode against its state file.
+pub fn rotate(ring: Option<KeyRing>, policy: &RotationPolicy, now: DateTime<Utc>) -> (KeyRing, bool, DateTime<Utc>) {
+    let (mut ring, mut changed) = match ring {
+        Some(ring) => (ring, false),
+        None => (KeyRing::bootstrap(now), true),
+    };
+    let plan = ring.plan(now, policy);
+    if !plan.is_empty() {
+        ring.apply(&plan, now, SigningKey::generate);
+        changed = true;
+    }
+    let next_check = ring.plan(now, policy).next_check;
+    (ring, changed, next_check)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +298,20 @@ mod tests {
         assert_eq!(plan.drop.len(), 1);
         assert!(plan.new_key_activates_at.is_some());
         assert_eq!(ring.keys().len(), 2);
+    }
+
+    #[test]
+    fn rotate_bootstraps_once_then_waits_for_the_schedule() {
+        let (ring, changed, next) = rotate(None, &policy(), t0());
+        assert!(changed);
+        assert_eq!(ring.keys().len(), 1);
+        assert_eq!(next, at(7 * DAY - HOUR));
+        let (same, changed, _) = rotate(Some(ring.clone()), &policy(), at(DAY));
+        assert!(!changed);
+        assert_eq!(same.jwks(), ring.jwks());
+        let (rotated, changed, _) = rotate(Some(ring), &policy(), next);
+        assert!(changed);
+        assert_eq!(rotated.keys().len(), 2);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use cache::VerifyCache;
 pub use claims::{Actor, Claims, Grant, MAX_LIFETIME, Minted, TOKEN_TYPE, lifetime_within, mint};
 pub use discovery::{JWKS_PATH, OPENID_CONFIGURATION_PATH, OpenIdConfiguration, TOKEN_PATH};
 pub use error::{KeyError, TokenError};
-pub use keyring::{KeyRing, RotationPlan, RotationPolicy, StoredRing};
+pub use keyring::{KeyRing, RotationPlan, RotationPolicy, StoredRing, rotate};
 pub use keys::{Alg, Jwk, Jwks, PublicKey, SigningKey, StoredKey};
 pub use scope::{Allowed, Granted, Scope, narrow};
 pub use verify::{MAX_TOKEN_BYTES, VerifiedToken, Verifier};

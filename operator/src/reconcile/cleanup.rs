@@ -78,10 +78,14 @@ async fn sweep_orphans(ctx: &Context) -> Result<(), ReconcileError> {
         let Ok(shard) = Shard::from_json(&bytes.0) else {
             continue;
         };
-        let owner = shard.owner();
+        // The signing shard belongs to the installation, not to an object: never an orphan.
+        let Some(owner) = shard.owner() else {
+            continue;
+        };
         let exists = match shard.kind() {
             ShardKind::Policy => ctx.policies.get(&ObjectRef::new(&owner.name).within(&owner.namespace)).is_some(),
             ShardKind::Endpoint => ctx.endpoints.get(&ObjectRef::new(&owner.name).within(&owner.namespace)).is_some(),
+            ShardKind::Signing => true,
         };
         if !exists {
             ctx.delete_shard(shard.kind(), owner).await?;

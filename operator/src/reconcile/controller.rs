@@ -346,6 +346,8 @@ pub async fn run_controllers(
     tasks.spawn(run_cleanup(ctx.clone(), cleanup_rx));
     // Services for endpoints with a nodeSelector, listing the agents that serve them.
     tasks.spawn(super::placement::run(ctx.clone()));
+    // The session-token signing ring: generated once, rotated on schedule, published as the signing shard.
+    tasks.spawn(super::signing::run(ctx.clone()));
 
     let config = ControllerConfig::default().concurrency(CONCURRENCY);
     // Tier and endpoint statuses count the policies that use them, so every policy event asks for a recount; at

@@ -12,6 +12,7 @@
 //!                                         ├─▶ InferenceEndpoint controller: shard + status + Events
 //!                                         └─▶ RateTier controller: status
 //!  policy / endpoint deleted, or relisted ─▶ shard cleanup: delete shards whose owner is gone
+//!  every minute (and at the ring's next rotation) ─▶ signing-key Secret: generate once, rotate, publish
 //! ```
 //! Key Secrets go with their policy by owner-reference garbage collection. Shards live in the operator's
 //! namespace, where a namespaced owner cannot own them, so they are removed by the cleanup task: on every delete
@@ -21,8 +22,8 @@
 //!
 //! One module per concern: [`policy`], [`endpoint`] and [`tier`] reconcile one kind each; [`context`] holds
 //! what they share (stores, the shard writes); [`pending`] bridges writes the watch has not delivered yet;
-//! [`events`] writes Events and audit lines; [`cleanup`] removes orphaned shards; [`controller`] wires the
-//! watches, reflectors and controllers together.
+//! [`events`] writes Events and audit lines; [`cleanup`] removes orphaned shards; [`signing`] keeps the
+//! session-token signing keys; [`controller`] wires the watches, reflectors and controllers together.
 mod cleanup;
 mod context;
 mod controller;
@@ -31,6 +32,7 @@ mod events;
 mod pending;
 mod placement;
 mod policy;
+mod signing;
 mod tier;
 
 pub use context::{Context, agent_report, secret_differs};
