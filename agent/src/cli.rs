@@ -274,6 +274,11 @@ pub struct CommonArgs {
     /// The audience (`aud`) of the session tokens; a token request may name only this one.
     #[arg(long, default_value = "infergate")]
     pub token_audience: String,
+    /// How long a stream opened with a session token runs on after the token's `exp` without a refresh; then
+    /// its pending segment is flushed, the final result sent, and it closes with `token_expired`. The `ready`
+    /// message tells the client this grace and the expiry.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub token_grace: Duration,
     #[command(flatten)]
     pub counter_store: CounterStoreArgs,
     #[command(flatten)]
@@ -381,6 +386,7 @@ impl CommonArgs {
             config_stale_after: self.config_stale_after,
             access_log_sample: self.access_log_sample,
             token_audience: self.token_audience.clone(),
+            token_grace: self.token_grace,
             ..Settings::default()
         }
     }

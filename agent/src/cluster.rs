@@ -253,7 +253,7 @@ mod tests {
         }
     }
 
-    fn gateway() -> Gateway {
+    fn gateway() -> Arc<Gateway> {
         Gateway::new(
             Default::default(),
             Arc::new(infergate_gate::limiter::Limiter::new(

@@ -72,6 +72,8 @@ pub struct Settings {
     pub token_issuer: String,
     /// The `aud` of the session tokens (`--token-audience`).
     pub token_audience: String,
+    /// How long a token stream runs past its token's `exp` without a refresh (`--token-grace`).
+    pub token_grace: Duration,
 }
 
 impl Default for Settings {
@@ -101,6 +103,7 @@ impl Default for Settings {
             config_stale_after: Duration::from_secs(30),
             token_issuer: "http://127.0.0.1:8080".into(),
             token_audience: "infergate".into(),
+            token_grace: Duration::from_secs(5),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::gateway::{Gateway, KeyConnectionGuard};
 use crate::outcome::RequestOutcome;
 use crate::redaction::stream::{Released, StreamRedaction};
 use crate::redaction::{self, Counts};
+use crate::tokens::{self, stream::Terms};
 use bytes::{Bytes, BytesMut};
 use infergate_gate::admission::{self, Grant, Identity, Request};
 use infergate_gate::audio::{pcm16_seconds, wav_header};
@@ -26,11 +27,13 @@ use infergate_gate::audit::StreamClosedEvent;
 use infergate_gate::limiter::{Charge, Limiter, StreamSlot};
 use infergate_gate::refusal::{Refusal, RefusalCode};
 use infergate_gate::streams::{StreamHandle, StreamScope};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument as _;
+
+mod transport;
+pub use transport::{Gone, Inbound, Ready, Transport};
 
 /// A result to send to the client.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,45 +68,6 @@ pub struct RedactedAudio {
     pub start_seconds: f64,
 }
 
-/// What a door's client sent, translated from its protocol's frames.
-#[derive(Debug)]
-pub enum Inbound {
-    /// Raw 16 kHz mono PCM16 little-endian.
-    Audio(Bytes),
-    /// The client ends the stream and wants the final result.
-    End,
-    /// A frame that only shows the client is alive (WebSocket ping/pong).
-    Activity,
-    /// A frame that is not valid on a running stream; the refusal says what to send instead.
-    Invalid(Refusal),
-    /// The client went away, or stopped listening, without `end`: nothing more to say.
-    Closed,
-}
-
-/// The stream's start, as every door announces it.
-pub struct Ready<'a> {
-    pub request_id: &'a str,
-    pub stream_id: u64,
-    pub key_id: String,
-    pub model: &'a str,
-}
-
-/// A stream door's frames: the WebSocket and gRPC doors implement it, [`Session::drive`] runs the loop.
-/// A send that fails means the client is gone; the loop then ends without another word.
-pub trait Transport: Send {
-    /// The next client frame. Must be cancel-safe: it sits in a `select!` with the session's timers.
-    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
-    fn ready(&mut self, ready: Ready<'_>) -> impl Future<Output = Result<(), Gone>> + Send;
-    fn event(&mut self, event: &Event) -> impl Future<Output = Result<(), Gone>> + Send;
-    /// Ends the stream with a refusal (WebSocket: error message + 4xxx close; gRPC: status).
-    fn refuse(&mut self, refusal: &Refusal) -> impl Future<Output = ()> + Send;
-    /// Ends the stream normally after the final result.
-    fn done(&mut self) -> impl Future<Output = ()> + Send;
-}
-
-/// The client no longer reads what the stream sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Gone;
 
 pub struct Session {
     gateway: Arc<Gateway>,
@@ -216,6 +180,7 @@ impl Session {
             stream_id: self.handle.id,
             key_id: self.grant.key().to_string(),
             model: &self.grant.endpoint.shard.model,
+            token: Terms::of(&self.grant.identity, self.gateway.settings.token_grace),
         };
         if transport.ready(ready).await.is_err() {
             return;
@@ -263,6 +228,11 @@ impl Session {
                         return;
                     }
                 }
+                Ok(Step::Refreshed(result)) => {
+                    if transport.refreshed(&result).await.is_err() {
+                        return;
+                    }
+                }
                 Ok(Step::Finished(event)) => {
                     let _ = transport.event(&event).await;
                     return transport.done().await;
@@ -283,6 +253,9 @@ impl Session {
             Inbound::Audio(chunk) => Ok(self.on_audio(chunk).await?.map_or(Step::Continue, Step::Send)),
             Inbound::End => Ok(Step::Finished(self.finish().await?)),
             Inbound::Activity => Ok(Step::Continue),
+            Inbound::Refresh(token) => {
+                Ok(Step::Refreshed(tokens::stream::refresh(&self.gateway, &mut self.grant, &token, self.handle.id)))
+            }
             Inbound::Invalid(refusal) => Err(refusal),
             Inbound::Closed => unreachable!("handled by the loop"),
         }
@@ -300,16 +273,22 @@ impl Session {
         self.handle.id
     }
 
-    /// When the stream must end if nothing else happens: the idle timeout or the session limit.
+    /// When the stream must end if nothing else happens: the idle timeout, the session limit, or its token's
+    /// expiry plus the grace (re-read on every turn of the loop, so a refresh moves it).
     fn deadline(&self) -> Instant {
         let limits = &self.grant.endpoint.shard.limits;
-        (self.last_message + limits.idle_timeout.0).min(self.started + limits.max_session_duration.0)
+        let limit = (self.last_message + limits.idle_timeout.0).min(self.started + limits.max_session_duration.0);
+        tokens::stream::close_at(&self.grant.identity, self.gateway.settings.token_grace)
+            .map_or(limit, |at| at.min(limit))
     }
 
     /// The refusal for a reached [`deadline`](Self::deadline).
     fn deadline_refusal(&self) -> Refusal {
         let limits = &self.grant.endpoint.shard.limits;
-        if Instant::now() >= self.started + limits.max_session_duration.0 {
+        let grace = self.gateway.settings.token_grace;
+        if tokens::stream::close_at(&self.grant.identity, grace).is_some_and(|at| Instant::now() >= at) {
+            tokens::stream::expired(self.gateway.settings.token_grace)
+        } else if Instant::now() >= self.started + limits.max_session_duration.0 {
             Refusal::new(
                 RefusalCode::SessionTooLong,
                 format!(
@@ -563,6 +542,8 @@ enum Step {
     Send(Event),
     /// The final result; the stream ends normally after it.
     Finished(Event),
+    /// A refresh's answer; the stream goes on.
+    Refreshed(Result<Terms, Refusal>),
 }
 
 impl Drop for Session {

@@ -33,7 +33,9 @@ Is there a phone number where the courier can reach you if there is a problem wi
 Yes, my mobile is 617-555-0142, and you can also e-mail me at margaret.ellison@example.com. \
 Perfect. I've placed the replacement order and it should arrive within three business days. \
 Is there anything else I can help you with today? No, that's everything, thank you so much Daniel. \
-You're welcome, Mrs. Ellison, have a wonderful afternoon.";
+You're welcome, Mrs. Ellison, have a wonderful afternoon. \
+Oh, one more thing, my husband Richard will be at home in Fort Collins next week if the courier needs a signature there. \
+No problem, I have added a note for the courier with his name. Goodbye.";
 
 /// One final streaming segment, as Whisper emits them.
 const SEGMENT: &str = "It's at 55 Harbor Street, Suite 300, Boston, Massachusetts 02110, and ask for Margaret Ellison.";

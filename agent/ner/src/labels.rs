@@ -114,7 +114,9 @@ fn runs(text: &str, words: &[Word]) -> Vec<Run> {
         };
         match runs.last_mut() {
             Some(run)
-                if joinable && run.entity == entity && text[run.end..word.start].chars().all(char::is_whitespace) =>
+                if joinable
+                    && run.entity == entity
+                    && gap(text, run.end, word.start).chars().all(char::is_whitespace) =>
             {
                 run.end = word.end;
                 run.score = run.score.min(word.score);
@@ -140,7 +142,7 @@ fn assemble_addresses(text: &str, runs: Vec<Run>, wanted: bool) -> Vec<Run> {
             Some(address)
                 if address.entity == Entity::StreetAddress
                     && matches!(run.entity, Entity::StreetAddress | Entity::Location | Entity::ZipCode)
-                    && text[address.end..run.start].chars().all(|c| c.is_whitespace() || ",.-#".contains(c)) =>
+                    && gap(text, address.end, run.start).chars().all(|c| c.is_whitespace() || ",.-#".contains(c)) =>
             {
                 address.end = run.end;
                 address.score = address.score.min(run.score);
@@ -149,6 +151,12 @@ fn assemble_addresses(text: &str, runs: Vec<Run>, wanted: bool) -> Vec<Run> {
         }
     }
     out
+}
+
+/// The text between two spans; empty where they touch or overlap (the normaliser can give several tokens
+/// one character's offsets, as when it decomposes a Hangul syllable).
+fn gap(text: &str, end: usize, start: usize) -> &str {
+    text.get(end..start).unwrap_or("")
 }
 
 /// What `marker` and `hash` compare: lowercase, one space between words, so "John  Smith" and "john smith"

@@ -5,13 +5,13 @@
 //! ```text
 //!  text ─▶ WordPiece (tokenizer.json): token ids, byte offsets, word ids
 //!       ─▶ windows: sentences packed up to 32 tokens, longer ones cut to 64 with 16 shared   (windows.rs)
-//!       ─▶ [CLS] window [SEP] ─▶ tract plan of model_q4.onnx, 4-bit matmuls made f32 at load ─▶ logits
-//!                                                                         (runtime.rs, dequant.rs)
+//!       ─▶ [CLS] window [SEP], windows of similar length batched up to 160 padded tokens a call
+//!       ─▶ tract plan of model_q4.onnx, its 4-bit matmuls made f32 at load ─▶ logits  (runtime.rs, dequant.rs)
 //!       ─▶ argmax label + softmax score per token, each token from the window that owns it
 //!       ─▶ words (first piece's label) ─▶ runs of one type ─▶ addresses ─▶ Detections         (labels.rs)
 //! ```
 //! One [`NerModel`] serves every request: the tokenizer and the optimised plan are shared read-only, and
-//! each call keeps its state on its own stack. tract runs on the calling thread (its default executor);
+//! each call has state of its own. tract runs on the calling thread (its default executor);
 //! no thread pool is started. Files are digest-checked before parsing (weights.rs).
 //!
 //! Nothing here logs, and no error carries input text or token ids.

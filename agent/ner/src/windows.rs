@@ -95,7 +95,7 @@ fn sentence_ends<'a>(text: &'a str, offsets: &'a [(usize, usize)]) -> impl Itera
                 return true;
             }
             let terminator = matches!(text.get(start..end), Some("." | "!" | "?"));
-            terminator && gap.starts_with(char::is_whitespace) && !after_abbreviation(&text[..start])
+            terminator && gap.starts_with(char::is_whitespace) && !after_abbreviation(text.get(..start).unwrap_or(""))
         })
         .map(|i| i + 1)
 }

@@ -174,3 +174,25 @@ fn asr_words_the_model_finds_are_muted() {
         .collect();
     assert_eq!(muted, ["maria", "gonzalez", "austin", "texas"]);
 }
+
+#[test]
+fn odd_text_is_classified_without_panics() {
+    let Some(model) = model() else { return };
+    let redactor = Redactor::new(Policy::new(EntitySet::ALL)).with_model(model);
+    let long_word = "x".repeat(3000);
+    let many_sentences = "Ann Lee lives in Boise. ".repeat(200);
+    for text in [
+        "",
+        "   \n\t ",
+        "한국어 텍스트 서울특별시 종로구",
+        "東京都千代田区 山田太郎",
+        "e\u{301}mile zoe\u{308} \u{200b}\u{feff} 🎉🎉 ﬁ",
+        "\u{0}\u{7}control\u{1b}[0m",
+        long_word.as_str(),
+        many_sentences.as_str(),
+        "Dr. Dr. Dr. . . ! ? ...",
+    ] {
+        let redacted = redactor.try_redact(text).unwrap();
+        assert!(redacted.spans.iter().all(|s| s.start < s.end && s.end <= text.len()));
+    }
+}

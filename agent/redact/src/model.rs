@@ -17,7 +17,8 @@ use crate::recognise::Detection;
 
 /// A model that finds entity types the patterns cannot (names, places, addresses).
 ///
-/// One instance serves every request of the process: implementations keep per-call state on the stack.
+/// One instance serves every request of the process: implementations hold per-call state in the call, never
+/// in `self`.
 pub trait EntityModel: Send + Sync {
     /// The types this model can find. The redactor asks for the policy's share of them and does not call
     /// the model at all when that share is empty (a `pci`-only policy pays nothing for NER).

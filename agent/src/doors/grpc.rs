@@ -13,6 +13,7 @@ use crate::gateway::{Credential, Gateway};
 use crate::oneshot::{self, OneShot};
 use crate::outcome::{Door, RequestOutcome};
 use crate::session::{Event, Gone, Inbound, Ready, Session, Transport};
+use crate::tokens::stream::{Presented, Terms};
 use infergate_crds::endpoint::Feature;
 use infergate_gate::admission::{Identity, Request};
 use infergate_gate::refusal::{Refusal, RefusalCode};
@@ -261,6 +262,7 @@ impl Transport for GrpcTransport {
                 Ok(Some(m)) => match m.msg {
                     Some(stream_request::Msg::Audio(bytes)) => Inbound::Audio(bytes.into()),
                     Some(stream_request::Msg::End(_)) => Inbound::End,
+                    Some(stream_request::Msg::Refresh(refresh)) => Inbound::Refresh(Presented(refresh.token)),
                     Some(stream_request::Msg::Start(_)) | None => {
                         Inbound::Invalid(Refusal::bad_request("the stream has started: send audio or end"))
                     }
@@ -275,9 +277,27 @@ impl Transport for GrpcTransport {
                 request_id: ready.request_id.to_string(),
                 stream_id: ready.stream_id,
                 key_id: ready.key_id,
+                token_expires_at: ready.token.map_or(0, |t| t.expires_at.timestamp()),
+                token_grace_seconds: ready.token.map_or(0, |t| t.grace.as_secs() as u32),
             })),
         })
         .await
+    }
+
+    async fn refreshed(&mut self, result: &Result<Terms, Refusal>) -> Result<(), Gone> {
+        let answer = match result {
+            Ok(terms) => pb::StreamRefreshed {
+                accepted: true,
+                token_expires_at: terms.expires_at.timestamp(),
+                ..Default::default()
+            },
+            Err(refusal) => pb::StreamRefreshed {
+                code: refusal.code.as_str().to_string(),
+                message: refusal.message.to_string(),
+                ..Default::default()
+            },
+        };
+        self.send(pb::StreamResponse { msg: Some(stream_response::Msg::Refreshed(answer)) }).await
     }
 
     async fn event(&mut self, event: &Event) -> Result<(), Gone> {

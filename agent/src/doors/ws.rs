@@ -5,8 +5,11 @@
 //!  upgrade (Authorization: Bearer | ?ticket=) ─▶  connection cap; key checked (or ticket redeemed)
 //!  {"type":"auth","key":...}   (if no header/ticket; within the auth deadline)
 //!  {"type":"start","model":...,"feature":"transcribe","language"?}
-//!                                           ◀─ {"type":"ready","request_id","stream_id","key_id"}
+//!                                           ◀─ {"type":"ready","request_id","stream_id","key_id",
+//!                                                 "token_expires_at"?,"token_grace_seconds"?}  (token streams)
 //!  binary frames: 16 kHz mono PCM16 LE      ◀─ {"type":"partial","segment","text","start","end"} per segment
+//!  {"type":"refresh","token":...}           ◀─ {"type":"refreshed","token_expires_at"}
+//!                                              or {"type":"refresh_refused","error":{...}} (the stream goes on)
 //!  {"type":"end"}                           ◀─ {"type":"final","text","segments","audio_seconds","gpu_seconds"}
 //!                                           ◀─ close 1000
 //!  any refusal: ◀─ {"type":"error","error":{"code","message","retry_after_seconds"?}} then close 4xxx "<code>: ..."
@@ -19,6 +22,7 @@ use super::listener::PeerAddr;
 use crate::gateway::{ConnectionGuard, Credential, Gateway, KeySlot};
 use crate::outcome::{Door, RequestOutcome};
 use crate::session::{Event, Gone, Inbound, Ready, Session, Transport};
+use crate::tokens::stream::{Presented, Terms};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -53,6 +57,10 @@ pub enum Control {
         redact: Option<crate::redaction::AskOption>,
     },
     End,
+    /// A new session token for a running stream (see `crate::tokens::stream`).
+    Refresh {
+        token: String,
+    },
 }
 
 pub async fn upgrade(
@@ -212,6 +220,12 @@ async fn run(
                 };
             }
             Control::End => return socket.done().await,
+            Control::Refresh { .. } => {
+                let refusal = Refusal::bad_request(
+                    "refresh replaces the token of a running stream: authenticate with the token, then start",
+                );
+                return socket.refuse(&refusal).await;
+            }
         }
     }
 }
@@ -247,8 +261,10 @@ impl Transport for WsTransport {
             Some(Ok(Message::Binary(bytes))) => Inbound::Audio(bytes),
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<Control>(text.as_str()) {
                 Ok(Control::End) => Inbound::End,
+                Ok(Control::Refresh { token }) => Inbound::Refresh(Presented(token)),
                 Ok(_) => Inbound::Invalid(Refusal::bad_request(
-                    "the stream has started: send audio frames or {\"type\":\"end\"}",
+                    "the stream has started: send audio frames, {\"type\":\"refresh\",\"token\":...} or \
+                     {\"type\":\"end\"}",
                 )),
                 Err(_) => Inbound::Invalid(Refusal::bad_request("control messages are JSON: {\"type\":\"end\"}")),
             },
@@ -258,14 +274,30 @@ impl Transport for WsTransport {
     }
 
     async fn ready(&mut self, ready: Ready<'_>) -> Result<(), Gone> {
-        self.send_json(&serde_json::json!({
+        let mut message = serde_json::json!({
             "type": "ready",
             "request_id": ready.request_id,
             "stream_id": ready.stream_id,
             "key_id": ready.key_id,
             "model": ready.model,
-        }))
-        .await
+        });
+        if let Some(terms) = ready.token {
+            message["token_expires_at"] = terms.expires_at.timestamp().into();
+            message["token_grace_seconds"] = terms.grace.as_secs().into();
+        }
+        self.send_json(&message).await
+    }
+
+    async fn refreshed(&mut self, result: &Result<Terms, Refusal>) -> Result<(), Gone> {
+        let message = match result {
+            Ok(terms) => serde_json::json!({"type": "refreshed", "token_expires_at": terms.expires_at.timestamp()}),
+            Err(refusal) => {
+                let mut body = refusal.to_json();
+                body["type"] = "refresh_refused".into();
+                body
+            }
+        };
+        self.send_json(&message).await
     }
 
     async fn event(&mut self, event: &Event) -> Result<(), Gone> {

@@ -6,11 +6,13 @@
 //!  door ─▶ Gateway::authenticate ─▶ Tokens::identify ─▶ VerifyCache (signature once per token)
 //!                                        └─▶ infergate_gate::token::identify (the key, in the same snapshot)
 //!  POST /v1/oauth/token ─▶ issue::client_credentials ─▶ mint(ring.signing_key(now))
+//!  open stream: stream::Terms (exp + grace, in `ready`) · refresh ─▶ stream::refresh ─▶ the stream's new token
 //!  GET /.well-known/jwks.json, /.well-known/openid-configuration ─▶ Tokens::jwks / discovery
 //! ```
 //! Verification is local: no call leaves the agent. The cache keys verified tokens by SHA-256 and is served
 //! only under the verifier that produced the entry, so a key dropped from the ring stops verifying at once.
 pub mod issue;
+pub mod stream;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -37,6 +39,7 @@ struct Keys {
 pub struct TokenMetrics {
     minted: IntCounterVec,
     refused: IntCounterVec,
+    refreshes: IntCounterVec,
 }
 
 impl TokenMetrics {
@@ -55,9 +58,22 @@ impl TokenMetrics {
             &["reason"],
         )
         .expect("valid metric");
+        let refreshes = IntCounterVec::new(
+            Opts::new(
+                "token_refreshes_total",
+                "In-stream token refreshes: accepted, or the refusal code of a refused one (the stream goes on)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         registry.register(Box::new(minted.clone())).expect("metric names are unique");
         registry.register(Box::new(refused.clone())).expect("metric names are unique");
-        TokenMetrics { minted, refused }
+        registry.register(Box::new(refreshes.clone())).expect("metric names are unique");
+        TokenMetrics { minted, refused, refreshes }
+    }
+
+    pub fn refreshed(&self, result: &str) {
+        self.refreshes.with_label_values(&[result]).inc();
     }
 
     pub fn minted(&self, tier: &str) {

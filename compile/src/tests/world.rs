@@ -80,7 +80,11 @@ fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
     assert_eq!(desired.tiers["free"].policies, 1);
     assert_eq!(desired.endpoints[&NamespacedName::new("speech", "whisper")].status.policies, 2);
     assert_eq!(desired.endpoints[&NamespacedName::new("speech", "unused")].status.policies, 0);
-    let owners: Vec<String> = desired.shards.iter().map(|s| format!("{:?} {}", s.kind(), s.owner().expect("compile writes owned shards"))).collect();
+    let owners: Vec<String> = desired
+        .shards
+        .iter()
+        .map(|s| format!("{:?} {}", s.kind(), s.owner().expect("compile writes owned shards")))
+        .collect();
     assert_eq!(owners, vec!["Endpoint speech/unused", "Endpoint speech/whisper", "Policy acme/a"]);
     assert_eq!(desired.next_wake, Some(t0() + hours(24)));
     assert!(desired.policies[&NamespacedName::new("acme", "b")].key_secret.is_some());

@@ -186,7 +186,10 @@ mod tests {
         let (secret, _) = bootstrapped();
         let later = t0() + chrono::Duration::days(1);
         let decision = decide(Some(&secret), later, &RotationPolicy::default(), no_generation);
-        assert_eq!(decision, Decision::Keep { next_check: t0() + chrono::Duration::days(7) - chrono::Duration::hours(1) });
+        assert_eq!(
+            decision,
+            Decision::Keep { next_check: t0() + chrono::Duration::days(7) - chrono::Duration::hours(1) }
+        );
     }
 
     #[test]
