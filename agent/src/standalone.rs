@@ -81,11 +81,23 @@ fn needed_models(files: &[PathBuf]) -> BTreeSet<&'static str> {
         manifests::load_paths(files)
     };
     let Ok(set) = set else { return BTreeSet::new() };
-    set.endpoints
+    let mut needed: BTreeSet<&'static str> = set
+        .endpoints
         .iter()
         .filter_map(|e| e.spec.backend.builtin.map(|b| (b, e.spec.backend.size)))
         .flat_map(|(b, size)| crate::models::models_for(b, size).iter().copied())
-        .collect()
+        .collect();
+    // Redaction of names and places needs the NER model (a request can also ask for it; that one is fetched
+    // with `models fetch --model pii-ner`).
+    let redactions = set
+        .endpoints
+        .iter()
+        .filter_map(|e| e.spec.redaction.as_ref())
+        .chain(set.policies.iter().filter_map(|p| p.spec.redaction.as_ref()));
+    if redactions.into_iter().any(|r| crate::redaction::needs_ner(&r.entities)) {
+        needed.insert("pii-ner");
+    }
+    needed
 }
 
 struct State {

@@ -131,6 +131,15 @@ fn short(value: &str) -> String {
     value.chars().take(32).collect()
 }
 
+/// Whether a configured entity list names a type only the NER model finds (an unknown name counts: the
+/// request will fail closed anyway, and fetching the model is harmless).
+pub fn needs_ner(entities: &[String]) -> bool {
+    entities.iter().any(|name| match EntitySet::parse_name(name) {
+        Ok(set) => EntitySet::NER.iter().any(|e| set.contains(e)),
+        Err(_) => true,
+    })
+}
+
 /// The rule a request gets: its endpoint's, tightened by its policy's, tightened by its own ask. `None` when
 /// nothing is to be redacted (no entity types and no audio treatment).
 pub fn rule_for(grant: &Grant, ask: &Ask) -> Result<Option<Rule>, Refusal> {
