@@ -977,6 +977,7 @@ def test_readme_values_table_is_the_one_in_install_md():
 AGENT_SETTINGS = {
     "logFormat": "--log-format", "otlpEndpoint": "--otlp-endpoint", "environment": "--environment",
     "allowQueryKeys": "--allow-query-keys", "segmentSeconds": "--segment-seconds", "logLevel": "RUST_LOG",
+    "tokenIssuer": "--token-issuer", "tokenAudience": "--token-audience",
 }
 AGENT_LIMITS = {
     "maxConnections": "--max-connections", "maxConnectionsPerKey": "--max-connections-per-key",
@@ -986,7 +987,8 @@ AGENT_LIMITS = {
     "maxLiveTicketsPerKey": "--max-live-tickets-per-key",
 }
 AGENT_TIMEOUTS = {"auth": "--auth-timeout", "body": "--body-timeout", "headerRead": "--header-read-timeout",
-                  "keepAlive": "--keep-alive-timeout", "ticketTtl": "--ticket-ttl"}
+                  "keepAlive": "--keep-alive-timeout", "ticketTtl": "--ticket-ttl",
+                  "shutdownGrace": "--shutdown-grace", "configStaleAfter": "--config-stale-after"}
 OPERATOR_SETTINGS = {"otlpEndpoint": "--otlp-endpoint", "leaderElection": "--leader-election",
                      "leaseName": "--lease-name", "logLevel": "RUST_LOG"}
 # Flags of the binaries that no value sets, and why. Every other flag `--help` lists must be rendered by all-on.
