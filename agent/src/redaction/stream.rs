@@ -8,6 +8,7 @@
 //! is held back to the same instant, so no frame leaves before the decision about its words.
 use super::Counts;
 use super::audio;
+use super::transcript::Piece;
 use crate::backend::TimedWord;
 use infergate_crds::redaction::AudioRedaction;
 use infergate_redact::{ModelError, Redactor};
@@ -107,34 +108,20 @@ impl StreamRedaction {
         }
         let mut released = Released::default();
         let mut muted = Vec::new();
-        let mut i = first;
-        while i < cut {
-            if !out.muted[i] {
-                released.words.push(all[i].clone());
-                i += 1;
-                continue;
-            }
-            let span = out.redacted.spans.iter().find(|s| s.start < ranges[i].end && ranges[i].start < s.end);
-            let mut last_word = i;
-            while last_word + 1 < cut
-                && out.muted[last_word + 1]
-                && span.is_some_and(|s| s.start < ranges[last_word + 1].end && ranges[last_word + 1].start < s.end)
-            {
-                last_word += 1;
-            }
-            if let Some(span) = span {
-                *released.counts.entry(span.entity).or_insert(0) += 1;
-                let replacement = &out.redacted.text[span.output()];
-                if !replacement.is_empty() {
-                    released.words.push(TimedWord {
-                        word: format!(" {replacement}"),
-                        start: all[i].start,
-                        end: all[last_word].end,
-                    });
+        for piece in super::transcript::pieces(&out, &texts, first, cut) {
+            match piece {
+                Piece::Word(i) => released.words.push(all[i].clone()),
+                Piece::Redacted { first, last, replacement, entity } => {
+                    if let Some(entity) = entity {
+                        *released.counts.entry(entity).or_insert(0) += 1;
+                    }
+                    let (start, end) = (all[first].start, all[last].end);
+                    if !replacement.is_empty() {
+                        released.words.push(TimedWord { word: format!(" {replacement}"), start, end });
+                    }
+                    muted.push((start, end));
                 }
             }
-            muted.push((all[i].start, all[last_word].end));
-            i = last_word + 1;
         }
         released.text = released.words.iter().map(|w| w.word.trim()).collect::<Vec<_>>().join(" ");
         self.held = all[cut..].to_vec();

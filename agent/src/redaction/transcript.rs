@@ -36,42 +36,23 @@ fn redact_words(t: &mut Transcript, redactor: &Redactor) -> Result<Report, Model
         t.segments.iter().enumerate().flat_map(|(i, s)| s.words.iter().map(move |w| (i, w))).collect();
     let texts: Vec<&str> = owners.iter().map(|(_, w)| w.word.trim()).collect();
     let out = redactor.try_redact_words(&texts)?;
-    // Word i's byte range in the joined text, to find the span that covers it.
-    let mut ranges = Vec::with_capacity(texts.len());
-    let mut at = 0;
-    for text in &texts {
-        ranges.push(at..at + text.len());
-        at += text.len() + 1;
-    }
     let mut rebuilt: Vec<Vec<Word>> = vec![Vec::new(); t.segments.len()];
     let mut muted = Vec::new();
-    let mut i = 0;
-    while i < owners.len() {
-        let (segment, word) = owners[i];
-        if !out.muted[i] {
-            rebuilt[segment].push(word.clone());
-            i += 1;
-            continue;
+    for piece in pieces(&out, &texts, 0, owners.len()) {
+        match piece {
+            Piece::Word(i) => rebuilt[owners[i].0].push(owners[i].1.clone()),
+            Piece::Redacted { first, last, replacement, .. } => {
+                let (segment, word) = owners[first];
+                let (start, end) = (word.start, owners[last].1.end);
+                muted.push((start, end));
+                if !replacement.is_empty() {
+                    // Whisper's words carry their leading space; the replacement keeps the first word's.
+                    let lead = if word.word.starts_with(' ') { " " } else { "" };
+                    let probability = owners[first..=last].iter().map(|(_, w)| w.probability).fold(1.0, f32::min);
+                    rebuilt[segment].push(Word { word: format!("{lead}{replacement}"), start, end, probability });
+                }
+            }
         }
-        // The span covering word i, and the run of words it covers.
-        let span = out.redacted.spans.iter().find(|s| s.start < ranges[i].end && ranges[i].start < s.end);
-        let mut last = i;
-        while last + 1 < owners.len()
-            && out.muted[last + 1]
-            && span.is_some_and(|s| s.start < ranges[last + 1].end && ranges[last + 1].start < s.end)
-        {
-            last += 1;
-        }
-        let replacement = span.map_or("", |s| &out.redacted.text[s.output()]);
-        let (start, end) = (word.start, owners[last].1.end);
-        muted.push((start, end));
-        if !replacement.is_empty() {
-            // Whisper's words carry their leading space; the replacement keeps the first word's.
-            let lead = if word.word.starts_with(' ') { " " } else { "" };
-            let probability = owners[i..=last].iter().map(|(_, w)| w.probability).fold(1.0, f32::min);
-            rebuilt[segment].push(Word { word: format!("{lead}{replacement}"), start, end, probability });
-        }
-        i = last + 1;
     }
     for (segment, words) in t.segments.iter_mut().zip(rebuilt) {
         segment.text = words.iter().map(|w| w.word.as_str()).collect();
@@ -110,6 +91,49 @@ fn redact_segments(t: &mut Transcript, redactor: &Redactor) -> Result<Report, Mo
     }
     t.text = out.text;
     Ok(Report { counts: out.counts, muted })
+}
+
+/// One step of the walk over redacted words: a word that stays, or a run of words one redacted span covers.
+pub(super) enum Piece<'o> {
+    Word(usize),
+    Redacted { first: usize, last: usize, replacement: &'o str, entity: Option<infergate_redact::Entity> },
+}
+
+/// Walks words `from..to` of a [`Redactor::try_redact_words`] result (over `texts`): each muted run that one
+/// span covers becomes one [`Piece::Redacted`] with that span's replacement, shared by one-shot transcripts and
+/// stream segments so both write redacted words the same way.
+pub(super) fn pieces<'o>(
+    out: &'o infergate_redact::RedactedWords,
+    texts: &[&str],
+    from: usize,
+    to: usize,
+) -> Vec<Piece<'o>> {
+    // Word i's byte range in the joined text, to find the span that covers it.
+    let mut ranges = Vec::with_capacity(texts.len());
+    let mut at = 0;
+    for text in texts {
+        ranges.push(at..at + text.len());
+        at += text.len() + 1;
+    }
+    let covers = |s: &infergate_redact::RedactedSpan, i: usize| s.start < ranges[i].end && ranges[i].start < s.end;
+    let mut pieces = Vec::new();
+    let mut i = from;
+    while i < to {
+        if !out.muted[i] {
+            pieces.push(Piece::Word(i));
+            i += 1;
+            continue;
+        }
+        let span = out.redacted.spans.iter().find(|s| covers(s, i));
+        let mut last = i;
+        while last + 1 < to && out.muted[last + 1] && span.is_some_and(|s| covers(s, last + 1)) {
+            last += 1;
+        }
+        let replacement = span.map_or("", |s| &out.redacted.text[s.output()]);
+        pieces.push(Piece::Redacted { first: i, last, replacement, entity: span.map(|s| s.entity) });
+        i = last + 1;
+    }
+    pieces
 }
 
 /// Spans that overlap a byte range of the redacted input.
