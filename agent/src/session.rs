@@ -68,7 +68,6 @@ pub struct RedactedAudio {
     pub start_seconds: f64,
 }
 
-
 pub struct Session {
     gateway: Arc<Gateway>,
     pub grant: Grant,

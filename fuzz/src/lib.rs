@@ -365,6 +365,12 @@ pub mod session {
         async fn done(&mut self) {
             self.endings += 1;
         }
+        async fn refreshed(
+            &mut self,
+            _result: &Result<infergate_agent::tokens::stream::Terms, Refusal>,
+        ) -> Result<(), Gone> {
+            Ok(())
+        }
     }
 
     pub fn run(data: &[u8]) {
@@ -393,7 +399,7 @@ pub mod session {
                         Ok(id) => identity = Some(id),
                         Err(_) => return,
                     },
-                    Control::End => return,
+                    Control::End | Control::Refresh { .. } => return,
                     Control::Start { model, feature, language } => {
                         let Some(id) = identity.take() else { return };
                         let request =

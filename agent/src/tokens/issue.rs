@@ -4,7 +4,8 @@
 //!  form + Authorization ─▶ grant_type ─▶ client auth (Basic | client_id/client_secret, exactly one)
 //!     ─▶ the secret is an API key: admission::authenticate (one snapshot) ─▶ client_id == its key id
 //!     ─▶ mutual TLS where the policy asks ─▶ audience ─▶ scope::narrow(scope, what the policy allows)
-//!     ─▶ lifetime: tier tokenLifetime ∧ key valid_until ∧ policy expiresAt ─▶ mint ─▶ Issued
+//!     ─▶ lifetime: tier tokenLifetime ∧ expires_in (optional, only shortens, ≥ 5 s) ∧ key valid_until
+//!        ∧ policy expiresAt ─▶ mint ─▶ Issued
 //! ```
 //! Key refusals keep their infergate code (in the error body's `code`) and map to the RFC's errors: a key that
 //! does not authenticate is `invalid_client` (401), a genuine key its policy does not let through now
@@ -125,6 +126,26 @@ fn client_credentials_of(request: &TokenRequest<'_>) -> Result<(String, String),
     }
 }
 
+/// The shortest lifetime a client may ask for with `expires_in`.
+pub const MIN_REQUESTED_LIFETIME: Duration = Duration::from_secs(5);
+
+/// The tier's lifetime, shortened by the request's optional `expires_in` (seconds; an infergate extension, as
+/// Deepgram's `ttl_seconds` and AssemblyAI's `expires_in`): a client may ask for a shorter-lived token than its
+/// tier gives, never a longer one (a longer ask gets the tier's), and never under [`MIN_REQUESTED_LIFETIME`].
+fn shortened(tier: Duration, expires_in: Option<&str>) -> Result<Duration, OAuthError> {
+    let Some(asked) = expires_in else { return Ok(tier) };
+    let seconds: u64 = asked.trim().parse().map_err(|_| {
+        OAuthError::invalid_request("expires_in must be a whole number of seconds (the token's lifetime), or omitted")
+    })?;
+    if seconds < MIN_REQUESTED_LIFETIME.as_secs() {
+        return Err(OAuthError::invalid_request(format!(
+            "expires_in must be at least {} seconds",
+            MIN_REQUESTED_LIFETIME.as_secs()
+        )));
+    }
+    Ok(tier.min(Duration::from_secs(seconds)))
+}
+
 /// What the policy lets the key reach: each scoped endpoint's model with the policy's features on it.
 fn allowed(snapshot: &Snapshot, policy: &infergate_gate::snapshot::PolicyConfig) -> Allowed {
     policy.scopes.iter().fold(Allowed::new(), |allowed, (endpoint, features)| {
@@ -194,8 +215,9 @@ pub fn client_credentials(
         Some(KeyStatus::Active { valid_until, .. }) => valid_until,
         _ => None,
     };
-    let wanted = Duration::from_secs(policy.tier.token_lifetime_seconds.unwrap_or(DEFAULT_TOKEN_LIFETIME_SECONDS))
-        .min(MAX_LIFETIME);
+    let tier_lifetime =
+        Duration::from_secs(policy.tier.token_lifetime_seconds.unwrap_or(DEFAULT_TOKEN_LIFETIME_SECONDS));
+    let wanted = shortened(tier_lifetime.min(MAX_LIFETIME), field(request.form, "expires_in")?)?;
     let lifetime = lifetime_within(now, wanted, [key_valid_until, policy.expires_at]).ok_or_else(|| {
         OAuthError::new(400, "invalid_grant", "the key expires in under a second; use the policy's current key")
     })?;
@@ -276,6 +298,17 @@ mod tests {
         let request = TokenRequest { authorization: None, form: &[] };
         let none = client_credentials_of(&request).unwrap_err();
         assert_eq!((none.status, none.error), (401, "invalid_client"));
+    }
+
+    #[test]
+    fn expires_in_only_shortens_and_has_a_floor() {
+        let tier = Duration::from_secs(600);
+        assert_eq!(shortened(tier, None).unwrap(), tier);
+        assert_eq!(shortened(tier, Some("10")).unwrap(), Duration::from_secs(10));
+        assert_eq!(shortened(tier, Some("3600")).unwrap(), tier, "a longer ask gets the tier's lifetime");
+        for bad in ["4", "0", "-5", "10.5", "ten"] {
+            assert_eq!(shortened(tier, Some(bad)).unwrap_err().error, "invalid_request", "{bad}");
+        }
     }
 
     #[test]

@@ -43,9 +43,11 @@ impl Terms {
         identity.token.as_ref().map(|token| Terms { expires_at: token.expires_at, grace })
     }
 
-    /// When the stream closes for its token, on the session's clock.
+    /// When the stream closes for its token, on the session's clock (`clock` is `now` there): `exp` + grace, or
+    /// at once when that has passed.
     pub fn close_at(&self, now: DateTime<Utc>, clock: Instant) -> Instant {
-        clock + (self.expires_at - now).to_std().unwrap_or(Duration::ZERO) + self.grace
+        let grace = chrono::Duration::from_std(self.grace).unwrap_or_default();
+        clock + (self.expires_at + grace - now).to_std().unwrap_or(Duration::ZERO)
     }
 }
 
@@ -241,7 +243,9 @@ mod tests {
         let terms = Terms { expires_at: t0() + chrono::Duration::seconds(10), grace: Duration::from_secs(5) };
         let clock = Instant::now();
         assert_eq!(terms.close_at(t0(), clock), clock + Duration::from_secs(15));
-        assert_eq!(terms.close_at(t0() + chrono::Duration::seconds(60), clock), clock + Duration::from_secs(5));
+        // In the grace: what is left of it; past it: now. Never a deadline that moves on with the clock.
+        assert_eq!(terms.close_at(t0() + chrono::Duration::seconds(12), clock), clock + Duration::from_secs(3));
+        assert_eq!(terms.close_at(t0() + chrono::Duration::seconds(60), clock), clock);
         assert_eq!(format!("{:?}", Presented("eyJ.secret.token".into())), "Presented(<token>)");
     }
 }
