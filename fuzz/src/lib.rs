@@ -400,12 +400,14 @@ pub mod session {
                         Err(_) => return,
                     },
                     Control::End | Control::Refresh { .. } => return,
-                    Control::Start { model, feature, language } => {
+                    Control::Start { model, feature, language, redact } => {
                         let Some(id) = identity.take() else { return };
                         let request =
                             Request { model: &model, feature: feature.unwrap_or(Feature::Transcribe), origin: None };
                         let outcome = gateway.begin(Door::WebSocket, "/v1/stream", None);
-                        let fields = language.map(|l| vec![("language".to_string(), l)]).unwrap_or_default();
+                        let mut fields = language.map(|l| vec![("language".to_string(), l)]).unwrap_or_default();
+                        // The redaction ask takes the same path as the WebSocket door's (arbitrary names are refused).
+                        fields.extend(redact.map(|r| r.into_fields()).unwrap_or_default());
                         if let Ok(session) = Session::open(gateway, id, &request, outcome, fields).await {
                             session.drive(&mut script).await;
                             assert_eq!(script.ready, 1, "a stream announces itself once");

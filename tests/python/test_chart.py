@@ -988,7 +988,8 @@ AGENT_LIMITS = {
 }
 AGENT_TIMEOUTS = {"auth": "--auth-timeout", "body": "--body-timeout", "headerRead": "--header-read-timeout",
                   "keepAlive": "--keep-alive-timeout", "ticketTtl": "--ticket-ttl",
-                  "shutdownGrace": "--shutdown-grace", "configStaleAfter": "--config-stale-after"}
+                  "shutdownGrace": "--shutdown-grace", "configStaleAfter": "--config-stale-after",
+                  "tokenGrace": "--token-grace"}
 OPERATOR_SETTINGS = {"otlpEndpoint": "--otlp-endpoint", "leaderElection": "--leader-election",
                      "leaseName": "--lease-name", "logLevel": "RUST_LOG"}
 # Flags of the binaries that no value sets, and why. Every other flag `--help` lists must be rendered by all-on.

@@ -47,9 +47,10 @@ fn after_a_card_cue_a_misheard_card_number_still_counts() {
     // ASR dropped or doubled a digit: Luhn fails, the cue word says what it was.
     assert_eq!(only(CreditCard, "card 4111 1111 1111 1112"), ["4111 1111 1111 1112"]);
     assert_eq!(only(CreditCard, "my card number is 4539, 14880, 0343, 647, thank you"), ["4539, 14880, 0343, 647"]);
-    assert_eq!(only(CreditCard, "visa four five three nine one four eight eight zero three four three six four six"), [
-        "four five three nine one four eight eight zero three four three six four six"
-    ]);
+    assert_eq!(
+        only(CreditCard, "visa four five three nine one four eight eight zero three four three six four six"),
+        ["four five three nine one four eight eight zero three four three six four six"]
+    );
     // Too short or too long for a card, cue or not.
     assert_eq!(only(CreditCard, "card ending 4467 5521 992"), Vec::<&str>::new());
     assert_eq!(only(CreditCard, "credit ref 411111111111111100001"), Vec::<&str>::new());
