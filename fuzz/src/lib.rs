@@ -151,8 +151,10 @@ pub fn redact(data: &[u8]) {
     use infergate_redact::{Entity, EntitySet, HashKey, Policy, Redactor, Style};
     let [entity_bits, style, keep_last, text @ ..] = data else { return };
     let Ok(text) = std::str::from_utf8(text) else { return };
+    // One byte picks among the first eight types (the pattern layer's; the NER types need a model, which the
+    // fuzz target does not load).
     let entities: EntitySet =
-        Entity::ALL.iter().enumerate().filter(|(i, _)| entity_bits >> i & 1 == 1).map(|(_, e)| *e).collect();
+        Entity::ALL.iter().take(8).enumerate().filter(|(i, _)| entity_bits >> i & 1 == 1).map(|(_, e)| *e).collect();
     let policy = Policy::new(entities).style(Style::ALL[usize::from(*style) % Style::ALL.len()]).keep_last(*keep_last);
     let redactor = Redactor::new(policy).with_hash_key(HashKey::new(b"fuzz".to_vec()));
     let redacted = redactor.redact(text);

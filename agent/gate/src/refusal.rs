@@ -246,7 +246,14 @@ mod tests {
         let ws: HashSet<_> = RefusalCode::ALL.iter().map(|c| c.ws_close_code()).collect();
         assert_eq!(names.len(), RefusalCode::ALL.len());
         assert_eq!(ws.len(), RefusalCode::ALL.len());
-        assert!(RefusalCode::ALL.iter().all(|c| (4000..5000).contains(&c.ws_close_code())));
+        // Application close codes are 4xxx; only the agent's own shutdown uses the standard 1001 (Going Away),
+        // which WebSocket clients already treat as "reconnect elsewhere".
+        assert!(
+            RefusalCode::ALL
+                .iter()
+                .all(|c| (4000..5000).contains(&c.ws_close_code()) || *c == RefusalCode::ShuttingDown)
+        );
+        assert_eq!(RefusalCode::ShuttingDown.ws_close_code(), 1001);
     }
 
     #[test]
