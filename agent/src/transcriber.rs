@@ -131,20 +131,55 @@ impl Transcriber {
     }
 }
 
+/// What the answer should look like, from the OpenAI form fields: one reading for the built-in backend and
+/// for redaction, which re-renders any backend's answer in the client's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub format: ResponseFormat,
+    /// `timestamp_granularities[]` contained `word`.
+    pub words: bool,
+    /// `segment` was asked for, or nothing was (OpenAI's default granularity).
+    pub segments: bool,
+    /// `stream=true`: server-sent events.
+    pub stream: bool,
+    pub translate: bool,
+}
+
+pub fn shape(fields: &[(String, String)]) -> Result<Shape, String> {
+    let mut shape =
+        Shape { format: ResponseFormat::Json, words: false, segments: false, stream: false, translate: false };
+    for (name, value) in fields {
+        match name.as_str() {
+            "response_format" => shape.format = ResponseFormat::parse(value.trim())?,
+            "timestamp_granularities[]" | "timestamp_granularities" => match value.trim() {
+                "word" => shape.words = true,
+                "segment" => shape.segments = true,
+                other => return Err(format!("`timestamp_granularities[]` takes `word` or `segment`, got {other:?}")),
+            },
+            "stream" => shape.stream = value.trim() == "true",
+            FIELD_TASK => shape.translate = value == "translate",
+            _ => {}
+        }
+    }
+    if (shape.words || shape.segments) && shape.format != ResponseFormat::VerboseJson {
+        return Err("`timestamp_granularities[]` needs `response_format=verbose_json`".into());
+    }
+    if !shape.words {
+        shape.segments = true;
+    }
+    Ok(shape)
+}
+
 /// A request's options, parsed from the OpenAI form fields.
 struct Asked {
     options: Options,
-    format: ResponseFormat,
-    words: bool,
-    segments: bool,
-    stream: bool,
+    shape: Shape,
 }
 
 fn parse_fields(fields: &[(String, String)]) -> Result<Asked, BackendError> {
     let bad = |m: String| BackendError::BadInput(m);
+    let shape = shape(fields).map_err(bad)?;
     let mut options = Options::default();
-    let mut format = ResponseFormat::Json;
-    let (mut words, mut segments, mut stream) = (false, false, false);
     for (name, value) in fields {
         match name.as_str() {
             "language" if !value.trim().is_empty() => options.language = Some(value.trim().to_ascii_lowercase()),
@@ -156,27 +191,12 @@ fn parse_fields(fields: &[(String, String)]) -> Result<Asked, BackendError> {
                     .map_err(|_| bad(format!("`temperature` must be a number between 0 and 1, got {value:?}")))?;
                 options.temperature = Some(t);
             }
-            "response_format" => format = ResponseFormat::parse(value.trim()).map_err(bad)?,
-            "timestamp_granularities[]" | "timestamp_granularities" => match value.trim() {
-                "word" => words = true,
-                "segment" => segments = true,
-                other => {
-                    return Err(bad(format!("`timestamp_granularities[]` takes `word` or `segment`, got {other:?}")));
-                }
-            },
-            "stream" => stream = value.trim() == "true",
             FIELD_TASK if value == "translate" => options.task = Task::Translate,
             _ => {}
         }
     }
-    if (words || segments) && format != ResponseFormat::VerboseJson {
-        return Err(bad("`timestamp_granularities[]` needs `response_format=verbose_json`".into()));
-    }
-    if !words && !segments {
-        segments = true;
-    }
-    options.word_timestamps = words;
-    Ok(Asked { options, format, words, segments, stream })
+    options.word_timestamps = shape.words;
+    Ok(Asked { options, shape })
 }
 
 impl BlockingModel for Transcriber {
@@ -210,7 +230,7 @@ impl BlockingModel for Transcriber {
             Task::Transcribe => "transcribe",
             Task::Translate => "translate",
         };
-        let (content_type, body) = if asked.stream {
+        let (content_type, body) = if asked.shape.stream {
             // Server-sent events as OpenAI's streaming transcription sends them: one delta per segment, then done.
             let mut body = String::new();
             for segment in &transcript.segments {
@@ -220,8 +240,8 @@ impl BlockingModel for Transcriber {
             body.push_str(&formats::sse_done(&transcript.text, transcript.duration));
             ("text/event-stream".to_string(), body)
         } else {
-            let opts = RenderOptions { task, words: asked.words, segments: asked.segments };
-            (asked.format.content_type().to_string(), formats::render(&transcript, asked.format, &opts))
+            let opts = RenderOptions { task, words: asked.shape.words, segments: asked.shape.segments };
+            (asked.shape.format.content_type().to_string(), formats::render(&transcript, asked.shape.format, &opts))
         };
         Ok(BackendResponse {
             content_type,
@@ -269,7 +289,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(asked.options.language.as_deref(), Some("en"));
-        assert!(asked.words && asked.options.word_timestamps && !asked.segments);
+        assert!(asked.shape.words && asked.options.word_timestamps && !asked.shape.segments);
         assert_eq!(asked.options.temperature, Some(0.2));
         let err = parse_fields(&fields(&[("timestamp_granularities[]", "word")])).err().unwrap();
         assert!(err.to_string().contains("verbose_json"), "{err}");

@@ -9,6 +9,7 @@
 //! The built-in Whisper and an upstream take the same path, so every format of both is redacted the same way.
 use super::{Ask, Counts, Engine, FIELD_AUDIO, FIELD_REDACT, FIELD_STYLE, audio, counts_json, failed, transcript};
 use crate::backend::BackendResponse;
+use crate::transcriber::Shape;
 use base64::Engine as _;
 use bytes::Bytes;
 use infergate_crds::redaction::AudioRedaction;
@@ -18,21 +19,11 @@ use infergate_gate::refusal::Refusal;
 use infergate_redact::Redactor;
 use infergate_whisper::formats::{self, RenderOptions, ResponseFormat};
 
-/// What the client asked the answer to look like.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ClientFormat {
-    format: ResponseFormat,
-    words: bool,
-    segments: bool,
-    stream: bool,
-    translate: bool,
-}
-
 /// A request whose answer will be redacted.
 pub struct Prepared {
     redactor: Redactor,
     rule: Rule,
-    client: ClientFormat,
+    client: Shape,
 }
 
 pub fn is_redaction_field(name: &str) -> bool {
@@ -54,7 +45,8 @@ pub fn prepare(
 ) -> Result<Option<Prepared>, Refusal> {
     fields.retain(|(name, _)| !is_redaction_field(name));
     let Some(rule) = super::rule_for(grant, ask)? else { return Ok(None) };
-    let client = client_format(fields)?;
+    // Read (and refused) as the built-in backend reads it, before the fields are rewritten for the backend.
+    let client = crate::transcriber::shape(fields).map_err(Refusal::bad_request)?;
     let json = matches!(client.format, ResponseFormat::Json | ResponseFormat::VerboseJson) && !client.stream;
     if ask.audio.is_some_and(|a| a != AudioRedaction::Off) && !json {
         return Err(Refusal::bad_request(format!(
@@ -72,24 +64,6 @@ pub fn prepare(
         fields.push(("timestamp_granularities[]".into(), "word".into()));
     }
     Ok(Some(Prepared { redactor, rule, client }))
-}
-
-fn client_format(fields: &[(String, String)]) -> Result<ClientFormat, Refusal> {
-    let mut client =
-        ClientFormat { format: ResponseFormat::Json, words: false, segments: false, stream: false, translate: false };
-    for (name, value) in fields {
-        match name.as_str() {
-            "response_format" => client.format = ResponseFormat::parse(value.trim()).map_err(Refusal::bad_request)?,
-            "timestamp_granularities[]" | "timestamp_granularities" => match value.trim() {
-                "word" => client.words = true,
-                _ => client.segments = true,
-            },
-            "stream" => client.stream = value.trim() == "true",
-            crate::transcriber::FIELD_TASK => client.translate = value == "translate",
-            _ => {}
-        }
-    }
-    Ok(client)
 }
 
 /// The redacted answer.
@@ -119,7 +93,7 @@ pub fn finish(
     let (content_type, mut body) = if client.stream {
         ("text/event-stream".to_string(), formats::sse_events(&t).concat())
     } else {
-        let opts = RenderOptions { task, words: client.words, segments: client.segments || !client.words };
+        let opts = RenderOptions { task, words: client.words, segments: client.segments };
         (client.format.content_type().to_string(), formats::render(&t, client.format, &opts))
     };
     let json = matches!(client.format, ResponseFormat::Json | ResponseFormat::VerboseJson) && !client.stream;

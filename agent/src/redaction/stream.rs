@@ -84,12 +84,7 @@ impl StreamRedaction {
         all.extend(words);
         let texts: Vec<&str> = all.iter().map(|w| w.word.trim()).collect();
         let out = self.redactor.try_redact_words(&texts)?;
-        let mut ranges = Vec::with_capacity(texts.len());
-        let mut at = 0;
-        for text in &texts {
-            ranges.push(at..at + text.len());
-            at += text.len() + 1;
-        }
+        let ranges = super::transcript::word_ranges(&texts);
         let mut cut = if last { all.len() } else { trailing_numeral_run(&texts) };
         if all.len() - cut > MAX_HELD_WORDS {
             cut = all.len();
@@ -108,7 +103,7 @@ impl StreamRedaction {
         }
         let mut released = Released::default();
         let mut muted = Vec::new();
-        for piece in super::transcript::pieces(&out, &texts, first, cut) {
+        for piece in super::transcript::pieces(&out, &ranges, first, cut) {
             match piece {
                 Piece::Word(i) => released.words.push(all[i].clone()),
                 Piece::Redacted { first, last, replacement, entity } => {

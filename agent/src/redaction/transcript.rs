@@ -38,7 +38,7 @@ fn redact_words(t: &mut Transcript, redactor: &Redactor) -> Result<Report, Model
     let out = redactor.try_redact_words(&texts)?;
     let mut rebuilt: Vec<Vec<Word>> = vec![Vec::new(); t.segments.len()];
     let mut muted = Vec::new();
-    for piece in pieces(&out, &texts, 0, owners.len()) {
+    for piece in pieces(&out, &word_ranges(&texts), 0, owners.len()) {
         match piece {
             Piece::Word(i) => rebuilt[owners[i].0].push(owners[i].1.clone()),
             Piece::Redacted { first, last, replacement, .. } => {
@@ -99,22 +99,29 @@ pub(super) enum Piece<'o> {
     Redacted { first: usize, last: usize, replacement: &'o str, entity: Option<infergate_redact::Entity> },
 }
 
-/// Walks words `from..to` of a [`Redactor::try_redact_words`] result (over `texts`): each muted run that one
+/// Each word's byte range in the text [`Redactor::try_redact_words`] joins (single spaces), to find the span that
+/// covers it.
+pub(super) fn word_ranges(texts: &[&str]) -> Vec<std::ops::Range<usize>> {
+    let mut at = 0;
+    texts
+        .iter()
+        .map(|text| {
+            let range = at..at + text.len();
+            at = range.end + 1;
+            range
+        })
+        .collect()
+}
+
+/// Walks words `from..to` of a [`Redactor::try_redact_words`] result (`ranges` from [`word_ranges`]): each muted run that one
 /// span covers becomes one [`Piece::Redacted`] with that span's replacement, shared by one-shot transcripts and
 /// stream segments so both write redacted words the same way.
 pub(super) fn pieces<'o>(
     out: &'o infergate_redact::RedactedWords,
-    texts: &[&str],
+    ranges: &[std::ops::Range<usize>],
     from: usize,
     to: usize,
 ) -> Vec<Piece<'o>> {
-    // Word i's byte range in the joined text, to find the span that covers it.
-    let mut ranges = Vec::with_capacity(texts.len());
-    let mut at = 0;
-    for text in texts {
-        ranges.push(at..at + text.len());
-        at += text.len() + 1;
-    }
     let covers = |s: &infergate_redact::RedactedSpan, i: usize| s.start < ranges[i].end && ranges[i].start < s.end;
     let mut pieces = Vec::new();
     let mut i = from;
