@@ -426,6 +426,10 @@ impl Gateway {
         self.limiter.store().record_usage(key.0, gpu_seconds);
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         *usage.entry(key).or_insert(0.0) += gpu_seconds;
+        drop(usage);
+        if let Some(user) = grant.identity.token.as_ref().and_then(|t| t.end_user) {
+            self.tokens.end_users.charged(key, user, gpu_seconds);
+        }
     }
 
     /// The one settlement path, for one-shot requests and stream segments alike: settles the pre-charge

@@ -20,7 +20,7 @@ use crate::outcome::RequestOutcome;
 use crate::redaction;
 use bytes::Bytes;
 use infergate_crds::endpoint::{Codec, Feature};
-use infergate_gate::admission::{self, Grant, Identity, Request};
+use infergate_gate::admission::{self, Grant, Identity, Request, TokenGrant};
 use infergate_gate::audio;
 use infergate_gate::limiter::{Charge, Limiter};
 use infergate_gate::refusal::{Refusal, RefusalCode};
@@ -224,6 +224,9 @@ fn size_audio(grant: &Grant, req: &OneShot<'_>) -> Result<audio::AudioInfo, Refu
     } else {
         let mut info = audio::inspect(&req.audio, &req.filename)?;
         audio::check_codec(&info, &limits.codecs)?;
+        if let Some(token) = &grant.identity.token {
+            token.check_codec(audio::codec_name(info.codec))?;
+        }
         if info.measure == audio::Measure::Unknown {
             // The container does not say how long it is: pre-charge the most this endpoint accepts; the settlement
             // against the measured time returns what was not used.
@@ -231,13 +234,12 @@ fn size_audio(grant: &Grant, req: &OneShot<'_>) -> Result<audio::AudioInfo, Refu
         }
         info
     };
-    if info.seconds > limits.max_audio_seconds {
+    let (cap, by_token) = TokenGrant::audio_cap(grant.identity.token.as_deref(), limits.max_audio_seconds);
+    if info.seconds > cap {
+        let whose = if by_token { "session token's" } else { "endpoint's" };
         return Err(Refusal::new(
             RefusalCode::AudioTooLong,
-            format!(
-                "audio of {:.1} s exceeds the endpoint's maximum of {} s; split it",
-                info.seconds, limits.max_audio_seconds
-            ),
+            format!("audio of {:.1} s exceeds the {whose} maximum of {cap} s; split it", info.seconds),
         ));
     }
     Ok(info)
@@ -311,7 +313,8 @@ pub struct ModelEntry {
     pub endpoint: String,
 }
 
-/// The models (and features) the key may use.
+/// The models (and features) the caller may use: the key's policy, narrowed by the session token's scope when a
+/// token was presented (a model none of whose features the token allows is not listed).
 pub fn models(gateway: &Gateway, identity: &Identity) -> Vec<ModelEntry> {
     let snapshot = gateway.snapshot();
     identity
@@ -320,9 +323,19 @@ pub fn models(gateway: &Gateway, identity: &Identity) -> Vec<ModelEntry> {
         .iter()
         .filter_map(|(index, features)| {
             let endpoint = snapshot.endpoints().get(*index as usize)?;
-            let allowed: Vec<_> =
-                endpoint.features.iter().filter(|f| features.contains(*f)).map(Feature::as_str).collect();
-            Some(ModelEntry { id: endpoint.shard.model.clone(), features: allowed, endpoint: endpoint.label.clone() })
+            let model = &endpoint.shard.model;
+            let token_allows = |f: &Feature| identity.token.as_ref().is_none_or(|t| t.scope.allows(model, f.as_str()));
+            let allowed: Vec<_> = endpoint
+                .features
+                .iter()
+                .filter(|f| features.contains(*f) && token_allows(f))
+                .map(Feature::as_str)
+                .collect();
+            (!allowed.is_empty()).then(|| ModelEntry {
+                id: model.clone(),
+                features: allowed,
+                endpoint: endpoint.label.clone(),
+            })
         })
         .collect()
 }

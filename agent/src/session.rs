@@ -21,8 +21,8 @@ use crate::redaction::stream::{Released, StreamRedaction};
 use crate::redaction::{self, Counts};
 use crate::tokens::{self, stream::Terms};
 use bytes::{Bytes, BytesMut};
-use infergate_gate::admission::{self, Grant, Identity, Request};
-use infergate_gate::audio::{pcm16_seconds, wav_header};
+use infergate_gate::admission::{self, Grant, Identity, Request, TokenGrant};
+use infergate_gate::audio::{self, pcm16_seconds, wav_header};
 use infergate_gate::audit::StreamClosedEvent;
 use infergate_gate::limiter::{Charge, Limiter, StreamSlot};
 use infergate_gate::refusal::{Refusal, RefusalCode};
@@ -75,6 +75,8 @@ pub struct Session {
     outcome: RequestOutcome,
     handle: StreamHandle,
     _slot: StreamSlot,
+    /// The stream's session token's `jti` binding, when its tier allows one stream per token.
+    token_slot: Option<StreamSlot>,
     _key_connection: KeyConnectionGuard,
     backend: Arc<dyn Backend>,
     fields: Vec<(String, String)>,
@@ -129,6 +131,11 @@ impl Session {
         };
         let key_connection = gateway.key_connection(key).await.map_err(&mut refused)?;
         let backend = gateway.backends.for_endpoint(&grant.endpoint.shard).map_err(&mut refused)?;
+        if let Some(token) = &grant.identity.token {
+            // Streams carry raw PCM16: a token limited to other codecs cannot stream.
+            token.check_codec(audio::codec_name(infergate_crds::endpoint::Codec::Pcm16)).map_err(&mut refused)?;
+        }
+        let token_slot = gateway.limiter.bind_token(&grant).await.map_err(&mut refused)?;
         let slot = gateway.limiter.open_stream(&grant).await.map_err(&mut refused)?;
         gateway.admitted(&grant);
         let handle = gateway.streams.register_scoped(
@@ -151,6 +158,7 @@ impl Session {
             outcome,
             handle,
             _slot: slot,
+            token_slot,
             _key_connection: key_connection,
             backend,
             fields,
@@ -252,12 +260,31 @@ impl Session {
             Inbound::Audio(chunk) => Ok(self.on_audio(chunk).await?.map_or(Step::Continue, Step::Send)),
             Inbound::End => Ok(Step::Finished(self.finish().await?)),
             Inbound::Activity => Ok(Step::Continue),
-            Inbound::Refresh(token) => {
-                Ok(Step::Refreshed(tokens::stream::refresh(&self.gateway, &mut self.grant, &token, self.handle.id)))
-            }
+            Inbound::Refresh(token) => Ok(Step::Refreshed(self.refresh(&token).await)),
             Inbound::Invalid(refusal) => Err(refusal),
             Inbound::Closed => unreachable!("handled by the loop"),
         }
+    }
+
+    /// Replaces the stream's token: checked against the stream's, then bound to the stream in the old token's
+    /// place when the tier binds tokens to streams. A refused refresh changes nothing.
+    async fn refresh(&mut self, presented: &tokens::stream::Presented) -> Result<Terms, Refusal> {
+        let checked = tokens::stream::check(&self.gateway, &self.grant, presented);
+        let checked = match checked {
+            Ok(new) if self.token_slot.is_some() => {
+                let mut rebound = self.grant.clone();
+                rebound.identity.token = Some(Arc::clone(&new));
+                match self.gateway.limiter.bind_token(&rebound).await {
+                    Ok(slot) => {
+                        self.token_slot = slot;
+                        Ok(new)
+                    }
+                    Err(refusal) => Err(refusal),
+                }
+            }
+            other => other,
+        };
+        tokens::stream::apply(&self.gateway, &mut self.grant, checked, self.handle.id)
     }
 
     /// Server-initiated close of a running stream: flush the pending result (bounded), then refuse.
@@ -349,13 +376,12 @@ impl Session {
             return Err(Refusal::bad_request("audio chunks must hold whole 16-bit samples (an even number of bytes)"));
         }
         let seconds = pcm16_seconds(chunk.len());
-        if self.audio_seconds + seconds > limits.max_audio_seconds + 1e-9 {
+        let (cap, by_token) = TokenGrant::audio_cap(self.grant.identity.token.as_deref(), limits.max_audio_seconds);
+        if self.audio_seconds + seconds > cap + 1e-9 {
+            let whose = if by_token { "session token's" } else { "endpoint's" };
             return Err(Refusal::new(
                 RefusalCode::AudioTooLong,
-                format!(
-                    "stream exceeded the endpoint's maximum of {} s of audio; open a new stream",
-                    limits.max_audio_seconds
-                ),
+                format!("stream exceeded the {whose} maximum of {cap} s of audio; open a new stream"),
             ));
         }
         let cost = Limiter::estimate_stream(&self.grant, seconds);

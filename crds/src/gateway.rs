@@ -141,6 +141,12 @@ pub struct TierLimits {
     /// The tier's `tokenLifetime` in seconds; `None`: [`crate::tier::DEFAULT_TOKEN_LIFETIME_SECONDS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_lifetime_seconds: Option<u64>,
+    /// Per end user limits (`spec.endUser`), each already capped at the key's own. Absent when the tier sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<crate::tier::EndUserLimitsSpec>,
+    /// `spec.oneStreamPerToken`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_stream_per_token: bool,
 }
 
 /// The limits that can differ per endpoint. Keyed in [`TierLimits::endpoint_overrides`] by `namespace/name`.
@@ -399,6 +405,8 @@ mod tests {
             on_store_failure: Default::default(),
             endpoint_overrides: [("speech/whisper".to_string(), limits)].into(),
             token_lifetime_seconds: None,
+            end_user: None,
+            one_stream_per_token: false,
         };
         assert_eq!(tier.for_endpoint(&NamespacedName::new("speech", "whisper")), limits);
         for other in [("speech", "whisper-large"), ("speec", "h/whisper"), ("team", "whisper")] {

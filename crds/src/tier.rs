@@ -73,6 +73,36 @@ pub struct RateTierSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('1h')").message("tokenLifetime must be between 1m and 1h"))]
     pub token_lifetime: Option<GoDuration>,
+    /// Limits for each end user of an app, inside the key's own. A session token minted with `end_user` (the
+    /// app's id for its user) spends from the key's budget and from that user's, so one user of a voice app
+    /// cannot spend the whole app's GPU-seconds or hold all its streams. Unset fields leave that limit to the
+    /// key alone; a limit above the key's has no effect beyond the key's. Requests made with the key itself, or
+    /// with tokens minted without `end_user`, are not limited per user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<EndUserLimitsSpec>,
+    /// When true, a session token may hold one open stream at a time: its `jti` is bound to the stream it opened
+    /// (across every agent sharing the counter store), and a second stream with the same token is refused with
+    /// `stream_cap` until the first ends. A stream refreshed to a new token binds the new token's `jti`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_stream_per_token: bool,
+}
+
+/// Per end user limits (`RateTier.spec.endUser`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndUserLimitsSpec {
+    /// Sustained GPU-seconds one end user may spend per minute on one endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub gpu_seconds_per_minute: Option<f64>,
+    /// GPU-seconds one end user may spend at once after being idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub burst_gpu_seconds: Option<f64>,
+    /// Open streams one end user may hold at once on one endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// Token lifetime when a tier sets none.

@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("ws_session", ws_session),
     ("manifest_compile", manifest_compile),
     ("redact", redact),
+    ("jwt", jwt),
 ];
 
 /// The API key format check (prefix, length, alphabet, CRC32 in base62) and the digest/id parsers.
@@ -489,6 +490,14 @@ pub fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             redact_seed(0xFF, 2, 2, "GB82 WEST 1234 5698 7654 32 from 10.0.0.1, born 1990-04-01"),
         ),
         ("redact", "hashed_numbers", redact_seed(0x80, 3, 4, "double three five, twenty one, 12345")),
+        ("jwt", "alg_none", b"eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.eyJzdWIiOiJkZWZhdWx0L2FwcCJ9.".to_vec()),
+        (
+            "jwt",
+            "hs256_unknown_kid",
+            b"eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCIsImtpZCI6InNpZ18xIn0.e30.c2lnbmF0dXJl".to_vec(),
+        ),
+        ("jwt", "edit_signature", vec![0xff, 0x01, b'A']),
+        ("jwt", "edit_header", vec![0x05, 0x00, b'x']),
         ("ws_session", "start_audio_end", session::encode(&[start.clone(), second.clone(), end.clone()])),
         ("ws_session", "auth_start_ping_audio", session::encode(&[auth, start.clone(), Frame::Ping, second.clone()])),
         (
@@ -636,5 +645,53 @@ mod ct2 {
         Writer::string(&mut file, "decoder/projection/weight");
         Writer::string(&mut file, "decoder/embeddings/weight");
         file
+    }
+}
+
+/// The session-token verifier (`infergate_token::Verifier::verify`, through the cache the doors use): compact
+/// serialisation split, base64url, header JSON (`alg`, `typ`, `kid`), signature, claims. The input is tried as a
+/// presented token, and as an edit of a genuine token (`[offset lo, offset hi, new byte]` applied to it): nothing
+/// panics, and nothing but the genuine token, unchanged, verifies.
+pub fn jwt(data: &[u8]) {
+    use infergate_token::{Grant, Granted, KeyRing, Verifier, VerifyCache, mint};
+    use std::sync::OnceLock;
+    static WORLD: OnceLock<(Verifier, String, chrono::DateTime<chrono::Utc>)> = OnceLock::new();
+    let (verifier, genuine, now) = WORLD.get_or_init(|| {
+        let now = chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("a valid instant");
+        let ring = KeyRing::bootstrap(now - chrono::Duration::minutes(1));
+        let verifier =
+            Verifier::new("https://gw.fuzz", "infergate", std::time::Duration::from_secs(30), ring.public_keys())
+                .expect("one key");
+        let grant = Grant {
+            issuer: "https://gw.fuzz".into(),
+            audience: "infergate".into(),
+            policy: "default/app".into(),
+            key_id: "kid_00000000000000ff".into(),
+            tier: "free".into(),
+            scope: Granted::everything(),
+            max_audio_seconds: Some(60),
+            codecs: None,
+            end_user: Some("user-1".into()),
+            not_before: None,
+        };
+        let token = mint(ring.signing_key(now), &grant, now, std::time::Duration::from_secs(600)).expect("mints").token;
+        (verifier, token, now)
+    });
+    let cache = VerifyCache::new(8);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let direct = verifier.verify(text, *now);
+        assert!(direct.is_err() || text == genuine, "a token that is not the genuine one verified");
+        let cached = cache.verify(verifier, text, *now);
+        assert_eq!(direct.is_ok(), cached.is_ok(), "the cache and the verifier disagree");
+        let _ = infergate_gate::token::looks_like_token(text);
+    }
+    if let [lo, hi, byte, ..] = *data {
+        let mut edited = genuine.clone().into_bytes();
+        let at = usize::from(u16::from_le_bytes([lo, hi])) % edited.len();
+        edited[at] = byte;
+        if let Ok(edited) = String::from_utf8(edited) {
+            let verified = cache.verify(verifier, &edited, *now);
+            assert!(verified.is_err() || &edited == genuine, "an edited token verified");
+        }
     }
 }

@@ -22,6 +22,7 @@ mod memory;
 pub mod redaction;
 pub mod refusal;
 pub mod snapshot;
+mod stream_slots;
 pub mod streams;
 pub mod token;
 
@@ -30,5 +31,7 @@ pub mod testing;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_end_user;
 #[cfg(test)]
 mod tests_store_failure;

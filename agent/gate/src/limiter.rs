@@ -103,6 +103,7 @@ pub trait CounterStore: Send + Sync + 'static {
 const EPSILON: f64 = 1e-9;
 
 pub use crate::memory::{InMemoryStore, seconds_until};
+pub use crate::stream_slots::StreamSlot;
 
 pub(crate) fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
     Box::pin(std::future::ready(Ok(value)))
@@ -141,6 +142,16 @@ pub struct Charge {
     pub params: BucketParams,
     pub gpu_seconds: f64,
     pub origin: Origin,
+    /// The end user's bucket, charged the same amount, when the token acts for a user whose tier limits users.
+    pub user: Option<SubCharge>,
+}
+
+/// The end-user part of a [`Charge`]: settled and refunded together with the key's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SubCharge {
+    pub bucket: BucketKey,
+    pub params: BucketParams,
+    pub origin: Origin,
 }
 
 impl Charge {
@@ -152,6 +163,9 @@ impl Charge {
         debug_assert_eq!(self.bucket, later.bucket, "charges of one segment share a bucket");
         self.gpu_seconds += later.gpu_seconds;
         self.params = later.params;
+        if let (Some(user), Some(later)) = (&mut self.user, later.user) {
+            user.params = later.params;
+        }
     }
 }
 
@@ -164,15 +178,15 @@ pub struct StoreFailureCounts {
 }
 
 pub struct Limiter {
-    store: Arc<dyn CounterStore>,
+    pub(crate) store: Arc<dyn CounterStore>,
     /// Where a tier with `onStoreFailure: local` counts while the store is unreachable.
-    fallback: InMemoryStore,
+    pub(crate) fallback: InMemoryStore,
     refill: Arc<dyn RefillFactor>,
     epoch: Instant,
     /// Requests waiting per key, bounded by the tier's queue depth.
     waiting: Mutex<KeyMap<u32>>,
     queue_depth: AtomicI64,
-    failures: StoreFailureCounts,
+    pub(crate) failures: StoreFailureCounts,
 }
 
 impl Limiter {
@@ -223,8 +237,7 @@ impl Limiter {
     }
 
     pub fn params(&self, grant: &Grant) -> BucketParams {
-        let tier = &grant.identity.policy.tier;
-        let factor = self.refill_factor(&tier.name, tier.priority);
+        let factor = self.factor(grant);
         BucketParams {
             rate_per_second: grant.limits.gpu_seconds_per_minute / 60.0 * factor,
             capacity: grant.limits.burst_gpu_seconds.max(0.0),
@@ -243,37 +256,73 @@ impl Limiter {
     }
 
     /// This agent's share of a bucket while the shared store is down: the tier's limits divided by the agents.
-    fn local_share(&self, params: BucketParams) -> BucketParams {
+    pub(crate) fn local_share(&self, params: BucketParams) -> BucketParams {
         let agents = f64::from(self.store.agents().max(1));
         BucketParams { rate_per_second: params.rate_per_second / agents, capacity: params.capacity / agents }
     }
 
-    /// Takes `gpu_seconds` now or refuses with an honest retry-after. The hot path: one store call.
-    pub async fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
-        let bucket = Self::bucket(grant);
-        let params = self.params(grant);
-        let (taken, origin, params) = match self.store.try_take(bucket, gpu_seconds, params, now).await {
-            Ok(taken) => (taken, Origin::Store, params),
+    /// Takes `amount` from one bucket, or from this agent's memory, or not at all, as the tier's store-failure
+    /// policy says when the store cannot answer. Returns what the bucket said, where it was counted, and the shape
+    /// it was counted with.
+    async fn take(
+        &self,
+        grant: &Grant,
+        bucket: BucketKey,
+        amount: f64,
+        params: BucketParams,
+        now: f64,
+    ) -> Result<(Result<(), f64>, Origin, BucketParams), Refusal> {
+        match self.store.try_take(bucket, amount, params, now).await {
+            Ok(taken) => Ok((taken, Origin::Store, params)),
             Err(err) => match grant.identity.policy.tier.on_store_failure {
                 OnStoreFailure::Local => {
                     self.failures.local.fetch_add(1, Ordering::Relaxed);
                     let share = self.local_share(params);
-                    (self.fallback.take_now(bucket, gpu_seconds, share, now), Origin::Local, share)
+                    Ok((self.fallback.take_now(bucket, amount, share, now), Origin::Local, share))
                 }
                 OnStoreFailure::FailOpen => {
                     self.failures.fail_open.fetch_add(1, Ordering::Relaxed);
-                    (Ok(()), Origin::Unmetered, params)
+                    Ok((Ok(()), Origin::Unmetered, params))
                 }
                 OnStoreFailure::FailClosed => {
                     self.failures.fail_closed.fetch_add(1, Ordering::Relaxed);
-                    return Err(store_refusal(err));
+                    Err(store_refusal(err))
                 }
             },
-        };
-        match taken {
-            Ok(()) => Ok(Charge { bucket, params, gpu_seconds, origin }),
-            Err(wait) => Err(rate_limited(grant, gpu_seconds, wait)),
         }
+    }
+
+    /// Takes `gpu_seconds` now or refuses with an honest retry-after. The hot path: one store call (two when
+    /// the token acts for an end user whose tier limits users: the user's bucket first, then the key's).
+    pub async fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
+        let user = match end_user_budget(grant, self.factor(grant)) {
+            Some((bucket, params)) => match self.take(grant, bucket, gpu_seconds, params, now).await? {
+                (Ok(()), origin, params) => Some(SubCharge { bucket, params, origin }),
+                (Err(wait), ..) => return Err(end_user_rate_limited(grant, gpu_seconds, wait)),
+            },
+            None => None,
+        };
+        let bucket = Self::bucket(grant);
+        let taken = self.take(grant, bucket, gpu_seconds, self.params(grant), now).await;
+        match taken {
+            Ok((Ok(()), origin, params)) => Ok(Charge { bucket, params, gpu_seconds, origin, user }),
+            refused => {
+                // The key's budget refused after the user's paid: the user gets it back.
+                if let Some(user) = &user {
+                    self.adjust_in(user.origin, user.bucket, -gpu_seconds, user.params);
+                }
+                match refused {
+                    Ok((Err(wait), ..)) => Err(rate_limited(grant, gpu_seconds, wait)),
+                    Err(refusal) => Err(refusal),
+                    Ok((Ok(()), ..)) => unreachable!("matched above"),
+                }
+            }
+        }
+    }
+
+    fn factor(&self, grant: &Grant) -> f64 {
+        let tier = &grant.identity.policy.tier;
+        self.refill_factor(&tier.name, tier.priority)
     }
 
     pub async fn try_charge(&self, grant: &Grant, gpu_seconds: f64) -> Result<Charge, Refusal> {
@@ -281,10 +330,17 @@ impl Limiter {
     }
 
     fn adjust(&self, charge: &Charge, amount: f64) {
-        match charge.origin {
-            Origin::Store => self.store.adjust(charge.bucket, amount, charge.params, self.now()),
+        self.adjust_in(charge.origin, charge.bucket, amount, charge.params);
+        if let Some(user) = &charge.user {
+            self.adjust_in(user.origin, user.bucket, amount, user.params);
+        }
+    }
+
+    fn adjust_in(&self, origin: Origin, bucket: BucketKey, amount: f64, params: BucketParams) {
+        match origin {
+            Origin::Store => self.store.adjust(bucket, amount, params, self.now()),
             Origin::Local => {
-                self.fallback.adjust_now(charge.bucket, amount, charge.params, self.now());
+                self.fallback.adjust_now(bucket, amount, params, self.now());
             }
             Origin::Unmetered => {}
         }
@@ -346,79 +402,7 @@ impl Limiter {
         }
     }
 
-    /// Takes a stream slot for the grant's (key, endpoint), or refuses with `stream_cap`.
-    pub async fn try_open_stream(self: &Arc<Self>, grant: &Grant) -> Result<StreamSlot, Refusal> {
-        let bucket = Self::bucket(grant);
-        let cap = grant.limits.max_concurrent_streams;
-        let (acquired, origin) = match self.store.acquire_stream(bucket, cap).await {
-            Ok(acquired) => (acquired, Origin::Store),
-            Err(err) => match grant.identity.policy.tier.on_store_failure {
-                OnStoreFailure::Local => {
-                    self.failures.local.fetch_add(1, Ordering::Relaxed);
-                    // Rounded up: a cap of 1 over three agents must still let one stream in somewhere.
-                    let share = cap.div_ceil(self.store.agents().max(1));
-                    (self.fallback.acquire_now(bucket, share), Origin::Local)
-                }
-                OnStoreFailure::FailOpen => {
-                    self.failures.fail_open.fetch_add(1, Ordering::Relaxed);
-                    (cap > 0, Origin::Unmetered)
-                }
-                OnStoreFailure::FailClosed => {
-                    self.failures.fail_closed.fetch_add(1, Ordering::Relaxed);
-                    return Err(store_refusal(err));
-                }
-            },
-        };
-        if acquired {
-            Ok(StreamSlot { limiter: Arc::clone(self), bucket, origin })
-        } else {
-            let message = if cap == 0 {
-                format!(
-                    "tier {} does not allow streaming (maxConcurrentStreams: 0); use the one-shot request instead",
-                    grant.tier()
-                )
-            } else {
-                format!(
-                    "key already holds {cap} open stream(s) on {}, its tier's maximum; close one and retry",
-                    grant.endpoint.label
-                )
-            };
-            Err(Refusal::new(RefusalCode::StreamCap, message).with_retry_after(1.0))
-        }
-    }
-
-    /// [`try_open_stream`](Self::try_open_stream), waiting in the key's queue up to the tier's timeout for a
-    /// slot to free up.
-    pub async fn open_stream(self: &Arc<Self>, grant: &Grant) -> Result<StreamSlot, Refusal> {
-        let first = match self.try_open_stream(grant).await {
-            Ok(slot) => return Ok(slot),
-            Err(refusal) => refusal,
-        };
-        let tier = &grant.identity.policy.tier;
-        if first.code != RefusalCode::StreamCap || tier.queue_max_depth == 0 || grant.limits.max_concurrent_streams == 0
-        {
-            return Err(first);
-        }
-        let _slot = self.enter_queue(grant)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(tier.queue_timeout_ms);
-        // Slots free up when another stream ends; polling at 20 ms keeps this path simple and it is not hot.
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Ok(slot) = self.try_open_stream(grant).await {
-                return Ok(slot);
-            }
-        }
-        Err(Refusal::new(
-            RefusalCode::QueueTimeout,
-            format!(
-                "waited the tier's queue timeout ({} ms) for a stream slot; close a stream and retry",
-                tier.queue_timeout_ms
-            ),
-        )
-        .with_retry_after(1.0))
-    }
-
-    fn enter_queue(&self, grant: &Grant) -> Result<QueueSlot<'_>, Refusal> {
+    pub(crate) fn enter_queue(&self, grant: &Grant) -> Result<QueueSlot<'_>, Refusal> {
         let key = grant.key();
         let max = grant.identity.policy.tier.queue_max_depth;
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -436,7 +420,7 @@ impl Limiter {
     }
 }
 
-struct QueueSlot<'a> {
+pub(crate) struct QueueSlot<'a> {
     limiter: &'a Limiter,
     key: KeyRef,
 }
@@ -451,23 +435,6 @@ impl Drop for QueueSlot<'_> {
             }
         }
         self.limiter.queue_depth.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A held stream slot; released when dropped (at once: a shared store's release does not wait for I/O).
-pub struct StreamSlot {
-    limiter: Arc<Limiter>,
-    bucket: BucketKey,
-    origin: Origin,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        match self.origin {
-            Origin::Store => self.limiter.store.release_stream(self.bucket),
-            Origin::Local => self.limiter.fallback.release_now(self.bucket),
-            Origin::Unmetered => {}
-        }
     }
 }
 
@@ -486,7 +453,7 @@ fn rate_limited(grant: &Grant, gpu_seconds: f64, wait: f64) -> Refusal {
     if wait.is_finite() { refusal.with_retry_after(wait) } else { refusal }
 }
 
-fn store_refusal(err: StoreError) -> Refusal {
+pub(crate) fn store_refusal(err: StoreError) -> Refusal {
     let mut r = Refusal::new(
         RefusalCode::BackendUnavailable,
         "the shared rate-limit counters are unreachable and this key's tier refuses while they are (onStoreFailure: failClosed); retry shortly",
@@ -495,4 +462,38 @@ fn store_refusal(err: StoreError) -> Refusal {
         r = r.with_retry_after(1.0);
     }
     r
+}
+
+/// The end user's bucket on the grant's endpoint and its shape, when the token acts for a user and the tier
+/// limits users' GPU-seconds. A limit the tier leaves unset is the key's.
+pub(crate) fn end_user_budget(grant: &Grant, factor: f64) -> Option<(BucketKey, BucketParams)> {
+    let user = grant.identity.token.as_ref()?.end_user?;
+    let limits = grant.identity.policy.tier.end_user.as_ref()?;
+    if limits.gpu_seconds_per_minute.is_none() && limits.burst_gpu_seconds.is_none() {
+        return None;
+    }
+    let rate = limits.gpu_seconds_per_minute.unwrap_or(grant.limits.gpu_seconds_per_minute);
+    let burst = limits.burst_gpu_seconds.unwrap_or(grant.limits.burst_gpu_seconds);
+    let params = BucketParams { rate_per_second: rate / 60.0 * factor, capacity: burst.max(0.0) };
+    Some((end_user_bucket(user, grant), params))
+}
+
+/// One bucket (and one stream count) per end user and endpoint. The user's hash already covers the policy.
+pub(crate) fn end_user_bucket(user: crate::token::EndUser, grant: &Grant) -> BucketKey {
+    BucketKey { policy: user.0, endpoint: grant.endpoint.bucket_id }
+}
+
+fn end_user_rate_limited(grant: &Grant, gpu_seconds: f64, wait: f64) -> Refusal {
+    let user = grant.identity.token.as_ref().and_then(|t| t.end_user);
+    let user = user.map(|u| u.to_string()).unwrap_or_default();
+    let refusal = Refusal::new(
+        RefusalCode::RateLimited,
+        format!(
+            "end user {user}'s GPU-second budget is exhausted on {} (tier {} limits each end user); this request \
+             needs {gpu_seconds:.3} GPU-s; retry after the given seconds",
+            grant.endpoint.label,
+            grant.tier(),
+        ),
+    );
+    if wait.is_finite() { refusal.with_retry_after(wait) } else { refusal }
 }

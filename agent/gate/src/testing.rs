@@ -34,6 +34,8 @@ pub fn tier(name: &str) -> TierLimits {
         on_store_failure: Default::default(),
         endpoint_overrides: BTreeMap::new(),
         token_lifetime_seconds: None,
+        end_user: None,
+        one_stream_per_token: false,
     }
 }
 

@@ -16,6 +16,7 @@ use crate::snapshot::{KeyRef, Snapshot};
 use chrono::{DateTime, Utc};
 use infergate_crds::endpoint::Feature;
 use infergate_token::{Granted, TokenError, VerifiedToken};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,40 @@ pub struct TokenGrant {
     pub expires_at: DateTime<Utc>,
     /// `exp` plus the verifier's leeway: the first instant the token is refused as expired.
     pub valid_until: DateTime<Utc>,
+    /// The end user the token acts for (`act.sub`), hashed: budgets, stream caps and usage per user use this.
+    pub end_user: Option<EndUser>,
+    /// `mas`: a cap on the audio seconds of one request or stream, below the endpoint's.
+    pub max_audio_seconds: Option<u32>,
+    /// `cdc`: the codecs the token may send (on top of the endpoint's list).
+    pub codecs: Option<BTreeSet<String>>,
+}
+
+/// An end user of the app holding the key, as the gateway knows it: 64 bits of SHA-256 over the policy and
+/// the app's user id. The policy is in the hash so that two apps' users never share a budget. This is the only
+/// form of the id that reaches a metric, the admin API or a log line (`u_` + 16 hex); an app that wants to map
+/// it back computes the same hash (docs/tokens.md).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndUser(pub u64);
+
+impl EndUser {
+    pub fn of(policy: &str, user: &str) -> EndUser {
+        // KeyDigest is SHA-256 of a string; the policy's length keeps ("a", "bc") apart from ("ab", "c").
+        let digest =
+            infergate_crds::key::KeyDigest::of(&format!("infergate-end-user\0{}\0{policy}{user}", policy.len()));
+        EndUser(u64::from_be_bytes(digest.0[..8].try_into().expect("8 bytes")))
+    }
+}
+
+impl std::fmt::Display for EndUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "u_{:016x}", self.0)
+    }
+}
+
+impl std::fmt::Debug for EndUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// A JWS compact serialisation of a JSON header (`{"` is `eyJ` in base64url): three dot-separated parts. API keys
@@ -68,6 +103,9 @@ pub fn identify(
         scope: claims.granted(),
         expires_at,
         valid_until: expires_at + chrono::Duration::from_std(leeway).unwrap_or_default(),
+        end_user: claims.end_user().map(|user| EndUser::of(&claims.sub, user)),
+        max_audio_seconds: claims.max_audio_seconds,
+        codecs: claims.codecs.clone(),
     };
     grant.check_live(now)?;
     identity.token = Some(Arc::new(grant));
@@ -81,6 +119,30 @@ impl TokenGrant {
             return Err(refusal(&TokenError::Expired));
         }
         Ok(())
+    }
+
+    /// Refuses a codec the token does not allow (`cdc`); the endpoint's own list is checked first.
+    pub fn check_codec(&self, codec: &str) -> Result<(), Refusal> {
+        match &self.codecs {
+            Some(codecs) if !codecs.contains(codec) => Err(Refusal::new(
+                RefusalCode::UnsupportedCodec,
+                format!(
+                    "this session token allows only {} audio, not {codec}; send one of those, or request a token \
+                     with codecs={codec}",
+                    codecs.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The audio seconds one request or stream may carry: the endpoint's maximum, or the token's `mas` if lower.
+    /// Returns the cap and whether the token set it (for the refusal's wording).
+    pub fn audio_cap(token: Option<&TokenGrant>, endpoint_max: f64) -> (f64, bool) {
+        match token.and_then(|t| t.max_audio_seconds) {
+            Some(mas) if f64::from(mas) < endpoint_max => (f64::from(mas), true),
+            _ => (endpoint_max, false),
+        }
     }
 
     /// Refuses a model or feature outside the token's narrowed scope (the policy's scope is checked first).
@@ -123,7 +185,6 @@ mod tests {
     use crate::testing::{key, mk_endpoint, mk_policy, t0};
     use infergate_crds::key::KeyDigest;
     use infergate_token::Claims;
-    use std::collections::BTreeSet;
 
     fn world() -> Snapshot {
         let transcribe = |p: crate::testing::PolicyBuilder| {

@@ -136,7 +136,28 @@ async fn usage(State(state): State<AdminState>, headers: HeaderMap) -> Response 
             })
         })
         .collect();
-    Json(serde_json::json!({"revision": gateway.snapshot().revision, "scope": scope, "keys": keys})).into_response()
+    // Per end user, this agent's share only (the shared store keeps usage per key), by hashed id; `user: null`
+    // counts the users past the admin map's bound.
+    let end_users: Vec<_> = gateway
+        .tokens
+        .end_users
+        .rows()
+        .into_iter()
+        .map(|row| {
+            serde_json::json!({
+                "keyId": row.key.to_string(),
+                "user": row.user.map(|u| u.to_string()),
+                "agentGpuSeconds": row.gpu_seconds,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "revision": gateway.snapshot().revision,
+        "scope": scope,
+        "keys": keys,
+        "endUsers": end_users,
+    }))
+    .into_response()
 }
 
 async fn status(State(state): State<AdminState>, headers: HeaderMap) -> Response {

@@ -13,11 +13,14 @@
 use crate::gateway::Gateway;
 use crate::outcome::RequestOutcome;
 use chrono::{DateTime, Utc};
+use infergate_crds::endpoint::Codec;
 use infergate_crds::tier::DEFAULT_TOKEN_LIFETIME_SECONDS;
 use infergate_gate::admission;
+use infergate_gate::audio::codec_name;
 use infergate_gate::refusal::{Refusal, RefusalCode};
 use infergate_gate::snapshot::{KeyStatus, Snapshot};
 use infergate_token::{Allowed, Grant, MAX_LIFETIME, Minted, lifetime_within, narrow};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// What the client sent: the form fields in order (a repeated field is an error) and its Authorization header.
@@ -146,6 +149,56 @@ fn shortened(tier: Duration, expires_in: Option<&str>) -> Result<Duration, OAuth
     Ok(tier.min(Duration::from_secs(seconds)))
 }
 
+/// The longest end-user id accepted: ids are the app's own (a UUID, an account number, a hashed email).
+pub const MAX_END_USER_BYTES: usize = 128;
+
+/// `end_user`: the app's id for the user the token is for (RFC 8693's actor). It travels in the token's `act`
+/// claim and is hashed before it reaches a budget, a metric or a log line.
+fn end_user(asked: Option<&str>) -> Result<Option<String>, OAuthError> {
+    let Some(user) = asked else { return Ok(None) };
+    if user.is_empty() || user.len() > MAX_END_USER_BYTES || user.chars().any(char::is_control) {
+        return Err(OAuthError::invalid_request(format!(
+            "end_user must be 1 to {MAX_END_USER_BYTES} bytes of printable text (the app's id for its user), or \
+             omitted"
+        )));
+    }
+    Ok(Some(user.to_owned()))
+}
+
+/// `max_audio_seconds`: a per-request and per-stream audio cap for the token, below the endpoint's own.
+fn max_audio_seconds(asked: Option<&str>) -> Result<Option<u32>, OAuthError> {
+    let Some(asked) = asked else { return Ok(None) };
+    match asked.trim().parse::<u32>() {
+        Ok(seconds) if seconds >= 1 => Ok(Some(seconds)),
+        _ => Err(OAuthError::invalid_request(
+            "max_audio_seconds must be a whole number of seconds, at least 1 (it caps each request and stream), or \
+             omitted",
+        )),
+    }
+}
+
+/// `codecs`: the audio formats the token may send, space- or comma-separated (`pcm16 wav flac mp3 ogg webm mp4`).
+fn codecs(asked: Option<&str>) -> Result<Option<BTreeSet<String>>, OAuthError> {
+    let Some(asked) = asked else { return Ok(None) };
+    let known =
+        [Codec::Pcm16, Codec::Wav, Codec::Flac, Codec::Mp3, Codec::Ogg, Codec::Webm, Codec::Mp4].map(codec_name);
+    let mut out = BTreeSet::new();
+    for name in asked.split([' ', ',']).filter(|n| !n.is_empty()) {
+        let Some(name) = known.iter().find(|k| k.eq_ignore_ascii_case(name)) else {
+            return Err(OAuthError::invalid_request(format!(
+                "codecs: {:?} is not a codec this gateway knows; use any of: {}",
+                name.chars().take(32).collect::<String>(),
+                known.join(", ")
+            )));
+        };
+        out.insert((*name).to_owned());
+    }
+    if out.is_empty() {
+        return Err(OAuthError::invalid_request("codecs is empty; name at least one codec, or omit it"));
+    }
+    Ok(Some(out))
+}
+
 /// What the policy lets the key reach: each scoped endpoint's model with the policy's features on it.
 fn allowed(snapshot: &Snapshot, policy: &infergate_gate::snapshot::PolicyConfig) -> Allowed {
     policy.scopes.iter().fold(Allowed::new(), |allowed, (endpoint, features)| {
@@ -228,9 +281,9 @@ pub fn client_credentials(
         key_id: identity.key.to_string(),
         tier: policy.tier.name.clone(),
         scope,
-        max_audio_seconds: None,
-        codecs: None,
-        end_user: None,
+        max_audio_seconds: max_audio_seconds(field(request.form, "max_audio_seconds")?)?,
+        codecs: codecs(field(request.form, "codecs")?)?,
+        end_user: end_user(field(request.form, "end_user")?)?,
         not_before: None,
     };
     let minted = gateway
@@ -309,6 +362,23 @@ mod tests {
         for bad in ["4", "0", "-5", "10.5", "ten"] {
             assert_eq!(shortened(tier, Some(bad)).unwrap_err().error, "invalid_request", "{bad}");
         }
+    }
+
+    #[test]
+    fn ml_claims_are_checked_before_minting() {
+        assert_eq!(end_user(None).unwrap(), None);
+        assert_eq!(end_user(Some("user-42")).unwrap().as_deref(), Some("user-42"));
+        for bad in ["", "a\nb", &"x".repeat(MAX_END_USER_BYTES + 1)] {
+            assert_eq!(end_user(Some(bad)).unwrap_err().error, "invalid_request");
+        }
+        assert_eq!(max_audio_seconds(Some("30")).unwrap(), Some(30));
+        for bad in ["0", "-1", "1.5", "lots"] {
+            assert_eq!(max_audio_seconds(Some(bad)).unwrap_err().error, "invalid_request", "{bad}");
+        }
+        let both = codecs(Some("WAV, pcm16")).unwrap().unwrap();
+        assert_eq!(both.into_iter().collect::<Vec<_>>(), ["pcm16", "wav"]);
+        assert_eq!(codecs(Some("aac")).unwrap_err().error, "invalid_request");
+        assert_eq!(codecs(Some(" , ")).unwrap_err().error, "invalid_request");
     }
 
     #[test]

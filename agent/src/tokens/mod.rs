@@ -11,6 +11,7 @@
 //! ```
 //! Verification is local: no call leaves the agent. The cache keys verified tokens by SHA-256 and is served
 //! only under the verifier that produced the entry, so a key dropped from the ring stops verifying at once.
+pub mod end_users;
 pub mod issue;
 pub mod stream;
 
@@ -92,6 +93,8 @@ pub struct Tokens {
     keys: ArcSwap<Keys>,
     cache: VerifyCache,
     pub metrics: TokenMetrics,
+    /// GPU-seconds per end user (tokens minted with `end_user`).
+    pub end_users: end_users::EndUserUsage,
 }
 
 /// A token refused at a door, with the key it names when the signature checked out (for the request record).
@@ -114,6 +117,7 @@ impl Tokens {
             keys: ArcSwap::from_pointee(keys),
             cache: VerifyCache::new(CACHE_CAPACITY),
             metrics: TokenMetrics::register(registry),
+            end_users: end_users::EndUserUsage::register(registry),
         }
     }
 

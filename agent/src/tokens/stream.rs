@@ -3,7 +3,7 @@
 //! ```text
 //!  ready ─▶ client learns token_expires_at (exp, Unix seconds) and token_grace_seconds
 //!  refresh {token} ─▶ verify (signature, exp, the key in the current snapshot: revocation applies)
-//!                  ─▶ check_refresh: same key and policy, scope within the stream's, stream's model+feature allowed
+//!                  ─▶ check_refresh: same key, policy and end user, scope within the stream's, stream's model+feature allowed
 //!                  ─▶ accepted: the stream runs on the new token (its exp) ─▶ "refreshed"
 //!                  ─▶ refused: "refresh_refused" {code, message}; the stream goes on under its old token
 //!  exp + grace, no refresh ─▶ the session flushes the pending segment, sends the final, closes token_expired
@@ -84,6 +84,13 @@ pub fn check_refresh(current: &Identity, fresh: &Identity, grant: &Grant) -> Res
              token minted from the same key",
         ));
     }
+    if new.end_user != old.end_user {
+        return Err(Refusal::new(
+            RefusalCode::BadToken,
+            "refresh refused: the token acts for another end user than the stream's (or for none); refresh with a \
+             token minted for the same end_user",
+        ));
+    }
     if !new.scope.within(&old.scope) {
         return Err(Refusal::new(
             RefusalCode::OutOfScope,
@@ -98,24 +105,34 @@ pub fn check_refresh(current: &Identity, fresh: &Identity, grant: &Grant) -> Res
     Ok(Arc::clone(new))
 }
 
-/// Replaces the stream's token with `presented` when it verifies and [`check_refresh`] allows it. Counted, and
-/// logged by `jti` only.
-pub fn refresh(gateway: &Gateway, grant: &mut Grant, presented: &Presented, stream_id: u64) -> Result<Terms, Refusal> {
-    let tokens = &gateway.tokens;
-    let result = if infergate_gate::token::looks_like_token(presented.0.trim()) {
-        let snapshot = gateway.snapshot();
-        tokens
-            .identify(&snapshot, presented.0.trim(), Utc::now())
-            .map_err(|refused| refused.refusal)
-            .and_then(|fresh| check_refresh(&grant.identity, &fresh, grant))
-    } else {
-        Err(Refusal::new(
+/// Checks a refresh against the stream: the presented token must verify, name the same key, policy and end
+/// user, and not widen the scope. Changes nothing (the session binds the new token, then [`apply`]s it).
+pub fn check(gateway: &Gateway, grant: &Grant, presented: &Presented) -> Result<Arc<TokenGrant>, Refusal> {
+    if !infergate_gate::token::looks_like_token(presented.0.trim()) {
+        return Err(Refusal::new(
             RefusalCode::BadToken,
             "refresh refused (malformed): send a session token from POST /v1/oauth/token, not an API key",
-        ))
-    };
+        ));
+    }
+    let snapshot = gateway.snapshot();
+    gateway
+        .tokens
+        .identify(&snapshot, presented.0.trim(), Utc::now())
+        .map_err(|refused| refused.refusal)
+        .and_then(|fresh| check_refresh(&grant.identity, &fresh, grant))
+}
+
+/// Puts a checked refresh into effect, or records its refusal (the stream goes on under its current token):
+/// metrics and the audit line (the `jti`s, never a token).
+pub fn apply(
+    gateway: &Gateway,
+    grant: &mut Grant,
+    checked: Result<Arc<TokenGrant>, Refusal>,
+    stream_id: u64,
+) -> Result<Terms, Refusal> {
+    let tokens = &gateway.tokens;
     let old_jti = grant.identity.token.as_ref().map(|t| t.jti.clone()).unwrap_or_default();
-    match result {
+    match checked {
         Ok(new) => {
             tokens.metrics.refreshed("accepted");
             tracing::info!(
@@ -182,6 +199,9 @@ mod tests {
             scope: granted,
             expires_at: t0(),
             valid_until: t0() + chrono::Duration::seconds(60),
+            end_user: None,
+            max_audio_seconds: None,
+            codecs: None,
         }));
         identity
     }

@@ -2,6 +2,7 @@
 //! of them. A policy whose references do not all resolve publishes no shard (fail closed).
 use crate::{PolicyInputs, reasons};
 use infergate_crds::gateway::{EndpointLimits, ScopeEntry, TierLimits};
+use infergate_crds::tier::EndUserLimitsSpec;
 use infergate_crds::{ApiKeyPolicy, NamespacedName, RateTier};
 
 pub(super) struct Resolved {
@@ -124,5 +125,12 @@ fn tier_limits(tier: &RateTier, scopes: &[ScopeEntry]) -> TierLimits {
         on_store_failure: t.on_store_failure,
         endpoint_overrides,
         token_lifetime_seconds: t.token_lifetime.map(|d| d.0.as_secs()),
+        // Capped here, once, so the agent never has to compare a user's limit with the key's.
+        end_user: t.end_user.as_ref().map(|u| EndUserLimitsSpec {
+            gpu_seconds_per_minute: u.gpu_seconds_per_minute.map(|v| v.min(t.gpu_seconds_per_minute)),
+            burst_gpu_seconds: u.burst_gpu_seconds.map(|v| v.min(t.burst_gpu_seconds)),
+            max_concurrent_streams: u.max_concurrent_streams.map(|v| v.min(t.max_concurrent_streams)),
+        }),
+        one_stream_per_token: t.one_stream_per_token,
     }
 }

@@ -86,6 +86,8 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
             .into_iter()
             .collect(),
             token_lifetime_seconds: None,
+            end_user: None,
+            one_stream_per_token: false,
         },
         keys: vec![current_entry(1, t0())],
         revoked: vec![],

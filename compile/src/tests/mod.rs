@@ -139,6 +139,8 @@ fn mk_tier(name: &str) -> RateTier {
             allowed_namespaces: None,
             on_store_failure: Default::default(),
             token_lifetime: None,
+            end_user: None,
+            one_stream_per_token: false,
         },
     );
     t.metadata.generation = Some(1);

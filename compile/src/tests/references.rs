@@ -98,3 +98,23 @@ fn a_tier_that_does_not_allow_the_namespace_fails_closed() {
         )
     );
 }
+
+#[test]
+fn end_user_limits_reach_the_shard_capped_at_the_keys() {
+    let mut c = Cluster::new();
+    let mut gold = mk_tier("gold");
+    gold.spec.end_user = Some(infergate_crds::tier::EndUserLimitsSpec {
+        gpu_seconds_per_minute: Some(60.0),
+        burst_gpu_seconds: Some(2.0),
+        max_concurrent_streams: None,
+    });
+    gold.spec.one_stream_per_token = true;
+    c.tier = Some(gold);
+    let mut p = mk_policy("app").tier("gold").build();
+    let tier = c.reconcile(&mut p, t0()).shard.unwrap().tier;
+    let users = tier.end_user.expect("carried");
+    // The key's rate is 6 GPU-s/min: a user cannot be given more than the whole key.
+    assert_eq!((users.gpu_seconds_per_minute, users.burst_gpu_seconds), (Some(6.0), Some(2.0)));
+    assert_eq!(users.max_concurrent_streams, None);
+    assert!(tier.one_stream_per_token);
+}
