@@ -132,6 +132,7 @@ fn fixture(s: &Scenario) -> (Fixture, Vec<Shard>) {
             allow_client_embeddings: false,
             require_client_certificate: None,
             redaction: None,
+            trusted_issuers: vec![],
         }));
     }
     let draws = (0..DRAWS).map(|_| (rng.next() % s.keys as u64) as u32).collect();

@@ -69,6 +69,18 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
             }
         })
     };
+    // The trusted external issuers' JWKS: its own task, so a slow identity provider never delays the tick above.
+    let jwks = {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                gateway.tokens.external.refresh(&gateway.snapshot()).await;
+            }
+        })
+    };
     let shutdown = Shutdown::on_signals();
     let stream = axum::routing::get(crate::doors::ws::upgrade);
     let http_app = crate::doors::http::router(Arc::clone(&gateway), stream)
@@ -154,6 +166,7 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
         r = &mut servers => r,
     };
     tick.abort();
+    jwks.abort();
     // Unused GPU-second leases go back to a shared store, and this agent's slots are released, before it exits.
     let _ = tokio::time::timeout(Duration::from_secs(2), gateway.limiter.store().flush()).await;
     result

@@ -54,7 +54,18 @@ pub(crate) struct KeyBook {
 impl KeyBook {
     /// `now` stands in for an issued-at that was lost (the annotation is written back on the next apply).
     /// `shard` must be this policy's own (the caller checks the owner).
-    pub fn read(secret: Option<&Secret>, shard: Option<&PolicyShard>, now: DateTime<Utc>) -> Self {
+    ///
+    /// `overlap` is the policy's rotation overlap. It bounds the one case where the retiring key is taken from the
+    /// shard's *current* entry: an operator that wrote the rotated key Secret and was stopped before it wrote the
+    /// shard left the old key current there and named as previous in the Secret. That key keeps its overlap, to
+    /// the Secret's `previous-retires-at` but never past `now + overlap` (the Secret is the tenant's to edit; the
+    /// shard proves the key was issued, the bound keeps an edit from extending it beyond a rotation's overlap).
+    pub fn read(
+        secret: Option<&Secret>,
+        shard: Option<&PolicyShard>,
+        overlap: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Self {
         let ann = secret.and_then(|s| s.metadata.annotations.clone()).unwrap_or_default();
         let time = |k: &str| ann.get(k).and_then(|v| parse_time(v));
         let created = secret
@@ -78,10 +89,25 @@ impl KeyBook {
             .get(annotations::PREVIOUS_KEY_DIGEST)
             .and_then(|d| KeyDigest::from_hex(d))
             .filter(|d| ann.get(annotations::PREVIOUS_KEY_ID).map(String::as_str) == Some(d.key_id().as_str()));
-        let previous = shard
+        let retiring = shard
             .and_then(|s| s.keys.iter().find(|k| k.state == KeyState::Retiring))
             .and_then(|k| Some(RetiringKey { digest: k.digest, issued_at: k.valid_from, retires_at: k.valid_until? }))
             .filter(|p| named_by_secret == Some(p.digest));
+        // A rotation cut short between the key Secret and the shard (see above).
+        let interrupted = || {
+            let published = shard?.keys.iter().find(|k| k.state == KeyState::Current)?;
+            let still_current = current.as_ref().is_some_and(|c| c.key.digest() == published.digest);
+            if still_current || named_by_secret != Some(published.digest) {
+                return None;
+            }
+            let retires_at = time(annotations::PREVIOUS_RETIRES_AT).unwrap_or(now).min(now + overlap);
+            (retires_at > now).then_some(RetiringKey {
+                digest: published.digest,
+                issued_at: published.valid_from,
+                retires_at,
+            })
+        };
+        let previous = retiring.or_else(interrupted);
         let mut revoked: Vec<KeyDigest> =
             shard.map(|s| s.revoked.iter().map(|r| r.digest).collect()).unwrap_or_default();
         sort_dedup(&mut revoked);

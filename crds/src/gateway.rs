@@ -85,6 +85,9 @@ pub struct PolicyShard {
     /// The policy's `spec.redaction`, applied on top of each endpoint's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redaction: Option<crate::redaction::Redaction>,
+    /// The policy's `spec.trustedIssuers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_issuers: Vec<crate::policy::TrustedIssuer>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

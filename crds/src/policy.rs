@@ -86,6 +86,53 @@ pub struct ApiKeyPolicySpec {
     /// stronger style, audio redaction. It can only tighten what an endpoint enforces, never loosen it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redaction: Option<crate::redaction::Redaction>,
+    /// External OpenID Connect issuers whose access tokens the agents accept for this policy, as they accept the
+    /// policy's own session tokens: verified locally against the issuer's JWKS (fetched and refreshed by each
+    /// agent), charged to this policy's budget through its current key, narrowed by the token's scope claim, and
+    /// limited per end user by its user claim. Use it when an app's users sign in at its identity provider and
+    /// should call the gateway with that provider's token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// One external token issuer a policy trusts (`spec.trustedIssuers`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.jwksUri.startsWith('https://') || (has(self.allowInsecureHttp) && self.allowInsecureHttp && self.jwksUri.startsWith('http://'))").message("trustedIssuers: jwksUri must be an https:// URL (http:// only with allowInsecureHttp: true)"))]
+pub struct TrustedIssuer {
+    /// The tokens' `iss`, exactly (e.g. `https://login.example.com/`).
+    #[schemars(length(min = 1, max = 512))]
+    pub issuer: String,
+    /// The `aud` a token must carry (one of its audiences) to be accepted for this policy.
+    #[schemars(length(min = 1, max = 512))]
+    pub audience: String,
+    /// Where the issuer publishes its signing keys (the `jwks_uri` of its discovery document). `https://`, or
+    /// `http://` only with `allowInsecureHttp` (a loopback test issuer).
+    #[schemars(length(min = 1, max = 1024))]
+    pub jwks_uri: String,
+    /// Fetch the JWKS over plain HTTP. For test issuers on loopback only: anyone on the path could swap the keys.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
+    /// The claim holding the token's scope, a space-separated string or a list; its `model:<name>` and
+    /// `feature:<name>` entries narrow the policy's scope (other entries, like `openid`, are ignored). Default
+    /// `scope`. A token without it gets the policy's whole scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub scope_claim: Option<String>,
+    /// The claim naming the end user, for the tier's per-user limits and usage. Default `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub end_user_claim: Option<String>,
+}
+
+impl TrustedIssuer {
+    pub fn scope_claim(&self) -> &str {
+        self.scope_claim.as_deref().unwrap_or("scope")
+    }
+    pub fn end_user_claim(&self) -> &str {
+        self.end_user_claim.as_deref().unwrap_or("sub")
+    }
 }
 
 /// Which client certificates a policy accepts (`spec.requireClientCertificate`).

@@ -648,15 +648,17 @@ mod ct2 {
     }
 }
 
-/// The session-token verifier (`infergate_token::Verifier::verify`, through the cache the doors use): compact
+/// The session-token verifiers: infergate's own (`Verifier::verify`, directly and through the cache the doors
+/// use) and the one for trusted external issuers (`verify_external`, with `unverified_issuer`): compact
 /// serialisation split, base64url, header JSON (`alg`, `typ`, `kid`), signature, claims. The input is tried as a
 /// presented token, and as an edit of a genuine token (`[offset lo, offset hi, new byte]` applied to it): nothing
 /// panics, and nothing but the genuine token, unchanged, verifies.
 pub fn jwt(data: &[u8]) {
     use infergate_token::{Grant, Granted, KeyRing, Verifier, VerifyCache, mint};
     use std::sync::OnceLock;
-    static WORLD: OnceLock<(Verifier, String, chrono::DateTime<chrono::Utc>)> = OnceLock::new();
-    let (verifier, genuine, now) = WORLD.get_or_init(|| {
+    type World = (Verifier, infergate_token::IssuerKeys, String, chrono::DateTime<chrono::Utc>);
+    static WORLD: OnceLock<World> = OnceLock::new();
+    let (verifier, issuer_keys, genuine, now) = WORLD.get_or_init(|| {
         let now = chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("a valid instant");
         let ring = KeyRing::bootstrap(now - chrono::Duration::minutes(1));
         let verifier =
@@ -675,8 +677,18 @@ pub fn jwt(data: &[u8]) {
             not_before: None,
         };
         let token = mint(ring.signing_key(now), &grant, now, std::time::Duration::from_secs(600)).expect("mints").token;
-        (verifier, token, now)
+        let jwks = serde_json::to_vec(&ring.jwks()).expect("a JWKS serialises");
+        let (issuer_keys, _) = infergate_token::IssuerKeys::from_jwks_json(&jwks).expect("our JWKS loads");
+        (verifier, issuer_keys, token, now)
     });
+    // The same key set as an external issuer's: the path for tokens of identity providers a policy trusts.
+    let rules = infergate_token::IssuerRules {
+        issuer: "https://gw.fuzz",
+        audience: "infergate",
+        scope_claim: "scope",
+        end_user_claim: "sub",
+        leeway: std::time::Duration::from_secs(30),
+    };
     let cache = VerifyCache::new(8);
     if let Ok(text) = std::str::from_utf8(data) {
         let direct = verifier.verify(text, *now);
@@ -684,6 +696,9 @@ pub fn jwt(data: &[u8]) {
         let cached = cache.verify(verifier, text, *now);
         assert_eq!(direct.is_ok(), cached.is_ok(), "the cache and the verifier disagree");
         let _ = infergate_gate::token::looks_like_token(text);
+        let _ = infergate_token::unverified_issuer(text);
+        let external = infergate_token::verify_external(text, issuer_keys, rules, *now);
+        assert!(external.is_err() || text == genuine, "a token that is not the genuine one verified as external");
     }
     if let [lo, hi, byte, ..] = *data {
         let mut edited = genuine.clone().into_bytes();

@@ -1144,7 +1144,31 @@ async def main():
 
     # aiohttp's low-level server: the stand-in routes every path itself, and skipping the Application's router and
     # middleware chain saves a noticeable share of the per-request CPU.
+    # Fault injection (issue 15, item 8): `POST /standin/hold {"method", "contains"}` makes every later request
+    # with that method whose path contains the text wait, unanswered and unapplied, until `POST /standin/release`;
+    # `GET /standin/held` counts the requests waiting. A client killed while it waits leaves nothing behind (the
+    # handler is cancelled with the connection), which is how a test stops an operator between two writes.
+    holds: list[dict] = []
+    held = {"waiting": 0, "release": asyncio.Event()}
+
+    async def hold_control(request: web.BaseRequest):
+        if request.path == "/standin/hold":
+            holds.append(await request.json())
+        elif request.path == "/standin/release":
+            holds.clear()
+            held["release"].set()
+            held["release"] = asyncio.Event()
+        return web.json_response({"holds": holds, "held": held["waiting"]})
+
     async def dispatch(request: web.BaseRequest):
+        if request.path in ("/standin/hold", "/standin/release", "/standin/held"):
+            return await hold_control(request)
+        if any(h["method"] == request.method and h["contains"] in request.path for h in holds):
+            held["waiting"] += 1
+            try:
+                await held["release"].wait()
+            finally:
+                held["waiting"] -= 1
         if request.path == "/standin/bulk" and request.method == "POST":
             return await server.bulk(request)
         if request.path == "/standin/stats" and request.method == "GET":

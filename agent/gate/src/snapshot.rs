@@ -136,6 +136,10 @@ pub struct PolicyConfig {
     pub require_client_certificate: Option<infergate_crds::policy::ClientCertificateRequirement>,
     /// The policy's `spec.redaction`, parsed; applied on top of each endpoint's.
     pub redaction: crate::redaction::Configured,
+    /// The policy's current key (not a retiring one): what tokens of a trusted external issuer are charged to.
+    pub current_key: Option<KeyDigest>,
+    /// External token issuers the policy trusts (`spec.trustedIssuers`).
+    pub trusted_issuers: Vec<infergate_crds::policy::TrustedIssuer>,
 }
 
 impl PolicyConfig {
@@ -191,6 +195,8 @@ pub struct Snapshot {
     by_model: HashMap<String, u32>,
     /// Models of endpoints whose `nodeSelector` excludes this agent's node, with the endpoint.
     elsewhere: HashMap<String, NamespacedName>,
+    /// (policy, issuer) for every policy's `trustedIssuers`: a handful at most, scanned.
+    issuers: Vec<(u32, String)>,
     pub options: SnapshotOptions,
 }
 
@@ -268,6 +274,7 @@ impl Snapshot {
 
         let mut keys = KeyMap::default();
         let mut policies = Vec::new();
+        let mut issuers = Vec::new();
         let mut revisions: Vec<String> = shards.iter().map(Shard::revision).collect();
         revisions.sort();
         for p in policy_shards {
@@ -300,7 +307,17 @@ impl Snapshot {
                 allow_client_embeddings: p.allow_client_embeddings,
                 require_client_certificate: p.require_client_certificate.clone(),
                 redaction: crate::redaction::Configured::parse(p.redaction.as_ref()),
+                current_key: p
+                    .keys
+                    .iter()
+                    .filter(|k| k.state == infergate_crds::policy::KeyState::Current)
+                    .max_by_key(|k| k.valid_from)
+                    .map(|k| k.digest),
+                trusted_issuers: p.trusted_issuers.clone(),
             }));
+            for trusted in &p.trusted_issuers {
+                issuers.push((index, trusted.issuer.clone()));
+            }
             for k in &p.keys {
                 let record = KeyRecord {
                     digest: k.digest,
@@ -323,7 +340,7 @@ impl Snapshot {
         let revision = infergate_crds::gateway::revision_of(revisions.join(",").as_bytes());
         // A model served here is not "elsewhere", whatever other endpoints of it exist on other nodes.
         elsewhere.retain(|model, _| !by_model.contains_key(model));
-        (Snapshot { revision, keys, policies, endpoints, by_model, elsewhere, options }, warnings)
+        (Snapshot { revision, keys, policies, endpoints, by_model, elsewhere, issuers, options }, warnings)
     }
 
     /// The record of the key with exactly this digest (compared in constant time), if any.
@@ -349,6 +366,29 @@ impl Snapshot {
     pub fn key(&self, key: KeyRef) -> Option<&KeyRecord> {
         self.keys.get(&key)?.first()
     }
+    /// The policies that trust external issuer `iss`, with that issuer's entry.
+    pub fn trusting(
+        &self,
+        iss: &str,
+    ) -> impl Iterator<Item = (&Arc<PolicyConfig>, &infergate_crds::policy::TrustedIssuer)> {
+        self.issuers.iter().filter(move |(_, i)| i == iss).filter_map(|(p, i)| {
+            let policy = &self.policies[*p as usize];
+            policy.trusted_issuers.iter().find(|t| &t.issuer == i).map(|t| (policy, t))
+        })
+    }
+
+    /// Every distinct JWKS URI of the trusted issuers, with whether plain HTTP is allowed for it.
+    pub fn jwks_uris(&self) -> Vec<(String, bool)> {
+        let mut uris: Vec<(String, bool)> = self
+            .policies
+            .iter()
+            .flat_map(|p| p.trusted_issuers.iter().map(|t| (t.jwks_uri.clone(), t.allow_insecure_http)))
+            .collect();
+        uris.sort();
+        uris.dedup();
+        uris
+    }
+
     pub fn policy(&self, index: u32) -> &Arc<PolicyConfig> {
         &self.policies[index as usize]
     }

@@ -126,6 +126,7 @@ pub fn mk_policy(name: &str) -> PolicyBuilder {
         allow_client_embeddings: false,
         require_client_certificate: None,
         redaction: None,
+        trusted_issuers: vec![],
     })
 }
 
@@ -188,6 +189,18 @@ impl PolicyBuilder {
     }
     pub fn live(mut self) -> Self {
         self.0.environment = Environment::Live;
+        self
+    }
+    /// Trusts an external issuer for `audience`, its JWKS at `<issuer>/jwks.json`.
+    pub fn trusts(mut self, issuer: &str, audience: &str) -> Self {
+        self.0.trusted_issuers.push(infergate_crds::policy::TrustedIssuer {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            jwks_uri: format!("{issuer}/jwks.json"),
+            allow_insecure_http: false,
+            scope_claim: None,
+            end_user_claim: None,
+        });
         self
     }
     pub fn shard(self) -> Shard {

@@ -153,3 +153,32 @@ fn token_audio_caps_and_codecs() {
     assert_eq!(refused.code, RefusalCode::UnsupportedCodec);
     assert!(refused.message.contains("allows only wav audio, not flac"), "{}", refused.message);
 }
+
+#[test]
+fn trusted_issuers_are_found_with_their_policy_and_its_current_key() {
+    let shards = [
+        mk_endpoint("transcribe", "whisper-1").shard(),
+        mk_policy("app")
+            .key(&key(1))
+            .retiring(&key(2), t0() + chrono::Duration::hours(1))
+            .trusts("https://idp.example.com", "voice")
+            .shard(),
+        mk_policy("other")
+            .key(&key(3))
+            .trusts("https://idp.example.com", "other")
+            .trusts("https://b.example", "x")
+            .shard(),
+        mk_policy("plain").key(&key(4)).shard(),
+    ];
+    let s = Snapshot::build(&shards, SnapshotOptions::default()).0;
+    let trusting: Vec<_> =
+        s.trusting("https://idp.example.com").map(|(p, t)| (p.name.name.clone(), t.audience.clone())).collect();
+    assert_eq!(trusting, [("app".to_string(), "voice".to_string()), ("other".into(), "other".into())]);
+    assert_eq!(s.trusting("https://nobody").count(), 0);
+    let (app, _) = s.trusting("https://idp.example.com").next().unwrap();
+    assert_eq!(app.current_key, Some(key(1).digest()), "the current key, not the retiring one");
+    assert_eq!(
+        s.jwks_uris(),
+        [("https://b.example/jwks.json".to_string(), false), ("https://idp.example.com/jwks.json".into(), false)]
+    );
+}

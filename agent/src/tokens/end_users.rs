@@ -124,7 +124,7 @@ mod tests {
         let families = registry.gather();
         let series = families[0].get_metric();
         assert_eq!(series.len(), MAX_LABELLED + 1);
-        let other = series.iter().find(|m| m.get_label()[0].get_value() == OTHER).unwrap();
+        let other = series.iter().find(|m| m.get_label()[0].value() == OTHER).unwrap();
         assert_eq!(other.get_counter().get_value(), 10.0);
     }
 }

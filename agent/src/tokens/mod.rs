@@ -12,6 +12,7 @@
 //! Verification is local: no call leaves the agent. The cache keys verified tokens by SHA-256 and is served
 //! only under the verifier that produced the entry, so a key dropped from the ring stops verifying at once.
 pub mod end_users;
+pub mod external;
 pub mod issue;
 pub mod stream;
 
@@ -95,6 +96,8 @@ pub struct Tokens {
     pub metrics: TokenMetrics,
     /// GPU-seconds per end user (tokens minted with `end_user`).
     pub end_users: end_users::EndUserUsage,
+    /// The JWKS of the external issuers policies trust, and their tokens' verification.
+    pub external: external::ExternalIssuers,
 }
 
 /// A token refused at a door, with the key it names when the signature checked out (for the request record).
@@ -118,6 +121,7 @@ impl Tokens {
             cache: VerifyCache::new(CACHE_CAPACITY),
             metrics: TokenMetrics::register(registry),
             end_users: end_users::EndUserUsage::register(registry),
+            external: external::ExternalIssuers::new(),
         }
     }
 
@@ -153,10 +157,20 @@ impl Tokens {
     /// Verifies a presented token (signature once, then from the cache) and finds its key in `snapshot`.
     pub fn identify(&self, snapshot: &Snapshot, token: &str, now: DateTime<Utc>) -> Result<Identity, TokenRefused> {
         let keys = self.keys.load();
-        let verified = self.cache.verify(&keys.verifier, token, now).map_err(|error| {
-            self.metrics.refused(error.category());
-            TokenRefused { refusal: infergate_gate::token::refusal(&error), key: None, jti: None }
-        })?;
+        let verified = match self.cache.verify(&keys.verifier, token, now) {
+            Ok(verified) => verified,
+            Err(error) => {
+                // Not one of ours: a token of an external issuer some policy trusts, or nothing.
+                if let Some(external) = self.external.identify(snapshot, token, keys.verifier.leeway(), now) {
+                    return external.map_err(|refusal| {
+                        self.metrics.refused(refusal.code.as_str());
+                        TokenRefused { refusal, key: None, jti: None }
+                    });
+                }
+                self.metrics.refused(error.category());
+                return Err(TokenRefused { refusal: infergate_gate::token::refusal(&error), key: None, jti: None });
+            }
+        };
         infergate_gate::token::identify(snapshot, &verified, keys.verifier.leeway(), now).map_err(|refusal| {
             self.metrics.refused(refusal.code.as_str());
             TokenRefused {

@@ -22,6 +22,9 @@ use std::fmt;
 pub enum Alg {
     EdDSA,
     ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256: only for the keys of external issuers a policy trusts (most OpenID
+    /// providers sign with it); never for infergate's own tokens.
+    RS256,
 }
 
 impl Alg {
@@ -29,6 +32,7 @@ impl Alg {
         match self {
             Alg::EdDSA => "EdDSA",
             Alg::ES256 => "ES256",
+            Alg::RS256 => "RS256",
         }
     }
     /// Exact, case-sensitive (RFC 7515 names are case-sensitive): `eddsa` or `ES256 ` are not algorithms.
@@ -36,6 +40,7 @@ impl Alg {
         match name {
             "EdDSA" => Some(Alg::EdDSA),
             "ES256" => Some(Alg::ES256),
+            "RS256" => Some(Alg::RS256),
             _ => None,
         }
     }
@@ -43,6 +48,7 @@ impl Alg {
         match self {
             Alg::EdDSA => Algorithm::EdDSA,
             Alg::ES256 => Algorithm::ES256,
+            Alg::RS256 => Algorithm::RS256,
         }
     }
 }
@@ -109,6 +115,8 @@ impl SigningKey {
             crv: "Ed25519".into(),
             x: URL_SAFE_NO_PAD.encode(self.public),
             y: None,
+            n: None,
+            e: None,
             kid: self.kid.clone(),
             alg: Some(Alg::EdDSA.as_str().into()),
             use_: Some("sig".into()),
@@ -176,8 +184,17 @@ impl fmt::Debug for StoredKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
     pub kty: String,
+    /// OKP and EC keys (empty on an RSA key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub crv: String,
+    /// OKP and EC keys (empty on an RSA key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub x: String,
+    /// RSA keys only: modulus and exponent, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
     /// EC keys only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
@@ -239,6 +256,21 @@ impl PublicKey {
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
                 (Alg::ES256, DecodingKey::from_ec_der(&point))
+            }
+            ("RSA", _) => {
+                let part = |v: Option<&String>, what| {
+                    v.and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+                        .filter(|b| !b.is_empty())
+                        .ok_or_else(|| invalid(what))
+                };
+                let n = part(jwk.n.as_ref(), "n is not base64url")?;
+                let e = part(jwk.e.as_ref(), "e is not base64url")?;
+                // ring verifies 2048 to 8192-bit moduli; say so here rather than fail every signature later.
+                let bits = n.len() * 8 - n[0].leading_zeros() as usize;
+                if !(2048..=8192).contains(&bits) {
+                    return Err(invalid("RSA modulus is not 2048 to 8192 bits"));
+                }
+                (Alg::RS256, DecodingKey::from_rsa_raw_components(&n, &e))
             }
             _ => return Err(KeyError::Unsupported { kid }),
         };
@@ -327,19 +359,42 @@ mod tests {
     }
 
     #[test]
-    fn symmetric_and_rsa_jwks_are_unsupported() {
-        for (kty, crv) in [("oct", ""), ("RSA", ""), ("EC", "P-384"), ("OKP", "X25519")] {
+    fn symmetric_and_other_curve_jwks_are_unsupported() {
+        for (kty, crv) in [("oct", ""), ("EC", "P-384"), ("OKP", "X25519")] {
             let jwk = Jwk {
                 kty: kty.into(),
                 crv: crv.into(),
                 x: URL_SAFE_NO_PAD.encode([1u8; 32]),
                 y: Some(URL_SAFE_NO_PAD.encode([2u8; 32])),
+                n: None,
+                e: None,
                 kid: "k".into(),
                 alg: None,
                 use_: None,
             };
             assert!(matches!(PublicKey::from_jwk(&jwk), Err(KeyError::Unsupported { .. })), "{kty} {crv}");
         }
+    }
+
+    #[test]
+    fn rsa_jwks_load_as_rs256_from_2048_bits() {
+        let rsa = |bytes: usize, alg: Option<&str>| Jwk {
+            kty: "RSA".into(),
+            crv: String::new(),
+            x: String::new(),
+            y: None,
+            n: Some(URL_SAFE_NO_PAD.encode(vec![0xc5u8; bytes])),
+            e: Some(URL_SAFE_NO_PAD.encode([1u8, 0, 1])),
+            kid: "r".into(),
+            alg: alg.map(str::to_owned),
+            use_: Some("sig".into()),
+        };
+        assert_eq!(PublicKey::from_jwk(&rsa(256, Some("RS256"))).unwrap().alg(), Alg::RS256);
+        assert!(matches!(PublicKey::from_jwk(&rsa(128, None)), Err(KeyError::Invalid { .. })));
+        assert!(matches!(PublicKey::from_jwk(&rsa(256, Some("PS256"))), Err(KeyError::Unsupported { .. })));
+        let mut no_e = rsa(256, None);
+        no_e.e = None;
+        assert!(matches!(PublicKey::from_jwk(&no_e), Err(KeyError::Invalid { .. })));
     }
 
     #[test]

@@ -46,12 +46,13 @@ pub struct Verifier {
     fingerprint: u64,
     eddsa: Validation,
     es256: Validation,
+    rs256: Validation,
 }
 
 /// The library's own claim checks are off: it reads the system clock, and this crate takes `now` from the
 /// caller. Time, issuer and audience are checked on the typed [`Claims`], where a claim of the wrong JSON type
 /// fails to parse instead of being skipped (the class of CVE-2026-25537).
-fn library_validation(alg: Alg) -> Validation {
+pub(crate) fn library_validation(alg: Alg) -> Validation {
     let mut validation = Validation::new(alg.jose());
     validation.required_spec_claims.clear();
     validation.validate_exp = false;
@@ -85,6 +86,7 @@ impl Verifier {
             fingerprint,
             eddsa: library_validation(Alg::EdDSA),
             es256: library_validation(Alg::ES256),
+            rs256: library_validation(Alg::RS256),
         })
     }
 
@@ -137,6 +139,7 @@ impl Verifier {
         let validation = match key.alg {
             Alg::EdDSA => &self.eddsa,
             Alg::ES256 => &self.es256,
+            Alg::RS256 => &self.rs256,
         };
         jose::install();
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, validation)
@@ -176,18 +179,18 @@ impl Verifier {
 }
 
 #[derive(Deserialize)]
-struct Header {
-    alg: String,
+pub(crate) struct Header {
+    pub alg: String,
     #[serde(default)]
-    kid: Option<String>,
+    pub kid: Option<String>,
     #[serde(default)]
-    typ: Option<String>,
+    pub typ: Option<String>,
     #[serde(default)]
-    crit: Option<serde::de::IgnoredAny>,
+    pub crit: Option<serde::de::IgnoredAny>,
 }
 
 /// serde refuses a header with a repeated member, so `{"alg":"EdDSA","alg":"none"}` cannot mean two things.
-fn parse_header(part: &str) -> Result<Header, TokenError> {
+pub(crate) fn parse_header(part: &str) -> Result<Header, TokenError> {
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed("header is not base64url"))?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("header is not a JOSE header"))
 }

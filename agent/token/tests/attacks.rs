@@ -88,6 +88,8 @@ fn es256_key() -> (EcdsaKeyPair, Jwk) {
         crv: "P-256".into(),
         x: b64(&point[1..33]),
         y: Some(b64(&point[33..])),
+        n: None,
+        e: None,
         kid: "p256-1".into(),
         alg: Some("ES256".into()),
         use_: Some("sig".into()),

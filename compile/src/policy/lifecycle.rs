@@ -16,6 +16,11 @@ use std::collections::BTreeSet;
 /// The overlap used for a forced rotation when the policy has no `rotation` block (the CRD's default overlap).
 const DEFAULT_OVERLAP_SECS: i64 = 3600;
 
+/// The policy's rotation overlap (the CRD's default without a `rotation` block).
+pub(crate) fn overlap(spec: &ApiKeyPolicySpec) -> Duration {
+    spec.rotation.as_ref().map_or(Duration::seconds(DEFAULT_OVERLAP_SECS), |r| r.overlap.to_chrono())
+}
+
 /// What the lifecycle decisions depend on besides the book itself.
 pub(super) struct Request<'a> {
     pub spec: &'a ApiKeyPolicySpec,
@@ -164,7 +169,7 @@ fn rotate(
     log: &mut Log,
 ) {
     let (spec, now, why) = (request.spec, request.now, &due.why);
-    let overlap = spec.rotation.as_ref().map_or(Duration::seconds(DEFAULT_OVERLAP_SECS), |r| r.overlap.to_chrono());
+    let overlap = overlap(spec);
     if let Some(dropped) = book.previous.take() {
         log.event(
             false,

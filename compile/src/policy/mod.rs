@@ -64,7 +64,7 @@ pub fn compile_policy(inputs: &PolicyInputs<'_>, keys: &mut dyn KeySource) -> Po
     let revoked_ids: BTreeSet<&str> = spec.revocations.iter().map(|r| r.key_id.as_str()).collect();
     // Only this policy's own shard is its record (the caller looks it up by name; the JSON names the owner).
     let published_shard = inputs.published_shard.filter(|s| s.policy == owner);
-    let mut book = KeyBook::read(inputs.existing_secret, published_shard, now);
+    let mut book = KeyBook::read(inputs.existing_secret, published_shard, lifecycle::overlap(spec), now);
     let request = lifecycle::Request {
         spec,
         now,
@@ -180,6 +180,7 @@ fn policy_shard(
         allow_client_embeddings: spec.allow_client_embeddings,
         require_client_certificate: spec.require_client_certificate.clone(),
         redaction: spec.redaction.clone(),
+        trusted_issuers: spec.trusted_issuers.clone(),
     }
 }
 

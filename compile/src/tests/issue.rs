@@ -98,6 +98,7 @@ fn first_issue_writes_the_key_once_and_publishes_only_its_digest() {
         allow_client_embeddings: false,
         require_client_certificate: None,
         redaction: None,
+        trusted_issuers: vec![],
     };
     let expected_status = ApiKeyPolicyStatus {
         observed_generation: Some(1),

@@ -66,6 +66,7 @@ fn mk_policy(name: &str) -> PolicyBuilder {
         allow_client_embeddings: false,
         require_client_certificate: None,
         redaction: None,
+        trusted_issuers: vec![],
     };
     let mut p = ApiKeyPolicy::new(name, spec);
     p.metadata.namespace = Some("acme".into());

@@ -113,3 +113,50 @@ fn a_rotation_request_present_at_first_issue_is_already_satisfied() {
     let again = c.compile_with(&p, t0() + secs(1), &mut NoKeys);
     assert_eq!(again.events, vec![]);
 }
+
+/// Issue 15, item 8: the operator wrote the rotated key Secret and was stopped before the shard. The next
+/// operator finds the new key in the Secret and the old one still current in the shard: it keeps the key it
+/// finds (no new one), and the old key keeps its overlap.
+#[test]
+fn a_rotation_cut_between_the_secret_and_the_shard_keeps_the_key_and_the_overlap() {
+    let mut c = Cluster::new();
+    let mut p = mk_policy("app").rotation(24, 1).build();
+    c.reconcile(&mut p, t0());
+    let old_shard = c.shard.clone();
+    let at = t0() + hours(24);
+    let rotated = c.reconcile(&mut p, at);
+    assert_eq!(rotated.shard.unwrap().keys, vec![current_entry(2, at), retiring_entry(1, t0(), at + hours(1))]);
+    // The shard write never happened; a new operator reconciles a minute later.
+    c.shard = old_shard;
+    let later = at + secs(60);
+    let recovered = c.compile_with(&p, later, &mut NoKeys);
+    assert_eq!(
+        recovered.shard.unwrap().keys,
+        vec![current_entry(2, at), retiring_entry(1, t0(), at + hours(1))],
+        "the key from the Secret, and the old key retiring at the end of the overlap"
+    );
+    if let Some(secret) = &recovered.key_secret {
+        assert_eq!(annotations_of(secret)[annotations::CURRENT_KEY_ID], kid(2), "no new key");
+    }
+}
+
+#[test]
+fn an_edited_secret_cannot_stretch_a_recovered_overlap() {
+    let mut c = Cluster::new();
+    let mut p = mk_policy("app").rotation(24, 1).build();
+    c.reconcile(&mut p, t0());
+    let old_shard = c.shard.clone();
+    let at = t0() + hours(24);
+    c.reconcile(&mut p, at);
+    c.shard = old_shard;
+    let secret = c.secret.as_mut().unwrap();
+    secret
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(annotations::PREVIOUS_RETIRES_AT.into(), "2100-01-01T00:00:00Z".into());
+    let later = at + secs(60);
+    let recovered = c.compile_with(&p, later, &mut NoKeys);
+    assert_eq!(recovered.shard.unwrap().keys, vec![current_entry(2, at), retiring_entry(1, t0(), later + hours(1))]);
+}
