@@ -46,7 +46,14 @@ struct Scenario {
 const SCENARIOS: &[Scenario] = &[
     Scenario { name: "100k_keys", keys: 100_000, keys_per_policy: 100 },
     Scenario { name: "1k_keys", keys: 1_000, keys_per_policy: 100 },
+    Scenario { name: "1m_keys", keys: 1_000_000, keys_per_policy: 100 },
 ];
+
+/// `INFERGATE_BENCH_SCENARIOS=1k_keys,100k_keys` limits the contender groups to those scenarios (fixtures for
+/// 1M keys take a while to build, and a profile of one scenario should not include the others' setup).
+fn wanted(s: &Scenario) -> bool {
+    std::env::var("INFERGATE_BENCH_SCENARIOS").map_or(true, |list| list.split(',').any(|n| n.trim() == s.name))
+}
 
 /// splitmix64: tiny, seedable, and good enough to pick keys uniformly.
 struct SplitMix(u64);
@@ -140,9 +147,43 @@ fn fixture(s: &Scenario) -> (Fixture, Vec<Shard>) {
     (Fixture { keys, draws }, shards)
 }
 
-fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("admission");
-    for s in SCENARIOS {
+/// Decisions timed per batch: the batch's presented keys are copied into fresh buffers first (not timed), as a
+/// door holds the key it just read from the request, hot in cache. What stays cold at 100k+ keys is each
+/// contender's own state, which is what the comparison is about.
+const BATCH: usize = 256;
+
+/// Times `decide` over batches of inputs that `prepare` builds (untimed) from the precomputed draws.
+fn hot_batches<I, O>(
+    b: &mut criterion::Bencher<'_>,
+    draws: &[u32],
+    prepare: impl Fn(u32) -> I,
+    mut decide: impl FnMut(&I) -> O,
+) {
+    let mut next = 0usize;
+    b.iter_custom(|iters| {
+        let mut elapsed = std::time::Duration::ZERO;
+        let mut left = iters as usize;
+        while left > 0 {
+            let n = left.min(BATCH);
+            let batch: Vec<I> = (0..n).map(|j| prepare(draws[(next + j) & (DRAWS - 1)])).collect();
+            next = (next + n) & (DRAWS - 1);
+            let start = std::time::Instant::now();
+            for input in &batch {
+                black_box(decide(input));
+            }
+            elapsed += start.elapsed();
+            drop(batch);
+            left -= n;
+        }
+        elapsed
+    });
+}
+
+/// The three contenders over one scenario's keys, each decision's input hot (see [`BATCH`]) or, with `cold`, read
+/// from the scenario's key list at a random place (that read then misses the cache for every contender alike).
+fn contenders(c: &mut Criterion, group_name: &str, cold: bool) {
+    let mut group = c.benchmark_group(group_name);
+    for s in SCENARIOS.iter().filter(|s| (!cold || s.keys <= 100_000) && wanted(s)) {
         let (fx, shards) = fixture(s);
 
         // infergate: the whole decision a door makes before it runs a request, including its clock reads.
@@ -162,12 +203,17 @@ fn bench(c: &mut Criterion) {
         fx.keys.iter().for_each(|k| {
             let _ = decide(k);
         });
+        let key_of = |i: u32| fx.keys[i as usize].clone();
         group.bench_function(BenchmarkId::new("infergate_admit_and_charge", s.name), |b| {
-            let mut i = 0usize;
-            b.iter(|| {
-                i = (i + 1) & (DRAWS - 1);
-                black_box(decide(&fx.keys[fx.draws[i] as usize]))
-            })
+            if cold {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & (DRAWS - 1);
+                    black_box(decide(&fx.keys[fx.draws[i] as usize]))
+                })
+            } else {
+                hot_batches(b, &fx.draws, key_of, |k| decide(k))
+            }
         });
 
         // governor: keyed GCRA with its default DashMap store, keyed by the presented key.
@@ -175,14 +221,20 @@ fn bench(c: &mut Criterion) {
         let gov = governor::RateLimiter::keyed(quota);
         fx.keys.iter().for_each(|k| drop(gov.check_key(k)));
         group.bench_function(BenchmarkId::new("governor_keyed_check", s.name), |b| {
-            let mut i = 0usize;
-            b.iter(|| {
-                i = (i + 1) & (DRAWS - 1);
-                black_box(gov.check_key(&fx.keys[fx.draws[i] as usize]).is_ok())
-            })
+            if cold {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & (DRAWS - 1);
+                    black_box(gov.check_key(&fx.keys[fx.draws[i] as usize]).is_ok())
+                })
+            } else {
+                hot_batches(b, &fx.draws, key_of, |k| gov.check_key(k).is_ok())
+            }
         });
+        drop(gov);
 
-        // limitador: one limit whose counter is qualified by the variable `key`; contexts prebuilt per key.
+        // limitador: one limit whose counter is qualified by the variable `key`; its context built from the key
+        // (untimed: per batch when hot, once per key when cold).
         let lim = limitador::RateLimiter::new((s.keys as u64) * 2);
         lim.add_limit(limitador::limit::Limit::new(
             "infergate-bench",
@@ -198,18 +250,35 @@ fn bench(c: &mut Criterion) {
             assert!(!lim.check_rate_limited_and_update(&namespace, ctx, 1).unwrap().limited);
         });
         group.bench_function(BenchmarkId::new("limitador_check_and_update", s.name), |b| {
-            let mut i = 0usize;
-            b.iter(|| {
-                i = (i + 1) & (DRAWS - 1);
-                let ctx = &contexts[fx.draws[i] as usize];
-                black_box(lim.check_rate_limited_and_update(&namespace, ctx, 1).unwrap().limited)
-            })
+            if cold {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & (DRAWS - 1);
+                    let ctx = &contexts[fx.draws[i] as usize];
+                    black_box(lim.check_rate_limited_and_update(&namespace, ctx, 1).unwrap().limited)
+                })
+            } else {
+                hot_batches(
+                    b,
+                    &fx.draws,
+                    |i| -> limitador::limit::Context<'_> {
+                        HashMap::from([("key".to_string(), fx.keys[i as usize].clone())]).into()
+                    },
+                    |ctx| lim.check_rate_limited_and_update(&namespace, ctx, 1).unwrap().limited,
+                )
+            }
         });
     }
     group.finish();
 }
 
-/// Where the infergate decision's time goes (100k keys): each step adds one stage to the previous.
+fn bench(c: &mut Criterion) {
+    contenders(c, "admission", false);
+    contenders(c, "admission_cold_key", true);
+}
+
+/// Where the infergate decision's time goes (100k keys, presented keys hot): each step adds one stage to the
+/// previous.
 fn breakdown(c: &mut Criterion) {
     let s = &SCENARIOS[0];
     let (fx, shards) = fixture(s);
@@ -221,11 +290,9 @@ fn breakdown(c: &mut Criterion) {
     macro_rules! stage {
         ($name:literal, |$key:ident| $body:expr) => {
             group.bench_function($name, |b| {
-                let mut i = 0usize;
-                b.iter(|| {
-                    i = (i + 1) & (DRAWS - 1);
-                    let $key: &str = &fx.keys[fx.draws[i] as usize];
-                    black_box($body)
+                hot_batches(b, &fx.draws, |i| fx.keys[i as usize].clone(), |$key: &String| {
+                    let $key: &str = $key;
+                    $body
                 })
             });
         };

@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod audio;
 pub mod audit;
+mod key_table;
 pub mod limiter;
 mod memory;
 pub mod redaction;

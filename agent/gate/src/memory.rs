@@ -4,6 +4,10 @@ use crate::limiter::{BucketKey, BucketParams, CounterStore, StoreFuture, ready};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Bucket ids are digest bits of configured names, or of end-user ids an app chooses: hashed with a per-process
+/// seed (foldhash) rather than SipHash, which cost more than the bucket arithmetic.
+type Map<V> = HashMap<BucketKey, V, foldhash::fast::RandomState>;
+
 const EPSILON: f64 = 1e-9;
 
 #[derive(Clone, Copy, Debug)]
@@ -37,15 +41,15 @@ const SHARDS: usize = 64;
 /// The in-process store: sharded mutexes held for a few arithmetic operations, never across I/O. Also the
 /// fallback a [`Limiter`] counts in while a shared store is down (a tier's `local` failure policy).
 pub struct InMemoryStore {
-    buckets: Vec<Mutex<HashMap<BucketKey, Bucket>>>,
-    streams: Vec<Mutex<HashMap<BucketKey, u32>>>,
+    buckets: Vec<Mutex<Map<Bucket>>>,
+    streams: Vec<Mutex<Map<u32>>>,
 }
 
 impl Default for InMemoryStore {
     fn default() -> Self {
         Self {
-            buckets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            streams: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            buckets: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            streams: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
         }
     }
 }
@@ -128,6 +132,16 @@ impl CounterStore for InMemoryStore {
         now: f64,
     ) -> StoreFuture<'_, Result<(), f64>> {
         ready(self.take_now(bucket, amount, params, now))
+    }
+
+    fn try_take_now(
+        &self,
+        bucket: BucketKey,
+        amount: f64,
+        params: BucketParams,
+        now: f64,
+    ) -> Option<Result<Result<(), f64>, crate::limiter::StoreError>> {
+        Some(Ok(self.take_now(bucket, amount, params, now)))
     }
 
     fn adjust(&self, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) {

@@ -1,19 +1,19 @@
 //! The immutable gateway config an agent runs: built once from the operator's shards, swapped atomically.
 //!
 //! ```text
-//!  shards (policy, endpoint) ──build──▶ Snapshot { keys: digest prefix ─▶ [KeyRecord] ─▶ policy index,
+//!  shards (policy, endpoint) ──build──▶ Snapshot { keys: KeyTable (digest ─▶ KeyRecord ─▶ policy index),
 //!                                                  endpoints by model, policies, revision }
 //!                          readers: arc_swap load (no lock) ─▶ admission::admit(&snapshot, ...)
 //! ```
-//! Keys are indexed by their full SHA-256 digest: the map is keyed by the first 8 bytes (the bits of the
-//! [`KeyId`]; digests are uniform, so those bytes are already a perfect hash and the map uses an identity hasher),
-//! and each slot holds every record sharing those bytes, matched on the whole digest in constant time. A record
-//! that merely shares a key id (anyone can write a digest with a known id's bits) never shadows another key.
+//! Keys are indexed by their full SHA-256 digest in [`crate::key_table`]: found by the first 8 bytes (the bits
+//! of the [`KeyId`]) and matched on the whole digest in constant time. A record that merely shares a key id
+//! (anyone can write a digest with a known id's bits) never shadows another key.
 use chrono::{DateTime, Utc};
 use infergate_crds::NamespacedName;
 use infergate_crds::endpoint::Feature;
 use infergate_crds::gateway::{EndpointLimits, EndpointShard, PolicyShard, Shard, TierLimits};
 use infergate_crds::key::{Environment, KeyDigest, KeyId};
+use crate::key_table::KeyTable;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -110,7 +110,7 @@ pub enum KeyStatus {
     Revoked { revoked_at: DateTime<Utc> },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct KeyRecord {
     pub digest: KeyDigest,
     pub policy: u32,
@@ -188,28 +188,17 @@ pub struct BuildWarning(pub String);
 pub struct Snapshot {
     /// Hash over the shard revisions, published on the agent's Lease.
     pub revision: String,
-    /// Records by digest prefix; almost always one per slot, more only when digests share their first 8 bytes.
-    keys: KeyMap<Vec<KeyRecord>>,
+    /// Records by digest, one cache line each.
+    keys: KeyTable,
     policies: Vec<Arc<PolicyConfig>>,
     endpoints: Vec<Arc<EndpointConfig>>,
-    by_model: HashMap<String, u32>,
+    /// Looked up for every request by the client's model name: foldhash, seeded per process.
+    by_model: HashMap<String, u32, foldhash::fast::RandomState>,
     /// Models of endpoints whose `nodeSelector` excludes this agent's node, with the endpoint.
     elsewhere: HashMap<String, NamespacedName>,
     /// (policy, issuer) for every policy's `trustedIssuers`: a handful at most, scanned.
     issuers: Vec<(u32, String)>,
     pub options: SnapshotOptions,
-}
-
-/// Adds `record` to its slot, replacing (and returning) a record with the same full digest.
-fn insert_key(keys: &mut KeyMap<Vec<KeyRecord>>, record: KeyRecord) -> Option<KeyRecord> {
-    let slot = keys.entry(KeyRef::of(&record.digest)).or_default();
-    match slot.iter_mut().find(|r| r.digest.ct_eq(&record.digest)) {
-        Some(same) => Some(std::mem::replace(same, record)),
-        None => {
-            slot.push(record);
-            None
-        }
-    }
 }
 
 /// A stable 64-bit id for a `namespace/name` label (the first 8 bytes of its SHA-256).
@@ -240,7 +229,7 @@ impl Snapshot {
         policy_shards.sort_by(|a, b| a.policy.cmp(&b.policy));
 
         let mut endpoints = Vec::new();
-        let mut by_model = HashMap::new();
+        let mut by_model = HashMap::default();
         let mut by_name = HashMap::new();
         let mut elsewhere: HashMap<String, NamespacedName> = HashMap::new();
         for e in endpoint_shards {
@@ -272,7 +261,8 @@ impl Snapshot {
             }));
         }
 
-        let mut keys = KeyMap::default();
+        let records = policy_shards.iter().map(|p| p.keys.len() + p.revoked.len()).sum();
+        let mut keys = KeyTable::with_capacity(records);
         let mut policies = Vec::new();
         let mut issuers = Vec::new();
         let mut revisions: Vec<String> = shards.iter().map(Shard::revision).collect();
@@ -324,7 +314,7 @@ impl Snapshot {
                     policy: index,
                     status: KeyStatus::Active { valid_from: k.valid_from, valid_until: k.valid_until },
                 };
-                if let Some(previous) = insert_key(&mut keys, record) {
+                if let Some(previous) = keys.insert(record) {
                     warnings.push(BuildWarning(format!(
                         "key {} appears twice (policy {}); keeping the later entry",
                         k.key_id, policies[previous.policy as usize].name
@@ -334,7 +324,7 @@ impl Snapshot {
             // Revocations win over any active entry for the same digest: refusing is the safe side.
             for r in &p.revoked {
                 let status = KeyStatus::Revoked { revoked_at: r.revoked_at };
-                insert_key(&mut keys, KeyRecord { digest: r.digest, policy: index, status });
+                keys.insert(KeyRecord { digest: r.digest, policy: index, status });
             }
         }
         let revision = infergate_crds::gateway::revision_of(revisions.join(",").as_bytes());
@@ -344,16 +334,16 @@ impl Snapshot {
     }
 
     /// The record of the key with exactly this digest (compared in constant time), if any.
-    pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<&KeyRecord> {
-        self.keys.get(&KeyRef::of(digest))?.iter().find(|r| r.digest.ct_eq(digest))
+    pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<KeyRecord> {
+        self.keys.get(digest)
     }
 
     /// The record of the key with these id bits in policy `policy` (`namespace/name`): how a session token, which
     /// names its key by id and policy but never carries its digest, finds the key it was minted from. `None` when
     /// no record, or more than one, matches (two keys of one policy sharing 64 digest bits: refuse, never guess).
-    pub fn key_in_policy(&self, key: KeyRef, policy: &str) -> Option<&KeyRecord> {
+    pub fn key_in_policy(&self, key: KeyRef, policy: &str) -> Option<KeyRecord> {
         let (namespace, name) = policy.split_once('/')?;
-        let mut matching = self.keys.get(&key)?.iter().filter(|r| {
+        let mut matching = self.keys.with_id(key).filter(|r| {
             let owner = &self.policies[r.policy as usize].name;
             owner.namespace == namespace && owner.name == name
         });
@@ -363,8 +353,8 @@ impl Snapshot {
 
     /// The first record whose digest starts with these bits. Ambiguous when two digests share them, so a caller
     /// that holds the digest authenticates with [`key_by_digest`](Self::key_by_digest) instead.
-    pub fn key(&self, key: KeyRef) -> Option<&KeyRecord> {
-        self.keys.get(&key)?.first()
+    pub fn key(&self, key: KeyRef) -> Option<KeyRecord> {
+        self.keys.with_id(key).next()
     }
     /// The policies that trust external issuer `iss`, with that issuer's entry.
     pub fn trusting(
@@ -409,7 +399,7 @@ impl Snapshot {
         self.by_model.get(model).map(|i| &self.endpoints[*i as usize])
     }
     pub fn key_count(&self) -> usize {
-        self.keys.values().map(Vec::len).sum()
+        self.keys.len()
     }
 
     /// Revoked key ids, most recent first, for the agent's Lease.
@@ -417,9 +407,8 @@ impl Snapshot {
         let mut revoked: Vec<(DateTime<Utc>, KeyRef)> = self
             .keys
             .iter()
-            .flat_map(|(k, records)| records.iter().map(move |r| (*k, r)))
-            .filter_map(|(k, r)| match r.status {
-                KeyStatus::Revoked { revoked_at } => Some((revoked_at, k)),
+            .filter_map(|r| match r.status {
+                KeyStatus::Revoked { revoked_at } => Some((revoked_at, KeyRef::of(&r.digest))),
                 KeyStatus::Active { .. } => None,
             })
             .collect();

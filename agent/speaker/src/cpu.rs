@@ -4,19 +4,20 @@
 //!
 //! ```text
 //! mel [T][B][40] ─▶ G = X W_ihᵀ + b   (one GEMM over all T·B rows)
-//!                   for t: G[t] += H[t-1] W_hhᵀ  (B rows) ; cell(G[t]) ─▶ H[t]
+//!                   for t: G[t] += H[t-1] W_hhᵀ  (B rows, linalg::recurrent_accumulate) ; cell(G[t]) ─▶ H[t]
 //!               ─▶ next layer's X = H ─▶ … ─▶ head(H[T-1])
 //! ```
 //!
-//! Every product, including the head over all partials, is one `linalg::gemm_bt` call (matrixmultiply's sgemm with
-//! run-time AVX/FMA dispatch), so a portable build still gets the wide kernels without any `unsafe` here.
+//! Every other product, including the head over all partials, is one `linalg::gemm_bt` call (matrixmultiply's
+//! sgemm with run-time AVX/FMA dispatch). The recurrent step has its own kernel over weights packed once: sgemm
+//! repacked `W_hh` (1 MB) on each of the 480 steps of a window.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::ModelError;
 use crate::frontend::{MelFrontend, Prepared};
-use crate::linalg::{Init, TransposedMatrix, gemm_bt};
+use crate::linalg::{Init, RecurrentMatrix, TransposedMatrix, gemm_bt, recurrent_accumulate};
 use crate::weights::EncoderWeights;
 use crate::{BatchEmbeddings, EMBEDDING_DIM, Embedding, EmbeddingBackend, HIDDEN, MEL_BANDS, PARTIAL_FRAMES};
 
@@ -28,7 +29,8 @@ const GATES: usize = 4 * HIDDEN;
 struct PackedLayer {
     input_size: usize,
     w_ih: TransposedMatrix,
-    w_hh: TransposedMatrix,
+    /// Packed once for the per-time-step kernel (see [`recurrent_accumulate`]).
+    w_hh: RecurrentMatrix,
     /// `b_ih + b_hh`, added once in the input projection.
     bias: Vec<f32>,
 }
@@ -50,7 +52,7 @@ impl CpuEncoder {
             .map(|l| PackedLayer {
                 input_size: l.input_size,
                 w_ih: TransposedMatrix::new(&l.w_ih, GATES, l.input_size),
-                w_hh: TransposedMatrix::new(&l.w_hh, GATES, HIDDEN),
+                w_hh: RecurrentMatrix::new(&l.w_hh, GATES, HIDDEN),
                 bias: l.b_ih.iter().zip(&l.b_hh).map(|(a, b)| a + b).collect(),
             })
             .collect();
@@ -82,7 +84,7 @@ impl CpuEncoder {
                 let g = &mut gates[t * b * GATES..(t + 1) * b * GATES];
                 let (done, rest) = h_seq.split_at_mut(t * b * HIDDEN);
                 if t > 0 {
-                    gemm_bt(&done[(t - 1) * b * HIDDEN..], b, &layer.w_hh, g, Init::Accumulate);
+                    recurrent_accumulate(&done[(t - 1) * b * HIDDEN..], b, &layer.w_hh, g);
                 }
                 lstm_cell(g, &mut cell, &mut rest[..b * HIDDEN]);
             }
