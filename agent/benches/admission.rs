@@ -290,10 +290,15 @@ fn breakdown(c: &mut Criterion) {
     macro_rules! stage {
         ($name:literal, |$key:ident| $body:expr) => {
             group.bench_function($name, |b| {
-                hot_batches(b, &fx.draws, |i| fx.keys[i as usize].clone(), |$key: &String| {
-                    let $key: &str = $key;
-                    $body
-                })
+                hot_batches(
+                    b,
+                    &fx.draws,
+                    |i| fx.keys[i as usize].clone(),
+                    |$key: &String| {
+                        let $key: &str = $key;
+                        $body
+                    },
+                )
             });
         };
     }
@@ -377,5 +382,29 @@ fn tokens(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, breakdown, tokens);
+/// A config change as the agent applies it: `Snapshot::build` over every shard (issue 15: a change is live in
+/// <= 50 ms at 10k policies / 100k keys). Shards are already parsed here, as the agent holds them between changes.
+fn rebuild(c: &mut Criterion) {
+    let mut group = c.benchmark_group("snapshot_build");
+    group.sample_size(10);
+    for (name, keys, keys_per_policy) in
+        [("1k_policies_100k_keys", 100_000, 100), ("10k_policies_100k_keys", 100_000, 10)]
+    {
+        let (_, shards) = fixture(&Scenario { name, keys, keys_per_policy });
+        group.bench_function(format!("{name}/hashing_every_shard"), |b| {
+            b.iter(|| black_box(Snapshot::build(&shards, SnapshotOptions::default())))
+        });
+        // Cluster mode: revisions were hashed when each shard arrived (`ShardSet`).
+        let revisions: Vec<String> = shards.iter().map(|s| s.revision()).collect();
+        group.bench_function(format!("{name}/revisions_known"), |b| {
+            b.iter(|| {
+                let revised = shards.iter().zip(revisions.iter().map(String::as_str));
+                black_box(Snapshot::build_revised(revised, SnapshotOptions::default()))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, breakdown, tokens, rebuild);
 criterion_main!(benches);

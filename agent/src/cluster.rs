@@ -56,11 +56,12 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Shards by Secret name, and the rebuild after every change.
+/// Shards by Secret name, each with its revision (hashed once, when it arrives), and the rebuild after every
+/// change.
 #[derive(Default)]
 pub struct ShardSet {
-    shards: BTreeMap<String, Shard>,
-    listing: Option<BTreeMap<String, Shard>>,
+    shards: BTreeMap<String, (Shard, String)>,
+    listing: Option<BTreeMap<String, (Shard, String)>>,
 }
 
 impl ShardSet {
@@ -73,7 +74,8 @@ impl ShardSet {
             }
             Event::InitApply(secret) => {
                 if let (Some(listing), Some((name, shard))) = (self.listing.as_mut(), parse(&secret, gateway)) {
-                    listing.insert(name, shard);
+                    let revision = shard.revision();
+                    listing.insert(name, (shard, revision));
                 }
                 false
             }
@@ -84,7 +86,12 @@ impl ShardSet {
                 true
             }
             Event::Apply(secret) => match parse(&secret, gateway) {
-                Some((name, shard)) => self.shards.insert(name, shard.clone()) != Some(shard),
+                Some((_, shard)) if self.shards.get(&name_of(&secret)).is_some_and(|(s, _)| *s == shard) => false,
+                Some((name, shard)) => {
+                    let revision = shard.revision();
+                    self.shards.insert(name, (shard, revision));
+                    true
+                }
                 // A shard that does not parse keeps its last good version: dropping it would refuse its keys.
                 None => false,
             },
@@ -93,12 +100,17 @@ impl ShardSet {
     }
 
     pub fn shards(&self) -> Vec<Shard> {
-        self.shards.values().cloned().collect()
+        self.shards.values().map(|(shard, _)| shard.clone()).collect()
+    }
+
+    /// Every shard with its revision, for [`Snapshot::build_revised`] (no copies, no re-hashing).
+    pub fn revised(&self) -> impl Iterator<Item = (&Shard, &str)> {
+        self.shards.values().map(|(shard, revision)| (shard, revision.as_str()))
     }
 
     /// The session-token signing ring the operator publishes, if it has.
     pub fn signing_ring(&self) -> Option<&infergate_token::StoredRing> {
-        self.shards.values().find_map(|shard| match shard {
+        self.shards.values().find_map(|(shard, _)| match shard {
             Shard::Signing(signing) => Some(&signing.ring),
             _ => None,
         })
@@ -128,6 +140,10 @@ fn install_ring(gateway: &Gateway, set: &ShardSet, installed: &mut Option<inferg
             tracing::warn!(error = %err, "the published signing-key ring does not load; keeping the previous one");
         }
     }
+}
+
+fn name_of(secret: &Secret) -> String {
+    secret.metadata.name.clone().unwrap_or_default()
 }
 
 fn parse(secret: &Secret, gateway: &Gateway) -> Option<(String, Shard)> {
@@ -161,7 +177,7 @@ async fn watch_config(gateway: Arc<Gateway>, secrets: Api<Secret>, options: Snap
                 if set.on_event(event, &gateway) {
                     // Keys first: a token minted from a new key may arrive with the config that announces it.
                     install_ring(&gateway, &set, &mut installed_ring);
-                    let (snapshot, warnings) = Snapshot::build(&set.shards(), options.clone());
+                    let (snapshot, warnings) = Snapshot::build_revised(set.revised(), options.clone());
                     for w in warnings {
                         tracing::warn!(problem = %w.0, "gateway config");
                     }
@@ -289,6 +305,9 @@ mod tests {
         let (without, _) = Snapshot::build(&[endpoint, policy], SnapshotOptions::default());
         assert_eq!((with.key_count(), with.endpoints().len()), (without.key_count(), without.endpoints().len()));
         assert_ne!(with.revision, without.revision, "the agent's revision names the ring it runs");
+        // Revisions hashed on arrival give the same snapshot revision as hashing at build time.
+        let (revised, _) = Snapshot::build_revised(set.revised(), SnapshotOptions::default());
+        assert_eq!((revised.revision.as_str(), revised.key_count()), (with.revision.as_str(), with.key_count()));
         // A rotated ring is installed; a ring that does not load leaves the installed one in place.
         let mut rotated = ring.clone();
         let next = rotated.plan(Utc::now() + chrono::Duration::days(7), &Default::default());

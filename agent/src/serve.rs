@@ -99,7 +99,15 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
     let grpc_serving = async {
         match &tls {
             None => {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+                // No Nagle on stream replies: a partial held for the client's delayed ACK was ~40 ms late (tonic's
+                // own `tcp_nodelay` only applies to listeners it binds itself).
+                let incoming =
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc), |s| {
+                        if let Ok(stream) = &s {
+                            let _ = stream.set_nodelay(true);
+                        }
+                        s
+                    });
                 grpc_server.serve_with_incoming_shutdown(incoming, shutdown.clone().wait()).await
             }
             Some(tls) => {

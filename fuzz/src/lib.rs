@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("manifest_compile", manifest_compile),
     ("redact", redact),
     ("jwt", jwt),
+    ("grpc_stream", grpc_stream),
 ];
 
 /// The API key format check (prefix, length, alphabet, CRC32 in base62) and the digest/id parsers.
@@ -287,16 +288,16 @@ pub mod session {
 
     pub const MODEL: &str = "whisper-1";
 
-    struct Harness {
-        runtime: tokio::runtime::Runtime,
-        gateway: Arc<Gateway>,
-        received_pcm_bytes: Arc<AtomicUsize>,
+    pub(crate) struct Harness {
+        pub(crate) runtime: tokio::runtime::Runtime,
+        pub(crate) gateway: Arc<Gateway>,
+        pub(crate) received_pcm_bytes: Arc<AtomicUsize>,
     }
 
     /// One gateway for the process (its HTTP clients are slow to build). Its tier is unlimited so that the
     /// charges of earlier inputs never change what a later one sees; everything else a stream holds is
     /// released when the stream ends, which [`run`] checks.
-    fn harness() -> &'static Harness {
+    pub(crate) fn harness() -> &'static Harness {
         static HARNESS: OnceLock<Harness> = OnceLock::new();
         HARNESS.get_or_init(|| {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -413,32 +414,47 @@ pub mod session {
                         fields.extend(redact.map(|r| r.into_fields()).unwrap_or_default());
                         if let Ok(session) = Session::open(gateway, id, &request, outcome, fields).await {
                             session.drive(&mut script).await;
-                            assert_eq!(script.ready, 1, "a stream announces itself once");
                             let client_left = script.frames.is_empty();
-                            assert!(
-                                script.endings == 1 || (client_left && script.endings == 0),
-                                "a stream ends once, with a result or a refusal ({} endings)",
-                                script.endings
-                            );
-                            // A final result means every buffered segment was flushed: the backend got each
-                            // accepted byte of audio exactly once, whatever the cuts were.
-                            if let Some(Event::Final { audio_seconds, .. }) = script.events.last() {
-                                let sent = harness.received_pcm_bytes.load(Ordering::Relaxed) as f64 / 32_000.0;
-                                assert!(
-                                    (sent - audio_seconds).abs() < 1e-9,
-                                    "the backend got {sent} s of the stream's {audio_seconds} s"
-                                );
-                            }
+                            check_stream(script.ready, script.endings, client_left, &script.events);
                         }
                         return;
                     }
                 }
             }
         });
+        check_released(gateway);
+    }
+
+    /// What every stream keeps, whichever door drove it: one `ready`, one ending (unless the client left), and
+    /// after a final result the backend got each accepted byte of audio exactly once, whatever the cuts were.
+    pub(crate) fn check_stream(ready: u32, endings: u32, client_left: bool, events: &[Event]) {
+        assert_eq!(ready, 1, "a stream announces itself once");
+        assert!(
+            endings == 1 || (client_left && endings == 0),
+            "a stream ends once, with a result or a refusal ({endings} endings)"
+        );
+        if let Some(Event::Final { audio_seconds, .. }) = events.last() {
+            let sent = harness().received_pcm_bytes.load(Ordering::Relaxed) as f64 / 32_000.0;
+            assert!((sent - audio_seconds).abs() < 1e-9, "the backend got {sent} s of the stream's {audio_seconds} s");
+        }
+    }
+
+    /// Nothing a stream holds survives it.
+    pub(crate) fn check_released(gateway: &Gateway) {
         assert_eq!(gateway.streams.len(), 0, "a stream outlived its session");
         assert_eq!(gateway.metrics.open_streams.get(), 0, "the open-streams gauge leaked");
     }
 }
+
+/// The gRPC door's stream (`Inference/StreamTranscribe`): gRPC's wire frames, prost's decoding of each message,
+/// the door's own readings of `start` and of later messages ([`infergate_agent::doors::grpc::start_terms`],
+/// [`infergate_agent::doors::grpc::inbound`]), then the session, with the same checks as `ws_session`.
+pub fn grpc_stream(data: &[u8]) {
+    grpc::run(data);
+}
+
+#[path = "grpc_stream.rs"]
+pub mod grpc;
 
 /// Whole well-formed API keys as seeds. Never committed (a key-shaped string in the repository reads as a leaked
 /// secret to every scanner): the replay test feeds them from memory and tests/fuzz/run.sh writes them into the
@@ -498,6 +514,10 @@ pub fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("jwt", "edit_signature", vec![0xff, 0x01, b'A']),
         ("jwt", "edit_header", vec![0x05, 0x00, b'x']),
+        ("grpc_stream", "start_audio_end", grpc::seed_start_audio_end()),
+        ("grpc_stream", "audio_before_start", grpc::seed_audio_before_start()),
+        ("grpc_stream", "compressed_and_garbage", grpc::seed_compressed_and_garbage()),
+        ("grpc_stream", "unknown_feature_then_refresh", grpc::seed_unknown_feature()),
         ("ws_session", "start_audio_end", session::encode(&[start.clone(), second.clone(), end.clone()])),
         ("ws_session", "auth_start_ping_audio", session::encode(&[auth, start.clone(), Frame::Ping, second.clone()])),
         (

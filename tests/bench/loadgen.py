@@ -127,7 +127,7 @@ def cmd_manifest(args) -> None:
             "spec": {
                 "model": args.model,
                 "features": ["transcribe"],
-                "backend": {"upstream": {"url": args.upstream}},
+                "backend": {"upstream": {"url": args.upstream, "allowPrivateNetwork": True}},
                 "cost": {"gpuSecondsPerAudioSecond": args.cost},
             },
         },
@@ -508,7 +508,8 @@ async def run_revocation(args) -> dict:
             "mean_ms": round(statistics.fmean(values) * 1e3, 2),
         }
 
-    result = {"bench": "revocation", "trials": len(pairs), "missed": missed, "refusal": summary(refusals), "close": summary(closes)}
+    result = {"bench": "revocation", "mode": "sighup" if args.agent_pid else "poll", "trials": len(pairs), "missed": missed,
+              "refusal": summary(refusals), "close": summary(closes)}
     print(f"revocation: {len(pairs)} trials, {missed} missed; refusal {result['refusal']}; stream close {result['close']}")
     return result
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Per-admission cost with the counters on Redis (loopback): infergate leased and exact against limitador 0.14's
-# Redis storages, in one process on one core. Starts its own redis-server; prints a markdown table.
+# Redis storages, in one process on one core. Starts its own redis-server; prints a markdown table and the same
+# numbers as one `RESULT {json}` line.
 #   bash tests/bench/redis.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,4 +26,11 @@ redis_pid=$!
 trap 'kill $redis_pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 echo "redis-server $(redis-server --version | awk '{print $3}') on loopback; $(nproc) cores; $(date -u +%F)"
-taskset -c 0 "$OUT/release/infergate-redis-bench" "redis://127.0.0.1:$port/"
+taskset -c 0 "$OUT/release/infergate-redis-bench" "redis://127.0.0.1:$port/" | tee "$OUT/redis-table.md"
+# The table as one machine-readable line (tests/bench/all.sh collects it): ns per admission by contender.
+python3 - "$OUT/redis-table.md" <<'EOF'
+import json, sys
+rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in open(sys.argv[1]) if line.startswith("| ")]
+ns = {r[0]: float(r[1]) for r in rows if len(r) > 1 and r[1].replace(".", "", 1).isdigit()}
+print("RESULT " + json.dumps({"bench": "redis", "ns_per_admission": ns}))
+EOF

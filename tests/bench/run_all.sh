@@ -172,6 +172,15 @@ EOF
       printf "nginx %.0f req/s; agent unauthenticated %.0f req/s; agent authenticated %.0f req/s (non-2xx %d)\n", ng, un, au, bad["agent_authenticated"];
       printf "    authenticated / nginx = %.3f (target >= 1.0); auth+limits cost vs unauthenticated = %.2f%% (target <= 5%%)", au/ng, (1-au/un)*100
     }' "$WORK/http.results")
+  # The same means as one machine-readable line (tests/bench/all.sh collects it).
+  unauth_listener="public"; [ "$UNAUTH_URL" = "http://127.0.0.1:$ADMIN_PORT/healthz" ] && unauth_listener="admin"
+  awk -v rounds="$HTTP_ROUNDS" -v secs="$HTTP_SECONDS" -v listener="$unauth_listener" '
+    { sum[$1]+=$2; n[$1]++; bad[$1]+=$3 }
+    function mean(k) { return n[k] ? sum[k]/n[k] : 0 }
+    END {
+      printf "RESULT {\"bench\":\"http\",\"rounds\":%d,\"seconds\":%d,\"nginx_rps\":%.0f,\"unauthenticated_rps\":%.0f,", rounds, secs, mean("nginx"), mean("agent_unauthenticated");
+      printf "\"authenticated_rps\":%.0f,\"authenticated_non_2xx\":%d,\"unauthenticated_listener\":\"%s\"}\n", mean("agent_authenticated"), bad["agent_authenticated"], listener
+    }' "$WORK/http.results"
 fi
 
 # --------------------------------------------------------------------------------------------- 4. load generator

@@ -124,7 +124,11 @@ for r in $(seq 1 "$ROUNDS"); do
   printf '%-6s %14s %14s %14s %14s %12s %12s %12s\n' "$r" "$an" "$nn" "$ar" "$nr" "$at" "$nt" "$ap"
   echo "$an $nn $ar $nr $at $nt $ap" >> "$WORK/results"
 done
-awk '{ for (i = 1; i <= 7; i++) s[i] += $i; n++ }
+awk -v secs="$SECONDS_PER" '{ for (i = 1; i <= 7; i++) s[i] += $i; n++ }
   END { printf "\nmeans: handshakes new agent/nginx = %.2f (target >= 1.0); reuse agent/nginx = %.2f;\n", s[1]/s[2], s[3]/s[4];
         printf "       keep-alive TLS agent %.0f req/s vs nginx %.0f req/s (%.2fx); agent TLS cost vs plaintext %.1f%% (target <= 10%%)\n",
-               s[5]/n, s[6]/n, s[5]/s[6], (1 - s[5]/s[7]) * 100 }' "$WORK/results"
+               s[5]/n, s[6]/n, s[5]/s[6], (1 - s[5]/s[7]) * 100
+        # the same means, machine-readable (tests/bench/all.sh collects it)
+        printf "RESULT {\"bench\":\"tls\",\"rounds\":%d,\"seconds\":%d,\"agent_new_per_s\":%.0f,\"nginx_new_per_s\":%.0f,", n, secs, s[1]/n, s[2]/n;
+        printf "\"agent_reuse_per_s\":%.0f,\"nginx_reuse_per_s\":%.0f,\"agent_tls_rps\":%.0f,\"nginx_tls_rps\":%.0f,\"agent_plain_rps\":%.0f}\n",
+               s[3]/n, s[4]/n, s[5]/n, s[6]/n, s[7]/n }' "$WORK/results"

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tests/tools/install-whisper-weights.sh tiny.en
-cargo build -q --release -p infergate-whisper --example rtf
+# BENCH_NO_BUILD=1: use the rtf example already in target/release (tests/bench/all.sh builds it up front).
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build -q --release -p infergate-whisper --example rtf
 CPU=${CPU:-1}
 for words in "" "--words"; do
   taskset -c "$CPU" target/release/examples/rtf --runs 3 $words

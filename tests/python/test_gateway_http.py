@@ -56,8 +56,19 @@ def test_models_lists_only_what_the_key_may_use(agent):
     r = httpx.get(f"{agent.http}/v1/models", headers={"authorization": f"Bearer {agent.key('app')}"})
     assert r.status_code == 200
     assert [m["id"] for m in r.json()["data"]] == ["whisper-1"]
+    assert r.headers["content-type"] == "application/json"
+    model = r.json()["data"][0]
+    assert (model["object"], model["owned_by"], model["features"]) == ("model", "infergate", ["transcribe"])
     client = openai.OpenAI(base_url=f"{agent.http}/v1", api_key=agent.key("app"), max_retries=0)
     assert [m.id for m in client.models.list()] == ["whisper-1"]
+    assert client.models.retrieve("whisper-1").id == "whisper-1"
+
+
+def test_public_listener_answers_liveness_without_a_key(agent):
+    r = httpx.get(f"{agent.http}/healthz")
+    assert (r.status_code, r.text) == (200, "ok\n")
+    # Only liveness: readiness and metrics stay on the admin listener.
+    assert httpx.get(f"{agent.http}/readyz").status_code == 404
 
 
 @pytest.mark.parametrize(

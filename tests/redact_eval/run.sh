@@ -27,7 +27,8 @@
 # with the NER, IG_COPIES_PATTERNS (default 50, ~4 MB) times without, so the pattern layer's run is long
 # enough to time. It includes JSON parsing and writing, which Presidio's in-process timing
 # (presidio_peer.py: analyze + anonymize only) does not, so the comparison leans against infergate.
-# Outputs: .cache/redact-eval/<half>/ (predictions, timings, the table as table.txt and scores.json).
+# Outputs: .cache/redact-eval/<half>/ (predictions, timings, the table as table.txt and scores.json); the headline
+# numbers as one `RESULT {json}` line at the end.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -96,7 +97,7 @@ with open(sys.argv[1], encoding="utf-8") as f, open(sys.argv[2], "w", encoding="
 copies() { local n="$1" dst="$2"; : > "$dst"; for _ in $(seq "$n"); do cat "$OUT/input.jsonl" >> "$dst"; done; }
 CHARS=$(python3 -c 'import json,sys; print(sum(len(json.loads(l)["text"]) for l in open(sys.argv[1], encoding="utf-8")))' "$DATA")
 
-PREDS=() EXTRA=()
+PREDS=() EXTRA=() SPEEDS=()
 
 # ---------------------------------------------------------------- infergate
 IG_BIN="${INFERGATE_REDACT_BIN:-}"
@@ -142,7 +143,7 @@ PY
     )
     echo "$name: $kcs kchars/s wall, $kcpu kchars/CPU-s ($fed chars, net of a one-line run)"
     PREDS+=("$name=$OUT/$name.jsonl"); EXTRA+=(--extra "kchars/s wall:$name=$kcs")
-    EXTRA+=(--extra "kchars/CPU-s:$name=$kcpu")
+    EXTRA+=(--extra "kchars/CPU-s:$name=$kcpu"); SPEEDS+=("$name $kcs $kcpu")
   done
 elif [ "$RUN_IG" = 1 ]; then
   step "infergate: SKIPPED: agent/ner/examples/redact_jsonl.rs is not there yet (or INFERGATE_REDACT_BIN is not executable)"
@@ -158,7 +159,7 @@ if [ "$RUN_PRES" = 1 ]; then
     kcs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kchars_per_s"])' "$OUT/$name.timing.json")
     kcpu=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kchars_per_cpu_s"])' "$OUT/$name.timing.json")
     PREDS+=("$name=$OUT/$name.jsonl"); EXTRA+=(--extra "kchars/s wall:$name=$kcs")
-    EXTRA+=(--extra "kchars/CPU-s:$name=$kcpu")
+    EXTRA+=(--extra "kchars/CPU-s:$name=$kcpu"); SPEEDS+=("$name $kcs $kcpu")
   done
 fi
 
@@ -166,5 +167,20 @@ fi
 step "word-level scores on the $HALF half ($(wc -l < "$DATA") sentences, $CHARS chars)"
 python3 "$HERE/score.py" "$DATA" "${PREDS[@]}" $STRICT --json > "$OUT/scores.json"
 python3 "$HERE/score.py" "$DATA" "${PREDS[@]}" $STRICT "${EXTRA[@]}" | tee "$OUT/table.txt"
+# The headline numbers as one machine-readable line (tests/bench/all.sh collects it).
+python3 - "$OUT/scores.json" "$HALF" "${SPEEDS[@]}" <<'PY'
+import json, sys
+scores, half, speeds = json.load(open(sys.argv[1])), sys.argv[2], [s.split() for s in sys.argv[3:]]
+if "overall" in scores:  # score.py --json prints one system's result unwrapped
+    scores = {speeds[0][0]: scores}
+systems = {}
+for name, kcs, kcpu in speeds:
+    r = scores[name]
+    systems[name] = {k: r["overall"][k] for k in ("precision", "recall", "f1")}
+    systems[name].update({t.lower() + "_recall": r["per_type"][t]["recall"] for t in ("CREDIT_CARD", "US_SSN")
+                          if t in r["per_type"]})
+    systems[name].update(kchars_per_s=float(kcs), kchars_per_cpu_s=float(kcpu))
+print("RESULT " + json.dumps({"bench": "redaction", "half": half, "systems": systems}))
+PY
 echo
 echo "per-system detail: python3 tests/redact_eval/score.py $DATA <pred.jsonl>   (files in $OUT)"

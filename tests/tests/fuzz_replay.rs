@@ -67,7 +67,17 @@ macro_rules! replay_tests {
     };
 }
 
-replay_tests!(key_format, audio_inspect, audio_decode, ct2_weights, ws_session, manifest_compile, redact, jwt);
+replay_tests!(
+    key_format,
+    audio_inspect,
+    audio_decode,
+    ct2_weights,
+    ws_session,
+    manifest_compile,
+    redact,
+    jwt,
+    grpc_stream
+);
 
 #[test]
 fn every_target_is_replayed_and_has_a_libfuzzer_binary() {

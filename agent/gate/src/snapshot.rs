@@ -8,12 +8,12 @@
 //! Keys are indexed by their full SHA-256 digest in [`crate::key_table`]: found by the first 8 bytes (the bits
 //! of the [`KeyId`]) and matched on the whole digest in constant time. A record that merely shares a key id
 //! (anyone can write a digest with a known id's bits) never shadows another key.
+use crate::key_table::KeyTable;
 use chrono::{DateTime, Utc};
 use infergate_crds::NamespacedName;
 use infergate_crds::endpoint::Feature;
 use infergate_crds::gateway::{EndpointLimits, EndpointShard, PolicyShard, Shard, TierLimits};
 use infergate_crds::key::{Environment, KeyDigest, KeyId};
-use crate::key_table::KeyTable;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -213,11 +213,26 @@ impl Snapshot {
 
     /// Builds the snapshot from every shard the agent sees. Order does not matter. Policy scopes that name an
     /// endpoint without a shard are dropped (the key cannot reach an endpoint this agent does not know).
-    pub fn build(shards: &[Shard], options: SnapshotOptions) -> (Self, Vec<BuildWarning>) {
+    pub fn build<'a>(
+        shards: impl IntoIterator<Item = &'a Shard>,
+        options: SnapshotOptions,
+    ) -> (Self, Vec<BuildWarning>) {
+        let revised: Vec<(&Shard, String)> = shards.into_iter().map(|s| (s, s.revision())).collect();
+        Self::build_revised(revised.iter().map(|(s, r)| (*s, r.as_str())), options)
+    }
+
+    /// [`build`](Self::build) with each shard's revision already known. A shard's revision hashes its whole JSON
+    /// (100k key entries are ~20 MB of it), and was most of a rebuild's time; the cluster-mode agent computes it
+    /// once when a shard arrives, so a change re-hashes only the shard that changed.
+    pub fn build_revised<'a>(
+        shards: impl IntoIterator<Item = (&'a Shard, &'a str)>,
+        options: SnapshotOptions,
+    ) -> (Self, Vec<BuildWarning>) {
+        let shards: Vec<(&Shard, &str)> = shards.into_iter().collect();
         let mut warnings = Vec::new();
         let mut endpoint_shards: Vec<&EndpointShard> = Vec::new();
         let mut policy_shards: Vec<&PolicyShard> = Vec::new();
-        for shard in shards {
+        for (shard, _) in &shards {
             match shard {
                 Shard::Endpoint(e) => endpoint_shards.push(e),
                 Shard::Policy(p) => policy_shards.push(p),
@@ -265,8 +280,8 @@ impl Snapshot {
         let mut keys = KeyTable::with_capacity(records);
         let mut policies = Vec::new();
         let mut issuers = Vec::new();
-        let mut revisions: Vec<String> = shards.iter().map(Shard::revision).collect();
-        revisions.sort();
+        let mut revisions: Vec<&str> = shards.iter().map(|(_, r)| *r).collect();
+        revisions.sort_unstable();
         for p in policy_shards {
             let index = policies.len() as u32;
             let scopes = p

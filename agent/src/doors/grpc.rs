@@ -216,24 +216,42 @@ async fn run_stream(
                 .await;
         }
     };
+    let (feature, fields) = match start_terms(&start) {
+        Ok(terms) => terms,
+        Err(refusal) => return transport.refuse(&refusal).await,
+    };
+    let request = Request { model: &start.model, feature, origin: None };
+    match Session::open(&gateway, identity, &request, outcome, fields).await {
+        Ok(session) => session.drive(&mut transport).await,
+        Err(refusal) => transport.refuse(&refusal).await,
+    }
+}
+
+/// What a `start` message asks for: the feature, and the one-shot form fields (language, redaction) the session
+/// reads. Public for the gRPC fuzz target, which drives sessions through the door's own readings.
+pub fn start_terms(start: &pb::StreamStart) -> Result<(Feature, Vec<(String, String)>), Refusal> {
     let feature = match start.feature.as_str() {
         "" | "transcribe" => Feature::Transcribe,
         "embed" => Feature::Embed,
         "verify" => Feature::Verify,
         "vad" => Feature::Vad,
-        _ => {
-            return transport
-                .refuse(&Refusal::bad_request("unknown feature: use transcribe, embed, verify or vad"))
-                .await;
-        }
+        _ => return Err(Refusal::bad_request("unknown feature: use transcribe, embed, verify or vad")),
     };
     let mut fields =
         if start.language.is_empty() { vec![] } else { vec![("language".to_string(), start.language.clone())] };
     fields.extend(start.redact.clone().map(redaction_fields).unwrap_or_default());
-    let request = Request { model: &start.model, feature, origin: None };
-    match Session::open(&gateway, identity, &request, outcome, fields).await {
-        Ok(session) => session.drive(&mut transport).await,
-        Err(refusal) => transport.refuse(&refusal).await,
+    Ok((feature, fields))
+}
+
+/// A message after `start`, as the session sees it.
+pub fn inbound(message: pb::StreamRequest) -> Inbound {
+    match message.msg {
+        Some(stream_request::Msg::Audio(bytes)) => Inbound::Audio(bytes.into()),
+        Some(stream_request::Msg::End(_)) => Inbound::End,
+        Some(stream_request::Msg::Refresh(refresh)) => Inbound::Refresh(Presented(refresh.token)),
+        Some(stream_request::Msg::Start(_)) | None => {
+            Inbound::Invalid(Refusal::bad_request("the stream has started: send audio or end"))
+        }
     }
 }
 
@@ -259,14 +277,7 @@ impl Transport for GrpcTransport {
             message = self.inbound.message() => match message {
                 // The client went away or half-closed without `end`: nothing more to say.
                 Ok(None) | Err(_) => Inbound::Closed,
-                Ok(Some(m)) => match m.msg {
-                    Some(stream_request::Msg::Audio(bytes)) => Inbound::Audio(bytes.into()),
-                    Some(stream_request::Msg::End(_)) => Inbound::End,
-                    Some(stream_request::Msg::Refresh(refresh)) => Inbound::Refresh(Presented(refresh.token)),
-                    Some(stream_request::Msg::Start(_)) | None => {
-                        Inbound::Invalid(Refusal::bad_request("the stream has started: send audio or end"))
-                    }
-                },
+                Ok(Some(m)) => inbound(m),
             },
         }
     }

@@ -101,6 +101,8 @@ pub fn grpc_incoming(
             if tx.is_closed() {
                 return;
             }
+            // As for plaintext gRPC (serve.rs): stream replies are small and must not wait for Nagle.
+            let _ = stream.set_nodelay(true);
             // No valid certificate pair yet: the connection is closed.
             let Some(acceptor) = tls.grpc_acceptor() else { continue };
             let sender = tx.clone();
