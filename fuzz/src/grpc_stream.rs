@@ -1,14 +1,13 @@
 //! The body of the `grpc_stream` target (a module of `fuzz/src/lib.rs`, by `#[path]`, so the replay test gets it
 //! too). Input: gRPC's length-prefixed wire frames, `[compressed flag][length u32 BE][message]`, a short last
 //! frame taking what is left; each message is decoded by prost as tonic would, and read by the door's functions.
-use super::session::{check_released, check_stream, harness};
+use super::session::{Recorded, Source, check_released, check_stream, harness};
 use infergate_agent::doors::grpc::pb::{self, stream_request};
 use infergate_agent::doors::grpc::{inbound, start_terms};
 use infergate_agent::gateway::Credential;
 use infergate_agent::outcome::Door;
-use infergate_agent::session::{Event, Gone, Inbound, Ready, Session, Transport};
+use infergate_agent::session::{Inbound, Session};
 use infergate_gate::admission::Request;
-use infergate_gate::refusal::Refusal;
 use infergate_gate::testing::key;
 use prost::Message;
 use std::collections::VecDeque;
@@ -43,19 +42,17 @@ pub fn encode(messages: &[pb::StreamRequest]) -> Vec<u8> {
     out
 }
 
+/// The gRPC client's messages.
 #[derive(Default)]
 struct Wire {
     messages: VecDeque<Result<pb::StreamRequest, ()>>,
-    ready: u32,
-    events: Vec<Event>,
-    endings: u32,
     /// The call ended from the client's side (end of its stream, or an error status): what follows is never read.
     closed: bool,
 }
 
-impl Transport for Wire {
+impl Source for Wire {
     // `GrpcTransport::recv`: an error status or the end of the client's stream is `Closed`.
-    async fn recv(&mut self) -> Inbound {
+    fn next(&mut self) -> Inbound {
         match self.messages.pop_front() {
             None | Some(Err(())) => {
                 self.closed = true;
@@ -64,36 +61,17 @@ impl Transport for Wire {
             Some(Ok(message)) => inbound(message),
         }
     }
-    async fn ready(&mut self, _ready: Ready<'_>) -> Result<(), Gone> {
-        self.ready += 1;
-        Ok(())
-    }
-    async fn event(&mut self, event: &Event) -> Result<(), Gone> {
-        self.events.push(event.clone());
-        Ok(())
-    }
-    async fn refuse(&mut self, _refusal: &Refusal) {
-        self.endings += 1;
-    }
-    async fn done(&mut self) {
-        self.endings += 1;
-    }
-    async fn refreshed(
-        &mut self,
-        _result: &Result<infergate_agent::tokens::stream::Terms, Refusal>,
-    ) -> Result<(), Gone> {
-        Ok(())
-    }
 }
 
 pub fn run(data: &[u8]) {
     let harness = harness();
     let gateway = &harness.gateway;
-    let mut wire = Wire { messages: messages(data).into(), ..Wire::default() };
+    let mut wire = Recorded { source: Wire { messages: messages(data).into(), closed: false }, ..Recorded::default() };
     harness.received_pcm_bytes.store(0, Ordering::Relaxed);
     harness.runtime.block_on(async {
         // `run_stream`: the first message must be `start`; anything else ends the call before a session.
-        let Some(Ok(pb::StreamRequest { msg: Some(stream_request::Msg::Start(start)) })) = wire.messages.pop_front()
+        let Some(Ok(pb::StreamRequest { msg: Some(stream_request::Msg::Start(start)) })) =
+            wire.source.messages.pop_front()
         else {
             return;
         };
@@ -105,7 +83,7 @@ pub fn run(data: &[u8]) {
         let outcome = gateway.begin(Door::Grpc, "Inference/StreamTranscribe", None);
         if let Ok(session) = Session::open(gateway, identity, &request, outcome, fields).await {
             session.drive(&mut wire).await;
-            check_stream(wire.ready, wire.endings, wire.closed, &wire.events);
+            check_stream(wire.ready, wire.endings, wire.source.closed, &wire.events);
         }
     });
     check_released(gateway);

@@ -332,28 +332,23 @@ pub mod session {
         })
     }
 
-    /// What the session said back, in order.
-    #[derive(Debug, Default)]
-    struct Script {
-        frames: VecDeque<Frame>,
-        ready: u32,
-        events: Vec<Event>,
-        endings: u32,
+    /// Where a fuzzed stream's client messages come from, as the door maps them to [`Inbound`].
+    pub(crate) trait Source {
+        fn next(&mut self) -> Inbound;
     }
 
-    impl Transport for Script {
-        // The door's mapping (`WsTransport::recv` in agent/src/doors/ws.rs) for a running stream.
+    /// A stream transport over a [`Source`] that records what the session said back, in order.
+    #[derive(Debug, Default)]
+    pub(crate) struct Recorded<S> {
+        pub(crate) source: S,
+        pub(crate) ready: u32,
+        pub(crate) events: Vec<Event>,
+        pub(crate) endings: u32,
+    }
+
+    impl<S: Source + Send> Transport for Recorded<S> {
         async fn recv(&mut self) -> Inbound {
-            match self.frames.pop_front() {
-                None => Inbound::Closed,
-                Some(Frame::Binary(bytes)) => Inbound::Audio(Bytes::from(bytes)),
-                Some(Frame::Ping) => Inbound::Activity,
-                Some(Frame::Text(text)) => match serde_json::from_str::<Control>(&text) {
-                    Ok(Control::End) => Inbound::End,
-                    Ok(_) => Inbound::Invalid(Refusal::bad_request("the stream has started")),
-                    Err(_) => Inbound::Invalid(Refusal::bad_request("control messages are JSON")),
-                },
-            }
+            self.source.next()
         }
         async fn ready(&mut self, _ready: Ready<'_>) -> Result<(), Gone> {
             self.ready += 1;
@@ -377,10 +372,30 @@ pub mod session {
         }
     }
 
+    /// The WebSocket client's frames.
+    #[derive(Debug, Default)]
+    struct Frames(VecDeque<Frame>);
+
+    impl Source for Frames {
+        // The door's mapping (`WsTransport::recv` in agent/src/doors/ws.rs) for a running stream.
+        fn next(&mut self) -> Inbound {
+            match self.0.pop_front() {
+                None => Inbound::Closed,
+                Some(Frame::Binary(bytes)) => Inbound::Audio(Bytes::from(bytes)),
+                Some(Frame::Ping) => Inbound::Activity,
+                Some(Frame::Text(text)) => match serde_json::from_str::<Control>(&text) {
+                    Ok(Control::End) => Inbound::End,
+                    Ok(_) => Inbound::Invalid(Refusal::bad_request("the stream has started")),
+                    Err(_) => Inbound::Invalid(Refusal::bad_request("control messages are JSON")),
+                },
+            }
+        }
+    }
+
     pub fn run(data: &[u8]) {
         let harness = harness();
         let gateway = &harness.gateway;
-        let mut script = Script { frames: frames(data).into(), ..Script::default() };
+        let mut script = Recorded { source: Frames(frames(data).into()), ..Recorded::default() };
         harness.received_pcm_bytes.store(0, Ordering::Relaxed);
         harness.runtime.block_on(async {
             let snapshot = gateway.snapshot();
@@ -388,7 +403,7 @@ pub mod session {
             let mut identity: Option<Identity> =
                 gateway.authenticate(&snapshot, &Credential::Key(key(1).expose())).ok();
             // The door's handshake (`handshake` in ws.rs): control messages until `start`.
-            while let Some(frame) = script.frames.pop_front() {
+            while let Some(frame) = script.source.0.pop_front() {
                 let text = match frame {
                     Frame::Text(text) => text,
                     Frame::Ping => continue,
@@ -414,7 +429,7 @@ pub mod session {
                         fields.extend(redact.map(|r| r.into_fields()).unwrap_or_default());
                         if let Ok(session) = Session::open(gateway, id, &request, outcome, fields).await {
                             session.drive(&mut script).await;
-                            let client_left = script.frames.is_empty();
+                            let client_left = script.source.0.is_empty();
                             check_stream(script.ready, script.endings, client_left, &script.events);
                         }
                         return;
