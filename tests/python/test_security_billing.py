@@ -138,3 +138,18 @@ def test_real_compressed_audio_is_charged_its_length(billing_agent, tmp_path, su
     r = upload(billing_agent, path.read_bytes(), path.name)
     assert r.status_code == 200, r.text
     assert charged(r) == pytest.approx(0.3, abs=0.01)
+
+
+@security_item(9, built=True)
+def test_hostile_containers_are_answered_and_the_agent_lives_on(billing_agent):
+    # Every input that once crashed or aborted the audio readers (fuzz/artifacts: panics in symphonia's demuxers, a
+    # 130-byte Matroska file that declared a 284 TB element, a stream at a few Hz that asked the resampler for
+    # 57 GB), sent through the real door: each gets an answer, and the agent still serves the next request.
+    artifacts = sorted(p for d in ("audio_inspect", "audio_decode") for p in (ROOT / "fuzz/artifacts" / d).iterdir())
+    assert any(p.name.startswith("mkv-ebml-size") for p in artifacts)
+    for path in artifacts:
+        r = upload(billing_agent, path.read_bytes(), path.name)
+        assert r.status_code < 500 or r.status_code in (502, 503), (path.name, r.status_code, r.text)
+        assert billing_agent.proc.poll() is None, f"the agent exited on {path.name}"
+    r = upload(billing_agent, forged_wav(64000), "a.wav")
+    assert r.status_code == 200, r.text

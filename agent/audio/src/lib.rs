@@ -15,11 +15,14 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+mod declared;
 mod demux;
 mod error;
 mod opus;
 mod resample;
 mod sink;
+
+pub use declared::declared_seconds;
 
 pub use error::{AudioError, DECODABLE_FORMATS};
 
@@ -85,7 +88,7 @@ pub fn decode(bytes: &[u8], hint: Hint<'_>, limits: Limits) -> Result<Decoded, A
     if hint.says_raw_pcm() && !has_container_magic(bytes) {
         return decode_raw_pcm(bytes, limits);
     }
-    // symphonia 0.5 still has `expect`s on malformed input (the Matroska reader panics on a file cut inside its
+    // symphonia has had `expect`s on malformed input (0.5's Matroska reader panicked on a file cut inside its
     // header): a damaged upload is the client's 400, never a crashed request. Everything the closure touches is
     // its own, so nothing half-updated survives the unwind. Needs panic=unwind, the workspace default.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| demux::decode_container(bytes, &hint, &limits)))

@@ -12,8 +12,8 @@ use crate::demux::Outcome;
 use crate::error::AudioError;
 use crate::sink::Sink;
 use opus_pure::{MAX_PACKET_SAMPLES, OpusDecoder};
-use symphonia::core::codecs::CodecParameters;
-use symphonia::core::formats::Packet;
+use symphonia::core::codecs::audio::AudioCodecParameters;
+use symphonia::core::packet::Packet;
 
 /// Opus's clock: every Opus time field counts samples at 48 kHz, and it is the rate decoded to.
 pub(crate) const OPUS_RATE: u32 = 48_000;
@@ -37,12 +37,12 @@ struct OpusHead {
 }
 
 impl OpusTrack {
-    pub(crate) fn new(params: &CodecParameters) -> Result<Self, AudioError> {
+    pub(crate) fn new(params: &AudioCodecParameters) -> Result<Self, AudioError> {
         let head = match params.extra_data.as_deref() {
             Some(extra) => parse_head(extra)?,
             // WebM without CodecPrivate: only the channel count is known.
             None => OpusHead {
-                channels: params.channels.or(params.channel_layout.map(|l| l.into_channels())).map_or(1, |c| c.count()),
+                channels: params.channels.as_ref().map_or(1, |c| c.count()),
                 pre_skip: 0,
                 gain_q8_db: 0,
                 mapping_family: 0,
@@ -75,8 +75,8 @@ impl OpusTrack {
             Ok(frames) => frames,
             Err(_) => return Ok(Outcome::Rejected),
         };
-        let trim_start = packet.trim_start() as usize;
-        let keep_end = frames.saturating_sub(packet.trim_end() as usize);
+        let trim_start = packet.trim_start.get() as usize;
+        let keep_end = frames.saturating_sub(packet.trim_end.get() as usize);
         if trim_start >= keep_end {
             return Ok(Outcome::Decoded);
         }
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn surround_opus_is_unsupported_not_corrupt() {
-        let mut params = CodecParameters::new();
+        let mut params = AudioCodecParameters::new();
         params.with_extra_data(head(6, 312, 1).into_boxed_slice());
         let error = OpusTrack::new(&params).err().unwrap();
         assert_eq!(error.category(), "unsupported");

@@ -3,7 +3,7 @@
 //! ```text
 //!  RIFF/WAVE ─▶ data bytes / (sample rate x block align)      Measure::Exact   (a disagreeing header is a 400)
 //!  .pcm      ─▶ bytes / 32,000                                 Measure::Exact
-//!  FLAC, MP3, Ogg, WebM/Matroska ─▶ symphonia reads the container's own length (STREAMINFO, Xing/VBRI or
+//!  FLAC, MP3, Ogg, WebM/Matroska ─▶ infergate_audio reads the container's own length (STREAMINFO, Xing/VBRI or
 //!            frame headers, granule positions, segment info), decoding no audio   Measure::Declared
 //!            └─ no length in the container ─▶ Measure::Unknown: the caller pre-charges the endpoint's maximum
 //! ```
@@ -69,64 +69,19 @@ pub fn inspect(bytes: &[u8], filename: &str) -> Result<AudioInfo, Refusal> {
     ))
 }
 
-/// The length a compressed container declares, read by symphonia's demuxers without decoding audio. `None` when
-/// the container does not say (a stream without a length header) or cannot be read.
+/// The length a compressed container declares, read by `infergate_audio` (the decoder's own demuxers) without
+/// decoding audio. `None` when the container does not say (a stream without a length header) or cannot be read.
 fn declared_seconds(bytes: &[u8], codec: Codec) -> Option<f64> {
-    if codec == Codec::Flac {
-        return flac_streaminfo_seconds(bytes);
-    }
-    use symphonia::core::formats::FormatOptions;
-    use symphonia::core::io::MediaSourceStream;
-    use symphonia::core::meta::MetadataOptions;
-    use symphonia::core::probe::Hint;
-    let mut hint = Hint::new();
-    hint.with_extension(match codec {
-        Codec::Flac => "flac",
-        Codec::Mp3 => "mp3",
-        Codec::Ogg => "ogg",
-        Codec::Webm => "webm",
-        Codec::Mp4 => "mp4",
+    // The hint only breaks ties: the bytes' magic already chose the codec.
+    let filename = match codec {
+        Codec::Flac => "upload.flac",
+        Codec::Mp3 => "upload.mp3",
+        Codec::Ogg => "upload.ogg",
+        Codec::Webm => "upload.webm",
+        Codec::Mp4 => "upload.mp4",
         Codec::Pcm16 | Codec::Wav => return None,
-    });
-    // symphonia 0.5's demuxers still `expect`/assert on malformed input and overflow on hostile headers (found by
-    // the audio_inspect fuzz target; regressions in fuzz/artifacts/audio_inspect): a damaged upload must be billed
-    // at the endpoint's maximum (`None`), never crash the request. Nothing outside the closure is touched.
-    let probe = || -> Option<f64> {
-        let source = MediaSourceStream::new(Box::new(std::io::Cursor::new(bytes.to_vec())), Default::default());
-        let probed = symphonia::default::get_probe()
-            .format(&hint, source, &FormatOptions::default(), &MetadataOptions::default())
-            .ok()?;
-        let track = probed.format.default_track()?;
-        let params = &track.codec_params;
-        let frames = params.n_frames?;
-        match (params.time_base, params.sample_rate) {
-            (Some(base), _) => {
-                let time = base.calc_time(frames);
-                Some(time.seconds as f64 + time.frac)
-            }
-            (None, Some(rate)) if rate > 0 => Some(frames as f64 / f64::from(rate)),
-            _ => None,
-        }
     };
-    let seconds = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)).ok().flatten()?;
-    (seconds.is_finite() && seconds >= 0.0).then_some(seconds)
-}
-
-/// FLAC's length from STREAMINFO, the first metadata block (the spec requires it there): total samples over the
-/// sample rate. Read directly, because it must count even when no audio frame follows (a header that declares an
-/// hour in 2 KiB is billed as an hour, or refused as too long). `None` when the stream leaves the total unset.
-fn flac_streaminfo_seconds(bytes: &[u8]) -> Option<f64> {
-    // "fLaC", then a 4-byte block header (type 0 = STREAMINFO, length 34), then the 34-byte body.
-    let header = bytes.get(4..8)?;
-    if header[0] & 0x7F != 0 || u32::from_be_bytes([0, header[1], header[2], header[3]]) != 34 {
-        return None;
-    }
-    let body = bytes.get(8..42)?;
-    // Bytes 10..18 of the body: sample rate (20 bits), channels-1 (3), bits-1 (5), total samples (36).
-    let packed = u64::from_be_bytes(body[10..18].try_into().ok()?);
-    let sample_rate = (packed >> 44) as u32;
-    let total_samples = packed & ((1 << 36) - 1);
-    (sample_rate > 0 && total_samples > 0).then(|| total_samples as f64 / f64::from(sample_rate))
+    infergate_audio::declared_seconds(bytes, infergate_audio::Hint { filename: Some(filename), content_type: None })
 }
 
 pub fn pcm16_seconds(bytes: usize) -> f64 {
