@@ -86,7 +86,7 @@ impl ShardSet {
                 true
             }
             Event::Apply(secret) => match parse(&secret, gateway) {
-                Some((_, shard)) if self.shards.get(&name_of(&secret)).is_some_and(|(s, _)| *s == shard) => false,
+                Some((name, shard)) if self.shards.get(&name).is_some_and(|(s, _)| *s == shard) => false,
                 Some((name, shard)) => {
                     let revision = shard.revision();
                     self.shards.insert(name, (shard, revision));
@@ -99,6 +99,7 @@ impl ShardSet {
         }
     }
 
+    #[cfg(test)]
     pub fn shards(&self) -> Vec<Shard> {
         self.shards.values().map(|(shard, _)| shard.clone()).collect()
     }
@@ -140,10 +141,6 @@ fn install_ring(gateway: &Gateway, set: &ShardSet, installed: &mut Option<inferg
             tracing::warn!(error = %err, "the published signing-key ring does not load; keeping the previous one");
         }
     }
-}
-
-fn name_of(secret: &Secret) -> String {
-    secret.metadata.name.clone().unwrap_or_default()
 }
 
 fn parse(secret: &Secret, gateway: &Gateway) -> Option<(String, Shard)> {

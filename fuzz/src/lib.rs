@@ -377,17 +377,14 @@ pub mod session {
     struct Frames(VecDeque<Frame>);
 
     impl Source for Frames {
-        // The door's mapping (`WsTransport::recv` in agent/src/doors/ws.rs) for a running stream.
+        // The door's own reading of a frame (`doors::ws::inbound`) for a running stream.
         fn next(&mut self) -> Inbound {
+            use infergate_agent::doors::ws::{Message, inbound};
             match self.0.pop_front() {
                 None => Inbound::Closed,
-                Some(Frame::Binary(bytes)) => Inbound::Audio(Bytes::from(bytes)),
-                Some(Frame::Ping) => Inbound::Activity,
-                Some(Frame::Text(text)) => match serde_json::from_str::<Control>(&text) {
-                    Ok(Control::End) => Inbound::End,
-                    Ok(_) => Inbound::Invalid(Refusal::bad_request("the stream has started")),
-                    Err(_) => Inbound::Invalid(Refusal::bad_request("control messages are JSON")),
-                },
+                Some(Frame::Binary(bytes)) => inbound(Message::Binary(Bytes::from(bytes))),
+                Some(Frame::Ping) => inbound(Message::Ping(Bytes::new())),
+                Some(Frame::Text(text)) => inbound(Message::Text(text.into())),
             }
         }
     }

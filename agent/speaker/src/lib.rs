@@ -11,7 +11,8 @@
 //! tests/tools/install-speaker-weights.sh and checked again by [`EncoderWeights::load`]. Nothing biometric is
 //! stored: embeddings are returned to the caller and dropped.
 #![deny(rust_2018_idioms)]
-// `deny` rather than `forbid` so the single CUDA wrapper module can opt in; every `unsafe` there has a SAFETY note.
+// `deny` rather than `forbid` so two places can opt in, each `unsafe` with a SAFETY note: the CUDA wrapper module,
+// and linalg's call into its FMA-compiled kernel (target features picked at run time need an `unsafe` call).
 #![deny(unsafe_code)]
 
 pub mod batcher;

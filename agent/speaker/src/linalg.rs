@@ -109,7 +109,8 @@ pub(crate) fn recurrent_accumulate(a: &[f32], rows: usize, w: &RecurrentMatrix, 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn recurrent_fma(a: &[f32], rows: usize, w: &RecurrentMatrix, out: &mut [f32]) {
+#[allow(unsafe_code)] // `unsafe fn`, not a safe target-feature fn (Rust 1.86+): the workspace builds on 1.85.
+unsafe fn recurrent_fma(a: &[f32], rows: usize, w: &RecurrentMatrix, out: &mut [f32]) {
     recurrent_body::<true>(a, rows, w, out);
 }
 

@@ -285,7 +285,7 @@ async fn models(State(gateway): State<Arc<Gateway>>, client_cert: edge::ClientCe
     edge::attach_client_cert(&mut outcome, client_cert);
     let result = edge::authenticate(&gateway, edge::header_key(&headers).as_deref(), &mut outcome).map(|identity| {
         let models = oneshot::models(&gateway, &identity);
-        json_body(&ModelList { object: "list", data: models.iter().map(ModelObject::from).collect() })
+        Json(ModelList { object: "list", data: models.iter().map(ModelObject::from).collect() }).into_response()
     });
     edge::http_finish(result, &outcome.request_id)
 }
@@ -322,16 +322,6 @@ struct ModelList<'a> {
     data: Vec<ModelObject<'a>>,
 }
 
-/// 200 `application/json`, serialized once into a buffer sized for a typical answer.
-fn json_body<T: serde::Serialize>(value: &T) -> Response {
-    let mut body = Vec::with_capacity(512);
-    match serde_json::to_writer(&mut body, value) {
-        Ok(()) => ([(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
-        // Plain structs of strings and numbers always serialize; this arm only keeps the handler total.
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
 /// `GET /v1/models/{id}`: one model the key may use, in OpenAI's shape; 404 `unknown_model` otherwise (a model
 /// the key may not use looks the same as one that does not exist).
 async fn model(
@@ -345,7 +335,7 @@ async fn model(
     let result = edge::authenticate(&gateway, edge::header_key(&headers).as_deref(), &mut outcome).and_then(|identity| {
         let found = oneshot::models(&gateway, &identity).into_iter().find(|m| m.id == id);
         match found {
-            Some(m) => Ok(json_body(&ModelObject::from(&m))),
+            Some(m) => Ok(Json(ModelObject::from(&m)).into_response()),
             None => {
                 let refusal = Refusal::new(
                     RefusalCode::UnknownModel,

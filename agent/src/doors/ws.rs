@@ -23,7 +23,8 @@ use crate::gateway::{ConnectionGuard, Credential, Gateway, KeySlot};
 use crate::outcome::{Door, RequestOutcome};
 use crate::session::{Event, Gone, Inbound, Ready, Session, Transport};
 use crate::tokens::stream::{Presented, Terms};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+pub use axum::extract::ws::Message;
+use axum::extract::ws::{CloseFrame, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -254,22 +255,31 @@ impl WsTransport {
     }
 }
 
+/// What a client's frame means to a running stream. Public so the `ws_session` fuzz target reads frames exactly
+/// as the door does.
+pub fn inbound(message: Message) -> Inbound {
+    match message {
+        Message::Close(_) => Inbound::Closed,
+        Message::Binary(bytes) => Inbound::Audio(bytes),
+        Message::Text(text) => match serde_json::from_str::<Control>(text.as_str()) {
+            Ok(Control::End) => Inbound::End,
+            Ok(Control::Refresh { token }) => Inbound::Refresh(Presented(token)),
+            Ok(_) => Inbound::Invalid(Refusal::bad_request(
+                "the stream has started: send audio frames, {\"type\":\"refresh\",\"token\":...} or \
+                 {\"type\":\"end\"}",
+            )),
+            Err(_) => Inbound::Invalid(Refusal::bad_request("control messages are JSON: {\"type\":\"end\"}")),
+        },
+        // Pings are answered by the library; they still count as activity.
+        Message::Ping(_) | Message::Pong(_) => Inbound::Activity,
+    }
+}
+
 impl Transport for WsTransport {
     async fn recv(&mut self) -> Inbound {
         match self.0.recv().await {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Inbound::Closed,
-            Some(Ok(Message::Binary(bytes))) => Inbound::Audio(bytes),
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Control>(text.as_str()) {
-                Ok(Control::End) => Inbound::End,
-                Ok(Control::Refresh { token }) => Inbound::Refresh(Presented(token)),
-                Ok(_) => Inbound::Invalid(Refusal::bad_request(
-                    "the stream has started: send audio frames, {\"type\":\"refresh\",\"token\":...} or \
-                     {\"type\":\"end\"}",
-                )),
-                Err(_) => Inbound::Invalid(Refusal::bad_request("control messages are JSON: {\"type\":\"end\"}")),
-            },
-            // Pings are answered by the library; they still count as activity.
-            Some(Ok(_)) => Inbound::Activity,
+            None | Some(Err(_)) => Inbound::Closed,
+            Some(Ok(message)) => inbound(message),
         }
     }
 

@@ -2,7 +2,7 @@
 use std::sync::Arc;
 
 use crate::error::WhisperError;
-use crate::linalg::{Mat, dot, gelu, matmul_bt, sgemm, softmax};
+use crate::linalg::{Mat, gelu, matmul_bt, sgemm, softmax};
 use crate::model::{AlignPass, Decoder, Dims, WhisperBackend, WhisperWeights};
 
 pub struct CpuWhisper {
@@ -62,8 +62,15 @@ struct Rows<'a> {
     col: usize,
 }
 
+/// Query rows per block of attention scores: 64 rows of the encoder's 1500 keys are 384 KB, which stay in L2
+/// through the product, the softmax and the product with V. The whole 1500 x 1500 matrix (9 MB per head) went
+/// to memory and back three times.
+const QUERY_BLOCK: usize = 64;
+
 /// Multi-head attention of `q` over `k`, `v` (each `d` wide), into `out` `[tq][d]`.
 /// `causal_offset`: query `i` sees keys `0..=offset + i` (decoder self-attention); `None` sees all.
+/// `keep(head, first_row, scores)` sees each block of a head's scaled scores before the softmax, heads in order
+/// and each head's blocks in row order.
 fn attention(
     q: Rows<'_>,
     k: Rows<'_>,
@@ -72,28 +79,32 @@ fn attention(
     heads: usize,
     causal_offset: Option<usize>,
     out: &mut [f32],
-    mut keep: impl FnMut(usize, &[f32]),
+    mut keep: impl FnMut(usize, usize, &[f32]),
 ) {
     let (tq, tk) = (q.rows, k.rows);
     let hd = d / heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut scores = vec![0.0f32; tq * tk];
+    let mut block = vec![0.0f32; tq.min(QUERY_BLOCK) * tk];
     for h in 0..heads {
         let off = h * hd;
-        let qh = Mat { data: &q.data[q.col + off..], rows: tq, cols: hd, rs: q.stride, cs: 1 };
         // Kᵀ of this head: `hd` rows (stride 1 along the key vector), `tk` columns (stride: a key row).
         let kt = Mat { data: &k.data[k.col + off..], rows: hd, cols: tk, rs: 1, cs: k.stride };
-        sgemm(scale, &qh, &kt, false, &mut scores, tk);
-        keep(h, &scores);
-        for (i, row) in scores.chunks_exact_mut(tk).enumerate() {
-            if let Some(offset) = causal_offset {
-                row[offset + i + 1..].fill(f32::NEG_INFINITY);
-            }
-            softmax(row);
-        }
-        let p = Mat { data: &scores, rows: tq, cols: tk, rs: tk, cs: 1 };
         let vh = Mat { data: &v.data[v.col + off..], rows: tk, cols: hd, rs: v.stride, cs: 1 };
-        sgemm(1.0, &p, &vh, false, &mut out[off..], d);
+        for first in (0..tq).step_by(QUERY_BLOCK) {
+            let rows = (tq - first).min(QUERY_BLOCK);
+            let scores = &mut block[..rows * tk];
+            let qh = Mat { data: &q.data[first * q.stride + q.col + off..], rows, cols: hd, rs: q.stride, cs: 1 };
+            sgemm(scale, &qh, &kt, false, scores, tk);
+            keep(h, first, scores);
+            for (i, row) in scores.chunks_exact_mut(tk).enumerate() {
+                if let Some(offset) = causal_offset {
+                    row[offset + first + i + 1..].fill(f32::NEG_INFINITY);
+                }
+                softmax(row);
+            }
+            let p = Mat { data: scores, rows, cols: tk, rs: tk, cs: 1 };
+            sgemm(1.0, &p, &vh, false, &mut out[first * d + off..], d);
+        }
     }
 }
 
@@ -128,7 +139,7 @@ pub(crate) fn encode(w: &WhisperWeights, mel: &[f32]) -> Result<Vec<f32>, Whispe
     for layer in &w.encoder {
         let qkv = layer.qkv.forward(&layer.attn_ln.forward(&x), t);
         let part = |col| Rows { data: &qkv, rows: t, stride: 3 * d, col };
-        attention(part(0), part(d), part(2 * d), d, n_heads, None, &mut attn, |_, _| {});
+        attention(part(0), part(d), part(2 * d), d, n_heads, None, &mut attn, |_, _, _| {});
         add(&mut x, &layer.attn_out.forward(&attn, t));
         let mut f = layer.fc1.forward(&layer.ffn_ln.forward(&x), t);
         gelu(&mut f);
@@ -158,13 +169,14 @@ impl<'w> CpuDecoder<'w> {
     }
 
     /// Runs `tokens` at positions `fed..`, appending to `cache`; returns the final hidden states `[n][d]`.
-    /// `keep(layer, head, scores [n][frames])` sees each cross-attention head's scaled scores before the softmax.
+    /// `keep(layer, head, first_row, scores [rows][frames])` sees each cross-attention head's scaled scores before
+    /// the softmax, a block of rows at a time in row order.
     fn forward(
         &self,
         tokens: &[u32],
         cache: &mut [Vec<f32>],
         fed: usize,
-        mut keep: impl FnMut(usize, usize, &[f32]),
+        mut keep: impl FnMut(usize, usize, usize, &[f32]),
     ) -> Result<Vec<f32>, WhisperError> {
         let Dims { d_model: d, n_heads, n_audio_ctx, .. } = self.w.dims;
         self.w.dims.check_tokens(tokens, fed)?;
@@ -187,13 +199,15 @@ impl<'w> CpuDecoder<'w> {
             let total = fed + n;
             let q = Rows { data: &qkv, rows: n, stride: 3 * d, col: 0 };
             let cached = |col| Rows { data: &kv[..], rows: total, stride: 2 * d, col };
-            attention(q, cached(0), cached(d), d, n_heads, Some(fed), &mut attn, |_, _| {});
+            attention(q, cached(0), cached(d), d, n_heads, Some(fed), &mut attn, |_, _, _| {});
             add(&mut x, &layer.self_out.forward(&attn, n));
             // Cross-attention over the window.
             let q = layer.cross_q.forward(&layer.cross_ln.forward(&x), n);
             let q = Rows { data: &q, rows: n, stride: d, col: 0 };
             let cross = |col| Rows { data: &self.cross[li].kv[..], rows: n_audio_ctx, stride: 2 * d, col };
-            attention(q, cross(0), cross(d), d, n_heads, None, &mut attn, |h, weights| keep(li, h, weights));
+            attention(q, cross(0), cross(d), d, n_heads, None, &mut attn, |h, first, weights| {
+                keep(li, h, first, weights)
+            });
             add(&mut x, &layer.cross_out.forward(&attn, n));
             let mut f = layer.fc1.forward(&layer.ffn_ln.forward(&x), n);
             gelu(&mut f);
@@ -205,7 +219,9 @@ impl<'w> CpuDecoder<'w> {
     fn logits(&self, hidden: &[f32]) -> Vec<f32> {
         let Dims { d_model: d, n_vocab, .. } = self.w.dims;
         let emb = &self.w.token_embedding;
-        (0..n_vocab).map(|j| dot(hidden, &emb[j * d..(j + 1) * d])).collect()
+        let mut out = vec![0.0; n_vocab];
+        matmul_bt(hidden, 1, d, emb, n_vocab, None, &mut out);
+        out
     }
 }
 
@@ -215,7 +231,7 @@ impl Decoder for CpuDecoder<'_> {
             return Err(WhisperError::BadInput("a decoder step needs at least one token".into()));
         }
         let mut cache = std::mem::take(&mut self.cache);
-        let result = self.forward(tokens, &mut cache, self.fed, |_, _, _| {});
+        let result = self.forward(tokens, &mut cache, self.fed, |_, _, _, _| {});
         self.cache = cache;
         let hidden = result?;
         self.fed += tokens.len();
@@ -239,9 +255,10 @@ impl Decoder for CpuDecoder<'_> {
         let n_frames = n_frames.min(n_audio_ctx);
         let mut scores = vec![Vec::new(); heads.len()];
         let mut scratch = vec![Vec::new(); self.w.decoder.len()];
-        let hidden = self.forward(tokens, &mut scratch, 0, |layer, head, raw| {
+        let hidden = self.forward(tokens, &mut scratch, 0, |layer, head, _first, raw| {
+            // Blocks arrive in row order, so appending rebuilds each head's [tokens][n_frames].
             if let Some(i) = heads.iter().position(|&(l, h)| l == layer && h == head) {
-                scores[i] = raw.chunks_exact(n_audio_ctx).flat_map(|row| row[..n_frames].iter().copied()).collect();
+                scores[i].extend(raw.chunks_exact(n_audio_ctx).flat_map(|row| row[..n_frames].iter().copied()));
             }
         })?;
         let emb = &self.w.token_embedding;

@@ -1,46 +1,105 @@
 //! The dense kernels of the CPU path.
 //!
 //! Matrices with many rows (the encoder: 1500-3000 rows per window) go through the `gemm` crate's sgemm, which
-//! picks AVX-512, AVX2/FMA or SSE kernels at run time (a baseline x86-64 build cannot in safe code of its own;
-//! matrixmultiply stops at AVX2, and AVX-512 halves the encoder's GEMM time where the CPU has it). A decoder step
+//! picks AVX2/FMA or SSE kernels at run time. Its AVX-512 kernels sit behind its `nightly` feature (it still
+//! declares the once-unstable AVX-512 target features), which a stable toolchain cannot build, so on AVX-512
+//! machines the encoder runs the AVX2 kernel (a profile of a 5 s clip: ~41% of the time in it). A decoder step
 //! has one row per token: there packing the whole weight matrix would cost more than the product, so a row-dot
-//! loop streams the weights once instead.
+//! loop streams the weights once instead. The element-wise loops are compiled twice ([`dispatch!`]).
 
 use crate::model::{LayerNorm, Linear};
 
 /// Rows below this use the dot-product path.
 const SMALL_M: usize = 8;
 
-/// Dot product with eight independent accumulators, so the compiler can keep them in vector lanes.
+/// Whether the CPU runs AVX2 and FMA (std caches the answer after the first check).
 #[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn wide_cpu() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `fn name(args) => body`: `name` runs `body::<true>` compiled for AVX2 + FMA where the CPU has them, else
+/// `body::<false>` as the portable build compiles it. The element-wise loops of the model (softmax over the
+/// 1500-wide encoder scores, GELU, layer norm, the decoder's row dots) auto-vectorise to 4-lane SSE2 without FMA
+/// on baseline x86-64; the same source compiled for AVX2 runs 8 lanes with fused multiply-adds. The body is
+/// `#[inline(always)]`, so each copy is compiled whole for its features.
+macro_rules! dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // `unsafe fn`: a safe target-feature fn needs Rust 1.86, the workspace builds on 1.85.
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(unsafe_code)]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body::<true>($($arg),*)
+                }
+                if wide_cpu() {
+                    // SAFETY: `wide` differs from the portable path only in the target features it is compiled
+                    // for, and both were just detected on this CPU; the body is safe code.
+                    #[allow(unsafe_code)]
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body::<false>($($arg),*)
+        }
+    };
+}
+
+/// `a · b + c`, fused where the copy was compiled with FMA (without it `mul_add` is a libm call).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Dot product with eight independent accumulators, so the compiler can keep them in vector lanes.
+#[inline(always)]
+fn dot_body<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         for l in 0..8 {
-            acc[l] += x[l] * y[l];
+            acc[l] = madd::<FMA>(x[l], y[l], acc[l]);
         }
     }
     let mut sum = (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]);
-    for i in chunks * 8..n {
+    for i in n / 8 * 8..n {
         sum += a[i] * b[i];
     }
     sum
 }
+
+/// `out[i][j] = a[i] · w[j] (+ bias[j])` row by row: a few rows against a weight matrix streamed once.
+#[inline(always)]
+fn rows_dot_body<const FMA: bool>(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    for (row, o) in a.chunks_exact(k).take(m).zip(out.chunks_exact_mut(n)) {
+        for (j, slot) in o.iter_mut().enumerate() {
+            *slot = dot_body::<FMA>(row, &w[j * k..(j + 1) * k]) + bias.map_or(0.0, |b| b[j]);
+        }
+    }
+}
+
+dispatch!(fn rows_dot(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, out: &mut [f32]) => rows_dot_body);
 
 /// `out[m][n] = a[m][k] · w[n][k]ᵀ (+ bias[n])`.
 pub(crate) fn matmul_bt(a: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, out: &mut [f32]) {
     assert!(a.len() >= m * k && w.len() >= n * k && out.len() >= m * n, "matmul operand sizes");
     let out = &mut out[..m * n];
     if m < SMALL_M {
-        for (row, o) in a.chunks_exact(k).take(m).zip(out.chunks_exact_mut(n)) {
-            for (j, slot) in o.iter_mut().enumerate() {
-                *slot = dot(row, &w[j * k..(j + 1) * k]) + bias.map_or(0.0, |b| b[j]);
-            }
-        }
+        rows_dot(a, m, k, w, n, bias, out);
         return;
     }
     match bias {
@@ -125,19 +184,34 @@ impl Linear {
     }
 }
 
+#[inline(always)]
+fn layer_norm_body<const FMA: bool>(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32]) {
+    let d = gamma.len();
+    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = sum8(row) / d as f32;
+        let mut acc = [0.0f32; 8];
+        for c in row.chunks_exact(8) {
+            for l in 0..8 {
+                let centred = c[l] - mean;
+                acc[l] = madd::<FMA>(centred, centred, acc[l]);
+            }
+        }
+        let rest: f32 = row[d / 8 * 8..].iter().map(|v| (v - mean) * (v - mean)).sum();
+        let var = (acc.iter().sum::<f32>() + rest) / d as f32;
+        let inv = 1.0 / (var + 1e-5).sqrt();
+        for i in 0..d {
+            o[i] = madd::<FMA>((row[i] - mean) * inv, gamma[i], beta[i]);
+        }
+    }
+}
+
+dispatch!(fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32]) => layer_norm_body);
+
 impl LayerNorm {
     /// Row-wise layer norm (eps 1e-5, as PyTorch's default that Whisper uses).
     pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let d = self.gamma.len();
         let mut out = vec![0.0; x.len()];
-        for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            let mean = row.iter().sum::<f32>() / d as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let inv = 1.0 / (var + 1e-5).sqrt();
-            for i in 0..d {
-                o[i] = (row[i] - mean) * inv * self.gamma[i] + self.beta[i];
-            }
-        }
+        layer_norm(x, &self.gamma, &self.beta, &mut out);
         out
     }
 }
@@ -147,12 +221,16 @@ impl LayerNorm {
 #[inline(always)]
 pub(crate) fn fast_exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
-    // Round to nearest by the 1.5·2^23 trick: `f32::round` is a libm call on baseline x86-64 (no SSE4.1).
+    // Round to nearest by the 1.5·2^23 trick: `f32::round` is a libm call on baseline x86-64 (no SSE4.1). The
+    // shifted value's low mantissa bits then hold n itself, read as an integer below: `n as i32` (saturating, NaN
+    // to 0) compiled to a scalar convert and branches per element, which kept this loop from vectorising.
     const SHIFT: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = shifted - SHIFT;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_5 + r * (0.008_333_6 + r * 0.001_394_3)))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let n_int = shifted.to_bits().wrapping_sub(SHIFT.to_bits()) as i32;
+    p * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
 /// `erf` from Numerical Recipes' `erfc` Chebyshev fit (fractional error < 1.2e-7), in f32 with [`fast_exp`].
@@ -171,15 +249,20 @@ fn erf(x: f32) -> f32 {
     if x >= 0.0 { r } else { -r }
 }
 
-/// GELU as PyTorch's default (`x · Φ(x)` with erf), in place.
-pub(crate) fn gelu(x: &mut [f32]) {
+#[inline(always)]
+fn gelu_body<const FMA: bool>(x: &mut [f32]) {
     for v in x {
         *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
+dispatch!(
+    /// GELU as PyTorch's default (`x · Φ(x)` with erf), in place.
+    pub(crate) fn gelu(x: &mut [f32]) => gelu_body
+);
+
 /// Sum with eight independent accumulators (vectorisable, unlike a sequential float sum).
-#[inline]
+#[inline(always)]
 pub(crate) fn sum8(v: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = v.chunks_exact(8);
@@ -192,15 +275,29 @@ pub(crate) fn sum8(v: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-/// In-place softmax of one row.
-pub(crate) fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+#[inline(always)]
+fn softmax_body<const FMA: bool>(row: &mut [f32]) {
+    // Eight running maxima, so the scan vectorises (a single fold is a serial dependency chain).
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for c in row.chunks_exact(8) {
+        for l in 0..8 {
+            lanes[l] = lanes[l].max(c[l]);
+        }
+    }
+    let max = row[row.len() / 8 * 8..]
+        .iter()
+        .copied()
+        .fold(lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max), f32::max);
     // Masked entries are -inf: fast_exp clamps them to e^-87 (~1e-38), nothing against the row's maximum of 1.
     row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-    let sum = sum8(row);
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sum8(row);
     row.iter_mut().for_each(|v| *v *= inv);
 }
+
+dispatch!(
+    /// In-place softmax of one row.
+    pub(crate) fn softmax(row: &mut [f32]) => softmax_body
+);
 
 #[cfg(test)]
 mod tests {
@@ -262,5 +359,66 @@ mod tests {
         let mut v = [1.0f32, -1.0];
         gelu(&mut v);
         assert!((v[0] - 0.841_344_7).abs() < 1e-6 && (v[1] + 0.158_655_3).abs() < 1e-6, "{v:?}");
+    }
+
+    /// Both compiled copies of each element-wise kernel (portable and AVX2 + FMA, where this CPU has it) against
+    /// an f64 reference, at lengths that leave a remainder after the 8-lane blocks.
+    #[test]
+    fn dispatched_kernels_match_f64_in_both_copies() {
+        let wave = |n: usize, f: f64| (0..n).map(|i| ((i as f64 * f).sin() * 3.0) as f32).collect::<Vec<_>>();
+        let (d, rows) = (387, 3);
+        let x = wave(d * rows, 0.37);
+        let (gamma, beta) = (wave(d, 0.11), wave(d, 0.23));
+        let mut reference = vec![0.0f32; x.len()];
+        for (row, o) in x.chunks(d).zip(reference.chunks_mut(d)) {
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64;
+            let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / d as f64;
+            for i in 0..d {
+                o[i] = ((f64::from(row[i]) - mean) / (var + 1e-5).sqrt() * f64::from(gamma[i]) + f64::from(beta[i]))
+                    as f32;
+            }
+        }
+        let mut scores = wave(1501, 0.013);
+        scores[1400..].fill(f32::NEG_INFINITY);
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let total: f64 = scores.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+        let (k, n) = (383, 5);
+        let w = wave(k * n, 0.71);
+        let bias = wave(n, 0.5);
+        let dots: Vec<f32> = (0..rows)
+            .flat_map(|i| {
+                let (a, w, bias) = (&x[i * d..i * d + k], &w, &bias);
+                (0..n).map(move |j| {
+                    (a.iter().zip(&w[j * k..(j + 1) * k]).map(|(&p, &q)| f64::from(p) * f64::from(q)).sum::<f64>()
+                        + f64::from(bias[j])) as f32
+                })
+            })
+            .collect();
+        let a: Vec<f32> = x.chunks(d).flat_map(|row| row[..k].to_vec()).collect();
+
+        type Copies = (fn(&[f32], &[f32], &[f32], &mut [f32]), fn(&mut [f32]), RowsDot);
+        type RowsDot = fn(&[f32], usize, usize, &[f32], usize, Option<&[f32]>, &mut [f32]);
+        let copies: [(&str, Copies); 2] = [
+            ("portable", (layer_norm_body::<false>, softmax_body::<false>, rows_dot_body::<false>)),
+            ("dispatched", (layer_norm, softmax, rows_dot)),
+        ];
+        for (name, (norm, soft, rdot)) in copies {
+            let mut out = vec![0.0; x.len()];
+            norm(&x, &gamma, &beta, &mut out);
+            for (got, want) in out.iter().zip(&reference) {
+                assert!((got - want).abs() < 1e-4, "{name} layer norm: {got} vs {want}");
+            }
+            let mut row = scores.clone();
+            soft(&mut row);
+            for (got, &v) in row.iter().zip(&scores) {
+                let want = ((f64::from(v) - max).exp() / total) as f32;
+                assert!((got - want).abs() < 1e-6, "{name} softmax: {got} vs {want}");
+            }
+            let mut out = vec![0.0; rows * n];
+            rdot(&a, rows, k, &w, n, Some(&bias), &mut out);
+            for (got, want) in out.iter().zip(&dots) {
+                assert!((got - want).abs() < 1e-3, "{name} row dots: {got} vs {want}");
+            }
+        }
     }
 }
