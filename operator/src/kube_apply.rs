@@ -57,11 +57,11 @@ where
     api.patch_status(name, &apply_params(), &Patch::Apply(&body)).await
 }
 
-/// Deletes a Secret; one that is already gone counts as deleted.
-pub async fn delete_secret(api: &Api<Secret>, name: &str) -> Result<(), kube::Error> {
+/// Deletes a Secret; one that is already gone counts as deleted. Returns whether this call deleted it.
+pub async fn delete_secret(api: &Api<Secret>, name: &str) -> Result<bool, kube::Error> {
     match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -257,6 +257,22 @@ def test_wrong_manifests_are_rejected_with_the_schema_message(kubectl):
         assert "is invalid" in proc.stderr
 
 
+def test_key_secrets_are_watched_as_metadata_and_a_deleted_one_is_reissued(kubectl, standin, operator,
+                                                                          examples_applied):
+    """The operator caches no key Secret and no shard: it watches key Secrets' metadata only (the API server
+    strips the data, so no key material is held) and reads the two a policy needs when it reconciles. A key
+    Secret deleted by hand still reaches its policy through that watch, and a new key is issued."""
+    reads = standin.get("/standin/stats")[1]["secret_reads"]
+    key_reads = [r for r in reads if "api-key" in r[1]]
+    assert key_reads and all(metadata_only for _, _, metadata_only in key_reads), key_reads
+    assert not [r for r in reads if r[0] == "watch" and "gateway-config" in r[1]], f"a shard watch: {reads}"
+    old = wait_key(kubectl, "checkout", "checkout-infergate-test-key", prefix="sk_test_")
+    kubectl("delete", "secret", "-n", "checkout", "checkout-infergate-test-key")
+    new = wait_key(kubectl, "checkout", "checkout-infergate-test-key", prefix="sk_test_", not_equal=old)
+    wait_for("the shard to publish the new key and drop the lost one",
+             lambda: shard_key_ids(policy_shard(kubectl, "checkout", "checkout-staging")) == {key_id(new)})
+
+
 def test_restart_regenerates_nothing(kubectl, operator, start_operator, examples_applied):
     def snapshot():
         out = {}

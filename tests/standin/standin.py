@@ -4,7 +4,8 @@ No kube-apiserver can be installed here, so this serves the part of the API that
 `kubectl` use, over plain HTTP on 127.0.0.1:
 
 - discovery (`/api`, `/apis`, group versions, `/version`, a minimal `/openapi/v2` and `/openapi/v3`);
-- get / list / watch (resourceVersion, bookmarks, label and field selectors), create, replace (with
+- get / list / watch (resourceVersion, bookmarks, label and field selectors, metadata-only responses for
+  `Accept: ...;as=PartialObjectMetadata[List]`), create, replace (with
   resourceVersion conflicts), delete (finalizers, owner-reference garbage collection);
 - patches: JSON merge, strategic merge (treated as merge: enough for `kubectl annotate/label/apply` on the kinds
   used here), JSON patch (RFC 6902), and server-side apply: a field the same manager applied before and now omits is
@@ -17,9 +18,8 @@ No kube-apiserver can be installed here, so this serves the part of the API that
   `infergate-operator validate --stdin-jsonl` (one long-lived child process); a rejected object gets the
   422 Invalid Status that `kubectl` prints.
 
-Not a general API server: no RBAC, no admission webhooks, no field-manager conflicts, no pagination (lists return
-every item at once, which the API allows), no strategic-merge list semantics, no list-maps outside the infergate
-CRDs (built-in kinds' lists merge atomically).
+Not a general API server: no RBAC, no admission webhooks, no field-manager conflicts, no strategic-merge list
+semantics, no list-maps outside the infergate CRDs (built-in kinds' lists merge atomically).
 
 Cost matters (tests/bench/operator_scale.py drives ~40,000 requests through it): stored objects are never changed in
 place, so writes copy only the levels they touch and watch events are encoded once and shared by every watcher;
@@ -567,6 +567,10 @@ class Store:
         self.watchers: dict[tuple, set] = {k.key: set() for k in KINDS}
         self.validator = validator
         self.requests = 0
+        # Lists and watches that asked for metadata only, and every Secret list or watch as
+        # [verb, labelSelector, metadata only] (`/standin/stats`).
+        self.metadata_requests = 0
+        self.secret_reads: list[list] = []
         self.labelled: dict[str, int] = {}
         self.with_status = {k.plural: 0 for k in KINDS if k.status and k.group}
 
@@ -835,6 +839,16 @@ def json_response(obj, status=200):
     return web.Response(body=dumps(obj), status=status, content_type="application/json")
 
 
+def metadata_only(request) -> bool:
+    """The client asked for metadata only (`Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;
+    v=v1`), as kube-rs does for `Api<PartialObjectMeta<K>>`: the server then strips everything but metadata."""
+    return "as=PartialObjectMetadata" in request.headers.get("Accept", "")
+
+
+def partial(obj: dict) -> dict:
+    return {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]}
+
+
 def parse_path(path: str):
     """-> (kind, namespace, name, subresource) or None."""
     segs = [s for s in path.split("/") if s]
@@ -946,7 +960,8 @@ class Server:
                     if request.query.get("watch") in ("true", "1"):
                         return await self.watch(request, kind, ns)
                     return self.list(request, kind, ns)
-                return json_response(self.store.get(kind, ns, name))
+                obj = self.store.get(kind, ns, name)
+                return json_response(partial(obj) if metadata_only(request) else obj)
             if request.method == "POST" and name is None:
                 body = await self.body(request)
                 obj = await self.store.create(kind, ns, body)
@@ -1027,6 +1042,12 @@ class Server:
         if limit > 0 and start + limit < len(items):
             meta["continue"] = base64.urlsafe_b64encode(json.dumps([start + limit, list_rv]).encode()).decode()
             meta["remainingItemCount"] = len(items) - start - limit
+        if kind.key == SECRETS:
+            self.store.secret_reads.append(["list", request.query.get("labelSelector", ""), metadata_only(request)])
+        if metadata_only(request):
+            self.store.metadata_requests += 1
+            return json_response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                                  "metadata": meta, "items": [partial(o) for o in page]})
         return json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta,
                               "items": page})
 
@@ -1037,6 +1058,11 @@ class Server:
         bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
         since = request.query.get("resourceVersion") or ""
         since_rv = int(since) if since.isdigit() else self.store.rv
+        meta_only = metadata_only(request)
+        if meta_only:
+            self.store.metadata_requests += 1
+        if kind.key == SECRETS:
+            self.store.secret_reads.append(["watch", request.query.get("labelSelector", ""), meta_only])
 
         def matches(obj):
             meta = obj["metadata"]
@@ -1064,9 +1090,9 @@ class Server:
                 meta = obj["metadata"]
                 if matches(obj):
                     seen[(meta.get("namespace", ""), meta["name"])] = True
-                    out.append(line)
+                    out.append(dumps({"type": etype, "object": partial(obj)}) + b"\n" if meta_only else line)
                 elif etype != "DELETED" and seen.pop((meta.get("namespace", ""), meta["name"]), False):
-                    out.append(dumps({"type": "DELETED", "object": obj}) + b"\n")
+                    out.append(dumps({"type": "DELETED", "object": partial(obj) if meta_only else obj}) + b"\n")
             return b"".join(out)
 
         try:
@@ -1111,7 +1137,9 @@ class Server:
         objects of each kind that have a status."""
         labelled = {c: n for c, n in self.store.labelled.items() if n}
         with_status = dict(self.store.with_status)
-        return json_response({"requests": self.store.requests, "resourceVersion": self.store.rv,
+        return json_response({"requests": self.store.requests, "metadata_requests": self.store.metadata_requests,
+                              "secret_reads": self.store.secret_reads[-200:],
+                              "resourceVersion": self.store.rv,
                               "objects": {"/".join(k).strip("/"): len(v) for k, v in self.store.objects.items()},
                               "labelled": labelled, "with_status": with_status})
 

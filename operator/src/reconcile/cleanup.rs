@@ -11,6 +11,8 @@ use super::ReconcileError;
 use super::context::Context;
 use infergate_crds::NamespacedName;
 use infergate_crds::gateway::{self, Shard, ShardKind};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -67,29 +69,40 @@ pub(super) async fn run_cleanup(ctx: Arc<Context>, mut jobs: mpsc::UnboundedRece
     }
 }
 
-/// Deletes every shard whose policy or endpoint no longer exists. Ownership is read from the shard's own JSON,
-/// the authoritative record (an owner label may be shortened); a shard this operator version cannot parse is
-/// left alone.
+/// Shards per list page of a sweep: a page is held only while it is checked (shards are not cached).
+const SWEEP_PAGE: u32 = 500;
+
+/// Deletes every shard whose policy or endpoint no longer exists, listing the shards page by page. Ownership is
+/// read from the shard's own JSON, the authoritative record (an owner label may be shortened); a shard this
+/// operator version cannot parse is left alone.
 async fn sweep_orphans(ctx: &Context) -> Result<(), ReconcileError> {
-    for secret in ctx.shards.state() {
-        let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(gateway::SHARD_DATA_KEY)) else {
-            continue;
-        };
-        let Ok(shard) = Shard::from_json(&bytes.0) else {
-            continue;
-        };
-        // The signing shard belongs to the installation, not to an object: never an orphan.
-        let Some(owner) = shard.owner() else {
-            continue;
-        };
-        let exists = match shard.kind() {
-            ShardKind::Policy => ctx.policies.get(&ObjectRef::new(&owner.name).within(&owner.namespace)).is_some(),
-            ShardKind::Endpoint => ctx.endpoints.get(&ObjectRef::new(&owner.name).within(&owner.namespace)).is_some(),
-            ShardKind::Signing => true,
-        };
-        if !exists {
-            ctx.delete_shard(shard.kind(), owner).await?;
+    let api = ctx.shards_api();
+    let mut params = ListParams::default().labels(gateway::SHARD_SELECTOR).limit(SWEEP_PAGE);
+    loop {
+        let page = api.list(&params).await.map_err(|source| ReconcileError::ShardList { source })?;
+        for (kind, owner) in page.items.iter().filter_map(shard_owner) {
+            let exists = match kind {
+                ShardKind::Policy => ctx.policies.get(&ObjectRef::new(&owner.name).within(&owner.namespace)).is_some(),
+                ShardKind::Endpoint => {
+                    ctx.endpoints.get(&ObjectRef::new(&owner.name).within(&owner.namespace)).is_some()
+                }
+                ShardKind::Signing => true,
+            };
+            if !exists {
+                ctx.delete_shard(kind, &owner).await?;
+            }
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(()),
         }
     }
-    Ok(())
+}
+
+/// The kind and owner a shard Secret's JSON names; `None` for the signing shard (it belongs to the installation,
+/// never an orphan) and for a Secret this version cannot read.
+fn shard_owner(secret: &Secret) -> Option<(ShardKind, NamespacedName)> {
+    let bytes = secret.data.as_ref()?.get(gateway::SHARD_DATA_KEY)?;
+    let shard = Shard::from_json(&bytes.0).ok()?;
+    Some((shard.kind(), shard.owner()?.clone()))
 }

@@ -1,10 +1,10 @@
 //! What the reconcilers share: the reflector stores, the client, and the writes every kind makes the same way
-//! (shard apply or delete, status apply).
+//! (shard read, apply or delete, status apply).
 //!
 //! ```text
 //!  reflector stores ─▶ Context ─▶ reconcile_{policy,endpoint,tier}
+//!                                    ├─▶ fetch_shard (GET): published_policy_shard, the record of a policy's keys
 //!                                    └─▶ sync_shard (apply if changed / delete if present) · write_status (SSA)
-//!  shard store (+ pending shard writes) ─▶ published_policy_shard: the operator's record of a policy's keys
 //! ```
 use super::ReconcileError;
 use super::pending::PendingWrites;
@@ -17,7 +17,7 @@ use infergate_crds::{ApiKeyPolicy, ApiKeyPolicyStatus, InferenceEndpoint, Namesp
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,10 +36,8 @@ pub struct Context {
     pub policies: Store<ApiKeyPolicy>,
     pub tiers: Store<RateTier>,
     pub endpoints: Store<InferenceEndpoint>,
-    pub key_secrets: Store<Secret>,
     /// Secrets labelled as upstream credentials (`backend.upstream.auth`).
     pub upstream_secrets: Store<Secret>,
-    pub shards: Store<Secret>,
     pub agent_leases: Store<Lease>,
     /// Nodes, labels only: which nodes serve an endpoint with a `nodeSelector`.
     pub nodes: Store<k8s_openapi::api::core::v1::Node>,
@@ -47,11 +45,7 @@ pub struct Context {
     pub reporter: Reporter,
     pub metrics: Metrics,
     pub(super) synced: watch::Receiver<bool>,
-    pub(super) pending_secrets: Arc<PendingWrites<Arc<Secret>>>,
     pub(super) pending_status: Arc<PendingWrites<ApiKeyPolicyStatus>>,
-    /// Shard applies (`Some`) and deletes (`None`) the shard store may not show yet: a policy's shard is the
-    /// record of its retiring and revoked keys, so a reconcile must never read one older than its last write.
-    pub(super) pending_shards: Arc<PendingWrites<Option<Arc<Secret>>>>,
     /// Keys per policy by state (current, retiring, revoked), summed into the `keys` gauge.
     pub(super) key_counts: Mutex<HashMap<NamespacedName, [i64; 3]>>,
 }
@@ -71,7 +65,7 @@ impl Context {
         Ok(self.metrics.reconcile_started(K::METRIC_KIND))
     }
 
-    fn shards_api(&self) -> Api<Secret> {
+    pub(super) fn shards_api(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.config_namespace)
     }
 
@@ -88,67 +82,54 @@ impl Context {
         }
     }
 
-    /// Publishes `shard` for `owner`, or, when there is none (the owner is not Ready), makes sure no shard of it
-    /// exists: an owner that is not Ready must not be served from a stale shard.
+    /// The shard Secret of `owner` as the API server holds it now. Read, never cached: a policy's shard is the
+    /// record of its retiring and revoked keys, so a reconcile must never see one older than its own last write,
+    /// and a cache of every shard would hold every key digest in the operator's memory.
+    pub(super) async fn fetch_shard(
+        &self,
+        kind: ShardKind,
+        owner: &NamespacedName,
+    ) -> Result<Option<Secret>, ReconcileError> {
+        let name = gateway::shard_secret_name(kind, owner);
+        self.shards_api().get_opt(&name).await.map_err(|source| ReconcileError::ShardRead { secret: name, source })
+    }
+
+    /// Publishes `shard` for `owner` over `existing` (what [`fetch_shard`](Self::fetch_shard) returned), or,
+    /// when there is none (the owner is not Ready), makes sure no shard of it exists: an owner that is not Ready
+    /// must not be served from a stale shard.
     pub(super) async fn sync_shard(
         &self,
         kind: ShardKind,
         owner: &NamespacedName,
         shard: Option<Shard>,
+        existing: Option<&Secret>,
     ) -> Result<(), ReconcileError> {
         match shard {
             Some(shard) => {
-                self.apply_shard(&infergate_compile::publish::shard_secret(&shard, &self.config_namespace)).await
+                let desired = infergate_compile::publish::shard_secret(&shard, &self.config_namespace);
+                if existing.is_some_and(|e| !secret_differs(&desired, e)) {
+                    return Ok(());
+                }
+                let name = desired.metadata.name.clone().unwrap_or_default();
+                kube_apply::apply_secret(&self.shards_api(), &desired)
+                    .await
+                    .map(|_| ())
+                    .map_err(|source| ReconcileError::ShardWrite { secret: name, source })
             }
-            None => self.delete_shard(kind, owner).await,
+            None if existing.is_some() => self.delete_shard(kind, owner).await,
+            None => Ok(()),
         }
     }
 
-    /// The shard Secret `name` as last written: a write the store has not caught up with yet, else the store.
-    /// Returns the store's resource version too, which a new pending write starts from.
-    fn shard_view(&self, name: &str) -> (Option<Arc<Secret>>, Option<String>) {
-        let stored = self.shards.get(&ObjectRef::new(name).within(&self.config_namespace));
-        let stored_version = stored.as_ref().and_then(|s| s.resource_version());
-        let view = self.pending_shards.view((self.config_namespace.clone(), name.to_string()), stored_version.clone());
-        (view.unwrap_or(stored), stored_version)
-    }
-
-    /// The policy shard this operator last published for `owner`, if any. It lives in the operator's namespace,
-    /// which tenants cannot write, so it is what `compile_policy` trusts about retiring and revoked keys.
-    pub(super) fn published_policy_shard(&self, owner: &NamespacedName) -> Option<PolicyShard> {
-        let (secret, _) = self.shard_view(&gateway::shard_secret_name(ShardKind::Policy, owner));
-        let secret = secret?;
-        match Shard::from_json(&secret.data.as_ref()?.get(gateway::SHARD_DATA_KEY)?.0) {
-            Ok(Shard::Policy(shard)) => Some(shard),
-            _ => None,
-        }
-    }
-
-    /// Writes `desired` (a shard Secret) unless it already holds the same content.
-    async fn apply_shard(&self, desired: &Secret) -> Result<(), ReconcileError> {
-        let name = desired.metadata.name.clone().unwrap_or_default();
-        let (existing, stored_version) = self.shard_view(&name);
-        if existing.as_deref().is_some_and(|e| !secret_differs(desired, e)) {
-            return Ok(());
-        }
-        let written = kube_apply::apply_secret(&self.shards_api(), desired)
-            .await
-            .map_err(|source| ReconcileError::ShardWrite { secret: name.clone(), source })?;
-        self.pending_shards.record((self.config_namespace.clone(), name), stored_version, Some(Arc::new(written)));
-        Ok(())
-    }
-
+    /// Deletes `owner`'s shard; one that is already gone is done.
     pub(super) async fn delete_shard(&self, kind: ShardKind, owner: &NamespacedName) -> Result<(), ReconcileError> {
         let name = gateway::shard_secret_name(kind, owner);
-        let (existing, stored_version) = self.shard_view(&name);
-        if existing.is_none() {
-            return Ok(());
-        }
-        tracing::info!(shard = %name, owner = %owner, kind = kind.as_str(), "deleting gateway-config shard");
-        kube_apply::delete_secret(&self.shards_api(), &name)
+        let deleted = kube_apply::delete_secret(&self.shards_api(), &name)
             .await
             .map_err(|source| ReconcileError::ShardDelete { secret: name.clone(), source })?;
-        self.pending_shards.record((self.config_namespace.clone(), name), stored_version, None);
+        if deleted {
+            tracing::info!(shard = %name, owner = %owner, kind = kind.as_str(), "deleted gateway-config shard");
+        }
         Ok(())
     }
 
@@ -237,6 +218,16 @@ pub fn agent_report(lease: &Lease) -> AgentReport {
             .get(gateway::lease::SERVES)
             .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
             .unwrap_or_default(),
+    }
+}
+
+/// The policy shard in `stored` (a shard Secret this operator published, read by
+/// [`Context::fetch_shard`]), if it holds one. It lives in the operator's namespace, which tenants cannot write,
+/// so it is what `compile_policy` trusts about retiring and revoked keys.
+pub(super) fn published_policy_shard(stored: Option<&Secret>) -> Option<PolicyShard> {
+    match Shard::from_json(&stored?.data.as_ref()?.get(gateway::SHARD_DATA_KEY)?.0) {
+        Ok(Shard::Policy(shard)) => Some(shard),
+        _ => None,
     }
 }
 

@@ -4,8 +4,13 @@
 //! ```text
 //!  shared_reflector(kind) ─▶ (Store, subscriber) ─┬─▶ Controller::for_shared_stream(...).watches_shared_stream(...)
 //!                          └─ on_event: pending-write bookkeeping, cleanup jobs
+//!  key Secrets: metadata-only watch, no store ─▶ owns_stream (a changed or deleted Secret re-reconciles its policy)
 //!  wait_until_listed(every store) ─▶ synced=true ─▶ reconciles run · Cleanup::Sweep
 //! ```
+//! Key Secrets and gateway-config shards are not cached: a reconcile reads the two it needs from the API server.
+//! They are most of what the operator would hold (at 10k policies, 20k Secrets against 10k policies), the key
+//! Secrets hold key material the operator then never keeps, and a read is never older than the reconcile's own
+//! last write, so no pending-write bookkeeping is needed for them.
 use super::cleanup::{Cleanup, on_owner_event, run_cleanup};
 use super::context::{Context, Reconciled};
 use super::pending::PendingWrites;
@@ -20,6 +25,7 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -89,9 +95,7 @@ struct Stores {
     policies: Store<ApiKeyPolicy>,
     tiers: Store<RateTier>,
     endpoints: Store<InferenceEndpoint>,
-    key_secrets: Store<Secret>,
     upstream_secrets: Store<Secret>,
-    shards: Store<Secret>,
     agent_leases: Store<Lease>,
 }
 
@@ -101,9 +105,7 @@ impl Stores {
         wait_until_listed(&self.policies, "apikeypolicies").await?;
         wait_until_listed(&self.tiers, "ratetiers").await?;
         wait_until_listed(&self.endpoints, "inferenceendpoints").await?;
-        wait_until_listed(&self.key_secrets, "key secrets").await?;
         wait_until_listed(&self.upstream_secrets, "upstream credential secrets").await?;
-        wait_until_listed(&self.shards, "gateway-config shards").await?;
         wait_until_listed(&self.agent_leases, "agent leases").await
     }
 }
@@ -123,8 +125,6 @@ async fn open_gate(
         policies = stores.policies.len(),
         tiers = stores.tiers.len(),
         endpoints = stores.endpoints.len(),
-        key_secrets = stores.key_secrets.len(),
-        shards = stores.shards.len(),
         "caches synced; reconciling"
     );
     let _ = synced.send(true);
@@ -228,9 +228,7 @@ pub async fn run_controllers(
     // them all, so a standby keeps no watch open.
     let mut tasks = JoinSet::new();
 
-    let pending_secrets: Arc<PendingWrites<Arc<Secret>>> = Arc::default();
     let pending_status: Arc<PendingWrites<ApiKeyPolicyStatus>> = Arc::default();
-    let pending_shards: Arc<PendingWrites<Option<Arc<Secret>>>> = Arc::default();
     let (policies, policy_sub) = {
         let (tx, pending) = (cleanup_tx.clone(), pending_status.clone());
         shared_reflector(&mut tasks, Api::<ApiKeyPolicy>::all(client.clone()), watcher::Config::default(), move |ev| {
@@ -250,18 +248,13 @@ pub async fn run_controllers(
     };
     let (tiers, tier_sub) =
         shared_reflector(&mut tasks, Api::<RateTier>::all(client.clone()), watcher::Config::default(), |_| {});
-    // Only the Secrets the operator labelled are cached (not every Secret in the cluster). The cache is a
-    // shortcut, never the word on absence: a name it lacks is looked up directly before a first write.
+    // Only the Secrets the operator labelled, and only their metadata (the API server strips the data): enough
+    // to map an edited or deleted key Secret to its policy by owner reference. Nothing is stored.
     let key_selector = format!("{}={}", infergate_crds::labels::COMPONENT, infergate_crds::labels::API_KEY);
-    let (key_secrets, key_secret_sub) = {
-        let pending = pending_secrets.clone();
-        shared_reflector(
-            &mut tasks,
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(&key_selector),
-            move |ev| pending.forget_on(&ev),
-        )
-    };
+    let key_secret_changes =
+        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default().labels(&key_selector))
+            .default_backoff()
+            .touched_objects();
     // Upstream credentials: only Secrets their owners labelled for it, never a namespace's other Secrets.
     let upstream_selector = format!("{}=true", gateway::UPSTREAM_CREDENTIAL_LABEL);
     let (upstream_secrets, upstream_secret_sub) = shared_reflector(
@@ -292,25 +285,6 @@ pub async fn run_controllers(
         tasks.spawn(stream.for_each(|_| future::ready(())));
         (reader, subscriber)
     };
-    // Shards feed no controller, only lookups: a plain reflector.
-    let (shards, shard_writer) = reflector::store::<Secret>();
-    {
-        let pending = pending_shards.clone();
-        tasks.spawn(
-            watcher(
-                Api::<Secret>::namespaced(client.clone(), &config_namespace),
-                watcher::Config::default().labels(gateway::SHARD_SELECTOR),
-            )
-            .default_backoff()
-            .modify(|o| o.managed_fields_mut().clear())
-            .reflect(shard_writer)
-            .for_each(move |ev| {
-                pending.forget_on(&ev);
-                future::ready(())
-            }),
-        );
-    }
-
     let (synced_tx, synced_rx) = watch::channel(false);
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -319,17 +293,13 @@ pub async fn run_controllers(
         policies: policies.clone(),
         tiers: tiers.clone(),
         endpoints: endpoints.clone(),
-        key_secrets: key_secrets.clone(),
         upstream_secrets: upstream_secrets.clone(),
-        shards: shards.clone(),
         agent_leases: agent_leases.clone(),
         nodes: nodes.clone(),
         reporter,
         metrics,
         synced: synced_rx,
-        pending_secrets,
         pending_status,
-        pending_shards,
         key_counts: Mutex::default(),
     });
 
@@ -337,9 +307,7 @@ pub async fn run_controllers(
         policies: policies.clone(),
         tiers: tiers.clone(),
         endpoints: endpoints.clone(),
-        key_secrets,
         upstream_secrets: upstream_secrets.clone(),
-        shards,
         agent_leases,
     };
     tasks.spawn(open_gate(stores, synced_tx, cleanup_tx.clone(), on_synced));
@@ -357,7 +325,7 @@ pub async fn run_controllers(
         let (for_tiers, for_endpoints, for_leases) = (policies.clone(), policies.clone(), policies.clone());
         Controller::for_shared_stream(policy_sub.clone(), policies.clone())
             .with_config(config.clone())
-            .owns_shared_stream(key_secret_sub)
+            .owns_stream(key_secret_changes)
             // Only spec changes (and appearance) matter to policies: a tier's or endpoint's own status write
             // must not re-reconcile every policy that uses it.
             .watches_shared_stream(tier_sub.clone(), {

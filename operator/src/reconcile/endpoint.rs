@@ -27,7 +27,8 @@ pub async fn reconcile_endpoint(endpoint: Arc<InferenceEndpoint>, ctx: Arc<Conte
         shard.serving_nodes = infergate_compile::placement::serving_nodes(shard.node_selector.as_ref(), labelled);
         Shard::Endpoint(shard)
     });
-    ctx.sync_shard(ShardKind::Endpoint, &owner, shard).await?;
+    let existing = ctx.fetch_shard(ShardKind::Endpoint, &owner).await?;
+    ctx.sync_shard(ShardKind::Endpoint, &owner, shard, existing.as_ref()).await?;
     if endpoint.status.as_ref() != Some(&outcome.status) {
         ctx.write_status(endpoint.as_ref(), &outcome.status).await?;
     }

@@ -4,7 +4,8 @@
 //! ```text
 //!  one watch per kind ─▶ reflector store ─┬─▶ ApiKeyPolicy controller ◀─ tier / endpoint / key Secret / agent
 //!  (policies, tiers, endpoints,           │     │                          Lease changes, mapped to policies
-//!   key Secrets, shards, agent Leases)    │     ├─ key Secret (policy namespace, owner-referenced): create, then SSA;
+//!   agent Leases; key Secrets: metadata)  │     ├─ GET its key Secret and its shard (never cached)
+//!                                         │     ├─ key Secret (policy namespace, owner-referenced): create, then SSA;
 //!                                         │     │  never written over a Secret it does not own
 //!                                         │     ├─ SSA shard Secret (operator namespace) or delete it
 //!                                         │     ├─ SSA /status · Events · audit log lines
@@ -17,7 +18,7 @@
 //! Key Secrets go with their policy by owner-reference garbage collection. Shards live in the operator's
 //! namespace, where a namespaced owner cannot own them, so they are removed by the cleanup task: on every delete
 //! event (by the shard's deterministic name) and, because watch events can be missed while disconnected, by a
-//! sweep after every (re)list over the watched shards, whose JSON names their owner. No finalizer is used:
+//! sweep after every (re)list of an owner kind over the listed shards, whose JSON names their owner. No finalizer is used:
 //! deleting a policy never waits for the operator.
 //!
 //! One module per concern: [`policy`], [`endpoint`] and [`tier`] reconcile one kind each; [`context`] holds
@@ -71,6 +72,17 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+    #[error("reading gateway-config shard {secret} failed: {source}")]
+    ShardRead {
+        secret: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("listing the gateway-config shards failed: {source}")]
+    ShardList {
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing gateway-config shard {secret} failed: {source}")]
     ShardWrite {
         secret: String,
@@ -100,6 +112,8 @@ impl ReconcileError {
             ReconcileError::MissingNamespace { .. } => "invalid_object",
             ReconcileError::KeySecretRead { .. } => "key_secret_read",
             ReconcileError::KeySecret { .. } => "key_secret_write",
+            ReconcileError::ShardRead { .. } => "shard_read",
+            ReconcileError::ShardList { .. } => "shard_list",
             ReconcileError::ShardWrite { .. } => "shard_write",
             ReconcileError::ShardDelete { .. } => "shard_delete",
             ReconcileError::Status { .. } => "status_write",

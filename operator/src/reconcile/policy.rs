@@ -1,16 +1,16 @@
 //! The ApiKeyPolicy reconcile: read the policy's world from the stores, compile, apply in a safe order.
 //!
 //! ```text
-//!  key Secret: store, pending write, else GET by name ─┐
-//!  policy shard: pending write, else store ────────────┼─▶ compile_policy ─▶ key Secret (create, or SSA; first)
-//!  tier, endpoints, agent Leases: stores ──────────────┘                  ─▶ shard (apply / delete)
-//!                                                   ─▶ status (SSA) ─▶ Events · audit ─▶ requeue at next_wake
+//!  key Secret: GET by name ─────────────────┐
+//!  policy shard: GET by name ───────────────┼─▶ compile_policy ─▶ key Secret (create, or SSA; first)
+//!  tier, endpoints, agent Leases: stores ───┘                  ─▶ shard (apply / delete)
+//!                                        ─▶ status (SSA) ─▶ Events · audit ─▶ requeue at next_wake
 //! ```
-//! The key-Secret cache holds only Secrets the operator labelled, so a name it lacks is fetched by name before
-//! anything is written: an unlabelled Secret of that name is then a conflict, never overwritten. A policy in the
-//! operator's namespace is not looked up at all (compile refuses it). The published shard is the operator's
-//! record of the policy's retiring and revoked keys (tenants cannot write the operator's namespace).
-use super::context::{Context, EndpointSnapshot, namespaced_name, secret_differs};
+//! The key Secret is read by name before anything is written, labelled or not: an unlabelled Secret of that name
+//! is then a conflict, never overwritten. A policy in the operator's namespace is not looked up at all (compile
+//! refuses it). The published shard is the operator's record of the policy's retiring and revoked keys (tenants
+//! cannot write the operator's namespace).
+use super::context::{Context, EndpointSnapshot, namespaced_name, published_policy_shard, secret_differs};
 use super::{ReconcileError, requeue_at};
 use crate::kube_apply;
 use chrono::Utc;
@@ -38,21 +38,16 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
     if let Some(status) = ctx.pending_status.view((namespace.clone(), name.clone()), policy.resource_version()) {
         policy_view.status = Some(status);
     }
-    let secret_ref = ObjectRef::<Secret>::new(&policy.spec.secret_name).within(&namespace);
-    let stored_secret = ctx.key_secrets.get(&secret_ref);
-    let mut existing_secret = ctx
-        .pending_secrets
-        .view(
-            (namespace.clone(), policy.spec.secret_name.clone()),
-            stored_secret.as_ref().and_then(|s| s.resource_version()),
-        )
-        .or(stored_secret.clone());
     // Both operator-held namespaces are off limits to policies: the compile step refuses the one the policy is in.
     let operator_namespace = if namespace == ctx.config_namespace { &ctx.config_namespace } else { &ctx.namespace };
-    if existing_secret.is_none() && namespace != *operator_namespace {
-        existing_secret = fetch_secret(&ctx, &namespace, &policy.spec.secret_name).await?.map(Arc::new);
-    }
-    let published_shard = ctx.published_policy_shard(&owner);
+    // The key Secret and the shard are read now, not from a cache (see the controller module): each read also
+    // sees this operator's own last write.
+    let existing_secret = match namespace != *operator_namespace {
+        true => fetch_secret(&ctx, &namespace, &policy.spec.secret_name).await?,
+        false => None,
+    };
+    let stored_shard = ctx.fetch_shard(ShardKind::Policy, &owner).await?;
+    let published_shard = published_policy_shard(stored_shard.as_ref());
     // The inputs borrow from the stores' snapshots; scoped so nothing borrowed lives across an await.
     let outcome = {
         let tier = ctx.tiers.get(&ObjectRef::new(&policy.spec.tier));
@@ -62,7 +57,7 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
             policy: &policy_view,
             tier: tier.as_deref(),
             endpoints: &endpoints,
-            existing_secret: existing_secret.as_deref(),
+            existing_secret: existing_secret.as_ref(),
             published_shard: published_shard.as_ref(),
             operator_namespace: Some(operator_namespace),
             agents: &agents,
@@ -76,24 +71,18 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
     // The first write is a create: should an object of that name appear after the lookup, the create fails
     // (the retry finds it and reports the conflict) instead of taking it over.
     if let Some(desired) = &outcome.key_secret {
-        if existing_secret.as_deref().is_none_or(|e| secret_differs(desired, e)) {
+        if existing_secret.as_ref().is_none_or(|e| secret_differs(desired, e)) {
             let secret_name = desired.metadata.name.clone().unwrap_or_default();
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
             let write = match existing_secret {
                 None => kube_apply::create_secret(&api, desired).await,
                 Some(_) => kube_apply::apply_secret(&api, desired).await,
             };
-            let written = write
-                .map_err(|source| ReconcileError::KeySecret { secret: format!("{namespace}/{secret_name}"), source })?;
-            ctx.pending_secrets.record(
-                (namespace.clone(), secret_name),
-                stored_secret.as_ref().and_then(|s| s.resource_version()),
-                Arc::new(written),
-            );
+            write.map_err(|source| ReconcileError::KeySecret { secret: format!("{namespace}/{secret_name}"), source })?;
         }
     }
     // Not Ready (missing tier, ...): no key of this policy may be accepted, so no shard may exist.
-    ctx.sync_shard(ShardKind::Policy, &owner, outcome.shard.clone().map(Shard::Policy)).await?;
+    ctx.sync_shard(ShardKind::Policy, &owner, outcome.shard.clone().map(Shard::Policy), stored_shard.as_ref()).await?;
     ctx.set_key_counts(&owner, key_counts(&outcome));
 
     if policy_view.status.as_ref() != Some(&outcome.status) {
