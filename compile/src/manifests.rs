@@ -8,7 +8,8 @@
 //! ```
 use infergate_crds::{ApiKeyPolicy, GROUP, InferenceEndpoint, RateTier, VERSION};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeSet;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,12 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<ManifestSet, ManifestError> {
     into_set(validated(load_documents(paths)?)?)
 }
 
+/// [`load_paths`] for a process that loads the same paths again and again (standalone mode's reloads): documents
+/// that validated in the previous load are not validated again.
+pub fn load_paths_cached(paths: &[PathBuf], cache: &mut ValidationCache) -> Result<ManifestSet, ManifestError> {
+    into_set(cache.validated(load_documents(paths)?)?)
+}
+
 /// Loads and validates one YAML string (`origin` names it in errors).
 pub fn load_str(yaml: &str, origin: &str) -> Result<ManifestSet, ManifestError> {
     into_set(validated(documents_from_str(yaml, origin)?)?)
@@ -127,6 +134,42 @@ pub fn validated(docs: Vec<Document>) -> Result<Vec<Document>, ManifestError> {
         .flat_map(|(doc, errors)| errors.into_iter().map(move |e| format!("{}: {e}", doc.origin)))
         .collect();
     if problems.is_empty() { Ok(docs) } else { Err(ManifestError::Rejected { problems }) }
+}
+
+/// The documents of the last load that validated, by the SHA-256 of their JSON. Validation is a pure function of
+/// the document and the schemas built into this binary (no rule reads an older version of the object), and it is
+/// most of the cost of reloading thousands of objects, so a reload validates only the documents that changed, as
+/// the API server validates only the objects written. Holds digests only, of the latest load's documents.
+#[derive(Default)]
+pub struct ValidationCache {
+    valid: HashSet<[u8; 32]>,
+    /// Documents the last call validated (the others were known): for tests and logs.
+    pub last_validated: usize,
+}
+
+impl ValidationCache {
+    /// [`validated`], skipping the documents the previous successful call accepted.
+    pub fn validated(&mut self, docs: Vec<Document>) -> Result<Vec<Document>, ManifestError> {
+        let digests: Vec<[u8; 32]> = docs.iter().map(|doc| document_digest(&doc.value)).collect();
+        let fresh: Vec<&Document> =
+            docs.iter().zip(&digests).filter(|(_, digest)| !self.valid.contains(*digest)).map(|(doc, _)| doc).collect();
+        self.last_validated = fresh.len();
+        let problems: Vec<String> = fresh
+            .into_iter()
+            .filter_map(|doc| crate::validate::validate_object(&doc.value).err().map(|errors| (doc, errors)))
+            .flat_map(|(doc, errors)| errors.into_iter().map(move |e| format!("{}: {e}", doc.origin)))
+            .collect();
+        if !problems.is_empty() {
+            return Err(ManifestError::Rejected { problems });
+        }
+        self.valid = digests.into_iter().collect();
+        Ok(docs)
+    }
+}
+
+fn document_digest(value: &serde_json::Value) -> [u8; 32] {
+    // A document that only moved its keys around may hash differently: it is then validated again, no more.
+    Sha256::digest(serde_json::to_vec(value).unwrap_or_default()).into()
 }
 
 /// The infergate documents under `paths`, untyped (what `validate` checks against the schemas).
@@ -310,6 +353,28 @@ spec: {tier: free, secretName: app-key, scopes: [{endpoint: e}]}
         assert_eq!(set.tiers[0].metadata.namespace, None);
         assert_eq!(set.policies[0].metadata.namespace.as_deref(), Some("default"));
         assert!(set.endpoints.is_empty());
+    }
+
+    #[test]
+    fn a_reload_validates_only_the_documents_that_changed() {
+        let mut cache = ValidationCache::default();
+        let docs = || documents_from_str(MIXED, "mixed.yaml").unwrap();
+        assert_eq!(cache.validated(docs()).unwrap().len(), 2);
+        assert_eq!(cache.last_validated, 2);
+        cache.validated(docs()).unwrap();
+        assert_eq!(cache.last_validated, 0, "nothing changed");
+
+        // A changed document is validated again, and a bad change is still refused, naming the document.
+        let bad = MIXED.replace("gpuSecondsPerMinute: 6", "gpuSecondsPerMinute: lots");
+        let err = cache.validated(documents_from_str(&bad, "mixed.yaml").unwrap()).unwrap_err().to_string();
+        assert_eq!(cache.last_validated, 1);
+        assert!(err.starts_with("mixed.yaml (document 2): RateTier free: spec.gpuSecondsPerMinute:"), "{err}");
+        let good = MIXED.replace("gpuSecondsPerMinute: 6", "gpuSecondsPerMinute: 7");
+        cache.validated(documents_from_str(&good, "mixed.yaml").unwrap()).unwrap();
+        assert_eq!(cache.last_validated, 1);
+        // Only the latest load is remembered: the first version is new again.
+        cache.validated(docs()).unwrap();
+        assert_eq!(cache.last_validated, 1);
     }
 
     #[test]

@@ -50,7 +50,7 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
   step "cargo build --release -p infergate-agent"
   cargo build --release -p infergate-agent --bin infergate-agent 2>&1 | tail -n 2
 fi
-AGENT="$ROOT/target/release/infergate-agent"
+AGENT="${BENCH_AGENT:-$ROOT/target/release/infergate-agent}"
 [ -x "$AGENT" ] || { echo "no release binary at $AGENT; build it or unset BENCH_NO_BUILD" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/infergate-bench.XXXXXX")
