@@ -22,10 +22,10 @@ use infergate_crds::gateway::{self, ShardKind};
 use infergate_crds::{ApiKeyPolicy, ApiKeyPolicyStatus, InferenceEndpoint, NamespacedName, RateTier};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -251,10 +251,12 @@ pub async fn run_controllers(
     // Only the Secrets the operator labelled, and only their metadata (the API server strips the data): enough
     // to map an edited or deleted key Secret to its policy by owner reference. Nothing is stored.
     let key_selector = format!("{}={}", infergate_crds::labels::COMPONENT, infergate_crds::labels::API_KEY);
-    let key_secret_changes =
-        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default().labels(&key_selector))
-            .default_backoff()
-            .touched_objects();
+    let key_secret_changes = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default().labels(&key_selector),
+    )
+    .default_backoff()
+    .touched_objects();
     // Upstream credentials: only Secrets their owners labelled for it, never a namespace's other Secrets.
     let upstream_selector = format!("{}=true", gateway::UPSTREAM_CREDENTIAL_LABEL);
     let (upstream_secrets, upstream_secret_sub) = shared_reflector(

@@ -78,7 +78,8 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
                 None => kube_apply::create_secret(&api, desired).await,
                 Some(_) => kube_apply::apply_secret(&api, desired).await,
             };
-            write.map_err(|source| ReconcileError::KeySecret { secret: format!("{namespace}/{secret_name}"), source })?;
+            write
+                .map_err(|source| ReconcileError::KeySecret { secret: format!("{namespace}/{secret_name}"), source })?;
         }
     }
     // Not Ready (missing tier, ...): no key of this policy may be accepted, so no shard may exist.
