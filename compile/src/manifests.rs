@@ -8,8 +8,7 @@
 //! ```
 use infergate_crds::{ApiKeyPolicy, GROUP, InferenceEndpoint, RateTier, VERSION};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -114,12 +113,6 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<ManifestSet, ManifestError> {
     into_set(validated(load_documents(paths)?)?)
 }
 
-/// [`load_paths`] for a process that loads the same paths again and again (standalone mode's reloads): documents
-/// that validated in the previous load are not validated again.
-pub fn load_paths_cached(paths: &[PathBuf], cache: &mut ValidationCache) -> Result<ManifestSet, ManifestError> {
-    into_set(cache.validated(load_documents(paths)?)?)
-}
-
 /// Loads and validates one YAML string (`origin` names it in errors).
 pub fn load_str(yaml: &str, origin: &str) -> Result<ManifestSet, ManifestError> {
     into_set(validated(documents_from_str(yaml, origin)?)?)
@@ -136,44 +129,18 @@ pub fn validated(docs: Vec<Document>) -> Result<Vec<Document>, ManifestError> {
     if problems.is_empty() { Ok(docs) } else { Err(ManifestError::Rejected { problems }) }
 }
 
-/// The documents of the last load that validated, by the SHA-256 of their JSON. Validation is a pure function of
-/// the document and the schemas built into this binary (no rule reads an older version of the object), and it is
-/// most of the cost of reloading thousands of objects, so a reload validates only the documents that changed, as
-/// the API server validates only the objects written. Holds digests only, of the latest load's documents.
-#[derive(Default)]
-pub struct ValidationCache {
-    valid: HashSet<[u8; 32]>,
-    /// Documents the last call validated (the others were known): for tests and logs.
-    pub last_validated: usize,
-}
-
-impl ValidationCache {
-    /// [`validated`], skipping the documents the previous successful call accepted.
-    pub fn validated(&mut self, docs: Vec<Document>) -> Result<Vec<Document>, ManifestError> {
-        let digests: Vec<[u8; 32]> = docs.iter().map(|doc| document_digest(&doc.value)).collect();
-        let fresh: Vec<&Document> =
-            docs.iter().zip(&digests).filter(|(_, digest)| !self.valid.contains(*digest)).map(|(doc, _)| doc).collect();
-        self.last_validated = fresh.len();
-        let problems: Vec<String> = fresh
-            .into_iter()
-            .filter_map(|doc| crate::validate::validate_object(&doc.value).err().map(|errors| (doc, errors)))
-            .flat_map(|(doc, errors)| errors.into_iter().map(move |e| format!("{}: {e}", doc.origin)))
-            .collect();
-        if !problems.is_empty() {
-            return Err(ManifestError::Rejected { problems });
-        }
-        self.valid = digests.into_iter().collect();
-        Ok(docs)
-    }
-}
-
-fn document_digest(value: &serde_json::Value) -> [u8; 32] {
-    // A document that only moved its keys around may hash differently: it is then validated again, no more.
-    Sha256::digest(serde_json::to_vec(value).unwrap_or_default()).into()
-}
-
 /// The infergate documents under `paths`, untyped (what `validate` checks against the schemas).
 pub fn load_documents(paths: &[PathBuf]) -> Result<Vec<Document>, ManifestError> {
+    let mut docs = vec![];
+    for file in files_of(paths)? {
+        let text = std::fs::read_to_string(&file).map_err(|cause| ManifestError::Io { path: file.clone(), cause })?;
+        docs.extend(documents_from_str(&text, &file.display().to_string())?);
+    }
+    Ok(docs)
+}
+
+/// Every manifest file under `paths`, in load order; a path that holds none is an error.
+pub(crate) fn files_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
     let mut files = vec![];
     for path in paths {
         let found_before = files.len();
@@ -182,12 +149,7 @@ pub fn load_documents(paths: &[PathBuf]) -> Result<Vec<Document>, ManifestError>
             return Err(ManifestError::Empty { path: path.clone() });
         }
     }
-    let mut docs = vec![];
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|cause| ManifestError::Io { path: file.clone(), cause })?;
-        docs.extend(documents_from_str(&text, &file.display().to_string())?);
-    }
-    Ok(docs)
+    Ok(files)
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
@@ -213,9 +175,21 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestErro
 
 /// Splits a multi-document YAML string and keeps the infergate objects.
 pub fn documents_from_str(yaml: &str, source: &str) -> Result<Vec<Document>, ManifestError> {
+    parse_documents(yaml, source, 0).map(|(docs, _)| docs)
+}
+
+/// [`documents_from_str`] for a piece of a file whose first document is number `before + 1`; also returns how
+/// many YAML documents the piece held (empty ones and foreign kinds included), which is what numbers the next.
+pub(crate) fn parse_documents(
+    yaml: &str,
+    source: &str,
+    before: usize,
+) -> Result<(Vec<Document>, usize), ManifestError> {
     let mut docs = vec![];
+    let mut count = 0;
     for (i, de) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let origin = Origin { source: source.to_string(), document: i + 1 };
+        count = i + 1;
+        let origin = Origin { source: source.to_string(), document: before + i + 1 };
         let value: serde_json::Value = match serde::Deserialize::deserialize(de) {
             Ok(v) => v,
             Err(cause) => return Err(ManifestError::Yaml { origin, cause }),
@@ -262,7 +236,7 @@ pub fn documents_from_str(yaml: &str, source: &str) -> Result<Vec<Document>, Man
         normalise_namespace(&mut value, kind);
         docs.push(Document { origin, kind, value });
     }
-    Ok(docs)
+    Ok((docs, count))
 }
 
 /// Namespaced kinds default to `default`; cluster-scoped ones lose any namespace (as the API server ignores it).
@@ -288,30 +262,75 @@ pub fn into_set(docs: Vec<Document>) -> Result<ManifestSet, ManifestError> {
     let mut set = ManifestSet::default();
     let mut seen = BTreeSet::new();
     for doc in docs {
-        let meta = doc.value.get("metadata");
-        let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
-        let namespace = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
-        let shown = if namespace.is_empty() { name.clone() } else { format!("{namespace}/{name}") };
-        if name.is_empty() {
-            return Err(ManifestError::Invalid {
-                origin: doc.origin,
-                message: format!("{} without metadata.name: give it a name", doc.kind.as_str()),
-            });
-        }
-        if !seen.insert((doc.kind, namespace.clone(), name.clone())) {
-            return Err(ManifestError::Invalid {
-                origin: doc.origin,
-                message: format!("{} {shown} is defined twice: keep one definition", doc.kind.as_str()),
-            });
-        }
-        match doc.kind {
-            InfergateKind::RateTier => set.tiers.push(typed(&doc, &shown)?),
-            InfergateKind::InferenceEndpoint => set.endpoints.push(typed(&doc, &shown)?),
-            InfergateKind::ApiKeyPolicy => set.policies.push(typed(&doc, &shown)?),
-            InfergateKind::Secret => set.secrets.push(typed(&doc, &shown)?),
-        }
+        let (namespace, name) = identity(&doc)?;
+        admit_once(&mut seen, &doc.origin, doc.kind, &namespace, &name)?;
+        TypedObject::of(&doc, &shown(&namespace, &name))?.push_into(&mut set);
     }
     Ok(set)
+}
+
+/// A document's namespace and name; a nameless object is an error.
+pub(crate) fn identity(doc: &Document) -> Result<(String, String), ManifestError> {
+    let meta = doc.value.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
+    let namespace = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()).unwrap_or_default().to_string();
+    if name.is_empty() {
+        return Err(ManifestError::Invalid {
+            origin: doc.origin.clone(),
+            message: format!("{} without metadata.name: give it a name", doc.kind.as_str()),
+        });
+    }
+    Ok((namespace, name))
+}
+
+pub(crate) fn shown(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() { name.to_string() } else { format!("{namespace}/{name}") }
+}
+
+/// Records an object's identity; the same kind, namespace and name twice is an error.
+pub(crate) fn admit_once(
+    seen: &mut BTreeSet<(InfergateKind, String, String)>,
+    origin: &Origin,
+    kind: InfergateKind,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ManifestError> {
+    if seen.insert((kind, namespace.to_string(), name.to_string())) {
+        return Ok(());
+    }
+    Err(ManifestError::Invalid {
+        origin: origin.clone(),
+        message: format!("{} {} is defined twice: keep one definition", kind.as_str(), shown(namespace, name)),
+    })
+}
+
+/// One document as its typed object.
+#[derive(Clone, Debug)]
+pub(crate) enum TypedObject {
+    Tier(RateTier),
+    Endpoint(InferenceEndpoint),
+    Policy(ApiKeyPolicy),
+    Secret(k8s_openapi::api::core::v1::Secret),
+}
+
+impl TypedObject {
+    pub(crate) fn of(doc: &Document, shown: &str) -> Result<Self, ManifestError> {
+        Ok(match doc.kind {
+            InfergateKind::RateTier => TypedObject::Tier(typed(doc, shown)?),
+            InfergateKind::InferenceEndpoint => TypedObject::Endpoint(typed(doc, shown)?),
+            InfergateKind::ApiKeyPolicy => TypedObject::Policy(typed(doc, shown)?),
+            InfergateKind::Secret => TypedObject::Secret(typed(doc, shown)?),
+        })
+    }
+
+    pub(crate) fn push_into(self, set: &mut ManifestSet) {
+        match self {
+            TypedObject::Tier(t) => set.tiers.push(t),
+            TypedObject::Endpoint(e) => set.endpoints.push(e),
+            TypedObject::Policy(p) => set.policies.push(p),
+            TypedObject::Secret(s) => set.secrets.push(s),
+        }
+    }
 }
 
 fn typed<T: DeserializeOwned>(doc: &Document, shown: &str) -> Result<T, ManifestError> {
@@ -325,10 +344,10 @@ fn typed<T: DeserializeOwned>(doc: &Document, shown: &str) -> Result<T, Manifest
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const MIXED: &str = r#"
+    pub(crate) const MIXED: &str = r#"
 apiVersion: v1
 kind: Namespace
 metadata: {name: speech}
@@ -353,28 +372,6 @@ spec: {tier: free, secretName: app-key, scopes: [{endpoint: e}]}
         assert_eq!(set.tiers[0].metadata.namespace, None);
         assert_eq!(set.policies[0].metadata.namespace.as_deref(), Some("default"));
         assert!(set.endpoints.is_empty());
-    }
-
-    #[test]
-    fn a_reload_validates_only_the_documents_that_changed() {
-        let mut cache = ValidationCache::default();
-        let docs = || documents_from_str(MIXED, "mixed.yaml").unwrap();
-        assert_eq!(cache.validated(docs()).unwrap().len(), 2);
-        assert_eq!(cache.last_validated, 2);
-        cache.validated(docs()).unwrap();
-        assert_eq!(cache.last_validated, 0, "nothing changed");
-
-        // A changed document is validated again, and a bad change is still refused, naming the document.
-        let bad = MIXED.replace("gpuSecondsPerMinute: 6", "gpuSecondsPerMinute: lots");
-        let err = cache.validated(documents_from_str(&bad, "mixed.yaml").unwrap()).unwrap_err().to_string();
-        assert_eq!(cache.last_validated, 1);
-        assert!(err.starts_with("mixed.yaml (document 2): RateTier free: spec.gpuSecondsPerMinute:"), "{err}");
-        let good = MIXED.replace("gpuSecondsPerMinute: 6", "gpuSecondsPerMinute: 7");
-        cache.validated(documents_from_str(&good, "mixed.yaml").unwrap()).unwrap();
-        assert_eq!(cache.last_validated, 1);
-        // Only the latest load is remembered: the first version is new again.
-        cache.validated(docs()).unwrap();
-        assert_eq!(cache.last_validated, 1);
     }
 
     #[test]

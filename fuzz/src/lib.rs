@@ -141,7 +141,7 @@ pub fn manifest_compile(data: &[u8]) {
     };
     let desired = compile(&world, &mut InsecureSequentialKeys::starting_at(1));
     let _ = infergate_gate::snapshot::Snapshot::build(&desired.shards, Default::default());
-    let secrets: Vec<_> = desired.policies.values().filter_map(|o| o.key_secret.clone()).collect();
+    let secrets: Vec<_> = desired.policies.values().filter_map(|o| o.key_secret.as_ref()).collect();
     let again = compile(&World { key_secrets: &secrets, shards: &desired.shards, ..world }, &mut NoKeys);
     assert_eq!(again.shards, desired.shards, "a recompile of its own output changed the shards");
 }

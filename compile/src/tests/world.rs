@@ -90,7 +90,7 @@ fn the_whole_world_compiles_to_shards_statuses_and_one_wake_up() {
     assert!(desired.policies[&NamespacedName::new("acme", "b")].key_secret.is_some());
 
     // Fed its own Secrets and shards back, the world compiles to the same keys without generating any.
-    let secrets: Vec<Secret> = desired.policies.values().filter_map(|o| o.key_secret.clone()).collect();
+    let secrets: Vec<&Secret> = desired.policies.values().filter_map(|o| o.key_secret.as_ref()).collect();
     let world2 = World { key_secrets: &secrets, shards: &desired.shards, ..world };
     let again = compile(&world2, &mut NoKeys);
     assert_eq!(again.shards, desired.shards);
@@ -151,4 +151,99 @@ fn an_upstream_credential_comes_from_its_labelled_secret_in_the_endpoints_namesp
     assert!(outcome.shard.is_none());
     let ready = outcome.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "UpstreamCredentialMissing"));
+}
+
+/// The incremental compile (standalone mode's reloads) answers exactly as the whole compile over a run of
+/// reloads: time passing a rotation and the end of its overlap, a key revoked, a policy suspended, a tier edited,
+/// an endpoint added, a policy removed. Each side is fed back its own key Secrets and shards, as standalone does.
+#[test]
+fn the_incremental_compile_matches_the_whole_compile_reload_after_reload() {
+    struct Side {
+        keys: InsecureSequentialKeys,
+        secrets: BTreeMap<NamespacedName, Secret>,
+        shards: Vec<Shard>,
+    }
+    impl Side {
+        fn new() -> Self {
+            Side { keys: InsecureSequentialKeys::starting_at(7), secrets: BTreeMap::new(), shards: vec![] }
+        }
+        fn step(&mut self, w: &Inputs, now: DateTime<Utc>, memo: Option<&mut CompileMemo>) -> Desired {
+            let secrets: Vec<&Secret> = self.secrets.values().collect();
+            let world = World {
+                tiers: &w.tiers,
+                endpoints: &w.endpoints,
+                policies: &w.policies,
+                key_secrets: &secrets,
+                upstream_secrets: &[],
+                shards: &self.shards,
+                operator_namespace: None,
+                agents: &[],
+                now,
+            };
+            let desired = match memo {
+                Some(m) => compile_incremental(&world, &mut self.keys, m),
+                None => compile(&world, &mut self.keys),
+            };
+            for (p, o) in &desired.policies {
+                if let Some(s) = &o.key_secret {
+                    self.secrets.insert(p.clone(), s.clone());
+                }
+            }
+            self.secrets.retain(|p, _| desired.policies.contains_key(p));
+            self.shards = desired.shards.clone();
+            desired
+        }
+    }
+    struct Inputs {
+        tiers: Vec<RateTier>,
+        endpoints: Vec<InferenceEndpoint>,
+        policies: Vec<ApiKeyPolicy>,
+    }
+    let mut w = Inputs {
+        tiers: vec![mk_tier("free")],
+        endpoints: vec![mk_endpoint("speech", "whisper").build()],
+        policies: (0..6)
+            .map(|i| match i {
+                0 => mk_policy("p0").rotation(24, 1).build(),
+                _ => mk_policy(&format!("p{i}")).build(),
+            })
+            .collect(),
+    };
+    let (mut whole, mut incremental, mut memo) = (Side::new(), Side::new(), CompileMemo::default());
+    let mut now = t0();
+    for step in 0..12 {
+        match step {
+            4 => {
+                let kid = whole.step(&w, now, None).policies[&NamespacedName::new("acme", "p1")]
+                    .status
+                    .current_key_id
+                    .clone()
+                    .unwrap();
+                incremental.step(&w, now, Some(&mut memo));
+                w.policies[1].spec.revocations.push(Revocation {
+                    key_id: kid,
+                    reason: "leaked".into(),
+                    requested_by: "test".into(),
+                });
+            }
+            5 => w.policies[2].spec.suspended = true,
+            6 => w.tiers[0].spec.gpu_seconds_per_minute += 1.0,
+            7 => w.endpoints.push(mk_endpoint("speech", "other").build()),
+            8 => {
+                w.policies.pop();
+            }
+            _ => {}
+        }
+        let a = whole.step(&w, now, None);
+        let b = incremental.step(&w, now, Some(&mut memo));
+        assert_eq!(a.shards, b.shards, "step {step}");
+        assert_eq!(a.next_wake, b.next_wake, "step {step}");
+        assert_eq!(whole.secrets, incremental.secrets, "step {step}");
+        let ids = |d: &Desired| d.policies.values().map(|o| o.status.current_key_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b), "step {step}");
+        if step == 3 {
+            assert_eq!(memo.last_compiled, 0, "a reload with nothing changed compiles nothing");
+        }
+        now += hours(7); // past the rotation (24 h) at step 4 and the end of its overlap after it
+    }
 }
