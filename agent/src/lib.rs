@@ -25,6 +25,7 @@ pub mod cli;
 pub mod cluster;
 pub mod doors;
 pub mod egress;
+pub mod file_events;
 pub mod gateway;
 pub mod gpu;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //!  -f files (or the embedded quickstart) ─▶ manifest_cache::load_paths_cached (changed documents only)
 //!     ─▶ compile(World, key Secrets kept in memory) ─▶ Snapshot::build(shards) ─▶ gateway.apply
 //!     ─▶ new keys printed once (or --keys-out, 0600, rewritten only when a key changed)
-//!  file change (mtime poll) / SIGHUP / next scheduled wake-up ─▶ the same again; open streams of keys that are
+//!  file change (notified, or the mtime poll) / SIGHUP / next scheduled wake-up ─▶ the same again; open streams of keys that are
 //!  now revoked, expired or suspended are closed by gateway.apply
 //! ```
 //! The key Secrets and shards the operator would keep in Kubernetes are kept in memory and passed back to every
@@ -13,6 +13,7 @@
 //! `--state-file` they are also kept in one file (0600, replaced atomically, read under a lock before every
 //! compile): a restart keeps every key, and agents started with the same file serve the same keys.
 use crate::cli::StandaloneArgs;
+use crate::file_events::FileEvents;
 use crate::gateway::Gateway;
 use crate::serve::Listeners;
 use crate::snapshot::{Snapshot, SnapshotOptions};
@@ -380,7 +381,14 @@ impl State {
         }
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut events = if self.files.is_empty() { None } else { FileEvents::watch(&self.watched()) };
         loop {
+            let written = async {
+                match events.as_mut() {
+                    Some(e) => e.next().await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
             #[cfg(unix)]
             let hup = async {
                 match hangup.as_mut() {
@@ -392,8 +400,10 @@ impl State {
             };
             #[cfg(not(unix))]
             let hup = std::future::pending::<()>();
+            // A notified write is checked like a poll (the fingerprint decides), only sooner.
             let forced = tokio::select! {
                 _ = tokio::time::sleep(interval) => false,
+                _ = written => false,
                 _ = hup => true,
             };
             let due = [self.next_wake, self.ring_next_check].into_iter().flatten().any(|at| Utc::now() >= at);

@@ -114,7 +114,7 @@ spec:
 class Agent:
     """A standalone agent on free loopback ports, with its keys read from --keys-out."""
 
-    def __init__(self, manifest_text: str, extra_args=(), tmp: Path | None = None):
+    def __init__(self, manifest_text: str, extra_args=(), tmp: Path | None = None, poll_interval: str = "100ms"):
         self.dir = Path(tmp or tempfile.mkdtemp(prefix="infergate-agent-"))
         self.manifest = self.dir / "world.yaml"
         self.keys_file = self.dir / "keys.json"
@@ -131,7 +131,7 @@ class Agent:
             [
                 str(AGENT_BIN), "standalone", "-f", str(self.manifest), "--keys-out", str(self.keys_file),
                 "--http-addr", f"127.0.0.1:{self.http_port}", "--grpc-addr", self.grpc,
-                "--admin-addr", f"127.0.0.1:{self.admin_port}", "--poll-interval", "100ms", "--log-format", "text",
+                "--admin-addr", f"127.0.0.1:{self.admin_port}", "--poll-interval", poll_interval, "--log-format", "text",
                 *extra_args,
             ],
             stdout=self.log, stderr=subprocess.STDOUT,

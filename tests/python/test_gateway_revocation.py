@@ -90,3 +90,26 @@ def test_revocation_closes_open_streams(fresh_agent, upstream, pb):  # noqa: F81
     logs = a.logs()
     assert '"event":"revocation_enforced"' in logs and key_id in logs
     assert key not in logs and new_key not in logs
+
+
+@pytest.mark.parametrize("how", ["in place", "by rename"])
+def test_a_manifest_edit_applies_when_written_without_waiting_for_the_poll(upstream, tmp_path, how):
+    """With the poll an hour away, only the file-change notification can apply the edit: a revocation written to
+    the manifest (as an editor does: rewritten in place, or a new file renamed over it) takes effect in seconds,
+    without SIGHUP."""
+    a = Agent(manifests(upstream), tmp=tmp_path, poll_interval="1h")
+    try:
+        key, key_id = a.key("victim"), a.key_id("victim")
+        models = lambda: httpx.get(f"{a.http}/v1/models", headers=auth(key)).status_code  # noqa: E731
+        assert models() == 200
+        revoked = manifests(upstream, revoke={"victim": key_id})
+        if how == "in place":
+            a.manifest.write_text(revoked)
+        else:
+            staged = a.manifest.with_name(".world.yaml.new")
+            staged.write_text(revoked)
+            staged.rename(a.manifest)
+        wait_until(lambda: models() == 401, timeout=5, what="the revocation applied without a poll or SIGHUP")
+        assert a.key_id("victim") != key_id, "the replacement key is shown"
+    finally:
+        a.stop()
