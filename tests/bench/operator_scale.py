@@ -23,7 +23,6 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(os.environ.get("INFERGATE_ROOT") or Path(__file__).resolve().parents[2])
 STANDIN = ROOT / "tests" / "standin" / "standin.py"
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+from toolpaths import find_kubectl  # noqa: E402  (tests/python is not a package)
 NAMESPACES = 100
 
 
@@ -101,10 +102,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def kubectl_bin() -> str:
-    for candidate in (ROOT / ".tools" / "bin" / "kubectl", ROOT / ".venv" / "bin" / "kubectl"):
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("kubectl")
+    found = find_kubectl(ROOT)
     if not found:
         sys.exit("kubectl is missing: run tests/tools/install-kubectl.sh")
     return found

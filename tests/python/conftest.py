@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from toolpaths import find_kubectl
 
 ROOT = Path(os.environ.get("INFERGATE_ROOT") or Path(__file__).resolve().parents[2])
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
@@ -99,10 +99,7 @@ class StandIn:
 
 @pytest.fixture(scope="session")
 def kubectl_bin() -> str:
-    for candidate in (ROOT / ".tools" / "bin" / "kubectl", ROOT / ".venv" / "bin" / "kubectl"):
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("kubectl")
+    found = find_kubectl(ROOT)
     if not found:
         pytest.fail("kubectl is missing: run tests/tools/install-kubectl.sh")
     return found

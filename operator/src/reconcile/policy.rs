@@ -42,9 +42,10 @@ pub async fn reconcile_policy(policy: Arc<ApiKeyPolicy>, ctx: Arc<Context>) -> R
     let operator_namespace = if namespace == ctx.config_namespace { &ctx.config_namespace } else { &ctx.namespace };
     // The key Secret and the shard are read now, not from a cache (see the controller module): each read also
     // sees this operator's own last write.
-    let existing_secret = match namespace != *operator_namespace {
-        true => fetch_secret(&ctx, &namespace, &policy.spec.secret_name).await?,
-        false => None,
+    let existing_secret = if namespace != *operator_namespace {
+        fetch_secret(&ctx, &namespace, &policy.spec.secret_name).await?
+    } else {
+        None
     };
     let stored_shard = ctx.fetch_shard(ShardKind::Policy, &owner).await?;
     let published_shard = published_policy_shard(stored_shard.as_ref());
