@@ -151,7 +151,8 @@ pub struct StandaloneArgs {
     /// fingerprint are printed, so `curl --cacert PATH https://127.0.0.1:8080/...` or wss:// works at once.
     #[arg(long, conflicts_with = "tls_cert")]
     pub tls_self_signed: bool,
-    /// How often manifest files are checked for changes.
+    /// How often manifest files are checked for changes. Where the OS reports file changes (inotify, FSEvents) a
+    /// saved edit is applied at once and this poll is only the fallback; SIGHUP forces a reload.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
     /// Do not fetch missing built-in model weights at start. By default, weights that a built-in endpoint in
