@@ -49,6 +49,11 @@ pub(crate) struct KeyBook {
     pub rotation_handled: Option<String>,
     /// Digests of revoked keys still listed in `spec.revocations`, sorted by key id; from the shard only.
     pub revoked: Vec<KeyDigest>,
+    /// When the published shard says each of those revocations was first seen. Where no status carries that
+    /// time (standalone mode keeps no status; a status can be lost), this keeps it from becoming "now" at every
+    /// compile, which changed the shard on every compile and made agents sharing a state file reload each other
+    /// forever.
+    pub revoked_since: Vec<(KeyId, DateTime<Utc>)>,
 }
 
 impl KeyBook {
@@ -111,7 +116,20 @@ impl KeyBook {
         let mut revoked: Vec<KeyDigest> =
             shard.map(|s| s.revoked.iter().map(|r| r.digest).collect()).unwrap_or_default();
         sort_dedup(&mut revoked);
-        KeyBook { current, previous, rotation_handled: ann.get(annotations::ROTATION_HANDLED).cloned(), revoked }
+        let revoked_since =
+            shard.map(|s| s.revoked.iter().map(|r| (r.digest.key_id(), r.revoked_at)).collect()).unwrap_or_default();
+        KeyBook {
+            current,
+            previous,
+            rotation_handled: ann.get(annotations::ROTATION_HANDLED).cloned(),
+            revoked,
+            revoked_since,
+        }
+    }
+
+    /// When the published shard first recorded this key as revoked, if it did.
+    pub fn revoked_since(&self, id: &KeyId) -> Option<DateTime<Utc>> {
+        self.revoked_since.iter().find(|(k, _)| k == id).map(|(_, at)| *at)
     }
 
     pub fn add_revoked(&mut self, digest: KeyDigest) {

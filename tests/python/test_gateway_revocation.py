@@ -113,3 +113,31 @@ def test_a_manifest_edit_applies_when_written_without_waiting_for_the_poll(upstr
         assert a.key_id("victim") != key_id, "the replacement key is shown"
     finally:
         a.stop()
+
+
+def test_agents_sharing_a_state_file_settle_after_a_revocation(upstream, tmp_path):
+    """Two agents on one --state-file, a key revoked in their manifests: both refuse it and then stay quiet. The
+    revoked entry's time used to be "now" at every compile, so each agent's rewrite of the state file made the
+    other reload, and audit the revocation again, forever."""
+    state = tmp_path / "state.json"
+    agents = []
+    for i in range(2):
+        (tmp_path / f"a{i}").mkdir()
+        agents.append(Agent(manifests(upstream), extra_args=["--state-file", str(state)], tmp=tmp_path / f"a{i}"))
+    try:
+        key, key_id = agents[0].key("victim"), agents[0].key_id("victim")
+        assert agents[1].key_id("victim") == key_id, "one state file, one key"
+        for a in agents:
+            a.manifest.write_text(manifests(upstream, revoke={"victim": key_id}))
+        for a in agents:
+            wait_until(lambda a=a: httpx.get(f"{a.http}/v1/models", headers=auth(key)).status_code == 401,
+                       timeout=10, what="the revocation on both agents")
+        time.sleep(2)
+        applied = [a.logs().count("config applied") for a in agents]
+        revoked_audits = sum(a.logs().count("key_revoked") for a in agents)
+        time.sleep(3)
+        assert [a.logs().count("config applied") for a in agents] == applied, "no reload without a change"
+        assert sum(a.logs().count("key_revoked") for a in agents) == revoked_audits
+    finally:
+        for a in agents:
+            a.stop()

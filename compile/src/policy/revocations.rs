@@ -39,14 +39,16 @@ pub(super) fn revocation_statuses(
             } else {
                 (None, None)
             };
-            if before.is_none() {
+            // The shard's record stands in for a status that is missing (standalone mode keeps none).
+            let recorded = book.revoked_since(&id);
+            if before.is_none() && recorded.is_none() {
                 log_first_sight(r, &id, matched, log);
             }
             RevocationStatus {
                 key_id: r.key_id.clone(),
                 reason: r.reason.clone(),
                 requested_by: r.requested_by.clone(),
-                revoked_at: before.map_or(now, |b| b.revoked_at),
+                revoked_at: before.map(|b| b.revoked_at).or(recorded).unwrap_or(now),
                 matched,
                 agents_enforcing,
                 agents_total,

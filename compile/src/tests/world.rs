@@ -247,3 +247,47 @@ fn the_incremental_compile_matches_the_whole_compile_reload_after_reload() {
         now += hours(7); // past the rotation (24 h) at step 4 and the end of its overlap after it
     }
 }
+
+/// Standalone mode keeps no status: a listed revocation's first-seen time comes from the published shard, so a
+/// recompile an hour later writes the same shard (agents sharing a state file used to rewrite it, and so reload
+/// each other, at every compile) and does not audit the revocation again.
+#[test]
+fn without_a_status_a_revocation_keeps_its_time_and_is_audited_once() {
+    let tiers = vec![mk_tier("free")];
+    let endpoints = vec![mk_endpoint("speech", "whisper").build()];
+    let mut policies = vec![mk_policy("a").build()];
+    let owner = NamespacedName::new("acme", "a");
+    let compile_at = |policies: &[ApiKeyPolicy], before: &Desired, now, keys: &mut dyn KeySource| {
+        let secrets: Vec<&Secret> = before.policies.values().filter_map(|o| o.key_secret.as_ref()).collect();
+        let world = World {
+            tiers: &tiers,
+            endpoints: &endpoints,
+            policies,
+            key_secrets: &secrets,
+            upstream_secrets: &[],
+            shards: &before.shards,
+            operator_namespace: None,
+            agents: &[],
+            now,
+        };
+        compile(&world, keys)
+    };
+    let empty = Desired {
+        policies: BTreeMap::new(),
+        endpoints: BTreeMap::new(),
+        tiers: BTreeMap::new(),
+        shards: vec![],
+        next_wake: None,
+    };
+    let issued = compile_at(&policies, &empty, t0(), &mut InsecureSequentialKeys::starting_at(3));
+    let kid = issued.policies[&owner].status.current_key_id.clone().unwrap();
+    policies[0].spec.revocations.push(Revocation { key_id: kid, reason: "leaked".into(), requested_by: "test".into() });
+    let revoked = compile_at(&policies, &issued, t0() + secs(10), &mut InsecureSequentialKeys::starting_at(9));
+    let audited = |d: &Desired| d.policies[&owner].audit.iter().filter(|a| a.action == "key_revoked").count();
+    assert_eq!(audited(&revoked), 1);
+    let settled = compile_at(&policies, &revoked, t0() + secs(20), &mut NoKeys);
+    let later = compile_at(&policies, &settled, t0() + hours(1), &mut NoKeys);
+    assert_eq!(later.shards, settled.shards, "the revoked entry keeps its first-seen time");
+    assert_eq!(later.policies[&owner].status.revocations[0].revoked_at, t0() + secs(10));
+    assert_eq!((audited(&settled), audited(&later)), (0, 0), "audited once");
+}
