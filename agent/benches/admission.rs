@@ -186,14 +186,15 @@ fn contenders(c: &mut Criterion, group_name: &str, cold: bool) {
     for s in SCENARIOS.iter().filter(|s| (!cold || s.keys <= 100_000) && wanted(s)) {
         let (fx, shards) = fixture(s);
 
-        // infergate: the whole decision a door makes before it runs a request, including its clock reads.
+        // infergate: the whole decision a door makes before it runs a request, including its clock reads (the
+        // doors' coarse clocks, infergate_gate::clock, as the doors read them).
         let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
         assert!(warnings.is_empty(), "bench snapshot has warnings: {warnings:?}");
         assert_eq!(snapshot.key_count(), s.keys);
         let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
         let request = Request { model: MODEL, feature: Feature::Transcribe, origin: None };
         let decide = |key: &str| {
-            let grant = admit(&snapshot, key, &request, Utc::now()).expect("bench key is admitted");
+            let grant = admit(&snapshot, key, &request, infergate_gate::clock::now()).expect("bench key is admitted");
             limiter
                 .try_charge(&grant, 0.001)
                 .now_or_never()

@@ -328,7 +328,7 @@ impl Gateway {
     }
 
     pub fn authenticate(&self, snapshot: &Snapshot, credential: &Credential<'_>) -> Result<Identity, Refusal> {
-        self.authenticate_at(snapshot, credential, Utc::now()).map_err(|refused| refused.refusal)
+        self.authenticate_at(snapshot, credential, infergate_gate::clock::now()).map_err(|refused| refused.refusal)
     }
 
     fn authenticate_at(
@@ -364,12 +364,13 @@ impl Gateway {
         credential: &Credential<'_>,
         outcome: &mut RequestOutcome,
     ) -> Result<Identity, Refusal> {
-        let authenticated = self.authenticate_at(&self.snapshot(), credential, Utc::now()).and_then(|identity| {
-            // Mutual TLS, where the policy asks for it: the key alone is not enough.
-            admission::check_client_certificate(&identity.policy, outcome.client_cert.as_deref())
-                .map_err(|refusal| TokenRefused { refusal, key: Some(identity.key), jti: None })?;
-            Ok(identity)
-        });
+        let authenticated =
+            self.authenticate_at(&self.snapshot(), credential, infergate_gate::clock::now()).and_then(|identity| {
+                // Mutual TLS, where the policy asks for it: the key alone is not enough.
+                admission::check_client_certificate(&identity.policy, outcome.client_cert.as_deref())
+                    .map_err(|refusal| TokenRefused { refusal, key: Some(identity.key), jti: None })?;
+                Ok(identity)
+            });
         match authenticated {
             Ok(identity) => {
                 outcome.identity(&identity);

@@ -66,7 +66,7 @@ pub async fn run(
     let snapshot = gateway.snapshot();
     let request = Request { model: req.model, feature: req.feature, origin: req.origin };
     outcome.identity(&identity);
-    let grant = admission::decide(&snapshot, &identity, &request, chrono::Utc::now())
+    let grant = admission::decide(&snapshot, &identity, &request, infergate_gate::clock::now())
         .inspect_err(|r| gateway.refused(r, outcome))?;
     outcome.grant(&grant);
     // Held until this request's future ends (served, refused, or dropped when the client goes away).

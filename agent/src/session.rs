@@ -113,7 +113,7 @@ impl Session {
         let snapshot = gateway.snapshot();
         let key = identity.key;
         outcome.identity(&identity);
-        let grant = admission::decide(&snapshot, &identity, request, chrono::Utc::now())
+        let grant = admission::decide(&snapshot, &identity, request, infergate_gate::clock::now())
             .inspect_err(|refusal| gateway.refused(refusal, &mut outcome))?;
         outcome.grant(&grant);
         let mut refused = |refusal: Refusal| {

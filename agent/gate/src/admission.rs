@@ -100,7 +100,9 @@ fn identify_with_env(
             ));
         }
         KeyStatus::Active { valid_from, valid_until } => {
-            if now < valid_from {
+            // The doors' clock is the kernel's coarse one (crate::clock), up to a tick behind the issuer's: a key
+            // issued in the last tick is valid, not "from the future".
+            if now + crate::clock::ADMISSION_SLACK < valid_from {
                 return Err(Refusal::new(
                     RefusalCode::KeyNotYetValid,
                     format!(

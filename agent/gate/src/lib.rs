@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod audio;
 pub mod audit;
+pub mod clock;
 mod key_table;
 pub mod limiter;
 mod memory;

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Which bucket: one per policy and endpoint, so every key of a policy (the current key and a retiring one
 /// during a rotation overlap) spends from one budget. `policy` is [`crate::snapshot::PolicyConfig::bucket_id`],
@@ -194,7 +194,8 @@ pub struct Limiter {
     /// Where a tier with `onStoreFailure: local` counts while the store is unreachable.
     pub(crate) fallback: InMemoryStore,
     refill: Arc<dyn RefillFactor>,
-    epoch: Instant,
+    /// [`crate::clock::monotonic_seconds`] when this limiter started.
+    epoch: f64,
     /// Requests waiting per key, bounded by the tier's queue depth.
     waiting: Mutex<KeyMap<u32>>,
     queue_depth: AtomicI64,
@@ -211,7 +212,7 @@ impl Limiter {
             store,
             fallback: InMemoryStore::default(),
             refill,
-            epoch: Instant::now(),
+            epoch: crate::clock::monotonic_seconds(),
             waiting: Mutex::default(),
             queue_depth: AtomicI64::new(0),
             failures: StoreFailureCounts::default(),
@@ -225,9 +226,10 @@ impl Limiter {
         if factor.is_finite() { factor.max(0.0) } else { 1.0 }
     }
 
-    /// Seconds since this limiter started: the clock every store call uses.
+    /// Seconds since this limiter started: the clock every store call uses. The kernel's coarse monotonic
+    /// clock (one tick, 1-10 ms): a bucket refills in tick-sized steps, never early (see [`crate::clock`]).
     pub fn now(&self) -> f64 {
-        self.epoch.elapsed().as_secs_f64()
+        crate::clock::monotonic_seconds() - self.epoch
     }
 
     pub fn store(&self) -> &Arc<dyn CounterStore> {
