@@ -72,6 +72,27 @@ fn every_identity_failure_has_its_own_code() {
     assert_eq!(code(admit(&s, key(1).expose(), &TRANSCRIBE, t0() - Duration::days(2))), RefusalCode::KeyNotYetValid);
 }
 
+/// The doors read a coarse clock (crate::clock), up to a kernel tick behind the clock that issued the key: a key
+/// that becomes valid within the slack is already valid; one further ahead is still "not yet valid".
+#[test]
+fn a_key_valid_within_the_clock_slack_is_admitted_and_one_beyond_it_is_not() {
+    let s = world();
+    let valid_from = t0() - Duration::days(1); // key(1), as world() builds it
+    let k = key(1);
+    assert!(admit(&s, k.expose(), &TRANSCRIBE, valid_from).is_ok());
+    assert!(admit(&s, k.expose(), &TRANSCRIBE, valid_from - Duration::milliseconds(15)).is_ok());
+    assert!(admit(&s, k.expose(), &TRANSCRIBE, valid_from - crate::clock::ADMISSION_SLACK).is_ok());
+    assert_eq!(
+        code(admit(
+            &s,
+            k.expose(),
+            &TRANSCRIBE,
+            valid_from - crate::clock::ADMISSION_SLACK - Duration::milliseconds(1)
+        )),
+        RefusalCode::KeyNotYetValid
+    );
+}
+
 #[test]
 fn scope_refusals_name_what_is_missing() {
     let s = world();
