@@ -143,6 +143,9 @@ pub struct Gateway {
     draining: watch::Sender<bool>,
     /// Since when the config source has failed without a success since (cluster mode).
     config_source_down_since: Mutex<Option<std::time::Instant>>,
+    /// `GET /v1/models` bodies per policy for the current snapshot (a key-only caller's list depends on nothing
+    /// else): serialising the list was the largest single cost of that route.
+    pub model_lists: crate::memo::PolicyMemo<bytes::Bytes>,
 }
 
 impl Gateway {
@@ -181,6 +184,7 @@ impl Gateway {
             redaction: std::sync::OnceLock::new(),
             draining: watch::channel(false).0,
             config_source_down_since: Mutex::default(),
+            model_lists: Default::default(),
         })
     }
 

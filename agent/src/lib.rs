@@ -28,6 +28,7 @@ pub mod egress;
 pub mod file_events;
 pub mod gateway;
 pub mod gpu;
+pub mod memo;
 pub mod metrics;
 pub mod models;
 pub mod oneshot;

@@ -31,6 +31,7 @@
 //! `x-infergate-fallback: <namespace/name>`; without one (or with both saturated) the usual 429 + `Retry-After`.
 use super::edge;
 use crate::gateway::Gateway;
+use infergate_gate::admission::Identity;
 use crate::oneshot::{self, OneShot, Served};
 use crate::outcome::{Door, RequestOutcome};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
@@ -280,14 +281,31 @@ fn served_response(served: &Served) -> Response {
 /// Which entity types were redacted from the answer and how often: `CREDIT_CARD=1, PERSON=2`, or `none`.
 pub const REDACTIONS_HEADER: &str = "x-infergate-redactions";
 
-async fn models(State(gateway): State<Arc<Gateway>>, client_cert: edge::ClientCertExt, headers: HeaderMap) -> Response {
-    let mut outcome = gateway.begin(Door::Http, "/v1/models", edge::traceparent(&headers));
-    edge::attach_client_cert(&mut outcome, client_cert);
-    let result = edge::authenticate(&gateway, edge::header_key(&headers).as_deref(), &mut outcome).map(|identity| {
-        let models = oneshot::models(&gateway, &identity);
-        Json(ModelList { object: "list", data: models.iter().map(ModelObject::from).collect() }).into_response()
+/// Takes the request whole: the `HeaderMap` extractor clones every header (allocations per request), and this
+/// route needs only to read three of them.
+async fn models(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+    let headers = request.headers();
+    let mut outcome = gateway.begin(Door::Http, "/v1/models", edge::traceparent(headers));
+    edge::attach_client_cert(&mut outcome, edge::client_cert_of(request.extensions()));
+    let result = edge::authenticate(&gateway, edge::header_key(headers).as_deref(), &mut outcome).map(|identity| {
+        let json = HeaderValue::from_static("application/json");
+        ([(axum::http::header::CONTENT_TYPE, json)], model_list_body(&gateway, &identity)).into_response()
     });
     edge::http_finish(result, &outcome.request_id)
+}
+
+/// The `GET /v1/models` body: per policy and snapshot from the gateway's memo; a session token's narrower scope
+/// is rendered per request.
+fn model_list_body(gateway: &Gateway, identity: &Identity) -> Bytes {
+    let render = || {
+        let models = oneshot::models(gateway, identity);
+        let list = ModelList { object: "list", data: models.iter().map(ModelObject::from).collect() };
+        Bytes::from(serde_json::to_vec(&list).expect("a model list serializes"))
+    };
+    if identity.token.is_some() {
+        return render();
+    }
+    gateway.model_lists.get_or_compute(&gateway.snapshot(), &identity.policy, render)
 }
 
 /// OpenAI's model object plus infergate's `features` and `endpoint`, serialized straight from the entry: the
