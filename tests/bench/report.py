@@ -192,6 +192,14 @@ def http(inp):
                 f"{(1 - au / un) * 100:.1f}% ({num(au)} req/s)",
                 peer(f"agent {h.get('unauthenticated_listener', '')} /healthz".replace("  ", " "), num(un)),
                 div(au, un), "cost <= 5%", judge(lambda: 1 - au / un <= 0.05, au, un))]
+    # The same two comparisons by the server's CPU per request (steadier than req/s with the client near
+    # saturation on the other core); reference rows: the targets above are stated in req/s.
+    cng, cun, cau = (h.get(k) for k in ("nginx_cpu_us", "unauthenticated_cpu_us", "authenticated_cpu_us"))
+    if cau:
+        rows += [Row("HTTP server CPU per authenticated GET /v1/models", f"{cau:.2f} us",
+                     peer("nginx return 200", f"{cng:.2f} us"), div(cng, cau)),
+                 Row("HTTP key check CPU vs the agent's unauthenticated route", f"{(cau / cun - 1) * 100:+.1f}% ({cau:.2f} us)",
+                     peer("agent /healthz", f"{cun:.2f} us"), div(cun, cau))]
     revs = [o for o in objs if o.get("bench") == "revocation"]
     for i, r in enumerate(revs or [{}]):
         mode = r.get("mode") or ("sighup" if i == 0 else "poll")  # run_all.sh runs SIGHUP first, then poll

@@ -25,7 +25,8 @@ LOGS = {
     "admission": ["admission/infergate_admit_and_charge/100k_keys  time:   [195.1 ns 200.0 ns 204.9 ns]"],
     "http": ["==> HTTP: nginx ...", "  nginx  26768 req/s   p50 1ms",
              RESULT({"bench": "http", "rounds": 3, "seconds": 10, "nginx_rps": 26768, "unauthenticated_rps": 21712,
-                     "authenticated_rps": 14487, "authenticated_non_2xx": 0, "unauthenticated_listener": "admin"}),
+                     "authenticated_rps": 14487, "authenticated_non_2xx": 0, "unauthenticated_listener": "admin",
+                     "nginx_cpu_us": 5.1, "unauthenticated_cpu_us": 7.0, "authenticated_cpu_us": 7.7}),
              RESULT({"bench": "streams", "streams": 8, "keys": 4, "duration_s": 60.0, "charged_gpu_s": 19.94,
                      "allowance_gpu_s": 20.0, "error_pct": -0.3}),
              RESULT({"bench": "revocation", "mode": "sighup", "trials": 25, "missed": 0,
@@ -159,6 +160,8 @@ def main():
     check(cells(rows, "HTTP authenticated"), "14,487", 14487 / 26768, False, "nginx return 200: 26,768")
     check(cells(rows, "HTTP key check cost"), "33.3% (14,487 req/s)", 14487 / 21712, False)
     assert "agent admin /healthz" in cells(rows, "HTTP key check cost").peer
+    check(cells(rows, "HTTP server CPU"), "7.70 us", 5.1 / 7.7, None, "nginx return 200: 5.10 us")
+    check(cells(rows, "HTTP key check CPU"), "+10.0% (7.70 us)", 7.0 / 7.7, None)
     check(cells(rows, "revocation (write + SIGHUP)"), "468 / 487 ms", met=True)
     check(cells(rows, "revocation (file poll only)"), "798 / 1200 ms", met=False)
     check(cells(rows, "tier accounting"), "19.94 GPU-s (-0.30%)", met=True)

@@ -140,20 +140,43 @@ EOF
   code=$(curl -s -o /dev/null -w '%{http_code}' -H @<(printf 'Authorization: Bearer %s\n' "$(cat "$WORK/http.key")") "$AUTH_URL")
   echo "authenticated: $AUTH_URL -> $code; unauthenticated: $UNAUTH_URL -> $(curl -s -o /dev/null -w '%{http_code}' "$UNAUTH_URL")"
 
+  # Server CPU per request (user + system ticks of the server's processes over the run, from /proc) next to
+  # req/s: wrk shares the second core with the kernel's loopback work and runs near saturation, so req/s also
+  # moves with the client and the neighbours; the server's own CPU per request is the steadier comparison.
+  CLK_TCK=$(getconf CLK_TCK)
+  server_ticks() { # pids...
+    local total=0 pid u s
+    for pid in "$@"; do
+      read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat" 2>/dev/null || echo "0 0")
+      total=$((total + u + s))
+    done
+    echo "$total"
+  }
+  server_pids() { # name
+    if [ "$1" = nginx ]; then
+      local master; master=$(cat "$WORK/nginx/nginx.pid"); echo "$master" $(pgrep -P "$master")
+    else
+      echo "$AGENT_PID"
+    fi
+  }
   run_wrk() { # name url [lua]
-    local name=$1 url=$2 script=${3:-} out
+    local name=$1 url=$2 script=${3:-} out pids ticks0 ticks1
+    pids=$(server_pids "$name"); ticks0=$(server_ticks $pids)
     if [ -n "$script" ]; then
       out=$(BENCH_KEY_FILE="$WORK/http.key" "${CLIENT_PIN[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${HTTP_SECONDS}s" --latency -s "$script" "$url")
     else
       out=$("${CLIENT_PIN[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${HTTP_SECONDS}s" --latency "$url")
     fi
-    local rps p50 p99 non2xx
+    ticks1=$(server_ticks $pids)
+    local rps p50 p99 non2xx requests cpu_us
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    cpu_us=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="${requests:-0}" 'BEGIN { printf "%.2f", n ? t * 1e6 / hz / n : 0 }')
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ {print $2}' <<<"$out")
-    printf '  %-22s %10s req/s   p50 %-8s p99 %-8s non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
-    echo "$name $rps ${non2xx:-0}" >>"$WORK/http.results"
+    printf '  %-22s %10s req/s   p50 %-8s p99 %-8s non-2xx %-4s server CPU %s us/req\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}" "$cpu_us"
+    echo "$name $rps ${non2xx:-0} $cpu_us" >>"$WORK/http.results"
   }
   for round in $(seq 1 "$HTTP_ROUNDS"); do
     echo " round $round"
@@ -165,20 +188,25 @@ EOF
   done
   kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null || true
   RESULT[http]=$(awk '
-    { sum[$1]+=$2; n[$1]++; bad[$1]+=$3 }
+    { sum[$1]+=$2; n[$1]++; bad[$1]+=$3; cpu[$1]+=$4 }
     END {
       ng=sum["nginx"]/n["nginx"]; un=sum["agent_unauthenticated"]/n["agent_unauthenticated"];
       au=sum["agent_authenticated"]/n["agent_authenticated"];
+      cng=cpu["nginx"]/n["nginx"]; cun=cpu["agent_unauthenticated"]/n["agent_unauthenticated"];
+      cau=cpu["agent_authenticated"]/n["agent_authenticated"];
       printf "nginx %.0f req/s; agent unauthenticated %.0f req/s; agent authenticated %.0f req/s (non-2xx %d)\n", ng, un, au, bad["agent_authenticated"];
-      printf "    authenticated / nginx = %.3f (target >= 1.0); auth+limits cost vs unauthenticated = %.2f%% (target <= 5%%)", au/ng, (1-au/un)*100
+      printf "    authenticated / nginx = %.3f (target >= 1.0); auth+limits cost vs unauthenticated = %.2f%% (target <= 5%%)\n", au/ng, (1-au/un)*100;
+      printf "    server CPU per request: nginx %.2f us, agent unauthenticated %.2f us, authenticated %.2f us (auth+limits %+.1f%% CPU)", cng, cun, cau, (cau/cun-1)*100
     }' "$WORK/http.results")
   # The same means as one machine-readable line (tests/bench/all.sh collects it).
   unauth_listener="public"; [ "$UNAUTH_URL" = "http://127.0.0.1:$ADMIN_PORT/healthz" ] && unauth_listener="admin"
   awk -v rounds="$HTTP_ROUNDS" -v secs="$HTTP_SECONDS" -v listener="$unauth_listener" '
-    { sum[$1]+=$2; n[$1]++; bad[$1]+=$3 }
+    { sum[$1]+=$2; n[$1]++; bad[$1]+=$3; cpu[$1]+=$4 }
     function mean(k) { return n[k] ? sum[k]/n[k] : 0 }
+    function cpu_us(k) { return n[k] ? cpu[k]/n[k] : 0 }
     END {
       printf "RESULT {\"bench\":\"http\",\"rounds\":%d,\"seconds\":%d,\"nginx_rps\":%.0f,\"unauthenticated_rps\":%.0f,", rounds, secs, mean("nginx"), mean("agent_unauthenticated");
+      printf "\"nginx_cpu_us\":%.3f,\"unauthenticated_cpu_us\":%.3f,\"authenticated_cpu_us\":%.3f,", cpu_us("nginx"), cpu_us("agent_unauthenticated"), cpu_us("agent_authenticated");
       printf "\"authenticated_rps\":%.0f,\"authenticated_non_2xx\":%d,\"unauthenticated_listener\":\"%s\"}\n", mean("agent_authenticated"), bad["agent_authenticated"], listener
     }' "$WORK/http.results"
 fi
