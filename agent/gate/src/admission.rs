@@ -10,7 +10,7 @@
 //! [`authenticate`] + [`authorize`] = [`admit`]. Streams and tickets re-run [`identify`] from the digest they
 //! keep, never from the plaintext key.
 use crate::refusal::{Refusal, RefusalCode};
-use crate::snapshot::{EndpointConfig, KeyRef, KeyStatus, PolicyConfig, Snapshot};
+use crate::snapshot::{EndpointConfig, KeyRecord, KeyRef, KeyStatus, PolicyConfig, Snapshot};
 pub use crate::token::TokenGrant;
 use chrono::{DateTime, Utc};
 use infergate_crds::endpoint::Feature;
@@ -80,7 +80,6 @@ fn identify_with_env(
     environment: Environment,
     now: DateTime<Utc>,
 ) -> Result<Identity, Refusal> {
-    let key = KeyRef::of(digest);
     // By the full digest: another policy's record that shares this key's id bits can never stand in for it.
     let record = match snapshot.key_by_digest(digest) {
         Some(r) => r,
@@ -91,6 +90,19 @@ fn identify_with_env(
             ));
         }
     };
+    identify_record(snapshot, &record, environment, now)
+}
+
+/// The checks after the lookup, for a caller that already holds the snapshot's record (a session token finds
+/// it by key id and policy; looking it up again by digest would find the same record).
+pub(crate) fn identify_record(
+    snapshot: &Snapshot,
+    record: &KeyRecord,
+    environment: Environment,
+    now: DateTime<Utc>,
+) -> Result<Identity, Refusal> {
+    let digest = &record.digest;
+    let key = KeyRef::of(digest);
     let policy = snapshot.policy(record.policy);
     match record.status {
         KeyStatus::Revoked { .. } => {

@@ -96,20 +96,33 @@ pub fn identify(
     })?;
     let record = snapshot.key_in_policy(key, &claims.sub).ok_or_else(unknown)?;
     let environment = snapshot.policy(record.policy).environment;
-    let mut identity = admission::identify(snapshot, &record.digest, environment, now)?;
-    let expires_at = claims.expires_at();
-    let grant = TokenGrant {
-        jti: claims.jti.clone(),
-        scope: claims.granted(),
-        expires_at,
-        valid_until: expires_at + chrono::Duration::from_std(leeway).unwrap_or_default(),
-        end_user: claims.end_user().map(|user| EndUser::of(&claims.sub, user)),
-        max_audio_seconds: claims.max_audio_seconds,
-        codecs: claims.codecs.clone(),
-    };
+    let mut identity = admission::identify_record(snapshot, &record, environment, now)?;
+    let grant = grant_of(verified, leeway);
     grant.check_live(now)?;
-    identity.token = Some(Arc::new(grant));
+    identity.token = Some(grant);
     Ok(identity)
+}
+
+/// The token's grant: built from its claims on the token's first use, then shared by every cache hit (it depends
+/// only on the claims and the leeway, never on the snapshot or the clock).
+fn grant_of(verified: &VerifiedToken, leeway: Duration) -> Arc<TokenGrant> {
+    let build = || {
+        let claims = &verified.claims;
+        let expires_at = claims.expires_at();
+        Arc::new(TokenGrant {
+            jti: claims.jti.clone(),
+            scope: claims.granted(),
+            expires_at,
+            valid_until: expires_at + chrono::Duration::from_std(leeway).unwrap_or_default(),
+            end_user: claims.end_user().map(|user| EndUser::of(&claims.sub, user)),
+            max_audio_seconds: claims.max_audio_seconds,
+            codecs: claims.codecs.clone(),
+        })
+    };
+    match verified.derived.get_or_init(|| (leeway, build())) {
+        Some((built_with, grant)) if *built_with == leeway => Arc::clone(grant),
+        _ => build(),
+    }
 }
 
 impl TokenGrant {
@@ -229,6 +242,7 @@ mod tests {
                 codecs: None,
                 act: None,
             },
+            derived: Default::default(),
         }
     }
 
@@ -247,6 +261,27 @@ mod tests {
         let token = identity.token.unwrap();
         assert_eq!(token.jti, "jti_1");
         assert_eq!(token.valid_until, now() + chrono::Duration::seconds(660));
+    }
+
+    #[test]
+    fn a_tokens_grant_is_built_once_per_leeway_and_revocation_still_applies_to_a_cached_token() {
+        let token = verified(kid(1), "default/app", None);
+        let leeway = Duration::from_secs(60);
+        let first = identify(&world(), &token, leeway, now()).unwrap().token.unwrap();
+        let again = identify(&world(), &token, leeway, now()).unwrap().token.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "a cache hit shares the grant");
+        let other = identify(&world(), &token, Duration::ZERO, now()).unwrap().token.unwrap();
+        assert_eq!(other.valid_until, other.expires_at, "another leeway gets its own expiry");
+        assert_eq!(first.valid_until, first.expires_at + chrono::Duration::seconds(60));
+        assert_eq!(token.clone().derived, token.derived, "derived data is not part of a token's value");
+        // The key behind it revoked in a newer snapshot: the shared grant does not stand in for the key check.
+        let shards = vec![
+            mk_endpoint("whisper", "whisper-1").shard(),
+            mk_policy("app").scope("whisper", "whisper-1", &[Feature::Transcribe]).revoked(&key(1)).shard(),
+        ];
+        let (revoked, _) = Snapshot::build(&shards, SnapshotOptions::default());
+        let refusal = identify(&revoked, &token, leeway, now()).expect_err("revoked");
+        assert_eq!(refusal.code, RefusalCode::KeyRevoked);
     }
 
     #[test]

@@ -33,4 +33,4 @@ pub use external::{ExternalToken, IssuerKeys, IssuerRules, unverified_issuer, ve
 pub use keyring::{KeyRing, RotationPlan, RotationPolicy, StoredRing, rotate};
 pub use keys::{Alg, Jwk, Jwks, PublicKey, SigningKey, StoredKey};
 pub use scope::{Allowed, Granted, Scope, narrow};
-pub use verify::{MAX_TOKEN_BYTES, VerifiedToken, Verifier};
+pub use verify::{Derived, MAX_TOKEN_BYTES, VerifiedToken, Verifier};
