@@ -239,7 +239,10 @@ mod tests {
     fn request_ids_are_req_and_sixteen_lower_hex_digits_and_differ() {
         let a = super::request_id();
         assert_eq!(a.len(), 20);
-        assert!(a.starts_with("req_") && a[4..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{a}");
+        assert!(
+            a.starts_with("req_") && a[4..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{a}"
+        );
         assert_ne!(a, super::request_id());
     }
 }

@@ -31,7 +31,6 @@
 //! `x-infergate-fallback: <namespace/name>`; without one (or with both saturated) the usual 429 + `Retry-After`.
 use super::edge;
 use crate::gateway::Gateway;
-use infergate_gate::admission::Identity;
 use crate::oneshot::{self, OneShot, Served};
 use crate::outcome::{Door, RequestOutcome};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
@@ -41,6 +40,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use infergate_crds::endpoint::Feature;
+use infergate_gate::admission::Identity;
 use infergate_gate::refusal::{Refusal, RefusalCode};
 use std::sync::Arc;
 
