@@ -74,7 +74,6 @@ mod tests {
         assert_eq!(get(&first, &other, 3), 3, "per policy");
         assert_eq!(get(&second, &policy, 4), 4, "a new snapshot starts over");
         assert_eq!(get(&first, &policy, 5), 5, "and the old one is gone");
-        drop(get);
         assert_eq!(computed, 4);
     }
 }

@@ -34,7 +34,7 @@ impl Hasher for AddressHasher {
         bytes.iter().for_each(|b| self.write_usize(usize::from(*b)));
     }
     fn write_usize(&mut self, word: usize) {
-        self.0 = (self.0.rotate_left(5) ^ word as u64).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ word as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
     fn finish(&self) -> u64 {
         self.0
