@@ -88,7 +88,8 @@ pub fn identify(
              retired); request a new token with the current key",
         )
     };
-    let key = KeyRef::parse(&claims.client_id).ok_or_else(|| {
+    let (key, grant) = derived(verified, leeway);
+    let key = key.ok_or_else(|| {
         Refusal::new(
             RefusalCode::BadToken,
             "token refused (malformed): its client_id is not a key id; request a new one",
@@ -97,19 +98,24 @@ pub fn identify(
     let record = snapshot.key_in_policy(key, &claims.sub).ok_or_else(unknown)?;
     let environment = snapshot.policy(record.policy).environment;
     let mut identity = admission::identify_record(snapshot, &record, environment, now)?;
-    let grant = grant_of(verified, leeway);
     grant.check_live(now)?;
     identity.token = Some(grant);
     Ok(identity)
 }
 
-/// The token's grant: built from its claims on the token's first use, then shared by every cache hit (it depends
-/// only on the claims and the leeway, never on the snapshot or the clock).
-fn grant_of(verified: &VerifiedToken, leeway: Duration) -> Arc<TokenGrant> {
+/// What a token's claims give the gateway, whatever the snapshot and the clock: the key id it was minted from
+/// and its grant. Built on the token's first use and kept with the cached token, so every cache hit shares them.
+struct Derived {
+    leeway: Duration,
+    key: Option<KeyRef>,
+    grant: Arc<TokenGrant>,
+}
+
+fn derived(verified: &VerifiedToken, leeway: Duration) -> (Option<KeyRef>, Arc<TokenGrant>) {
     let build = || {
         let claims = &verified.claims;
         let expires_at = claims.expires_at();
-        Arc::new(TokenGrant {
+        let grant = Arc::new(TokenGrant {
             jti: claims.jti.clone(),
             scope: claims.granted(),
             expires_at,
@@ -117,11 +123,15 @@ fn grant_of(verified: &VerifiedToken, leeway: Duration) -> Arc<TokenGrant> {
             end_user: claims.end_user().map(|user| EndUser::of(&claims.sub, user)),
             max_audio_seconds: claims.max_audio_seconds,
             codecs: claims.codecs.clone(),
-        })
+        });
+        Derived { leeway, key: KeyRef::parse(&claims.client_id), grant }
     };
-    match verified.derived.get_or_init(|| (leeway, build())) {
-        Some((built_with, grant)) if *built_with == leeway => Arc::clone(grant),
-        _ => build(),
+    match verified.derived.get_or_init(build) {
+        Some(memo) if memo.leeway == leeway => (memo.key, Arc::clone(&memo.grant)),
+        _ => {
+            let fresh = build();
+            (fresh.key, fresh.grant)
+        }
     }
 }
 
