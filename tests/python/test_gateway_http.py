@@ -170,3 +170,32 @@ def test_live_only_agent_refuses_test_keys(upstream, tmp_path):
         assert "sk_live_" in r.json()["error"]["message"]
     finally:
         a.stop()
+
+
+def test_the_model_list_follows_each_config_change_per_policy(upstream, tmp_path):
+    """GET /v1/models is answered from a memo per snapshot and policy: a scope added to one policy shows up in that
+    policy's list as soon as the change applies (and leaves as soon as it is taken back), never in another's."""
+    a = Agent(manifests(upstream), tmp=tmp_path)
+    try:
+        app, victim = a.key("app"), a.key("victim")
+
+        def ids(key):
+            r = httpx.get(f"{a.http}/v1/models", headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text
+            assert r.headers["x-request-id"].startswith("req_")
+            body = r.json()
+            assert body["object"] == "list"
+            return sorted(m["id"] for m in body["data"])
+
+        assert ids(app) == ids(app) == ["whisper-1"]
+        assert ids(victim) == ["whisper-1"]
+        one = "secretName: app-key\n  scopes: [{endpoint: transcribe}]"
+        assert one in a.manifest.read_text()
+        both = "secretName: app-key\n  scopes: [{endpoint: transcribe}, {endpoint: other}]"
+        a.manifest.write_text(a.manifest.read_text().replace(one, both))
+        wait_until(lambda: ids(app) == ["whisper-1", "whisper-other"], timeout=10, what="the new scope listed")
+        assert ids(victim) == ["whisper-1"], "another policy's list is its own"
+        a.manifest.write_text(a.manifest.read_text().replace(both, one))
+        wait_until(lambda: ids(app) == ["whisper-1"], timeout=10, what="the scope taken back")
+    finally:
+        a.stop()
