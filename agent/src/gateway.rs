@@ -410,7 +410,7 @@ impl Gateway {
     pub fn refused(&self, refusal: &Refusal, outcome: &mut RequestOutcome) {
         outcome.refused(refusal);
         let endpoint = outcome.endpoint.as_deref();
-        self.metrics.refused(refusal.code.as_str(), outcome.tier.as_deref().unwrap_or(""), endpoint.unwrap_or(""));
+        self.metrics.refused(refusal.code.as_str(), outcome.tier().unwrap_or(""), endpoint.unwrap_or(""));
         self.audit.refusal(RefusalEvent {
             key: outcome.key,
             code: refusal.code.as_str(),

@@ -52,7 +52,9 @@ pub struct RequestOutcome {
     pub key: Option<KeyRef>,
     /// The `jti` of the session token the caller presented (never the token itself).
     pub token_jti: Option<String>,
-    pub tier: Option<String>,
+    /// The caller's policy once known: its tier names the request's tier (kept by reference, not copied per
+    /// request).
+    policy: Option<std::sync::Arc<infergate_gate::snapshot::PolicyConfig>>,
     /// The endpoint (`namespace/name`) that served or refused the request, once the model is resolved.
     pub endpoint: Option<String>,
     /// The refusal that ended the request; `None` while it goes well.
@@ -104,7 +106,7 @@ impl RequestOutcome {
             started: Instant::now(),
             key: None,
             token_jti: None,
-            tier: None,
+            policy: None,
             endpoint: None,
             code: None,
             gpu_seconds: 0.0,
@@ -137,7 +139,7 @@ impl RequestOutcome {
 
     /// The caller is known: key id and tier.
     pub fn identity(&mut self, identity: &Identity) {
-        self.set_key(identity.key, &identity.policy.tier.name);
+        self.set_key(identity.key, &identity.policy);
         if let Some(token) = &identity.token {
             self.token(&token.jti);
         }
@@ -153,20 +155,27 @@ impl RequestOutcome {
 
     /// The request is admitted (or refused after admission) on this endpoint.
     pub fn grant(&mut self, grant: &Grant) {
-        self.set_key(grant.key(), grant.tier());
+        self.set_key(grant.key(), &grant.identity.policy);
         self.span.record("endpoint", grant.endpoint.label.as_str());
         self.endpoint = Some(grant.endpoint.label.clone());
     }
 
-    fn set_key(&mut self, key: KeyRef, tier: &str) {
+    fn set_key(&mut self, key: KeyRef, policy: &std::sync::Arc<infergate_gate::snapshot::PolicyConfig>) {
         if self.key != Some(key) {
             self.span.record("key_id", tracing::field::display(key));
             self.key = Some(key);
         }
-        if self.tier.as_deref() != Some(tier) {
-            self.span.record("tier", tier);
-            self.tier = Some(tier.to_string());
+        if !self.policy.as_ref().is_some_and(|known| std::sync::Arc::ptr_eq(known, policy)) {
+            if self.tier() != Some(policy.tier.name.as_str()) {
+                self.span.record("tier", policy.tier.name.as_str());
+            }
+            self.policy = Some(std::sync::Arc::clone(policy));
         }
+    }
+
+    /// The caller's tier, once the caller is known.
+    pub fn tier(&self) -> Option<&str> {
+        self.policy.as_ref().map(|policy| policy.tier.name.as_str())
     }
 
     pub fn refused(&mut self, refusal: &Refusal) {
