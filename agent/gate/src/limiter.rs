@@ -117,6 +117,10 @@ const EPSILON: f64 = 1e-9;
 pub use crate::memory::{InMemoryStore, seconds_until};
 pub use crate::stream_slots::StreamSlot;
 
+/// What one bucket said (paid, or the wait until it could), where it was counted and with what shape; or the
+/// refusal of a tier whose store failed closed.
+type Taken = Result<(Result<(), f64>, Origin, BucketParams), Refusal>;
+
 pub(crate) fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
@@ -278,18 +282,30 @@ impl Limiter {
     /// Takes `amount` from one bucket, or from this agent's memory, or not at all, as the tier's store-failure
     /// policy says when the store cannot answer. Returns what the bucket said, where it was counted, and the shape
     /// it was counted with.
-    async fn take(
+    async fn take(&self, grant: &Grant, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Taken {
+        let taken = match self.store.try_take_now(bucket, amount, params, now) {
+            Some(taken) => taken,
+            None => self.store.try_take(bucket, amount, params, now).await,
+        };
+        self.by_policy(grant, bucket, amount, params, now, taken)
+    }
+
+    /// [`take`](Self::take) when the store answers on the spot; `None` when it would have to wait.
+    fn take_now(&self, grant: &Grant, bucket: BucketKey, amount: f64, params: BucketParams, now: f64) -> Option<Taken> {
+        let taken = self.store.try_take_now(bucket, amount, params, now)?;
+        Some(self.by_policy(grant, bucket, amount, params, now, taken))
+    }
+
+    /// The store's answer, or what the tier's store-failure policy decides when the store failed.
+    fn by_policy(
         &self,
         grant: &Grant,
         bucket: BucketKey,
         amount: f64,
         params: BucketParams,
         now: f64,
-    ) -> Result<(Result<(), f64>, Origin, BucketParams), Refusal> {
-        let taken = match self.store.try_take_now(bucket, amount, params, now) {
-            Some(taken) => taken,
-            None => self.store.try_take(bucket, amount, params, now).await,
-        };
+        taken: Result<Result<(), f64>, StoreError>,
+    ) -> Taken {
         match taken {
             Ok(taken) => Ok((taken, Origin::Store, params)),
             Err(err) => match grant.identity.policy.tier.on_store_failure {
@@ -313,15 +329,78 @@ impl Limiter {
     /// Takes `gpu_seconds` now or refuses with an honest retry-after. The hot path: one store call (two when
     /// the token acts for an end user whose tier limits users: the user's bucket first, then the key's).
     pub async fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
+        if let Some(decided) = self.try_charge_now_at(grant, gpu_seconds, now) {
+            return decided;
+        }
         let user = match end_user_budget(grant, self.factor(grant)) {
-            Some((bucket, params)) => match self.take(grant, bucket, gpu_seconds, params, now).await? {
-                (Ok(()), origin, params) => Some(SubCharge { bucket, params, origin }),
-                (Err(wait), ..) => return Err(end_user_rate_limited(grant, gpu_seconds, wait)),
-            },
+            Some((bucket, params)) => Some(self.user_charged(
+                grant,
+                gpu_seconds,
+                bucket,
+                self.take(grant, bucket, gpu_seconds, params, now).await,
+            )?),
             None => None,
         };
         let bucket = Self::bucket(grant);
         let taken = self.take(grant, bucket, gpu_seconds, self.params(grant), now).await;
+        self.charged(grant, gpu_seconds, bucket, user, taken)
+    }
+
+    /// [`try_charge`](Self::try_charge) decided without a future, for a store that answers from memory (the
+    /// in-process store always does; a shared one while its lease lasts). `None`: the store would have to wait,
+    /// so call `try_charge`. The doors try this first: building, moving and polling the async version's nested
+    /// futures was a tenth of an admission decision, for an answer that was ready all along.
+    pub fn try_charge_now(&self, grant: &Grant, gpu_seconds: f64) -> Option<Result<Charge, Refusal>> {
+        self.try_charge_now_at(grant, gpu_seconds, self.now())
+    }
+
+    /// [`try_charge_now`](Self::try_charge_now) at a given time on the limiter's clock.
+    pub fn try_charge_now_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Option<Result<Charge, Refusal>> {
+        let user = match end_user_budget(grant, self.factor(grant)) {
+            Some((bucket, params)) => {
+                let taken = self.take_now(grant, bucket, gpu_seconds, params, now)?;
+                match self.user_charged(grant, gpu_seconds, bucket, taken) {
+                    Ok(user) => Some(user),
+                    Err(refusal) => return Some(Err(refusal)),
+                }
+            }
+            None => None,
+        };
+        let bucket = Self::bucket(grant);
+        let Some(taken) = self.take_now(grant, bucket, gpu_seconds, self.params(grant), now) else {
+            // The user's bucket answered now but the key's cannot: the user's share goes back, and the caller's
+            // `try_charge` takes both again.
+            if let Some(user) = &user {
+                self.adjust_in(user.origin, user.bucket, -gpu_seconds, user.params);
+            }
+            return None;
+        };
+        Some(self.charged(grant, gpu_seconds, bucket, user, taken))
+    }
+
+    /// The end user's part of a charge, or the refusal that ends it.
+    fn user_charged(
+        &self,
+        grant: &Grant,
+        gpu_seconds: f64,
+        bucket: BucketKey,
+        taken: Taken,
+    ) -> Result<SubCharge, Refusal> {
+        match taken? {
+            (Ok(()), origin, params) => Ok(SubCharge { bucket, params, origin }),
+            (Err(wait), ..) => Err(end_user_rate_limited(grant, gpu_seconds, wait)),
+        }
+    }
+
+    /// The charge once the key's bucket has answered; a refusal gives the end user's part back.
+    fn charged(
+        &self,
+        grant: &Grant,
+        gpu_seconds: f64,
+        bucket: BucketKey,
+        user: Option<SubCharge>,
+        taken: Taken,
+    ) -> Result<Charge, Refusal> {
         match taken {
             Ok((Ok(()), origin, params)) => Ok(Charge { bucket, params, gpu_seconds, origin, user }),
             refused => {
@@ -385,7 +464,11 @@ impl Limiter {
     /// Like [`try_charge`](Self::try_charge), but waits in the key's queue (bounded depth, tier timeout) when
     /// the bucket will be able to pay soon. A wait that cannot end before the timeout is refused at once.
     pub async fn charge(&self, grant: &Grant, gpu_seconds: f64) -> Result<Charge, Refusal> {
-        let first = match self.try_charge(grant, gpu_seconds).await {
+        let first = match self.try_charge_now(grant, gpu_seconds) {
+            Some(decided) => decided,
+            None => self.try_charge(grant, gpu_seconds).await,
+        };
+        let first = match first {
             Ok(charge) => return Ok(charge),
             Err(refusal) => refusal,
         };

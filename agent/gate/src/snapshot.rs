@@ -118,18 +118,23 @@ pub struct KeyRecord {
 }
 
 /// One policy as the gateway applies it.
+///
+/// `repr(C)`, hot fields first: every admission reads the validity and scope fields, and with the compiler's
+/// order they sat ~400 bytes from the `Arc`'s counts, which the grant's clone also touches: two cache lines
+/// where one will do at 100k keys, when the policy is rarely still in L1.
 #[derive(Debug)]
+#[repr(C)]
 pub struct PolicyConfig {
-    pub name: NamespacedName,
-    /// Stable across snapshots and key rotations (hash of `namespace/name`): the policy's buckets and stream
-    /// slots are keyed by it, so a rotated key, or both keys of an overlap window, share one budget.
-    pub bucket_id: u64,
-    pub environment: Environment,
-    pub tier: TierLimits,
-    pub suspended: bool,
     pub expires_at: Option<DateTime<Utc>>,
     /// (endpoint index, allowed features) pairs; a handful per policy, so a linear scan beats a map.
     pub scopes: Vec<(u32, FeatureSet)>,
+    pub suspended: bool,
+    pub environment: Environment,
+    /// Stable across snapshots and key rotations (hash of `namespace/name`): the policy's buckets and stream
+    /// slots are keyed by it, so a rotated key, or both keys of an overlap window, share one budget.
+    pub bucket_id: u64,
+    pub tier: TierLimits,
+    pub name: NamespacedName,
     pub allowed_origins: Vec<String>,
     pub allow_client_embeddings: bool,
     /// Mutual TLS for this policy's keys: which verified client certificates are accepted.

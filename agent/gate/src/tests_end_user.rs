@@ -182,3 +182,102 @@ fn trusted_issuers_are_found_with_their_policy_and_its_current_key() {
         [("https://b.example/jwks.json".to_string(), false), ("https://idp.example.com/jwks.json".into(), false)]
     );
 }
+
+/// The in-memory store answering futures only, as a shared store does: the limiter's async path.
+struct FuturesOnly(InMemoryStore);
+/// The in-memory store answering on the spot for every bucket but one (a lease that covers the user's bucket
+/// and not the key's).
+struct NowExcept(InMemoryStore, BucketKey);
+
+macro_rules! delegate_store {
+    ($store:ty) => {
+        fn try_take(&self, b: BucketKey, amount: f64, p: BucketParams, now: f64) -> StoreFuture<'_, Result<(), f64>> {
+            self.0.try_take(b, amount, p, now)
+        }
+        fn adjust(&self, b: BucketKey, amount: f64, p: BucketParams, now: f64) {
+            self.0.adjust(b, amount, p, now)
+        }
+        fn balance(&self, b: BucketKey, p: BucketParams, now: f64) -> StoreFuture<'_, f64> {
+            self.0.balance(b, p, now)
+        }
+        fn acquire_stream(&self, b: BucketKey, cap: u32) -> StoreFuture<'_, bool> {
+            self.0.acquire_stream(b, cap)
+        }
+        fn release_stream(&self, b: BucketKey) {
+            self.0.release_stream(b)
+        }
+        fn open_streams(&self, b: BucketKey) -> StoreFuture<'_, u32> {
+            self.0.open_streams(b)
+        }
+    };
+}
+use crate::limiter::{BucketKey, BucketParams, CounterStore, StoreError, StoreFuture};
+impl CounterStore for FuturesOnly {
+    delegate_store!(FuturesOnly);
+}
+impl CounterStore for NowExcept {
+    delegate_store!(NowExcept);
+    fn try_take_now(
+        &self,
+        b: BucketKey,
+        amount: f64,
+        p: BucketParams,
+        now: f64,
+    ) -> Option<Result<Result<(), f64>, StoreError>> {
+        if b == self.1 { None } else { self.0.try_take_now(b, amount, p, now) }
+    }
+}
+
+/// One sequence of charges (two end users, the key itself, refusals of both kinds) decided on the spot
+/// (`try_charge_now_at`, what the doors call first) and through the store's futures (`try_charge_at` against a
+/// store without on-the-spot answers): the same charges, the same refusals, the same retry-after.
+#[tokio::test]
+async fn charging_on_the_spot_and_through_futures_decide_alike() {
+    let s = world(false);
+    let alice = as_token(&s, Some("alice"), "j1");
+    let bob = as_token(&s, Some("bob"), "j2");
+    let plain = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    let steps =
+        [(&alice, 0.2), (&alice, 0.2), (&bob, 0.25), (&plain, 0.5), (&alice, 0.05), (&plain, 0.5), (&bob, 0.05)];
+    let on_the_spot = Limiter::new(Arc::new(InMemoryStore::default()));
+    let by_futures = Limiter::new(Arc::new(FuturesOnly(InMemoryStore::default())));
+    let verdict = |r: Result<crate::limiter::Charge, crate::refusal::Refusal>| match r {
+        Ok(c) => Ok((c.gpu_seconds, c.bucket, c.user.map(|u| u.bucket))),
+        Err(e) => Err((e.code, e.retry_after_seconds.map(|s| (s * 1e6).round()), e.message)),
+    };
+    let (mut paid, mut refused) = (0, 0);
+    for (i, (grant, cost)) in steps.into_iter().enumerate() {
+        let t = i as f64 * 0.01;
+        let now = on_the_spot.try_charge_now_at(grant, cost, t).expect("the in-memory store answers on the spot");
+        assert!(by_futures.try_charge_now_at(grant, cost, t).is_none(), "a futures-only store never answers now");
+        let later = by_futures.try_charge_at(grant, cost, t).await;
+        if now.is_ok() {
+            paid += 1
+        } else {
+            refused += 1
+        }
+        assert_eq!(verdict(now), verdict(later), "step {i}");
+    }
+    assert!(paid >= 3 && refused >= 2, "the sequence exercises both outcomes: {paid} paid, {refused} refused");
+}
+
+/// A store that can pay the user's bucket on the spot but not the key's: the on-the-spot attempt gives the
+/// user's share back and answers `None`, and the async charge that follows takes each bucket exactly once.
+#[tokio::test]
+async fn an_on_the_spot_charge_that_must_wait_leaves_no_user_share_behind() {
+    let s = world(false);
+    let alice = as_token(&s, Some("alice"), "j1");
+    let store = Arc::new(NowExcept(InMemoryStore::default(), Limiter::bucket(&alice)));
+    let limiter = Limiter::new(store.clone());
+    let (user_bucket, user_params) = crate::limiter::end_user_budget(&alice, 1.0).unwrap();
+    assert!(limiter.try_charge_now_at(&alice, 0.2, 0.0).is_none());
+    let balance = store.balance(user_bucket, user_params, 0.0).await.unwrap();
+    assert!((balance - 0.3).abs() < 1e-9, "the user's share went back: {balance}");
+    let charge = limiter.try_charge_at(&alice, 0.2, 0.0).await.unwrap();
+    assert!(charge.user.is_some());
+    let balance = store.balance(user_bucket, user_params, 0.0).await.unwrap();
+    assert!((balance - 0.1).abs() < 1e-9, "the user paid once: {balance}");
+    let key_params = limiter.params(&alice);
+    let key_balance = store.balance(Limiter::bucket(&alice), key_params, 0.0).await.unwrap();
+    assert!((key_balance - 0.8).abs() < 1e-9, "the key paid once: {key_balance}");
+}

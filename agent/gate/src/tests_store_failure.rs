@@ -128,3 +128,16 @@ async fn futures_join(
     }
     out
 }
+
+/// A store that cannot answer on the spot (every shared store) gets no on-the-spot decision: `None`, nothing
+/// taken, and no failure counted (the async charge that follows decides, and counts, once).
+#[tokio::test]
+async fn a_down_store_gets_no_on_the_spot_decision_and_no_failure_counted_twice() {
+    let s = world_with_failure(infergate_crds::tier::OnStoreFailure::FailOpen);
+    let g = admit(&s, key(1).expose(), &TRANSCRIBE, t0()).unwrap();
+    let limiter = Limiter::new(Arc::new(DownStore));
+    assert!(limiter.try_charge_now_at(&g, 1.0, 0.0).is_none());
+    assert_eq!(limiter.store_failures().fail_open.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(limiter.try_charge_at(&g, 1.0, 0.0).await.is_ok());
+    assert_eq!(limiter.store_failures().fail_open.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
