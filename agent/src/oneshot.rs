@@ -254,7 +254,7 @@ async fn pre_charge(
     audio_seconds: f64,
 ) -> Result<(Grant, Charge, Option<String>), Refusal> {
     let estimate = Limiter::estimate(&grant, audio_seconds);
-    // An in-memory (or leased) answer without building the async charge's futures: see `try_charge_now`.
+    // The in-process store's answer without building the async charge's futures: see `try_charge_now`.
     let first = match gateway.limiter.try_charge_now(&grant, estimate) {
         Some(decided) => decided,
         None => gateway.limiter.try_charge(&grant, estimate).await,

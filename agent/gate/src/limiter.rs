@@ -328,10 +328,9 @@ impl Limiter {
 
     /// Takes `gpu_seconds` now or refuses with an honest retry-after. The hot path: one store call (two when
     /// the token acts for an end user whose tier limits users: the user's bucket first, then the key's).
+    /// Callers on the hot path try [`try_charge_now`](Self::try_charge_now) first and come here on `None`; this
+    /// path does not try it again.
     pub async fn try_charge_at(&self, grant: &Grant, gpu_seconds: f64, now: f64) -> Result<Charge, Refusal> {
-        if let Some(decided) = self.try_charge_now_at(grant, gpu_seconds, now) {
-            return decided;
-        }
         let user = match end_user_budget(grant, self.factor(grant)) {
             Some((bucket, params)) => Some(self.user_charged(
                 grant,
@@ -346,9 +345,9 @@ impl Limiter {
         self.charged(grant, gpu_seconds, bucket, user, taken)
     }
 
-    /// [`try_charge`](Self::try_charge) decided without a future, for a store that answers from memory (the
-    /// in-process store always does; a shared one while its lease lasts). `None`: the store would have to wait,
-    /// so call `try_charge`. The doors try this first: building, moving and polling the async version's nested
+    /// [`try_charge`](Self::try_charge) decided without a future, for a store that answers on the spot
+    /// ([`CounterStore::try_take_now`]: the in-process store; shared stores answer through futures). `None`: the
+    /// store would have to wait and nothing was taken, so call `try_charge`. The doors try this first: building, moving and polling the async version's nested
     /// futures was a tenth of an admission decision, for an answer that was ready all along.
     pub fn try_charge_now(&self, grant: &Grant, gpu_seconds: f64) -> Option<Result<Charge, Refusal>> {
         self.try_charge_now_at(grant, gpu_seconds, self.now())

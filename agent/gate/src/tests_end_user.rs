@@ -190,7 +190,7 @@ struct FuturesOnly(InMemoryStore);
 struct NowExcept(InMemoryStore, BucketKey);
 
 macro_rules! delegate_store {
-    ($store:ty) => {
+    () => {
         fn try_take(&self, b: BucketKey, amount: f64, p: BucketParams, now: f64) -> StoreFuture<'_, Result<(), f64>> {
             self.0.try_take(b, amount, p, now)
         }
@@ -213,10 +213,10 @@ macro_rules! delegate_store {
 }
 use crate::limiter::{BucketKey, BucketParams, CounterStore, StoreError, StoreFuture};
 impl CounterStore for FuturesOnly {
-    delegate_store!(FuturesOnly);
+    delegate_store!();
 }
 impl CounterStore for NowExcept {
-    delegate_store!(NowExcept);
+    delegate_store!();
     fn try_take_now(
         &self,
         b: BucketKey,
