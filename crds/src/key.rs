@@ -4,9 +4,10 @@
 //!   sk_live_ 4Kq…(43 base62 chars = 256 random bits)… Xa91Zq
 //!   └prefix┘ └──────────────── body ────────────────┘ └crc─┘  (CRC32 of prefix+body, 6 base62 chars)
 //! ```
-//! The checksum lets the gateway reject a mistyped or lookalike key without any lookup. The gateway stores only
-//! [`KeyDigest`]s (SHA-256 of the whole key) and compares them in constant time. The [`KeyId`] is derived from the
-//! digest, so it is safe to log, put in status and audit lines, and to name in a revocation.
+//! The checksum tells a mistyped or lookalike key (`bad_checksum`) from one never issued (`unknown_key`); the
+//! gateway checks it only when its lookup finds nothing (a key it finds is one infergate issued). The gateway
+//! stores only [`KeyDigest`]s (SHA-256 of the whole key) and compares them in constant time. The [`KeyId`] is
+//! derived from the digest, so it is safe to log, put in status and audit lines, and to name in a revocation.
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -47,7 +48,8 @@ impl Environment {
     }
 }
 
-/// Why a presented string is not a well-formed infergate key. Checked before any lookup.
+/// Why a presented string is not a well-formed infergate key. Prefix and length are checked before the gateway
+/// hashes anything; alphabet and checksum when its lookup found nothing (`infergate_gate::admission`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFormatError {
     #[error("API key has an unknown prefix: infergate keys start with sk_live_ or sk_test_")]
@@ -96,8 +98,10 @@ impl ApiKey {
         ApiKey(s)
     }
 
-    /// Validates prefix, length, alphabet and checksum. No lookup, no allocation.
-    pub fn check_format(presented: &str) -> Result<Environment, KeyFormatError> {
+    /// Validates prefix and length only: the environment, and whether the string is key-sized at all. The
+    /// gateway checks this before it hashes anything (nothing longer than a key is ever hashed) and leaves the
+    /// rest of [`check_format`](Self::check_format) to a lookup that found nothing (`infergate_gate::admission`).
+    pub fn check_shape(presented: &str) -> Result<Environment, KeyFormatError> {
         let env = if presented.starts_with(LIVE_PREFIX) {
             Environment::Live
         } else if presented.starts_with(TEST_PREFIX) {
@@ -108,6 +112,12 @@ impl ApiKey {
         if presented.len() != KEY_LEN {
             return Err(KeyFormatError::WrongLength);
         }
+        Ok(env)
+    }
+
+    /// Validates prefix, length, alphabet and checksum. No lookup, no allocation.
+    pub fn check_format(presented: &str) -> Result<Environment, KeyFormatError> {
+        let env = Self::check_shape(presented)?;
         let tail = &presented.as_bytes()[LIVE_PREFIX.len()..];
         // Branch-free over the whole tail: a short-circuiting range test mispredicted on nearly every random
         // base62 character (~60 ns of a ~450 ns admission); this form has no branch to mispredict.
@@ -295,6 +305,15 @@ mod tests {
         assert_eq!(ApiKey::check_format(&s[..KEY_LEN - 1]), Err(KeyFormatError::WrongLength));
         let bad_char = format!("{}-{}", &s[..20], &s[21..]);
         assert_eq!(ApiKey::check_format(&bad_char), Err(KeyFormatError::BadCharacter));
+        // The shape check is the format check's first half: same verdict on prefix and length, and nothing more.
+        assert_eq!(ApiKey::check_shape("pk_live_abc"), Err(KeyFormatError::UnknownPrefix));
+        assert_eq!(ApiKey::check_shape(&s[..KEY_LEN - 1]), Err(KeyFormatError::WrongLength));
+        assert_eq!(ApiKey::check_shape(&bad_char), Ok(Environment::Live));
+        let typo = format!("{}{}", &s[..KEY_LEN - 1], if s.ends_with('0') { '1' } else { '0' });
+        assert_eq!(
+            (ApiKey::check_shape(&typo), ApiKey::check_format(&typo)),
+            (Ok(Environment::Live), Err(KeyFormatError::BadChecksum))
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! allocation unless the answer is a refusal.
 //!
 //! ```text
-//!  presented key ─▶ checksum ─▶ SHA-256 ─▶ lookup by KeyId bits ─▶ ct_eq(full digest) ─▶ revoked?
+//!  presented key ─▶ prefix, length ─▶ SHA-256 ─▶ lookup by KeyId bits ─▶ ct_eq(digest) ─▶ revoked?
+//!                                                   └─ not found: alphabet, checksum ─▶ bad_checksum | unknown_key
 //!      ─▶ validity window (valid_from / retiring valid_until / policy expiry) ─▶ suspended?
 //!      ─▶ scope: model ─▶ endpoint ∈ scopes, feature ∈ endpoint ∩ scope, environment ─▶ Origin
 //!      ─▶ limits (crate::limiter)
@@ -59,9 +60,21 @@ impl Grant {
 }
 
 /// Checksum, lookup, validity window, suspension and environment: everything about *who* is calling.
+///
+/// The alphabet and checksum are checked only when the lookup finds nothing, to tell a mistyped key
+/// (`bad_checksum`, `malformed_key`) from one never issued (`unknown_key`). A key the snapshot lists needs no such
+/// check: its SHA-256 equals a listed digest, so it is the very string that digest was taken of (a key infergate
+/// issued, and checked, itself); only the config's writer could list a malformed one, and the writer can list
+/// any key it likes. Prefix and length come first, so nothing but a key-sized string is hashed.
 pub fn authenticate(snapshot: &Snapshot, presented: &str, now: DateTime<Utc>) -> Result<Identity, Refusal> {
-    let environment = ApiKey::check_format(presented).map_err(format_refusal)?;
-    identify_with_env(snapshot, &KeyDigest::of(presented), environment, now)
+    let environment = ApiKey::check_shape(presented).map_err(format_refusal)?;
+    match snapshot.key_by_digest(&KeyDigest::of(presented)) {
+        Some(record) => identify_record(snapshot, &record, environment, now),
+        None => {
+            ApiKey::check_format(presented).map_err(format_refusal)?;
+            Err(unknown_key())
+        }
+    }
 }
 
 /// Like [`authenticate`] for a key known only by its digest (stream re-checks, tickets).
@@ -81,16 +94,17 @@ fn identify_with_env(
     now: DateTime<Utc>,
 ) -> Result<Identity, Refusal> {
     // By the full digest: another policy's record that shares this key's id bits can never stand in for it.
-    let record = match snapshot.key_by_digest(digest) {
-        Some(r) => r,
-        None => {
-            return Err(Refusal::new(
-                RefusalCode::UnknownKey,
-                "API key not recognised: it was never issued, or its policy was deleted; use the key from the policy's Secret",
-            ));
-        }
-    };
-    identify_record(snapshot, &record, environment, now)
+    match snapshot.key_by_digest(digest) {
+        Some(record) => identify_record(snapshot, &record, environment, now),
+        None => Err(unknown_key()),
+    }
+}
+
+fn unknown_key() -> Refusal {
+    Refusal::new(
+        RefusalCode::UnknownKey,
+        "API key not recognised: it was never issued, or its policy was deleted; use the key from the policy's Secret",
+    )
 }
 
 /// The checks after the lookup, for a caller that already holds the snapshot's record (a session token finds

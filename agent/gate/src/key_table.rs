@@ -1,81 +1,96 @@
-//! The snapshot's key index: an open-addressing table whose slots hold the whole record, one cache line each.
+//! The snapshot's key index: an open-addressing table of 32-byte slots (two per cache line) over the records.
 //!
 //! ```text
-//!  digest ─▶ KeyRef (first 8 bytes) ─▶ keyed mix ─▶ slot ─▶ same id? ct_eq(whole digest)? ─▶ KeyRecord
+//!  digest ─▶ KeyRef (first 8 bytes) ─▶ keyed mix ─▶ slot ─▶ same id? ─▶ plain: ct_eq(first 16 bytes) ─▶ record
+//!                                                     │                 other: ct_eq(whole digest of the record)
 //!                                                     └─ else next slot (linear probe) until an empty one
 //! ```
-//! Why not a `HashMap<KeyRef, Vec<KeyRecord>>`: with 100k keys every lookup missed the cache three times (the
-//! control bytes, the bucket, the `Vec`'s heap block), and those misses were most of the admission decision's
-//! time. Here a lookup touches one 64-byte slot (linear probing keeps a rare second probe on the next line).
+//! Why this shape: at 100k keys the index is bigger than the caches a neighbour leaves this core, and the one slot
+//! a lookup reads is most of the admission decision's time (a dependent load right after SHA-256). A 64-byte slot
+//! holding the whole record made that 8.5 MiB; 32-byte slots with the fields a lookup of an ordinary key needs
+//! make it 4.3 MiB, and two neighbouring slots share a line, so a probe run of ~2.5 slots (load 3/4) reads one or
+//! two lines. (A `HashMap<KeyRef, Vec<KeyRecord>>` missed three times per lookup.)
+//!
+//! A **plain** slot (an active key with no end, whose 16-byte digest prefix no other record in the table shares)
+//! answers from the slot alone: the first 16 digest bytes compared in constant time, and `valid_from`. Accepting
+//! the presented key on those 128 bits is sound: another string with the same 128 bits is a second preimage of
+//! SHA-256 on 128 bits (~2^128 hashes), and a record that shares them (a revocation written with chosen bytes)
+//! makes both slots **other**. An other slot (revoked, retiring, or sharing its prefix) also compares the
+//! digest's last 16 bytes, from the slot's [`Cold`] half in a parallel array: a second read taken only for those.
+//! Both halves together (64 bytes a slot) take what the one 64-byte slot did.
+//!
 //! The probe start is the key id mixed with a per-table random seed: key ids are uniform digest bits, but a
 //! policy author can write revocation digests with chosen bits, and must not be able to pile them onto one run of
-//! slots. Records sharing a key id (possible the same way) sit in the same probe run and are told apart by the
-//! whole digest, compared in constant time, so a forged record never stands in for another key.
+//! slots. Records sharing a key id sit in the same probe run (no deletions, so a run never breaks).
 use crate::snapshot::{KeyRecord, KeyRef, KeyStatus};
 use chrono::{DateTime, Utc};
 use infergate_crds::key::KeyDigest;
 use std::hash::BuildHasher;
+use subtle::ConstantTimeEq;
 
-const EMPTY: u8 = 0;
-const ACTIVE: u8 = 1;
-const REVOKED: u8 = 2;
+/// Bytes of the digest a slot keeps: the key id (8) and 8 more. The other 16 are in the slot's [`Cold`] half.
+const PREFIX: usize = 16;
+/// The top two bits of [`Slot::tag`]: what the slot holds. The low 30 bits are the record's policy index.
+const EMPTY: u32 = 0;
+const PLAIN: u32 = 1 << 30;
+const OTHER: u32 = 2 << 30;
+const KIND: u32 = 3 << 30;
 
-/// One record in 64 bytes. `at` is `valid_from` (active) or `revoked_at` (revoked).
+/// What every lookup reads: 32 bytes, two slots per cache line.
 #[derive(Clone, Copy)]
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 struct Slot {
-    digest: KeyDigest,
-    policy: u32,
+    prefix: [u8; PREFIX],
+    /// `valid_from` (active) or `revoked_at` (revoked).
     at: DateTime<Utc>,
-    until: DateTime<Utc>,
-    kind: u8,
-    has_until: bool,
+    /// Kind (top two bits) and policy index.
+    tag: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+
+/// The rest of a record, read only for an other slot (and by the builder and the enumerations).
+#[derive(Clone, Copy)]
+struct Cold {
+    rest: [u8; 32 - PREFIX],
+    until: Option<DateTime<Utc>>,
+    revoked: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Cold>() == 32);
 
 impl Slot {
-    const EMPTY: Slot = Slot {
-        digest: KeyDigest([0; 32]),
-        policy: 0,
-        at: DateTime::<Utc>::UNIX_EPOCH,
-        until: DateTime::<Utc>::UNIX_EPOCH,
-        kind: EMPTY,
-        has_until: false,
-    };
+    const EMPTY: Slot = Slot { prefix: [0; PREFIX], at: DateTime::<Utc>::UNIX_EPOCH, tag: EMPTY };
 
-    fn of(record: &KeyRecord) -> Slot {
-        let (kind, at, until) = match record.status {
-            KeyStatus::Active { valid_from, valid_until } => (ACTIVE, valid_from, valid_until),
-            KeyStatus::Revoked { revoked_at } => (REVOKED, revoked_at, None),
-        };
-        Slot {
-            digest: record.digest,
-            policy: record.policy,
-            at,
-            until: until.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
-            kind,
-            has_until: until.is_some(),
-        }
+    fn kind(&self) -> u32 {
+        self.tag & KIND
     }
 
-    fn record(&self) -> KeyRecord {
-        let status = if self.kind == REVOKED {
-            KeyStatus::Revoked { revoked_at: self.at }
-        } else {
-            KeyStatus::Active { valid_from: self.at, valid_until: self.has_until.then_some(self.until) }
-        };
-        KeyRecord { digest: self.digest, policy: self.policy, status }
+    fn policy(&self) -> u32 {
+        self.tag & !KIND
     }
 
     fn id(&self) -> KeyRef {
-        KeyRef::of(&self.digest)
+        KeyRef(u64::from_be_bytes(self.prefix[..8].try_into().expect("8 bytes")))
     }
+}
+
+impl Cold {
+    const EMPTY: Cold = Cold { rest: [0; 32 - PREFIX], until: None, revoked: false };
+}
+
+/// Whether `slot` holds `digest`'s first 16 bytes, in constant time (word-wise, like [`KeyDigest::ct_eq`]).
+fn prefix_eq(slot: &Slot, digest: &KeyDigest) -> bool {
+    let word = |b: &[u8], i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let diff = (word(&slot.prefix, 0) ^ word(&digest.0, 0)) | (word(&slot.prefix, 1) ^ word(&digest.0, 1));
+    diff.ct_eq(&0).into()
 }
 
 /// A fixed-capacity table built once per snapshot (it never grows: the builder knows how many records come).
 pub(crate) struct KeyTable {
     slots: Vec<Slot>,
+    /// Parallel to `slots`.
+    cold: Vec<Cold>,
     len: usize,
     seed: foldhash::fast::RandomState,
 }
@@ -87,13 +102,17 @@ impl std::fmt::Debug for KeyTable {
 }
 
 impl KeyTable {
-    /// Room for `records` at a load of 3/4. A hit reads ~2.5 adjacent slots on average; a load of 1/2 (1.5 slots)
-    /// measured no faster at 100k keys, the larger table costing what the shorter runs saved. Sized exactly, not
-    /// to a power of two, which would make the table up to 1.5x larger again (1M keys: 85 MB, not 134 MB, held
-    /// twice while a new snapshot replaces the old).
+    /// Room for `records` at a load of 3/4. A hit reads ~2.5 adjacent slots on average (one or two lines); a load
+    /// of 1/2 measured no faster with 64-byte slots, the larger table costing what the shorter runs saved. Sized
+    /// exactly, not to a power of two, which would make the table up to 1.5x larger again.
     pub(crate) fn with_capacity(records: usize) -> Self {
         let capacity = (records + records / 3 + 2).max(16);
-        KeyTable { slots: vec![Slot::EMPTY; capacity], len: 0, seed: foldhash::fast::RandomState::default() }
+        KeyTable {
+            slots: vec![Slot::EMPTY; capacity],
+            cold: vec![Cold::EMPTY; capacity],
+            len: 0,
+            seed: foldhash::fast::RandomState::default(),
+        }
     }
 
     #[inline]
@@ -106,14 +125,45 @@ impl KeyTable {
         ((u128::from(self.seed.hash_one(key.0)) * self.slots.len() as u128) >> 64) as usize
     }
 
-    /// The slots of every record whose digest starts with `key`'s bits, in probe order.
-    fn run(&self, key: KeyRef) -> impl Iterator<Item = &Slot> {
+    /// The occupied slots from `key`'s probe start to the first empty one: every record with `key`'s id is
+    /// among them (there are no deletions, so a run never breaks).
+    fn run(&self, key: KeyRef) -> impl Iterator<Item = usize> + '_ {
         let start = self.start(key);
-        self.slots[start..]
-            .iter()
-            .chain(&self.slots[..start])
-            .take_while(|slot| slot.kind != EMPTY)
-            .filter(move |slot| slot.id() == key)
+        (start..self.slots.len()).chain(0..start).take_while(|&at| self.slots[at].kind() != EMPTY)
+    }
+
+    fn digest(&self, at: usize) -> KeyDigest {
+        let mut digest = [0u8; 32];
+        digest[..PREFIX].copy_from_slice(&self.slots[at].prefix);
+        digest[PREFIX..].copy_from_slice(&self.cold[at].rest);
+        KeyDigest(digest)
+    }
+
+    fn record(&self, at: usize) -> KeyRecord {
+        let (slot, cold) = (&self.slots[at], &self.cold[at]);
+        let status = if cold.revoked {
+            KeyStatus::Revoked { revoked_at: slot.at }
+        } else {
+            KeyStatus::Active { valid_from: slot.at, valid_until: cold.until }
+        };
+        KeyRecord { digest: self.digest(at), policy: slot.policy(), status }
+    }
+
+    /// Writes `record` into slot `at`, plain when it may be (an active key with no end, `alone` with its prefix).
+    fn put(&mut self, at: usize, record: &KeyRecord, alone: bool) {
+        // Refusing to build beats folding a policy index into the kind bits.
+        assert!(record.policy & KIND == 0, "a snapshot holds at most 2^30 policies");
+        let (stamp, until, revoked) = match record.status {
+            KeyStatus::Active { valid_from, valid_until } => (valid_from, valid_until, false),
+            KeyStatus::Revoked { revoked_at } => (revoked_at, None, true),
+        };
+        let kind = if alone && until.is_none() && !revoked { PLAIN } else { OTHER };
+        self.slots[at] = Slot {
+            prefix: record.digest.0[..PREFIX].try_into().expect("16 bytes"),
+            at: stamp,
+            tag: kind | record.policy,
+        };
+        self.cold[at] = Cold { rest: record.digest.0[PREFIX..].try_into().expect("16 bytes"), until, revoked };
     }
 
     /// Adds `record`, replacing (and returning) a record with the same full digest.
@@ -121,35 +171,40 @@ impl KeyTable {
         // Capacity is fixed by the builder; growing is a bug, but the table must never loop forever: one slot
         // always stays empty, so every probe (`get` has no step limit) ends.
         assert!(self.len + 1 < self.slots.len(), "key table sized for fewer records than inserted");
-        let mut at = self.start(KeyRef::of(&record.digest));
-        loop {
-            let slot = &mut self.slots[at];
-            if slot.kind == EMPTY {
-                *slot = Slot::of(&record);
-                self.len += 1;
-                return None;
-            }
-            if slot.digest.ct_eq(&record.digest) {
-                let previous = slot.record();
-                *slot = Slot::of(&record);
-                return Some(previous);
-            }
-            at = self.next(at);
+        let key = KeyRef::of(&record.digest);
+        let prefix = &record.digest.0[..PREFIX];
+        let sharing: Vec<usize> = self.run(key).filter(|&at| self.slots[at].prefix == prefix).collect();
+        if let Some(&same) = sharing.iter().find(|&&at| self.digest(at).ct_eq(&record.digest)) {
+            let previous = self.record(same);
+            self.put(same, &record, sharing.len() == 1);
+            return Some(previous);
         }
+        let free = self.run(key).last().map_or(self.start(key), |at| self.next(at));
+        self.put(free, &record, sharing.is_empty());
+        // Records that share a prefix compare whole digests from now on.
+        for at in sharing {
+            self.slots[at].tag = OTHER | self.slots[at].policy();
+        }
+        self.len += 1;
+        None
     }
 
-    /// The record with exactly this digest (compared in constant time), if any.
+    /// The record with exactly this digest, if any: the first 16 bytes compared in constant time for a plain
+    /// slot, all 32 for an other one.
     pub(crate) fn get(&self, digest: &KeyDigest) -> Option<KeyRecord> {
         let key = KeyRef::of(digest);
         let mut at = self.start(key);
         loop {
             let slot = &self.slots[at];
-            if slot.kind == EMPTY {
-                return None;
-            }
-            // The id bits are not secret (they are the key id); only the whole-digest match is constant time.
-            if slot.id() == key && slot.digest.ct_eq(digest) {
-                return Some(slot.record());
+            // The id bits are not secret (they are the key id); only the digest comparisons are constant time.
+            match slot.kind() {
+                EMPTY => return None,
+                PLAIN if slot.id() == key && prefix_eq(slot, digest) => {
+                    let status = KeyStatus::Active { valid_from: slot.at, valid_until: None };
+                    return Some(KeyRecord { digest: *digest, policy: slot.policy(), status });
+                }
+                OTHER if slot.id() == key && self.digest(at).ct_eq(digest) => return Some(self.record(at)),
+                _ => {}
             }
             at = self.next(at);
         }
@@ -157,7 +212,7 @@ impl KeyTable {
 
     /// Every record whose digest starts with `key`'s bits.
     pub(crate) fn with_id(&self, key: KeyRef) -> impl Iterator<Item = KeyRecord> + '_ {
-        self.run(key).map(Slot::record)
+        self.run(key).filter(move |&at| self.slots[at].id() == key).map(|at| self.record(at))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -165,7 +220,7 @@ impl KeyTable {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = KeyRecord> + '_ {
-        self.slots.iter().filter(|s| s.kind != EMPTY).map(Slot::record)
+        (0..self.slots.len()).filter(|&at| self.slots[at].kind() != EMPTY).map(|at| self.record(at))
     }
 }
 
@@ -200,6 +255,35 @@ mod tests {
         assert_eq!(table.with_id(KeyRef(9)).count(), 3);
         assert_eq!(table.with_id(KeyRef(8)).count(), 0);
         assert_eq!((table.len(), table.iter().count()), (15, 15));
+    }
+
+    /// A revocation can be written with chosen digest bytes: one sharing a key's first 16 bytes must neither stand
+    /// in for the key nor let a third digest with that prefix through. Sharing makes both slots compare whole
+    /// digests; a digest with the prefix of a plain slot alone would need a 128-bit SHA-256 second preimage.
+    #[test]
+    fn records_sharing_a_prefix_are_told_apart_by_the_whole_digest() {
+        let mut table = KeyTable::with_capacity(4);
+        let key = record(5, 1, 1);
+        assert!(table.insert(key).is_none());
+        assert_eq!(table.slots.iter().filter(|s| s.kind() == PLAIN).count(), 1);
+        let mut forged = key;
+        forged.digest.0[31] ^= 0xff;
+        forged.policy = 2;
+        forged.status = KeyStatus::Revoked { revoked_at: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap() };
+        assert!(table.insert(forged).is_none());
+        assert_eq!(table.slots.iter().filter(|s| s.kind() == PLAIN).count(), 0, "both compare whole digests");
+        assert_eq!(table.get(&key.digest).map(|r| (r.policy, r.status)), Some((1, key.status)));
+        assert_eq!(table.get(&forged.digest).map(|r| (r.policy, r.status)), Some((2, forged.status)));
+        let mut third = key.digest;
+        third.0[20] ^= 1;
+        assert!(table.get(&third).is_none());
+        // Replacing one of them keeps both whole-digest: they still share the prefix.
+        assert!(table.insert(KeyRecord { policy: 3, ..key }).is_some());
+        assert_eq!(table.slots.iter().filter(|s| s.kind() == PLAIN).count(), 0);
+        assert_eq!(table.get(&key.digest).map(|r| r.policy), Some(3));
+        let mut all: Vec<_> = table.iter().map(|r| (r.digest.0, r.policy)).collect();
+        all.sort();
+        assert_eq!(all, vec![(key.digest.0, 3), (forged.digest.0, 2)]);
     }
 
     #[test]

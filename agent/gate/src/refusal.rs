@@ -4,7 +4,7 @@
 //! |-----------------------|------|---------------------|-----------------|-------------------------------------------------|
 //! | `missing_key`         | 401  | UNAUTHENTICATED     | 4001            | no key in the request                           |
 //! | `malformed_key`       | 401  | UNAUTHENTICATED     | 4002            | wrong prefix, length or characters              |
-//! | `bad_checksum`        | 401  | UNAUTHENTICATED     | 4003            | checksum mismatch: mistyped key, no lookup made |
+//! | `bad_checksum`        | 401  | UNAUTHENTICATED     | 4003            | checksum mismatch: a mistyped key               |
 //! | `unknown_key`         | 401  | UNAUTHENTICATED     | 4004            | well-formed key this gateway does not know      |
 //! | `key_revoked`         | 401  | UNAUTHENTICATED     | 4005            | the key was revoked                             |
 //! | `key_expired`         | 401  | UNAUTHENTICATED     | 4006            | past the policy's expiry or a retiring key's end|

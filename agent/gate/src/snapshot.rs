@@ -353,7 +353,8 @@ impl Snapshot {
         (Snapshot { revision, keys, policies, endpoints, by_model, elsewhere, issuers, options }, warnings)
     }
 
-    /// The record of the key with exactly this digest (compared in constant time), if any.
+    /// The record of the key with exactly this digest (compared in constant time; for an ordinary key, its
+    /// first 128 bits: see `key_table`), if any.
     pub fn key_by_digest(&self, digest: &KeyDigest) -> Option<KeyRecord> {
         self.keys.get(digest)
     }

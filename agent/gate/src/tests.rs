@@ -63,6 +63,9 @@ fn every_identity_failure_has_its_own_code() {
     assert_eq!(code(admit(&s, &typo, &TRANSCRIBE, t0())), RefusalCode::BadChecksum);
     assert_eq!(code(admit(&s, "sk_test_short", &TRANSCRIBE, t0())), RefusalCode::MalformedKey);
     assert_eq!(code(admit(&s, "Bearer nonsense", &TRANSCRIBE, t0())), RefusalCode::MalformedKey);
+    // Key-sized with a key's prefix, so it is hashed and looked up first: still told apart from an unknown key.
+    let bad_char = format!("{}-{}", &good.expose()[..20], &good.expose()[21..]);
+    assert_eq!(code(admit(&s, &bad_char, &TRANSCRIBE, t0())), RefusalCode::MalformedKey);
     assert_eq!(code(admit(&s, key(99).expose(), &TRANSCRIBE, t0())), RefusalCode::UnknownKey);
     assert_eq!(code(admit(&s, key(3).expose(), &TRANSCRIBE, t0())), RefusalCode::KeyRevoked);
     assert_eq!(code(admit(&s, key(2).expose(), &TRANSCRIBE, t0() + Duration::hours(1))), RefusalCode::KeyExpired);
