@@ -286,6 +286,81 @@ mod tests {
         assert_eq!(all, vec![(key.digest.0, 3), (forged.digest.0, 2)]);
     }
 
+    /// Random tables against a map keyed by whole digest: few key ids and few prefixes, so runs share ids,
+    /// records share prefixes, and digests come back to be replaced (revoked, retiring, active again).
+    #[test]
+    fn lookups_agree_with_a_map_of_whole_digests() {
+        let mut state = 0x2026_1204_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        for round in 0..50 {
+            let inserts = 1 + (next() % 60) as usize;
+            let mut table = KeyTable::with_capacity(inserts);
+            let mut model: std::collections::HashMap<[u8; 32], KeyRecord> = Default::default();
+            // 5 ids x 3 prefixes per id x 4 tails per prefix: 60 digests.
+            let digest_of = |r: u64| {
+                let mut d = [0u8; 32];
+                d[..8].copy_from_slice(&(r % 5).to_be_bytes());
+                d[8] = (r / 5 % 3) as u8;
+                d[31] = (r / 15 % 4) as u8;
+                KeyDigest(d)
+            };
+            for i in 0..inserts {
+                let r = next();
+                let at = t + chrono::Duration::seconds((r >> 24) as i64 % 1000);
+                let status = match (r >> 40) % 3 {
+                    0 => KeyStatus::Active { valid_from: at, valid_until: None },
+                    1 => KeyStatus::Active { valid_from: at, valid_until: Some(at + chrono::Duration::hours(1)) },
+                    _ => KeyStatus::Revoked { revoked_at: at },
+                };
+                let record = KeyRecord { digest: digest_of(r), policy: i as u32, status };
+                let previous = table.insert(record).map(|p| (p.policy, p.status));
+                assert_eq!(
+                    previous,
+                    model.insert(record.digest.0, record).map(|p| (p.policy, p.status)),
+                    "round {round}"
+                );
+            }
+            assert_eq!(table.len(), model.len());
+            for r in 0..60 {
+                let digest = digest_of(r);
+                let sharing: Vec<_> = model.values().filter(|m| m.digest.0[..PREFIX] == digest.0[..PREFIX]).collect();
+                let want = match (model.get(&digest.0), &sharing[..]) {
+                    (Some(m), _) => Some((m.digest.0, m.policy, m.status)),
+                    // Another digest with the 16 bytes of a plain record alone stands for it: in the wild that
+                    // is a 128-bit SHA-256 second preimage. Any other digest is found by nothing.
+                    (None, [only]) if matches!(only.status, KeyStatus::Active { valid_until: None, .. }) => {
+                        Some((digest.0, only.policy, only.status))
+                    }
+                    (None, _) => None,
+                };
+                assert_eq!(table.get(&digest).map(|g| (g.digest.0, g.policy, g.status)), want, "round {round}");
+            }
+            for id in 0..5 {
+                let mut got: Vec<_> = table.with_id(KeyRef(id)).map(|r| (r.digest.0, r.policy)).collect();
+                let mut want: Vec<_> = model
+                    .values()
+                    .filter(|m| KeyRef::of(&m.digest) == KeyRef(id))
+                    .map(|m| (m.digest.0, m.policy))
+                    .collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want, "round {round}");
+            }
+            let mut all: Vec<_> = table.iter().map(|r| (r.digest.0, r.policy, format!("{:?}", r.status))).collect();
+            let mut want: Vec<_> = model.values().map(|m| (m.digest.0, m.policy, format!("{:?}", m.status))).collect();
+            all.sort();
+            want.sort();
+            assert_eq!(all, want, "round {round}");
+        }
+    }
+
     #[test]
     fn same_digest_replaces_and_round_trips_status() {
         let mut table = KeyTable::with_capacity(1);
