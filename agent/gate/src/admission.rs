@@ -59,7 +59,7 @@ impl Grant {
     }
 }
 
-/// Checksum, lookup, validity window, suspension and environment: everything about *who* is calling.
+/// Prefix and length, lookup, validity window, suspension and environment: everything about *who* is calling.
 ///
 /// The alphabet and checksum are checked only when the lookup finds nothing, to tell a mistyped key
 /// (`bad_checksum`, `malformed_key`) from one never issued (`unknown_key`). A key the snapshot lists needs no such
