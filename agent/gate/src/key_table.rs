@@ -173,13 +173,19 @@ impl KeyTable {
         assert!(self.len + 1 < self.slots.len(), "key table sized for fewer records than inserted");
         let key = KeyRef::of(&record.digest);
         let prefix = &record.digest.0[..PREFIX];
-        let sharing: Vec<usize> = self.run(key).filter(|&at| self.slots[at].prefix == prefix).collect();
+        // One walk of the run: the slots sharing the prefix, and the empty slot that ends it.
+        let (mut sharing, mut free) = (Vec::new(), self.start(key));
+        for at in self.run(key) {
+            if self.slots[at].prefix == prefix {
+                sharing.push(at);
+            }
+            free = self.next(at);
+        }
         if let Some(&same) = sharing.iter().find(|&&at| self.digest(at).ct_eq(&record.digest)) {
             let previous = self.record(same);
             self.put(same, &record, sharing.len() == 1);
             return Some(previous);
         }
-        let free = self.run(key).last().map_or(self.start(key), |at| self.next(at));
         self.put(free, &record, sharing.is_empty());
         // Records that share a prefix compare whole digests from now on.
         for at in sharing {

@@ -347,8 +347,9 @@ impl Limiter {
 
     /// [`try_charge`](Self::try_charge) decided without a future, for a store that answers on the spot
     /// ([`CounterStore::try_take_now`]: the in-process store; shared stores answer through futures). `None`: the
-    /// store would have to wait and nothing was taken, so call `try_charge`. The doors try this first: building, moving and polling the async version's nested
-    /// futures was a tenth of an admission decision, for an answer that was ready all along.
+    /// store would have to wait and nothing was taken, so call `try_charge`. The doors try this first: building,
+    /// moving and polling the async version's nested futures was a tenth of an admission decision, for an answer
+    /// that was ready all along.
     pub fn try_charge_now(&self, grant: &Grant, gpu_seconds: f64) -> Option<Result<Charge, Refusal>> {
         self.try_charge_now_at(grant, gpu_seconds, self.now())
     }
