@@ -164,13 +164,47 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// The longest message SHA-256 pads to two 64-byte blocks (one 0x80 byte and the 8-byte length follow it).
+const TWO_BLOCKS: usize = 128 - 9;
+type Block = sha2::digest::generic_array::GenericArray<u8, sha2::digest::consts::U64>;
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const SHA256_INITIAL_STATE: [u32; 8] =
+    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+
 /// SHA-256 of the whole key string. What the gateway config stores.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyDigest(pub [u8; 32]);
 
 impl KeyDigest {
     pub fn of(presented: &str) -> Self {
-        KeyDigest(Sha256::digest(presented.as_bytes()).into())
+        let bytes = presented.as_bytes();
+        if bytes.len() > TWO_BLOCKS {
+            return KeyDigest(Sha256::digest(bytes).into());
+        }
+        // Every key (57 bytes) pads to two compression blocks. Padded here and compressed in one call, the hash
+        // costs ~77 ns instead of ~90 through `Digest`, whose buffered update and finalize make two calls, each
+        // with its own setup of the SHA extensions (an admission decision is ~250 ns at 100k keys; issue 15).
+        let mut blocks = [Block::default(), Block::default()];
+        let (first, second) = blocks.split_at_mut(1);
+        let (first, second) = (first[0].as_mut_slice(), second[0].as_mut_slice());
+        let head = bytes.len().min(64);
+        first[..head].copy_from_slice(&bytes[..head]);
+        second[..bytes.len() - head].copy_from_slice(&bytes[head..]);
+        // The 0x80 marker right after the message, then its length in bits, big-endian, at the end of the last block.
+        match first.get_mut(bytes.len()) {
+            Some(marker) => *marker = 0x80,
+            None => second[bytes.len() - 64] = 0x80,
+        }
+        let used = if bytes.len() < 56 { 1 } else { 2 };
+        let last = if used == 1 { &mut *first } else { &mut *second };
+        last[56..].copy_from_slice(&(bytes.len() as u64 * 8).to_be_bytes());
+        let mut state = SHA256_INITIAL_STATE;
+        sha2::compress256(&mut state, &blocks[..used]);
+        let mut out = [0u8; 32];
+        for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+            bytes.copy_from_slice(&word.to_be_bytes());
+        }
+        KeyDigest(out)
     }
 
     /// Constant-time equality, so the comparison itself leaks nothing about how many bytes matched.
@@ -287,6 +321,20 @@ mod tests {
         assert!(t.expose().starts_with("sk_test_"));
         assert_eq!(t.environment(), Environment::Test);
         assert!(KeyId::is_well_formed(k.id().as_str()));
+    }
+
+    #[test]
+    fn digest_is_sha256_at_every_length() {
+        // Around both padding edges (55/56 and 64 bytes), the two-block limit (119/120) and keys themselves.
+        let text: String = (0..200u32).map(|i| char::from(b'!' + (i * 7 % 90) as u8)).collect();
+        for len in 0..=text.len() {
+            let s = &text[..len];
+            assert_eq!(KeyDigest::of(s).0, <[u8; 32]>::from(Sha256::digest(s.as_bytes())), "length {len}");
+        }
+        let k = ApiKey::generate(Environment::Test);
+        assert_eq!(k.digest().0, <[u8; 32]>::from(Sha256::digest(k.expose().as_bytes())));
+        // FIPS 180-4's one-block example.
+        assert_eq!(KeyDigest::of("abc").to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
