@@ -85,20 +85,70 @@ impl Counts {
 }
 
 /// When the connection last moved a byte, and how many of its requests are being answered.
-#[derive(Default)]
 struct Activity {
-    /// Milliseconds since `origin` of the last read or write.
+    /// The kernel's coarse monotonic clock at the last read or write, in milliseconds.
     last_io_ms: AtomicU64,
     in_flight: AtomicUsize,
 }
 
+/// The coarse monotonic clock (one kernel tick, 1-10 ms): every read and write of every connection stamps it, and
+/// a precise clock read there was two vDSO calls per request for a timeout counted in seconds.
+fn now_ms() -> u64 {
+    (infergate_gate::clock::monotonic_seconds() * 1000.0) as u64
+}
+
 impl Activity {
-    fn touch(&self, origin: Instant) {
-        self.last_io_ms.store(origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn new() -> Self {
+        Activity { last_io_ms: AtomicU64::new(now_ms()), in_flight: AtomicUsize::new(0) }
     }
-    fn idle_for(&self, origin: Instant) -> Duration {
-        let now = origin.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_io_ms.load(Ordering::Relaxed)))
+    fn touch(&self) {
+        self.last_io_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_io_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// hyper's HTTP/1 header-read deadline on the coarse clock, with no timer of its own.
+///
+/// hyper arms the deadline for every request head (keep-alive included) and drops it once the head is parsed.
+/// With tokio's timer that was, per request, a precise clock read plus an insert into and a removal from the
+/// timer wheel (~0.2 us of the agent's ~2 us of its own CPU per request, `perf` under `wrk`). Here a deadline is a
+/// number: it is polled whenever hyper polls the connection, and the connection task's watchdog tick (`Conn::serve`,
+/// at most a quarter of the header-read timeout apart) polls the connection, so an overdue head is refused at
+/// most a tick late. This timer is only sound on connections served by `Conn::serve`, which nothing else uses.
+#[derive(Clone, Copy)]
+struct HeadTimer;
+
+/// A fixed point of both clocks, so hyper's `Instant`s convert to coarse milliseconds without a clock read.
+fn clock_base() -> (Instant, u64) {
+    static BASE: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| (Instant::now(), now_ms()))
+}
+
+/// Ready once the coarse clock reaches this many milliseconds; see [`HeadTimer`].
+struct CoarseDeadline(u64);
+
+impl std::future::Future for CoarseDeadline {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if now_ms() >= self.0 { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+impl hyper::rt::Sleep for CoarseDeadline {}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseDeadline(now_ms().saturating_add(duration.as_millis() as u64)))
+    }
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let (instant, ms) = clock_base();
+        Box::pin(CoarseDeadline(ms.saturating_add(deadline.saturating_duration_since(instant).as_millis() as u64)))
+    }
+    fn now(&self) -> Instant {
+        let (instant, ms) = clock_base();
+        instant + Duration::from_millis(now_ms().saturating_sub(ms))
     }
 }
 
@@ -106,7 +156,6 @@ impl Activity {
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
-    origin: Instant,
 }
 
 impl AsyncRead for Watched {
@@ -114,7 +163,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch(self.origin);
+            self.activity.touch();
         }
         result
     }
@@ -124,7 +173,7 @@ impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch(self.origin);
+            self.activity.touch();
         }
         result
     }
@@ -152,7 +201,6 @@ struct Conn {
     limits: ConnectionLimits,
     peer: SocketAddr,
     activity: Arc<Activity>,
-    origin: Instant,
     shutdown: Shutdown,
     /// The client certificate the TLS handshake verified (mutual TLS), put into every request's extensions.
     client_cert: Option<Arc<infergate_gate::admission::ClientCert>>,
@@ -164,7 +212,7 @@ impl Conn {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { app, builder, limits, peer, activity, origin, shutdown, client_cert } = self;
+        let Conn { app, builder, limits, peer, activity, shutdown, client_cert } = self;
         let service = {
             let activity = Arc::clone(&activity);
             hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -184,14 +232,16 @@ impl Conn {
         };
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
-        let check_every = (limits.keep_alive_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        // The tick also drives hyper's header-read deadline (see `HeadTimer`): it must come well within that timeout.
+        let shortest = limits.keep_alive_timeout.min(limits.header_read_timeout);
+        let check_every = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut draining = false;
         loop {
             tokio::select! {
                 _ = connection.as_mut() => return,
                 _ = tokio::time::sleep(check_every) => {
                     let idle = activity.in_flight.load(Ordering::Acquire) == 0
-                        && activity.idle_for(origin) >= limits.keep_alive_timeout;
+                        && activity.idle_for() >= limits.keep_alive_timeout;
                     if idle {
                         // Nothing is being answered and nothing has moved: dropping the connection closes it.
                         return;
@@ -218,7 +268,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let counts = Arc::new(Counts { total: AtomicUsize::new(0), per_ip: Mutex::default() });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder.http1().timer(HeadTimer).header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     loop {
@@ -246,10 +296,9 @@ pub async fn serve(
         let (app, builder, shutdown, tls) = (app.clone(), Arc::clone(&builder), shutdown.clone(), tls.clone());
         tokio::spawn(async move {
             let _admitted = admitted;
-            let origin = Instant::now();
-            let activity = Arc::new(Activity::default());
-            let watched = Watched { inner: stream, activity: Arc::clone(&activity), origin };
-            let mut conn = Conn { app, builder, limits, peer, activity, origin, shutdown, client_cert: None };
+            let activity = Arc::new(Activity::new());
+            let watched = Watched { inner: stream, activity: Arc::clone(&activity) };
+            let mut conn = Conn { app, builder, limits, peer, activity, shutdown, client_cert: None };
             match tls {
                 None => conn.serve(watched).await,
                 // The handshake gets the header-read timeout too: a client that stalls in it holds nothing longer.
@@ -266,5 +315,31 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Timer as _;
+
+    fn ready(sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>) -> bool {
+        sleep.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())).is_ready()
+    }
+
+    #[test]
+    fn head_deadline_is_due_by_the_coarse_clock_and_only_then() {
+        let timer = HeadTimer;
+        // hyper arms the deadline as `now() + timeout` and polls it while the head is incomplete.
+        let mut due = timer.sleep_until(timer.now() + Duration::from_millis(30));
+        let mut later = timer.sleep_until(timer.now() + Duration::from_secs(60));
+        assert!(!ready(&mut due) && !ready(&mut later));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(ready(&mut due), "a head overdue by a kernel tick or more is refused");
+        assert!(!ready(&mut later));
+        // The timer's `now` follows the precise clock to within a kernel tick (a few ms).
+        let drift = Instant::now().saturating_duration_since(timer.now());
+        assert!(drift < Duration::from_millis(50), "coarse now lags by {drift:?}");
+        assert!(ready(&mut timer.sleep(Duration::ZERO)));
     }
 }
