@@ -48,6 +48,8 @@ pub use infergate_gate::snapshot;
 #[cfg(test)]
 mod tests_gpu;
 #[cfg(test)]
+mod tests_immediate;
+#[cfg(test)]
 mod tests_oneshot;
 
 /// The gateway with its counter store (in memory, or shared on Redis), the built-in models from the models

@@ -201,9 +201,14 @@ impl Drop for RequestOutcome {
         self.span.record("gpu_seconds", self.gpu_seconds);
         self.span.record("duration_ms", duration.as_secs_f64() * 1e3);
         self.metrics.finished(self.door.as_str(), self.route, outcome, duration);
-        let sampled = self.access_log_sample >= 1.0
-            || (self.access_log_sample > 0.0 && rand::random::<f64>() < self.access_log_sample);
-        if self.code.is_none() && sampled {
+        // Whether the line would be written at all first: formatting its key id for a filtered-out event was a
+        // visible share of a cheap route.
+        let wanted = self.code.is_none() && tracing::enabled!(target: "infergate::access", tracing::Level::INFO);
+        let sampled = || {
+            self.access_log_sample >= 1.0
+                || (self.access_log_sample > 0.0 && rand::random::<f64>() < self.access_log_sample)
+        };
+        if wanted && sampled() {
             self.access_log(duration);
         }
     }

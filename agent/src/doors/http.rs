@@ -58,14 +58,34 @@ pub fn router(gateway: Arc<Gateway>, stream: axum::routing::MethodRouter<Arc<Gat
         .route("/v1/models/{id}", get(model))
         .route("/v1/tickets", post(tickets))
         .route("/v1/stream", stream)
-        // Liveness on the traffic port, for load balancers that can only probe it: no key, no record, no body
-        // beyond `ok` (readiness and everything else stay on the admin listener).
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(|| async { healthz() }))
         // Anything else gets the same JSON error (with x-request-id) as every refusal, not the framework's text.
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(upload_limit))
         .with_state(gateway)
+}
+
+/// The requests answered on the spot from their head (see `listener::Immediate`): `GET /healthz` and
+/// `GET /v1/models`, the routes load balancers and clients poll. The router above serves the same routes through
+/// the same functions for what this leaves to it (`HEAD`).
+pub fn immediate(gateway: Arc<Gateway>) -> super::listener::Immediate {
+    Arc::new(move |head| {
+        if head.method != axum::http::Method::GET {
+            return None;
+        }
+        match head.uri.path() {
+            "/healthz" => Some(healthz()),
+            "/v1/models" => Some(model_list(&gateway, head.headers, head.client_cert.cloned())),
+            _ => None,
+        }
+    })
+}
+
+/// Liveness on the traffic port, for load balancers that can only probe it: no key, no record, no body beyond
+/// `ok` (readiness and everything else stay on the admin listener).
+fn healthz() -> Response {
+    "ok\n".into_response()
 }
 
 async fn unknown_route(State(gateway): State<Arc<Gateway>>, uri: axum::http::Uri) -> Response {
@@ -284,12 +304,21 @@ pub const REDACTIONS_HEADER: &str = "x-infergate-redactions";
 /// Takes the request whole: the `HeaderMap` extractor clones every header (allocations per request), and this
 /// route needs only to read three of them.
 async fn models(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
-    let headers = request.headers();
+    let client_cert = edge::client_cert_of(request.extensions()).map(|axum::Extension(cert)| cert);
+    model_list(&gateway, request.headers(), client_cert)
+}
+
+/// `GET /v1/models`: the models the key may use, in OpenAI's list shape.
+fn model_list(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    client_cert: Option<Arc<infergate_gate::admission::ClientCert>>,
+) -> Response {
     let mut outcome = gateway.begin(Door::Http, "/v1/models", edge::traceparent(headers));
-    edge::attach_client_cert(&mut outcome, edge::client_cert_of(request.extensions()));
+    outcome.client_cert = client_cert;
     let result = edge::authenticate(&gateway, edge::header_key(headers).as_deref(), &mut outcome).map(|identity| {
         let json = HeaderValue::from_static("application/json");
-        ([(axum::http::header::CONTENT_TYPE, json)], model_list_body(&gateway, &identity)).into_response()
+        ([(axum::http::header::CONTENT_TYPE, json)], model_list_body(gateway, &identity)).into_response()
     });
     edge::http_finish(result, &outcome.request_id)
 }
