@@ -132,7 +132,25 @@ def cmd_manifest(args) -> None:
             },
         },
     ]
-    for tier, prefix in (("bench", "load"), ("unmetered", "http"), ("unmetered", "revoke")):
+    groups = [("bench", "load", "transcribe"), ("unmetered", "http", "transcribe"), ("unmetered", "revoke", "transcribe")]
+    if args.upload_upstream:
+        # The upload bench's own endpoint and key: its upstream is a server that answers at once (nginx), so the
+        # bench measures the agent's door, not a backend; its own model keeps the other keys' model lists as they were.
+        docs.append(
+            {
+                "apiVersion": "infergate.dev/v1alpha1",
+                "kind": "InferenceEndpoint",
+                "metadata": {"name": "upload", "namespace": "default"},
+                "spec": {
+                    "model": args.upload_model,
+                    "features": ["transcribe"],
+                    "backend": {"upstream": {"url": args.upload_upstream, "allowPrivateNetwork": True}},
+                    "cost": {"gpuSecondsPerAudioSecond": args.cost},
+                },
+            }
+        )
+        groups.append(("unmetered", "upload", "upload"))
+    for tier, prefix, endpoint in groups:
         count = args.revoke_policies if prefix == "revoke" else args.policies if prefix == "load" else 1
         for i in range(count):
             docs.append(
@@ -144,7 +162,7 @@ def cmd_manifest(args) -> None:
                         "tier": tier,
                         "environment": "test",
                         "secretName": f"{prefix}-{i}-key",
-                        "scopes": [{"endpoint": "transcribe"}],
+                        "scopes": [{"endpoint": endpoint}],
                     },
                 }
             )
@@ -544,6 +562,8 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--policies", type=int, default=4, help="policies (one key each) on tier bench")
     m.add_argument("--revoke-policies", type=int, default=50, help="policies whose keys the revocation bench revokes")
     m.add_argument("--max-streams", type=int, default=2)
+    m.add_argument("--upload-upstream", default="", help="adds endpoint `upload` (this upstream) and policy upload-0")
+    m.add_argument("--upload-model", default="whisper-upload")
     m.set_defaults(func=cmd_manifest)
 
     u = sub.add_parser("upstream", help="serve a fake OpenAI-compatible transcription upstream")

@@ -200,6 +200,17 @@ def http(inp):
                      peer("nginx return 200", f"{cng:.2f} us"), div(cng, cau)),
                  Row("HTTP key check CPU vs the agent's unauthenticated route", f"{(cau / cun - 1) * 100:+.1f}% ({cau:.2f} us)",
                      peer("agent /healthz", f"{cun:.2f} us"), div(cun, cau))]
+    # The small authenticated upload (item 2's second half): the agent forwards it to an upstream that answers at
+    # once (nginx); the peer is nginx answering the same POST itself, and for reference nginx proxying it.
+    up, upn, upp, upbad = (h.get(k) for k in ("upload_rps", "upload_nginx_rps", "upload_nginx_proxy_rps", "upload_non_2xx"))
+    if up:
+        secs = h.get("upload_seconds", 0.1)
+        rows += [Row(f"HTTP small authenticated upload ({secs:g} s WAV) via an upstream, req/s"
+                     + (f" ({upbad} non-2xx)" if upbad else ""), num(up),
+                     peer("nginx return 200, same POST", num(upn)), div(up, upn), ">= 1.0x",
+                     judge(lambda: up / upn >= 1.0 and not upbad, up, upn)),
+                 Row("HTTP small upload vs nginx proxying it to the same upstream", num(up),
+                     peer("nginx proxy_pass", num(upp)), div(up, upp))]
     revs = [o for o in objs if o.get("bench") == "revocation"]
     for i, r in enumerate(revs or [{}]):
         mode = r.get("mode") or ("sighup" if i == 0 else "poll")  # run_all.sh runs SIGHUP first, then poll

@@ -26,7 +26,10 @@ LOGS = {
     "http": ["==> HTTP: nginx ...", "  nginx  26768 req/s   p50 1ms",
              RESULT({"bench": "http", "rounds": 3, "seconds": 10, "nginx_rps": 26768, "unauthenticated_rps": 21712,
                      "authenticated_rps": 14487, "authenticated_non_2xx": 0, "unauthenticated_listener": "admin",
-                     "nginx_cpu_us": 5.1, "unauthenticated_cpu_us": 7.0, "authenticated_cpu_us": 7.7}),
+                     "nginx_cpu_us": 5.1, "unauthenticated_cpu_us": 7.0, "authenticated_cpu_us": 7.7,
+                     "upload_rps": 20000, "upload_nginx_rps": 100000, "upload_non_2xx": 0, "upload_cpu_us": 50.0,
+                     "upload_nginx_cpu_us": 8.0, "upload_nginx_proxy_rps": 40000, "upload_nginx_proxy_cpu_us": 24.0,
+                     "upload_seconds": 0.1}),
              RESULT({"bench": "streams", "streams": 8, "keys": 4, "duration_s": 60.0, "charged_gpu_s": 19.94,
                      "allowance_gpu_s": 20.0, "error_pct": -0.3}),
              RESULT({"bench": "revocation", "mode": "sighup", "trials": 25, "missed": 0,
@@ -162,6 +165,9 @@ def main():
     assert "agent admin /healthz" in cells(rows, "HTTP key check cost").peer
     check(cells(rows, "HTTP server CPU"), "7.70 us", 5.1 / 7.7, None, "nginx return 200: 5.10 us")
     check(cells(rows, "HTTP key check CPU"), "+10.0% (7.70 us)", 7.0 / 7.7, None)
+    check(cells(rows, "HTTP small authenticated upload (0.1 s WAV)"), "20,000", 0.2, False,
+          "nginx return 200, same POST: 100,000")
+    check(cells(rows, "HTTP small upload vs nginx proxying"), "20,000", 0.5, None, "nginx proxy_pass: 40,000")
     check(cells(rows, "revocation (write + SIGHUP)"), "468 / 487 ms", met=True)
     check(cells(rows, "revocation (file poll only)"), "798 / 1200 ms", met=False)
     check(cells(rows, "tier accounting"), "19.94 GPU-s (-0.30%)", met=True)

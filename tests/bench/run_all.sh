@@ -7,6 +7,7 @@
 # Knobs (environment):
 #   BENCH_HTTP_SECONDS=10  BENCH_HTTP_ROUNDS=3  BENCH_WRK_THREADS=1  BENCH_WRK_CONNECTIONS=32
 #   BENCH_STREAM_SECONDS=60  BENCH_STREAMS=8  BENCH_STREAM_KEYS=4  BENCH_REVOKE_TRIALS=50
+#   BENCH_UPLOAD_SECONDS=0.1 (the small upload's WAV length)
 #   BENCH_SKIP="http streams revocation" (any subset)   BENCH_NO_BUILD=1 (use the existing release binary)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -72,7 +73,7 @@ wait_http() { # url, seconds
   done
 }
 
-HTTP_PORT=$(free_port); GRPC_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port)
+HTTP_PORT=$(free_port); GRPC_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port); NGINX_PROXY_PORT=$(free_port)
 UPSTREAM_PORT=$(free_port)
 
 step "fake upstream, manifest, agent (standalone)"
@@ -80,7 +81,7 @@ step "fake upstream, manifest, agent (standalone)"
 PIDS+=($!)
 "$PY" "$LOADGEN" manifest --out "$WORK/bench.yaml" --upstream "http://127.0.0.1:$UPSTREAM_PORT/v1" \
   --rate-per-minute $RATE_PER_MIN --burst $BURST --cost $COST --model $MODEL \
-  --policies "$STREAM_KEYS" --revoke-policies "$REVOKE_TRIALS"
+  --policies "$STREAM_KEYS" --revoke-policies "$REVOKE_TRIALS" --upload-upstream "http://127.0.0.1:$NGINX_PORT/v1"
 RUST_LOG=${RUST_LOG:-warn} "${SERVER_PIN[@]}" "$AGENT" standalone -f "$WORK/bench.yaml" --keys-out "$WORK/keys.out" \
   --http-addr "127.0.0.1:$HTTP_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
   >"$WORK/agent.log" 2>&1 &
@@ -113,6 +114,14 @@ http {
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / { default_type text/plain; return 200 "ok\n"; }
+    # The small upload's answer, direct (the peer) and as the agent's upstream: a transcription at once.
+    location = /v1/audio/transcriptions { default_type application/json; return 200 '{"text":"ok"}\n'; }
+  }
+  # A reference for the upload: nginx doing the agent's hop (proxying the same POST to the same upstream, kept alive).
+  upstream answer { server 127.0.0.1:$NGINX_PORT; keepalive 32; }
+  server {
+    listen 127.0.0.1:$NGINX_PROXY_PORT;
+    location / { proxy_pass http://answer; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 EOF
@@ -120,12 +129,14 @@ EOF
   wait_http "http://127.0.0.1:$NGINX_PORT/" 10
 
   # The authenticated bench uses an unmetered key: it measures the cost of checking limits, not of refusals.
-  "$PY" - "$WORK/keys.out" "$WORK/http.key" <<'EOF'
+  "$PY" - "$WORK/keys.out" "$WORK/http.key" "$WORK/upload.key" <<'EOF'
 import sys; sys.path.insert(0, "tests/bench"); import loadgen, pathlib
 pairs = loadgen.keys_for(pathlib.Path(sys.argv[1]), "http-")
 pathlib.Path(sys.argv[2]).write_text(pairs[0][1] + "\n")
+pairs = loadgen.keys_for(pathlib.Path(sys.argv[1]), "upload-")
+pathlib.Path(sys.argv[3]).write_text(pairs[0][1] + "\n")
 EOF
-  chmod 600 "$WORK/http.key"
+  chmod 600 "$WORK/http.key" "$WORK/upload.key"
   # The unauthenticated baseline: /healthz on the public listener when the agent serves one there, else the
   # admin listener's /healthz (same binary, runtime and HTTP stack, no key check).
   AUTH_URL=${BENCH_AUTH_URL:-http://127.0.0.1:$HTTP_PORT/v1/models}
@@ -152,18 +163,20 @@ EOF
     done
     echo "$total"
   }
+  nginx_pids() { local master; master=$(cat "$WORK/nginx/nginx.pid"); echo "$master" $(pgrep -P "$master"); }
   server_pids() { # name
-    if [ "$1" = nginx ]; then
-      local master; master=$(cat "$WORK/nginx/nginx.pid"); echo "$master" $(pgrep -P "$master")
-    else
-      echo "$AGENT_PID"
-    fi
+    case $1 in
+      nginx*) nginx_pids ;;
+      # The agent's upload is served by the agent and its upstream (nginx) together, both on the server's core.
+      agent_upload) echo "$AGENT_PID" $(nginx_pids) ;;
+      *) echo "$AGENT_PID" ;;
+    esac
   }
-  run_wrk() { # name url [lua]
-    local name=$1 url=$2 script=${3:-} out pids ticks0 ticks1
+  run_wrk() { # name url [lua [key file]]
+    local name=$1 url=$2 script=${3:-} key=${4:-$WORK/http.key} out pids ticks0 ticks1
     pids=$(server_pids "$name"); ticks0=$(server_ticks $pids)
     if [ -n "$script" ]; then
-      out=$(BENCH_KEY_FILE="$WORK/http.key" "${CLIENT_PIN[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${HTTP_SECONDS}s" --latency -s "$script" "$url")
+      out=$(BENCH_KEY_FILE="$key" BENCH_UPLOAD_SECONDS="${BENCH_UPLOAD_SECONDS:-0.1}" "${CLIENT_PIN[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${HTTP_SECONDS}s" --latency -s "$script" "$url")
     else
       out=$("${CLIENT_PIN[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${HTTP_SECONDS}s" --latency "$url")
     fi
@@ -186,6 +199,17 @@ EOF
     run_wrk agent_unauthenticated "$UNAUTH_URL" "$ROOT/tests/bench/wrk-auth.lua"
     run_wrk agent_authenticated "$AUTH_URL" "$ROOT/tests/bench/wrk-auth.lua"
   done
+  # The small authenticated upload: the same multipart POST to nginx (which answers it) and to the agent (which
+  # authenticates, reads the form, checks the WAV, charges the estimate, forwards to nginx, settles and answers).
+  UPLOAD_PATH=/v1/audio/transcriptions
+  code=$(BENCH_KEY_FILE="$WORK/upload.key" wrk -t1 -c1 -d1s -s "$ROOT/tests/bench/wrk-upload.lua" "http://127.0.0.1:$HTTP_PORT$UPLOAD_PATH" | awk -F': *' '/Non-2xx/ {print "non-2xx " $2}')
+  echo "upload: ${BENCH_UPLOAD_SECONDS:-0.1} s WAV, POST $UPLOAD_PATH${code:+ ($code in a 1 s probe)}"
+  for round in $(seq 1 "$HTTP_ROUNDS"); do
+    echo " upload round $round"
+    run_wrk nginx_upload "http://127.0.0.1:$NGINX_PORT$UPLOAD_PATH" "$ROOT/tests/bench/wrk-upload.lua" "$WORK/upload.key"
+    run_wrk nginx_proxy_upload "http://127.0.0.1:$NGINX_PROXY_PORT$UPLOAD_PATH" "$ROOT/tests/bench/wrk-upload.lua" "$WORK/upload.key"
+    run_wrk agent_upload "http://127.0.0.1:$HTTP_PORT$UPLOAD_PATH" "$ROOT/tests/bench/wrk-upload.lua" "$WORK/upload.key"
+  done
   kill "$(cat "$WORK/nginx/nginx.pid")" 2>/dev/null || true
   RESULT[http]=$(awk '
     { sum[$1]+=$2; n[$1]++; bad[$1]+=$3; cpu[$1]+=$4 }
@@ -196,18 +220,23 @@ EOF
       cau=cpu["agent_authenticated"]/n["agent_authenticated"];
       printf "nginx %.0f req/s; agent unauthenticated %.0f req/s; agent authenticated %.0f req/s (non-2xx %d)\n", ng, un, au, bad["agent_authenticated"];
       printf "    authenticated / nginx = %.3f (target >= 1.0); auth+limits cost vs unauthenticated = %.2f%% (target <= 5%%)\n", au/ng, (1-au/un)*100;
-      printf "    server CPU per request: nginx %.2f us, agent unauthenticated %.2f us, authenticated %.2f us (auth+limits %+.1f%% CPU)", cng, cun, cau, (cau/cun-1)*100
+      printf "    server CPU per request: nginx %.2f us, agent unauthenticated %.2f us, authenticated %.2f us (auth+limits %+.1f%% CPU)\n", cng, cun, cau, (cau/cun-1)*100
+      nu=sum["nginx_upload"]/n["nginx_upload"]; agu=sum["agent_upload"]/n["agent_upload"]; npu=sum["nginx_proxy_upload"]/n["nginx_proxy_upload"];
+      printf "    small upload: nginx %.0f req/s, agent %.0f req/s (non-2xx %d) = %.3f (target >= 1.0); server CPU %.2f vs %.2f us (agent + its upstream)\n", nu, agu, bad["agent_upload"], agu/nu, cpu["nginx_upload"]/n["nginx_upload"], cpu["agent_upload"]/n["agent_upload"]
+      printf "    for reference, nginx proxying the same upload to the same upstream: %.0f req/s (agent / nginx proxy = %.3f), server CPU %.2f us", npu, agu/npu, cpu["nginx_proxy_upload"]/n["nginx_proxy_upload"]
     }' "$WORK/http.results")
   # The same means as one machine-readable line (tests/bench/all.sh collects it).
   unauth_listener="public"; [ "$UNAUTH_URL" = "http://127.0.0.1:$ADMIN_PORT/healthz" ] && unauth_listener="admin"
-  awk -v rounds="$HTTP_ROUNDS" -v secs="$HTTP_SECONDS" -v listener="$unauth_listener" '
+  awk -v rounds="$HTTP_ROUNDS" -v secs="$HTTP_SECONDS" -v listener="$unauth_listener" -v upload_s="${BENCH_UPLOAD_SECONDS:-0.1}" '
     { sum[$1]+=$2; n[$1]++; bad[$1]+=$3; cpu[$1]+=$4 }
     function mean(k) { return n[k] ? sum[k]/n[k] : 0 }
     function cpu_us(k) { return n[k] ? cpu[k]/n[k] : 0 }
     END {
       printf "RESULT {\"bench\":\"http\",\"rounds\":%d,\"seconds\":%d,\"nginx_rps\":%.0f,\"unauthenticated_rps\":%.0f,", rounds, secs, mean("nginx"), mean("agent_unauthenticated");
       printf "\"nginx_cpu_us\":%.3f,\"unauthenticated_cpu_us\":%.3f,\"authenticated_cpu_us\":%.3f,", cpu_us("nginx"), cpu_us("agent_unauthenticated"), cpu_us("agent_authenticated");
-      printf "\"authenticated_rps\":%.0f,\"authenticated_non_2xx\":%d,\"unauthenticated_listener\":\"%s\"}\n", mean("agent_authenticated"), bad["agent_authenticated"], listener
+      printf "\"authenticated_rps\":%.0f,\"authenticated_non_2xx\":%d,\"unauthenticated_listener\":\"%s\",", mean("agent_authenticated"), bad["agent_authenticated"], listener
+      printf "\"upload_nginx_rps\":%.0f,\"upload_rps\":%.0f,\"upload_non_2xx\":%d,\"upload_nginx_cpu_us\":%.3f,\"upload_cpu_us\":%.3f,", mean("nginx_upload"), mean("agent_upload"), bad["agent_upload"], cpu_us("nginx_upload"), cpu_us("agent_upload")
+      printf "\"upload_nginx_proxy_rps\":%.0f,\"upload_nginx_proxy_cpu_us\":%.3f,\"upload_seconds\":%s}\n", mean("nginx_proxy_upload"), cpu_us("nginx_proxy_upload"), upload_s
     }' "$WORK/http.results"
 fi
 
