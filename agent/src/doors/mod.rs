@@ -8,7 +8,8 @@
 //!  oauth (axum, on the HTTP listener: POST /v1/oauth/token, /.well-known/{jwks.json,openid-configuration})
 //!          one-shot ─▶ oneshot::run          stream ─▶ Session::open ─▶ Session::drive(transport)
 //!  admin (axum, separate port: /metrics /healthz /readyz /usage /status)
-//!  listener: the HTTP/WebSocket accept loop (connection caps, header-read and keep-alive timeouts)
+//!  listener: the HTTP/WebSocket accept loop (connection caps, header-read and keep-alive timeouts); it asks
+//!            http::immediate first (GET /healthz, GET /v1/models answered from the head), then axum's router
 //! ```
 pub mod admin;
 pub mod edge;
