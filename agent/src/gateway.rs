@@ -578,3 +578,20 @@ impl Drop for ConnectionGuard {
         self.gateway.metrics.open_connections.with_label_values(&[self.door.as_str()]).dec();
     }
 }
+
+#[cfg(test)]
+impl Gateway {
+    /// A gateway with default settings and an in-process counter store, serving `shards` (which must compile
+    /// without warnings) with `backends`: the set-up the crate's tests share.
+    pub(crate) fn serving(
+        shards: &[infergate_crds::gateway::Shard],
+        backends: std::collections::HashMap<infergate_crds::endpoint::BuiltinModel, Arc<dyn crate::backend::Backend>>,
+    ) -> Arc<Gateway> {
+        let (snapshot, warnings) = Snapshot::build(shards, infergate_gate::snapshot::SnapshotOptions::default());
+        assert_eq!(warnings, vec![]);
+        let limiter = Arc::new(Limiter::new(Arc::new(infergate_gate::limiter::InMemoryStore::default())));
+        let gateway = Gateway::new(Settings::default(), limiter, Backends::new(backends));
+        gateway.apply(snapshot);
+        gateway
+    }
+}

@@ -152,11 +152,7 @@ async fn saturated_endpoint_degrades_to_its_fallback_then_refuses() {
             .scope("solo", "spk-solo", &[Feature::Embed])
             .shard(),
     ];
-    let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
-    assert_eq!(warnings, vec![]);
-    let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
-    let gateway = Gateway::new(Settings::default(), limiter, Backends::new(backends));
-    gateway.apply(snapshot);
+    let gateway = Gateway::serving(&shards, backends);
     let call = |model: &'static str| {
         let gateway = Arc::clone(&gateway);
         async move {

@@ -1,13 +1,10 @@
 //! The HTTP door's immediate answers (`listener::Immediate`) and its router answer the same requests alike; what
 //! the immediate lane does not take goes to the router.
-use crate::backend::Backends;
 use crate::doors::listener::Head;
-use crate::gateway::{Gateway, Settings};
+use crate::gateway::Gateway;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, Uri};
 use infergate_crds::endpoint::Feature;
-use infergate_gate::limiter::{InMemoryStore, Limiter};
-use infergate_gate::snapshot::{Snapshot, SnapshotOptions};
 use infergate_gate::testing::{key, mk_endpoint, mk_policy};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,12 +17,7 @@ fn gateway() -> Arc<Gateway> {
         // A policy that wants a client certificate as well as the key: refused here, where none was presented.
         mk_policy("mtls").key(&key(3)).client_certificate(&["CN=app"], &[]).scope("stt", "whisper-1", &[]).shard(),
     ];
-    let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
-    assert_eq!(warnings, vec![]);
-    let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
-    let gateway = Gateway::new(Settings::default(), limiter, Backends::new(HashMap::new()));
-    gateway.apply(snapshot);
-    gateway
+    Gateway::serving(&shards, HashMap::new())
 }
 
 /// Status, headers but the per-request one, and body. `content-length` is left out: axum's router sets it from

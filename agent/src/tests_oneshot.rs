@@ -1,12 +1,11 @@
 //! The one-shot path's settlement when the client goes away: the request's future is dropped mid-flight.
-use crate::backend::{Backend, BackendError, BackendRequest, BackendResponse, Backends};
-use crate::gateway::{Credential, Gateway, Settings};
+use crate::backend::{Backend, BackendError, BackendRequest, BackendResponse};
+use crate::gateway::{Credential, Gateway};
 use crate::oneshot::{self, OneShot};
 use crate::outcome::Door;
 use futures::future::BoxFuture;
 use infergate_crds::endpoint::{BuiltinModel, Feature};
-use infergate_gate::limiter::{InMemoryStore, Limiter};
-use infergate_gate::snapshot::{KeyRef, Snapshot, SnapshotOptions};
+use infergate_gate::snapshot::KeyRef;
 use infergate_gate::testing::{key, mk_endpoint, mk_policy};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,12 +30,7 @@ fn gateway() -> Arc<Gateway> {
         mk_endpoint("speaker", "spk").features(&[Feature::Embed]).builtin(BuiltinModel::SpeakerEncoder).shard(),
         mk_policy("app").key(&key(1)).scope("speaker", "spk", &[Feature::Embed]).shard(),
     ];
-    let (snapshot, warnings) = Snapshot::build(&shards, SnapshotOptions::default());
-    assert_eq!(warnings, vec![]);
-    let limiter = Arc::new(Limiter::new(Arc::new(InMemoryStore::default())));
-    let gateway = Gateway::new(Settings::default(), limiter, Backends::new(backends));
-    gateway.apply(snapshot);
-    gateway
+    Gateway::serving(&shards, backends)
 }
 
 fn one_second_of_audio() -> bytes::Bytes {
