@@ -96,6 +96,21 @@ async def wait_for_keys(path: Path, prefix: str, want: int, timeout: float = 30.
 # ------------------------------------------------------------------------------------------------------ manifest
 
 
+def endpoint(name: str, model: str, upstream: str, cost: float) -> dict:
+    """A transcription endpoint in namespace `default` that forwards to `upstream` (on loopback, so private)."""
+    return {
+        "apiVersion": "infergate.dev/v1alpha1",
+        "kind": "InferenceEndpoint",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "model": model,
+            "features": ["transcribe"],
+            "backend": {"upstream": {"url": upstream, "allowPrivateNetwork": True}},
+            "cost": {"gpuSecondsPerAudioSecond": cost},
+        },
+    }
+
+
 def cmd_manifest(args) -> None:
     docs = [
         {
@@ -120,37 +135,15 @@ def cmd_manifest(args) -> None:
                 "queue": {"maxDepth": 0, "timeout": "1s"},
             },
         },
-        {
-            "apiVersion": "infergate.dev/v1alpha1",
-            "kind": "InferenceEndpoint",
-            "metadata": {"name": "transcribe", "namespace": "default"},
-            "spec": {
-                "model": args.model,
-                "features": ["transcribe"],
-                "backend": {"upstream": {"url": args.upstream, "allowPrivateNetwork": True}},
-                "cost": {"gpuSecondsPerAudioSecond": args.cost},
-            },
-        },
+        endpoint("transcribe", args.model, args.upstream, args.cost),
     ]
     groups = [("bench", "load", "transcribe"), ("unmetered", "http", "transcribe"), ("unmetered", "revoke", "transcribe")]
     if args.upload_upstream:
         # The upload bench's own endpoint and key: its upstream is a server that answers at once (nginx), so the
         # bench measures the agent's door, not a backend; its own model keeps the other keys' model lists as they were.
-        docs.append(
-            {
-                "apiVersion": "infergate.dev/v1alpha1",
-                "kind": "InferenceEndpoint",
-                "metadata": {"name": "upload", "namespace": "default"},
-                "spec": {
-                    "model": args.upload_model,
-                    "features": ["transcribe"],
-                    "backend": {"upstream": {"url": args.upload_upstream, "allowPrivateNetwork": True}},
-                    "cost": {"gpuSecondsPerAudioSecond": args.cost},
-                },
-            }
-        )
+        docs.append(endpoint("upload", args.upload_model, args.upload_upstream, args.cost))
         groups.append(("unmetered", "upload", "upload"))
-    for tier, prefix, endpoint in groups:
+    for tier, prefix, scope in groups:
         count = args.revoke_policies if prefix == "revoke" else args.policies if prefix == "load" else 1
         for i in range(count):
             docs.append(
@@ -162,7 +155,7 @@ def cmd_manifest(args) -> None:
                         "tier": tier,
                         "environment": "test",
                         "secretName": f"{prefix}-{i}-key",
-                        "scopes": [{"endpoint": endpoint}],
+                        "scopes": [{"endpoint": scope}],
                     },
                 }
             )
