@@ -119,7 +119,7 @@ pub async fn serve(gateway: Arc<Gateway>, listeners: Listeners) -> anyhow::Resul
                 crate::doors::listener::serve(
                     http,
                     http_app,
-                    Some(crate::doors::http::immediate(Arc::clone(&gateway))),
+                    crate::doors::http::immediate(Arc::clone(&gateway)),
                     gateway.settings.listener,
                     refused,
                     shutdown.clone(),

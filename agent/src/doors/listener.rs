@@ -137,7 +137,6 @@ impl Activity {
 /// number: it is polled whenever hyper polls the connection, and the connection task's watchdog tick (`Conn::serve`,
 /// at most a quarter of the header-read timeout apart) polls the connection, so an overdue head is refused at
 /// most a tick late. This timer is only sound on connections served by `Conn::serve`, which nothing else uses.
-#[derive(Clone, Copy)]
 struct HeadTimer;
 
 /// A fixed point of both clocks, so hyper's `Instant`s convert to coarse milliseconds without a clock read.
@@ -217,7 +216,7 @@ impl Drop for InFlight {
 /// One accepted connection's serving context.
 struct Conn {
     app: Router,
-    immediate: Option<Immediate>,
+    immediate: Immediate,
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
     limits: ConnectionLimits,
     peer: SocketAddr,
@@ -245,7 +244,7 @@ impl Conn {
                     headers: request.headers(),
                     client_cert: client_cert.as_ref(),
                 };
-                if let Some(response) = immediate.as_ref().and_then(|answer| answer(&head)) {
+                if let Some(response) = immediate(&head) {
                     return Either::Left(std::future::ready(Ok(response)));
                 }
                 request.extensions_mut().insert(PeerAddr(peer));
@@ -293,7 +292,7 @@ impl Conn {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    immediate: Option<Immediate>,
+    immediate: Immediate,
     limits: ConnectionLimits,
     refused: prometheus::IntCounterVec,
     shutdown: Shutdown,
