@@ -30,11 +30,16 @@ use subtle::ConstantTimeEq;
 
 /// Bytes of the digest a slot keeps: the key id (8) and 8 more. The other 16 are in the slot's [`Cold`] half.
 const PREFIX: usize = 16;
-/// The top two bits of [`Slot::tag`]: what the slot holds. The low 30 bits are the record's policy index.
+/// The top two bits of [`Slot::tag`]: what the slot holds. Then [`SHARED_ID`], then 29 bits of policy index.
 const EMPTY: u32 = 0;
 const PLAIN: u32 = 1 << 30;
 const OTHER: u32 = 2 << 30;
 const KIND: u32 = 3 << 30;
+/// Set on every record whose key id (first 8 digest bytes) another record in the table also has: ids are 64
+/// uniform bits, so this is a forged revocation or a 2^-64 accident, and a walk by id for such a record must see
+/// the whole run; for any other it may stop at the record.
+const SHARED_ID: u32 = 1 << 29;
+const POLICY: u32 = SHARED_ID - 1;
 
 /// What every lookup reads: 32 bytes, two slots per cache line.
 #[derive(Clone, Copy)]
@@ -67,7 +72,11 @@ impl Slot {
     }
 
     fn policy(&self) -> u32 {
-        self.tag & !KIND
+        self.tag & POLICY
+    }
+
+    fn shared_id(&self) -> bool {
+        self.tag & SHARED_ID != 0
     }
 
     fn id(&self) -> KeyRef {
@@ -149,10 +158,11 @@ impl KeyTable {
         KeyRecord { digest: self.digest(at), policy: slot.policy(), status }
     }
 
-    /// Writes `record` into slot `at`, plain when it may be (an active key with no end, `alone` with its prefix).
-    fn put(&mut self, at: usize, record: &KeyRecord, alone: bool) {
-        // Refusing to build beats folding a policy index into the kind bits.
-        assert!(record.policy & KIND == 0, "a snapshot holds at most 2^30 policies");
+    /// Writes `record` into slot `at`, plain when it may be (an active key with no end, `alone` with its prefix),
+    /// with `shared` for [`SHARED_ID`].
+    fn put(&mut self, at: usize, record: &KeyRecord, alone: bool, shared: u32) {
+        // Refusing to build beats folding a policy index into the flag bits.
+        assert!(record.policy & !POLICY == 0, "a snapshot holds at most 2^29 policies");
         let (stamp, until, revoked) = match record.status {
             KeyStatus::Active { valid_from, valid_until } => (valid_from, valid_until, false),
             KeyStatus::Revoked { revoked_at } => (revoked_at, None, true),
@@ -161,7 +171,7 @@ impl KeyTable {
         self.slots[at] = Slot {
             prefix: record.digest.0[..PREFIX].try_into().expect("16 bytes"),
             at: stamp,
-            tag: kind | record.policy,
+            tag: kind | shared | record.policy,
         };
         self.cold[at] = Cold { rest: record.digest.0[PREFIX..].try_into().expect("16 bytes"), until, revoked };
     }
@@ -173,9 +183,13 @@ impl KeyTable {
         assert!(self.len + 1 < self.slots.len(), "key table sized for fewer records than inserted");
         let key = KeyRef::of(&record.digest);
         let prefix = &record.digest.0[..PREFIX];
-        // One walk of the run: the slots sharing the prefix, and the empty slot that ends it.
-        let (mut sharing, mut free) = (Vec::new(), self.start(key));
+        // One walk of the run: the slots sharing the id and those sharing the prefix, and the empty slot that
+        // ends it.
+        let (mut same_id, mut sharing, mut free) = (Vec::new(), Vec::new(), self.start(key));
         for at in self.run(key) {
+            if self.slots[at].id() == key {
+                same_id.push(at);
+            }
             if self.slots[at].prefix == prefix {
                 sharing.push(at);
             }
@@ -183,13 +197,19 @@ impl KeyTable {
         }
         if let Some(&same) = sharing.iter().find(|&&at| self.digest(at).ct_eq(&record.digest)) {
             let previous = self.record(same);
-            self.put(same, &record, sharing.len() == 1);
+            // The same digest: who else has its id is unchanged.
+            let shared = self.slots[same].tag & SHARED_ID;
+            self.put(same, &record, sharing.len() == 1, shared);
             return Some(previous);
         }
-        self.put(free, &record, sharing.is_empty());
+        let shared = if same_id.is_empty() { 0 } else { SHARED_ID };
+        self.put(free, &record, sharing.is_empty(), shared);
+        for at in same_id {
+            self.slots[at].tag |= SHARED_ID;
+        }
         // Records that share a prefix compare whole digests from now on.
         for at in sharing {
-            self.slots[at].tag = OTHER | self.slots[at].policy();
+            self.slots[at].tag = OTHER | (self.slots[at].tag & !KIND);
         }
         self.len += 1;
         None
@@ -211,6 +231,29 @@ impl KeyTable {
                 }
                 OTHER if slot.id() == key && self.digest(at).ct_eq(digest) => return Some(self.record(at)),
                 _ => {}
+            }
+            at = self.next(at);
+        }
+    }
+
+    /// The one record with `key`'s id whose policy index `owned` accepts; `None` when none does, or more than
+    /// one (never guess between them). The walk stops at the record unless its id is [`SHARED_ID`], so a session
+    /// token finds its key in about the slots an API key's lookup reads, not the whole run to an empty slot. (The
+    /// id bits are not secret: the early stop tells nothing a caller does not know.)
+    pub(crate) fn only_with_id(&self, key: KeyRef, owned: impl Fn(u32) -> bool) -> Option<KeyRecord> {
+        let mut at = self.start(key);
+        loop {
+            let slot = &self.slots[at];
+            if slot.kind() == EMPTY {
+                return None;
+            }
+            if slot.id() == key && owned(slot.policy()) {
+                if !slot.shared_id() {
+                    return Some(self.record(at));
+                }
+                let mut matching = self.with_id(key).filter(|r| owned(r.policy));
+                let first = matching.next()?;
+                return matching.next().is_none().then_some(first);
             }
             at = self.next(at);
         }
@@ -325,7 +368,8 @@ mod tests {
                     1 => KeyStatus::Active { valid_from: at, valid_until: Some(at + chrono::Duration::hours(1)) },
                     _ => KeyStatus::Revoked { revoked_at: at },
                 };
-                let record = KeyRecord { digest: digest_of(r), policy: i as u32, status };
+                // Four policies, so a policy can hold two records of one id (the walk by id and policy refuses).
+                let record = KeyRecord { digest: digest_of(r), policy: ((r >> 50) % 4) as u32, status };
                 let previous = table.insert(record).map(|p| (p.policy, p.status));
                 assert_eq!(
                     previous,
@@ -358,6 +402,22 @@ mod tests {
                 got.sort();
                 want.sort();
                 assert_eq!(got, want, "round {round}");
+                for policy in 0..4 {
+                    let owned: Vec<_> = want.iter().filter(|(_, p)| *p == policy).collect();
+                    let only = match &owned[..] {
+                        [(digest, _)] => Some(*digest),
+                        _ => None,
+                    };
+                    let got = table.only_with_id(KeyRef(id), |p| p == policy).map(|r| r.digest.0);
+                    assert_eq!(got, only, "round {round}, id {id}, policy {policy}");
+                }
+            }
+            for at in 0..table.slots.len() {
+                if table.slots[at].kind() != EMPTY {
+                    let id = table.slots[at].id();
+                    let others = table.iter().filter(|r| KeyRef::of(&r.digest) == id).count() > 1;
+                    assert_eq!(table.slots[at].shared_id(), others, "round {round}: SHARED_ID of slot {at}");
+                }
             }
             let mut all: Vec<_> = table.iter().map(|r| (r.digest.0, r.policy, format!("{:?}", r.status))).collect();
             let mut want: Vec<_> = model.values().map(|m| (m.digest.0, m.policy, format!("{:?}", m.status))).collect();

@@ -364,12 +364,10 @@ impl Snapshot {
     /// no record, or more than one, matches (two keys of one policy sharing 64 digest bits: refuse, never guess).
     pub fn key_in_policy(&self, key: KeyRef, policy: &str) -> Option<KeyRecord> {
         let (namespace, name) = policy.split_once('/')?;
-        let mut matching = self.keys.with_id(key).filter(|r| {
-            let owner = &self.policies[r.policy as usize].name;
+        self.keys.only_with_id(key, |p| {
+            let owner = &self.policies[p as usize].name;
             owner.namespace == namespace && owner.name == name
-        });
-        let first = matching.next()?;
-        matching.next().is_none().then_some(first)
+        })
     }
 
     /// The first record whose digest starts with these bits. Ambiguous when two digests share them, so a caller

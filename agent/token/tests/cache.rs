@@ -109,3 +109,26 @@ fn concurrent_readers_share_one_entry() {
         reader.join().unwrap();
     }
 }
+
+/// Tokens are filed by their last characters (the end of the signature): a token that ends like a cached one but
+/// differs anywhere else is verified on its own, refused, and leaves the cached one in place.
+#[test]
+fn a_token_ending_like_a_cached_one_is_verified_not_served() {
+    let key = key();
+    let (verifier, cache) = (verifier(&[&key]), VerifyCache::new(1024));
+    let token = token_for(&key, TEN_MIN);
+    let first = cache.verify(&verifier, &token, t0()).unwrap();
+    let payload = token.find('.').unwrap() + 5;
+    for swap in ["A", "B"] {
+        let mut forged = token.clone();
+        if &forged[payload..payload + 1] == swap {
+            continue;
+        }
+        forged.replace_range(payload..payload + 1, swap);
+        assert!(cache.verify(&verifier, &forged, t0()).is_err(), "a changed payload under the same signature");
+    }
+    let short = &token[token.len() - 10..];
+    assert!(cache.verify(&verifier, short, t0()).is_err(), "shorter than the part hashed");
+    assert!(Arc::ptr_eq(&first, &cache.verify(&verifier, &token, t0()).unwrap()));
+    assert_eq!(cache.len(), 1);
+}
