@@ -360,7 +360,7 @@ mod tests {
                 d[31] = (r / 15 % 4) as u8;
                 KeyDigest(d)
             };
-            for i in 0..inserts {
+            for _ in 0..inserts {
                 let r = next();
                 let at = t + chrono::Duration::seconds((r >> 24) as i64 % 1000);
                 let status = match (r >> 40) % 3 {
