@@ -18,8 +18,13 @@ fi
 rm -rf "$OUT/limitador" && cp -r "$SRC" "$OUT/limitador"
 sed -i -E 's/^( *)#\[cfg\(feature = "disk_storage"\)\]$/\1#[cfg(any(feature = "disk_storage", feature = "redis_storage"))]/' \
   "$OUT/limitador/src/storage/keys.rs" "$OUT/limitador/src/counter.rs"
+# Building against the patched copy makes cargo re-resolve and rewrite the committed lockfile; it is put back
+# afterwards so a bench run leaves the tree as it found it.
+cp tests/bench/redis-peer/Cargo.lock "$OUT/redis-peer.Cargo.lock"
 CARGO_TARGET_DIR=$OUT cargo build --release --quiet --manifest-path tests/bench/redis-peer/Cargo.toml \
-  --config "patch.crates-io.limitador.path=\"$OUT/limitador\""
+  --config "patch.crates-io.limitador.path=\"$OUT/limitador\"" || build_failed=1
+cp "$OUT/redis-peer.Cargo.lock" tests/bench/redis-peer/Cargo.lock
+[ -z "${build_failed:-}" ] || { echo "redis.sh: building the limitador peer failed" >&2; exit 1; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning >/dev/null 2>&1 &
 redis_pid=$!
